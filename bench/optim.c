@@ -1,0 +1,270 @@
+/* bench/optim.c: optimizer throughput on one large slice, printed beside the
+ * single-thread memory bandwidth (STREAM copy and triad) of the same run. */
+
+#include "optim.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { DEFAULT_ELEMENTS = 64 * 1024 * 1024, DEFAULT_REPS = 5 };
+
+typedef struct {
+  const char *name;
+  optim_kind kind;
+  float momentum;
+  int floats_moved; /* floats read + written per element */
+} bench_case;
+
+/* Bytes per element count each array once per read and once per write, as
+ * STREAM counts its own loops: SGD reads p, g and writes p; momentum adds
+ * b read and written; Adam reads p, g, m, v and writes p, m, v. */
+static const bench_case CASES[] = {
+    {"sgd", OPTIM_SGD, 0.0f, 3},         {"sgd_momentum", OPTIM_SGD, 0.9f, 5},
+    {"adam", OPTIM_ADAM, 0.0f, 7},       {"adamw", OPTIM_ADAMW, 0.0f, 7},
+    {"adagrad", OPTIM_ADAGRAD, 0.0f, 5},
+};
+
+typedef struct {
+  size_t n;
+  int reps;
+} options;
+
+typedef struct {
+  float *param, *grad, *state; /* state holds 2n floats (Adam's m and v) */
+} buffers;
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: optim [--elements N] [--reps R] [--help]\n"
+          "  Times SGD, SGD+momentum, Adam, AdamW and Adagrad on one slice\n"
+          "  of N floats (default %d), best of R timed steps (default %d)\n"
+          "  after a warm-up step, beside the memory bandwidth: the best\n"
+          "  of R STREAM copy, triad and in-place triad passes over the\n"
+          "  same buffers, before and after. One thread throughout.\n"
+          "  Prints one JSON object per line.\n",
+          DEFAULT_ELEMENTS, DEFAULT_REPS);
+}
+
+/* Parses a positive integer no larger than max; returns 0 on success. */
+static int parse_count(const char *s, unsigned long long max,
+                       unsigned long long *out) {
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno != 0 || end == s || *end != '\0' || v == 0 || v > max ||
+      s[0] == '-')
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* Returns 0 to run, 1 after --help, -1 on a bad argument (reported). */
+static int parse_args(int argc, char **argv, options *o) {
+  unsigned long long v;
+  o->n = DEFAULT_ELEMENTS;
+  o->reps = DEFAULT_REPS;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      usage(stdout);
+      return 1;
+    }
+    bool elems = strcmp(argv[i], "--elements") == 0;
+    bool reps = strcmp(argv[i], "--reps") == 0;
+    if ((!elems && !reps) || i + 1 >= argc ||
+        parse_count(argv[i + 1], elems ? (1ULL << 40) : 1000000, &v) != 0) {
+      fprintf(stderr, "optim: bad argument '%s'\n", argv[i]);
+      usage(stderr);
+      return -1;
+    }
+    if (elems)
+      o->n = (size_t)v;
+    else
+      o->reps = (int)v;
+    i++;
+  }
+  return 0;
+}
+
+static float *alloc_floats(size_t n) {
+  size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+  return aligned_alloc(64, bytes);
+}
+
+static int alloc_buffers(buffers *b, size_t n) {
+  b->param = alloc_floats(n);
+  b->grad = alloc_floats(n);
+  b->state = alloc_floats(2 * n);
+  return b->param && b->grad && b->state ? 0 : -1;
+}
+
+static void free_buffers(buffers *b) {
+  free(b->param);
+  free(b->grad);
+  free(b->state);
+}
+
+/* Deterministic values in [-1, 1) from a 32-bit LCG: parameters of order 1,
+ * gradients of order 1e-2, so no denormals slow the loops down. Writing
+ * every element also takes all page faults before anything is timed. */
+static void fill(const buffers *b, size_t n) {
+  uint32_t x = 12345;
+  for (size_t i = 0; i < n; i++) {
+    x = x * 1664525u + 1013904223u;
+    b->param[i] = (float)(x >> 8) / 8388608.0f - 1.0f;
+    x = x * 1664525u + 1013904223u;
+    b->grad[i] = 0.01f * ((float)(x >> 8) / 8388608.0f - 1.0f);
+  }
+  memset(b->state, 0, 2 * n * sizeof(float));
+}
+
+static double stream_copy(float *restrict c, const float *restrict a,
+                          size_t n) {
+  double t0 = now();
+  for (size_t i = 0; i < n; i++)
+    c[i] = a[i];
+  return now() - t0;
+}
+
+static double stream_triad(float *restrict a, const float *restrict b,
+                           const float *restrict c, size_t n) {
+  const float q = 3.0f;
+  double t0 = now();
+  for (size_t i = 0; i < n; i++)
+    a[i] = b[i] + q * c[i];
+  return now() - t0;
+}
+
+/* Triad in place, a = a + q*b, the access pattern of the optimizers. */
+static double stream_update(float *restrict a, const float *restrict b,
+                            size_t n) {
+  const float q = 3.0f;
+  double t0 = now();
+  for (size_t i = 0; i < n; i++)
+    a[i] = a[i] + q * b[i];
+  return now() - t0;
+}
+
+static double max3(double a, double b, double c) {
+  double m = a > b ? a : b;
+  return m > c ? m : c;
+}
+
+/* Best bandwidth over `reps` passes of STREAM's copy and triad and of an
+ * in-place triad, in bytes/s counted as STREAM does (copy 2 arrays, triads
+ * 3); returns the largest. STREAM's count leaves out the read-for-ownership
+ * a cache does before writing an array it has not read (copy and triad
+ * write c and a fresh), so those two understate what memory delivers to an
+ * in-place update such as an optimizer; the in-place triad moves exactly
+ * the bytes it is credited with. */
+static double bandwidth_limit(const buffers *b, size_t n, int reps) {
+  double copy = 1e30, triad = 1e30, update = 1e30;
+  for (int r = 0; r < reps + 1; r++) { /* pass 0 is a warm-up */
+    double tc = stream_copy(b->state, b->param, n);
+    double tt = stream_triad(b->param, b->grad, b->state, n);
+    double tu = stream_update(b->param, b->grad, n);
+    if (r == 0)
+      continue;
+    copy = tc < copy ? tc : copy;
+    triad = tt < triad ? tt : triad;
+    update = tu < update ? tu : update;
+  }
+  double bytes = (double)n * sizeof(float);
+  double copy_bw = 2 * bytes / copy, triad_bw = 3 * bytes / triad;
+  double update_bw = 3 * bytes / update;
+  fprintf(stderr,
+          "optim: copy %.4e B/s, triad %.4e B/s, in-place triad %.4e B/s "
+          "(best of %d)\n",
+          copy_bw, triad_bw, update_bw, reps);
+  return max3(copy_bw, triad_bw, update_bw);
+}
+
+/* Best wall time of one optim_step over `reps` timed steps after one
+ * warm-up step, starting from freshly filled buffers. */
+static double time_case(const bench_case *c, const buffers *b, size_t n,
+                        int reps) {
+  optim_config cfg;
+  optim_config_defaults(c->kind, &cfg);
+  cfg.momentum = c->momentum;
+  fill(b, n);
+  optim_state_init(&cfg, b->state, n);
+  double best = 1e30;
+  for (uint64_t t = 1; t <= (uint64_t)reps + 1; t++) {
+    double t0 = now();
+    optim_step(&cfg, t, cfg.lr, 0.5f, b->param, b->grad, b->state, n);
+    double dt = now() - t0;
+    if (t > 1 && dt < best)
+      best = dt;
+  }
+  return best;
+}
+
+/* Prints s as the contents of a JSON string. */
+static void print_json_string(const char *s) {
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\')
+      printf("\\%c", *s);
+    else if ((unsigned char)*s < 0x20)
+      printf("\\u%04x", (unsigned)(unsigned char)*s);
+    else
+      putchar(*s);
+  }
+}
+
+static void print_header(void) {
+  printf("{\"bench\":\"optim\",\"openblas_config\":\"");
+  print_json_string(openblas_get_config());
+  printf("\",\"threads\":1}\n");
+}
+
+static void print_case(const bench_case *c, size_t n, double seconds,
+                       double limit) {
+  double eps = (double)n / seconds;
+  double bps = eps * c->floats_moved * sizeof(float);
+  printf("{\"bench\":\"optim\",\"optimizer\":\"%s\",\"elements\":%zu,"
+         "\"elements_per_s\":%.4e,\"bytes_per_s\":%.4e,"
+         "\"limit_bytes_per_s\":%.4e,\"ratio\":%.3f}\n",
+         c->name, n, eps, bps, limit, bps / limit);
+  fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+  options o;
+  int rc = parse_args(argc, argv, &o);
+  if (rc != 0)
+    return rc > 0 ? 0 : 2;
+  /* One thread everywhere: the optimizer and the STREAM loops are plain
+   * single-threaded C, and BLAS is kept from spawning threads of its own. */
+  openblas_set_num_threads(1);
+  buffers b;
+  if (alloc_buffers(&b, o.n) != 0) {
+    fprintf(stderr, "optim: cannot allocate 4 x %zu floats\n", o.n);
+    free_buffers(&b);
+    return 1;
+  }
+  print_header();
+  fflush(stdout);
+  /* The bandwidth of a shared machine drifts: measure it before and after
+   * the optimizers and hold every figure against the best seen. */
+  enum { NCASES = sizeof CASES / sizeof CASES[0] };
+  double seconds[NCASES];
+  fill(&b, o.n);
+  double limit = bandwidth_limit(&b, o.n, o.reps);
+  for (size_t i = 0; i < NCASES; i++)
+    seconds[i] = time_case(&CASES[i], &b, o.n, o.reps);
+  double after = bandwidth_limit(&b, o.n, o.reps);
+  limit = after > limit ? after : limit;
+  for (size_t i = 0; i < NCASES; i++)
+    print_case(&CASES[i], o.n, seconds[i], limit);
+  free_buffers(&b);
+  return 0;
+}

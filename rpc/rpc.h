@@ -1,0 +1,255 @@
+/* rpc.h: the one thin layer over gRPC C core. Completion-queue loops,
+ * method registration, unary and streaming calls, protobuf-c <-> byte
+ * buffers, zero-copy tensor messages, and status codes with messages.
+ * Nothing outside rpc/ includes a gRPC header. */
+#ifndef FSPS_RPC_H
+#define FSPS_RPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+/* Status codes are gRPC's (0 OK, 3 INVALID_ARGUMENT, 14 UNAVAILABLE, ...),
+ * which are also the first values of fsps_err. */
+enum {
+  RPC_OK = 0,
+  RPC_CANCELLED = 1,
+  RPC_UNKNOWN = 2,
+  RPC_INVALID_ARGUMENT = 3,
+  RPC_DEADLINE_EXCEEDED = 4,
+  RPC_NOT_FOUND = 5,
+  RPC_PERMISSION_DENIED = 7,
+  RPC_RESOURCE_EXHAUSTED = 8,
+  RPC_FAILED_PRECONDITION = 9,
+  RPC_OUT_OF_RANGE = 11,
+  RPC_UNIMPLEMENTED = 12,
+  RPC_INTERNAL = 13,
+  RPC_UNAVAILABLE = 14,
+  RPC_DATA_LOSS = 15,
+  RPC_UNAUTHENTICATED = 16,
+};
+
+/* Largest message either side accepts: one 1 MiB tensor chunk plus its
+ * header, with room to spare. Larger ones fail with RESOURCE_EXHAUSTED. */
+#define RPC_MAX_MESSAGE_BYTES ((1 << 20) + (64 << 10))
+
+/* A call's outcome: a gRPC status code and a message for a person. */
+typedef struct {
+  int code;
+  char msg[512];
+} rpc_status;
+
+/* rpc_status_set fills st (if not NULL) and returns code. */
+int rpc_status_set(rpc_status *st, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* rpc_code_name returns gRPC's name of a status code, e.g. "NOT_FOUND". */
+const char *rpc_code_name(int code);
+
+/* rpc_init / rpc_shutdown wrap grpc_init / grpc_shutdown; each rpc object
+ * (server, channel) also holds one reference while it lives. */
+void rpc_init(void);
+void rpc_shutdown(void);
+
+/* ---- tensor messages -------------------------------------------------
+ * A tensor message is protobuf with varint fields 1..7 and a `bytes` field
+ * 8 of little-endian float32, written last. The header is encoded by hand
+ * and the payload slice points at the caller's memory, so a send copies
+ * nothing; the result is valid protobuf for any parser. */
+#define RPC_TENSOR_FIELD 8
+#define RPC_TENSOR_MAX_VARINT 7
+
+typedef struct {
+  uint64_t v[RPC_TENSOR_MAX_VARINT + 1]; /* v[1]..v[7]; v[0] unused */
+  uint32_t present;                      /* bit i set: field i present */
+} rpc_tensor_hdr;
+
+/* rpc_hdr_set sets varint field `field` (1..7) to value. */
+void rpc_hdr_set(rpc_tensor_hdr *h, unsigned field, uint64_t value);
+
+/* A received message, valid only during the callback that hands it over. */
+typedef struct rpc_msg rpc_msg;
+
+/* rpc_msg_size returns the message's length in bytes. */
+size_t rpc_msg_size(const rpc_msg *m);
+
+/* rpc_msg_unpack decodes m as a protobuf-c message of type desc into *out
+ * (free with protobuf_c_message_free_unpacked). Returns RPC_OK, or
+ * RPC_INVALID_ARGUMENT with st filled when the bytes are not such a message. */
+int rpc_msg_unpack(const rpc_msg *m, const ProtobufCMessageDescriptor *desc,
+                   ProtobufCMessage **out, rpc_status *st);
+
+/* rpc_msg_tensor parses m as a tensor message: fills h with the varint
+ * fields and *payload_bytes with the length of field 8 (0 if absent).
+ * Unknown fields of any wire type are skipped. Returns RPC_OK or
+ * RPC_INVALID_ARGUMENT with st filled. Must precede rpc_msg_copy_payload. */
+int rpc_msg_tensor(rpc_msg *m, rpc_tensor_hdr *h, size_t *payload_bytes,
+                   rpc_status *st);
+
+/* rpc_msg_copy_payload copies the payload found by rpc_msg_tensor into dst
+ * (payload_bytes bytes): the one copy a receive makes. */
+void rpc_msg_copy_payload(const rpc_msg *m, void *dst);
+
+/* Called when gRPC no longer references a payload handed to a send. */
+typedef void (*rpc_release_fn)(void *arg);
+
+/* ---- server ----------------------------------------------------------- */
+typedef struct rpc_server rpc_server;
+typedef struct rpc_call rpc_call;
+
+typedef enum {
+  RPC_UNARY,            /* one request, one reply */
+  RPC_SERVER_STREAMING, /* one request, a stream of replies */
+  RPC_CLIENT_STREAMING, /* a stream of requests, one reply */
+} rpc_kind;
+
+/* A method's handlers. All run on completion-queue threads; a call's
+ * callbacks never run concurrently with each other. */
+typedef struct {
+  const char *path; /* "/fsps.v1.ParameterServer/Pull" */
+  rpc_kind kind;
+  /* A call arrived. For unary and server-streaming methods msg is the
+   * request; for client streaming it is NULL. Required. */
+  void (*on_start)(rpc_call *call, rpc_msg *msg, void *ctx);
+  /* Client streaming: the next request message, or NULL once the client
+   * has closed its side. rpc reads the next one after this returns, unless
+   * the call has been finished. */
+  void (*on_message)(rpc_call *call, rpc_msg *msg, void *ctx);
+  /* Server streaming: the last rpc_call_send_tensor completed; ok false
+   * when the call broke. */
+  void (*on_sent)(rpc_call *call, bool ok, void *ctx);
+  /* The client cancelled or the deadline passed before the call finished.
+   * At most once. If the handler does not finish the call here, rpc
+   * finishes it with CANCELLED. */
+  void (*on_cancel)(rpc_call *call, void *ctx);
+  /* Last callback of every call: release what rpc_call_user points at. */
+  void (*on_done)(rpc_call *call, void *ctx);
+  void *ctx;
+} rpc_method;
+
+typedef struct {
+  const char *listen; /* "127.0.0.1:7000", "[::]:0" */
+  int threads;        /* completion-queue threads, >= 1 */
+} rpc_server_opts;
+
+/* rpc_server_create binds opts->listen and registers the methods (the
+ * array must outlive the server). It does not serve until rpc_server_start.
+ * Returns NULL with st filled on failure (address in use, bad address). */
+rpc_server *rpc_server_create(const rpc_server_opts *opts,
+                              const rpc_method *methods, size_t nmethods,
+                              rpc_status *st);
+
+/* rpc_server_port returns the bound port (useful with port 0). */
+int rpc_server_port(const rpc_server *srv);
+
+/* rpc_server_start starts the completion-queue threads. */
+int rpc_server_start(rpc_server *srv, rpc_status *st);
+
+/* rpc_server_shutdown stops accepting calls, lets calls in flight finish
+ * for up to grace_ms, cancels the rest, and joins the threads. Then
+ * rpc_server_destroy frees it. Call from a thread that is not a CQ thread. */
+void rpc_server_shutdown(rpc_server *srv, int64_t grace_ms);
+void rpc_server_destroy(rpc_server *srv);
+
+/* Per-call state for the handler. */
+void rpc_call_set_user(rpc_call *call, void *user);
+void *rpc_call_user(const rpc_call *call);
+
+/* rpc_call_ref / rpc_call_unref keep a call's memory alive while another
+ * thread holds it (a parked Pull in a waiter list). */
+void rpc_call_ref(rpc_call *call);
+void rpc_call_unref(rpc_call *call);
+
+/* rpc_call_deadline_ms returns the milliseconds left before the call's
+ * deadline (INT64_MAX when none). */
+int64_t rpc_call_deadline_ms(const rpc_call *call);
+
+/* rpc_call_metadata copies the value of request metadata `key` (lowercase)
+ * into out; returns false when absent. */
+bool rpc_call_metadata(const rpc_call *call, const char *key, char *out,
+                       size_t outlen);
+
+/* rpc_call_send_tensor sends one tensor message on a server-streaming call;
+ * on_sent follows. data must stay unchanged until release(arg) is called
+ * (release may be NULL when the caller guarantees that otherwise). One send
+ * at a time. Returns RPC_OK, or RPC_CANCELLED if the call has finished (in
+ * which case release has already been called). Any thread. */
+int rpc_call_send_tensor(rpc_call *call, const rpc_tensor_hdr *h,
+                         const void *data, size_t nbytes,
+                         rpc_release_fn release, void *arg);
+
+/* rpc_call_finish ends the call: sends reply (unary and client streaming;
+ * NULL for none) if code is RPC_OK, then the status. Idempotent: later
+ * calls do nothing. Any thread. */
+void rpc_call_finish(rpc_call *call, const ProtobufCMessage *reply, int code,
+                     const char *details);
+
+/* rpc_call_failf finishes the call with an error status and a formatted
+ * message. */
+void rpc_call_failf(rpc_call *call, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- client ----------------------------------------------------------- */
+typedef struct rpc_channel rpc_channel;
+typedef struct rpc_stream rpc_stream;
+
+/* rpc_channel_create opens a channel to target ("host:port"); connection
+ * happens lazily. Owns one CQ thread that runs its streams' callbacks.
+ * Returns NULL with st filled on failure. */
+rpc_channel *rpc_channel_create(const char *target, rpc_status *st);
+
+/* rpc_channel_destroy cancels the channel's streams, waits for their
+ * on_done, and frees it. */
+void rpc_channel_destroy(rpc_channel *ch);
+
+/* rpc_channel_target returns the target given at creation. */
+const char *rpc_channel_target(const rpc_channel *ch);
+
+/* rpc_unary makes a blocking unary call. On RPC_OK *reply holds the decoded
+ * reply (free with protobuf_c_message_free_unpacked); otherwise st says
+ * why. timeout_ms <= 0 means no deadline. Thread-safe. */
+int rpc_unary(rpc_channel *ch, const char *path, const ProtobufCMessage *req,
+              const ProtobufCMessageDescriptor *reply_desc,
+              ProtobufCMessage **reply, int64_t timeout_ms, rpc_status *st);
+
+/* Stream callbacks, run on the channel's CQ thread, never concurrently for
+ * one stream. */
+typedef struct {
+  /* Server streaming: the next message; rpc reads the next after return. */
+  void (*on_message)(rpc_stream *s, rpc_msg *msg, void *ctx);
+  /* Client streaming: the last rpc_stream_send_tensor completed. */
+  void (*on_sent)(rpc_stream *s, bool ok, void *ctx);
+  /* Last callback: the call's status and, for client streaming, its reply
+   * message (NULL if none). The stream is freed after this returns. */
+  void (*on_done)(rpc_stream *s, const rpc_status *st, rpc_msg *reply,
+                  void *ctx);
+  void *ctx;
+} rpc_stream_cbs;
+
+/* rpc_stream_start starts a streaming call. For server streaming, req is
+ * the request, and the returned handle is valid only until on_done starts.
+ * For client streaming req is NULL; the caller sends with
+ * rpc_stream_send_tensor and must call rpc_stream_close_send exactly once
+ * (also after a failed send), and the handle stays valid until then.
+ * Returns NULL with st filled if the call could not start (no on_done
+ * then). */
+rpc_stream *rpc_stream_start(rpc_channel *ch, const char *path, rpc_kind kind,
+                             const ProtobufCMessage *req, int64_t timeout_ms,
+                             const rpc_stream_cbs *cbs, rpc_status *st);
+
+/* rpc_stream_send_tensor: as rpc_call_send_tensor, for client streams. */
+int rpc_stream_send_tensor(rpc_stream *s, const rpc_tensor_hdr *h,
+                           const void *data, size_t nbytes,
+                           rpc_release_fn release, void *arg);
+
+/* rpc_stream_close_send half-closes a client stream (after the last
+ * on_sent) and gives up the caller's handle: on_done may run at once. */
+int rpc_stream_close_send(rpc_stream *s);
+
+/* rpc_stream_cancel cancels the call; on_done still follows. Any thread,
+ * while the handle is valid (see rpc_stream_start). */
+void rpc_stream_cancel(rpc_stream *s);
+
+#endif

@@ -1,0 +1,64 @@
+/* rpc_int.h: what rpc/'s own files share and nobody else sees: the received
+ * message wrapper and byte-buffer helpers over gRPC core. */
+#ifndef FSPS_RPC_INT_H
+#define FSPS_RPC_INT_H
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include "rpc.h"
+
+/* gRPC and abseil from Debian are not built with ThreadSanitizer, so the
+ * ordering they give between starting a batch and its completion is
+ * invisible to it; these annotations state it. No-ops otherwise. */
+#if defined(__SANITIZE_THREAD__)
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define RPC_HANDOFF(tag) __tsan_release(tag)
+#define RPC_RECEIVED(tag) __tsan_acquire(tag)
+#else
+#define RPC_HANDOFF(tag) ((void)(tag))
+#define RPC_RECEIVED(tag) ((void)(tag))
+#endif
+
+/* Segments beyond this many are held in a heap array. */
+#define RPC_MSG_INLINE_SEGS 32
+
+struct rpc_msg {
+  grpc_byte_buffer *bb;
+  grpc_byte_buffer_reader reader;
+  size_t size;
+  size_t nseg;
+  const uint8_t **seg_ptr;
+  size_t *seg_len;
+  const uint8_t *inline_ptr[RPC_MSG_INLINE_SEGS];
+  size_t inline_len[RPC_MSG_INLINE_SEGS];
+  /* payload of field 8, set by rpc_msg_tensor */
+  size_t pay_seg, pay_off, pay_len;
+};
+
+/* rpc_msg_open wraps a received byte buffer (not taking ownership). */
+int rpc_msg_open(rpc_msg *m, grpc_byte_buffer *bb);
+/* rpc_msg_close releases what rpc_msg_open took (not the byte buffer). */
+void rpc_msg_close(rpc_msg *m);
+
+/* rpc_pack_message serialises a protobuf-c message into a new byte buffer
+ * (NULL on failure). */
+grpc_byte_buffer *rpc_pack_message(const ProtobufCMessage *msg);
+
+/* rpc_pack_tensor builds a tensor message byte buffer whose payload slice
+ * points at data (see rpc_call_send_tensor). */
+grpc_byte_buffer *rpc_pack_tensor(const rpc_tensor_hdr *h, const void *data,
+                                  size_t nbytes, rpc_release_fn release,
+                                  void *arg);
+
+/* rpc_deadline converts a timeout in ms (<= 0: none) to a gpr deadline. */
+gpr_timespec rpc_deadline(int64_t timeout_ms);
+
+/* rpc_channel_args fills args with fsps's channel/server arguments. */
+grpc_channel_args *rpc_channel_args(void);
+
+#endif
