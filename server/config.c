@@ -1,0 +1,274 @@
+/* config.c: parses fsps-server's flags; every flag has an FSPS_* variable
+ * read first, so a flag given on the command line overrides it. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+
+#ifndef FSPS_VERSION
+#define FSPS_VERSION "0.0.0"
+#endif
+
+static const char usage[] =
+    "Usage: fsps-server [options]\n"
+    "\n"
+    "Holds slice --index of every layer of a model whose parameters are\n"
+    "sharded over --num-servers servers, sums the gradient slices that\n"
+    "--workers workers push each step, and applies the optimizer.\n"
+    "\n"
+    "Options (each also read from the environment variable shown):\n"
+    "  --listen ADDR        gRPC address to serve [FSPS_LISTEN]\n"
+    "                       (default 0.0.0.0:7070; port 0 picks a free one)\n"
+    "  --index S            this server's index, 0-based [FSPS_INDEX] (0)\n"
+    "  --num-servers N      number of servers S [FSPS_NUM_SERVERS] (1)\n"
+    "  --workers W          workers that push each step [FSPS_WORKERS] (1)\n"
+    "  --threads T          gRPC completion-queue threads [FSPS_THREADS] (2)\n"
+    "  --mode M             bsp, ssp or asp [FSPS_MODE] (bsp)\n"
+    "  --staleness K        SSP: steps a worker may run ahead\n"
+    "                       [FSPS_STALENESS] (0)\n"
+    "  --deterministic      sum the W gradients in worker order, so results\n"
+    "                       are bit-for-bit reproducible [FSPS_DETERMINISTIC]\n"
+    "  --nan-policy P       reject (refuse a gradient holding NaN/Inf with\n"
+    "                       INVALID_ARGUMENT) or skip (zero those elements)\n"
+    "                       [FSPS_NAN_POLICY] (reject)\n"
+    "  --grace-ms MS        on SIGTERM, time calls in flight get to finish\n"
+    "                       [FSPS_GRACE_MS] (5000)\n"
+    "  --port-file PATH     write the bound port here once listening\n"
+    "                       [FSPS_PORT_FILE]\n"
+    "  --log-level L        error, warn, info or debug [FSPS_LOG_LEVEL] "
+    "(info)\n"
+    "  --help               print this help and exit\n"
+    "  --version            print the version and exit\n";
+
+enum {
+  OPT_LISTEN = 1000,
+  OPT_INDEX,
+  OPT_NUM_SERVERS,
+  OPT_WORKERS,
+  OPT_THREADS,
+  OPT_MODE,
+  OPT_STALENESS,
+  OPT_DETERMINISTIC,
+  OPT_NAN_POLICY,
+  OPT_GRACE,
+  OPT_PORT_FILE,
+  OPT_LOG_LEVEL,
+  OPT_HELP,
+  OPT_VERSION,
+};
+
+static const struct option options[] = {
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"index", required_argument, NULL, OPT_INDEX},
+    {"num-servers", required_argument, NULL, OPT_NUM_SERVERS},
+    {"workers", required_argument, NULL, OPT_WORKERS},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"mode", required_argument, NULL, OPT_MODE},
+    {"staleness", required_argument, NULL, OPT_STALENESS},
+    {"deterministic", no_argument, NULL, OPT_DETERMINISTIC},
+    {"nan-policy", required_argument, NULL, OPT_NAN_POLICY},
+    {"grace-ms", required_argument, NULL, OPT_GRACE},
+    {"port-file", required_argument, NULL, OPT_PORT_FILE},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+/* The environment variable of each option, in the order of the enum. */
+static const char *env_names[] = {
+    "FSPS_LISTEN",    "FSPS_INDEX",         "FSPS_NUM_SERVERS",
+    "FSPS_WORKERS",   "FSPS_THREADS",       "FSPS_MODE",
+    "FSPS_STALENESS", "FSPS_DETERMINISTIC", "FSPS_NAN_POLICY",
+    "FSPS_GRACE_MS",  "FSPS_PORT_FILE",     "FSPS_LOG_LEVEL",
+};
+
+const char *config_mode_name(server_mode m) {
+  return m == MODE_SSP ? "ssp" : m == MODE_ASP ? "asp" : "bsp";
+}
+
+static int fail(char *err, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t len, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, len, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+/* parse_u64 reads a whole decimal number in [lo, hi]. */
+static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out) {
+  char *end;
+  errno = 0;
+  if (*s == '-' || *s == '\0')
+    return -1;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno != 0 || *end != '\0' || v < lo || v > hi)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+static bool parse_bool(const char *s, bool *out) {
+  if (!strcmp(s, "1") || !strcmp(s, "true") || !strcmp(s, "yes")) {
+    *out = true;
+    return true;
+  }
+  if (!strcmp(s, "0") || !strcmp(s, "false") || !strcmp(s, "no") || !*s) {
+    *out = false;
+    return true;
+  }
+  return false;
+}
+
+static int set_number(int opt, const char *v, server_config *c) {
+  uint64_t x;
+  switch (opt) {
+  case OPT_INDEX:
+    if (parse_u64(v, 0, 65535, &x))
+      return -1;
+    c->index = (uint32_t)x;
+    return 0;
+  case OPT_NUM_SERVERS:
+  case OPT_WORKERS:
+    if (parse_u64(v, 1, 65536, &x))
+      return -1;
+    *(opt == OPT_WORKERS ? &c->workers : &c->num_servers) = (uint32_t)x;
+    return 0;
+  case OPT_THREADS:
+    if (parse_u64(v, 1, 256, &x))
+      return -1;
+    c->threads = (int)x;
+    return 0;
+  case OPT_STALENESS:
+    if (parse_u64(v, 0, 1000, &x))
+      return -1;
+    c->staleness = (uint32_t)x;
+    return 0;
+  default: /* OPT_GRACE */
+    if (parse_u64(v, 0, 3600000, &x))
+      return -1;
+    c->grace_ms = (int64_t)x;
+    return 0;
+  }
+}
+
+static int set_word(int opt, const char *v, server_config *c) {
+  switch (opt) {
+  case OPT_MODE:
+    if (!strcmp(v, "bsp"))
+      c->mode = MODE_BSP;
+    else if (!strcmp(v, "ssp"))
+      c->mode = MODE_SSP;
+    else if (!strcmp(v, "asp"))
+      c->mode = MODE_ASP;
+    else
+      return -1;
+    return 0;
+  case OPT_NAN_POLICY:
+    if (strcmp(v, "reject") && strcmp(v, "skip"))
+      return -1;
+    c->nan_skip = !strcmp(v, "skip");
+    return 0;
+  case OPT_LOG_LEVEL:
+    c->log_level = log_parse_level(v);
+    return c->log_level < 0 ? -1 : 0;
+  case OPT_DETERMINISTIC:
+    return parse_bool(v, &c->deterministic) ? 0 : -1;
+  default:
+    return set_number(opt, v, c);
+  }
+}
+
+/* set applies one option's value; -1 when the value is not acceptable. */
+static int set(int opt, const char *v, server_config *c) {
+  if (opt == OPT_LISTEN || opt == OPT_PORT_FILE) {
+    char *dst = opt == OPT_LISTEN ? c->listen : c->port_file;
+    size_t cap = opt == OPT_LISTEN ? sizeof c->listen : sizeof c->port_file;
+    if (strlen(v) >= cap || (opt == OPT_LISTEN && !*v))
+      return -1;
+    strcpy(dst, v);
+    return 0;
+  }
+  return set_word(opt, v, c);
+}
+
+static void defaults(server_config *c) {
+  memset(c, 0, sizeof *c);
+  strcpy(c->listen, "0.0.0.0:7070");
+  c->num_servers = 1;
+  c->workers = 1;
+  c->threads = 2;
+  c->log_level = LOG_INFO;
+  c->grace_ms = 5000;
+}
+
+static int from_env(server_config *c, char *err, size_t errlen) {
+  for (int i = 0; i < (int)(sizeof env_names / sizeof env_names[0]); i++) {
+    const char *v = getenv(env_names[i]);
+    if (v != NULL && set(OPT_LISTEN + i, v, c) != 0)
+      return fail(err, errlen, "bad value '%s' in %s (see --help)", v,
+                  env_names[i]);
+  }
+  return 0;
+}
+
+static int check(const server_config *c, char *err, size_t errlen) {
+  if (c->index >= c->num_servers)
+    return fail(err, errlen,
+                "--index %u is out of range: with --num-servers %u it must "
+                "be 0..%u",
+                c->index, c->num_servers, c->num_servers - 1);
+  if (c->mode != MODE_SSP && c->staleness != 0)
+    return fail(err, errlen, "--staleness needs --mode ssp");
+  if (c->mode == MODE_ASP && c->deterministic)
+    return fail(err, errlen,
+                "--deterministic cannot apply to --mode asp (updates apply "
+                "in arrival order)");
+  return 0;
+}
+
+static int from_argv(int argc, char **argv, server_config *c, char *err,
+                     size_t errlen) {
+  int opt;
+  optind = 1;
+  opterr = 0;
+  while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+    if (opt == OPT_HELP) {
+      fputs(usage, stdout);
+      return 1;
+    }
+    if (opt == OPT_VERSION) {
+      printf("fsps-server %s\n", FSPS_VERSION);
+      return 1;
+    }
+    if (opt == '?')
+      return fail(err, errlen, "unknown or incomplete option '%s' (see --help)",
+                  argv[optind - 1]);
+    if (set(opt, opt == OPT_DETERMINISTIC ? "1" : optarg, c) != 0)
+      return fail(err, errlen, "bad value '%s' for %s (see --help)",
+                  optarg ? optarg : "", argv[optind - 1]);
+  }
+  if (optind < argc)
+    return fail(err, errlen, "unexpected argument '%s' (see --help)",
+                argv[optind]);
+  return 0;
+}
+
+int config_parse(int argc, char **argv, server_config *c, char *err,
+                 size_t errlen) {
+  defaults(c);
+  int rc = from_env(c, err, errlen);
+  if (rc == 0)
+    rc = from_argv(argc, argv, c, err, errlen);
+  if (rc == 0)
+    rc = check(c, err, errlen);
+  return rc;
+}

@@ -1,0 +1,34 @@
+/* config.h: fsps-server's command line and its FSPS_* environment
+ * equivalents. */
+#ifndef FSPS_SERVER_CONFIG_H
+#define FSPS_SERVER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { MODE_BSP, MODE_SSP, MODE_ASP } server_mode;
+
+typedef struct {
+  char listen[256];
+  uint32_t index, num_servers, workers;
+  int threads;
+  server_mode mode;
+  uint32_t staleness;
+  bool deterministic;
+  bool nan_skip;
+  int log_level;
+  int64_t grace_ms;
+  char port_file[1024];
+} server_config;
+
+/* config_parse fills c from the environment (FSPS_LISTEN, ...) and then
+ * argv, which wins. Returns 0 to run, 1 when --help or --version was
+ * printed (exit 0), -1 with err filled on a bad flag or value (exit 2). */
+int config_parse(int argc, char **argv, server_config *c, char *err,
+                 size_t errlen);
+
+/* config_mode_name returns "bsp", "ssp" or "asp". */
+const char *config_mode_name(server_mode m);
+
+#endif

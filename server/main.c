@@ -1,0 +1,107 @@
+/* main.c: fsps-server's entry point — configuration, the gRPC service, and
+ * a libuv loop that turns SIGTERM/SIGINT into a graceful stop. */
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "config.h"
+#include "log.h"
+#include "service.h"
+
+/* write_port_file records the bound port atomically (for scripts and tests
+ * that listen on port 0). */
+static int write_port_file(const char *path, int port) {
+  char tmp[1100];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "w");
+  if (f == NULL)
+    return -1;
+  fprintf(f, "%d\n", port);
+  if (fclose(f) != 0 || rename(tmp, path) != 0)
+    return -1;
+  return 0;
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  LOGI("received %s: stopping (calls in flight get up to %lld ms)",
+       signum == SIGTERM ? "SIGTERM" : "SIGINT",
+       (long long)((server_config *)h->data)->grace_ms);
+  uv_stop(h->loop);
+}
+
+/* wait_for_signal runs the libuv loop until SIGTERM or SIGINT. */
+static int wait_for_signal(server_config *cfg) {
+  uv_loop_t loop;
+  uv_signal_t term, intr;
+  if (uv_loop_init(&loop) != 0)
+    return -1;
+  uv_signal_init(&loop, &term);
+  uv_signal_init(&loop, &intr);
+  term.data = intr.data = cfg;
+  uv_signal_start(&term, on_signal, SIGTERM);
+  uv_signal_start(&intr, on_signal, SIGINT);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_close((uv_handle_t *)&term, NULL);
+  uv_close((uv_handle_t *)&intr, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  return uv_loop_close(&loop);
+}
+
+static int serve(server_config *cfg, service *svc) {
+  size_t n;
+  const rpc_method *methods = service_methods(svc, &n);
+  rpc_server_opts o = {.listen = cfg->listen, .threads = cfg->threads};
+  rpc_status st;
+  rpc_server *srv = rpc_server_create(&o, methods, n, &st);
+  if (srv == NULL) {
+    LOGE("%s", st.msg);
+    return 1;
+  }
+  int port = rpc_server_port(srv);
+  if (rpc_server_start(srv, &st) != RPC_OK) {
+    LOGE("%s", st.msg);
+    rpc_server_destroy(srv);
+    return 1;
+  }
+  if (cfg->port_file[0] && write_port_file(cfg->port_file, port) != 0)
+    LOGW("cannot write the port to %s", cfg->port_file);
+  LOGI("serving on %s (port %d): server %u of %u, %u workers, %s%s",
+       cfg->listen, port, cfg->index, cfg->num_servers, cfg->workers,
+       config_mode_name(cfg->mode),
+       cfg->deterministic ? ", deterministic" : "");
+  wait_for_signal(cfg);
+  rpc_server_shutdown(srv, cfg->grace_ms);
+  rpc_server_destroy(srv);
+  LOGI("stopped");
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  server_config cfg;
+  char err[512];
+  int rc = config_parse(argc, argv, &cfg, err, sizeof err);
+  if (rc != 0) {
+    if (rc < 0)
+      fprintf(stderr, "fsps-server: %s\n", err);
+    return rc < 0 ? 2 : 0;
+  }
+  /* Keep large buffers (gRPC's message slices, our pools) off mmap: page
+   * faults are slow enough here to cost most of the throughput. */
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  char tag[64];
+  snprintf(tag, sizeof tag, "server %u/%u", cfg.index, cfg.num_servers);
+  log_set((log_level)cfg.log_level, tag);
+  service svc = {.st = store_create(&cfg)};
+  if (svc.st == NULL) {
+    LOGE("out of memory");
+    return 1;
+  }
+  rc = serve(&cfg, &svc);
+  store_destroy(svc.st);
+  return rc;
+}

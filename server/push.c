@@ -1,0 +1,133 @@
+/* push.c: the Push method — a worker's gradient slice for one (layer,
+ * step) arrives as chunks, is staged whole, and only then counted, so a
+ * broken or bad stream changes nothing. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "fsps.pb-c.h"
+#include "log.h"
+#include "service.h"
+
+typedef struct {
+  store_push p;
+  bool begun;
+  uint32_t layer;
+} push_state;
+
+void push_start(rpc_call *call, rpc_msg *msg, void *ctx) {
+  (void)msg;
+  service *svc = ctx;
+  atomic_fetch_add(&svc->pushes, 1);
+  push_state *ps = calloc(1, sizeof *ps);
+  if (ps == NULL) {
+    service_reject(svc, call, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  rpc_call_set_user(call, ps);
+}
+
+/* begin handles the first chunk's header: which layer, step and worker. */
+static int begin(service *svc, push_state *ps, const rpc_tensor_hdr *h,
+                 char *err, size_t errlen) {
+  if (!store_ready(svc->st)) {
+    snprintf(err, errlen, "no model is declared on this server yet (Init)");
+    return RPC_FAILED_PRECONDITION;
+  }
+  if (h->v[1] > UINT32_MAX || h->v[3] > UINT32_MAX) {
+    snprintf(err, errlen, "layer or worker number out of range");
+    return RPC_INVALID_ARGUMENT;
+  }
+  ps->layer = (uint32_t)h->v[1];
+  store_layer *L = store_layer_get(svc->st, ps->layer);
+  if (L == NULL) {
+    snprintf(err, errlen, "layer %u does not exist: the model has %u layers",
+             ps->layer, store_num_layers(svc->st));
+    return RPC_NOT_FOUND;
+  }
+  ps->begun = true;
+  return store_push_begin(L, h->v[2], (uint32_t)h->v[3], &ps->p, err, errlen);
+}
+
+/* chunk checks one message and copies its payload into the staging
+ * buffer: the one copy a receive makes. */
+static int chunk(service *svc, push_state *ps, rpc_msg *msg, char *err,
+                 size_t errlen) {
+  rpc_tensor_hdr h;
+  size_t bytes;
+  rpc_status st;
+  if (rpc_msg_tensor(msg, &h, &bytes, &st) != RPC_OK) {
+    snprintf(err, errlen, "%s", st.msg);
+    return st.code;
+  }
+  if (bytes % sizeof(float) != 0) {
+    snprintf(err, errlen, "payload of %zu bytes is not whole float32s", bytes);
+    return RPC_INVALID_ARGUMENT;
+  }
+  int rc = ps->begun ? RPC_OK : begin(svc, ps, &h, err, errlen);
+  if (rc != RPC_OK)
+    return rc;
+  if (h.v[1] != ps->layer || h.v[2] != ps->p.step || h.v[3] != ps->p.worker) {
+    snprintf(err, errlen,
+             "chunks of one push must share layer, step and worker "
+             "(got %" PRIu64 "/%" PRIu64 "/%" PRIu64 " after %u/%" PRIu64
+             "/%u)",
+             h.v[1], h.v[2], h.v[3], ps->layer, ps->p.step, ps->p.worker);
+    return RPC_INVALID_ARGUMENT;
+  }
+  uint64_t count = bytes / sizeof(float);
+  float *dst = store_push_chunk(&ps->p, h.v[4], count, err, errlen);
+  if (dst == NULL)
+    return RPC_INVALID_ARGUMENT;
+  rpc_msg_copy_payload(msg, dst);
+  return store_push_check(&ps->p, dst, count, err, errlen);
+}
+
+static void finish(service *svc, rpc_call *call, push_state *ps) {
+  char err[512];
+  if (!ps->begun) {
+    service_reject(svc, call, RPC_INVALID_ARGUMENT,
+                   "push stream carried no chunks");
+    return;
+  }
+  Fsps__V1__PushReply reply = FSPS__V1__PUSH_REPLY__INIT;
+  bool dup, applied;
+  uint64_t version;
+  int rc = store_push_commit(&ps->p, &dup, &applied, &version, err, sizeof err);
+  if (rc != FSPS_OK) {
+    service_reject(svc, call, rc, err);
+    return;
+  }
+  reply.version = version;
+  reply.duplicate = dup;
+  reply.applied = applied;
+  if (ps->p.nonfinite)
+    LOGW("zeroed %" PRIu64 " NaN/Inf gradient elements of layer %u from "
+         "worker %u (--nan-policy skip)",
+         ps->p.nonfinite, ps->layer, ps->p.worker);
+  rpc_call_finish(call, &reply.base, RPC_OK, NULL);
+}
+
+void push_message(rpc_call *call, rpc_msg *msg, void *ctx) {
+  service *svc = ctx;
+  push_state *ps = rpc_call_user(call);
+  if (ps == NULL)
+    return;
+  if (msg == NULL) {
+    finish(svc, call, ps);
+    return;
+  }
+  char err[512];
+  int rc = chunk(svc, ps, msg, err, sizeof err);
+  if (rc != RPC_OK)
+    service_reject(svc, call, rc, err);
+}
+
+void push_done(rpc_call *call, void *ctx) {
+  (void)ctx;
+  push_state *ps = rpc_call_user(call);
+  if (ps == NULL)
+    return;
+  store_push_abort(&ps->p);
+  free(ps);
+}

@@ -1,0 +1,215 @@
+/* service.c: the unary methods (Init, Status, health Check) and the
+ * method table of fsps.v1.ParameterServer. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsps.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "log.h"
+#include "service.h"
+
+void service_reject(service *svc, rpc_call *call, int code, const char *msg) {
+  atomic_fetch_add(&svc->rejected, 1);
+  LOGD("refused a request: %s: %s", rpc_code_name(code), msg);
+  rpc_call_finish(call, NULL, code, msg);
+}
+
+/* unpack decodes the request or refuses the call; NULL when refused. */
+static ProtobufCMessage *unpack(service *svc, rpc_call *call, rpc_msg *msg,
+                                const ProtobufCMessageDescriptor *d) {
+  ProtobufCMessage *m;
+  rpc_status st;
+  if (rpc_msg_unpack(msg, d, &m, &st) == RPC_OK)
+    return m;
+  service_reject(svc, call, st.code, st.msg);
+  return NULL;
+}
+
+static int check_placement(const server_config *cfg,
+                           const Fsps__V1__InitRequest *req, char *err,
+                           size_t errlen) {
+  if (req->num_servers == cfg->num_servers && req->server_index == cfg->index)
+    return RPC_OK;
+  snprintf(err, errlen,
+           "this is server %u of %u, but the client expected server %u of %u "
+           "at this address: list the servers in index order, all of them",
+           cfg->index, cfg->num_servers, req->server_index, req->num_servers);
+  return RPC_FAILED_PRECONDITION;
+}
+
+static void init_reply(service *svc, rpc_call *call, bool created) {
+  const server_config *cfg = store_config(svc->st);
+  uint32_t L = store_num_layers(svc->st);
+  uint64_t *versions = calloc(L ? L : 1, sizeof *versions);
+  if (versions == NULL) {
+    service_reject(svc, call, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  for (uint32_t l = 0; l < L; l++) {
+    store_layer_info info;
+    store_info(store_layer_get(svc->st, l), &info);
+    versions[l] = info.version;
+  }
+  Fsps__V1__InitReply r = FSPS__V1__INIT_REPLY__INIT;
+  r.spec_hash = store_hash(svc->st);
+  r.created = created;
+  r.num_servers = cfg->num_servers;
+  r.server_index = cfg->index;
+  r.num_workers = cfg->workers;
+  r.n_layer_versions = L;
+  r.layer_versions = versions;
+  rpc_call_finish(call, &r.base, RPC_OK, NULL);
+  free(versions);
+}
+
+static void init_start(rpc_call *call, rpc_msg *msg, void *ctx) {
+  service *svc = ctx;
+  Fsps__V1__InitRequest *req = (Fsps__V1__InitRequest *)unpack(
+      svc, call, msg, &fsps__v1__init_request__descriptor);
+  if (req == NULL)
+    return;
+  char err[512] = "";
+  bool created = false;
+  int rc = check_placement(store_config(svc->st), req, err, sizeof err);
+  if (rc == RPC_OK && req->spec == NULL) {
+    rc = RPC_INVALID_ARGUMENT;
+    snprintf(err, sizeof err, "Init carries no model spec");
+  }
+  shard_spec *spec =
+      rc == RPC_OK ? spec_from_proto(req->spec, err, sizeof err) : NULL;
+  if (rc == RPC_OK && spec == NULL)
+    rc = RPC_INVALID_ARGUMENT;
+  if (rc == RPC_OK)
+    rc = store_init(svc->st, spec, &created, err, sizeof err);
+  protobuf_c_message_free_unpacked(&req->base, NULL);
+  if (rc != RPC_OK) {
+    service_reject(svc, call, rc, err);
+    return;
+  }
+  if (created)
+    LOGI("model declared: %u layers, spec hash %016" PRIx64,
+         store_num_layers(svc->st), store_hash(svc->st));
+  init_reply(svc, call, created);
+}
+
+/* layer_status fills one LayerStatus; its arrays live in ws/wm. */
+static void layer_status(store_layer *Lp, uint32_t W, bool *pushed,
+                         uint32_t *ws, uint32_t *wm,
+                         Fsps__V1__LayerStatus *ls) {
+  store_layer_info info;
+  store_info(Lp, &info);
+  ls->name = (char *)info.name;
+  ls->n = info.n;
+  ls->slice_offset = info.offset;
+  ls->slice_count = info.count;
+  ls->version = info.version;
+  ls->pending_step = store_pushed(Lp, pushed);
+  ls->pushed = ws;
+  ls->missing = wm;
+  for (uint32_t w = 0; w < W; w++) {
+    if (pushed[w])
+      ws[ls->n_pushed++] = w;
+    else
+      wm[ls->n_missing++] = w;
+  }
+}
+
+static void status_fill(service *svc, Fsps__V1__StatusReply *r) {
+  const server_config *cfg = store_config(svc->st);
+  r->initialized = store_ready(svc->st);
+  r->spec_hash = store_hash(svc->st);
+  r->num_servers = cfg->num_servers;
+  r->server_index = cfg->index;
+  r->num_workers = cfg->workers;
+  r->mode = (char *)config_mode_name(cfg->mode);
+  r->staleness = cfg->staleness;
+  r->deterministic = cfg->deterministic;
+  r->pulls = atomic_load(&svc->pulls);
+  r->pushes = atomic_load(&svc->pushes);
+  r->rejected = atomic_load(&svc->rejected);
+}
+
+static void status_start(rpc_call *call, rpc_msg *msg, void *ctx) {
+  service *svc = ctx;
+  ProtobufCMessage *req =
+      unpack(svc, call, msg, &fsps__v1__status_request__descriptor);
+  if (req == NULL)
+    return;
+  protobuf_c_message_free_unpacked(req, NULL);
+  Fsps__V1__StatusReply r = FSPS__V1__STATUS_REPLY__INIT;
+  status_fill(svc, &r);
+  uint32_t L = store_num_layers(svc->st), W = store_config(svc->st)->workers;
+  Fsps__V1__LayerStatus *ls = calloc(L ? L : 1, sizeof *ls);
+  Fsps__V1__LayerStatus **lp = calloc(L ? L : 1, sizeof *lp);
+  uint32_t *ids = calloc(2 * (size_t)L * W + 1, sizeof *ids);
+  bool *pushed = calloc(W, sizeof *pushed);
+  if (ls && lp && ids && pushed) {
+    for (uint32_t l = 0; l < L; l++) {
+      fsps__v1__layer_status__init(&ls[l]);
+      layer_status(store_layer_get(svc->st, l), W, pushed,
+                   ids + 2 * (size_t)l * W, ids + (2 * (size_t)l + 1) * W,
+                   &ls[l]);
+      lp[l] = &ls[l];
+    }
+    r.n_layers = L;
+    r.layers = lp;
+    rpc_call_finish(call, &r.base, RPC_OK, NULL);
+  } else {
+    service_reject(svc, call, RPC_RESOURCE_EXHAUSTED, "out of memory");
+  }
+  free(ls);
+  free(lp);
+  free(ids);
+  free(pushed);
+}
+
+static void health_start(rpc_call *call, rpc_msg *msg, void *ctx) {
+  service *svc = ctx;
+  Grpc__Health__V1__HealthCheckRequest *req =
+      (Grpc__Health__V1__HealthCheckRequest *)unpack(
+          svc, call, msg, &grpc__health__v1__health_check_request__descriptor);
+  if (req == NULL)
+    return;
+  bool known = req->service == NULL || req->service[0] == '\0' ||
+               strcmp(req->service, "fsps.v1.ParameterServer") == 0;
+  protobuf_c_message_free_unpacked(&req->base, NULL);
+  if (!known) {
+    rpc_call_finish(call, NULL, RPC_NOT_FOUND, "unknown service");
+    return;
+  }
+  Grpc__Health__V1__HealthCheckResponse r =
+      GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+  r.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+  rpc_call_finish(call, &r.base, RPC_OK, NULL);
+}
+
+const rpc_method *service_methods(service *svc, size_t *n) {
+  static rpc_method m[] = {
+      {.path = "/fsps.v1.ParameterServer/Init",
+       .kind = RPC_UNARY,
+       .on_start = init_start},
+      {.path = "/fsps.v1.ParameterServer/Pull",
+       .kind = RPC_SERVER_STREAMING,
+       .on_start = pull_start,
+       .on_sent = pull_sent,
+       .on_cancel = pull_cancel,
+       .on_done = pull_done},
+      {.path = "/fsps.v1.ParameterServer/Push",
+       .kind = RPC_CLIENT_STREAMING,
+       .on_start = push_start,
+       .on_message = push_message,
+       .on_done = push_done},
+      {.path = "/fsps.v1.ParameterServer/Status",
+       .kind = RPC_UNARY,
+       .on_start = status_start},
+      {.path = "/grpc.health.v1.Health/Check",
+       .kind = RPC_UNARY,
+       .on_start = health_start},
+  };
+  *n = sizeof m / sizeof m[0];
+  for (size_t i = 0; i < *n; i++)
+    m[i].ctx = svc;
+  return m;
+}

@@ -1,0 +1,39 @@
+/* service.h: fsps-server's gRPC methods — Init, Pull, Push, Status and
+ * grpc.health.v1.Health/Check — bridging protobuf and the shard store. */
+#ifndef FSPS_SERVER_SERVICE_H
+#define FSPS_SERVER_SERVICE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "rpc.h"
+#include "store.h"
+
+typedef struct {
+  store *st;
+  atomic_ullong pulls, pushes, rejected;
+} service;
+
+/* service_methods returns the method table (static storage) whose handlers
+ * all get svc as their context. */
+const rpc_method *service_methods(service *svc, size_t *n);
+
+/* Handlers of the streaming methods, in pull.c and push.c. */
+void pull_start(rpc_call *call, rpc_msg *msg, void *ctx);
+void pull_sent(rpc_call *call, bool ok, void *ctx);
+void pull_cancel(rpc_call *call, void *ctx);
+void pull_done(rpc_call *call, void *ctx);
+void push_start(rpc_call *call, rpc_msg *msg, void *ctx);
+void push_message(rpc_call *call, rpc_msg *msg, void *ctx);
+void push_done(rpc_call *call, void *ctx);
+
+/* spec_from_proto builds a shard spec from a ModelSpec message (validated
+ * later by store_init). Returns NULL with msg on failure. */
+struct Fsps__V1__ModelSpec;
+shard_spec *spec_from_proto(const struct Fsps__V1__ModelSpec *m, char *msg,
+                            size_t msglen);
+
+/* service_reject counts a refused request and fails the call with msg. */
+void service_reject(service *svc, rpc_call *call, int code, const char *msg);
+
+#endif

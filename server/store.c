@@ -1,0 +1,614 @@
+/* store.c: the shard store — layers' slices, optimizer state, per-step
+ * accumulators and the version barrier that parked pulls wait on. */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "optim/optim.h"
+#include "store.h"
+
+#define FREE_STEP UINT64_MAX
+
+/* The pushes collected for one step of one layer. */
+typedef struct {
+  uint64_t step; /* FREE_STEP when unused */
+  uint32_t count;
+  uint8_t *pushed; /* W flags */
+  fbuf *acc;       /* running sum (default mode) */
+  fbuf **wbuf;     /* each worker's slice (--deterministic) */
+} slot;
+
+struct store_layer {
+  pthread_mutex_t mu;
+  store *st;
+  uint32_t index;
+  const shard_layer *spec;
+  uint64_t off, cnt;
+  uint64_t version;
+  fbuf *cur; /* parameters at `version` */
+  float *state;
+  slot *slots;
+  uint32_t nslots;
+  uint64_t *asp_next; /* ASP: each worker's next unseen step */
+  store_waiter *waiters;
+  pthread_mutex_t pool_mu; /* nests inside mu */
+  fbuf *free_list;
+};
+
+struct store {
+  server_config cfg;
+  pthread_mutex_t init_mu;
+  atomic_bool ready;
+  shard_spec *spec;
+  uint64_t hash;
+  optim_config ocfg;
+  optim_schedule sched;
+  uint32_t nlayers;
+  store_layer *layers;
+};
+
+/* ---- buffers ---- */
+
+static fbuf *fbuf_get(store_layer *L) {
+  pthread_mutex_lock(&L->pool_mu);
+  fbuf *b = L->free_list;
+  if (b)
+    L->free_list = b->next_free;
+  pthread_mutex_unlock(&L->pool_mu);
+  if (b == NULL) {
+    b = calloc(1, sizeof *b);
+    size_t bytes = ((L->cnt ? L->cnt : 1) * sizeof(float) + 63) & ~(size_t)63;
+    if (b == NULL || (b->data = aligned_alloc(64, bytes)) == NULL) {
+      free(b);
+      return NULL;
+    }
+    b->layer = L;
+  }
+  atomic_init(&b->refs, 1);
+  return b;
+}
+
+static void fbuf_put(fbuf *b) {
+  store_layer *L = b->layer;
+  pthread_mutex_lock(&L->pool_mu);
+  b->next_free = L->free_list;
+  L->free_list = b;
+  pthread_mutex_unlock(&L->pool_mu);
+}
+
+void fbuf_ref(fbuf *b) {
+  atomic_fetch_add(&b->refs, 1);
+}
+
+void fbuf_unref(fbuf *b) {
+  if (atomic_fetch_sub(&b->refs, 1) == 1)
+    fbuf_put(b);
+}
+
+static void pool_free(store_layer *L) {
+  for (fbuf *b = L->free_list, *next; b != NULL; b = next) {
+    next = b->next_free;
+    free(b->data);
+    free(b);
+  }
+  L->free_list = NULL;
+}
+
+/* ---- store lifecycle ---- */
+
+store *store_create(const server_config *cfg) {
+  store *st = calloc(1, sizeof *st);
+  if (st == NULL)
+    return NULL;
+  st->cfg = *cfg;
+  pthread_mutex_init(&st->init_mu, NULL);
+  atomic_init(&st->ready, false);
+  return st;
+}
+
+static void slot_release(slot *s, uint32_t W) {
+  if (s->acc)
+    fbuf_unref(s->acc);
+  s->acc = NULL;
+  for (uint32_t w = 0; s->wbuf && w < W; w++) {
+    if (s->wbuf[w])
+      fbuf_unref(s->wbuf[w]);
+    s->wbuf[w] = NULL;
+  }
+  memset(s->pushed, 0, W);
+  s->count = 0;
+  s->step = FREE_STEP;
+}
+
+static void layer_free(store *st, store_layer *L) {
+  uint32_t W = st->cfg.workers;
+  for (uint32_t i = 0; L->slots && i < L->nslots; i++) {
+    if (L->slots[i].pushed)
+      slot_release(&L->slots[i], W);
+    free(L->slots[i].pushed);
+    free(L->slots[i].wbuf);
+  }
+  free(L->slots);
+  if (L->cur)
+    fbuf_unref(L->cur);
+  pool_free(L);
+  free(L->state);
+  free(L->asp_next);
+  pthread_mutex_destroy(&L->mu);
+  pthread_mutex_destroy(&L->pool_mu);
+}
+
+void store_destroy(store *st) {
+  if (st == NULL)
+    return;
+  for (uint32_t l = 0; st->layers && l < st->nlayers; l++)
+    layer_free(st, &st->layers[l]);
+  free(st->layers);
+  shard_spec_destroy(st->spec);
+  pthread_mutex_destroy(&st->init_mu);
+  free(st);
+}
+
+/* ---- declaring the model ---- */
+
+static void optim_from_spec(const shard_optim_spec *o, optim_config *c,
+                            optim_schedule *s) {
+  static const optim_kind kinds[] = {OPTIM_SGD, OPTIM_ADAM, OPTIM_ADAMW,
+                                     OPTIM_ADAGRAD};
+  static const optim_sched_kind scheds[] = {
+      OPTIM_SCHED_CONSTANT, OPTIM_SCHED_STEP, OPTIM_SCHED_COSINE};
+  optim_config_defaults(kinds[o->kind], c);
+  c->lr = (float)o->lr;
+  c->momentum = (float)o->momentum;
+  c->dampening = (float)o->dampening;
+  c->nesterov = o->nesterov;
+  c->weight_decay = (float)o->weight_decay;
+  c->beta1 = (float)o->beta1;
+  c->beta2 = (float)o->beta2;
+  c->eps = (float)o->eps;
+  c->lr_decay = (float)o->lr_decay;
+  c->initial_accumulator_value = (float)o->initial_accumulator_value;
+  *s = (optim_schedule){scheds[o->schedule],
+                        o->step_size,
+                        (float)o->gamma,
+                        o->t_max,
+                        (float)o->eta_min,
+                        o->warmup_steps,
+                        (float)o->warmup_start_factor};
+}
+
+static int slots_init(store *st, store_layer *L) {
+  uint32_t W = st->cfg.workers;
+  L->nslots = st->cfg.mode == MODE_ASP ? 0 : st->cfg.staleness + 1;
+  if (st->cfg.mode == MODE_ASP)
+    return (L->asp_next = calloc(W, sizeof *L->asp_next)) ? FSPS_OK
+                                                          : FSPS_NOMEM;
+  L->slots = calloc(L->nslots, sizeof *L->slots);
+  if (L->slots == NULL)
+    return FSPS_NOMEM;
+  for (uint32_t i = 0; i < L->nslots; i++) {
+    slot *s = &L->slots[i];
+    s->step = FREE_STEP;
+    s->pushed = calloc(W, 1);
+    if (st->cfg.deterministic)
+      s->wbuf = calloc(W, sizeof *s->wbuf);
+    if (s->pushed == NULL || (st->cfg.deterministic && s->wbuf == NULL))
+      return FSPS_NOMEM;
+  }
+  return FSPS_OK;
+}
+
+static int layer_init(store *st, uint32_t l, store_layer *L) {
+  L->st = st;
+  L->index = l;
+  L->spec = shard_spec_layer(st->spec, l);
+  pthread_mutex_init(&L->mu, NULL);
+  pthread_mutex_init(&L->pool_mu, NULL);
+  shard_slice(L->spec->n, st->cfg.num_servers, st->cfg.index, &L->off, &L->cnt);
+  size_t k = optim_state_per_elem(&st->ocfg);
+  L->cur = fbuf_get(L);
+  L->state = k ? malloc(k * (L->cnt ? L->cnt : 1) * sizeof(float)) : NULL;
+  if (L->cur == NULL || (k && L->state == NULL))
+    return FSPS_NOMEM;
+  int rc = shard_init_fill(st->spec, l, L->off, L->cnt, L->cur->data);
+  if (rc != FSPS_OK)
+    return rc;
+  if (k)
+    optim_state_init(&st->ocfg, L->state, L->cnt);
+  return slots_init(st, L);
+}
+
+static int build(store *st, shard_spec *spec, char *msg, size_t msglen) {
+  st->spec = spec;
+  st->nlayers = shard_spec_num_layers(spec);
+  optim_from_spec(shard_spec_optim(spec), &st->ocfg, &st->sched);
+  st->layers = calloc(st->nlayers, sizeof *st->layers);
+  int rc = st->layers ? FSPS_OK : FSPS_NOMEM;
+  uint32_t done = 0;
+  for (; rc == FSPS_OK && done < st->nlayers; done++)
+    rc = layer_init(st, done, &st->layers[done]);
+  if (rc == FSPS_OK)
+    return FSPS_OK;
+  for (uint32_t l = 0; l < done; l++)
+    layer_free(st, &st->layers[l]);
+  free(st->layers);
+  st->layers = NULL;
+  st->spec = NULL;
+  snprintf(msg, msglen, "cannot hold the model's slices on this server: %s",
+           fsps_strerror(rc));
+  return FSPS_RESOURCE_EXHAUSTED;
+}
+
+int store_init(store *st, shard_spec *spec, bool *created, char *msg,
+               size_t msglen) {
+  int rc = shard_spec_validate(spec, msg, msglen);
+  if (rc != FSPS_OK) {
+    shard_spec_destroy(spec);
+    return FSPS_INVALID_ARGUMENT;
+  }
+  uint64_t h = shard_spec_hash(spec);
+  *created = false;
+  pthread_mutex_lock(&st->init_mu);
+  if (atomic_load(&st->ready)) {
+    if (h != st->hash) {
+      snprintf(msg, msglen,
+               "another model is declared here: its spec hash is %016" PRIx64
+               ", the request's is %016" PRIx64
+               " (restart the servers to train a different model)",
+               st->hash, h);
+      rc = FSPS_FAILED_PRECONDITION;
+    }
+    shard_spec_destroy(spec);
+  } else if ((rc = build(st, spec, msg, msglen)) == FSPS_OK) {
+    st->hash = h;
+    *created = true;
+    atomic_store(&st->ready, true);
+  } else {
+    shard_spec_destroy(spec);
+  }
+  pthread_mutex_unlock(&st->init_mu);
+  return rc;
+}
+
+bool store_ready(const store *st) {
+  return atomic_load(&st->ready);
+}
+
+uint64_t store_hash(const store *st) {
+  return store_ready(st) ? st->hash : 0;
+}
+
+uint32_t store_num_layers(const store *st) {
+  return store_ready(st) ? st->nlayers : 0;
+}
+
+const server_config *store_config(const store *st) {
+  return &st->cfg;
+}
+
+store_layer *store_layer_get(store *st, uint32_t l) {
+  if (!store_ready(st) || l >= st->nlayers)
+    return NULL;
+  return &st->layers[l];
+}
+
+void store_info(store_layer *L, store_layer_info *info) {
+  pthread_mutex_lock(&L->mu);
+  *info =
+      (store_layer_info){L->spec->name, L->spec->n, L->off, L->cnt, L->version};
+  pthread_mutex_unlock(&L->mu);
+}
+
+uint64_t store_pushed(store_layer *L, bool *pushed) {
+  uint32_t W = L->st->cfg.workers;
+  pthread_mutex_lock(&L->mu);
+  uint64_t step = L->version;
+  for (uint32_t w = 0; w < W; w++) {
+    if (L->st->cfg.mode == MODE_ASP) {
+      pushed[w] = false;
+      continue;
+    }
+    const slot *s = &L->slots[step % L->nslots];
+    pushed[w] = s->step == step && s->pushed[w];
+  }
+  pthread_mutex_unlock(&L->mu);
+  return step;
+}
+
+/* ---- pulls and the version barrier ---- */
+
+bool store_pull(store_layer *L, store_waiter *w, fbuf **params,
+                uint64_t *version) {
+  pthread_mutex_lock(&L->mu);
+  bool now = L->version >= w->min_version;
+  if (now) {
+    fbuf_ref(L->cur);
+    *params = L->cur;
+    *version = L->version;
+  } else {
+    w->parked = true;
+    w->prev = NULL;
+    w->next = L->waiters;
+    if (L->waiters)
+      L->waiters->prev = w;
+    L->waiters = w;
+  }
+  pthread_mutex_unlock(&L->mu);
+  return now;
+}
+
+static void unlink_waiter(store_layer *L, store_waiter *w) {
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    L->waiters = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+  w->parked = false;
+  w->prev = w->next = NULL;
+}
+
+bool store_unpark(store_layer *L, store_waiter *w) {
+  pthread_mutex_lock(&L->mu);
+  bool was = w->parked;
+  if (was)
+    unlink_waiter(L, w);
+  pthread_mutex_unlock(&L->mu);
+  return was;
+}
+
+/* take_ready moves the waiters the current version satisfies onto a
+ * private list, each holding a reference to the parameters. */
+static store_waiter *take_ready(store_layer *L) {
+  store_waiter *ready = NULL;
+  for (store_waiter *w = L->waiters, *next; w != NULL; w = next) {
+    next = w->next;
+    if (w->min_version > L->version)
+      continue;
+    unlink_waiter(L, w);
+    fbuf_ref(L->cur);
+    w->next = ready;
+    ready = w;
+  }
+  return ready;
+}
+
+static void wake(store_waiter *ready, fbuf *params, uint64_t version) {
+  for (store_waiter *w = ready, *next; w != NULL; w = next) {
+    next = w->next;
+    w->next = NULL;
+    w->ready(w, params, version);
+  }
+}
+
+/* ---- pushes ---- */
+
+int store_push_begin(store_layer *L, uint64_t step, uint32_t worker,
+                     store_push *p, char *msg, size_t msglen) {
+  const server_config *cfg = &L->st->cfg;
+  memset(p, 0, sizeof *p);
+  if (worker >= cfg->workers) {
+    snprintf(msg, msglen,
+             "worker %u is out of range: this server counts %u workers "
+             "(--workers)",
+             worker, cfg->workers);
+    return FSPS_INVALID_ARGUMENT;
+  }
+  if (L->cnt == 0) {
+    snprintf(msg, msglen, "server %u holds no elements of layer '%s'",
+             cfg->index, L->spec->name);
+    return FSPS_INVALID_ARGUMENT;
+  }
+  pthread_mutex_lock(&L->mu);
+  uint64_t version = L->version;
+  pthread_mutex_unlock(&L->mu);
+  if (cfg->mode != MODE_ASP && step > version + cfg->staleness) {
+    snprintf(msg, msglen,
+             "push for step %" PRIu64 " of layer '%s' is ahead of its version "
+             "%" PRIu64 " by more than the staleness %u",
+             step, L->spec->name, version, cfg->staleness);
+    return FSPS_FAILED_PRECONDITION;
+  }
+  p->layer = L;
+  p->step = step;
+  p->worker = worker;
+  p->chunks = shard_num_chunks(L->cnt);
+  p->buf = fbuf_get(L);
+  p->got = calloc(p->chunks, 1);
+  if (p->buf == NULL || p->got == NULL) {
+    store_push_abort(p);
+    snprintf(msg, msglen, "out of memory staging a push");
+    return FSPS_RESOURCE_EXHAUSTED;
+  }
+  return FSPS_OK;
+}
+
+float *store_push_chunk(store_push *p, uint64_t offset, uint64_t count,
+                        char *msg, size_t msglen) {
+  store_layer *L = p->layer;
+  if (offset < L->off || offset >= L->off + L->cnt) {
+    snprintf(msg, msglen,
+             "offset %" PRIu64 " is outside this server's slice [%" PRIu64
+             ", %" PRIu64 ") of layer '%s'",
+             offset, L->off, L->off + L->cnt, L->spec->name);
+    return NULL;
+  }
+  uint64_t rel = offset - L->off, i = rel / SHARD_CHUNK_ELEMS, o, len;
+  shard_chunk(L->cnt, i, &o, &len);
+  if (rel != o || count != len) {
+    snprintf(msg, msglen,
+             "bad chunk at offset %" PRIu64 " of layer '%s': %" PRIu64
+             " floats, expected chunk %" PRIu64 " at offset %" PRIu64
+             " with %" PRIu64 " floats",
+             offset, L->spec->name, count, i, L->off + o, len);
+    return NULL;
+  }
+  if (p->got[i]) {
+    snprintf(msg, msglen, "chunk %" PRIu64 " of layer '%s' sent twice", i,
+             L->spec->name);
+    return NULL;
+  }
+  p->got[i] = 1;
+  p->received++;
+  return p->buf->data + rel;
+}
+
+/* first_nonfinite returns the index of the first NaN/Inf, or n. */
+static uint64_t first_nonfinite(const float *d, uint64_t n) {
+  float probe = 0.0f; /* x*0 is NaN exactly when x is NaN or Inf */
+  for (uint64_t i = 0; i < n; i++)
+    probe += d[i] * 0.0f;
+  if (probe == 0.0f)
+    return n;
+  for (uint64_t i = 0; i < n; i++)
+    if (d[i] * 0.0f != 0.0f)
+      return i;
+  return n;
+}
+
+int store_push_check(store_push *p, float *dst, uint64_t count, char *msg,
+                     size_t msglen) {
+  uint64_t bad = first_nonfinite(dst, count);
+  if (bad == count)
+    return FSPS_OK;
+  if (!p->layer->st->cfg.nan_skip) {
+    snprintf(msg, msglen,
+             "gradient of layer '%s' for step %" PRIu64 " from worker %u "
+             "holds %s at element %" PRIu64
+             " (the server runs with --nan-policy reject)",
+             p->layer->spec->name, p->step, p->worker,
+             dst[bad] != dst[bad] ? "NaN" : "Inf",
+             (uint64_t)(dst - p->buf->data) + p->layer->off + bad);
+    return FSPS_INVALID_ARGUMENT;
+  }
+  for (uint64_t i = bad; i < count; i++) {
+    if (dst[i] * 0.0f != 0.0f) {
+      dst[i] = 0.0f;
+      p->nonfinite++;
+    }
+  }
+  return FSPS_OK;
+}
+
+void store_push_abort(store_push *p) {
+  if (p->buf)
+    fbuf_unref(p->buf);
+  p->buf = NULL;
+  free(p->got);
+  p->got = NULL;
+}
+
+/* apply runs the optimizer on the layer with the step's summed gradient.
+ * Parameters still being sent by pulls are copied first, never changed
+ * under them. Called with L->mu held. */
+static int apply(store_layer *L, const float *grad) {
+  store *st = L->st;
+  if (atomic_load(&L->cur->refs) > 1) {
+    fbuf *fresh = fbuf_get(L);
+    if (fresh == NULL)
+      return FSPS_NOMEM;
+    memcpy(fresh->data, L->cur->data, L->cnt * sizeof(float));
+    fbuf_unref(L->cur);
+    L->cur = fresh;
+  }
+  float lr = optim_schedule_lr(&st->sched, st->ocfg.lr, L->version);
+  optim_step(&st->ocfg, L->version + 1, lr, 1.0f / (float)st->cfg.workers,
+             L->cur->data, grad, L->state, L->cnt);
+  L->version++;
+  return FSPS_OK;
+}
+
+/* slot_sum returns the step's summed gradient: in deterministic mode the
+ * workers' slices added in worker order. */
+static const float *slot_sum(store_layer *L, slot *s) {
+  if (s->wbuf == NULL)
+    return s->acc->data;
+  float *acc = s->wbuf[0]->data;
+  for (uint32_t w = 1; w < L->st->cfg.workers; w++) {
+    const float *g = s->wbuf[w]->data;
+    for (uint64_t i = 0; i < L->cnt; i++)
+      acc[i] += g[i];
+  }
+  return acc;
+}
+
+/* advance applies every complete step in order. Called with L->mu held. */
+static int advance(store_layer *L) {
+  uint32_t W = L->st->cfg.workers;
+  for (;;) {
+    slot *s = &L->slots[L->version % L->nslots];
+    if (s->step != L->version || s->count < W)
+      return FSPS_OK;
+    int rc = apply(L, slot_sum(L, s));
+    if (rc != FSPS_OK)
+      return rc;
+    slot_release(s, W);
+  }
+}
+
+static void add_into(float *acc, const float *g, uint64_t n) {
+  for (uint64_t i = 0; i < n; i++)
+    acc[i] += g[i];
+}
+
+/* collect adds a push to its step's slot; *dup if already counted. */
+static int collect(store_push *p, bool *dup) {
+  store_layer *L = p->layer;
+  if (p->step < L->version)
+    return (*dup = true, FSPS_OK); /* every worker made that step */
+  slot *s = &L->slots[p->step % L->nslots];
+  if (s->step == FREE_STEP)
+    s->step = p->step;
+  if (s->pushed[p->worker])
+    return (*dup = true, FSPS_OK);
+  s->pushed[p->worker] = 1;
+  s->count++;
+  if (s->wbuf) {
+    s->wbuf[p->worker] = p->buf;
+  } else if (s->acc == NULL) {
+    s->acc = p->buf;
+  } else {
+    add_into(s->acc->data, p->buf->data, L->cnt);
+    fbuf_unref(p->buf);
+  }
+  p->buf = NULL;
+  return advance(L);
+}
+
+static int collect_asp(store_push *p, bool *dup) {
+  store_layer *L = p->layer;
+  if (p->step < L->asp_next[p->worker])
+    return (*dup = true, FSPS_OK);
+  int rc = apply(L, p->buf->data);
+  if (rc == FSPS_OK)
+    L->asp_next[p->worker] = p->step + 1;
+  return rc;
+}
+
+int store_push_commit(store_push *p, bool *duplicate, bool *applied,
+                      uint64_t *version, char *msg, size_t msglen) {
+  store_layer *L = p->layer;
+  if (p->received != p->chunks) {
+    snprintf(msg, msglen,
+             "push of layer '%s' ended after %" PRIu64 " of %" PRIu64 " chunks",
+             L->spec->name, p->received, p->chunks);
+    return FSPS_INVALID_ARGUMENT;
+  }
+  *duplicate = false;
+  pthread_mutex_lock(&L->mu);
+  uint64_t before = L->version;
+  int rc = L->st->cfg.mode == MODE_ASP ? collect_asp(p, duplicate)
+                                       : collect(p, duplicate);
+  *applied = L->version != before;
+  *version = L->version;
+  store_waiter *ready = *applied ? take_ready(L) : NULL;
+  fbuf *params = L->cur;
+  pthread_mutex_unlock(&L->mu);
+  wake(ready, params, *version);
+  store_push_abort(p);
+  if (rc != FSPS_OK)
+    snprintf(msg, msglen, "cannot apply the optimizer: %s", fsps_strerror(rc));
+  return rc == FSPS_NOMEM ? FSPS_RESOURCE_EXHAUSTED : rc;
+}

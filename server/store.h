@@ -1,0 +1,125 @@
+/* store.h: the shard store of one fsps-server — for every layer its slice
+ * of parameters, optimizer state, per-step accumulators, contributor
+ * bitmaps and the pulls waiting for a version, under one lock per layer. */
+#ifndef FSPS_SERVER_STORE_H
+#define FSPS_SERVER_STORE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "shard/shard.h"
+
+typedef struct store store;
+typedef struct store_layer store_layer;
+
+/* A float buffer of one layer's slice size, recycled through the layer's
+ * pool; refcounted when published as parameters that pulls send from. */
+typedef struct fbuf {
+  atomic_int refs;
+  store_layer *layer;
+  struct fbuf *next_free;
+  float *data;
+} fbuf;
+
+/* A Pull parked until its layer reaches min_version. */
+typedef struct store_waiter {
+  uint64_t min_version;
+  bool parked;
+  struct store_waiter *prev, *next;
+  /* Called (outside any lock) when the version is reached, with a
+   * reference to the parameters at that version. */
+  void (*ready)(struct store_waiter *w, fbuf *params, uint64_t version);
+} store_waiter;
+
+/* What one layer's slice on this server looks like. */
+typedef struct {
+  const char *name;
+  uint64_t n, offset, count;
+  uint64_t version;
+} store_layer_info;
+
+/* store_create makes an empty store (no model yet) for this server. */
+store *store_create(const server_config *cfg);
+void store_destroy(store *st);
+
+/* store_init declares the model: takes ownership of spec on success
+ * (FSPS_OK, *created true) or when the same spec is already declared
+ * (FSPS_OK, *created false; spec is freed). A different spec is
+ * FSPS_FAILED_PRECONDITION naming both hashes; an invalid one
+ * FSPS_INVALID_ARGUMENT. msg says why. Thread-safe. */
+int store_init(store *st, shard_spec *spec, bool *created, char *msg,
+               size_t msglen);
+
+/* store_ready returns whether a model is declared; store_hash its hash. */
+bool store_ready(const store *st);
+uint64_t store_hash(const store *st);
+uint32_t store_num_layers(const store *st);
+const server_config *store_config(const store *st);
+
+/* store_layer_get returns layer l, or NULL if there is no model or no such
+ * layer. */
+store_layer *store_layer_get(store *st, uint32_t l);
+
+/* store_info fills info about layer l (version read under its lock). */
+void store_info(store_layer *L, store_layer_info *info);
+
+/* store_pushed fills pushed[w] with whether worker w has pushed the step
+ * the layer is collecting (its version, except in ASP); returns that step. */
+uint64_t store_pushed(store_layer *L, bool *pushed);
+
+/* store_pull asks for the layer's parameters at version >= w->min_version.
+ * If they are there now, returns true with *params referenced (release
+ * with fbuf_unref) and *version set. Otherwise parks w and returns false;
+ * w->ready runs later from the thread that advances the version. */
+bool store_pull(store_layer *L, store_waiter *w, fbuf **params,
+                uint64_t *version);
+
+/* store_unpark removes w if it is still parked; true if it was. */
+bool store_unpark(store_layer *L, store_waiter *w);
+
+/* A gradient slice arriving for (layer, step, worker): stage it chunk by
+ * chunk into a buffer from the layer's pool, then commit it whole. */
+typedef struct {
+  store_layer *layer;
+  uint64_t step;
+  uint32_t worker;
+  fbuf *buf;
+  uint64_t chunks, received;
+  uint8_t *got;
+  uint64_t nonfinite;
+} store_push;
+
+/* store_push_begin validates (worker, step) against the layer and takes a
+ * staging buffer. FSPS_OK, or an error with msg. */
+int store_push_begin(store_layer *L, uint64_t step, uint32_t worker,
+                     store_push *p, char *msg, size_t msglen);
+
+/* store_push_chunk returns where chunk at layer offset `offset` with
+ * `count` floats goes (after checking it is exactly one whole, new chunk
+ * of the slice), or NULL with msg. */
+float *store_push_chunk(store_push *p, uint64_t offset, uint64_t count,
+                        char *msg, size_t msglen);
+
+/* store_push_check scans the chunk just copied to dst for NaN/Inf: under
+ * --nan-policy reject it fails with msg, under skip it zeroes them. */
+int store_push_check(store_push *p, float *dst, uint64_t count, char *msg,
+                     size_t msglen);
+
+/* store_push_commit adds a complete push to its step (applying the
+ * optimizer when the step is complete). *duplicate is true if this
+ * contribution had already been counted, *applied if it completed a step;
+ * *version gets the layer's version afterwards. */
+int store_push_commit(store_push *p, bool *duplicate, bool *applied,
+                      uint64_t *version, char *msg, size_t msglen);
+
+/* store_push_abort releases what a push holds (after any failure). */
+void store_push_abort(store_push *p);
+
+/* fbuf_ref / fbuf_unref manage published parameter buffers. */
+void fbuf_ref(fbuf *b);
+void fbuf_unref(fbuf *b);
+
+#endif
