@@ -63,14 +63,16 @@ gpr_timespec rpc_deadline(int64_t timeout_ms) {
 }
 
 grpc_channel_args *rpc_channel_args(void) {
-  static grpc_arg args[2];
+  /* Initialised at compile time: channels are created from many threads. */
+  static grpc_arg args[2] = {
+      {.type = GRPC_ARG_INTEGER,
+       .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+       .value.integer = RPC_MAX_MESSAGE_BYTES},
+      {.type = GRPC_ARG_INTEGER,
+       .key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+       .value.integer = RPC_MAX_MESSAGE_BYTES},
+  };
   static grpc_channel_args cargs = {2, args};
-  args[0].type = GRPC_ARG_INTEGER;
-  args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-  args[0].value.integer = RPC_MAX_MESSAGE_BYTES;
-  args[1].type = GRPC_ARG_INTEGER;
-  args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
-  args[1].value.integer = RPC_MAX_MESSAGE_BYTES;
   return &cargs;
 }
 

@@ -1,0 +1,301 @@
+/* wire.c: bench/wire — GB/s of gathering and pushing one layer through real
+ * fsps-server processes on loopback, beside a raw TCP baseline that moves
+ * the same bytes with the same request/response pattern over plain sockets
+ * (large writes) in the same run. One JSON object per line. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cblas.h>
+#include <fsps/fsps.h>
+
+#include "../tests/cluster.h"
+
+#define MAX_S 8
+#define OP_PULL 1
+#define OP_PUSH 2
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return v[n / 2];
+}
+
+/* ---- raw TCP baseline ---- */
+
+static int full_io(int fd, void *buf, size_t n, bool wr) {
+  char *p = buf;
+  while (n > 0) {
+    ssize_t k = wr ? write(fd, p, n) : read(fd, p, n);
+    if (k <= 0)
+      return -1;
+    p += k;
+    n -= (size_t)k;
+  }
+  return 0;
+}
+
+/* raw_serve answers requests {op, bytes} on one connection: a pull gets
+ * `bytes` back, a push sends them and gets an 8-byte ack. */
+static void raw_serve(int lfd, size_t max_bytes) {
+  int fd = accept(lfd, NULL, NULL);
+  char *buf = malloc(max_bytes);
+  memset(buf, 1, max_bytes);
+  uint64_t req[2];
+  while (fd >= 0 && full_io(fd, req, sizeof req, false) == 0) {
+    if (req[1] > max_bytes)
+      break;
+    if (req[0] == OP_PULL && full_io(fd, buf, req[1], true) != 0)
+      break;
+    if (req[0] == OP_PUSH && (full_io(fd, buf, req[1], false) != 0 ||
+                              full_io(fd, req, 8, true) != 0))
+      break;
+  }
+  _exit(0);
+}
+
+static pid_t raw_server(size_t max_bytes, int *port) {
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof a;
+  if (bind(lfd, (struct sockaddr *)&a, sizeof a) != 0 || listen(lfd, 1) != 0)
+    return -1;
+  getsockname(lfd, (struct sockaddr *)&a, &len);
+  *port = ntohs(a.sin_port);
+  pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    raw_serve(lfd, max_bytes);
+  }
+  close(lfd);
+  return pid;
+}
+
+static int raw_connect(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+typedef struct {
+  int fd, op;
+  char *buf;
+  size_t bytes;
+} raw_job;
+
+static void *raw_one(void *arg) {
+  raw_job *j = arg;
+  uint64_t req[2] = {(uint64_t)j->op, j->bytes};
+  full_io(j->fd, req, sizeof req, true);
+  if (j->op == OP_PULL)
+    full_io(j->fd, j->buf, j->bytes, false);
+  else if (full_io(j->fd, j->buf, j->bytes, true) == 0)
+    full_io(j->fd, req, 8, false);
+  return NULL;
+}
+
+/* raw_time runs one op against S connections in parallel, each moving
+ * its share of `bytes`, into/from one buffer. */
+static double raw_time(int *fds, int S, int op, char *buf, size_t bytes) {
+  pthread_t th[MAX_S];
+  raw_job jobs[MAX_S];
+  size_t share = bytes / (size_t)S;
+  double t0 = now_s();
+  for (int s = 0; s < S; s++) {
+    jobs[s] = (raw_job){fds[s], op, buf + (size_t)s * share, share};
+    pthread_create(&th[s], NULL, raw_one, &jobs[s]);
+  }
+  for (int s = 0; s < S; s++)
+    pthread_join(th[s], NULL);
+  return now_s() - t0;
+}
+
+/* ---- fsps ---- */
+
+typedef struct {
+  cluster cl;
+  fsps_client *c;
+  uint64_t step;
+} fsps_bench;
+
+static int fsps_setup(fsps_bench *b, int S, uint64_t n) {
+  if (cluster_start(&b->cl, S, 1, NULL) != 0)
+    return -1;
+  fsps_options o;
+  fsps_options_init(&o);
+  o.servers = b->cl.servers;
+  char err[256];
+  if (fsps_connect(&o, &b->c, err, sizeof err) != FSPS_OK) {
+    fprintf(stderr, "wire: %s\n", err);
+    return -1;
+  }
+  fsps_spec *spec = fsps_spec_create(1);
+  fsps_spec_add_layer(spec, "layer");
+  fsps_spec_add_tensor(spec, "w", 1, &n, "zeros", 0, 0);
+  fsps_spec_set_optimizer(spec, "sgd", 0.0);
+  int rc = fsps_declare(b->c, spec);
+  fsps_spec_destroy(spec);
+  if (rc != FSPS_OK)
+    fprintf(stderr, "wire: %s\n", fsps_last_error(b->c));
+  return rc == FSPS_OK ? 0 : -1;
+}
+
+static double fsps_time(fsps_bench *b, int op, float *buf) {
+  double t0 = now_s();
+  int rc;
+  if (op == OP_PULL) {
+    rc = fsps_gather(b->c, 0, 0, buf, NULL);
+  } else {
+    rc = fsps_push(b->c, 0, b->step++, buf);
+    if (rc == FSPS_OK)
+      rc = fsps_push_wait(b->c);
+  }
+  if (rc != FSPS_OK) {
+    fprintf(stderr, "wire: %s\n", fsps_last_error(b->c));
+    exit(1);
+  }
+  return now_s() - t0;
+}
+
+/* ---- driver ---- */
+
+typedef struct {
+  int reps;
+  int sizes[8], nsizes;
+  int servers[4], nservers;
+} bench_opts;
+
+static void report(const char *op, size_t bytes, int S, double t,
+                   double limit_t) {
+  double g = (double)bytes / t / 1e9, lim = (double)bytes / limit_t / 1e9;
+  printf("{\"bench\":\"wire\",\"op\":\"%s\",\"bytes\":%zu,\"servers\":%d,"
+         "\"gbps\":%.3f,\"limit_gbps\":%.3f,\"ratio\":%.3f}\n",
+         op, bytes, S, g, lim, g / lim);
+  fflush(stdout);
+}
+
+static void measure(const bench_opts *o, int S, size_t bytes, int *fds,
+                    fsps_bench *fb, char *buf) {
+  static const int ops[2] = {OP_PULL, OP_PUSH};
+  for (int k = 0; k < 2; k++) {
+    double tr[64], tf[64];
+    raw_time(fds, S, ops[k], buf, bytes); /* warm-up */
+    fsps_time(fb, ops[k], (float *)buf);
+    /* Interleave the two so both see the same machine state. */
+    for (int r = 0; r < o->reps; r++) {
+      tr[r] = raw_time(fds, S, ops[k], buf, bytes);
+      tf[r] = fsps_time(fb, ops[k], (float *)buf);
+    }
+    report(ops[k] == OP_PULL ? "pull" : "push", bytes, S, median(tf, o->reps),
+           median(tr, o->reps));
+  }
+}
+
+static int run_size(const bench_opts *o, int S, size_t bytes, char *buf) {
+  int fds[MAX_S], ports[MAX_S];
+  pid_t pids[MAX_S];
+  fsps_bench fb = {0};
+  for (int s = 0; s < S; s++) {
+    pids[s] = raw_server(bytes, &ports[s]);
+    fds[s] = raw_connect(ports[s]);
+  }
+  int rc = fsps_setup(&fb, S, bytes / 4);
+  if (rc == 0)
+    measure(o, S, bytes, fds, &fb, buf);
+  fsps_close(fb.c);
+  cluster_stop(&fb.cl);
+  for (int s = 0; s < S; s++) {
+    close(fds[s]);
+    waitpid(pids[s], NULL, 0);
+  }
+  return rc;
+}
+
+static int parse_list(const char *s, int *out, int max) {
+  int n = 0;
+  for (char *end; *s && n < max; s = *end ? end + 1 : end) {
+    out[n++] = (int)strtol(s, &end, 10);
+    if (end == s || out[n - 1] <= 0)
+      return -1;
+  }
+  return n;
+}
+
+static int parse(int argc, char **argv, bench_opts *o) {
+  *o = (bench_opts){.reps = 7,
+                    .sizes = {1, 4, 16, 64},
+                    .nsizes = 4,
+                    .servers = {1, 2},
+                    .nservers = 2};
+  for (int i = 1; i < argc; i++) {
+    const char *v = i + 1 < argc ? argv[i + 1] : "";
+    if (!strcmp(argv[i], "--reps") && (o->reps = atoi(v)) > 0 && o->reps <= 64)
+      i++;
+    else if (!strcmp(argv[i], "--mib") &&
+             (o->nsizes = parse_list(v, o->sizes, 8)) > 0)
+      i++;
+    else if (!strcmp(argv[i], "--servers") &&
+             (o->nservers = parse_list(v, o->servers, 4)) > 0)
+      i++;
+    else
+      return -1;
+  }
+  for (int i = 0; i < o->nservers; i++)
+    if (o->servers[i] > MAX_S)
+      return -1;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  bench_opts o;
+  if (parse(argc, argv, &o) != 0) {
+    fprintf(stderr, "usage: wire [--mib 1,4,16,64] [--servers 1,2] "
+                    "[--reps 7 (1..64)]\n");
+    return 2;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  size_t max = 0;
+  for (int i = 0; i < o.nsizes; i++)
+    if ((size_t)o.sizes[i] << 20 > max)
+      max = (size_t)o.sizes[i] << 20;
+  char *buf = malloc(max);
+  memset(buf, 0, max);
+  printf("{\"bench\":\"wire\",\"openblas_config\":\"%s\",\"reps\":%d,"
+         "\"statistic\":\"median\"}\n",
+         openblas_get_config(), o.reps);
+  for (int si = 0; si < o.nservers; si++)
+    for (int i = 0; i < o.nsizes; i++)
+      if (run_size(&o, o.servers[si], (size_t)o.sizes[i] << 20, buf) != 0)
+        return 1;
+  free(buf);
+  return 0;
+}

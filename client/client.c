@@ -1,0 +1,380 @@
+/* client.c: a client's life — options, connecting to every server, errors,
+ * counters, and the timer thread that restarts calls after a backoff. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "client_int.h"
+
+void fsps_options_init(fsps_options *o) {
+  memset(o, 0, sizeof *o);
+  o->rank = 0;
+  o->world = 1;
+  o->mode = FSPS_BSP;
+  o->prefetch = 1;
+  o->reshard_after_forward = true;
+  o->timeout_ms = CLIENT_DEFAULT_TIMEOUT_MS;
+  o->retries = CLIENT_DEFAULT_RETRIES;
+}
+
+int client_fail(fsps_client *c, int rc, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(c->err, sizeof c->err, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+/* say writes a message into a caller's buffer (if any) and returns rc. */
+static int say(char *err, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int say(char *err, size_t errlen, int rc, const char *fmt, ...) {
+  if (err == NULL || errlen == 0)
+    return rc;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+const char *fsps_last_error(const fsps_client *c) {
+  return c ? c->err : "no client (NULL)";
+}
+
+uint32_t client_retries(const fsps_client *c) {
+  return c->o.retries ? c->o.retries : CLIENT_DEFAULT_RETRIES;
+}
+
+int64_t client_timeout_ms(const fsps_client *c) {
+  return c->o.timeout_ms ? c->o.timeout_ms : CLIENT_DEFAULT_TIMEOUT_MS;
+}
+
+uint64_t client_layer_n(const fsps_client *c, uint32_t l) {
+  const shard_layer *L = c->spec ? shard_spec_layer(c->spec, l) : NULL;
+  return L ? L->n : 0;
+}
+
+bool plan_next(uint64_t n, uint32_t S, uint32_t *s, uint64_t *off,
+               uint64_t *cnt) {
+  for (; *s < S; (*s)++) {
+    shard_slice(n, S, *s, off, cnt);
+    if (*cnt > 0)
+      return true;
+  }
+  return false;
+}
+
+int64_t client_backoff_ms(uint32_t attempt) {
+  int64_t ms = CLIENT_BACKOFF_FIRST_MS;
+  for (uint32_t i = 1; i < attempt && ms < CLIENT_BACKOFF_MAX_MS; i++)
+    ms *= 2;
+  return ms < CLIENT_BACKOFF_MAX_MS ? ms : CLIENT_BACKOFF_MAX_MS;
+}
+
+int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void client_wait(fsps_client *c) {
+  int64_t t0 = now_ns();
+  pthread_cond_wait(&c->cv, &c->mu);
+  c->wait_s += (double)(now_ns() - t0) * 1e-9;
+}
+
+double fsps_wait_seconds(const fsps_client *c) {
+  return c ? c->wait_s : 0.0;
+}
+
+uint64_t fsps_peak_buffer_bytes(const fsps_client *c) {
+  return c ? c->peak_bytes : 0;
+}
+
+/* ---- server list ---- */
+
+static bool all_digits(const char *s) {
+  if (*s == '\0')
+    return false;
+  for (; *s; s++)
+    if (!isdigit((unsigned char)*s))
+      return false;
+  return true;
+}
+
+/* check_host_port returns NULL when a is "host:port" (host a name, an IPv4
+ * address or a bracketed IPv6 address), else why not. */
+static const char *check_host_port(const char *a) {
+  const char *colon = strrchr(a, ':');
+  if (colon == NULL)
+    return "expected host:port";
+  if (colon == a)
+    return "the host is empty";
+  if (!all_digits(colon + 1) || strlen(colon + 1) > 5 || atoi(colon + 1) < 1 ||
+      atoi(colon + 1) > 65535)
+    return "the port must be a number from 1 to 65535";
+  bool bracket = a[0] == '[';
+  if (bracket && colon[-1] != ']')
+    return "an IPv6 address needs brackets: [addr]:port";
+  if (!bracket && memchr(a, ':', (size_t)(colon - a)) != NULL)
+    return "an IPv6 address needs brackets: [addr]:port";
+  for (const char *p = a; p < colon; p++)
+    if (isspace((unsigned char)*p) || *p == '/')
+      return "the host contains a space or '/'";
+  return NULL;
+}
+
+/* check_address accepts host:port and gRPC's explicit target schemes. */
+static const char *check_address(const char *a) {
+  if (*a == '\0')
+    return "empty address";
+  if (strncmp(a, "unix:", 5) == 0 || strncmp(a, "dns:", 4) == 0 ||
+      strncmp(a, "ipv4:", 5) == 0 || strncmp(a, "ipv6:", 5) == 0)
+    return a[strcspn(a, ":") + 1] ? NULL : "nothing after the scheme";
+  return check_host_port(a);
+}
+
+static char *trim(char *s) {
+  while (isspace((unsigned char)*s))
+    s++;
+  char *e = s + strlen(s);
+  while (e > s && isspace((unsigned char)e[-1]))
+    *--e = '\0';
+  return s;
+}
+
+/* split_servers cuts c->servers in place into c->addr[0..S). */
+static int split_servers(fsps_client *c, char *err, size_t errlen) {
+  uint32_t n = 1;
+  for (const char *p = c->servers; *p; p++)
+    n += *p == ',';
+  if (n > CLIENT_MAX_SERVERS)
+    return say(err, errlen, FSPS_INVALID_ARGUMENT,
+               "%u servers listed; at most %d are supported", n,
+               CLIENT_MAX_SERVERS);
+  c->addr = calloc(n, sizeof *c->addr);
+  if (c->addr == NULL)
+    return say(err, errlen, FSPS_NOMEM, "out of memory");
+  char *p = c->servers;
+  for (uint32_t i = 0; i < n; i++) {
+    char *comma = strchr(p, ',');
+    if (comma != NULL)
+      *comma = '\0';
+    char *a = trim(p);
+    p = comma ? comma + 1 : p + strlen(p);
+    const char *why = check_address(a);
+    if (why != NULL)
+      return say(err, errlen, FSPS_INVALID_ARGUMENT,
+                 "server %u of %u ('%s') in '%s': %s", i, n, a, c->o.servers,
+                 why);
+    c->addr[i] = a;
+  }
+  c->S = n;
+  return FSPS_OK;
+}
+
+/* ---- connect and close ---- */
+
+static int check_options(const fsps_options *o, char *err, size_t errlen) {
+  if (o->servers == NULL || o->servers[strspn(o->servers, " \t,")] == '\0')
+    return say(err, errlen, FSPS_INVALID_ARGUMENT,
+               "no servers given: expected \"host:port,host:port\"");
+  if (o->world == 0 || o->rank >= o->world)
+    return say(err, errlen, FSPS_INVALID_ARGUMENT,
+               "rank %u is not in 0..world-1 (world %u)", o->rank, o->world);
+  if (o->mode != FSPS_BSP && o->mode != FSPS_SSP && o->mode != FSPS_ASP)
+    return say(err, errlen, FSPS_INVALID_ARGUMENT, "unknown mode %d",
+               (int)o->mode);
+  if (o->timeout_ms < 0)
+    return say(err, errlen, FSPS_INVALID_ARGUMENT,
+               "timeout_ms %lld is negative", (long long)o->timeout_ms);
+  return FSPS_OK;
+}
+
+static void *timer_main(void *arg);
+
+static int start_threads(fsps_client *c, char *err, size_t errlen) {
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&c->timer_cv, &attr);
+  pthread_condattr_destroy(&attr);
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_mutex_init(&c->cancel_mu, NULL);
+  pthread_cond_init(&c->cv, NULL);
+  if (pthread_create(&c->timer, NULL, timer_main, c) != 0)
+    return say(err, errlen, FSPS_INTERNAL, "cannot start the retry thread");
+  c->timer_started = true;
+  return FSPS_OK;
+}
+
+static int open_channels(fsps_client *c, char *err, size_t errlen) {
+  c->ch = calloc(c->S, sizeof *c->ch);
+  if (c->ch == NULL)
+    return say(err, errlen, FSPS_NOMEM, "out of memory");
+  for (uint32_t s = 0; s < c->S; s++) {
+    rpc_status st;
+    c->ch[s] = rpc_channel_create(c->addr[s], &st);
+    if (c->ch[s] == NULL)
+      return say(err, errlen, st.code, "server %u (%s): %s", s, c->addr[s],
+                 st.msg);
+  }
+  return FSPS_OK;
+}
+
+int fsps_connect(const fsps_options *o, fsps_client **out, char *err,
+                 size_t errlen) {
+  if (out == NULL || o == NULL)
+    return say(err, errlen, FSPS_INVALID_ARGUMENT, "NULL options or out");
+  *out = NULL;
+  int rc = check_options(o, err, errlen);
+  if (rc != FSPS_OK)
+    return rc;
+  fsps_client *c = calloc(1, sizeof *c);
+  if (c == NULL || (c->servers = strdup(o->servers)) == NULL) {
+    free(c);
+    return say(err, errlen, FSPS_NOMEM, "out of memory");
+  }
+  c->o = *o;
+  c->o.servers = o->servers;
+  rc = split_servers(c, err, errlen);
+  if (rc == FSPS_OK)
+    rc = start_threads(c, err, errlen);
+  if (rc == FSPS_OK)
+    rc = open_channels(c, err, errlen);
+  if (rc != FSPS_OK) {
+    fsps_close(c);
+    return rc;
+  }
+  c->o.servers = c->servers; /* the caller's string may go away */
+  *out = c;
+  return FSPS_OK;
+}
+
+static void stop_timer(fsps_client *c) {
+  if (!c->timer_started)
+    return;
+  pthread_mutex_lock(&c->mu);
+  c->stopping = true;
+  pthread_cond_signal(&c->timer_cv);
+  pthread_mutex_unlock(&c->mu);
+  pthread_join(c->timer, NULL);
+  c->timer_started = false;
+}
+
+void fsps_close(fsps_client *c) {
+  if (c == NULL)
+    return;
+  bool threads = c->timer_started;
+  if (threads)
+    push_wait_all(c);
+  stop_timer(c);
+  for (uint32_t s = 0; c->ch != NULL && s < c->S; s++)
+    rpc_channel_destroy(c->ch[s]);
+  if (threads) {
+    sched_destroy(c);
+    pool_destroy(c);
+    pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->cancel_mu);
+    pthread_cond_destroy(&c->cv);
+    pthread_cond_destroy(&c->timer_cv);
+  }
+  shard_spec_destroy(c->spec);
+  free(c->ch);
+  free(c->addr);
+  free(c->servers);
+  free(c);
+}
+
+int client_adopt_spec(fsps_client *c, const shard_spec *spec) {
+  if (c->spec != NULL) {
+    if (shard_spec_equal(c->spec, spec))
+      return FSPS_OK;
+    char have[17], want[17];
+    shard_spec_hash_hex(shard_spec_hash(c->spec), have);
+    shard_spec_hash_hex(shard_spec_hash(spec), want);
+    return client_fail(c, FSPS_FAILED_PRECONDITION,
+                       "this client already holds model %s; it cannot switch "
+                       "to %s (connect a new client)",
+                       have, want);
+  }
+  c->spec = spec_clone(spec);
+  if (c->spec == NULL)
+    return client_fail(c, FSPS_NOMEM, "out of memory copying the spec");
+  c->L = shard_spec_num_layers(c->spec);
+  if (sched_init(c) != FSPS_OK) {
+    shard_spec_destroy(c->spec);
+    c->spec = NULL;
+    c->L = 0;
+    return client_fail(c, FSPS_NOMEM, "out of memory for the layer table");
+  }
+  return FSPS_OK;
+}
+
+/* ---- retry timer ---- */
+
+bool retry_schedule(fsps_client *c, retry_item *it, uint32_t attempt) {
+  if (c->stopping)
+    return false;
+  it->due_ns = now_ns() + client_backoff_ms(attempt) * 1000000;
+  retry_item **p = &c->retries;
+  while (*p != NULL && (*p)->due_ns <= it->due_ns)
+    p = &(*p)->next;
+  it->next = *p;
+  *p = it;
+  pthread_cond_signal(&c->timer_cv);
+  return true;
+}
+
+/* wait_until waits on the timer condition until due_ns (c->mu held). */
+static void wait_until(fsps_client *c, int64_t due_ns) {
+  struct timespec ts = {.tv_sec = (time_t)(due_ns / 1000000000),
+                        .tv_nsec = (long)(due_ns % 1000000000)};
+  int rc = pthread_cond_timedwait(&c->timer_cv, &c->mu, &ts);
+  (void)rc; /* timeouts and wake-ups alike lead back to the checks */
+}
+
+/* pop_due removes and returns the first retry that is due, or NULL after
+ * waiting a while (c->mu held). */
+static retry_item *pop_due(fsps_client *c) {
+  if (c->retries == NULL) {
+    pthread_cond_wait(&c->timer_cv, &c->mu);
+    return NULL;
+  }
+  if (c->retries->due_ns > now_ns()) {
+    wait_until(c, c->retries->due_ns);
+    return NULL;
+  }
+  retry_item *it = c->retries;
+  c->retries = it->next;
+  return it;
+}
+
+/* timer_main restarts calls whose backoff has passed; at close it finishes
+ * those still waiting as cancelled. fire runs without c->mu. */
+static void *timer_main(void *arg) {
+  fsps_client *c = arg;
+  pthread_mutex_lock(&c->mu);
+  while (!c->stopping) {
+    retry_item *it = pop_due(c);
+    if (it == NULL)
+      continue;
+    pthread_mutex_unlock(&c->mu);
+    it->fire(it, false);
+    pthread_mutex_lock(&c->mu);
+  }
+  while (c->retries != NULL) {
+    retry_item *it = c->retries;
+    c->retries = it->next;
+    pthread_mutex_unlock(&c->mu);
+    it->fire(it, true);
+    pthread_mutex_lock(&c->mu);
+  }
+  pthread_mutex_unlock(&c->mu);
+  return NULL;
+}

@@ -1,0 +1,211 @@
+/* client_int.h: what libfsps's own files share and users never see: the
+ * client structure, gathers, pushes, the retry timer and the buffer pool. */
+#ifndef FSPS_CLIENT_INT_H
+#define FSPS_CLIENT_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <fsps/fsps.h>
+
+#include "fsps.pb-c.h"
+#include "rpc.h"
+#include "shard.h"
+
+#define PATH_INIT "/fsps.v1.ParameterServer/Init"
+#define PATH_PULL "/fsps.v1.ParameterServer/Pull"
+#define PATH_PUSH "/fsps.v1.ParameterServer/Push"
+#define PATH_STATUS "/fsps.v1.ParameterServer/Status"
+
+#define CLIENT_MAX_SERVERS 1024
+#define CLIENT_MSG_MAX 1024
+#define CLIENT_DEFAULT_TIMEOUT_MS 120000
+#define CLIENT_DEFAULT_RETRIES 8
+#define CLIENT_BACKOFF_FIRST_MS 100
+#define CLIENT_BACKOFF_MAX_MS 5000
+
+/* ---- spec (spec.c) ---- */
+
+/* spec_shard returns the shard spec inside a public spec. */
+const shard_spec *spec_shard(const fsps_spec *spec);
+
+/* spec_clone returns a deep copy of a validated shard spec (NULL when out
+ * of memory). */
+shard_spec *spec_clone(const shard_spec *spec);
+
+/* A ModelSpec message built over a shard spec: names and dims point into
+ * the shard spec, which must outlive it. */
+typedef struct {
+  Fsps__V1__ModelSpec model;
+  Fsps__V1__OptimizerSpec optim;
+  Fsps__V1__LayerSpec *layers, **layer_ptrs;
+  Fsps__V1__TensorSpec *tensors, **tensor_ptrs;
+} spec_msg;
+
+/* spec_msg_build fills m from spec; FSPS_OK or FSPS_NOMEM. Free it with
+ * spec_msg_free (also after a failure). */
+int spec_msg_build(spec_msg *m, const shard_spec *spec);
+void spec_msg_free(spec_msg *m);
+
+/* ---- retry timer (client.c) ---- */
+
+/* A delayed restart of one server's part of a gather or push; embedded in
+ * the part. fire runs on the timer thread, with abort set when the client
+ * is closing and the part must finish as cancelled instead. */
+typedef struct retry_item {
+  struct retry_item *next;
+  int64_t due_ns;
+  void (*fire)(struct retry_item *it, bool abort);
+} retry_item;
+
+/* ---- buffer pool (pool.c) ---- */
+
+typedef struct pool_buf {
+  float *p;
+  uint64_t cap; /* floats */
+  struct pool_buf *next;
+} pool_buf;
+
+/* ---- the client ---- */
+
+typedef struct layer_slot layer_slot;
+
+struct fsps_client {
+  fsps_options o;
+  char *servers; /* o.servers points here */
+  uint32_t S;
+  char **addr;
+  rpc_channel **ch;
+  shard_spec *spec; /* the model, once declared or attached */
+  uint32_t L;
+  char err[CLIENT_MSG_MAX];
+
+  /* c->mu guards everything below that callbacks touch. Rule: never call
+   * into rpc while holding it (rpc may run a callback inline that takes
+   * it). */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  /* cancel_mu guards the stream handles of pull parts; never taken with
+   * mu held, nor mu with it held. */
+  pthread_mutex_t cancel_mu;
+
+  /* retry timer */
+  pthread_t timer;
+  bool timer_started, stopping;
+  pthread_cond_t timer_cv;
+  retry_item *retries;
+
+  /* pushes in flight and their first error */
+  uint32_t pushes;
+  int push_rc;
+  char push_msg[CLIENT_MSG_MAX];
+
+  /* buffer pool */
+  pool_buf *free_bufs;
+  uint64_t bytes, peak_bytes;
+  double wait_s;
+
+  /* step scheduler (sched.c) */
+  layer_slot *slots;
+  bool in_step;
+  uint64_t step, min_version;
+};
+
+/* client_fail stores a message in c->err and returns rc. */
+int client_fail(fsps_client *c, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* client_retries returns the configured number of retries. */
+uint32_t client_retries(const fsps_client *c);
+
+/* client_timeout_ms returns the per-call timeout. */
+int64_t client_timeout_ms(const fsps_client *c);
+
+/* client_layer_n returns layer l's element count (0 when no such layer). */
+uint64_t client_layer_n(const fsps_client *c, uint32_t l);
+
+/* plan_next advances *s (start at 0) to the first server, from *s on,
+ * whose slice of a layer of n elements over S servers is non-empty and
+ * sets *off and *cnt to that slice; returns false when there is none. A
+ * gather or push has one part per server that plan_next visits. */
+bool plan_next(uint64_t n, uint32_t S, uint32_t *s, uint64_t *off,
+               uint64_t *cnt);
+
+/* client_backoff_ms returns the delay before retry number attempt (1..). */
+int64_t client_backoff_ms(uint32_t attempt);
+
+/* retry_schedule queues it to fire after the backoff of attempt. Call with
+ * c->mu held. Returns false when the client is closing (nothing queued). */
+bool retry_schedule(fsps_client *c, retry_item *it, uint32_t attempt);
+
+/* now_ns returns CLOCK_MONOTONIC in nanoseconds. */
+int64_t now_ns(void);
+
+/* client_wait blocks on c->cv (c->mu held) and adds the time spent to the
+ * client's wait counter. */
+void client_wait(fsps_client *c);
+
+/* client_adopt_spec makes a validated copy of spec the client's model
+ * without contacting servers (fsps_declare and fsps_attach use it after
+ * the servers agreed; tests use it to reach the network without servers).
+ */
+int client_adopt_spec(fsps_client *c, const shard_spec *spec);
+
+/* ---- gathers (gather.c) ---- */
+
+typedef struct gather gather;
+
+/* gather_start starts pulling layer into dst (the layer's n floats) from
+ * every server with a non-empty slice, asynchronously. Returns FSPS_OK or
+ * FSPS_NOMEM (message in c->err); failures of the pulls show in
+ * gather_wait. */
+int gather_start(fsps_client *c, uint32_t layer, uint64_t min_version,
+                 float *dst, gather **out);
+
+/* gather_wait blocks until g is complete; returns its result (message in
+ * c->err) and, on success, the lowest version received in *version. */
+int gather_wait(fsps_client *c, gather *g, uint64_t *version);
+
+/* gather_free frees a complete gather. */
+void gather_free(gather *g);
+
+/* ---- pushes (push.c) ---- */
+
+/* push_start sends grad (layer's n floats) for step to every server with a
+ * non-empty slice, asynchronously. owned (may be NULL) is the pool buffer
+ * grad lives in, returned to the pool when the push completes. Returns
+ * FSPS_OK or FSPS_NOMEM; failures of the pushes show in push_wait_all. */
+int push_start(fsps_client *c, uint32_t layer, uint64_t step, const float *grad,
+               pool_buf *owned);
+
+/* push_wait_all waits for every push in flight and returns (and clears)
+ * the first error among them, message in c->err. */
+int push_wait_all(fsps_client *c);
+
+/* ---- buffer pool (pool.c) ---- */
+
+/* pool_get returns a buffer of at least n floats (reused or allocated), or
+ * NULL when out of memory. Takes c->mu. */
+pool_buf *pool_get(fsps_client *c, uint64_t n);
+
+/* pool_put returns b to the free list; pool_put_locked with c->mu held. */
+void pool_put(fsps_client *c, pool_buf *b);
+void pool_put_locked(fsps_client *c, pool_buf *b);
+
+/* pool_destroy frees every free buffer (at close, nothing in use). */
+void pool_destroy(fsps_client *c);
+
+/* ---- step scheduler (sched.c) ---- */
+
+/* sched_min_version returns the version step's gathers ask for: step
+ * (BSP), step - staleness floored at 0 (SSP), or 0 (ASP). */
+uint64_t sched_min_version(fsps_mode mode, uint32_t staleness, uint64_t step);
+
+/* sched_init allocates the per-layer slots for c->L layers. */
+int sched_init(fsps_client *c);
+
+/* sched_destroy waits for the scheduler's gathers and frees its slots and
+ * the buffers they hold (channels already closed or still open). */
+void sched_destroy(fsps_client *c);
+
+#endif

@@ -1,0 +1,244 @@
+/* control.c: the unary control calls — declaring the model on every server
+ * (Init), attaching to a declared model and reading versions (Status). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "client_int.h"
+
+#define ATTACH_POLL_MS 50
+
+static void sleep_ms(int64_t ms) {
+  struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
+                        .tv_nsec = (long)(ms % 1000) * 1000000};
+  while (nanosleep(&ts, &ts) != 0)
+    ;
+}
+
+/* unary_retry makes a unary call to server s, retrying UNAVAILABLE with
+ * backoff. */
+static int unary_retry(fsps_client *c, uint32_t s, const char *path,
+                       const ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *desc,
+                       ProtobufCMessage **reply, rpc_status *st) {
+  int rc;
+  for (uint32_t attempt = 1;; attempt++) {
+    rc = rpc_unary(c->ch[s], path, req, desc, reply, client_timeout_ms(c), st);
+    if (rc != RPC_UNAVAILABLE || attempt > client_retries(c))
+      return rc;
+    sleep_ms(client_backoff_ms(attempt));
+  }
+}
+
+static const char *mode_name(fsps_mode m) {
+  return m == FSPS_SSP ? "ssp" : m == FSPS_ASP ? "asp" : "bsp";
+}
+
+/* check_identity compares what server s says about itself with what this
+ * client expects. */
+static int check_identity(fsps_client *c, uint32_t s, uint32_t S, uint32_t idx,
+                          uint32_t W) {
+  if (S != c->S || idx != s)
+    return client_fail(c, FSPS_FAILED_PRECONDITION,
+                       "server %u (%s) says it is server %u of %u, but this "
+                       "client lists it as server %u of %u",
+                       s, c->addr[s], idx, S, s, c->S);
+  if (W != 0 && W != c->o.world)
+    return client_fail(c, FSPS_FAILED_PRECONDITION,
+                       "server %u (%s) waits for %u workers, but this worker "
+                       "was started with world %u",
+                       s, c->addr[s], W, c->o.world);
+  return FSPS_OK;
+}
+
+static int check_hash(fsps_client *c, uint32_t s, uint64_t have,
+                      uint64_t want) {
+  if (have == want)
+    return FSPS_OK;
+  char h[17], w[17];
+  shard_spec_hash_hex(have, h);
+  shard_spec_hash_hex(want, w);
+  return client_fail(c, FSPS_FAILED_PRECONDITION,
+                     "server %u (%s) holds model %s, not this model %s", s,
+                     c->addr[s], h, w);
+}
+
+/* ---- declare ---- */
+
+static int init_one(fsps_client *c, uint32_t s, Fsps__V1__ModelSpec *m,
+                    uint64_t hash) {
+  Fsps__V1__InitRequest req = FSPS__V1__INIT_REQUEST__INIT;
+  req.spec = m;
+  req.num_servers = c->S;
+  req.server_index = s;
+  ProtobufCMessage *out = NULL;
+  rpc_status st;
+  int rc = unary_retry(c, s, PATH_INIT, &req.base,
+                       &fsps__v1__init_reply__descriptor, &out, &st);
+  if (rc != RPC_OK)
+    return client_fail(c, rc, "declare on server %u of %u: %s", s, c->S,
+                       st.msg);
+  Fsps__V1__InitReply *r = (Fsps__V1__InitReply *)out;
+  rc = check_hash(c, s, r->spec_hash, hash);
+  if (rc == FSPS_OK)
+    rc = check_identity(c, s, r->num_servers, r->server_index, r->num_workers);
+  protobuf_c_message_free_unpacked(out, NULL);
+  return rc;
+}
+
+static int check_spec_arg(fsps_client *c, const fsps_spec *spec) {
+  if (spec == NULL)
+    return client_fail(c, FSPS_INVALID_ARGUMENT, "no spec (NULL)");
+  char msg[512];
+  if (fsps_spec_validate(spec, msg, sizeof msg) != FSPS_OK)
+    return client_fail(c, FSPS_INVALID_ARGUMENT, "invalid model spec: %s", msg);
+  return FSPS_OK;
+}
+
+int fsps_declare(fsps_client *c, const fsps_spec *spec) {
+  if (c == NULL)
+    return FSPS_INVALID_ARGUMENT;
+  int rc = check_spec_arg(c, spec);
+  if (rc != FSPS_OK)
+    return rc;
+  const shard_spec *ss = spec_shard(spec);
+  spec_msg m;
+  rc = spec_msg_build(&m, ss);
+  if (rc != FSPS_OK) {
+    spec_msg_free(&m);
+    return client_fail(c, rc, "out of memory building the Init request");
+  }
+  size_t bytes = protobuf_c_message_get_packed_size(&m.model.base);
+  if (bytes + 64 > RPC_MAX_MESSAGE_BYTES)
+    rc = client_fail(c, FSPS_RESOURCE_EXHAUSTED,
+                     "the model spec encodes to %zu bytes; at most %d fit in "
+                     "one message",
+                     bytes, RPC_MAX_MESSAGE_BYTES - 64);
+  uint64_t hash = shard_spec_hash(ss);
+  for (uint32_t s = 0; rc == FSPS_OK && s < c->S; s++)
+    rc = init_one(c, s, &m.model, hash);
+  spec_msg_free(&m);
+  return rc == FSPS_OK ? client_adopt_spec(c, ss) : rc;
+}
+
+/* ---- status ---- */
+
+static int status_call(fsps_client *c, uint32_t s, int64_t timeout_ms,
+                       Fsps__V1__StatusReply **out, rpc_status *st) {
+  Fsps__V1__StatusRequest req = FSPS__V1__STATUS_REQUEST__INIT;
+  return rpc_unary(c->ch[s], PATH_STATUS, &req.base,
+                   &fsps__v1__status_reply__descriptor,
+                   (ProtobufCMessage **)out, timeout_ms, st);
+}
+
+static int check_attached(fsps_client *c, uint32_t s,
+                          const Fsps__V1__StatusReply *r, uint64_t hash) {
+  int rc = check_hash(c, s, r->spec_hash, hash);
+  if (rc == FSPS_OK)
+    rc = check_identity(c, s, r->num_servers, r->server_index, r->num_workers);
+  if (rc == FSPS_OK && r->mode != NULL && r->mode[0] != '\0' &&
+      strcasecmp(r->mode, mode_name(c->o.mode)) != 0)
+    rc = client_fail(c, FSPS_FAILED_PRECONDITION,
+                     "server %u (%s) runs in mode %s, but this worker in %s", s,
+                     c->addr[s], r->mode, mode_name(c->o.mode));
+  return rc;
+}
+
+/* poll_one asks server s once; *done tells whether the answer settles it
+ * (then the result is the check's), else st says what the server said. */
+static int poll_one(fsps_client *c, uint32_t s, uint64_t hash,
+                    int64_t timeout_ms, bool *done, rpc_status *st) {
+  Fsps__V1__StatusReply *r = NULL;
+  int rc = status_call(c, s, timeout_ms, &r, st);
+  *done = false;
+  if (rc == RPC_OK && r->initialized) {
+    *done = true;
+    rc = check_attached(c, s, r, hash);
+  } else if (rc == RPC_OK) {
+    rpc_status_set(st, FSPS_NOT_FOUND, "server %s: no model declared yet",
+                   c->addr[s]);
+  } else if (rc != RPC_UNAVAILABLE && rc != RPC_DEADLINE_EXCEEDED) {
+    *done = true;
+    client_fail(c, rc, "attach to server %u of %u: %s", s, c->S, st->msg);
+  }
+  if (r != NULL)
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+  return *done ? rc : FSPS_OK;
+}
+
+/* attach_one polls server s until it has a model or deadline_ns passes. */
+static int attach_one(fsps_client *c, uint32_t s, uint64_t hash,
+                      int64_t deadline_ns) {
+  rpc_status st;
+  for (;;) {
+    bool done;
+    int64_t left_ms = (deadline_ns - now_ns()) / 1000000;
+    if (left_ms > client_timeout_ms(c))
+      left_ms = client_timeout_ms(c);
+    int rc = poll_one(c, s, hash, left_ms > 0 ? left_ms : 1, &done, &st);
+    if (done)
+      return rc;
+    if (now_ns() >= deadline_ns)
+      return client_fail(c, FSPS_DEADLINE_EXCEEDED,
+                         "attach: server %u of %u has no model after waiting "
+                         "(last answer: %s)",
+                         s, c->S, st.msg);
+    sleep_ms(ATTACH_POLL_MS);
+  }
+}
+
+int fsps_attach(fsps_client *c, const fsps_spec *spec, int64_t timeout_ms) {
+  if (c == NULL)
+    return FSPS_INVALID_ARGUMENT;
+  int rc = check_spec_arg(c, spec);
+  if (rc != FSPS_OK)
+    return rc;
+  if (timeout_ms <= 0)
+    timeout_ms = client_timeout_ms(c);
+  int64_t deadline = now_ns() + timeout_ms * 1000000;
+  uint64_t hash = fsps_spec_hash(spec);
+  for (uint32_t s = 0; rc == FSPS_OK && s < c->S; s++)
+    rc = attach_one(c, s, hash, deadline);
+  return rc == FSPS_OK ? client_adopt_spec(c, spec_shard(spec)) : rc;
+}
+
+/* ---- versions ---- */
+
+static int version_one(fsps_client *c, uint32_t s, uint32_t layer,
+                       uint64_t *version) {
+  Fsps__V1__StatusRequest req = FSPS__V1__STATUS_REQUEST__INIT;
+  ProtobufCMessage *out = NULL;
+  rpc_status st;
+  int rc = unary_retry(c, s, PATH_STATUS, &req.base,
+                       &fsps__v1__status_reply__descriptor, &out, &st);
+  if (rc != RPC_OK)
+    return client_fail(c, rc, "status of server %u of %u: %s", s, c->S, st.msg);
+  Fsps__V1__StatusReply *r = (Fsps__V1__StatusReply *)out;
+  if (!r->initialized)
+    rc = client_fail(c, FSPS_NOT_FOUND, "server %u (%s) has no model declared",
+                     s, c->addr[s]);
+  else if (layer >= r->n_layers)
+    rc = client_fail(c, FSPS_NOT_FOUND,
+                     "server %u (%s) has %zu layers; there is no layer %u", s,
+                     c->addr[s], r->n_layers, layer);
+  else if (r->layers[layer]->slice_count > 0 &&
+           r->layers[layer]->version < *version)
+    *version = r->layers[layer]->version; /* empty slices never advance */
+  protobuf_c_message_free_unpacked(out, NULL);
+  return rc;
+}
+
+int fsps_layer_version(fsps_client *c, uint32_t layer, uint64_t *version) {
+  if (c == NULL || version == NULL)
+    return c ? client_fail(c, FSPS_INVALID_ARGUMENT, "version is NULL")
+             : FSPS_INVALID_ARGUMENT;
+  uint64_t v = UINT64_MAX;
+  int rc = FSPS_OK;
+  for (uint32_t s = 0; rc == FSPS_OK && s < c->S; s++)
+    rc = version_one(c, s, layer, &v);
+  if (rc == FSPS_OK)
+    *version = v;
+  return rc;
+}

@@ -1,0 +1,209 @@
+/* fsps.h: libfsps, the client library of the fsps parameter server.
+ *
+ * A trainer links libfsps to hold a model whose parameters live, sharded, on
+ * S fsps-server processes. Each layer is one flat float32 vector; server s
+ * owns one slice of every layer. The trainer gathers a layer just in time
+ * (all S slices pulled in parallel straight into one buffer, the next layer
+ * prefetched), computes, and pushes the layer's gradient reduce-scattered:
+ * slice s goes to server s, which averages the W workers' slices and applies
+ * the optimizer.
+ *
+ * Errors: every function that can fail returns an fsps_err (0 = FSPS_OK) and
+ * never aborts or exits; fsps_last_error() gives the message.
+ *
+ * Threads: an fsps_client is used by one trainer thread at a time (calls on
+ * one client must not overlap); libfsps runs its own network threads inside.
+ * Distinct clients are independent. fsps_spec objects are not thread-safe. */
+#ifndef FSPS_H
+#define FSPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <fsps/fsps_err.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- model spec --------------------------------------------------------
+ * Layers in order, each a list of named tensors; the optimizer; a seed. */
+typedef struct fsps_spec fsps_spec;
+
+/* fsps_spec_create returns an empty spec (NULL when out of memory). The
+ * optimizer defaults to Adam with PyTorch's defaults. Free it with
+ * fsps_spec_destroy. */
+fsps_spec *fsps_spec_create(uint64_t seed);
+void fsps_spec_destroy(fsps_spec *spec);
+
+/* The builders below return FSPS_OK, or FSPS_INVALID_ARGUMENT when their
+ * input cannot be stored (unknown name or key, bad value, NULL); the spec
+ * then remembers the first such problem and fsps_spec_validate reports it.
+ *
+ * fsps_spec_add_layer appends a layer; its index is the number of layers
+ * added before it. */
+int fsps_spec_add_layer(fsps_spec *spec, const char *name);
+
+/* fsps_spec_add_tensor appends a tensor to the last layer added. init is
+ * "zeros", "constant" (a), "uniform" (a, b), "normal" (mean a, std b),
+ * "xavier_uniform" (gain a, 0 = 1) or "he_uniform"; dims in PyTorch order
+ * ([out, in] for a weight). */
+int fsps_spec_add_tensor(fsps_spec *spec, const char *name, uint32_t ndims,
+                         const uint64_t *dims, const char *init, double a,
+                         double b);
+
+/* fsps_spec_set_optimizer picks "sgd", "adam", "adamw" or "adagrad" with
+ * PyTorch's defaults and learning rate lr. It resets the optimizer's other
+ * hyper-parameters (so call it before fsps_spec_set_param) and keeps the
+ * learning-rate schedule. */
+int fsps_spec_set_optimizer(fsps_spec *spec, const char *name, double lr);
+
+/* fsps_spec_set_param sets one hyper-parameter by name: "lr", "momentum",
+ * "dampening", "nesterov" (0/1), "weight_decay", "beta1", "beta2", "eps",
+ * "lr_decay", "initial_accumulator_value", "step_size", "gamma", "t_max",
+ * "eta_min", "warmup_steps", "warmup_start_factor". */
+int fsps_spec_set_param(fsps_spec *spec, const char *key, double value);
+
+/* fsps_spec_set_schedule picks the learning-rate schedule: "constant",
+ * "step" or "cosine". */
+int fsps_spec_set_schedule(fsps_spec *spec, const char *name);
+
+/* fsps_spec_validate checks the whole spec; on failure msg says what is
+ * wrong (the same checks the server makes). */
+int fsps_spec_validate(const fsps_spec *spec, char *msg, size_t msglen);
+
+/* fsps_spec_num_layers / fsps_spec_layer_size: the layer count and a
+ * layer's element count (0 when out of range). */
+uint32_t fsps_spec_num_layers(const fsps_spec *spec);
+uint64_t fsps_spec_layer_size(const fsps_spec *spec, uint32_t layer);
+
+/* fsps_spec_hash returns the spec's stable 64-bit hash (what servers
+ * compare). */
+uint64_t fsps_spec_hash(const fsps_spec *spec);
+
+/* ---- client ------------------------------------------------------------ */
+typedef enum {
+  FSPS_BSP = 0, /* step t gathers version t: every worker in lock-step */
+  FSPS_SSP = 1, /* step t gathers version >= t - staleness */
+  FSPS_ASP = 2, /* gathers never wait */
+} fsps_mode;
+
+typedef struct {
+  const char *servers;        /* "host:port,host:port": server 0 first */
+  uint32_t rank;              /* this worker, 0 <= rank < world */
+  uint32_t world;             /* W, the number of workers */
+  fsps_mode mode;             /* must match the servers' --mode */
+  uint32_t staleness;         /* SSP's tau */
+  uint32_t prefetch;          /* layers gathered ahead (default 1) */
+  bool reshard_after_forward; /* free each layer after forward */
+  int64_t timeout_ms;         /* per call; 0 = default 120000 */
+  uint32_t retries;           /* retries on UNAVAILABLE; 0 = default 8 */
+} fsps_options;
+
+typedef struct fsps_client fsps_client;
+
+/* fsps_options_init fills o with defaults (rank 0 of 1, BSP, prefetch 1,
+ * reshard_after_forward on, timeout 120000 ms, 8 retries; servers NULL).
+ * A call to a server that answers UNAVAILABLE (down, restarting) is made
+ * again up to `retries` more times, after 100 ms doubling to at most 5 s
+ * (8 retries span about 16 s); a retried push is never counted twice. */
+void fsps_options_init(fsps_options *o);
+
+/* fsps_connect opens channels to every server (connection is lazy: a server
+ * that is down shows on the first call). On success *out is the client;
+ * close it with fsps_close. On failure err (if not NULL) says why. */
+int fsps_connect(const fsps_options *o, fsps_client **out, char *err,
+                 size_t errlen);
+
+/* fsps_close waits for pushes in flight, closes the channels and frees the
+ * client and every buffer it handed out. NULL is fine. */
+void fsps_close(fsps_client *c);
+
+/* fsps_last_error returns the message of the client's last failure ("" if
+ * none); valid until the next call on c. */
+const char *fsps_last_error(const fsps_client *c);
+
+/* fsps_declare declares spec on every server (Init). Idempotent: the same
+ * spec is OK, another one is FSPS_FAILED_PRECONDITION naming both hashes.
+ * The client keeps its own copy of the spec. */
+int fsps_declare(fsps_client *c, const fsps_spec *spec);
+
+/* fsps_attach waits (up to timeout_ms) until every server has a model
+ * declared, then checks that it is spec (by hash): what workers other than
+ * the one that declares call. */
+int fsps_attach(fsps_client *c, const fsps_spec *spec, int64_t timeout_ms);
+
+/* fsps_layer_version returns, in *version, the version of layer l on every
+ * server (the lowest of them, over the servers owning a non-empty slice of
+ * it); for resuming after a restart. */
+int fsps_layer_version(fsps_client *c, uint32_t layer, uint64_t *version);
+
+/* ---- gather and push ---------------------------------------------------
+ * The building blocks; most trainers use the step scheduler below. */
+
+/* fsps_gather pulls layer l from all servers in parallel into dst (the
+ * layer's n floats), waiting until every slice is at version >= min_version.
+ * *version (if not NULL) gets the lowest version received. Blocking. */
+int fsps_gather(fsps_client *c, uint32_t layer, uint64_t min_version,
+                float *dst, uint64_t *version);
+
+/* fsps_push sends grad (the layer's n floats) for step: slice s to server s,
+ * without waiting. grad must stay unchanged until fsps_push_wait returns. */
+int fsps_push(fsps_client *c, uint32_t layer, uint64_t step, const float *grad);
+
+/* fsps_push_wait waits for every push in flight; returns the first error. */
+int fsps_push_wait(fsps_client *c);
+
+/* ---- step scheduler ----------------------------------------------------
+ * One synchronous step: forward over layers 0..L-1, backward over L-1..0.
+ *
+ *   fsps_step_begin(c, t);
+ *   for l in 0..L-1: fsps_forward(c, l, &w); ...compute...;
+ * fsps_forward_done(c, l); for l in L-1..0: fsps_backward(c, l, &w, &g);
+ * ...write g...; fsps_backward_done(c, l); fsps_step_end(c);
+ *
+ * fsps_forward returns layer l's parameters gathered at the step's version,
+ * having started gathers of the next `prefetch` layers; backward does the
+ * same in reverse order, re-gathering layers freed after forward. Buffers
+ * come from a pool sized by the layers in use, so memory is bounded by the
+ * gathered layers, not the model. */
+
+/* fsps_step_begin starts step t: gathers ask for version t (BSP), t - tau
+ * (SSP) or 0 (ASP), and the first layer's gather starts now. */
+int fsps_step_begin(fsps_client *c, uint64_t step);
+
+/* fsps_forward sets *params to layer l's parameters (n floats, read-only,
+ * valid until fsps_forward_done or, when not resharding, fsps_step_end). */
+int fsps_forward(fsps_client *c, uint32_t layer, const float **params);
+
+/* fsps_forward_done releases layer l after forward (frees it when
+ * reshard_after_forward, except the last layer, which backward needs
+ * first). */
+int fsps_forward_done(fsps_client *c, uint32_t layer);
+
+/* fsps_backward sets *params to layer l's parameters and *grad to a buffer
+ * of n floats for its gradient (contents undefined: overwrite it). */
+int fsps_backward(fsps_client *c, uint32_t layer, const float **params,
+                  float **grad);
+
+/* fsps_backward_done pushes layer l's gradient (without waiting) and
+ * releases the layer's parameters. */
+int fsps_backward_done(fsps_client *c, uint32_t layer);
+
+/* fsps_step_end waits for the step's pushes; returns the first error. */
+int fsps_step_end(fsps_client *c);
+
+/* Counters for progress reports: seconds the trainer thread spent blocked
+ * on the network (gather waits, push waits) since connect. */
+double fsps_wait_seconds(const fsps_client *c);
+
+/* fsps_peak_buffer_bytes returns the most bytes of layer and gradient
+ * buffers held at once. */
+uint64_t fsps_peak_buffer_bytes(const fsps_client *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

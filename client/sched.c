@@ -1,0 +1,216 @@
+/* sched.c: the FSDP step scheduler — layers gathered just in time with
+ * prefetch, freed or kept after forward, re-gathered for backward, and
+ * gradients pushed as soon as each layer's backward is done. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client_int.h"
+
+struct layer_slot {
+  pool_buf *params; /* held parameters (being gathered or ready), or NULL */
+  gather *g;        /* the gather filling params, until awaited */
+  pool_buf *grad;   /* the gradient buffer handed out by fsps_backward */
+};
+
+int sched_init(fsps_client *c) {
+  c->slots = calloc(c->L ? c->L : 1, sizeof *c->slots);
+  return c->slots ? FSPS_OK : FSPS_NOMEM;
+}
+
+/* await_slot waits for slot l's gather; on failure the slot is emptied. */
+static int await_slot(fsps_client *c, uint32_t l) {
+  layer_slot *sl = &c->slots[l];
+  if (sl->g == NULL)
+    return FSPS_OK;
+  int rc = gather_wait(c, sl->g, NULL);
+  gather_free(sl->g);
+  sl->g = NULL;
+  if (rc != FSPS_OK) {
+    pool_put(c, sl->params);
+    sl->params = NULL;
+  }
+  return rc;
+}
+
+/* release_params gives slot l's parameters back to the pool. A prefetch
+ * still in flight is waited for (the buffer is its destination); its
+ * failure concerns nobody now, so the client's message is kept. */
+static void release_params(fsps_client *c, uint32_t l) {
+  layer_slot *sl = &c->slots[l];
+  if (sl->g != NULL) {
+    char keep[CLIENT_MSG_MAX];
+    memcpy(keep, c->err, sizeof keep);
+    if (await_slot(c, l) != FSPS_OK)
+      memcpy(c->err, keep, sizeof keep);
+  }
+  if (sl->params != NULL)
+    pool_put(c, sl->params);
+  sl->params = NULL;
+}
+
+/* release_slot empties slot l completely (parameters and gradient). */
+static void release_slot(fsps_client *c, uint32_t l) {
+  release_params(c, l);
+  if (c->slots[l].grad != NULL)
+    pool_put(c, c->slots[l].grad);
+  c->slots[l].grad = NULL;
+}
+
+void sched_destroy(fsps_client *c) {
+  for (uint32_t l = 0; c->slots != NULL && l < c->L; l++)
+    release_slot(c, l);
+  free(c->slots);
+  c->slots = NULL;
+}
+
+/* ensure starts gathering layer l unless it is held already. */
+static int ensure(fsps_client *c, uint32_t l) {
+  layer_slot *sl = &c->slots[l];
+  if (sl->params != NULL)
+    return FSPS_OK;
+  uint64_t n = client_layer_n(c, l);
+  sl->params = pool_get(c, n);
+  if (sl->params == NULL)
+    return client_fail(c, FSPS_NOMEM,
+                       "out of memory for layer %u (%" PRIu64 " floats)", l, n);
+  int rc = gather_start(c, l, c->min_version, sl->params->p, &sl->g);
+  if (rc != FSPS_OK) {
+    pool_put(c, sl->params);
+    sl->params = NULL;
+  }
+  return rc;
+}
+
+/* prefetch ensures the next `prefetch` layers after l in direction dir
+ * (+1 forward, -1 backward) are in flight. */
+static int prefetch(fsps_client *c, uint32_t l, int dir) {
+  int rc = FSPS_OK;
+  for (uint32_t i = 1; rc == FSPS_OK && i <= c->o.prefetch; i++) {
+    int64_t j = (int64_t)l + dir * (int64_t)i;
+    if (j < 0 || j >= (int64_t)c->L)
+      break;
+    rc = ensure(c, (uint32_t)j);
+  }
+  return rc;
+}
+
+/* get_params makes layer l ready, with the next layers in flight. */
+static int get_params(fsps_client *c, uint32_t l, int dir,
+                      const float **params) {
+  int rc = ensure(c, l);
+  if (rc == FSPS_OK)
+    rc = prefetch(c, l, dir);
+  if (rc == FSPS_OK)
+    rc = await_slot(c, l);
+  if (rc == FSPS_OK)
+    *params = c->slots[l].params->p;
+  return rc;
+}
+
+/* check_layer validates a scheduler call on layer l. */
+static int check_layer(fsps_client *c, uint32_t l, const char *fn) {
+  if (!c->in_step)
+    return client_fail(c, FSPS_FAILED_PRECONDITION,
+                       "%s(%u) outside a step: call fsps_step_begin first", fn,
+                       l);
+  if (l >= c->L)
+    return client_fail(c, FSPS_INVALID_ARGUMENT,
+                       "%s: no layer %u (the model has %u)", fn, l, c->L);
+  return FSPS_OK;
+}
+
+uint64_t sched_min_version(fsps_mode mode, uint32_t staleness, uint64_t step) {
+  if (mode == FSPS_ASP)
+    return 0;
+  if (mode == FSPS_SSP)
+    return step > staleness ? step - staleness : 0;
+  return step;
+}
+
+int fsps_step_begin(fsps_client *c, uint64_t step) {
+  if (c == NULL)
+    return FSPS_INVALID_ARGUMENT;
+  if (c->spec == NULL)
+    return client_fail(c, FSPS_FAILED_PRECONDITION,
+                       "no model: call fsps_declare or fsps_attach first");
+  for (uint32_t l = 0; l < c->L; l++) /* left over by an abandoned step */
+    release_slot(c, l);
+  c->step = step;
+  c->min_version = sched_min_version(c->o.mode, c->o.staleness, step);
+  c->in_step = true;
+  if (c->L == 0)
+    return FSPS_OK;
+  int rc = ensure(c, 0);
+  return rc == FSPS_OK ? prefetch(c, 0, +1) : rc;
+}
+
+int fsps_forward(fsps_client *c, uint32_t layer, const float **params) {
+  if (c == NULL || params == NULL)
+    return c ? client_fail(c, FSPS_INVALID_ARGUMENT, "params is NULL")
+             : FSPS_INVALID_ARGUMENT;
+  int rc = check_layer(c, layer, "fsps_forward");
+  return rc == FSPS_OK ? get_params(c, layer, +1, params) : rc;
+}
+
+int fsps_forward_done(fsps_client *c, uint32_t layer) {
+  if (c == NULL)
+    return FSPS_INVALID_ARGUMENT;
+  int rc = check_layer(c, layer, "fsps_forward_done");
+  if (rc != FSPS_OK)
+    return rc;
+  /* The last layer is the first backward needs: keep it. */
+  if (c->o.reshard_after_forward && layer + 1 < c->L)
+    release_params(c, layer);
+  return FSPS_OK;
+}
+
+int fsps_backward(fsps_client *c, uint32_t layer, const float **params,
+                  float **grad) {
+  if (c == NULL || params == NULL || grad == NULL)
+    return c ? client_fail(c, FSPS_INVALID_ARGUMENT, "params or grad NULL")
+             : FSPS_INVALID_ARGUMENT;
+  int rc = check_layer(c, layer, "fsps_backward");
+  if (rc == FSPS_OK)
+    rc = get_params(c, layer, -1, params);
+  if (rc != FSPS_OK)
+    return rc;
+  layer_slot *sl = &c->slots[layer];
+  uint64_t n = client_layer_n(c, layer);
+  if (sl->grad == NULL && (sl->grad = pool_get(c, n)) == NULL)
+    return client_fail(c, FSPS_NOMEM,
+                       "out of memory for the gradient of layer %u "
+                       "(%" PRIu64 " floats)",
+                       layer, n);
+  *grad = sl->grad->p;
+  return FSPS_OK;
+}
+
+int fsps_backward_done(fsps_client *c, uint32_t layer) {
+  if (c == NULL)
+    return FSPS_INVALID_ARGUMENT;
+  int rc = check_layer(c, layer, "fsps_backward_done");
+  if (rc != FSPS_OK)
+    return rc;
+  layer_slot *sl = &c->slots[layer];
+  if (sl->grad == NULL)
+    return client_fail(c, FSPS_FAILED_PRECONDITION,
+                       "fsps_backward_done(%u) without fsps_backward", layer);
+  pool_buf *grad = sl->grad;
+  sl->grad = NULL;
+  rc = push_start(c, layer, c->step, grad->p, grad);
+  if (rc != FSPS_OK)
+    pool_put(c, grad);
+  release_params(c, layer);
+  return rc;
+}
+
+int fsps_step_end(fsps_client *c) {
+  if (c == NULL)
+    return FSPS_INVALID_ARGUMENT;
+  int rc = push_wait_all(c);
+  for (uint32_t l = 0; l < c->L; l++)
+    release_slot(c, l);
+  c->in_step = false;
+  return rc;
+}

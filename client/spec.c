@@ -1,0 +1,326 @@
+/* spec.c: the public model-spec builder (fsps_spec over shard_spec) and its
+ * conversion into the ModelSpec message that Init carries. */
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client_int.h"
+
+struct fsps_spec {
+  shard_spec *s;
+  /* The first problem met by a setter whose input could not be stored
+   * (unknown name or key); validation reports it first. */
+  char error[256];
+};
+
+/* remember records the first building problem; returns
+ * FSPS_INVALID_ARGUMENT. */
+static int remember(fsps_spec *spec, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int remember(fsps_spec *spec, const char *fmt, ...) {
+  if (spec->error[0] != '\0')
+    return FSPS_INVALID_ARGUMENT;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(spec->error, sizeof spec->error, fmt, ap);
+  va_end(ap);
+  return FSPS_INVALID_ARGUMENT;
+}
+
+/* remember_msg records msg (a parse error) as the building problem. */
+static int remember_msg(fsps_spec *spec, const char *msg) {
+  return remember(spec, "%s", msg);
+}
+
+fsps_spec *fsps_spec_create(uint64_t seed) {
+  fsps_spec *spec = calloc(1, sizeof *spec);
+  if (spec == NULL)
+    return NULL;
+  spec->s = shard_spec_create(seed);
+  if (spec->s == NULL) {
+    free(spec);
+    return NULL;
+  }
+  shard_optim_spec o;
+  shard_optim_defaults(SHARD_OPT_ADAM, &o);
+  shard_spec_set_optim(spec->s, &o);
+  return spec;
+}
+
+void fsps_spec_destroy(fsps_spec *spec) {
+  if (spec == NULL)
+    return;
+  shard_spec_destroy(spec->s);
+  free(spec);
+}
+
+const shard_spec *spec_shard(const fsps_spec *spec) {
+  return spec->s;
+}
+
+int fsps_spec_add_layer(fsps_spec *spec, const char *name) {
+  if (spec == NULL)
+    return FSPS_INVALID_ARGUMENT;
+  return shard_spec_add_layer(spec->s, name);
+}
+
+int fsps_spec_add_tensor(fsps_spec *spec, const char *name, uint32_t ndims,
+                         const uint64_t *dims, const char *init, double a,
+                         double b) {
+  if (spec == NULL)
+    return FSPS_INVALID_ARGUMENT;
+  shard_init_kind kind;
+  char msg[200];
+  if (shard_init_kind_parse_msg(init, &kind, msg, sizeof msg) != FSPS_OK)
+    return remember(spec, "tensor '%s': %s", name ? name : "(null)", msg);
+  return shard_spec_add_tensor(spec->s, name, ndims, dims, kind, a, b);
+}
+
+int fsps_spec_set_optimizer(fsps_spec *spec, const char *name, double lr) {
+  if (spec == NULL)
+    return FSPS_INVALID_ARGUMENT;
+  shard_opt_kind kind;
+  char msg[200];
+  if (shard_opt_kind_parse_msg(name, &kind, msg, sizeof msg) != FSPS_OK)
+    return remember_msg(spec, msg);
+  /* A new optimizer resets the optimizer's hyper-parameters to PyTorch's
+   * defaults but keeps the learning-rate schedule already chosen. */
+  shard_optim_spec o, old = *shard_spec_optim(spec->s);
+  shard_optim_defaults(kind, &o);
+  o.lr = lr;
+  o.schedule = old.schedule;
+  o.step_size = old.step_size;
+  o.gamma = old.gamma;
+  o.t_max = old.t_max;
+  o.eta_min = old.eta_min;
+  o.warmup_steps = old.warmup_steps;
+  o.warmup_start_factor = old.warmup_start_factor;
+  shard_spec_set_optim(spec->s, &o);
+  return FSPS_OK;
+}
+
+typedef enum { P_DOUBLE, P_BOOL, P_U64 } param_type;
+
+typedef struct {
+  const char *key;
+  size_t off;
+  param_type type;
+} param_def;
+
+#define PD(key, type)                                                          \
+  { #key, offsetof(shard_optim_spec, key), type }
+static const param_def params[] = {
+    PD(lr, P_DOUBLE),           PD(momentum, P_DOUBLE),
+    PD(dampening, P_DOUBLE),    PD(nesterov, P_BOOL),
+    PD(weight_decay, P_DOUBLE), PD(beta1, P_DOUBLE),
+    PD(beta2, P_DOUBLE),        PD(eps, P_DOUBLE),
+    PD(lr_decay, P_DOUBLE),     PD(initial_accumulator_value, P_DOUBLE),
+    PD(step_size, P_U64),       PD(gamma, P_DOUBLE),
+    PD(t_max, P_U64),           PD(eta_min, P_DOUBLE),
+    PD(warmup_steps, P_U64),    PD(warmup_start_factor, P_DOUBLE),
+};
+#undef PD
+#define NPARAMS (sizeof params / sizeof params[0])
+
+static const param_def *find_param(const char *key) {
+  for (size_t i = 0; key != NULL && i < NPARAMS; i++)
+    if (strcmp(params[i].key, key) == 0)
+      return &params[i];
+  return NULL;
+}
+
+/* store_param writes value into the field d describes; false when value
+ * does not fit the field's type. */
+static bool store_param(shard_optim_spec *o, const param_def *d, double v) {
+  char *field = (char *)o + d->off;
+  if (d->type == P_DOUBLE) {
+    memcpy(field, &v, sizeof v);
+    return true;
+  }
+  if (d->type == P_BOOL) {
+    bool b = v != 0.0;
+    memcpy(field, &b, sizeof b);
+    return v == 0.0 || v == 1.0;
+  }
+  if (!(v >= 0.0 && v < 18446744073709551616.0) || v != floor(v))
+    return false;
+  uint64_t u = (uint64_t)v;
+  memcpy(field, &u, sizeof u);
+  return true;
+}
+
+int fsps_spec_set_param(fsps_spec *spec, const char *key, double value) {
+  if (spec == NULL)
+    return FSPS_INVALID_ARGUMENT;
+  const param_def *d = find_param(key);
+  if (d == NULL)
+    return remember(spec,
+                    "unknown optimizer parameter '%s'; expected one of: "
+                    "momentum, dampening, nesterov, weight_decay, beta1, "
+                    "beta2, eps, lr_decay, initial_accumulator_value, "
+                    "step_size, gamma, t_max, eta_min, warmup_steps, "
+                    "warmup_start_factor, lr",
+                    key ? key : "(null)");
+  shard_optim_spec o = *shard_spec_optim(spec->s);
+  if (!store_param(&o, d, value))
+    return remember(
+        spec, "optimizer parameter '%s' = %g: expected %s", key, value,
+        d->type == P_BOOL ? "0 or 1" : "a non-negative whole number");
+  shard_spec_set_optim(spec->s, &o);
+  return FSPS_OK;
+}
+
+int fsps_spec_set_schedule(fsps_spec *spec, const char *name) {
+  if (spec == NULL)
+    return FSPS_INVALID_ARGUMENT;
+  shard_sched_kind kind;
+  char msg[200];
+  if (shard_sched_kind_parse_msg(name, &kind, msg, sizeof msg) != FSPS_OK)
+    return remember_msg(spec, msg);
+  shard_optim_spec o = *shard_spec_optim(spec->s);
+  o.schedule = kind;
+  shard_spec_set_optim(spec->s, &o);
+  return FSPS_OK;
+}
+
+int fsps_spec_validate(const fsps_spec *spec, char *msg, size_t msglen) {
+  if (spec == NULL) {
+    if (msg != NULL && msglen > 0)
+      snprintf(msg, msglen, "no spec (NULL)");
+    return FSPS_INVALID_ARGUMENT;
+  }
+  if (spec->error[0] != '\0') {
+    if (msg != NULL && msglen > 0)
+      snprintf(msg, msglen, "%s", spec->error);
+    return FSPS_INVALID_ARGUMENT;
+  }
+  return shard_spec_validate(spec->s, msg, msglen);
+}
+
+uint32_t fsps_spec_num_layers(const fsps_spec *spec) {
+  return spec ? shard_spec_num_layers(spec->s) : 0;
+}
+
+uint64_t fsps_spec_layer_size(const fsps_spec *spec, uint32_t layer) {
+  const shard_layer *L = spec ? shard_spec_layer(spec->s, layer) : NULL;
+  return L ? L->n : 0;
+}
+
+uint64_t fsps_spec_hash(const fsps_spec *spec) {
+  return spec ? shard_spec_hash(spec->s) : 0;
+}
+
+/* ---- copies and messages ---- */
+
+static int clone_layer(shard_spec *dst, const shard_layer *L) {
+  int rc = shard_spec_add_layer(dst, L->name);
+  for (uint32_t i = 0; rc == FSPS_OK && i < L->ntensors; i++) {
+    const shard_tensor *t = &L->tensors[i];
+    rc = shard_spec_add_tensor(dst, t->name, t->ndims, t->dims, t->init,
+                               t->init_a, t->init_b);
+  }
+  return rc;
+}
+
+shard_spec *spec_clone(const shard_spec *spec) {
+  shard_spec *dst = shard_spec_create(shard_spec_seed(spec));
+  if (dst == NULL)
+    return NULL;
+  for (uint32_t l = 0; l < shard_spec_num_layers(spec); l++) {
+    if (clone_layer(dst, shard_spec_layer(spec, l)) != FSPS_OK) {
+      shard_spec_destroy(dst);
+      return NULL;
+    }
+  }
+  shard_spec_set_optim(dst, shard_spec_optim(spec));
+  return dst;
+}
+
+static void optim_msg(Fsps__V1__OptimizerSpec *m, const shard_optim_spec *o) {
+  fsps__v1__optimizer_spec__init(m);
+  m->name = (char *)shard_opt_kind_name(o->kind);
+  m->lr = o->lr;
+  m->momentum = o->momentum;
+  m->dampening = o->dampening;
+  m->nesterov = o->nesterov;
+  m->weight_decay = o->weight_decay;
+  m->beta1 = o->beta1;
+  m->beta2 = o->beta2;
+  m->eps = o->eps;
+  m->lr_decay = o->lr_decay;
+  m->initial_accumulator_value = o->initial_accumulator_value;
+  m->schedule = (Fsps__V1__Schedule)o->schedule;
+  m->step_size = o->step_size;
+  m->gamma = o->gamma;
+  m->t_max = o->t_max;
+  m->eta_min = o->eta_min;
+  m->warmup_steps = o->warmup_steps;
+  m->warmup_start_factor = o->warmup_start_factor;
+}
+
+/* The message only reads names and dims, so it points into the spec; the
+ * casts drop const for protobuf-c's field types. */
+static void tensor_msg(Fsps__V1__TensorSpec *m, const shard_tensor *t) {
+  fsps__v1__tensor_spec__init(m);
+  m->name = (char *)t->name;
+  m->n_dims = t->ndims;
+  m->dims = (uint64_t *)t->dims;
+  m->init = (Fsps__V1__InitKind)t->init;
+  m->init_a = t->init_a;
+  m->init_b = t->init_b;
+}
+
+static size_t count_tensors(const shard_spec *spec) {
+  size_t n = 0;
+  for (uint32_t l = 0; l < shard_spec_num_layers(spec); l++)
+    n += shard_spec_layer(spec, l)->ntensors;
+  return n;
+}
+
+static void layers_msg(spec_msg *m, const shard_spec *spec) {
+  size_t k = 0;
+  for (uint32_t l = 0; l < shard_spec_num_layers(spec); l++) {
+    const shard_layer *L = shard_spec_layer(spec, l);
+    Fsps__V1__LayerSpec *lm = &m->layers[l];
+    fsps__v1__layer_spec__init(lm);
+    lm->name = (char *)L->name;
+    lm->n_tensors = L->ntensors;
+    lm->tensors = &m->tensor_ptrs[k];
+    for (uint32_t i = 0; i < L->ntensors; i++, k++) {
+      tensor_msg(&m->tensors[k], &L->tensors[i]);
+      m->tensor_ptrs[k] = &m->tensors[k];
+    }
+    m->layer_ptrs[l] = lm;
+  }
+}
+
+int spec_msg_build(spec_msg *m, const shard_spec *spec) {
+  memset(m, 0, sizeof *m);
+  uint32_t nl = shard_spec_num_layers(spec);
+  size_t nt = count_tensors(spec);
+  m->layers = calloc(nl + 1, sizeof *m->layers);
+  m->layer_ptrs = calloc(nl + 1, sizeof *m->layer_ptrs);
+  m->tensors = calloc(nt + 1, sizeof *m->tensors);
+  m->tensor_ptrs = calloc(nt + 1, sizeof *m->tensor_ptrs);
+  if (!m->layers || !m->layer_ptrs || !m->tensors || !m->tensor_ptrs)
+    return FSPS_NOMEM;
+  layers_msg(m, spec);
+  optim_msg(&m->optim, shard_spec_optim(spec));
+  fsps__v1__model_spec__init(&m->model);
+  m->model.n_layers = nl;
+  m->model.layers = m->layer_ptrs;
+  m->model.optimizer = &m->optim;
+  m->model.seed = shard_spec_seed(spec);
+  return FSPS_OK;
+}
+
+void spec_msg_free(spec_msg *m) {
+  free(m->layers);
+  free(m->layer_ptrs);
+  free(m->tensors);
+  free(m->tensor_ptrs);
+  memset(m, 0, sizeof *m);
+}

@@ -1,0 +1,148 @@
+/* main.c: fsps-worker's entry point — options, data, model declaration,
+ * training and clean-up. */
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train.h"
+
+#define MAX_WIDTHS 64
+
+static int load_data(trainer *t, uint32_t in, uint32_t classes, char *err,
+                     size_t errlen) {
+  const worker_opts *o = t->opts;
+  if (o->synthetic) {
+    if (data_synthetic(o->synthetic, in, classes, o->seed, &t->train) != 0 ||
+        data_synthetic(o->synthetic / 5 + 1, in, classes, o->seed, &t->test) !=
+            0) {
+      snprintf(err, errlen, "out of memory for synthetic data");
+      return -1;
+    }
+    return 0;
+  }
+  if (data_load_fashion(o->data_dir, true, &t->train, err, errlen) != 0 ||
+      data_load_fashion(o->data_dir, false, &t->test, err, errlen) != 0)
+    return -1;
+  if (t->train.rows * t->train.cols != in) {
+    snprintf(err, errlen,
+             "the model's input width %u does not match the data's %u "
+             "features (%ux%u images)",
+             in, t->train.rows * t->train.cols, t->train.rows, t->train.cols);
+    return -1;
+  }
+  if (o->train_limit && o->train_limit < t->train.n)
+    t->train.n = o->train_limit;
+  if (o->normalize) {
+    data_normalize(&t->train, 0.2860f, 0.3530f);
+    data_normalize(&t->test, 0.2860f, 0.3530f);
+  }
+  return 0;
+}
+
+static int setup(trainer *t, const uint32_t *w, uint32_t nw, char *err,
+                 size_t errlen) {
+  const worker_opts *o = t->opts;
+  if (load_data(t, w[0], w[nw - 1], err, errlen) != 0)
+    return -1;
+  if (data_sampler_init(&t->sampler, t->train.n, o->world, o->rank, o->batch,
+                        o->seed) != 0) {
+    snprintf(err, errlen,
+             "%u workers x batch %u = %u samples per step, more than the "
+             "%u training samples",
+             o->world, o->batch, o->world * o->batch, t->train.n);
+    return -1;
+  }
+  t->net = mlp_create(w, nw, o->batch);
+  t->layers = nw - 1;
+  t->x = malloc((size_t)o->batch * w[0] * sizeof(float));
+  t->y = malloc(o->batch);
+  t->eval_idx = malloc(o->batch * sizeof(uint32_t));
+  if (!t->net || !t->x || !t->y || !t->eval_idx) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+static int connect_and_declare(trainer *t, const fsps_spec *spec, char *err,
+                               size_t errlen) {
+  const worker_opts *o = t->opts;
+  fsps_options fo;
+  fsps_options_init(&fo);
+  fo.servers = o->servers;
+  fo.rank = o->rank;
+  fo.world = o->world;
+  fo.mode = !strcmp(o->mode, "ssp")   ? FSPS_SSP
+            : !strcmp(o->mode, "asp") ? FSPS_ASP
+                                      : FSPS_BSP;
+  fo.staleness = o->staleness;
+  fo.prefetch = o->prefetch;
+  fo.reshard_after_forward = o->reshard;
+  fo.timeout_ms = o->timeout_ms;
+  int rc = fsps_connect(&fo, &t->client, err, errlen);
+  if (rc != FSPS_OK)
+    return rc;
+  rc = o->rank == 0 ? fsps_declare(t->client, spec)
+                    : fsps_attach(t->client, spec, o->timeout_ms);
+  if (rc != FSPS_OK)
+    snprintf(err, errlen, "%s", fsps_last_error(t->client));
+  return rc;
+}
+
+static void cleanup(trainer *t) {
+  fsps_close(t->client);
+  for (uint32_t l = 0; t->params && l < t->layers; l++)
+    free(t->params[l]);
+  free(t->params);
+  mlp_destroy(t->net);
+  data_sampler_free(&t->sampler);
+  data_free(&t->train);
+  data_free(&t->test);
+  free(t->x);
+  free(t->y);
+  free(t->eval_idx);
+}
+
+static int run(trainer *t, char *err, size_t errlen) {
+  uint32_t w[MAX_WIDTHS], nw;
+  if (mlp_parse(t->opts->model, w, MAX_WIDTHS, &nw, err, errlen) != 0 ||
+      setup(t, w, nw, err, errlen) != 0)
+    return 2;
+  fsps_spec *spec = train_spec(w, nw, t->opts, err, errlen);
+  if (spec == NULL)
+    return 2;
+  int rc = connect_and_declare(t, spec, err, errlen);
+  fsps_spec_destroy(spec);
+  if (rc == FSPS_OK)
+    rc = train_run(t);
+  if (rc == FSPS_OK && t->opts->dump[0])
+    rc = train_dump(t, t->opts->dump);
+  if (rc != FSPS_OK) {
+    if (t->client && !err[0])
+      snprintf(err, errlen, "%s", fsps_last_error(t->client));
+    return 1;
+  }
+  train_summary(t);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  worker_opts o;
+  char err[1024] = "";
+  int rc = opts_parse(argc, argv, &o, err, sizeof err);
+  if (rc != 0) {
+    if (rc < 0)
+      fprintf(stderr, "fsps-worker: %s\n", err);
+    return rc < 0 ? 2 : 0;
+  }
+  /* Reused layer buffers stay off mmap: page faults are slow here. */
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  trainer t = {.opts = &o};
+  rc = run(&t, err, sizeof err);
+  if (rc != 0)
+    fprintf(stderr, "fsps-worker %u: %s\n", o.rank, err);
+  cleanup(&t);
+  return rc;
+}

@@ -1,0 +1,113 @@
+/* mlp.h: a multi-layer perceptron computed one layer at a time on OpenBLAS,
+ * with parameters that live elsewhere (gathered from fsps servers). */
+#ifndef FSPS_WORKER_MLP_H
+#define FSPS_WORKER_MLP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Largest width mlp_parse accepts. */
+#define MLP_MAX_WIDTH 1000000u
+
+/* The model. Widths w[0..L]: L dense layers, layer l maps w[l] inputs to
+ * w[l+1] outputs; ReLU after every layer but the last; softmax cross-entropy
+ * (mean over the batch) on the last layer's output (the logits).
+ *
+ * Parameters. Layer l's parameters are one flat float vector of
+ * mlp_layer_size(m, l) = out*in + out elements: weight [out][in] row-major
+ * (PyTorch's nn.Linear layout), then bias [out]. That is an fsps layer with
+ * tensors "weight" dims [out, in] and "bias" dims [out]. Gradients use the
+ * same layout. The mlp never owns parameters: each call takes the layer's
+ * vector, so it may be a buffer gathered just in time.
+ *
+ * Initialisation, declared in the fsps model spec (the servers initialise):
+ *   weight  he_uniform (kaiming_uniform_ for ReLU): U(-sqrt(6/in), +sqrt(6/in))
+ *   bias    uniform(-1/sqrt(in), +1/sqrt(in))   (nn.Linear's bias init)
+ * nn.Linear's own default weight init is kaiming_uniform_(a=sqrt(5)), i.e.
+ * uniform(-1/sqrt(in), +1/sqrt(in)); declare that instead for exact parity.
+ *
+ * One step: mlp_forward_layer for l = 0 .. L-1, mlp_loss, then
+ * mlp_backward_layer for l = L-1 down to 0, all with the same batch size b.
+ *
+ * Thread-safety: an mlp holds the activations of one batch in flight, so a
+ * given mlp is used by one thread at a time; distinct mlps are independent.
+ * OpenBLAS uses its own threads as configured by the environment
+ * (OPENBLAS_NUM_THREADS). Nothing below allocates after mlp_create. */
+typedef struct mlp mlp;
+
+/* mlp_parse reads a model description "mlp:W0,W1,...,WL" (e.g.
+ * "mlp:784,512,256,10"): at least 2 and at most max widths, each a decimal
+ * integer in 1..MLP_MAX_WIDTH. On success writes widths[0..*nwidths) and
+ * returns 0; otherwise returns -1 with a sentence in err (when non-NULL and
+ * errlen > 0) quoting the description and saying what is wrong. Thread-safe. */
+int mlp_parse(const char *desc, uint32_t *widths, uint32_t max,
+              uint32_t *nwidths, char *err, size_t errlen);
+
+/* mlp_workspace_bytes returns the bytes of activation and gradient workspace
+ * mlp_create allocates for these widths and max_batch (for memory budgets and
+ * error messages), or 0 if the arguments are invalid or the size overflows. */
+uint64_t mlp_workspace_bytes(const uint32_t *widths, uint32_t nwidths,
+                             uint32_t max_batch);
+
+/* mlp_create returns a new mlp for widths[0..nwidths) (nwidths >= 2, each
+ * width >= 1; widths are copied) whose workspaces serve batches of 1..
+ * max_batch samples. The workspaces are allocated and touched here, once, so
+ * no step page-faults. Returns NULL if an argument is invalid or memory runs
+ * out (mlp_workspace_bytes tells how much was asked for). The caller owns the
+ * result (mlp_destroy). */
+mlp *mlp_create(const uint32_t *widths, uint32_t nwidths, uint32_t max_batch);
+
+/* mlp_destroy frees m and its workspaces; NULL is a no-op. */
+void mlp_destroy(mlp *m);
+
+/* mlp_num_layers returns L, the number of dense layers (nwidths - 1). */
+uint32_t mlp_num_layers(const mlp *m);
+
+/* mlp_width returns width i (0..L): w[0] inputs, w[L] classes. */
+uint32_t mlp_width(const mlp *m, uint32_t i);
+
+/* mlp_layer_size returns layer l's parameter count, out*in + out. */
+uint64_t mlp_layer_size(const mlp *m, uint32_t l);
+
+/* mlp_forward_layer computes layer l's output Y = X * W^T + bias for the
+ * batch (sgemm), then ReLU unless l is the last layer; the output is kept
+ * for the next layer and for backward. X is x_in ([b][w0], row-major) when
+ * l == 0 — m keeps the pointer, not a copy, so x_in must stay unchanged
+ * until mlp_backward_layer of layer 0 has returned — and layer l-1's output
+ * otherwise (x_in is then ignored and may be NULL). params is layer l's flat
+ * vector, read only during the call. Requires 1 <= b <= max_batch, the same
+ * b for every layer of a pass, and layers in order 0, 1, ... */
+void mlp_forward_layer(mlp *m, uint32_t l, const float *params,
+                       const float *x_in, uint32_t b);
+
+/* mlp_loss applies softmax cross-entropy to the last layer's output
+ * (numerically stable: each row's maximum is subtracted first) and returns
+ * the mean loss over the b samples. If correct is non-NULL it receives how
+ * many rows' argmax (first maximum on ties) equals the label. Stores
+ * dL/dlogits = (softmax - onehot) / b for mlp_backward_layer. Call after the
+ * forward of every layer, with the same b. Every label must be below
+ * mlp_width(m, L) (check the data's class count once at start-up); a label
+ * out of range makes the result NaN, never an out-of-bounds access. */
+float mlp_loss(mlp *m, const uint8_t *labels, uint32_t b, uint32_t *correct);
+
+/* mlp_backward_layer computes, from the stored gradient of layer l's output
+ * dY [b][out], the layer's gradient into grad (mlp_layer_size floats, same
+ * layout as params, overwritten): dW = dY^T * X, db = column sums of dY; and
+ * for l > 0 the gradient of layer l-1's output, dY * W masked by layer l-1's
+ * ReLU, stored for the next call. params is layer l's flat vector (the same
+ * values as in forward), read only during the call; grad must not overlap
+ * it. Call for l = L-1 down to 0, after mlp_loss, with the same b. */
+void mlp_backward_layer(mlp *m, uint32_t l, const float *params, float *grad,
+                        uint32_t b);
+
+/* mlp_eval_batch runs the forward of every layer (params[l] is layer l's
+ * vector) on x [b][w0] and returns mlp_loss(m, y, b, correct): evaluation
+ * when all layers are at hand. Same requirements as the calls it makes. */
+float mlp_eval_batch(mlp *m, const float *const *params, const float *x,
+                     const uint8_t *y, uint32_t b, uint32_t *correct);
+
+/* mlp_output returns the logits [b][w[L]] of the last forward pass; valid
+ * until the next mlp_forward_layer of the last layer or mlp_destroy. */
+const float *mlp_output(const mlp *m);
+
+#endif

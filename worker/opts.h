@@ -1,0 +1,36 @@
+/* opts.h: fsps-worker's command line and its FSPS_* environment
+ * equivalents. */
+#ifndef FSPS_WORKER_OPTS_H
+#define FSPS_WORKER_OPTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+  char servers[4096];
+  uint32_t rank, world;
+  char model[256];
+  char optimizer[16];
+  double lr, weight_decay, momentum;
+  uint32_t batch, epochs;
+  uint64_t seed;
+  uint32_t prefetch;
+  bool reshard;
+  char mode[8];
+  uint32_t staleness;
+  char data_dir[1024];
+  uint32_t synthetic;   /* samples of synthetic data instead of the files */
+  uint32_t train_limit; /* use only the first N training samples (0: all) */
+  uint64_t max_steps;   /* stop after this many steps (0: all epochs) */
+  bool normalize, eval;
+  double progress_secs;
+  int64_t timeout_ms;
+  char dump[1024]; /* write the final parameters here */
+} worker_opts;
+
+/* opts_parse fills o from FSPS_* variables, then argv. Returns 0 to run,
+ * 1 when --help/--version was printed, -1 with err on a bad flag. */
+int opts_parse(int argc, char **argv, worker_opts *o, char *err, size_t errlen);
+
+#endif

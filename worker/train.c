@@ -1,0 +1,256 @@
+/* train.c: fsps-worker's training loop — data-parallel steps through the
+ * libfsps step scheduler, test-set evaluation, progress lines and the final
+ * JSON summary. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "train.h"
+
+#define MAX_WIDTHS 64
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+uint64_t train_peak_rss(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (uint64_t)ru.ru_maxrss * 1024;
+}
+
+/* ---- model spec ---- */
+
+static int set_optimizer(fsps_spec *spec, const worker_opts *o) {
+  int rc = fsps_spec_set_optimizer(spec, o->optimizer, o->lr);
+  if (rc == FSPS_OK && o->weight_decay > 0)
+    rc = fsps_spec_set_param(spec, "weight_decay", o->weight_decay);
+  if (rc == FSPS_OK && o->momentum > 0)
+    rc = fsps_spec_set_param(spec, "momentum", o->momentum);
+  return rc;
+}
+
+fsps_spec *train_spec(const uint32_t *w, uint32_t nw, const worker_opts *o,
+                      char *err, size_t errlen) {
+  fsps_spec *spec = fsps_spec_create(o->seed);
+  int rc = spec ? FSPS_OK : FSPS_NOMEM;
+  for (uint32_t l = 0; rc == FSPS_OK && l + 1 < nw; l++) {
+    char name[32];
+    uint64_t wd[2] = {w[l + 1], w[l]}, bd[1] = {w[l + 1]};
+    double bound = 1.0 / sqrt((double)w[l]); /* nn.Linear's bias init */
+    snprintf(name, sizeof name, "fc%u", l + 1);
+    rc = fsps_spec_add_layer(spec, name);
+    if (rc == FSPS_OK)
+      rc = fsps_spec_add_tensor(spec, "weight", 2, wd, "he_uniform", 0, 0);
+    if (rc == FSPS_OK)
+      rc = fsps_spec_add_tensor(spec, "bias", 1, bd, "uniform", -bound, bound);
+  }
+  if (rc == FSPS_OK)
+    rc = set_optimizer(spec, o);
+  if (rc == FSPS_OK)
+    rc = fsps_spec_validate(spec, err, errlen);
+  else
+    snprintf(err, errlen,
+             "cannot build the model spec: %s (check "
+             "--optimizer and --lr)",
+             fsps_strerror(rc));
+  if (rc != FSPS_OK) {
+    fsps_spec_destroy(spec);
+    return NULL;
+  }
+  return spec;
+}
+
+/* ---- one step ---- */
+
+static int forward(trainer *t, const float *x) {
+  for (uint32_t l = 0; l < t->layers; l++) {
+    const float *w;
+    int rc = fsps_forward(t->client, l, &w);
+    if (rc != FSPS_OK)
+      return rc;
+    mlp_forward_layer(t->net, l, w, x, t->opts->batch);
+    if ((rc = fsps_forward_done(t->client, l)) != FSPS_OK)
+      return rc;
+  }
+  return FSPS_OK;
+}
+
+static int backward(trainer *t) {
+  for (uint32_t l = t->layers; l-- > 0;) {
+    const float *w;
+    float *g;
+    int rc = fsps_backward(t->client, l, &w, &g);
+    if (rc != FSPS_OK)
+      return rc;
+    mlp_backward_layer(t->net, l, w, g, t->opts->batch);
+    if ((rc = fsps_backward_done(t->client, l)) != FSPS_OK)
+      return rc;
+  }
+  return FSPS_OK;
+}
+
+static int step(trainer *t, uint64_t gstep, const uint32_t *idx) {
+  uint32_t b = t->opts->batch, correct;
+  data_gather(&t->train, idx, b, t->x, t->y);
+  int rc = fsps_step_begin(t->client, gstep);
+  if (rc == FSPS_OK)
+    rc = forward(t, t->x);
+  if (rc != FSPS_OK)
+    return rc;
+  t->last_loss = mlp_loss(t->net, t->y, b, &correct);
+  t->loss_sum += t->last_loss;
+  t->loss_n++;
+  rc = backward(t);
+  if (rc == FSPS_OK)
+    rc = fsps_step_end(t->client);
+  t->samples += b;
+  return rc;
+}
+
+/* ---- evaluation ---- */
+
+/* gather_all gathers every layer at min_version into t->params. */
+static int gather_all(trainer *t, uint64_t min_version) {
+  for (uint32_t l = 0; l < t->layers; l++) {
+    int rc = fsps_gather(t->client, l, min_version, t->params[l], NULL);
+    if (rc != FSPS_OK)
+      return rc;
+  }
+  return FSPS_OK;
+}
+
+static int alloc_params(trainer *t) {
+  if (t->params != NULL)
+    return FSPS_OK;
+  t->params = calloc(t->layers, sizeof *t->params);
+  if (t->params == NULL)
+    return FSPS_NOMEM;
+  for (uint32_t l = 0; l < t->layers; l++)
+    if ((t->params[l] = malloc(mlp_layer_size(t->net, l) * 4)) == NULL)
+      return FSPS_NOMEM;
+  return FSPS_OK;
+}
+
+int train_evaluate(trainer *t, uint64_t version, double *accuracy) {
+  int rc = alloc_params(t);
+  if (rc == FSPS_OK)
+    rc = gather_all(t, version);
+  if (rc != FSPS_OK)
+    return rc;
+  uint32_t b = t->opts->batch;
+  uint64_t correct = 0, seen = 0;
+  for (uint32_t start = 0; start + b <= t->test.n; start += b) {
+    for (uint32_t i = 0; i < b; i++)
+      t->eval_idx[i] = start + i;
+    data_gather(&t->test, t->eval_idx, b, t->x, t->y);
+    for (uint32_t l = 0; l < t->layers; l++)
+      mlp_forward_layer(t->net, l, t->params[l], t->x, b);
+    uint32_t c;
+    mlp_loss(t->net, t->y, b, &c);
+    correct += c;
+    seen += b;
+  }
+  *accuracy = seen ? (double)correct / (double)seen : 0.0;
+  return FSPS_OK;
+}
+
+/* ---- progress ---- */
+
+static void progress(trainer *t, uint32_t epoch, uint32_t k, uint32_t steps,
+                     bool force) {
+  double now = now_s();
+  if (!force && now - t->last_report < t->opts->progress_secs)
+    return;
+  double el = now - t->start, rate = el > 0 ? (double)t->samples / el : 0;
+  uint64_t done = (uint64_t)epoch * steps + k, total = t->total_steps;
+  double eta = done ? el * (double)(total - done) / (double)done : 0;
+  fprintf(stderr,
+          "worker %u: epoch %u/%u step %u/%u loss %.4f samples/s %.0f "
+          "comm-wait %.0f%% eta %.0fs\n",
+          t->opts->rank, epoch + 1, t->opts->epochs, k, steps,
+          t->loss_n ? t->loss_sum / t->loss_n : 0.0, rate,
+          el > 0 ? 100 * fsps_wait_seconds(t->client) / el : 0.0, eta);
+  t->last_report = now;
+}
+
+static void epoch_end(trainer *t, uint32_t epoch, uint64_t version) {
+  t->final_loss = t->loss_n ? t->loss_sum / t->loss_n : t->last_loss;
+  t->loss_sum = 0;
+  t->loss_n = 0;
+  if (t->opts->rank != 0 || !t->opts->eval || t->test.n == 0)
+    return;
+  t->evaluated = train_evaluate(t, version, &t->accuracy) == FSPS_OK;
+  if (t->evaluated)
+    fprintf(stderr, "worker 0: epoch %u test accuracy %.4f\n", epoch + 1,
+            t->accuracy);
+  else
+    fprintf(stderr, "worker 0: evaluation failed: %s\n",
+            fsps_last_error(t->client));
+}
+
+/* ---- the loop ---- */
+
+static uint64_t min_version_after(const trainer *t, uint64_t steps_done) {
+  return strcmp(t->opts->mode, "bsp") == 0 ? steps_done : 0;
+}
+
+int train_run(trainer *t) {
+  uint32_t steps = data_sampler_steps(&t->sampler);
+  t->total_steps = (uint64_t)steps * t->opts->epochs;
+  if (t->opts->max_steps && t->opts->max_steps < t->total_steps)
+    t->total_steps = t->opts->max_steps;
+  t->start = t->last_report = now_s();
+  uint64_t g = 0;
+  for (uint32_t e = 0; e < t->opts->epochs && g < t->total_steps; e++) {
+    data_sampler_epoch(&t->sampler, e);
+    uint32_t k = 0;
+    for (; k < steps && g < t->total_steps; k++, g++) {
+      int rc = step(t, g, data_sampler_batch(&t->sampler, k));
+      if (rc != FSPS_OK)
+        return rc;
+      progress(t, e, k + 1, steps, false);
+    }
+    progress(t, e, k, steps, true);
+    epoch_end(t, e, min_version_after(t, g));
+    t->epochs_done = e + 1;
+  }
+  t->elapsed = now_s() - t->start;
+  t->steps_done = g;
+  return FSPS_OK;
+}
+
+void train_summary(const trainer *t) {
+  double el = t->elapsed > 0 ? t->elapsed : 1e-9;
+  char acc[32] = "null"; /* only rank 0 evaluates */
+  if (t->evaluated)
+    snprintf(acc, sizeof acc, "%.4f", t->accuracy);
+  printf("{\"event\":\"done\",\"rank\":%u,\"epochs\":%u,\"steps\":%" PRIu64
+         ",\"test_accuracy\":%s,\"final_loss\":%.5f,\"samples_per_s\":%.1f,"
+         "\"comm_wait_fraction\":%.4f,\"peak_rss_bytes\":%" PRIu64
+         ",\"peak_buffer_bytes\":%" PRIu64 ",\"seconds\":%.2f}\n",
+         t->opts->rank, t->epochs_done, t->steps_done, acc, t->final_loss,
+         (double)t->samples / el, fsps_wait_seconds(t->client) / el,
+         train_peak_rss(), fsps_peak_buffer_bytes(t->client), t->elapsed);
+  fflush(stdout);
+}
+
+int train_dump(trainer *t, const char *path) {
+  int rc = alloc_params(t);
+  if (rc == FSPS_OK)
+    rc = gather_all(t, min_version_after(t, t->steps_done));
+  if (rc != FSPS_OK)
+    return rc;
+  FILE *f = fopen(path, "wb");
+  if (f == NULL)
+    return FSPS_IO;
+  for (uint32_t l = 0; l < t->layers; l++)
+    fwrite(t->params[l], sizeof(float), mlp_layer_size(t->net, l), f);
+  return fclose(f) == 0 ? FSPS_OK : FSPS_IO;
+}

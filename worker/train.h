@@ -1,0 +1,57 @@
+/* train.h: the trainer state shared by fsps-worker's main and its
+ * training loop. */
+#ifndef FSPS_WORKER_TRAIN_H
+#define FSPS_WORKER_TRAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <fsps/fsps.h>
+
+#include "data.h"
+#include "mlp.h"
+#include "opts.h"
+
+typedef struct {
+  const worker_opts *opts;
+  fsps_client *client;
+  mlp *net;
+  uint32_t layers;
+  data_set train, test;
+  data_sampler sampler;
+  float *x;           /* one batch of inputs */
+  uint8_t *y;         /* its labels */
+  uint32_t *eval_idx; /* indices of one evaluation batch */
+  float **params;     /* full model, only for evaluation and --dump */
+  double start, last_report, elapsed;
+  uint64_t samples, total_steps, steps_done;
+  uint32_t epochs_done;
+  bool evaluated;
+  double loss_sum, last_loss, final_loss, accuracy;
+  uint64_t loss_n;
+} trainer;
+
+/* train_spec builds the fsps model spec of an MLP with widths w: layer l
+ * is "fc<l+1>" with "weight" [out, in] (he_uniform) and "bias" [out]
+ * (uniform +-1/sqrt(in)), as PyTorch's nn.Linear. NULL with err. */
+fsps_spec *train_spec(const uint32_t *w, uint32_t nw, const worker_opts *o,
+                      char *err, size_t errlen);
+
+/* train_run runs every epoch (or --max-steps), evaluating on rank 0 at
+ * each epoch's end. Returns an fsps_err. */
+int train_run(trainer *t);
+
+/* train_evaluate gathers the model at version and returns test accuracy. */
+int train_evaluate(trainer *t, uint64_t version, double *accuracy);
+
+/* train_summary prints the final one-line JSON summary on stdout. */
+void train_summary(const trainer *t);
+
+/* train_dump gathers the final parameters and writes them, layer after
+ * layer, as raw float32 to path. */
+int train_dump(trainer *t, const char *path);
+
+/* train_peak_rss returns the process's peak resident set in bytes. */
+uint64_t train_peak_rss(void);
+
+#endif
