@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# README command two: install what is missing, build, run the whole test suite.
-# Exits non-zero on any failure. BUILD_DIR (default build/) holds the build.
+# README command two: install what is missing, build, run the whole test
+# suite, then the unit and integration tests again under AddressSanitizer
+# and ThreadSanitizer. Exits non-zero on any failure.
+#
+#   BUILD_DIR        main build folder (build)
+#   FSPS_SANITIZERS  sanitizer passes to run ("address thread"; "" = none)
+#   JOBS             parallel build jobs (nproc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,14 +13,31 @@ bash scripts/setup.sh
 
 BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
-cmake_args=(-S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo)
-if [ -n "${CI:-}" ]; then
-  cmake_args+=(-DFSPS_WERROR=ON)
-fi
+SANITIZERS=${FSPS_SANITIZERS-address thread}
+werror=()
+[ -n "${CI:-}" ] && werror=(-DFSPS_WERROR=ON)
 
-echo "test: configuring in $BUILD_DIR"
-cmake "${cmake_args[@]}" >/dev/null
-echo "test: building with $JOBS jobs"
-cmake --build "$BUILD_DIR" -j "$JOBS"
+build() { # build DIR [cmake args...]
+  local dir=$1
+  shift
+  echo "test: configuring and building $dir"
+  cmake -S . -B "$dir" "${werror[@]}" "$@" >/dev/null
+  cmake --build "$dir" -j "$JOBS" >/dev/null
+}
+
+build "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 echo "test: running the test suite"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS"
+
+export TSAN_OPTIONS="suppressions=$PWD/tests/tsan.supp second_deadlock_stack=1"
+export ASAN_OPTIONS="detect_leaks=1"
+export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp"
+for san in $SANITIZERS; do
+  dir="$BUILD_DIR-$san"
+  build "$dir" -DCMAKE_BUILD_TYPE=Debug -DFSPS_SANITIZE="$san"
+  echo "test: unit and integration tests under the $san sanitizer"
+  # Every server and client process is instrumented; a sanitizer report
+  # makes that process exit non-zero, which fails its test.
+  ctest --test-dir "$dir" --output-on-failure -j "$JOBS" -LE "slow|deploy"
+done
+echo "test: all passed"

@@ -109,7 +109,8 @@ static int run(trainer *t, char *err, size_t errlen) {
   if (mlp_parse(t->opts->model, w, MAX_WIDTHS, &nw, err, errlen) != 0 ||
       setup(t, w, nw, err, errlen) != 0)
     return 2;
-  fsps_spec *spec = train_spec(w, nw, t->opts, err, errlen);
+  fsps_spec *spec =
+      train_spec(w, nw, t->opts, train_total_steps(t), err, errlen);
   if (spec == NULL)
     return 2;
   int rc = connect_and_declare(t, spec, err, errlen);

@@ -36,6 +36,10 @@ static const opt_def defs[] = {
      0},
     {"optimizer", "FSPS_OPTIMIZER", "sgd, adam, adamw or adagrad (adam)", T_STR,
      F(optimizer), 0, 0},
+    {"schedule", "FSPS_SCHEDULE",
+     "learning-rate schedule: constant, or cosine to 0 over the run "
+     "(constant)",
+     T_STR, F(schedule), 0, 0},
     {"lr", "FSPS_LR", "learning rate (0.001)", T_DBL, F(lr), 0, 100},
     {"weight-decay", "FSPS_WEIGHT_DECAY", "weight decay (0)", T_DBL,
      F(weight_decay), 0, 10},
@@ -85,6 +89,7 @@ static void defaults(worker_opts *o) {
   o->world = 1;
   strcpy(o->model, "mlp:784,256,128,10");
   strcpy(o->optimizer, "adam");
+  strcpy(o->schedule, "constant");
   o->lr = 0.001;
   o->batch = 64;
   o->epochs = 1;
@@ -216,6 +221,9 @@ static int check(const worker_opts *o, char *err, size_t errlen) {
   if (o->rank >= o->world)
     return fail(err, errlen, "--rank %u is out of range for --world %u",
                 o->rank, o->world);
+  if (strcmp(o->schedule, "constant") && strcmp(o->schedule, "cosine"))
+    return fail(err, errlen, "--schedule must be constant or cosine, not '%s'",
+                o->schedule);
   if (strcmp(o->mode, "bsp") && strcmp(o->mode, "ssp") &&
       strcmp(o->mode, "asp"))
     return fail(err, errlen, "--mode must be bsp, ssp or asp, not '%s'",

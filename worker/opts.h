@@ -12,6 +12,7 @@ typedef struct {
   uint32_t rank, world;
   char model[256];
   char optimizer[16];
+  char schedule[16];
   double lr, weight_decay, momentum;
   uint32_t batch, epochs;
   uint64_t seed;

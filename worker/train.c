@@ -27,8 +27,14 @@ uint64_t train_peak_rss(void) {
 
 /* ---- model spec ---- */
 
-static int set_optimizer(fsps_spec *spec, const worker_opts *o) {
+static int set_optimizer(fsps_spec *spec, const worker_opts *o,
+                         uint64_t steps) {
   int rc = fsps_spec_set_optimizer(spec, o->optimizer, o->lr);
+  if (rc == FSPS_OK && strcmp(o->schedule, "cosine") == 0) {
+    rc = fsps_spec_set_schedule(spec, "cosine");
+    if (rc == FSPS_OK)
+      rc = fsps_spec_set_param(spec, "t_max", (double)steps);
+  }
   if (rc == FSPS_OK && o->weight_decay > 0)
     rc = fsps_spec_set_param(spec, "weight_decay", o->weight_decay);
   if (rc == FSPS_OK && o->momentum > 0)
@@ -37,7 +43,7 @@ static int set_optimizer(fsps_spec *spec, const worker_opts *o) {
 }
 
 fsps_spec *train_spec(const uint32_t *w, uint32_t nw, const worker_opts *o,
-                      char *err, size_t errlen) {
+                      uint64_t steps, char *err, size_t errlen) {
   fsps_spec *spec = fsps_spec_create(o->seed);
   int rc = spec ? FSPS_OK : FSPS_NOMEM;
   for (uint32_t l = 0; rc == FSPS_OK && l + 1 < nw; l++) {
@@ -52,7 +58,7 @@ fsps_spec *train_spec(const uint32_t *w, uint32_t nw, const worker_opts *o,
       rc = fsps_spec_add_tensor(spec, "bias", 1, bd, "uniform", -bound, bound);
   }
   if (rc == FSPS_OK)
-    rc = set_optimizer(spec, o);
+    rc = set_optimizer(spec, o, steps);
   if (rc == FSPS_OK)
     rc = fsps_spec_validate(spec, err, errlen);
   else
@@ -201,11 +207,16 @@ static uint64_t min_version_after(const trainer *t, uint64_t steps_done) {
   return strcmp(t->opts->mode, "bsp") == 0 ? steps_done : 0;
 }
 
+uint64_t train_total_steps(const trainer *t) {
+  uint64_t total = (uint64_t)data_sampler_steps(&t->sampler) * t->opts->epochs;
+  if (t->opts->max_steps && t->opts->max_steps < total)
+    total = t->opts->max_steps;
+  return total;
+}
+
 int train_run(trainer *t) {
   uint32_t steps = data_sampler_steps(&t->sampler);
-  t->total_steps = (uint64_t)steps * t->opts->epochs;
-  if (t->opts->max_steps && t->opts->max_steps < t->total_steps)
-    t->total_steps = t->opts->max_steps;
+  t->total_steps = train_total_steps(t);
   t->start = t->last_report = now_s();
   uint64_t g = 0;
   for (uint32_t e = 0; e < t->opts->epochs && g < t->total_steps; e++) {

@@ -33,9 +33,13 @@ typedef struct {
 
 /* train_spec builds the fsps model spec of an MLP with widths w: layer l
  * is "fc<l+1>" with "weight" [out, in] (he_uniform) and "bias" [out]
- * (uniform +-1/sqrt(in)), as PyTorch's nn.Linear. NULL with err. */
+ * (uniform +-1/sqrt(in)), as PyTorch's nn.Linear. steps is the run's
+ * length (a cosine schedule's t_max). NULL with err. */
 fsps_spec *train_spec(const uint32_t *w, uint32_t nw, const worker_opts *o,
-                      char *err, size_t errlen);
+                      uint64_t steps, char *err, size_t errlen);
+
+/* train_total_steps returns the run's step count (epochs or --max-steps). */
+uint64_t train_total_steps(const trainer *t);
 
 /* train_run runs every epoch (or --max-steps), evaluating on rank 0 at
  * each epoch's end. Returns an fsps_err. */

@@ -1,0 +1,183 @@
+#!/usr/bin/python3
+"""Training end to end: real fsps-server and fsps-worker processes on
+loopback, on Fashion-MNIST.
+
+- W=2 workers of batch b reach the parameters of W=1 of batch 2b (same data,
+  same seed) within 1e-5 relative after a few steps.
+- A short run on a subset lowers the loss and beats chance by a wide margin.
+- Bad flags and missing data give clear errors.
+
+Usage: test_training.py --bin BUILD_DIR
+"""
+import argparse
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+ARGS = None
+
+
+class Cluster:
+    """S real fsps-servers on ephemeral loopback ports."""
+
+    def __init__(self, tmp, S, W, *flags):
+        self.procs, ports = [], []
+        for s in range(S):
+            pf = os.path.join(tmp, "port-%d-%d" % (s, time.monotonic_ns()))
+            self.procs.append(subprocess.Popen(
+                [os.path.join(ARGS.bin, "server", "fsps-server"),
+                 "--listen", "127.0.0.1:0", "--index", str(s),
+                 "--num-servers", str(S), "--workers", str(W),
+                 "--port-file", pf, "--log-level", "warn"] + list(flags)))
+            ports.append(pf)
+        self.servers = ",".join("127.0.0.1:%d" % self.wait_port(p, i)
+                                for i, p in enumerate(ports))
+
+    def wait_port(self, path, i):
+        deadline = time.monotonic() + 20
+        while not os.path.exists(path):
+            if self.procs[i].poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("fsps-server %d did not start" % i)
+            time.sleep(0.02)
+        with open(path) as f:
+            return int(f.read())
+
+    def stop(self):
+        codes = []
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            codes.append(p.wait(timeout=30))
+        return codes
+
+
+def run_workers(servers, W, flags, timeout=600):
+    """Runs W fsps-workers to completion; returns their JSON summaries."""
+    procs = [subprocess.Popen(
+        [os.path.join(ARGS.bin, "worker", "fsps-worker"), "--servers",
+         servers, "--rank", str(r), "--world", str(W),
+         "--progress-secs", "1000"] + flags,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for r in range(W)]
+    out = []
+    for r, p in enumerate(procs):
+        stdout, stderr = p.communicate(timeout=timeout)
+        if p.returncode != 0:
+            raise AssertionError("worker %d exited %d: %s" %
+                                 (r, p.returncode, stderr))
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
+    return out
+
+
+def read_floats(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    return struct.unpack("<%df" % (len(data) // 4), data)
+
+
+class TrainingTest(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.clusters = []
+
+    def tearDown(self):
+        for c in self.clusters:
+            codes = c.stop()
+            self.assertEqual(codes, [0] * len(codes))
+        self.tmp.cleanup()
+
+    def cluster(self, S, W, *flags):
+        c = Cluster(self.tmp.name, S, W, *flags)
+        self.clusters.append(c)
+        return c
+
+    def dump_after(self, W, batch):
+        c = self.cluster(2, W, "--deterministic")
+        dump = os.path.join(self.tmp.name, "w%d.bin" % W)
+        run_workers(c.servers, W, [
+            "--model", "mlp:784,32,10", "--optimizer", "sgd", "--lr", "0.05",
+            "--batch", str(batch), "--train-limit", "2000", "--max-steps",
+            "6", "--seed", "3", "--no-eval", "--dump", dump])
+        return read_floats(dump)
+
+    def test_two_workers_equal_one_with_double_batch(self):
+        two = self.dump_after(2, 16)
+        one = self.dump_after(1, 32)
+        self.assertEqual(len(one), len(two))
+        self.assertEqual(len(one), 784 * 32 + 32 + 32 * 10 + 10)
+        worst = max(abs(a - b) - 1e-5 * abs(b) for a, b in zip(two, one))
+        self.assertLessEqual(worst, 1e-7)
+        # The comparison is not vacuous: training moved the parameters.
+        init = self.dump_after_steps0()
+        moved = sum(1 for a, b in zip(one, init) if a != b)
+        self.assertGreater(moved, len(one) // 2)
+
+    def dump_after_steps0(self):
+        c = self.cluster(1, 1)
+        dump = os.path.join(self.tmp.name, "init.bin")
+        # One step with lr 0 leaves the initial values.
+        run_workers(c.servers, 1, [
+            "--model", "mlp:784,32,10", "--optimizer", "sgd", "--lr", "0",
+            "--batch", "32", "--train-limit", "2000", "--max-steps", "1",
+            "--seed", "3", "--no-eval", "--dump", dump])
+        return read_floats(dump)
+
+    def test_short_run_learns(self):
+        c = self.cluster(2, 2)
+        first = run_workers(c.servers, 2, [
+            "--train-limit", "6000", "--batch", "32", "--max-steps", "1",
+            "--no-eval", "--normalize"])
+        c2 = self.cluster(2, 2)
+        done = run_workers(c2.servers, 2, [
+            "--train-limit", "6000", "--batch", "32", "--epochs", "2",
+            "--normalize"])
+        self.assertGreater(first[0]["final_loss"], 1.5)  # ~ln(10) at start
+        self.assertLess(done[0]["final_loss"], 0.75)
+        self.assertGreater(done[0]["test_accuracy"], 0.70)  # chance: 0.10
+        self.assertIsNone(done[1]["test_accuracy"])  # only rank 0 evaluates
+        self.assertEqual(done[0]["steps"], 2 * (6000 // 64))
+
+    def worker_fails(self, flags):
+        p = subprocess.run(
+            [os.path.join(ARGS.bin, "worker", "fsps-worker")] + flags,
+            capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(p.returncode, 0)
+        return p.stderr
+
+    def test_clear_errors(self):
+        err = self.worker_fails(["--servers", "127.0.0.1:1", "--rank", "2",
+                                 "--world", "2"])
+        self.assertIn("--rank 2 is out of range", err)
+        err = self.worker_fails(["--servers", "127.0.0.1:1",
+                                 "--data-dir", self.tmp.name])
+        self.assertIn("dataset-fashion-mnist", err)
+        err = self.worker_fails(["--servers", "127.0.0.1:1",
+                                 "--model", "mlp:784"])
+        self.assertIn("mlp", err)
+        err = self.worker_fails(["--batch", "0", "--servers", "x:1"])
+        self.assertIn("--batch", err)
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ARGS, rest = ap.parse_known_args()
+    prog = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
+    r = prog.result
+    failed = len(r.failures) + len(r.errors)
+    print("%d passed, %d failed" % (r.testsRun - failed, failed))
+    sys.exit(0 if r.wasSuccessful() else 1)
+
+
+if __name__ == "__main__":
+    main()
