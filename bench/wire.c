@@ -233,10 +233,13 @@ static int run_size(const bench_opts *o, int S, size_t bytes, char *buf) {
     measure(o, S, bytes, fds, &fb, buf);
   fsps_close(fb.c);
   cluster_stop(&fb.cl);
-  for (int s = 0; s < S; s++) {
+  /* Close every connection before waiting: raw server s+1 was forked while
+   * fds[0..s] were open and holds copies, so server s sees EOF only once
+   * its later siblings have exited too. */
+  for (int s = 0; s < S; s++)
     close(fds[s]);
+  for (int s = 0; s < S; s++)
     waitpid(pids[s], NULL, 0);
-  }
   return rc;
 }
 

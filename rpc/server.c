@@ -69,10 +69,10 @@ struct rpc_server {
   size_t nmethods;
   void **reg;
   tag t_shutdown;
-  atomic_bool stopping;
+  bool stopping; /* under mu */
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  bool shutdown_done, started;
+  bool shutdown_done, started, destroyed;
 };
 
 static void unimplemented_start(rpc_call *call, rpc_msg *msg, void *ctx) {
@@ -206,25 +206,52 @@ static void deliver(rpc_call *c, grpc_byte_buffer *bb,
   rpc_msg_close(&msg);
 }
 
+static void drop_pending(pending *p) {
+  if (p->call)
+    grpc_call_unref(p->call);
+  if (p->payload)
+    grpc_byte_buffer_destroy(p->payload);
+  grpc_metadata_array_destroy(&p->md);
+  if (p->m == NULL)
+    grpc_call_details_destroy(&p->details);
+  free(p);
+}
+
+/* rerequest asks for the next call of p's method on p's queue, unless the
+ * server is stopping. Under srv->mu so that no request can start once
+ * rpc_server_shutdown has set `stopping` (the server is destroyed next). */
+static bool rerequest(pending *p) {
+  rpc_server *srv = p->srv;
+  pthread_mutex_lock(&srv->mu);
+  bool go = !srv->stopping;
+  if (go)
+    request(p);
+  pthread_mutex_unlock(&srv->mu);
+  return go;
+}
+
 static void on_new_call(pending *p, bool ok) {
   rpc_server *srv = p->srv;
   const rpc_method *m = p->m ? p->m : &unimplemented;
-  if (!ok || atomic_load(&srv->stopping)) {
-    if (p->call)
-      grpc_call_unref(p->call);
-    if (p->payload)
-      grpc_byte_buffer_destroy(p->payload);
-    grpc_metadata_array_destroy(&p->md);
-    if (p->m == NULL)
-      grpc_call_details_destroy(&p->details);
-    free(p);
+  pthread_mutex_lock(&srv->mu);
+  bool stopping = srv->stopping;
+  pthread_mutex_unlock(&srv->mu);
+  if (!ok || stopping) {
+    drop_pending(p);
     return;
   }
   rpc_call *c = call_new(p, m);
   grpc_byte_buffer *payload = p->payload;
   if (p->m == NULL)
     grpc_call_details_destroy(&p->details);
-  request(p); /* the next call of this method on this queue */
+  p->call = NULL;
+  p->payload = NULL;
+  if (!rerequest(p)) { /* the next call of this method on this queue */
+    grpc_metadata_array_init(&p->md); /* moved into c: give drop a fresh one */
+    if (p->m == NULL)
+      grpc_call_details_init(&p->details);
+    drop_pending(p);
+  }
   if (c == NULL) {
     if (payload)
       grpc_byte_buffer_destroy(payload);
@@ -574,7 +601,9 @@ static bool wait_shutdown(rpc_server *srv, int64_t ms) {
 void rpc_server_shutdown(rpc_server *srv, int64_t grace_ms) {
   if (!srv->started)
     return;
-  atomic_store(&srv->stopping, true);
+  pthread_mutex_lock(&srv->mu);
+  srv->stopping = true;
+  pthread_mutex_unlock(&srv->mu);
   RPC_HANDOFF(&srv->t_shutdown);
   grpc_server_shutdown_and_notify(srv->server, srv->cqs[0], &srv->t_shutdown);
   if (!wait_shutdown(srv, grace_ms > 0 ? grace_ms : 1)) {
@@ -582,7 +611,7 @@ void rpc_server_shutdown(rpc_server *srv, int64_t grace_ms) {
     wait_shutdown(srv, 0);
   }
   grpc_server_destroy(srv->server);
-  srv->server = NULL;
+  srv->destroyed = true;
   for (int q = 0; q < srv->nthreads; q++)
     grpc_completion_queue_shutdown(srv->cqs[q]);
   for (int q = 0; q < srv->nthreads; q++)
@@ -595,7 +624,7 @@ void rpc_server_destroy(rpc_server *srv) {
     return;
   if (srv->started)
     rpc_server_shutdown(srv, 0);
-  if (srv->server) {
+  if (srv->server && !srv->destroyed) {
     grpc_server_destroy(srv->server);
     for (int q = 0; srv->cqs && q < srv->nthreads; q++)
       if (srv->cqs[q])

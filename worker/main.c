@@ -90,6 +90,21 @@ static int connect_and_declare(trainer *t, const fsps_spec *spec, char *err,
   return rc;
 }
 
+/* local_params fills a local copy of the model with small fixed values. */
+static int local_params(trainer *t) {
+  uint64_t most = 0;
+  int rc = train_alloc_params(t);
+  for (uint32_t l = 0; rc == FSPS_OK && l < t->layers; l++) {
+    uint64_t n = mlp_layer_size(t->net, l);
+    for (uint64_t i = 0; i < n; i++)
+      t->params[l][i] = 0.01f * (float)((int)(i % 7) - 3);
+    most = n > most ? n : most;
+  }
+  if (rc == FSPS_OK && (t->local_grad = malloc(most * sizeof(float))) == NULL)
+    rc = FSPS_NOMEM;
+  return rc;
+}
+
 static void cleanup(trainer *t) {
   fsps_close(t->client);
   for (uint32_t l = 0; t->params && l < t->layers; l++)
@@ -102,6 +117,7 @@ static void cleanup(trainer *t) {
   free(t->x);
   free(t->y);
   free(t->eval_idx);
+  free(t->local_grad);
 }
 
 static int run(trainer *t, char *err, size_t errlen) {
@@ -113,7 +129,8 @@ static int run(trainer *t, char *err, size_t errlen) {
       train_spec(w, nw, t->opts, train_total_steps(t), err, errlen);
   if (spec == NULL)
     return 2;
-  int rc = connect_and_declare(t, spec, err, errlen);
+  int rc = t->opts->local ? local_params(t)
+                          : connect_and_declare(t, spec, err, errlen);
   fsps_spec_destroy(spec);
   if (rc == FSPS_OK)
     rc = train_run(t);

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "opts.h"
 
 #ifndef FSPS_VERSION
@@ -72,6 +74,10 @@ static const opt_def defs[] = {
      T_U64, F(max_steps), 0, 1e15},
     {"normalize", "FSPS_NORMALIZE", "normalise inputs (mean 0.286, std 0.353)",
      T_FLAG, F(normalize), 0, 0},
+    {"local", "FSPS_LOCAL",
+     "no servers: run the same compute on a local copy of the parameters "
+     "(a benchmark's limit)",
+     T_FLAG, F(local), 0, 0},
     {"no-eval", "FSPS_NO_EVAL", "skip the test-set evaluation", T_FLAG, F(eval),
      0, 0},
     {"progress-secs", "FSPS_PROGRESS_SECS",
@@ -196,7 +202,7 @@ static int from_argv(int argc, char **argv, worker_opts *o, char *err,
       if (c == 1000)
         usage();
       else
-        printf("fsps-worker %s\n", FSPS_VERSION);
+        printf("fsps-worker %s (%s)\n", FSPS_VERSION, openblas_get_config());
       return 1;
     }
     if (c == '?')
@@ -214,7 +220,7 @@ static int from_argv(int argc, char **argv, worker_opts *o, char *err,
 }
 
 static int check(const worker_opts *o, char *err, size_t errlen) {
-  if (!o->servers[0])
+  if (!o->servers[0] && !o->local)
     return fail(err, errlen,
                 "--servers is required (host:port,... of every "
                 "fsps-server, in index order)");

@@ -25,6 +25,7 @@ typedef struct {
   uint32_t train_limit; /* use only the first N training samples (0: all) */
   uint64_t max_steps;   /* stop after this many steps (0: all epochs) */
   bool normalize, eval;
+  bool local; /* no servers: compute alone, on a local copy */
   double progress_secs;
   int64_t timeout_ms;
   char dump[1024]; /* write the final parameters here */

@@ -75,28 +75,32 @@ fsps_spec *train_spec(const uint32_t *w, uint32_t nw, const worker_opts *o,
 
 /* ---- one step ---- */
 
+/* With --local the parameters are a local copy and gradients go nowhere:
+ * the same compute with no network, the limit bench/train compares to. */
 static int forward(trainer *t, const float *x) {
+  bool local = t->opts->local;
   for (uint32_t l = 0; l < t->layers; l++) {
-    const float *w;
-    int rc = fsps_forward(t->client, l, &w);
+    const float *w = local ? t->params[l] : NULL;
+    int rc = local ? FSPS_OK : fsps_forward(t->client, l, &w);
     if (rc != FSPS_OK)
       return rc;
     mlp_forward_layer(t->net, l, w, x, t->opts->batch);
-    if ((rc = fsps_forward_done(t->client, l)) != FSPS_OK)
+    if (!local && (rc = fsps_forward_done(t->client, l)) != FSPS_OK)
       return rc;
   }
   return FSPS_OK;
 }
 
 static int backward(trainer *t) {
+  bool local = t->opts->local;
   for (uint32_t l = t->layers; l-- > 0;) {
-    const float *w;
-    float *g;
-    int rc = fsps_backward(t->client, l, &w, &g);
+    const float *w = local ? t->params[l] : NULL;
+    float *g = t->local_grad;
+    int rc = local ? FSPS_OK : fsps_backward(t->client, l, &w, &g);
     if (rc != FSPS_OK)
       return rc;
     mlp_backward_layer(t->net, l, w, g, t->opts->batch);
-    if ((rc = fsps_backward_done(t->client, l)) != FSPS_OK)
+    if (!local && (rc = fsps_backward_done(t->client, l)) != FSPS_OK)
       return rc;
   }
   return FSPS_OK;
@@ -105,7 +109,7 @@ static int backward(trainer *t) {
 static int step(trainer *t, uint64_t gstep, const uint32_t *idx) {
   uint32_t b = t->opts->batch, correct;
   data_gather(&t->train, idx, b, t->x, t->y);
-  int rc = fsps_step_begin(t->client, gstep);
+  int rc = t->opts->local ? FSPS_OK : fsps_step_begin(t->client, gstep);
   if (rc == FSPS_OK)
     rc = forward(t, t->x);
   if (rc != FSPS_OK)
@@ -114,7 +118,7 @@ static int step(trainer *t, uint64_t gstep, const uint32_t *idx) {
   t->loss_sum += t->last_loss;
   t->loss_n++;
   rc = backward(t);
-  if (rc == FSPS_OK)
+  if (rc == FSPS_OK && !t->opts->local)
     rc = fsps_step_end(t->client);
   t->samples += b;
   return rc;
@@ -132,7 +136,7 @@ static int gather_all(trainer *t, uint64_t min_version) {
   return FSPS_OK;
 }
 
-static int alloc_params(trainer *t) {
+int train_alloc_params(trainer *t) {
   if (t->params != NULL)
     return FSPS_OK;
   t->params = calloc(t->layers, sizeof *t->params);
@@ -145,7 +149,7 @@ static int alloc_params(trainer *t) {
 }
 
 int train_evaluate(trainer *t, uint64_t version, double *accuracy) {
-  int rc = alloc_params(t);
+  int rc = train_alloc_params(t);
   if (rc == FSPS_OK)
     rc = gather_all(t, version);
   if (rc != FSPS_OK)
@@ -169,6 +173,10 @@ int train_evaluate(trainer *t, uint64_t version, double *accuracy) {
 
 /* ---- progress ---- */
 
+static double wait_s(const trainer *t) {
+  return t->client ? fsps_wait_seconds(t->client) : 0.0;
+}
+
 static void progress(trainer *t, uint32_t epoch, uint32_t k, uint32_t steps,
                      bool force) {
   double now = now_s();
@@ -182,7 +190,7 @@ static void progress(trainer *t, uint32_t epoch, uint32_t k, uint32_t steps,
           "comm-wait %.0f%% eta %.0fs\n",
           t->opts->rank, epoch + 1, t->opts->epochs, k, steps,
           t->loss_n ? t->loss_sum / t->loss_n : 0.0, rate,
-          el > 0 ? 100 * fsps_wait_seconds(t->client) / el : 0.0, eta);
+          el > 0 ? 100 * wait_s(t) / el : 0.0, eta);
   t->last_report = now;
 }
 
@@ -190,7 +198,7 @@ static void epoch_end(trainer *t, uint32_t epoch, uint64_t version) {
   t->final_loss = t->loss_n ? t->loss_sum / t->loss_n : t->last_loss;
   t->loss_sum = 0;
   t->loss_n = 0;
-  if (t->opts->rank != 0 || !t->opts->eval || t->test.n == 0)
+  if (t->opts->rank != 0 || !t->opts->eval || t->test.n == 0 || t->opts->local)
     return;
   t->evaluated = train_evaluate(t, version, &t->accuracy) == FSPS_OK;
   if (t->evaluated)
@@ -247,13 +255,13 @@ void train_summary(const trainer *t) {
          "\"comm_wait_fraction\":%.4f,\"peak_rss_bytes\":%" PRIu64
          ",\"peak_buffer_bytes\":%" PRIu64 ",\"seconds\":%.2f}\n",
          t->opts->rank, t->epochs_done, t->steps_done, acc, t->final_loss,
-         (double)t->samples / el, fsps_wait_seconds(t->client) / el,
-         train_peak_rss(), fsps_peak_buffer_bytes(t->client), t->elapsed);
+         (double)t->samples / el, wait_s(t) / el, train_peak_rss(),
+         t->client ? fsps_peak_buffer_bytes(t->client) : 0, t->elapsed);
   fflush(stdout);
 }
 
 int train_dump(trainer *t, const char *path) {
-  int rc = alloc_params(t);
+  int rc = train_alloc_params(t);
   if (rc == FSPS_OK)
     rc = gather_all(t, min_version_after(t, t->steps_done));
   if (rc != FSPS_OK)

@@ -23,6 +23,7 @@ typedef struct {
   uint8_t *y;         /* its labels */
   uint32_t *eval_idx; /* indices of one evaluation batch */
   float **params;     /* full model, only for evaluation and --dump */
+  float *local_grad;  /* --local: where gradients go */
   double start, last_report, elapsed;
   uint64_t samples, total_steps, steps_done;
   uint32_t epochs_done;
@@ -54,6 +55,9 @@ void train_summary(const trainer *t);
 /* train_dump gathers the final parameters and writes them, layer after
  * layer, as raw float32 to path. */
 int train_dump(trainer *t, const char *path);
+
+/* train_alloc_params allocates t->params (the whole model) once. */
+int train_alloc_params(trainer *t);
 
 /* train_peak_rss returns the process's peak resident set in bytes. */
 uint64_t train_peak_rss(void);

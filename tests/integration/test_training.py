@@ -10,6 +10,7 @@ loopback, on Fashion-MNIST.
 Usage: test_training.py --bin BUILD_DIR
 """
 import argparse
+import ctypes
 import json
 import os
 import signal
@@ -23,6 +24,12 @@ import unittest
 ARGS = None
 
 
+def die_with_parent():
+    """Runs in each child: SIGKILL it if this test process dies, so no
+    server outlives its test (and holds ctest's output pipe)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PDEATHSIG
+
+
 class Cluster:
     """S real fsps-servers on ephemeral loopback ports."""
 
@@ -34,7 +41,8 @@ class Cluster:
                 [os.path.join(ARGS.bin, "server", "fsps-server"),
                  "--listen", "127.0.0.1:0", "--index", str(s),
                  "--num-servers", str(S), "--workers", str(W),
-                 "--port-file", pf, "--log-level", "warn"] + list(flags)))
+                 "--port-file", pf, "--log-level", "warn"] + list(flags),
+                preexec_fn=die_with_parent))
             ports.append(pf)
         self.servers = ",".join("127.0.0.1:%d" % self.wait_port(p, i)
                                 for i, p in enumerate(ports))
@@ -65,15 +73,22 @@ def run_workers(servers, W, flags, timeout=600):
         [os.path.join(ARGS.bin, "worker", "fsps-worker"), "--servers",
          servers, "--rank", str(r), "--world", str(W),
          "--progress-secs", "1000"] + flags,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=die_with_parent)
         for r in range(W)]
     out = []
-    for r, p in enumerate(procs):
-        stdout, stderr = p.communicate(timeout=timeout)
-        if p.returncode != 0:
-            raise AssertionError("worker %d exited %d: %s" %
-                                 (r, p.returncode, stderr))
-        out.append(json.loads(stdout.strip().splitlines()[-1]))
+    try:
+        for r, p in enumerate(procs):
+            stdout, stderr = p.communicate(timeout=timeout)
+            if p.returncode != 0:
+                raise AssertionError("worker %d exited %d: %s" %
+                                     (r, p.returncode, stderr))
+            out.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:  # a failed worker leaves the others waiting: stop them
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
     return out
 
 

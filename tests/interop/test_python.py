@@ -6,6 +6,7 @@ Push, Status, and the bad-input cases, checking codes and server state.
 Usage: test_python.py --server PATH/fsps-server --proto PATH/fsps.proto
 """
 import argparse
+import ctypes
 import os
 import signal
 import struct
@@ -18,6 +19,12 @@ import unittest
 import grpc
 
 ARGS = None
+
+
+def die_with_parent():
+    """Runs in each child: SIGKILL it if this test process dies, so no
+    server outlives its test (and holds ctest's output pipe)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PDEATHSIG
 PB = None  # the generated fsps_pb2 module
 SVC = "/fsps.v1.ParameterServer/"
 CHUNK = 262144
@@ -52,7 +59,8 @@ class Server:
         self.port_file = os.path.join(tmp, "port-%d" % time.monotonic_ns())
         self.proc = subprocess.Popen(
             [ARGS.server, "--listen", "127.0.0.1:0", "--port-file",
-             self.port_file, "--log-level", "warn"] + list(flags))
+             self.port_file, "--log-level", "warn"] + list(flags),
+            preexec_fn=die_with_parent)
         deadline = time.monotonic() + 20
         while not os.path.exists(self.port_file):
             if self.proc.poll() is not None or time.monotonic() > deadline:
