@@ -40,6 +40,12 @@ static const char usage[] =
     "                       [FSPS_GRACE_MS] (5000)\n"
     "  --port-file PATH     write the bound port here once listening\n"
     "                       [FSPS_PORT_FILE]\n"
+    "  --checkpoint-dir DIR restore the newest valid checkpoint from DIR at\n"
+    "                       start; write one on the Checkpoint call and on\n"
+    "                       SIGTERM [FSPS_CHECKPOINT_DIR]\n"
+    "  --checkpoint-every N also checkpoint each time every layer reaches a\n"
+    "                       multiple of N steps [FSPS_CHECKPOINT_EVERY] (0)\n"
+    "  --keep K             checkpoint files kept [FSPS_KEEP] (3)\n"
     "  --log-level L        error, warn, info or debug [FSPS_LOG_LEVEL] "
     "(info)\n"
     "  --help               print this help and exit\n"
@@ -58,6 +64,9 @@ enum {
   OPT_GRACE,
   OPT_PORT_FILE,
   OPT_LOG_LEVEL,
+  OPT_CKPT_DIR,
+  OPT_CKPT_EVERY,
+  OPT_KEEP,
   OPT_HELP,
   OPT_VERSION,
 };
@@ -75,6 +84,9 @@ static const struct option options[] = {
     {"grace-ms", required_argument, NULL, OPT_GRACE},
     {"port-file", required_argument, NULL, OPT_PORT_FILE},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"checkpoint-dir", required_argument, NULL, OPT_CKPT_DIR},
+    {"checkpoint-every", required_argument, NULL, OPT_CKPT_EVERY},
+    {"keep", required_argument, NULL, OPT_KEEP},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -152,6 +164,16 @@ static int set_number(int opt, const char *v, server_config *c) {
       return -1;
     c->staleness = (uint32_t)x;
     return 0;
+  case OPT_CKPT_EVERY:
+    if (parse_u64(v, 0, UINT64_MAX / 2, &x))
+      return -1;
+    c->checkpoint_every = x;
+    return 0;
+  case OPT_KEEP:
+    if (parse_u64(v, 1, 1000, &x))
+      return -1;
+    c->keep = (uint32_t)x;
+    return 0;
   default: /* OPT_GRACE */
     if (parse_u64(v, 0, 3600000, &x))
       return -1;
@@ -189,9 +211,13 @@ static int set_word(int opt, const char *v, server_config *c) {
 
 /* set applies one option's value; -1 when the value is not acceptable. */
 static int set(int opt, const char *v, server_config *c) {
-  if (opt == OPT_LISTEN || opt == OPT_PORT_FILE) {
-    char *dst = opt == OPT_LISTEN ? c->listen : c->port_file;
-    size_t cap = opt == OPT_LISTEN ? sizeof c->listen : sizeof c->port_file;
+  if (opt == OPT_LISTEN || opt == OPT_PORT_FILE || opt == OPT_CKPT_DIR) {
+    char *dst = opt == OPT_LISTEN      ? c->listen
+                : opt == OPT_PORT_FILE ? c->port_file
+                                       : c->checkpoint_dir;
+    size_t cap = sizeof c->port_file;
+    if (opt == OPT_LISTEN)
+      cap = sizeof c->listen;
     if (strlen(v) >= cap || (opt == OPT_LISTEN && !*v))
       return -1;
     strcpy(dst, v);
@@ -208,6 +234,7 @@ static void defaults(server_config *c) {
   c->threads = 2;
   c->log_level = LOG_INFO;
   c->grace_ms = 5000;
+  c->keep = 3;
 }
 
 static int from_env(server_config *c, char *err, size_t errlen) {
@@ -226,6 +253,8 @@ static int check(const server_config *c, char *err, size_t errlen) {
                 "--index %u is out of range: with --num-servers %u it must "
                 "be 0..%u",
                 c->index, c->num_servers, c->num_servers - 1);
+  if (c->checkpoint_every && !c->checkpoint_dir[0])
+    return fail(err, errlen, "--checkpoint-every needs --checkpoint-dir");
   if (c->mode != MODE_SSP && c->staleness != 0)
     return fail(err, errlen, "--staleness needs --mode ssp");
   if (c->mode == MODE_ASP && c->deterministic)

@@ -20,6 +20,9 @@ typedef struct {
   int log_level;
   int64_t grace_ms;
   char port_file[1024];
+  char checkpoint_dir[1024];
+  uint64_t checkpoint_every;
+  uint32_t keep;
 } server_config;
 
 /* config_parse fills c from the environment (FSPS_LISTEN, ...) and then

@@ -8,6 +8,7 @@
 
 #include <uv.h>
 
+#include "checkpoint.h"
 #include "config.h"
 #include "log.h"
 #include "service.h"
@@ -51,6 +52,40 @@ static int wait_for_signal(server_config *cfg) {
   return uv_loop_close(&loop);
 }
 
+/* final_checkpoint writes the state at SIGTERM, once no call runs. */
+static int final_checkpoint(service *svc) {
+  if (svc->ck == NULL || !store_ready(svc->st))
+    return 0;
+  char path[1200], err[512];
+  uint64_t bytes, version;
+  if (ckpt_write_now(svc->ck, path, sizeof path, &bytes, &version, err,
+                     sizeof err) != FSPS_OK) {
+    LOGE("final checkpoint failed: %s", err);
+    return 1;
+  }
+  LOGI("final checkpoint: %s (version %llu)", path,
+       (unsigned long long)version);
+  return 0;
+}
+
+/* restore prepares checkpoints and loads the newest valid one. */
+static int restore(const server_config *cfg, service *svc) {
+  char msg[1400];
+  if (!cfg->checkpoint_dir[0])
+    return 0;
+  svc->ck = ckpt_create(svc->st, cfg, msg, sizeof msg);
+  if (svc->ck == NULL) {
+    LOGE("%s", msg);
+    return 1;
+  }
+  int rc = ckpt_restore(svc->ck, msg, sizeof msg);
+  if (rc == FSPS_OK || rc == FSPS_NOT_FOUND)
+    LOGI("%s", msg);
+  else
+    LOGE("%s", msg);
+  return rc == FSPS_OK || rc == FSPS_NOT_FOUND ? 0 : 1;
+}
+
 static int serve(server_config *cfg, service *svc) {
   size_t n;
   const rpc_method *methods = service_methods(svc, &n);
@@ -76,8 +111,9 @@ static int serve(server_config *cfg, service *svc) {
   wait_for_signal(cfg);
   rpc_server_shutdown(srv, cfg->grace_ms);
   rpc_server_destroy(srv);
+  int rc = final_checkpoint(svc);
   LOGI("stopped");
-  return 0;
+  return rc;
 }
 
 int main(int argc, char **argv) {
@@ -101,7 +137,10 @@ int main(int argc, char **argv) {
     LOGE("out of memory");
     return 1;
   }
-  rc = serve(&cfg, &svc);
+  rc = restore(&cfg, &svc);
+  if (rc == 0)
+    rc = serve(&cfg, &svc);
+  ckpt_destroy(svc.ck);
   store_destroy(svc.st);
   return rc;
 }

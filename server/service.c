@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint.h"
 #include "fsps.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "log.h"
@@ -64,6 +65,23 @@ static void init_reply(service *svc, rpc_call *call, bool created) {
   free(versions);
 }
 
+/* init_store declares spec, keeping its wire encoding for checkpoints. */
+static int init_store(service *svc, const Fsps__V1__ModelSpec *m,
+                      shard_spec *spec, bool *created, char *err,
+                      size_t errlen) {
+  size_t len = protobuf_c_message_get_packed_size(&m->base);
+  uint8_t *blob = malloc(len ? len : 1);
+  if (blob == NULL) {
+    shard_spec_destroy(spec);
+    snprintf(err, errlen, "out of memory");
+    return RPC_RESOURCE_EXHAUSTED;
+  }
+  protobuf_c_message_pack(&m->base, blob);
+  int rc = store_init(svc->st, spec, blob, len, created, err, errlen);
+  free(blob);
+  return rc;
+}
+
 static void init_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   service *svc = ctx;
   Fsps__V1__InitRequest *req = (Fsps__V1__InitRequest *)unpack(
@@ -82,7 +100,7 @@ static void init_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   if (rc == RPC_OK && spec == NULL)
     rc = RPC_INVALID_ARGUMENT;
   if (rc == RPC_OK)
-    rc = store_init(svc->st, spec, &created, err, sizeof err);
+    rc = init_store(svc, req->spec, spec, &created, err, sizeof err);
   protobuf_c_message_free_unpacked(&req->base, NULL);
   if (rc != RPC_OK) {
     service_reject(svc, call, rc, err);
@@ -165,6 +183,32 @@ static void status_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   free(pushed);
 }
 
+static void checkpoint_start(rpc_call *call, rpc_msg *msg, void *ctx) {
+  service *svc = ctx;
+  ProtobufCMessage *req =
+      unpack(svc, call, msg, &fsps__v1__checkpoint_request__descriptor);
+  if (req == NULL)
+    return;
+  protobuf_c_message_free_unpacked(req, NULL);
+  if (svc->ck == NULL) {
+    service_reject(svc, call, RPC_FAILED_PRECONDITION,
+                   "this server has no --checkpoint-dir");
+    return;
+  }
+  char path[1200], err[512];
+  Fsps__V1__CheckpointReply r = FSPS__V1__CHECKPOINT_REPLY__INIT;
+  int rc = ckpt_write_now(svc->ck, path, sizeof path, &r.bytes, &r.min_version,
+                          err, sizeof err);
+  if (rc != FSPS_OK) {
+    LOGE("%s", err);
+    rpc_call_finish(call, NULL, rc == FSPS_IO ? RPC_INTERNAL : rc, err);
+    return;
+  }
+  LOGI("checkpoint written on request: %s", path);
+  r.path = path;
+  rpc_call_finish(call, &r.base, RPC_OK, NULL);
+}
+
 static void health_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   service *svc = ctx;
   Grpc__Health__V1__HealthCheckRequest *req =
@@ -204,6 +248,9 @@ const rpc_method *service_methods(service *svc, size_t *n) {
       {.path = "/fsps.v1.ParameterServer/Status",
        .kind = RPC_UNARY,
        .on_start = status_start},
+      {.path = "/fsps.v1.ParameterServer/Checkpoint",
+       .kind = RPC_UNARY,
+       .on_start = checkpoint_start},
       {.path = "/grpc.health.v1.Health/Check",
        .kind = RPC_UNARY,
        .on_start = health_start},

@@ -9,8 +9,11 @@
 #include "rpc.h"
 #include "store.h"
 
+struct ckpt;
+
 typedef struct {
   store *st;
+  struct ckpt *ck; /* NULL without --checkpoint-dir */
   atomic_ullong pulls, pushes, rejected;
 } service;
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "optim/optim.h"
 #include "store.h"
 
@@ -22,6 +23,9 @@ typedef struct {
 
 struct store_layer {
   pthread_mutex_t mu;
+  float *snap; /* params then state, copied at snap_version */
+  uint64_t snap_version;
+  bool snap_busy; /* being written: do not overwrite */
   store *st;
   uint32_t index;
   const shard_layer *spec;
@@ -45,8 +49,15 @@ struct store {
   uint64_t hash;
   optim_config ocfg;
   optim_schedule sched;
-  uint32_t nlayers;
+  uint32_t nlayers, nonempty;
   store_layer *layers;
+  void *blob; /* the declared spec as the client sent it (for checkpoints) */
+  size_t bloblen;
+  /* --checkpoint-every: each layer copies itself when it reaches a
+   * multiple of the period; the hook hears of each copy. */
+  uint64_t every;
+  void (*snap_hook)(void *arg, uint32_t layer, uint64_t version);
+  void *snap_arg;
 };
 
 /* ---- buffers ---- */
@@ -135,6 +146,7 @@ static void layer_free(store *st, store_layer *L) {
     fbuf_unref(L->cur);
   pool_free(L);
   free(L->state);
+  free(L->snap);
   free(L->asp_next);
   pthread_mutex_destroy(&L->mu);
   pthread_mutex_destroy(&L->pool_mu);
@@ -146,6 +158,7 @@ void store_destroy(store *st) {
   for (uint32_t l = 0; st->layers && l < st->nlayers; l++)
     layer_free(st, &st->layers[l]);
   free(st->layers);
+  free(st->blob);
   shard_spec_destroy(st->spec);
   pthread_mutex_destroy(&st->init_mu);
   free(st);
@@ -227,10 +240,13 @@ static int build(store *st, shard_spec *spec, char *msg, size_t msglen) {
   st->layers = calloc(st->nlayers, sizeof *st->layers);
   int rc = st->layers ? FSPS_OK : FSPS_NOMEM;
   uint32_t done = 0;
-  for (; rc == FSPS_OK && done < st->nlayers; done++)
+  for (; rc == FSPS_OK && done < st->nlayers; done++) {
     rc = layer_init(st, done, &st->layers[done]);
+    st->nonempty += st->layers[done].cnt > 0;
+  }
   if (rc == FSPS_OK)
     return FSPS_OK;
+  st->nonempty = 0;
   for (uint32_t l = 0; l < done; l++)
     layer_free(st, &st->layers[l]);
   free(st->layers);
@@ -241,8 +257,22 @@ static int build(store *st, shard_spec *spec, char *msg, size_t msglen) {
   return FSPS_RESOURCE_EXHAUSTED;
 }
 
-int store_init(store *st, shard_spec *spec, bool *created, char *msg,
-               size_t msglen) {
+static int keep_blob(store *st, const void *blob, size_t len, char *msg,
+                     size_t msglen) {
+  free(st->blob);
+  st->blob = malloc(len ? len : 1);
+  st->bloblen = len;
+  if (st->blob == NULL) {
+    snprintf(msg, msglen, "out of memory");
+    return FSPS_RESOURCE_EXHAUSTED;
+  }
+  if (len)
+    memcpy(st->blob, blob, len);
+  return FSPS_OK;
+}
+
+int store_init(store *st, shard_spec *spec, const void *blob, size_t bloblen,
+               bool *created, char *msg, size_t msglen) {
   int rc = shard_spec_validate(spec, msg, msglen);
   if (rc != FSPS_OK) {
     shard_spec_destroy(spec);
@@ -260,6 +290,8 @@ int store_init(store *st, shard_spec *spec, bool *created, char *msg,
                st->hash, h);
       rc = FSPS_FAILED_PRECONDITION;
     }
+    shard_spec_destroy(spec);
+  } else if ((rc = keep_blob(st, blob, bloblen, msg, msglen)) != FSPS_OK) {
     shard_spec_destroy(spec);
   } else if ((rc = build(st, spec, msg, msglen)) == FSPS_OK) {
     st->hash = h;
@@ -500,6 +532,31 @@ void store_push_abort(store_push *p) {
   p->got = NULL;
 }
 
+static size_t layer_floats(const store_layer *L) {
+  return (1 + optim_state_per_elem(&L->st->ocfg)) * L->cnt;
+}
+
+/* snap_locked copies the layer at its version for a step-boundary
+ * checkpoint, unless the previous copy is still being written. L->mu held. */
+static void snap_locked(store_layer *L) {
+  store *st = L->st;
+  if (L->snap_busy) { /* the hook sees no copy: this checkpoint is skipped */
+    LOGW("checkpoint at version %" PRIu64 " skipped: the previous one is "
+         "still being written",
+         L->version);
+    return;
+  }
+  if (L->snap == NULL && (L->snap = malloc(layer_floats(L) * 4 + 4)) == NULL)
+    return;
+  memcpy(L->snap, L->cur->data, L->cnt * sizeof(float));
+  if (layer_floats(L) > L->cnt)
+    memcpy(L->snap + L->cnt, L->state,
+           (layer_floats(L) - L->cnt) * sizeof(float));
+  L->snap_version = L->version;
+  if (st->snap_hook)
+    st->snap_hook(st->snap_arg, L->index, L->version);
+}
+
 /* apply runs the optimizer on the layer with the step's summed gradient.
  * Parameters still being sent by pulls are copied first, never changed
  * under them. Called with L->mu held. */
@@ -517,6 +574,8 @@ static int apply(store_layer *L, const float *grad) {
   optim_step(&st->ocfg, L->version + 1, lr, 1.0f / (float)st->cfg.workers,
              L->cur->data, grad, L->state, L->cnt);
   L->version++;
+  if (st->every && L->version % st->every == 0)
+    snap_locked(L);
   return FSPS_OK;
 }
 
@@ -611,4 +670,60 @@ int store_push_commit(store_push *p, bool *duplicate, bool *applied,
   if (rc != FSPS_OK)
     snprintf(msg, msglen, "cannot apply the optimizer: %s", fsps_strerror(rc));
   return rc == FSPS_NOMEM ? FSPS_RESOURCE_EXHAUSTED : rc;
+}
+
+/* ---- checkpoints ---- */
+
+const void *store_blob(const store *st, size_t *len) {
+  *len = st->bloblen;
+  return st->blob;
+}
+
+uint32_t store_nonempty_layers(const store *st) {
+  return store_ready(st) ? st->nonempty : 0;
+}
+
+size_t store_layer_floats(store_layer *L) {
+  return layer_floats(L);
+}
+
+void store_set_snapshots(store *st, uint64_t every,
+                         void (*hook)(void *, uint32_t, uint64_t), void *arg) {
+  st->every = every;
+  st->snap_hook = hook;
+  st->snap_arg = arg;
+}
+
+uint64_t store_copy_now(store_layer *L, float *out) {
+  pthread_mutex_lock(&L->mu);
+  memcpy(out, L->cur->data, L->cnt * sizeof(float));
+  if (layer_floats(L) > L->cnt)
+    memcpy(out + L->cnt, L->state, (layer_floats(L) - L->cnt) * sizeof(float));
+  uint64_t v = L->version;
+  pthread_mutex_unlock(&L->mu);
+  return v;
+}
+
+const float *store_snapshot_hold(store_layer *L, uint64_t version) {
+  pthread_mutex_lock(&L->mu);
+  bool ok = L->snap != NULL && L->snap_version == version;
+  if (ok)
+    L->snap_busy = true;
+  pthread_mutex_unlock(&L->mu);
+  return ok ? L->snap : NULL;
+}
+
+void store_snapshot_release(store_layer *L) {
+  pthread_mutex_lock(&L->mu);
+  L->snap_busy = false;
+  pthread_mutex_unlock(&L->mu);
+}
+
+void store_restore_layer(store_layer *L, const float *data, uint64_t version) {
+  pthread_mutex_lock(&L->mu);
+  memcpy(L->cur->data, data, L->cnt * sizeof(float));
+  if (layer_floats(L) > L->cnt)
+    memcpy(L->state, data + L->cnt, (layer_floats(L) - L->cnt) * sizeof(float));
+  L->version = version;
+  pthread_mutex_unlock(&L->mu);
 }

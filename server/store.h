@@ -46,12 +46,14 @@ store *store_create(const server_config *cfg);
 void store_destroy(store *st);
 
 /* store_init declares the model: takes ownership of spec on success
+ * and keeps a copy of blob (the spec as the client encoded it, written into
+ * checkpoints)
  * (FSPS_OK, *created true) or when the same spec is already declared
  * (FSPS_OK, *created false; spec is freed). A different spec is
  * FSPS_FAILED_PRECONDITION naming both hashes; an invalid one
  * FSPS_INVALID_ARGUMENT. msg says why. Thread-safe. */
-int store_init(store *st, shard_spec *spec, bool *created, char *msg,
-               size_t msglen);
+int store_init(store *st, shard_spec *spec, const void *blob, size_t bloblen,
+               bool *created, char *msg, size_t msglen);
 
 /* store_ready returns whether a model is declared; store_hash its hash. */
 bool store_ready(const store *st);
@@ -117,6 +119,38 @@ int store_push_commit(store_push *p, bool *duplicate, bool *applied,
 
 /* store_push_abort releases what a push holds (after any failure). */
 void store_push_abort(store_push *p);
+
+/* ---- checkpoints ----
+ * A layer's checkpoint data is store_layer_floats(L) floats: its slice of
+ * parameters followed by its optimizer state. */
+
+/* store_blob returns the declared spec's bytes (see store_init). */
+const void *store_blob(const store *st, size_t *len);
+size_t store_layer_floats(store_layer *L);
+
+/* store_nonempty_layers counts the layers whose slice here is not empty
+ * (fixed once the model is declared). No lock. */
+uint32_t store_nonempty_layers(const store *st);
+
+/* store_set_snapshots makes every layer copy itself each time its version
+ * reaches a multiple of `every` (0: never) and then call hook(arg, layer,
+ * version), from the thread that applied the update. Set before serving. */
+void store_set_snapshots(store *st, uint64_t every,
+                         void (*hook)(void *, uint32_t, uint64_t), void *arg);
+
+/* store_copy_now copies layer L as it is now into out; returns its
+ * version. */
+uint64_t store_copy_now(store_layer *L, float *out);
+
+/* store_snapshot_hold returns L's copy taken at `version` and keeps it
+ * from being overwritten until store_snapshot_release; NULL if L holds no
+ * copy of that version. */
+const float *store_snapshot_hold(store_layer *L, uint64_t version);
+void store_snapshot_release(store_layer *L);
+
+/* store_restore_layer sets L's parameters and state (as written by
+ * store_copy_now) and its version; before serving only. */
+void store_restore_layer(store_layer *L, const float *data, uint64_t version);
 
 /* fbuf_ref / fbuf_unref manage published parameter buffers. */
 void fbuf_ref(fbuf *b);

@@ -55,12 +55,16 @@ def generate_pb(tmp):
 class Server:
     """A real fsps-server on an ephemeral loopback port."""
 
-    def __init__(self, tmp, *flags):
+    def __init__(self, tmp, *flags, log=None):
         self.port_file = os.path.join(tmp, "port-%d" % time.monotonic_ns())
+        self.log = log
+        err = open(log, "w") if log else None
         self.proc = subprocess.Popen(
             [ARGS.server, "--listen", "127.0.0.1:0", "--port-file",
-             self.port_file, "--log-level", "warn"] + list(flags),
-            preexec_fn=die_with_parent)
+             self.port_file, "--log-level", "info" if log else "warn"] +
+            list(flags), stderr=err, preexec_fn=die_with_parent)
+        if err:
+            err.close()
         deadline = time.monotonic() + 20
         while not os.path.exists(self.port_file):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -70,11 +74,15 @@ class Server:
             self.port = int(f.read())
         self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.port)
 
-    def stop(self):
+    def stop(self, sig=signal.SIGTERM):
         self.channel.close()
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
         return self.proc.wait(timeout=30)
+
+    def logged(self):
+        with open(self.log) as f:
+            return f.read()
 
     def unary(self, method, req, reply_cls, raw=False):
         call = self.channel.unary_unary(
@@ -260,6 +268,151 @@ class PythonClientTest(unittest.TestCase):
                         lambda: self.srv.pull(0, min_version=2, timeout=0.3))
         self.assertGreaterEqual(time.monotonic() - t0, 0.25)
         self.assertEqual(self.srv.status().layers[0].version, 1)
+
+
+def push_step(srv, step, value, workers=1):
+    for w in range(workers):
+        srv.push([PB.PushChunk(layer=0, step=step, worker=w,
+                               data=pack([value] * 18))])
+
+
+class CheckpointTest(unittest.TestCase):
+    """Checkpoints: written on request, periodically and at SIGTERM;
+    restored after kill -9; bad files refused with a reason."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = os.path.join(self.tmp.name, "ckpt")
+        self.servers = []
+
+    def tearDown(self):
+        for s in self.servers:
+            s.stop(signal.SIGKILL)
+        self.tmp.cleanup()
+
+    def start(self, *flags):
+        log = os.path.join(self.tmp.name, "log%d" % len(self.servers))
+        srv = Server(self.tmp.name, "--checkpoint-dir", self.dir, *flags,
+                     log=log)
+        self.servers.append(srv)
+        return srv
+
+    def checkpoint(self, srv):
+        return srv.unary("Checkpoint", PB.CheckpointRequest(),
+                         PB.CheckpointReply)
+
+    def trained(self, steps, *flags):
+        srv = self.start(*flags)
+        srv.unary("Init", PB.InitRequest(spec=model_spec(), num_servers=1),
+                  PB.InitReply)
+        for t in range(steps):
+            push_step(srv, t, 1.0 + t)
+        return srv
+
+    def files(self):
+        return sorted(f for f in os.listdir(self.dir) if f.endswith(".fsps"))
+
+    def test_restore_after_kill_9(self):
+        srv = self.trained(2)
+        r = self.checkpoint(srv)
+        self.assertEqual(r.min_version, 2)
+        self.assertTrue(os.path.exists(r.path))
+        self.assertGreater(r.bytes, 18 * 4)
+        before, _ = srv.pull(0, min_version=2)
+        srv.stop(signal.SIGKILL)
+        srv = self.start()
+        st = srv.status()
+        self.assertTrue(st.initialized)
+        self.assertEqual(st.layers[0].version, 2)
+        self.assertEqual(srv.pull(0, min_version=2)[0], before)
+        push_step(srv, 2, 1.0)  # training goes on from there
+        self.assertEqual(srv.status().layers[0].version, 3)
+        self.assertIn("restored", srv.logged())
+
+    def test_corrupt_then_truncated_fall_back(self):
+        srv = self.trained(1)
+        old = self.checkpoint(srv).path
+        push_step(srv, 1, 2.0)
+        new = self.checkpoint(srv).path
+        srv.stop(signal.SIGKILL)
+        with open(new, "r+b") as f:  # flip one byte in the middle
+            f.seek(os.path.getsize(new) // 2)
+            b = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([b[0] ^ 0x40]))
+        srv = self.start()
+        self.assertEqual(srv.status().layers[0].version, 1)
+        self.assertIn(os.path.basename(new), srv.logged())
+        self.assertIn("CRC32C", srv.logged())
+        srv.stop(signal.SIGKILL)
+        os.truncate(old, os.path.getsize(old) - 7)
+        srv = self.start()
+        self.assertFalse(srv.status().initialized)
+        self.assertIn("truncated", srv.logged())
+
+    def test_other_server_refused(self):
+        srv = self.trained(1)
+        self.checkpoint(srv)
+        srv.stop(signal.SIGKILL)
+        other = self.start("--num-servers", "2", "--index", "1")
+        self.assertFalse(other.status().initialized)
+        self.assertIn("another server", other.logged())
+
+    def test_periodic_keeps_newest(self):
+        srv = self.trained(0, "--checkpoint-every", "2", "--keep", "2")
+        for t in range(6):
+            push_step(srv, t, 1.0)
+            if t % 2 == 1:  # a checkpoint falls due at versions 2, 4, 6
+                want = "ckpt-s0of1-v%020d.fsps" % (t + 1)
+                deadline = time.monotonic() + 10
+                while want not in self.files():
+                    self.assertLess(time.monotonic(), deadline, self.files())
+                    time.sleep(0.02)
+        self.assertEqual(self.files(),
+                         ["ckpt-s0of1-v%020d.fsps" % v for v in (4, 6)])
+
+    def test_sigterm_writes_final_checkpoint(self):
+        srv = self.trained(3)
+        self.assertEqual(srv.stop(), 0)
+        self.assertEqual(self.files(), ["ckpt-s0of1-v%020d.fsps" % 3])
+
+    def test_disk_full_keeps_old_checkpoint(self):
+        os.makedirs(self.dir)
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k",
+                                  "tmpfs", self.dir],
+                                 capture_output=True).returncode == 0
+        if not mounted:
+            self.skipTest("cannot mount a small tmpfs (needs root)")
+        try:
+            srv = self.trained(1)
+            old = self.checkpoint(srv).path
+            with open(os.path.join(self.dir, "filler"), "wb",
+                      buffering=0) as f:
+                try:  # fill what is left of the 64 KiB
+                    while True:
+                        f.write(b"x" * 512)
+                except OSError:
+                    pass
+            push_step(srv, 1, 2.0)
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.checkpoint(srv)
+            self.assertIn("No space left", cm.exception.details())
+            self.assertEqual(self.files(), [os.path.basename(old)])
+            srv.stop(signal.SIGKILL)
+            srv = self.start()
+            self.assertEqual(srv.status().layers[0].version, 1)
+        finally:
+            for s in self.servers:
+                s.stop(signal.SIGKILL)
+            subprocess.run(["umount", self.dir])
+
+    def test_checkpoint_without_dir_is_refused(self):
+        srv = Server(self.tmp.name)
+        self.servers.append(srv)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.checkpoint(srv)
+        self.assertEqual(cm.exception.code(),
+                         grpc.StatusCode.FAILED_PRECONDITION)
 
 
 def main():

@@ -1,0 +1,38 @@
+/* checkpoint.h: one checkpoint file per server — every layer's slice,
+ * optimizer state and version, the declared spec, S and s, and a CRC32C —
+ * written crash-safely, pruned to the newest K, and restored at start. */
+#ifndef FSPS_SERVER_CHECKPOINT_H
+#define FSPS_SERVER_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "store.h"
+
+typedef struct ckpt ckpt;
+
+/* ckpt_create prepares checkpoints into cfg->checkpoint_dir (NULL, with
+ * msg, if the folder cannot be created). With cfg->checkpoint_every it
+ * starts a writer thread fed by the store's step-boundary copies. */
+ckpt *ckpt_create(store *st, const server_config *cfg, char *msg,
+                  size_t msglen);
+
+/* ckpt_destroy stops the writer (finishing a file in progress). */
+void ckpt_destroy(ckpt *k);
+
+/* ckpt_restore loads the newest valid checkpoint of this server into the
+ * empty store. Files that are corrupt, truncated or for another S or s are
+ * refused with a warning naming the file and the reason, and older ones
+ * are tried. Returns FSPS_OK (msg says which file), FSPS_NOT_FOUND when
+ * there is none to load, or another error with msg. */
+int ckpt_restore(ckpt *k, char *msg, size_t msglen);
+
+/* ckpt_write_now writes a checkpoint of the store as it is (each layer at
+ * its current version). Returns FSPS_OK with the file's path, size and
+ * lowest layer version, or an error with msg; a failed write leaves the
+ * previous checkpoints intact. Thread-safe. */
+int ckpt_write_now(ckpt *k, char *path, size_t pathlen, uint64_t *bytes,
+                   uint64_t *min_version, char *msg, size_t msglen);
+
+#endif
