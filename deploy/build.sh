@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds what the container image ships, into PREFIX/usr/local/bin:
+# fsps-server, fsps-worker and fsps-health (the `helm test` health client),
+# stripped. deploy/Dockerfile's build stage runs exactly this, and so does
+# tests/deploy/check_dockerfile.py on a copy of the Docker build context, so
+# the image's build is exercised without a Docker engine.
+#
+#   bash deploy/build.sh PREFIX       (from any folder; builds the repo it is in)
+#   BUILD_DIR   CMake build folder (a new temporary folder)
+#   JOBS        parallel build jobs (nproc)
+set -euo pipefail
+prefix=${1:?usage: build.sh PREFIX}
+cd "$(dirname "$0")/.."
+build=${BUILD_DIR:-$(mktemp -d)}
+jobs=${JOBS:-$(nproc)}
+
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release
+cmake --build "$build" -j "$jobs" --target fsps-server fsps-worker fsps-health
+for bin in server/fsps-server worker/fsps-worker tests/fsps-health; do
+  install -D -s -m 0755 "$build/$bin" "$prefix/usr/local/bin/${bin##*/}"
+done
+echo "build.sh: installed fsps-server fsps-worker fsps-health into $prefix/usr/local/bin"

@@ -1,0 +1,364 @@
+// validate.mjs: checks the manifests `helm template` rendered from
+// deploy/helm/fsps for one scenario, offline. Run by validate.sh with the
+// modules of package.json (kubernetes-models, its Prometheus Operator
+// models, yaml) on NODE_PATH.
+//
+//  1. Kubernetes API types: every object is validated by kubernetes-models'
+//     class for its apiVersion/kind (the Kubernetes OpenAPI schemas), and
+//     any field those schemas do not know is an error (a misspelt field
+//     would otherwise be dropped silently by the API server).
+//  2. Pod security: every pod meets the "restricted" Pod Security Standard
+//     and the chart's own rules (read-only root, /tmp on an emptyDir, no
+//     service-account token, resources on every container).
+//  3. Wiring: N servers in a StatefulSet behind a matching headless Service,
+//     an Indexed Job of M workers whose FSPS_SERVERS are exactly the
+//     servers' stable DNS names, counts and modes that agree, gRPC probes on
+//     the gRPC port, selectors that pick the right pods, the NetworkPolicy,
+//     PDB, ServiceMonitor and helm test pod when the scenario expects them,
+//     and only environment variables and flags the binaries document.
+//  4. With --emit DIR: what smoke.sh needs to run the rendered servers and
+//     workers on loopback under their DNS names.
+//
+//   node validate.mjs --manifests FILE --scenario JSON --help-dir DIR
+//                     --dockerfile FILE [--emit DIR]
+import fs from "node:fs";
+import path from "node:path";
+import { parseAllDocuments } from "yaml";
+
+const args = {};
+for (let i = 2; i < process.argv.length; i += 2)
+  args[process.argv[i].replace(/^--/, "")] = process.argv[i + 1];
+for (const k of ["manifests", "scenario", "help-dir", "dockerfile"])
+  if (!args[k]) {
+    console.error(`validate.mjs: --${k} is required`);
+    process.exit(2);
+  }
+const sc = JSON.parse(args.scenario);
+const tag = `[${sc.name}]`;
+let failed = 0;
+const fail = (msg) => {
+  failed++;
+  console.log(`FAIL ${tag} ${msg}`);
+};
+const ok = (msg) => console.log(`ok ${tag} ${msg}`);
+const check = (cond, msg) => (cond ? true : (fail(msg), false));
+
+// ---- parse ----------------------------------------------------------------
+const docs = parseAllDocuments(fs.readFileSync(args.manifests, "utf8"));
+const objs = [];
+for (const d of docs) {
+  if (d.errors.length) fail(`YAML error: ${d.errors[0].message}`);
+  const o = d.toJS();
+  if (o !== null && o !== undefined) objs.push(o);
+}
+check(objs.length > 0, "no objects rendered");
+
+// ---- 1. Kubernetes API types ---------------------------------------------
+function modulePath(apiVersion, kind) {
+  if (apiVersion === "monitoring.coreos.com/v1")
+    return `@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/${kind}`;
+  return `kubernetes-models/${apiVersion}/${kind}`; // "v1" is the core group
+}
+
+// Records every property the schema validator reads: a property of the
+// object it never looks at is one the schema does not define. (Maps such as
+// labels are enumerated by the validator, which marks all their keys.)
+function unknownFields(Cls, obj) {
+  const seen = new Set();
+  const wrap = (o, p) =>
+    o === null || typeof o !== "object"
+      ? o
+      : new Proxy(o, {
+          get(t, k, r) {
+            if (typeof k !== "string") return Reflect.get(t, k, r);
+            seen.add(`${p}/${k}`);
+            return wrap(Reflect.get(t, k, r), `${p}/${k}`);
+          },
+          has(t, k) {
+            if (typeof k === "string") seen.add(`${p}/${k}`);
+            return Reflect.has(t, k);
+          },
+          ownKeys(t) {
+            for (const k of Reflect.ownKeys(t))
+              if (typeof k === "string") seen.add(`${p}/${k}`);
+            return Reflect.ownKeys(t);
+          },
+        });
+  Cls.prototype.validate.call(wrap(obj, ""));
+  const unknown = [];
+  const walk = (o, p) => {
+    if (o === null || typeof o !== "object") return;
+    for (const k of Object.keys(o)) {
+      const q = `${p}/${k}`;
+      if (!seen.has(q)) unknown.push(q);
+      else walk(o[k], q);
+    }
+  };
+  walk(obj, "");
+  return unknown;
+}
+
+const byKind = {};
+for (const o of objs) {
+  const id = `${o.kind}/${o.metadata?.name}`;
+  (byKind[o.kind] ??= []).push(o);
+  let Cls;
+  try {
+    const mod = await import(modulePath(o.apiVersion, o.kind));
+    Cls = mod[o.kind];
+  } catch (e) {
+    fail(`${id}: no model for ${o.apiVersion} ${o.kind} (${e.code || e.message})`);
+    continue;
+  }
+  try {
+    new Cls(o).validate();
+  } catch (e) {
+    fail(`${id}: not a valid ${o.apiVersion} ${o.kind}: ${e.message}`);
+    continue;
+  }
+  const unknown = unknownFields(Cls, o);
+  if (unknown.length) fail(`${id}: fields unknown to ${o.apiVersion} ${o.kind}: ${unknown.join(", ")}`);
+  else ok(`${id} is a valid ${o.apiVersion} ${o.kind}`);
+}
+
+// ---- labels and names -----------------------------------------------------
+const dns1123 = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+for (const o of objs) {
+  const id = `${o.kind}/${o.metadata?.name}`;
+  const l = o.metadata?.labels || {};
+  for (const k of ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+                   "app.kubernetes.io/managed-by", "app.kubernetes.io/part-of", "helm.sh/chart"])
+    check(l[k], `${id}: label ${k} missing`);
+  check(l["app.kubernetes.io/instance"] === sc.release, `${id}: instance label is not the release ${sc.release}`);
+  check(dns1123.test(o.metadata.name) && o.metadata.name.length <= 63, `${id}: name is not a DNS label`);
+}
+
+// ---- 2. pod security -----------------------------------------------------
+const one = (kind, pred = () => true) => {
+  const l = (byKind[kind] || []).filter(pred);
+  check(l.length === 1, `expected one ${kind}, found ${l.length}`);
+  return l[0];
+};
+const sts = one("StatefulSet");
+const job = one("Job");
+const testPod = one("Pod", (p) => p.metadata?.annotations?.["helm.sh/hook"] === "test");
+const headless = one("Service", (s) => s.spec?.clusterIP === "None");
+if (!sts || !job || !testPod || !headless) {
+  console.log(`validate.mjs ${tag}: ${failed} failed`);
+  process.exit(1);
+}
+const pods = [
+  ["server", sts.spec.template],
+  ["worker", job.spec.template],
+  ["test", { metadata: testPod.metadata, spec: testPod.spec }],
+];
+const allowedVolumes = new Set(["configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                                "persistentVolumeClaim", "projected", "secret"]);
+const images = new Set();
+for (const [what, tpl] of pods) {
+  const s = tpl.spec;
+  const psc = s.securityContext || {};
+  check(!s.hostNetwork && !s.hostPID && !s.hostIPC, `${what}: uses host namespaces`);
+  check(s.automountServiceAccountToken === false, `${what}: mounts a service-account token`);
+  check(psc.seccompProfile?.type === "RuntimeDefault", `${what}: seccompProfile is not RuntimeDefault`);
+  check(psc.runAsNonRoot === true, `${what}: pod runAsNonRoot is not true`);
+  check(Number.isInteger(psc.runAsUser) && psc.runAsUser > 0, `${what}: runAsUser is not a non-root uid`);
+  const vols = Object.fromEntries((s.volumes || []).map((v) => [v.name, v]));
+  for (const v of s.volumes || []) {
+    const types = Object.keys(v).filter((k) => k !== "name");
+    check(types.every((t) => allowedVolumes.has(t)), `${what}: volume ${v.name} of type ${types} is not allowed by "restricted"`);
+  }
+  if (sts.spec.volumeClaimTemplates && what === "server")
+    for (const c of sts.spec.volumeClaimTemplates) vols[c.metadata.name] = { persistentVolumeClaim: {} };
+  for (const c of [...(s.initContainers || []), ...s.containers]) {
+    const cid = `${what}/${c.name}`;
+    const sc2 = c.securityContext || {};
+    images.add(c.image);
+    check(sc2.allowPrivilegeEscalation === false, `${cid}: allowPrivilegeEscalation is not false`);
+    check(sc2.privileged !== true, `${cid}: privileged`);
+    check(sc2.readOnlyRootFilesystem === true, `${cid}: root filesystem is writable`);
+    check((sc2.capabilities?.drop || []).includes("ALL"), `${cid}: does not drop ALL capabilities`);
+    check(!(sc2.capabilities?.add || []).some((x) => x !== "NET_BIND_SERVICE"), `${cid}: adds capabilities`);
+    check(sc2.runAsUser === undefined || sc2.runAsUser > 0, `${cid}: runs as root`);
+    check(!(c.ports || []).some((p) => p.hostPort), `${cid}: uses a hostPort`);
+    const r = c.resources || {};
+    check(r.requests?.cpu && r.requests?.memory && r.limits?.memory, `${cid}: lacks cpu/memory requests or a memory limit`);
+    const tmp = (c.volumeMounts || []).find((m) => m.mountPath === "/tmp");
+    check(tmp && vols[tmp.name]?.emptyDir, `${cid}: /tmp is not an emptyDir mount`);
+    for (const m of c.volumeMounts || []) check(vols[m.name], `${cid}: mounts undefined volume ${m.name}`);
+    check(Array.isArray(c.command) && c.command[0].startsWith("/"), `${cid}: no exec-form command with an absolute path`);
+  }
+}
+check(images.size === 1, `containers use several images: ${[...images]}`);
+const image = [...images][0];
+if (sc.image) check(image === sc.image, `image is ${image}, expected ${sc.image}`);
+ok(`pods meet the restricted Pod Security Standard; image ${image}`);
+
+// ---- 3. wiring -----------------------------------------------------------
+const matches = (sel, labels) => Object.entries(sel || {}).every(([k, v]) => labels?.[k] === v);
+const env = (c) => Object.fromEntries((c.env || []).map((e) => [e.name, e]));
+const val = (e, n) => e[n]?.value;
+
+// Only variables and flags the binaries document (their --help texts).
+const helpOf = (b) => fs.readFileSync(path.join(args["help-dir"], `${b}.txt`), "utf8");
+const binOf = (cmd) => path.basename(cmd[0]);
+const dockerfile = fs.readFileSync(args.dockerfile, "utf8");
+const bindir = (dockerfile.match(/^COPY --from=\S+\s+\S+\s+(\S+?)\/?\s*$/m) || [])[1];
+for (const [what, tpl] of pods)
+  for (const c of [...(tpl.spec.initContainers || []), ...tpl.spec.containers]) {
+    const b = binOf(c.command);
+    if (!check(["fsps-server", "fsps-worker", "fsps-health"].includes(b), `${what}/${c.name}: runs ${c.command[0]}`)) continue;
+    check(path.dirname(c.command[0]) === bindir, `${what}/${c.name}: ${c.command[0]} is not where the Dockerfile puts binaries (${bindir})`);
+    const help = helpOf(b);
+    for (const e of c.env || [])
+      if (e.name.startsWith("FSPS_")) check(help.includes(`[${e.name}]`), `${what}/${c.name}: ${b} does not read ${e.name}`);
+    for (const a of [...c.command.slice(1), ...(c.args || [])])
+      if (a.startsWith("--")) check(help.includes(a.split("=")[0]), `${what}/${c.name}: ${b} has no flag ${a}`);
+  }
+
+// Servers.
+const S = sc.servers, W = sc.workers;
+const sc_ = sts.spec;
+const server = sc_.template.spec.containers.find((c) => binOf(c.command) === "fsps-server");
+const se = env(server);
+check(sc_.replicas === S, `StatefulSet replicas ${sc_.replicas}, expected ${S}`);
+check(sc_.podManagementPolicy === "Parallel", "StatefulSet podManagementPolicy is not Parallel");
+check(sc_.serviceName === headless.metadata.name, `StatefulSet serviceName ${sc_.serviceName} is not the headless Service ${headless.metadata.name}`);
+check(matches(sc_.selector.matchLabels, sc_.template.metadata.labels), "StatefulSet selector does not match its pods");
+check(headless.spec.publishNotReadyAddresses === true, "headless Service does not publish not-ready addresses");
+check(matches(headless.spec.selector, sc_.template.metadata.labels), "headless Service does not select the server pods");
+check(!matches(headless.spec.selector, job.spec.template.metadata.labels), "headless Service selects worker pods too");
+const grpcPort = (server.ports || []).find((p) => p.name === "grpc")?.containerPort;
+check(grpcPort === sc.port, `server gRPC port ${grpcPort}, expected ${sc.port}`);
+// The image documents the ports the chart uses by default.
+const exposed = [...dockerfile.matchAll(/^EXPOSE\s+(.*)$/gm)].flatMap((m) => m[1].split(/\s+/).map((p) => Number(p.split("/")[0])));
+for (const name of sc.exposed || []) {
+  const p = (server.ports || []).find((x) => x.name === name)?.containerPort;
+  check(p && exposed.includes(p), `the Dockerfile does not EXPOSE the ${name} port ${p} (EXPOSE ${exposed})`);
+}
+check(headless.spec.ports.some((p) => p.name === "grpc" && p.port === grpcPort), "headless Service lacks the grpc port");
+check(se.FSPS_INDEX?.valueFrom?.fieldRef?.fieldPath === "metadata.labels['apps.kubernetes.io/pod-index']",
+      "FSPS_INDEX does not come from the pod-index label (the StatefulSet ordinal)");
+check(val(se, "FSPS_NUM_SERVERS") === String(S), `FSPS_NUM_SERVERS ${val(se, "FSPS_NUM_SERVERS")}, expected ${S}`);
+check(val(se, "FSPS_WORKERS") === String(W), `server FSPS_WORKERS ${val(se, "FSPS_WORKERS")}, expected ${W}`);
+check(val(se, "FSPS_LISTEN") === `0.0.0.0:${grpcPort}`, `FSPS_LISTEN ${val(se, "FSPS_LISTEN")} is not 0.0.0.0:${grpcPort}`);
+for (const p of ["startupProbe", "readinessProbe", "livenessProbe"])
+  check(server[p]?.grpc?.port === grpcPort && !server[p]?.grpc?.service, `${p} is not a gRPC probe of the health service on ${grpcPort}`);
+const graceMs = Number(val(se, "FSPS_GRACE_MS") ?? 5000);
+check(sc_.template.spec.terminationGracePeriodSeconds * 1000 > graceMs,
+      `terminationGracePeriodSeconds ${sc_.template.spec.terminationGracePeriodSeconds} does not cover FSPS_GRACE_MS ${graceMs}`);
+const ckMount = (server.volumeMounts || []).find((m) => m.name === "checkpoints");
+check(ckMount, "servers have no checkpoints volume");
+const claim = (sc_.volumeClaimTemplates || []).find((c) => c.metadata.name === "checkpoints");
+if (sc.pvc) check(claim?.spec?.resources?.requests?.storage, "checkpoints are not on a volumeClaimTemplate");
+else check(!claim && sc_.template.spec.volumes.some((v) => v.name === "checkpoints" && v.emptyDir), "checkpoints are not on an emptyDir");
+const metricsPort = (server.ports || []).find((p) => p.name === "metrics");
+check(!!metricsPort === !!sc.metrics, `metrics port ${metricsPort ? "open" : "closed"}, expected ${sc.metrics ? "open" : "closed"}`);
+check(!(server.command.slice(1).concat(server.args || [])).some((a) => /checkpoint|metrics/.test(a)),
+      "the server command passes a checkpoint or metrics flag fsps-server does not have yet");
+
+// Workers.
+const js = job.spec;
+const worker = js.template.spec.containers.find((c) => binOf(c.command) === "fsps-worker");
+const we = env(worker);
+check(js.completionMode === "Indexed", "Job is not Indexed");
+check(js.completions === W && js.parallelism === W, `Job completions/parallelism ${js.completions}/${js.parallelism}, expected ${W}/${W}`);
+check(js.template.spec.restartPolicy === "Never", "worker restartPolicy is not Never");
+check(we.FSPS_RANK?.valueFrom?.fieldRef?.fieldPath === "metadata.annotations['batch.kubernetes.io/job-completion-index']",
+      "FSPS_RANK does not come from the job-completion-index annotation");
+check(val(we, "FSPS_WORLD") === String(W), `FSPS_WORLD ${val(we, "FSPS_WORLD")}, expected ${W}`);
+for (const k of ["FSPS_MODE", "FSPS_STALENESS"])
+  check(val(we, k) === val(se, k), `workers' ${k} ${val(we, k)} differs from the servers' ${val(se, k)}`);
+check(val(se, "FSPS_MODE") === sc.mode, `mode ${val(se, "FSPS_MODE")}, expected ${sc.mode}`);
+// Each StatefulSet pod <sts>-<i> is reachable as <sts>-<i>.<serviceName>.<ns>.svc.<domain>.
+const dnsNames = [...Array(S).keys()].map(
+  (i) => `${sts.metadata.name}-${i}.${sc_.serviceName}.${sc.namespace}.svc.${sc.domain}`);
+const expected = dnsNames.map((h) => `${h}:${grpcPort}`);
+const servers = (val(we, "FSPS_SERVERS") || "").split(",");
+check(JSON.stringify(servers) === JSON.stringify(expected),
+      `FSPS_SERVERS is ${servers.join(",")}\n      expected ${expected.join(",")}`);
+for (const h of dnsNames) check(h.split(".").every((l) => l.length <= 63 && dns1123.test(l)), `${h} is not a valid DNS name`);
+const init = (js.template.spec.initContainers || []).find((c) => binOf(c.command) === "fsps-health");
+if (init) check(JSON.stringify(init.command.slice(3)) === JSON.stringify(expected), "wait-for-servers does not wait for exactly the servers");
+const testCmd = testPod.spec.containers[0].command;
+check(binOf(testCmd) === "fsps-health" && JSON.stringify(testCmd.slice(3)) === JSON.stringify(expected),
+      "the helm test pod does not check exactly the servers");
+check(testPod.spec.restartPolicy === "Never", "the helm test pod restarts");
+
+// Optional objects.
+const pdbs = byKind.PodDisruptionBudget || [];
+check(pdbs.length === (sc.pdb ? 1 : 0), `${pdbs.length} PodDisruptionBudgets, expected ${sc.pdb ? 1 : 0}`);
+for (const p of pdbs) {
+  check(matches(p.spec.selector.matchLabels, sc_.template.metadata.labels), "the PDB does not select the servers");
+  check(!matches(p.spec.selector.matchLabels, js.template.metadata.labels), "the PDB selects workers");
+}
+const nps = byKind.NetworkPolicy || [];
+check(nps.length === (sc.networkPolicy ? 2 : 0), `${nps.length} NetworkPolicies, expected ${sc.networkPolicy ? 2 : 0}`);
+if (sc.networkPolicy) {
+  const snp = nps.find((n) => matches(n.spec.podSelector.matchLabels, sc_.template.metadata.labels));
+  const wnp = nps.find((n) => matches(n.spec.podSelector.matchLabels, js.template.metadata.labels));
+  if (check(snp, "no NetworkPolicy selects the servers")) {
+    check(snp.spec.policyTypes?.includes("Ingress"), "server NetworkPolicy does not police ingress");
+    const grpcRules = snp.spec.ingress.filter((r) => r.ports?.some((p) => p.port === grpcPort));
+    check(grpcRules.length === 1, "one ingress rule must cover the gRPC port");
+    const r = grpcRules[0] || {};
+    const peers = r.from || [];
+    check(peers.length > 0 && peers.every((p) => p.podSelector && !p.namespaceSelector && !p.ipBlock),
+          "gRPC is open to more than pods of this namespace");
+    for (const [what, labels] of [["workers", js.template.metadata.labels], ["servers", sc_.template.metadata.labels],
+                                  ["helm test", testPod.metadata.labels]])
+      check(peers.some((p) => matches(p.podSelector.matchLabels, labels)), `NetworkPolicy keeps ${what} from the gRPC port`);
+    const stranger = { ...js.template.metadata.labels, "app.kubernetes.io/instance": "another-release" };
+    check(!peers.some((p) => matches(p.podSelector.matchLabels, stranger)), "another release's pods reach the gRPC port");
+    const ports = snp.spec.ingress.flatMap((x) => (x.ports || []).map((p) => p.port));
+    const want = sc.metrics ? [grpcPort, metricsPort?.containerPort] : [grpcPort];
+    check(JSON.stringify(ports.sort()) === JSON.stringify(want.sort()), `ingress ports ${ports}, expected ${want}`);
+  }
+  if (check(wnp, "no NetworkPolicy selects the workers"))
+    check(wnp.spec.policyTypes?.includes("Ingress") && !(wnp.spec.ingress || []).length, "workers accept connections");
+}
+const sms = byKind.ServiceMonitor || [];
+check(sms.length === (sc.serviceMonitor ? 1 : 0), `${sms.length} ServiceMonitors, expected ${sc.serviceMonitor ? 1 : 0}`);
+for (const m of sms) {
+  check(matches(m.spec.selector.matchLabels, headless.metadata.labels), "the ServiceMonitor does not select the server Service");
+  check(m.spec.endpoints.every((e) => headless.spec.ports.some((p) => p.name === e.port)), "ServiceMonitor endpoint port not on the Service");
+}
+const sas = byKind.ServiceAccount || [];
+check(sas.length === (sc.serviceAccount ? 1 : 0), `${sas.length} ServiceAccounts, expected ${sc.serviceAccount ? 1 : 0}`);
+for (const a of sas) {
+  check(a.automountServiceAccountToken === false, "the ServiceAccount automounts its token");
+  for (const [what, tpl] of pods) check(tpl.spec.serviceAccountName === a.metadata.name, `${what} pods do not use the chart's ServiceAccount`);
+}
+if (!failed) ok(`wiring: ${S} server(s) as ${expected.join(", ")}; ${W} worker(s), mode ${sc.mode}`);
+
+// ---- 4. emit what smoke.sh runs ------------------------------------------
+function resolveEnv(c, fields) {
+  const out = [];
+  for (const e of c.env || []) {
+    if (e.value !== undefined) out.push(`${e.name}=${e.value}`);
+    else if (e.valueFrom?.fieldRef && fields[e.valueFrom.fieldRef.fieldPath] !== undefined)
+      out.push(`${e.name}=${fields[e.valueFrom.fieldRef.fieldPath]}`);
+    else fail(`cannot resolve ${e.name} outside a cluster: ${JSON.stringify(e.valueFrom)}`);
+  }
+  return out;
+}
+if (args.emit && !failed) {
+  const dir = args.emit;
+  fs.mkdirSync(dir, { recursive: true });
+  const lines = (l) => l.join("\n") + "\n";
+  // Server i answers on 127.0.1.(i+1); the hosts file gives it its DNS name.
+  fs.writeFileSync(path.join(dir, "hosts"),
+    lines(["127.0.0.1 localhost", ...dnsNames.map((h, i) => `127.0.1.${i + 1} ${h}`)]));
+  for (let i = 0; i < S; i++)
+    fs.writeFileSync(path.join(dir, `server-${i}.env`), lines(resolveEnv(server, {
+      "metadata.labels['apps.kubernetes.io/pod-index']": String(i) })));
+  for (let r = 0; r < W; r++)
+    fs.writeFileSync(path.join(dir, `worker-${r}.env`), lines(resolveEnv(worker, {
+      "metadata.annotations['batch.kubernetes.io/job-completion-index']": String(r) })));
+  if (init) fs.writeFileSync(path.join(dir, "init.cmd"), lines(init.command));
+  fs.writeFileSync(path.join(dir, "test.cmd"), lines(testCmd));
+  fs.writeFileSync(path.join(dir, "counts"), `${S} ${W} ${grpcPort}\n`);
+}
+
+console.log(failed ? `validate.mjs ${tag}: ${failed} failed` : `validate.mjs ${tag}: ${objs.length} objects, all checks passed`);
+process.exit(failed ? 1 : 0);

