@@ -286,6 +286,9 @@ int main(int argc, char **argv) {
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
+  /* As fsps-worker does: the recommended set-up for moving large layers.
+   * The raw baseline reads and writes one preallocated buffer either way. */
+  fsps_tune_malloc();
   size_t max = 0;
   for (int i = 0; i < o.nsizes; i++)
     if ((size_t)o.sizes[i] << 20 > max)

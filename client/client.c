@@ -2,6 +2,7 @@
  * counters, and the timer thread that restarts calls after a backoff. */
 #include <ctype.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +95,14 @@ double fsps_wait_seconds(const fsps_client *c) {
 
 uint64_t fsps_peak_buffer_bytes(const fsps_client *c) {
   return c ? c->peak_bytes : 0;
+}
+
+int fsps_tune_malloc(void) {
+  /* Large blocks then come from the heap and stay mapped when freed, so a
+   * message buffer reuses pages that are already faulted in. */
+  bool ok = mallopt(M_MMAP_THRESHOLD, 256 << 20) == 1;
+  ok = mallopt(M_TRIM_THRESHOLD, 512 << 20) == 1 && ok;
+  return ok ? FSPS_OK : FSPS_INTERNAL;
 }
 
 /* ---- server list ---- */
@@ -213,13 +222,29 @@ static int start_threads(fsps_client *c, char *err, size_t errlen) {
   return FSPS_OK;
 }
 
+/* open_loops starts the threads that run the channels' streams: one unless
+ * o.io_threads asks for more (never more than one per server). */
+static int open_loops(fsps_client *c, char *err, size_t errlen) {
+  uint32_t n = c->o.io_threads ? c->o.io_threads : 1;
+  c->nloops = n < c->S ? n : c->S;
+  c->loops = calloc(c->nloops, sizeof *c->loops);
+  if (c->loops == NULL)
+    return say(err, errlen, FSPS_NOMEM, "out of memory");
+  for (uint32_t i = 0; i < c->nloops; i++) {
+    rpc_status st;
+    if ((c->loops[i] = rpc_loop_create(&st)) == NULL)
+      return say(err, errlen, st.code, "%s", st.msg);
+  }
+  return FSPS_OK;
+}
+
 static int open_channels(fsps_client *c, char *err, size_t errlen) {
   c->ch = calloc(c->S, sizeof *c->ch);
   if (c->ch == NULL)
     return say(err, errlen, FSPS_NOMEM, "out of memory");
   for (uint32_t s = 0; s < c->S; s++) {
     rpc_status st;
-    c->ch[s] = rpc_channel_create(c->addr[s], &st);
+    c->ch[s] = rpc_channel_create_on(c->addr[s], c->loops[s % c->nloops], &st);
     if (c->ch[s] == NULL)
       return say(err, errlen, st.code, "server %u (%s): %s", s, c->addr[s],
                  st.msg);
@@ -245,6 +270,8 @@ int fsps_connect(const fsps_options *o, fsps_client **out, char *err,
   rc = split_servers(c, err, errlen);
   if (rc == FSPS_OK)
     rc = start_threads(c, err, errlen);
+  if (rc == FSPS_OK)
+    rc = open_loops(c, err, errlen);
   if (rc == FSPS_OK)
     rc = open_channels(c, err, errlen);
   if (rc != FSPS_OK) {
@@ -276,6 +303,8 @@ void fsps_close(fsps_client *c) {
   stop_timer(c);
   for (uint32_t s = 0; c->ch != NULL && s < c->S; s++)
     rpc_channel_destroy(c->ch[s]);
+  for (uint32_t i = 0; c->loops != NULL && i < c->nloops; i++)
+    rpc_loop_destroy(c->loops[i]);
   if (threads) {
     sched_destroy(c);
     pool_destroy(c);
@@ -286,6 +315,7 @@ void fsps_close(fsps_client *c) {
   }
   shard_spec_destroy(c->spec);
   free(c->ch);
+  free(c->loops);
   free(c->addr);
   free(c->servers);
   free(c);

@@ -75,7 +75,9 @@ struct fsps_client {
   char *servers; /* o.servers points here */
   uint32_t S;
   char **addr;
-  rpc_channel **ch;
+  rpc_loop **loops; /* threads running the channels' streams */
+  uint32_t nloops;
+  rpc_channel **ch; /* server s's channel runs on loops[s % nloops] */
   shard_spec *spec; /* the model, once declared or attached */
   uint32_t L;
   char err[CLIENT_MSG_MAX];
@@ -181,6 +183,10 @@ int push_start(fsps_client *c, uint32_t layer, uint64_t step, const float *grad,
 /* push_wait_all waits for every push in flight and returns (and clears)
  * the first error among them, message in c->err. */
 int push_wait_all(fsps_client *c);
+
+/* push_wait_below waits until at most max pushes are in flight (their
+ * errors stay for push_wait_all): what bounds the gradient buffers held. */
+void push_wait_below(fsps_client *c, uint32_t max);
 
 /* ---- buffer pool (pool.c) ---- */
 

@@ -229,6 +229,13 @@ int push_wait_all(fsps_client *c) {
   return rc;
 }
 
+void push_wait_below(fsps_client *c, uint32_t max) {
+  pthread_mutex_lock(&c->mu);
+  while (c->pushes > max)
+    client_wait(c);
+  pthread_mutex_unlock(&c->mu);
+}
+
 /* ---- public ---- */
 
 int fsps_push(fsps_client *c, uint32_t layer, uint64_t step,

@@ -177,6 +177,11 @@ int fsps_backward(fsps_client *c, uint32_t layer, const float **params,
     return rc;
   layer_slot *sl = &c->slots[layer];
   uint64_t n = client_layer_n(c, layer);
+  /* Gradients still being pushed hold their buffers: at most `prefetch`
+   * (at least one) stay in flight, so memory stays bounded by a few
+   * layers even when the network is slower than backward. */
+  if (sl->grad == NULL)
+    push_wait_below(c, c->o.prefetch ? c->o.prefetch : 1);
   if (sl->grad == NULL && (sl->grad = pool_get(c, n)) == NULL)
     return client_fail(c, FSPS_NOMEM,
                        "out of memory for the gradient of layer %u "

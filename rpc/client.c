@@ -1,5 +1,5 @@
-/* client.c: the gRPC client side — channels with their own completion-queue
- * thread, blocking unary calls, and callback-driven streaming calls. */
+/* client.c: the gRPC client side — completion-queue threads (loops) shared
+ * by channels, blocking unary calls, and callback-driven streaming calls. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -40,11 +40,16 @@ typedef struct {
   void *handle;
 } method_entry;
 
+struct rpc_loop {
+  grpc_completion_queue *cq;
+  pthread_t thread;
+};
+
 struct rpc_channel {
   grpc_channel *ch;
   char *target;
-  grpc_completion_queue *cq;
-  pthread_t thread;
+  rpc_loop *loop;
+  bool own_loop; /* made by rpc_channel_create, destroyed with it */
   pthread_mutex_t mu;
   pthread_cond_t cv;
   rpc_stream *live;
@@ -52,11 +57,43 @@ struct rpc_channel {
   int nmethods;
 };
 
+/* ---- loops ---- */
+
+static void *loop_thread(void *arg);
+
+rpc_loop *rpc_loop_create(rpc_status *st) {
+  rpc_loop *l = calloc(1, sizeof *l);
+  if (l == NULL) {
+    rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    return NULL;
+  }
+  rpc_init();
+  l->cq = grpc_completion_queue_create_for_next(NULL);
+  if (pthread_create(&l->thread, NULL, loop_thread, l) != 0) {
+    rpc_status_set(st, RPC_INTERNAL, "cannot start a completion-queue thread");
+    grpc_completion_queue_shutdown(l->cq);
+    grpc_completion_queue_destroy(l->cq);
+    free(l);
+    rpc_shutdown();
+    return NULL;
+  }
+  return l;
+}
+
+void rpc_loop_destroy(rpc_loop *l) {
+  if (l == NULL)
+    return;
+  grpc_completion_queue_shutdown(l->cq);
+  pthread_join(l->thread, NULL);
+  grpc_completion_queue_destroy(l->cq);
+  free(l);
+  rpc_shutdown();
+}
+
 /* ---- channels ---- */
 
-static void *channel_thread(void *arg);
-
-rpc_channel *rpc_channel_create(const char *target, rpc_status *st) {
+rpc_channel *rpc_channel_create_on(const char *target, rpc_loop *loop,
+                                   rpc_status *st) {
   rpc_channel *ch = calloc(1, sizeof *ch);
   if (ch == NULL || (ch->target = strdup(target)) == NULL) {
     free(ch);
@@ -67,19 +104,22 @@ rpc_channel *rpc_channel_create(const char *target, rpc_status *st) {
   grpc_channel_credentials *creds = grpc_insecure_credentials_create();
   ch->ch = grpc_channel_create(target, creds, rpc_channel_args());
   grpc_channel_credentials_release(creds);
-  ch->cq = grpc_completion_queue_create_for_next(NULL);
+  ch->loop = loop;
   pthread_mutex_init(&ch->mu, NULL);
   pthread_cond_init(&ch->cv, NULL);
-  if (pthread_create(&ch->thread, NULL, channel_thread, ch) != 0) {
-    rpc_status_set(st, RPC_INTERNAL, "cannot start channel thread");
-    grpc_completion_queue_shutdown(ch->cq);
-    grpc_completion_queue_destroy(ch->cq);
-    grpc_channel_destroy(ch->ch);
-    free(ch->target);
-    free(ch);
-    rpc_shutdown();
+  return ch;
+}
+
+rpc_channel *rpc_channel_create(const char *target, rpc_status *st) {
+  rpc_loop *l = rpc_loop_create(st);
+  if (l == NULL)
+    return NULL;
+  rpc_channel *ch = rpc_channel_create_on(target, l, st);
+  if (ch == NULL) {
+    rpc_loop_destroy(l);
     return NULL;
   }
+  ch->own_loop = true;
   return ch;
 }
 
@@ -92,9 +132,9 @@ void rpc_channel_destroy(rpc_channel *ch) {
   while (ch->live != NULL)
     pthread_cond_wait(&ch->cv, &ch->mu);
   pthread_mutex_unlock(&ch->mu);
-  grpc_completion_queue_shutdown(ch->cq);
-  pthread_join(ch->thread, NULL);
-  grpc_completion_queue_destroy(ch->cq);
+  /* Every stream has ended: the loop holds no event of this channel. */
+  if (ch->own_loop)
+    rpc_loop_destroy(ch->loop);
   grpc_channel_destroy(ch->ch);
   pthread_mutex_destroy(&ch->mu);
   pthread_cond_destroy(&ch->cv);
@@ -303,11 +343,11 @@ static void on_stream_send(rpc_stream *s, bool ok) {
     s->cbs.on_sent(s, ok, s->cbs.ctx);
 }
 
-static void *channel_thread(void *arg) {
-  rpc_channel *ch = arg;
+static void *loop_thread(void *arg) {
+  rpc_loop *l = arg;
   for (;;) {
     grpc_event ev = grpc_completion_queue_next(
-        ch->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        l->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
     if (ev.type == GRPC_QUEUE_SHUTDOWN)
       return NULL;
     if (ev.type != GRPC_OP_COMPLETE)
@@ -385,7 +425,7 @@ rpc_stream *rpc_stream_start(rpc_channel *ch, const char *path, rpc_kind kind,
     rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
     return NULL;
   }
-  s->call = new_call(ch, path, ch->cq, timeout_ms);
+  s->call = new_call(ch, path, ch->loop->cq, timeout_ms);
   link_live(s);
   if (!start_ops(s, req)) {
     /* Batches that did start complete (cancelled) and drop their refs. */

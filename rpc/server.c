@@ -499,13 +499,31 @@ static int register_all(rpc_server *srv, rpc_status *st) {
   return RPC_OK;
 }
 
+/* new_queue creates queue i of n. Only the first half (rounded up) poll
+ * the sockets; the others just run handlers. With epoll1 every polling
+ * thread takes part in reading every connection, and the poller role moves
+ * to another thread on each event: with two pollers one stream's messages
+ * bounced between threads, costing 30-50% more server CPU per byte and a
+ * slower push on two cores. Non-polling queues still spread handler work
+ * (copies, the optimizer) over threads while pollers read. */
+static grpc_completion_queue *new_queue(int i, int n) {
+  grpc_completion_queue_attributes attr = {
+      .version = GRPC_CQ_CURRENT_VERSION,
+      .cq_completion_type = GRPC_CQ_NEXT,
+      .cq_polling_type =
+          i < (n + 1) / 2 ? GRPC_CQ_DEFAULT_POLLING : GRPC_CQ_NON_POLLING,
+  };
+  return grpc_completion_queue_create(
+      grpc_completion_queue_factory_lookup(&attr), &attr, NULL);
+}
+
 static int create_queues(rpc_server *srv, rpc_status *st) {
   srv->cqs = calloc((size_t)srv->nthreads, sizeof *srv->cqs);
   srv->threads = calloc((size_t)srv->nthreads, sizeof *srv->threads);
   if (srv->cqs == NULL || srv->threads == NULL)
     return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
   for (int i = 0; i < srv->nthreads; i++) {
-    srv->cqs[i] = grpc_completion_queue_create_for_next(NULL);
+    srv->cqs[i] = new_queue(i, srv->nthreads);
     grpc_server_register_completion_queue(srv->server, srv->cqs[i], NULL);
   }
   return RPC_OK;

@@ -49,6 +49,14 @@ static int begin(service *svc, push_state *ps, const rpc_tensor_hdr *h,
   return store_push_begin(L, h->v[2], (uint32_t)h->v[3], &ps->p, err, errlen);
 }
 
+/* scan_piece notes whether a piece of a chunk, just copied and still in
+ * cache, holds NaN/Inf. */
+static void scan_piece(void *arg, void *piece, size_t len) {
+  bool *nonfinite = arg;
+  if (store_any_nonfinite(piece, len / sizeof(float)))
+    *nonfinite = true;
+}
+
 /* chunk checks one message and copies its payload into the staging
  * buffer: the one copy a receive makes. */
 static int chunk(service *svc, push_state *ps, rpc_msg *msg, char *err,
@@ -79,8 +87,11 @@ static int chunk(service *svc, push_state *ps, rpc_msg *msg, char *err,
   float *dst = store_push_chunk(&ps->p, h.v[4], count, err, errlen);
   if (dst == NULL)
     return RPC_INVALID_ARGUMENT;
-  rpc_msg_copy_payload(msg, dst);
-  return store_push_check(&ps->p, dst, count, err, errlen);
+  bool nonfinite = false;
+  rpc_msg_copy_payload_each(msg, dst, scan_piece, &nonfinite);
+  /* Only a chunk with NaN/Inf takes the full check that rejects or zeroes
+   * them, naming the first. */
+  return nonfinite ? store_push_check(&ps->p, dst, count, err, errlen) : RPC_OK;
 }
 
 static void finish(service *svc, rpc_call *call, push_state *ps) {

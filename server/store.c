@@ -1,10 +1,12 @@
 /* store.c: the shard store — layers' slices, optimizer state, per-step
  * accumulators and the version barrier that parked pulls wait on. */
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "log.h"
 #include "optim/optim.h"
@@ -62,6 +64,23 @@ struct store {
 
 /* ---- buffers ---- */
 
+/* Buffers of a huge page or more are aligned to one and advised to use
+ * huge pages: first touching memory costs 10-15 us per 4 KiB page on some
+ * VMs (230 ms for a 64 MiB slice), about 20x less in 2 MiB pages. That
+ * cost hits a layer's first push, and a pull-time copy of parameters
+ * (apply) whenever the pool has no free buffer. */
+#define HUGE_PAGE_BYTES ((size_t)2 << 20)
+
+static void *big_alloc(size_t bytes) {
+  if (bytes < HUGE_PAGE_BYTES)
+    return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+  bytes = (bytes + HUGE_PAGE_BYTES - 1) & ~(HUGE_PAGE_BYTES - 1);
+  void *p = aligned_alloc(HUGE_PAGE_BYTES, bytes);
+  if (p != NULL)
+    madvise(p, bytes, MADV_HUGEPAGE); /* only a hint: failure is harmless */
+  return p;
+}
+
 static fbuf *fbuf_get(store_layer *L) {
   pthread_mutex_lock(&L->pool_mu);
   fbuf *b = L->free_list;
@@ -70,8 +89,8 @@ static fbuf *fbuf_get(store_layer *L) {
   pthread_mutex_unlock(&L->pool_mu);
   if (b == NULL) {
     b = calloc(1, sizeof *b);
-    size_t bytes = ((L->cnt ? L->cnt : 1) * sizeof(float) + 63) & ~(size_t)63;
-    if (b == NULL || (b->data = aligned_alloc(64, bytes)) == NULL) {
+    size_t bytes = (L->cnt ? L->cnt : 1) * sizeof(float);
+    if (b == NULL || (b->data = big_alloc(bytes)) == NULL) {
       free(b);
       return NULL;
     }
@@ -222,7 +241,7 @@ static int layer_init(store *st, uint32_t l, store_layer *L) {
   shard_slice(L->spec->n, st->cfg.num_servers, st->cfg.index, &L->off, &L->cnt);
   size_t k = optim_state_per_elem(&st->ocfg);
   L->cur = fbuf_get(L);
-  L->state = k ? malloc(k * (L->cnt ? L->cnt : 1) * sizeof(float)) : NULL;
+  L->state = k ? big_alloc(k * (L->cnt ? L->cnt : 1) * sizeof(float)) : NULL;
   if (L->cur == NULL || (k && L->state == NULL))
     return FSPS_NOMEM;
   int rc = shard_init_fill(st->spec, l, L->off, L->cnt, L->cur->data);
@@ -487,15 +506,42 @@ float *store_push_chunk(store_push *p, uint64_t offset, uint64_t count,
   return p->buf->data + rel;
 }
 
+/* A float is NaN or +-Inf exactly when its exponent bits are all ones.
+ * Testing the bits is integer work the compiler vectorises; a float-sum
+ * probe is one long dependency chain and cost more than the receive copy
+ * itself. */
+#define FLOAT_EXP_BITS 0x7f800000u
+
+static inline __attribute__((always_inline)) bool nonfinite_bits(const float *d,
+                                                                 uint64_t n) {
+  uint32_t bad = 0;
+  for (uint64_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &d[i], sizeof u);
+    bad |= (u & FLOAT_EXP_BITS) == FLOAT_EXP_BITS;
+  }
+  return bad != 0;
+}
+
+/* The same loop built for AVX2 scans twice as fast as the SSE2 baseline;
+ * it runs on every byte a push brings. */
+__attribute__((target("avx2"))) static bool nonfinite_avx2(const float *d,
+                                                           uint64_t n) {
+  return nonfinite_bits(d, n);
+}
+
+bool store_any_nonfinite(const float *d, uint64_t n) {
+  if (__builtin_cpu_supports("avx2"))
+    return nonfinite_avx2(d, n);
+  return nonfinite_bits(d, n);
+}
+
 /* first_nonfinite returns the index of the first NaN/Inf, or n. */
 static uint64_t first_nonfinite(const float *d, uint64_t n) {
-  float probe = 0.0f; /* x*0 is NaN exactly when x is NaN or Inf */
-  for (uint64_t i = 0; i < n; i++)
-    probe += d[i] * 0.0f;
-  if (probe == 0.0f)
+  if (!store_any_nonfinite(d, n))
     return n;
   for (uint64_t i = 0; i < n; i++)
-    if (d[i] * 0.0f != 0.0f)
+    if (!isfinite(d[i]))
       return i;
   return n;
 }
@@ -516,7 +562,7 @@ int store_push_check(store_push *p, float *dst, uint64_t count, char *msg,
     return FSPS_INVALID_ARGUMENT;
   }
   for (uint64_t i = bad; i < count; i++) {
-    if (dst[i] * 0.0f != 0.0f) {
+    if (!isfinite(dst[i])) {
       dst[i] = 0.0f;
       p->nonfinite++;
     }

@@ -105,6 +105,10 @@ int store_push_begin(store_layer *L, uint64_t step, uint32_t worker,
 float *store_push_chunk(store_push *p, uint64_t offset, uint64_t count,
                         char *msg, size_t msglen);
 
+/* store_any_nonfinite returns whether d[0..n) holds a NaN or an Inf: one
+ * cheap pass, so a receiver can scan pieces of a chunk as they are copied. */
+bool store_any_nonfinite(const float *d, uint64_t n);
+
 /* store_push_check scans the chunk just copied to dst for NaN/Inf: under
  * --nan-policy reject it fails with msg, under skip it zeroes them. */
 int store_push_check(store_push *p, float *dst, uint64_t count, char *msg,

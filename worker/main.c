@@ -1,6 +1,5 @@
 /* main.c: fsps-worker's entry point — options, data, model declaration,
  * training and clean-up. */
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,9 +153,8 @@ int main(int argc, char **argv) {
       fprintf(stderr, "fsps-worker: %s\n", err);
     return rc < 0 ? 2 : 0;
   }
-  /* Reused layer buffers stay off mmap: page faults are slow here. */
-  mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  /* gRPC's receive buffers then reuse pages already faulted in. */
+  fsps_tune_malloc();
   trainer t = {.opts = &o};
   rc = run(&t, err, sizeof err);
   if (rc != 0)

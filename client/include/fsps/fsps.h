@@ -99,15 +99,19 @@ typedef struct {
   bool reshard_after_forward; /* free each layer after forward */
   int64_t timeout_ms;         /* per call; 0 = default 120000 */
   uint32_t retries;           /* retries on UNAVAILABLE; 0 = default 8 */
+  uint32_t io_threads;        /* threads receiving and copying; 0 = 1 */
 } fsps_options;
 
 typedef struct fsps_client fsps_client;
 
 /* fsps_options_init fills o with defaults (rank 0 of 1, BSP, prefetch 1,
- * reshard_after_forward on, timeout 120000 ms, 8 retries; servers NULL).
- * A call to a server that answers UNAVAILABLE (down, restarting) is made
- * again up to `retries` more times, after 100 ms doubling to at most 5 s
- * (8 retries span about 16 s); a retried push is never counted twice. */
+ * reshard_after_forward on, timeout 120000 ms, 8 retries, one I/O thread;
+ * servers NULL). A call to a server that answers UNAVAILABLE (down,
+ * restarting) is made again up to `retries` more times, after 100 ms
+ * doubling to at most 5 s (8 retries span about 16 s); a retried push is
+ * never counted twice. One I/O thread serves every server connection and
+ * copies what they bring, which costs the least CPU per byte; more (at most
+ * one per server) spread the copies of many fast links over cores. */
 void fsps_options_init(fsps_options *o);
 
 /* fsps_connect opens channels to every server (connection is lazy: a server
@@ -123,6 +127,18 @@ void fsps_close(fsps_client *c);
 /* fsps_last_error returns the message of the client's last failure ("" if
  * none); valid until the next call on c. */
 const char *fsps_last_error(const fsps_client *c);
+
+/* fsps_tune_malloc keeps glibc malloc from handing freed memory back to
+ * the kernel (M_TRIM_THRESHOLD 512 MiB, M_MMAP_THRESHOLD 256 MiB). Call it
+ * once at start-up, before threads allocate, in any program that gathers
+ * large layers. gRPC receives into fresh 64 KiB buffers and frees them once
+ * a message is copied out; with glibc's defaults each free trims the heap
+ * (madvise) and the next receive faults the pages in again, which on VMs
+ * where a page fault costs 10-15 us made gathers 10x slower (0.3 instead of
+ * 3 GB/s). These settings are process-wide, so libfsps never changes them
+ * on its own; MALLOC_TRIM_THRESHOLD_=536870912 in the environment does the
+ * same without code. Returns FSPS_OK, or FSPS_INTERNAL if glibc refused. */
+int fsps_tune_malloc(void);
 
 /* fsps_declare declares spec on every server (Init). Idempotent: the same
  * spec is OK, another one is FSPS_FAILED_PRECONDITION naming both hashes.
@@ -183,7 +199,9 @@ int fsps_forward(fsps_client *c, uint32_t layer, const float **params);
 int fsps_forward_done(fsps_client *c, uint32_t layer);
 
 /* fsps_backward sets *params to layer l's parameters and *grad to a buffer
- * of n floats for its gradient (contents undefined: overwrite it). */
+ * of n floats for its gradient (contents undefined: overwrite it). It
+ * waits while more than `prefetch` (at least one) earlier gradients are
+ * still being pushed, which bounds the memory they hold. */
 int fsps_backward(fsps_client *c, uint32_t layer, const float **params,
                   float **grad);
 
