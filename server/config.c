@@ -94,11 +94,17 @@ static const struct option options[] = {
 
 /* The environment variable of each option, in the order of the enum. */
 static const char *env_names[] = {
-    "FSPS_LISTEN",    "FSPS_INDEX",         "FSPS_NUM_SERVERS",
-    "FSPS_WORKERS",   "FSPS_THREADS",       "FSPS_MODE",
-    "FSPS_STALENESS", "FSPS_DETERMINISTIC", "FSPS_NAN_POLICY",
-    "FSPS_GRACE_MS",  "FSPS_PORT_FILE",     "FSPS_LOG_LEVEL",
+    "FSPS_LISTEN",         "FSPS_INDEX",
+    "FSPS_NUM_SERVERS",    "FSPS_WORKERS",
+    "FSPS_THREADS",        "FSPS_MODE",
+    "FSPS_STALENESS",      "FSPS_DETERMINISTIC",
+    "FSPS_NAN_POLICY",     "FSPS_GRACE_MS",
+    "FSPS_PORT_FILE",      "FSPS_LOG_LEVEL",
+    "FSPS_CHECKPOINT_DIR", "FSPS_CHECKPOINT_EVERY",
+    "FSPS_KEEP",
 };
+_Static_assert(sizeof env_names / sizeof env_names[0] == OPT_HELP - OPT_LISTEN,
+               "one environment variable per option, in the enum's order");
 
 const char *config_mode_name(server_mode m) {
   return m == MODE_SSP ? "ssp" : m == MODE_ASP ? "asp" : "bsp";

@@ -65,8 +65,9 @@ if [ -f "$dir/init.cmd" ]; then
 fi
 
 for ((i = 0; i < S; i++)); do
+  # The rendered checkpoint folder is the pod's volume: use one of ours.
   run_env "$dir/server-$i.env" "$dir/server-$i.log" "$server_bin" \
-    FSPS_LISTEN="127.0.1.$((i + 1)):$port" &
+    FSPS_LISTEN="127.0.1.$((i + 1)):$port" FSPS_CHECKPOINT_DIR="$dir/ckpt-$i" &
   pids+=($!)
   server_pids[i]=$!
 done
@@ -133,4 +134,12 @@ for ((i = 0; i < S; i++)); do
   fi
 done
 pids=()
-echo "smoke: $S server(s) stopped cleanly on SIGTERM (${SECONDS} s in all)"
+# ... and leave its final checkpoint in its (rendered) checkpoint folder.
+for ((i = 0; i < S; i++)); do
+  if ! ls "$dir/ckpt-$i"/ckpt-s${i}of${S}-v*.fsps >/dev/null 2>&1; then
+    echo "smoke: server $i wrote no final checkpoint:"
+    tail -n 10 "$dir/server-$i.log"
+    exit 1
+  fi
+done
+echo "smoke: $S server(s) stopped cleanly on SIGTERM and wrote their final checkpoint (${SECONDS} s in all)"

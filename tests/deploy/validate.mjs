@@ -254,8 +254,10 @@ if (sc.pvc) check(claim?.spec?.resources?.requests?.storage, "checkpoints are no
 else check(!claim && sc_.template.spec.volumes.some((v) => v.name === "checkpoints" && v.emptyDir), "checkpoints are not on an emptyDir");
 const metricsPort = (server.ports || []).find((p) => p.name === "metrics");
 check(!!metricsPort === !!sc.metrics, `metrics port ${metricsPort ? "open" : "closed"}, expected ${sc.metrics ? "open" : "closed"}`);
-check(!(server.command.slice(1).concat(server.args || [])).some((a) => /checkpoint|metrics/.test(a)),
-      "the server command passes a checkpoint or metrics flag fsps-server does not have yet");
+check(val(se, "FSPS_CHECKPOINT_DIR") === ckMount?.mountPath,
+      `FSPS_CHECKPOINT_DIR ${val(se, "FSPS_CHECKPOINT_DIR")} is not the checkpoints volume's ${ckMount?.mountPath}`);
+check(!(server.command.slice(1).concat(server.args || [])).some((a) => /metrics/.test(a)),
+      "the server command passes a metrics flag fsps-server does not have yet");
 
 // Workers.
 const js = job.spec;
