@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/mman.h>
 
 #include "log.h"
@@ -252,7 +253,36 @@ static int layer_init(store *st, uint32_t l, store_layer *L) {
   return slots_init(st, L);
 }
 
+/* fits checks, before anything is allocated, that this server's slices
+ * (parameters, optimizer state and one staging buffer per layer) take at
+ * most 3/4 of physical memory: a model too large for the machine is
+ * refused, rather than the server being killed by the OOM killer while it
+ * initialises. */
+static bool fits(const shard_spec *spec, const server_config *cfg,
+                 const optim_config *oc, char *msg, size_t msglen) {
+  double need = 0;
+  for (uint32_t l = 0; l < shard_spec_num_layers(spec); l++) {
+    uint64_t off, cnt;
+    shard_slice(shard_spec_layer(spec, l)->n, cfg->num_servers, cfg->index,
+                &off, &cnt);
+    need += (double)cnt * 4.0 * (double)(2 + optim_state_per_elem(oc));
+  }
+  double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+  if (need <= 0.75 * have)
+    return true;
+  snprintf(msg, msglen,
+           "this server's share of the model needs %.1f GiB, more than 3/4 "
+           "of its %.1f GiB of memory: use more servers",
+           need / (1 << 30), have / (1 << 30));
+  return false;
+}
+
 static int build(store *st, shard_spec *spec, char *msg, size_t msglen) {
+  optim_config oc;
+  optim_schedule sc;
+  optim_from_spec(shard_spec_optim(spec), &oc, &sc);
+  if (!fits(spec, &st->cfg, &oc, msg, msglen))
+    return FSPS_RESOURCE_EXHAUSTED;
   st->spec = spec;
   st->nlayers = shard_spec_num_layers(spec);
   optim_from_spec(shard_spec_optim(spec), &st->ocfg, &st->sched);

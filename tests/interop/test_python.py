@@ -159,6 +159,12 @@ class PythonClientTest(unittest.TestCase):
         self.assertCode(grpc.StatusCode.FAILED_PRECONDITION, self.srv.pull, 0)
 
     def test_02_init_idempotent_and_mismatch(self):
+        huge = model_spec()  # 2^39 floats: 2 TiB, more than any machine here
+        huge.layers[0].tensors[0].dims[:] = [1 << 20, 1 << 19]
+        msg = self.assertCode(grpc.StatusCode.RESOURCE_EXHAUSTED, self.init,
+                              huge)
+        self.assertIn("use more servers", msg)
+        self.assertFalse(self.srv.status().initialized)
         r1 = self.init(model_spec())
         self.assertTrue(r1.created)
         self.assertNotEqual(r1.spec_hash, 0)
