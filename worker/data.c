@@ -1,6 +1,7 @@
 /* data.c: IDX (Fashion-MNIST) loading through zlib, synthetic data sets and
  * the deterministic distributed sampler of data.h. */
 #include "data.h"
+#include "errmsg.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -18,18 +19,6 @@
 /* Bytes converted per read: small enough for the stack, large enough that
  * the per-call cost of gzread vanishes. */
 #define READ_CHUNK 16384u
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-  if (err == NULL || errlen == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* ---- PRNG ---------------------------------------------------------------
  * splitmix64: tiny, fast, passes BigCrush, and seeding it is trivial, which
@@ -75,14 +64,14 @@ static gzFile open_input(const char *path, char *err, size_t errlen) {
     return f;
   }
   if (errno == ENOENT)
-    seterr(err, errlen,
-           "%s: no such file; install Fashion-MNIST with `apt-get install "
-           "dataset-fashion-mnist` (or run scripts/setup.sh), or pass the "
-           "directory that holds the IDX files",
-           path);
+    errmsg_set(err, errlen,
+               "%s: no such file; install Fashion-MNIST with `apt-get install "
+               "dataset-fashion-mnist` (or run scripts/setup.sh), or pass the "
+               "directory that holds the IDX files",
+               path);
   else
-    seterr(err, errlen, "%s: cannot open: %s", path,
-           errno ? strerror(errno) : "out of memory");
+    errmsg_set(err, errlen, "%s: cannot open: %s", path,
+               errno ? strerror(errno) : "out of memory");
   return NULL;
 }
 
@@ -102,8 +91,8 @@ static int read_full(gzFile f, const char *path, void *buf, size_t len,
       const char *msg = gzerror(f, &errnum);
       if (errnum == Z_BUF_ERROR) /* gzip stream cut short: a truncation */
         return 0;
-      seterr(err, errlen, "%s: read error: %s", path,
-             errnum == Z_ERRNO ? strerror(errno) : msg);
+      errmsg_set(err, errlen, "%s: read error: %s", path,
+                 errnum == Z_ERRNO ? strerror(errno) : msg);
       return -1;
     }
     *got += (size_t)r;
@@ -125,16 +114,17 @@ static int read_header(gzFile f, const char *path, uint32_t magic,
   if (read_full(f, path, h, need, &got, err, errlen) != 0)
     return -1;
   if (got >= 4 && be32(h) != magic) {
-    seterr(err, errlen,
-           "%s: bad magic 0x%08" PRIx32 ", expected 0x%08" PRIx32
-           " (IDX %s file); is this the right file?",
-           path, be32(h), magic, ndims == 3 ? "image" : "label");
+    errmsg_set(err, errlen,
+               "%s: bad magic 0x%08" PRIx32 ", expected 0x%08" PRIx32
+               " (IDX %s file); is this the right file?",
+               path, be32(h), magic, ndims == 3 ? "image" : "label");
     return -1;
   }
   if (got < need) {
-    seterr(err, errlen,
-           "%s: truncated: the IDX header needs %zu bytes, the file has %zu",
-           path, need, got);
+    errmsg_set(
+        err, errlen,
+        "%s: truncated: the IDX header needs %zu bytes, the file has %zu", path,
+        need, got);
     return -1;
   }
   for (uint32_t i = 0; i < ndims; i++)
@@ -144,10 +134,10 @@ static int read_header(gzFile f, const char *path, uint32_t magic,
 
 static int truncated(const char *path, const char *what, uint64_t want,
                      uint64_t got, char *err, size_t errlen) {
-  seterr(err, errlen,
-         "%s: truncated: the header promises %" PRIu64 " bytes of %s, the "
-         "file holds %" PRIu64,
-         path, want, what, got);
+  errmsg_set(err, errlen,
+             "%s: truncated: the header promises %" PRIu64 " bytes of %s, the "
+             "file holds %" PRIu64,
+             path, want, what, got);
   return -1;
 }
 
@@ -173,16 +163,17 @@ static int image_count(const char *path, const uint32_t *dims, size_t *count,
                        char *err, size_t errlen) {
   uint64_t per = (uint64_t)dims[1] * dims[2];
   if (dims[0] == 0 || per == 0) {
-    seterr(err, errlen,
-           "%s: empty: header says %" PRIu32 " images of %" PRIu32 "x%" PRIu32,
-           path, dims[0], dims[1], dims[2]);
+    errmsg_set(err, errlen,
+               "%s: empty: header says %" PRIu32 " images of %" PRIu32
+               "x%" PRIu32,
+               path, dims[0], dims[1], dims[2]);
     return -1;
   }
   if (per > SIZE_MAX / sizeof(float) / dims[0]) {
-    seterr(err, errlen,
-           "%s: header says %" PRIu32 " images of %" PRIu32 "x%" PRIu32
-           ", too large for this machine",
-           path, dims[0], dims[1], dims[2]);
+    errmsg_set(err, errlen,
+               "%s: header says %" PRIu32 " images of %" PRIu32 "x%" PRIu32
+               ", too large for this machine",
+               path, dims[0], dims[1], dims[2]);
     return -1;
   }
   *count = (size_t)(per * dims[0]);
@@ -202,7 +193,7 @@ static int load_images(const char *path, data_set *out, char *err,
     goto out;
   out->x = malloc(count * sizeof(float));
   if (out->x == NULL) {
-    seterr(err, errlen, "%s: out of memory for %zu pixels", path, count);
+    errmsg_set(err, errlen, "%s: out of memory for %zu pixels", path, count);
     goto out;
   }
   out->n = dims[0], out->rows = dims[1], out->cols = dims[2];
@@ -216,10 +207,10 @@ static int check_labels(const char *path, const uint8_t *y, uint32_t n,
                         char *err, size_t errlen) {
   for (uint32_t i = 0; i < n; i++) {
     if (y[i] >= DATA_IDX_CLASSES) {
-      seterr(err, errlen,
-             "%s: label %u of sample %" PRIu32 " is out of range (must be "
-             "below %u)",
-             path, y[i], i, DATA_IDX_CLASSES);
+      errmsg_set(err, errlen,
+                 "%s: label %u of sample %" PRIu32 " is out of range (must be "
+                 "below %u)",
+                 path, y[i], i, DATA_IDX_CLASSES);
       return -1;
     }
   }
@@ -238,14 +229,15 @@ static int load_labels(const char *path, const char *images_path, data_set *out,
   if (read_header(f, path, IDX_LABELS_MAGIC, 1, &n, err, errlen) != 0)
     goto out;
   if (n != out->n) {
-    seterr(err, errlen,
-           "%s holds %" PRIu32 " labels but %s holds %" PRIu32 " images; "
-           "are they from the same set?",
-           path, n, images_path, out->n);
+    errmsg_set(err, errlen,
+               "%s holds %" PRIu32 " labels but %s holds %" PRIu32 " images; "
+               "are they from the same set?",
+               path, n, images_path, out->n);
     goto out;
   }
   if ((out->y = malloc(n)) == NULL) {
-    seterr(err, errlen, "%s: out of memory for %" PRIu32 " labels", path, n);
+    errmsg_set(err, errlen, "%s: out of memory for %" PRIu32 " labels", path,
+               n);
     goto out;
   }
   if (read_full(f, path, out->y, n, &got, err, errlen) != 0)
@@ -277,7 +269,7 @@ static int fashion_path(char *buf, size_t len, const char *dir,
                         const char *name, char *err, size_t errlen) {
   int w = snprintf(buf, len, "%s/%s", dir, name);
   if (w < 0 || (size_t)w >= len) {
-    seterr(err, errlen, "%s: directory name too long", dir);
+    errmsg_set(err, errlen, "%s: directory name too long", dir);
     return -1;
   }
   if (access(buf, F_OK) != 0) {

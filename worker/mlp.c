@@ -1,6 +1,7 @@
 /* mlp.c: layer-wise forward/backward of a ReLU multi-layer perceptron with
  * softmax cross-entropy, on OpenBLAS sgemm, over externally owned params. */
 #include "mlp.h"
+#include "errmsg.h"
 
 #include <assert.h>
 #include <math.h>
@@ -27,18 +28,6 @@ struct mlp {
   float *slab; /* one allocation behind act and dy */
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-  if (err == NULL || errlen == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* ---- Parsing ------------------------------------------------------------ */
 
 /* Parses one width at *p (decimal digits up to ',' or the end) into *out
@@ -61,28 +50,28 @@ int mlp_parse(const char *desc, uint32_t *widths, uint32_t max,
               uint32_t *nwidths, char *err, size_t errlen) {
   static const char eg[] = "e.g. mlp:784,512,256,10";
   if (desc == NULL || strncmp(desc, "mlp:", 4) != 0) {
-    seterr(err, errlen,
-           "model '%s': expected 'mlp:' and comma-separated "
-           "layer widths, %s",
-           desc ? desc : "(null)", eg);
+    errmsg_set(err, errlen,
+               "model '%s': expected 'mlp:' and comma-separated "
+               "layer widths, %s",
+               desc ? desc : "(null)", eg);
     return -1;
   }
   uint32_t n = 0;
   for (const char *p = desc + 4;; p++) {
     if (n == max) {
-      seterr(err, errlen, "model '%s': more than %u widths", desc, max);
+      errmsg_set(err, errlen, "model '%s': more than %u widths", desc, max);
       return -1;
     }
     if (parse_width(&p, &widths[n]) != 0) {
-      seterr(err, errlen,
-             "model '%s': width %u is not a positive decimal "
-             "integer, %s",
-             desc, n + 1, eg);
+      errmsg_set(err, errlen,
+                 "model '%s': width %u is not a positive decimal "
+                 "integer, %s",
+                 desc, n + 1, eg);
       return -1;
     }
     if (widths[n] == 0 || widths[n] > MLP_MAX_WIDTH) {
-      seterr(err, errlen, "model '%s': width %u must be 1..%u", desc, n + 1,
-             MLP_MAX_WIDTH);
+      errmsg_set(err, errlen, "model '%s': width %u must be 1..%u", desc, n + 1,
+                 MLP_MAX_WIDTH);
       return -1;
     }
     n++;
@@ -90,10 +79,10 @@ int mlp_parse(const char *desc, uint32_t *widths, uint32_t max,
       break;
   }
   if (n < 2) {
-    seterr(err, errlen,
-           "model '%s': needs at least 2 widths (inputs and "
-           "classes), %s",
-           desc, eg);
+    errmsg_set(err, errlen,
+               "model '%s': needs at least 2 widths (inputs and "
+               "classes), %s",
+               desc, eg);
     return -1;
   }
   *nwidths = n;
