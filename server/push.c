@@ -94,6 +94,16 @@ static int chunk(service *svc, push_state *ps, rpc_msg *msg, char *err,
   return nonfinite ? store_push_check(&ps->p, dst, count, err, errlen) : RPC_OK;
 }
 
+/* ack replies to the push from inside the store's commit, before the
+ * optimizer runs. */
+static void ack(void *arg, bool duplicate, bool applied, uint64_t version) {
+  Fsps__V1__PushReply reply = FSPS__V1__PUSH_REPLY__INIT;
+  reply.version = version;
+  reply.duplicate = duplicate;
+  reply.applied = applied;
+  rpc_call_finish(arg, &reply.base, RPC_OK, NULL);
+}
+
 static void finish(service *svc, rpc_call *call, push_state *ps) {
   char err[512];
   if (!ps->begun) {
@@ -101,22 +111,16 @@ static void finish(service *svc, rpc_call *call, push_state *ps) {
                    "push stream carried no chunks");
     return;
   }
-  Fsps__V1__PushReply reply = FSPS__V1__PUSH_REPLY__INIT;
-  bool dup, applied;
-  uint64_t version;
-  int rc = store_push_commit(&ps->p, &dup, &applied, &version, err, sizeof err);
+  uint64_t nonfinite = ps->p.nonfinite;
+  int rc = store_push_commit(&ps->p, ack, call, err, sizeof err);
   if (rc != FSPS_OK) {
     service_reject(svc, call, rc, err);
     return;
   }
-  reply.version = version;
-  reply.duplicate = dup;
-  reply.applied = applied;
-  if (ps->p.nonfinite)
+  if (nonfinite)
     LOGW("zeroed %" PRIu64 " NaN/Inf gradient elements of layer %u from "
          "worker %u (--nan-policy skip)",
-         ps->p.nonfinite, ps->layer, ps->p.worker);
-  rpc_call_finish(call, &reply.base, RPC_OK, NULL);
+         nonfinite, ps->layer, ps->p.worker);
 }
 
 void push_message(rpc_call *call, rpc_msg *msg, void *ctx) {

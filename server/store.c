@@ -1,5 +1,6 @@
 /* store.c: the shard store — layers' slices, optimizer state, per-step
  * accumulators and the version barrier that parked pulls wait on. */
+#include <assert.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -34,7 +35,8 @@ struct store_layer {
   const shard_layer *spec;
   uint64_t off, cnt;
   uint64_t version;
-  fbuf *cur; /* parameters at `version` */
+  fbuf *cur;   /* parameters at `version` */
+  fbuf *spare; /* taken by spare_ready for apply's copy */
   float *state;
   slot *slots;
   uint32_t nslots;
@@ -164,6 +166,8 @@ static void layer_free(store *st, store_layer *L) {
   free(L->slots);
   if (L->cur)
     fbuf_unref(L->cur);
+  if (L->spare)
+    fbuf_unref(L->spare);
   pool_free(L);
   free(L->state);
   free(L->snap);
@@ -633,18 +637,28 @@ static void snap_locked(store_layer *L) {
     st->snap_hook(st->snap_arg, L->index, L->version);
 }
 
+/* spare_ready makes sure the next apply cannot fail: when a pull still
+ * sends from the current parameters, the buffer they will be copied into is
+ * taken now, before any push is acknowledged. Called with L->mu held; refs
+ * cannot rise while it is (pulls take theirs under the lock). */
+static int spare_ready(store_layer *L) {
+  if (L->spare == NULL && atomic_load(&L->cur->refs) > 1)
+    L->spare = fbuf_get(L);
+  return L->spare != NULL || atomic_load(&L->cur->refs) == 1 ? FSPS_OK
+                                                             : FSPS_NOMEM;
+}
+
 /* apply runs the optimizer on the layer with the step's summed gradient.
- * Parameters still being sent by pulls are copied first, never changed
- * under them. Called with L->mu held. */
-static int apply(store_layer *L, const float *grad) {
+ * Parameters still being sent by pulls are copied first (into the buffer
+ * spare_ready took), never changed under them. Called with L->mu held. */
+static void apply(store_layer *L, const float *grad) {
   store *st = L->st;
   if (atomic_load(&L->cur->refs) > 1) {
-    fbuf *fresh = fbuf_get(L);
-    if (fresh == NULL)
-      return FSPS_NOMEM;
-    memcpy(fresh->data, L->cur->data, L->cnt * sizeof(float));
+    assert(L->spare != NULL); /* spare_ready ran before the ack */
+    memcpy(L->spare->data, L->cur->data, L->cnt * sizeof(float));
     fbuf_unref(L->cur);
-    L->cur = fresh;
+    L->cur = L->spare;
+    L->spare = NULL;
   }
   float lr = optim_schedule_lr(&st->sched, st->ocfg.lr, L->version);
   optim_step(&st->ocfg, L->version + 1, lr, 1.0f / (float)st->cfg.workers,
@@ -652,7 +666,6 @@ static int apply(store_layer *L, const float *grad) {
   L->version++;
   if (st->every && L->version % st->every == 0)
     snap_locked(L);
-  return FSPS_OK;
 }
 
 /* slot_sum returns the step's summed gradient: in deterministic mode the
@@ -669,17 +682,19 @@ static const float *slot_sum(store_layer *L, slot *s) {
   return acc;
 }
 
+/* slot_complete returns whether the slot holds all W pushes of the step
+ * the layer is at plus k. */
+static bool slot_complete(const store_layer *L, uint64_t k) {
+  const slot *s = &L->slots[(L->version + k) % L->nslots];
+  return s->step == L->version + k && s->count == L->st->cfg.workers;
+}
+
 /* advance applies every complete step in order. Called with L->mu held. */
-static int advance(store_layer *L) {
-  uint32_t W = L->st->cfg.workers;
-  for (;;) {
+static void advance(store_layer *L) {
+  while (slot_complete(L, 0)) {
     slot *s = &L->slots[L->version % L->nslots];
-    if (s->step != L->version || s->count < W)
-      return FSPS_OK;
-    int rc = apply(L, slot_sum(L, s));
-    if (rc != FSPS_OK)
-      return rc;
-    slot_release(s, W);
+    apply(L, slot_sum(L, s));
+    slot_release(s, L->st->cfg.workers);
   }
 }
 
@@ -688,18 +703,33 @@ static void add_into(float *acc, const float *g, uint64_t n) {
     acc[i] += g[i];
 }
 
-/* collect adds a push to its step's slot; *dup if already counted. */
-static int collect(store_push *p, bool *dup) {
+/* How a commit acknowledges its push (see store_push_commit). */
+typedef struct {
+  store_ack_fn fn;
+  void *arg;
+} ack;
+
+/* collect adds a push to its step's slot. The outcome — duplicate, or
+ * counted and how far the version will advance — is settled and
+ * acknowledged first; the sums and the optimizer run after, while the
+ * reply travels. Called with L->mu held. */
+static int collect(store_push *p, ack a) {
   store_layer *L = p->layer;
-  if (p->step < L->version)
-    return (*dup = true, FSPS_OK); /* every worker made that step */
+  if (p->step < L->version) /* every worker made that step */
+    return (a.fn(a.arg, true, false, L->version), FSPS_OK);
   slot *s = &L->slots[p->step % L->nslots];
+  if (s->step != FREE_STEP && s->pushed[p->worker])
+    return (a.fn(a.arg, true, false, L->version), FSPS_OK);
+  if (spare_ready(L) != FSPS_OK)
+    return FSPS_NOMEM;
   if (s->step == FREE_STEP)
     s->step = p->step;
-  if (s->pushed[p->worker])
-    return (*dup = true, FSPS_OK);
   s->pushed[p->worker] = 1;
   s->count++;
+  uint64_t k = 0;
+  while (k < L->nslots && slot_complete(L, k))
+    k++;
+  a.fn(a.arg, false, k > 0, L->version + k);
   if (s->wbuf) {
     s->wbuf[p->worker] = p->buf;
   } else if (s->acc == NULL) {
@@ -709,21 +739,24 @@ static int collect(store_push *p, bool *dup) {
     fbuf_unref(p->buf);
   }
   p->buf = NULL;
-  return advance(L);
+  advance(L);
+  return FSPS_OK;
 }
 
-static int collect_asp(store_push *p, bool *dup) {
+static int collect_asp(store_push *p, ack a) {
   store_layer *L = p->layer;
   if (p->step < L->asp_next[p->worker])
-    return (*dup = true, FSPS_OK);
-  int rc = apply(L, p->buf->data);
-  if (rc == FSPS_OK)
-    L->asp_next[p->worker] = p->step + 1;
-  return rc;
+    return (a.fn(a.arg, true, false, L->version), FSPS_OK);
+  if (spare_ready(L) != FSPS_OK)
+    return FSPS_NOMEM;
+  a.fn(a.arg, false, true, L->version + 1);
+  apply(L, p->buf->data);
+  L->asp_next[p->worker] = p->step + 1;
+  return FSPS_OK;
 }
 
-int store_push_commit(store_push *p, bool *duplicate, bool *applied,
-                      uint64_t *version, char *msg, size_t msglen) {
+int store_push_commit(store_push *p, store_ack_fn fn, void *arg, char *msg,
+                      size_t msglen) {
   store_layer *L = p->layer;
   if (p->received != p->chunks) {
     snprintf(msg, msglen,
@@ -731,20 +764,18 @@ int store_push_commit(store_push *p, bool *duplicate, bool *applied,
              L->spec->name, p->received, p->chunks);
     return FSPS_INVALID_ARGUMENT;
   }
-  *duplicate = false;
+  ack a = {fn, arg};
   pthread_mutex_lock(&L->mu);
   uint64_t before = L->version;
-  int rc = L->st->cfg.mode == MODE_ASP ? collect_asp(p, duplicate)
-                                       : collect(p, duplicate);
-  *applied = L->version != before;
-  *version = L->version;
-  store_waiter *ready = *applied ? take_ready(L) : NULL;
+  int rc = L->st->cfg.mode == MODE_ASP ? collect_asp(p, a) : collect(p, a);
+  uint64_t version = L->version;
+  store_waiter *ready = version != before ? take_ready(L) : NULL;
   fbuf *params = L->cur;
   pthread_mutex_unlock(&L->mu);
-  wake(ready, params, *version);
+  wake(ready, params, version);
   store_push_abort(p);
   if (rc != FSPS_OK)
-    snprintf(msg, msglen, "cannot apply the optimizer: %s", fsps_strerror(rc));
+    snprintf(msg, msglen, "out of memory for the layer's next parameters");
   return rc == FSPS_NOMEM ? FSPS_RESOURCE_EXHAUSTED : rc;
 }
 

@@ -114,12 +114,22 @@ bool store_any_nonfinite(const float *d, uint64_t n);
 int store_push_check(store_push *p, float *dst, uint64_t count, char *msg,
                      size_t msglen);
 
-/* store_push_commit adds a complete push to its step (applying the
- * optimizer when the step is complete). *duplicate is true if this
- * contribution had already been counted, *applied if it completed a step;
- * *version gets the layer's version afterwards. */
-int store_push_commit(store_push *p, bool *duplicate, bool *applied,
-                      uint64_t *version, char *msg, size_t msglen);
+/* store_ack_fn hears a push's outcome: *duplicate* if this contribution
+ * had already been counted, *applied* if it completes a step, and the
+ * layer's version once the optimizer has run. */
+typedef void (*store_ack_fn)(void *arg, bool duplicate, bool applied,
+                             uint64_t version);
+
+/* store_push_commit adds a complete push to its step, applying the
+ * optimizer when the step is complete. fn(arg, ...) is called exactly once
+ * on success, as soon as the outcome is certain and before the sums and the
+ * optimizer run, so that a reply sent from it travels while they do; it
+ * runs under the layer's lock and must not call into the store. Pulls of
+ * the new version still wait for the optimizer. On failure (only out of
+ * memory for a copy of parameters a pull is still sending) fn is not
+ * called, nothing changes, and msg says why. */
+int store_push_commit(store_push *p, store_ack_fn fn, void *arg, char *msg,
+                      size_t msglen);
 
 /* store_push_abort releases what a push holds (after any failure). */
 void store_push_abort(store_push *p);
