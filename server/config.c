@@ -46,6 +46,19 @@ static const char usage[] =
     "  --checkpoint-every N also checkpoint each time every layer reaches a\n"
     "                       multiple of N steps [FSPS_CHECKPOINT_EVERY] (0)\n"
     "  --keep K             checkpoint files kept [FSPS_KEEP] (3)\n"
+    "  --worker-timeout SEC how long a step waits for the last workers'\n"
+    "                       pushes once one has arrived; 0 waits forever\n"
+    "                       [FSPS_WORKER_TIMEOUT] (0)\n"
+    "  --on-worker-timeout A fail (the calls waiting on the step fail with\n"
+    "                       ABORTED naming the missing workers) or proceed\n"
+    "                       (apply the step averaged over the workers that\n"
+    "                       pushed; later steps stop waiting for the missing\n"
+    "                       ones until they push again)\n"
+    "                       [FSPS_ON_WORKER_TIMEOUT] (fail)\n"
+    "  --inject-reply-drops P  testing aid: answer UNAVAILABLE instead of\n"
+    "                       the reply to a counted push with probability P,\n"
+    "                       as if the reply were lost [FSPS_INJECT_REPLY_DROPS]\n"
+    "                       (0)\n"
     "  --log-level L        error, warn, info or debug [FSPS_LOG_LEVEL] "
     "(info)\n"
     "  --help               print this help and exit\n"
@@ -67,10 +80,14 @@ enum {
   OPT_CKPT_DIR,
   OPT_CKPT_EVERY,
   OPT_KEEP,
+  OPT_WORKER_TIMEOUT,
+  OPT_ON_WORKER_TIMEOUT,
+  OPT_REPLY_DROPS,
   OPT_HELP,
   OPT_VERSION,
 };
 
+/* In the enum's order: a bad value is reported by this table's name. */
 static const struct option options[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
     {"index", required_argument, NULL, OPT_INDEX},
@@ -87,6 +104,9 @@ static const struct option options[] = {
     {"checkpoint-dir", required_argument, NULL, OPT_CKPT_DIR},
     {"checkpoint-every", required_argument, NULL, OPT_CKPT_EVERY},
     {"keep", required_argument, NULL, OPT_KEEP},
+    {"worker-timeout", required_argument, NULL, OPT_WORKER_TIMEOUT},
+    {"on-worker-timeout", required_argument, NULL, OPT_ON_WORKER_TIMEOUT},
+    {"inject-reply-drops", required_argument, NULL, OPT_REPLY_DROPS},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -101,7 +121,8 @@ static const char *env_names[] = {
     "FSPS_NAN_POLICY",     "FSPS_GRACE_MS",
     "FSPS_PORT_FILE",      "FSPS_LOG_LEVEL",
     "FSPS_CHECKPOINT_DIR", "FSPS_CHECKPOINT_EVERY",
-    "FSPS_KEEP",
+    "FSPS_KEEP",           "FSPS_WORKER_TIMEOUT",
+    "FSPS_ON_WORKER_TIMEOUT", "FSPS_INJECT_REPLY_DROPS",
 };
 _Static_assert(sizeof env_names / sizeof env_names[0] == OPT_HELP - OPT_LISTEN,
                "one environment variable per option, in the enum's order");
@@ -180,12 +201,28 @@ static int set_number(int opt, const char *v, server_config *c) {
       return -1;
     c->keep = (uint32_t)x;
     return 0;
+  case OPT_WORKER_TIMEOUT:
+    if (parse_u64(v, 0, 7 * 24 * 3600, &x))
+      return -1;
+    c->worker_timeout_s = (uint32_t)x;
+    return 0;
   default: /* OPT_GRACE */
     if (parse_u64(v, 0, 3600000, &x))
       return -1;
     c->grace_ms = (int64_t)x;
     return 0;
   }
+}
+
+/* parse_probability reads a decimal number in [0, 1]. */
+static int parse_probability(const char *s, double *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno != 0 || end == s || *end != '\0' || !(v >= 0.0 && v <= 1.0))
+    return -1;
+  *out = v;
+  return 0;
 }
 
 static int set_word(int opt, const char *v, server_config *c) {
@@ -210,6 +247,13 @@ static int set_word(int opt, const char *v, server_config *c) {
     return c->log_level < 0 ? -1 : 0;
   case OPT_DETERMINISTIC:
     return parse_bool(v, &c->deterministic) ? 0 : -1;
+  case OPT_ON_WORKER_TIMEOUT:
+    if (strcmp(v, "fail") && strcmp(v, "proceed"))
+      return -1;
+    c->timeout_proceed = !strcmp(v, "proceed");
+    return 0;
+  case OPT_REPLY_DROPS:
+    return parse_probability(v, &c->reply_drops);
   default:
     return set_number(opt, v, c);
   }
@@ -263,6 +307,10 @@ static int check(const server_config *c, char *err, size_t errlen) {
     return fail(err, errlen, "--checkpoint-every needs --checkpoint-dir");
   if (c->mode != MODE_SSP && c->staleness != 0)
     return fail(err, errlen, "--staleness needs --mode ssp");
+  if (c->mode == MODE_ASP && c->worker_timeout_s)
+    return fail(err, errlen,
+                "--worker-timeout needs --mode bsp or ssp (ASP never waits "
+                "for workers)");
   if (c->mode == MODE_ASP && c->deterministic)
     return fail(err, errlen,
                 "--deterministic cannot apply to --mode asp (updates apply "
@@ -288,8 +336,8 @@ static int from_argv(int argc, char **argv, server_config *c, char *err,
       return fail(err, errlen, "unknown or incomplete option '%s' (see --help)",
                   argv[optind - 1]);
     if (set(opt, opt == OPT_DETERMINISTIC ? "1" : optarg, c) != 0)
-      return fail(err, errlen, "bad value '%s' for %s (see --help)",
-                  optarg ? optarg : "", argv[optind - 1]);
+      return fail(err, errlen, "bad value '%s' for --%s (see --help)",
+                  optarg ? optarg : "", options[opt - OPT_LISTEN].name);
   }
   if (optind < argc)
     return fail(err, errlen, "unexpected argument '%s' (see --help)",

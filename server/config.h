@@ -23,6 +23,9 @@ typedef struct {
   char checkpoint_dir[1024];
   uint64_t checkpoint_every;
   uint32_t keep;
+  uint32_t worker_timeout_s; /* 0: a step waits for every worker forever */
+  bool timeout_proceed;      /* else the waiting calls fail */
+  double reply_drops;        /* testing: lose this share of push replies */
 } server_config;
 
 /* config_parse fills c from the environment (FSPS_LISTEN, ...) and then

@@ -34,20 +34,31 @@ static void on_signal(uv_signal_t *h, int signum) {
   uv_stop(h->loop);
 }
 
-/* wait_for_signal runs the libuv loop until SIGTERM or SIGINT. */
-static int wait_for_signal(server_config *cfg) {
+static void on_tick(uv_timer_t *h) {
+  store_expire(h->data);
+}
+
+/* wait_for_signal runs the libuv loop until SIGTERM or SIGINT, checking
+ * --worker-timeout every second meanwhile. */
+static int wait_for_signal(server_config *cfg, store *st) {
   uv_loop_t loop;
   uv_signal_t term, intr;
+  uv_timer_t tick;
   if (uv_loop_init(&loop) != 0)
     return -1;
   uv_signal_init(&loop, &term);
   uv_signal_init(&loop, &intr);
+  uv_timer_init(&loop, &tick);
   term.data = intr.data = cfg;
+  tick.data = st;
   uv_signal_start(&term, on_signal, SIGTERM);
   uv_signal_start(&intr, on_signal, SIGINT);
+  if (cfg->worker_timeout_s)
+    uv_timer_start(&tick, on_tick, 1000, 1000);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_close((uv_handle_t *)&term, NULL);
   uv_close((uv_handle_t *)&intr, NULL);
+  uv_close((uv_handle_t *)&tick, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   return uv_loop_close(&loop);
 }
@@ -104,11 +115,12 @@ static int serve(server_config *cfg, service *svc) {
   }
   if (cfg->port_file[0] && write_port_file(cfg->port_file, port) != 0)
     LOGW("cannot write the port to %s", cfg->port_file);
-  LOGI("serving on %s (port %d): server %u of %u, %u workers, %s%s",
+  LOGI("serving on %s (port %d): server %u of %u, %u workers, %s%s%s",
        cfg->listen, port, cfg->index, cfg->num_servers, cfg->workers,
        config_mode_name(cfg->mode),
-       cfg->deterministic ? ", deterministic" : "");
-  wait_for_signal(cfg);
+       cfg->deterministic ? ", deterministic" : "",
+       cfg->reply_drops > 0 ? ", DROPPING PUSH REPLIES (testing)" : "");
+  wait_for_signal(cfg, svc->st);
   rpc_server_shutdown(srv, cfg->grace_ms);
   rpc_server_destroy(srv);
   int rc = final_checkpoint(svc);

@@ -44,9 +44,15 @@ static void send_next(pull_state *ps) {
                        ps->params);
 }
 
-/* on_ready runs on the thread that advanced the version. */
+/* on_ready runs on the thread that advanced the version (or failed the
+ * step the pull waited on). */
 static void on_ready(store_waiter *w, fbuf *params, uint64_t version) {
   pull_state *ps = (pull_state *)w;
+  if (params == NULL) {
+    rpc_call_finish(ps->call, NULL, FSPS_ABORTED, w->failed);
+    rpc_call_unref(ps->call);
+    return;
+  }
   ps->params = params;
   ps->version = version;
   send_next(ps);
@@ -115,10 +121,14 @@ void pull_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   ps->call = call;
   rpc_call_set_user(call, ps);
   rpc_call_ref(call); /* held by the waiter list if the pull parks */
-  if (store_pull(ps->layer, &ps->w, &ps->params, &ps->version)) {
-    rpc_call_unref(call);
+  rc = store_pull(ps->layer, &ps->w, &ps->params, &ps->version);
+  if (rc == STORE_PULL_PARKED)
+    return;
+  rpc_call_unref(call);
+  if (rc == STORE_PULL_READY)
     send_next(ps);
-  }
+  else
+    rpc_call_finish(call, NULL, FSPS_ABORTED, ps->w.failed);
 }
 
 void pull_sent(rpc_call *call, bool ok, void *ctx) {

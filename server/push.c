@@ -94,14 +94,39 @@ static int chunk(service *svc, push_state *ps, rpc_msg *msg, char *err,
   return nonfinite ? store_push_check(&ps->p, dst, count, err, errlen) : RPC_OK;
 }
 
+/* lose_reply decides, for --inject-reply-drops, whether this reply is
+ * "lost": a splitmix64 sequence, distinct per server, shared by threads. */
+static bool lose_reply(const server_config *cfg) {
+  static atomic_ullong counter;
+  if (cfg->reply_drops <= 0.0)
+    return false;
+  uint64_t z = atomic_fetch_add(&counter, 1) + 0x9e3779b97f4a7c15ull *
+                                                   (cfg->index + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  return (double)(z >> 11) * 0x1.0p-53 < cfg->reply_drops;
+}
+
+typedef struct {
+  service *svc;
+  rpc_call *call;
+} ack_ctx;
+
 /* ack replies to the push from inside the store's commit, before the
  * optimizer runs. */
 static void ack(void *arg, bool duplicate, bool applied, uint64_t version) {
+  ack_ctx *a = arg;
+  if (lose_reply(store_config(a->svc->st))) {
+    rpc_call_finish(a->call, NULL, RPC_UNAVAILABLE,
+                    "reply dropped on purpose (--inject-reply-drops)");
+    return;
+  }
   Fsps__V1__PushReply reply = FSPS__V1__PUSH_REPLY__INIT;
   reply.version = version;
   reply.duplicate = duplicate;
   reply.applied = applied;
-  rpc_call_finish(arg, &reply.base, RPC_OK, NULL);
+  rpc_call_finish(a->call, &reply.base, RPC_OK, NULL);
 }
 
 static void finish(service *svc, rpc_call *call, push_state *ps) {
@@ -112,7 +137,8 @@ static void finish(service *svc, rpc_call *call, push_state *ps) {
     return;
   }
   uint64_t nonfinite = ps->p.nonfinite;
-  int rc = store_push_commit(&ps->p, ack, call, err, sizeof err);
+  ack_ctx a = {svc, call};
+  int rc = store_push_commit(&ps->p, ack, &a, err, sizeof err);
   if (rc != FSPS_OK) {
     service_reject(svc, call, rc, err);
     return;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "log.h"
 #include "optim/optim.h"
@@ -21,6 +22,7 @@ typedef struct {
   uint64_t step; /* FREE_STEP when unused */
   uint32_t count;
   uint8_t *pushed; /* W flags */
+  int64_t first_ns; /* when its first push arrived */
   fbuf *acc;       /* running sum (default mode) */
   fbuf **wbuf;     /* each worker's slice (--deterministic) */
 } slot;
@@ -41,6 +43,14 @@ struct store_layer {
   slot *slots;
   uint32_t nslots;
   uint64_t *asp_next; /* ASP: each worker's next unseen step */
+  /* --worker-timeout: when the version last advanced; the workers steps
+   * no longer wait for (proceed); whether the current step timed out and
+   * why (fail). */
+  int64_t version_ns;
+  uint8_t *absent;
+  uint32_t nabsent;
+  bool timed_out;
+  char timeout_msg[256];
   store_waiter *waiters;
   pthread_mutex_t pool_mu; /* nests inside mu */
   fbuf *free_list;
@@ -172,6 +182,7 @@ static void layer_free(store *st, store_layer *L) {
   free(L->state);
   free(L->snap);
   free(L->asp_next);
+  free(L->absent);
   pthread_mutex_destroy(&L->mu);
   pthread_mutex_destroy(&L->pool_mu);
 }
@@ -223,7 +234,8 @@ static int slots_init(store *st, store_layer *L) {
     return (L->asp_next = calloc(W, sizeof *L->asp_next)) ? FSPS_OK
                                                           : FSPS_NOMEM;
   L->slots = calloc(L->nslots, sizeof *L->slots);
-  if (L->slots == NULL)
+  L->absent = calloc(W, 1);
+  if (L->slots == NULL || L->absent == NULL)
     return FSPS_NOMEM;
   for (uint32_t i = 0; i < L->nslots; i++) {
     slot *s = &L->slots[i];
@@ -404,14 +416,18 @@ uint64_t store_pushed(store_layer *L, bool *pushed) {
 
 /* ---- pulls and the version barrier ---- */
 
-bool store_pull(store_layer *L, store_waiter *w, fbuf **params,
-                uint64_t *version) {
+int store_pull(store_layer *L, store_waiter *w, fbuf **params,
+               uint64_t *version) {
   pthread_mutex_lock(&L->mu);
-  bool now = L->version >= w->min_version;
-  if (now) {
+  int rc = STORE_PULL_PARKED;
+  if (L->version >= w->min_version) {
+    rc = STORE_PULL_READY;
     fbuf_ref(L->cur);
     *params = L->cur;
     *version = L->version;
+  } else if (L->timed_out) {
+    rc = STORE_PULL_FAILED;
+    snprintf(w->failed, sizeof w->failed, "%s", L->timeout_msg);
   } else {
     w->parked = true;
     w->prev = NULL;
@@ -421,7 +437,7 @@ bool store_pull(store_layer *L, store_waiter *w, fbuf **params,
     L->waiters = w;
   }
   pthread_mutex_unlock(&L->mu);
-  return now;
+  return rc;
 }
 
 static void unlink_waiter(store_layer *L, store_waiter *w) {
@@ -651,7 +667,7 @@ static int spare_ready(store_layer *L) {
 /* apply runs the optimizer on the layer with the step's summed gradient.
  * Parameters still being sent by pulls are copied first (into the buffer
  * spare_ready took), never changed under them. Called with L->mu held. */
-static void apply(store_layer *L, const float *grad) {
+static void apply(store_layer *L, const float *grad, uint32_t contributors) {
   store *st = L->st;
   if (atomic_load(&L->cur->refs) > 1) {
     assert(L->spare != NULL); /* spare_ready ran before the ack */
@@ -661,39 +677,53 @@ static void apply(store_layer *L, const float *grad) {
     L->spare = NULL;
   }
   float lr = optim_schedule_lr(&st->sched, st->ocfg.lr, L->version);
-  optim_step(&st->ocfg, L->version + 1, lr, 1.0f / (float)st->cfg.workers,
+  optim_step(&st->ocfg, L->version + 1, lr, 1.0f / (float)contributors,
              L->cur->data, grad, L->state, L->cnt);
   L->version++;
+  L->version_ns = store_now_ns();
+  L->timed_out = false;
   if (st->every && L->version % st->every == 0)
     snap_locked(L);
 }
 
 /* slot_sum returns the step's summed gradient: in deterministic mode the
- * workers' slices added in worker order. */
+ * slices of the workers that pushed, added in worker order. */
 static const float *slot_sum(store_layer *L, slot *s) {
   if (s->wbuf == NULL)
     return s->acc->data;
-  float *acc = s->wbuf[0]->data;
-  for (uint32_t w = 1; w < L->st->cfg.workers; w++) {
-    const float *g = s->wbuf[w]->data;
-    for (uint64_t i = 0; i < L->cnt; i++)
+  uint32_t W = L->st->cfg.workers, first = 0;
+  while (s->wbuf[first] == NULL) /* a complete slot holds at least one */
+    first++;
+  float *acc = s->wbuf[first]->data;
+  for (uint32_t w = first + 1; w < W; w++) {
+    const float *g = s->wbuf[w] ? s->wbuf[w]->data : NULL;
+    for (uint64_t i = 0; g != NULL && i < L->cnt; i++)
       acc[i] += g[i];
   }
   return acc;
 }
 
-/* slot_complete returns whether the slot holds all W pushes of the step
- * the layer is at plus k. */
+/* awaited returns how many workers slot s still waits for: those that
+ * have not pushed, less those the layer no longer waits for. */
+static uint32_t awaited(const store_layer *L, const slot *s) {
+  uint32_t W = L->st->cfg.workers, gone = 0;
+  for (uint32_t w = 0; L->nabsent > 0 && w < W; w++)
+    gone += L->absent[w] && !s->pushed[w];
+  return W - s->count - gone;
+}
+
+/* slot_complete returns whether the slot holds every awaited push of the
+ * step the layer is at plus k. */
 static bool slot_complete(const store_layer *L, uint64_t k) {
   const slot *s = &L->slots[(L->version + k) % L->nslots];
-  return s->step == L->version + k && s->count == L->st->cfg.workers;
+  return s->step == L->version + k && s->count > 0 && awaited(L, s) == 0;
 }
 
 /* advance applies every complete step in order. Called with L->mu held. */
 static void advance(store_layer *L) {
   while (slot_complete(L, 0)) {
     slot *s = &L->slots[L->version % L->nslots];
-    apply(L, slot_sum(L, s));
+    apply(L, slot_sum(L, s), s->count);
     slot_release(s, L->st->cfg.workers);
   }
 }
@@ -715,6 +745,10 @@ typedef struct {
  * reply travels. Called with L->mu held. */
 static int collect(store_push *p, ack a) {
   store_layer *L = p->layer;
+  if (L->absent[p->worker]) { /* back after --worker-timeout: wait again */
+    L->absent[p->worker] = 0;
+    L->nabsent--;
+  }
   if (p->step < L->version) /* every worker made that step */
     return (a.fn(a.arg, true, false, L->version), FSPS_OK);
   slot *s = &L->slots[p->step % L->nslots];
@@ -722,8 +756,10 @@ static int collect(store_push *p, ack a) {
     return (a.fn(a.arg, true, false, L->version), FSPS_OK);
   if (spare_ready(L) != FSPS_OK)
     return FSPS_NOMEM;
-  if (s->step == FREE_STEP)
+  if (s->step == FREE_STEP) {
     s->step = p->step;
+    s->first_ns = store_now_ns();
+  }
   s->pushed[p->worker] = 1;
   s->count++;
   uint64_t k = 0;
@@ -750,7 +786,7 @@ static int collect_asp(store_push *p, ack a) {
   if (spare_ready(L) != FSPS_OK)
     return FSPS_NOMEM;
   a.fn(a.arg, false, true, L->version + 1);
-  apply(L, p->buf->data);
+  apply(L, p->buf->data, L->st->cfg.workers);
   L->asp_next[p->worker] = p->step + 1;
   return FSPS_OK;
 }
@@ -777,6 +813,105 @@ int store_push_commit(store_push *p, store_ack_fn fn, void *arg, char *msg,
   if (rc != FSPS_OK)
     snprintf(msg, msglen, "out of memory for the layer's next parameters");
   return rc == FSPS_NOMEM ? FSPS_RESOURCE_EXHAUSTED : rc;
+}
+
+/* ---- --worker-timeout ---- */
+
+int64_t store_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* missing lists the workers slot s waits for ("1, 3") into out and marks
+ * them absent when mark is set. */
+static void missing(store_layer *L, const slot *s, bool mark, char *out,
+                    size_t outlen) {
+  size_t used = 0;
+  out[0] = '\0';
+  for (uint32_t w = 0; w < L->st->cfg.workers; w++) {
+    if (s->pushed[w] || L->absent[w])
+      continue;
+    if (used < outlen)
+      used += (size_t)snprintf(out + used, outlen - used, "%s%u",
+                               used ? ", " : "", w);
+    if (mark) {
+      L->absent[w] = 1;
+      L->nabsent++;
+    }
+  }
+}
+
+/* take_all moves every parked waiter onto a private list, each told why it
+ * fails. */
+static store_waiter *take_all(store_layer *L) {
+  store_waiter *all = NULL;
+  while (L->waiters != NULL) {
+    store_waiter *w = L->waiters;
+    unlink_waiter(L, w);
+    snprintf(w->failed, sizeof w->failed, "%s", L->timeout_msg);
+    w->next = all;
+    all = w;
+  }
+  return all;
+}
+
+/* timeout handles a step that waited too long, L->mu held: proceed without
+ * the missing workers, or fail what waits on the step. Returns the waiters
+ * to wake (proceed) or fail. */
+static store_waiter *timeout(store_layer *L, slot *s, int64_t waited_ns) {
+  const server_config *cfg = &L->st->cfg;
+  char who[160];
+  missing(L, s, cfg->timeout_proceed, who, sizeof who);
+  double secs = (double)waited_ns / 1e9;
+  if (cfg->timeout_proceed) {
+    LOGW("layer '%s' step %" PRIu64 ": going on without worker(s) %s, which "
+         "did not push within %.0f s (--on-worker-timeout proceed)",
+         L->spec->name, L->version, who, secs);
+    if (spare_ready(L) == FSPS_OK)
+      advance(L);
+    return take_ready(L);
+  }
+  L->timed_out = true;
+  snprintf(L->timeout_msg, sizeof L->timeout_msg,
+           "layer '%s' step %" PRIu64 ": worker(s) %s did not push within "
+           "%.0f s (--worker-timeout); restart them with the same --rank",
+           L->spec->name, L->version, who, secs);
+  LOGE("%s", L->timeout_msg);
+  return take_all(L);
+}
+
+static void expire_layer(store_layer *L, int64_t now, int64_t limit_ns) {
+  store_waiter *list = NULL;
+  pthread_mutex_lock(&L->mu);
+  slot *s = &L->slots[L->version % L->nslots];
+  int64_t since = s->first_ns > L->version_ns ? s->first_ns : L->version_ns;
+  if (s->step == L->version && s->count > 0 && !L->timed_out &&
+      now - since >= limit_ns)
+    list = timeout(L, s, now - since);
+  bool failed = L->timed_out;
+  fbuf *params = L->cur;
+  uint64_t version = L->version;
+  pthread_mutex_unlock(&L->mu);
+  if (!failed) {
+    wake(list, params, version);
+    return;
+  }
+  for (store_waiter *w = list, *next; w != NULL; w = next) {
+    next = w->next;
+    w->next = NULL;
+    w->ready(w, NULL, version);
+  }
+}
+
+void store_expire(store *st) {
+  uint32_t secs = st->cfg.worker_timeout_s;
+  if (secs == 0 || st->cfg.mode == MODE_ASP || !store_ready(st))
+    return;
+  int64_t now = store_now_ns();
+  for (uint32_t l = 0; l < st->nlayers; l++)
+    if (st->layers[l].cnt > 0)
+      expire_layer(&st->layers[l], now, (int64_t)secs * 1000000000);
 }
 
 /* ---- checkpoints ---- */

@@ -30,8 +30,10 @@ typedef struct store_waiter {
   bool parked;
   struct store_waiter *prev, *next;
   /* Called (outside any lock) when the version is reached, with a
-   * reference to the parameters at that version. */
+   * reference to the parameters at that version; or with params NULL when
+   * the step it waits on failed (--worker-timeout), `failed` saying why. */
   void (*ready)(struct store_waiter *w, fbuf *params, uint64_t version);
+  char failed[256];
 } store_waiter;
 
 /* What one layer's slice on this server looks like. */
@@ -73,11 +75,14 @@ void store_info(store_layer *L, store_layer_info *info);
 uint64_t store_pushed(store_layer *L, bool *pushed);
 
 /* store_pull asks for the layer's parameters at version >= w->min_version.
- * If they are there now, returns true with *params referenced (release
- * with fbuf_unref) and *version set. Otherwise parks w and returns false;
- * w->ready runs later from the thread that advances the version. */
-bool store_pull(store_layer *L, store_waiter *w, fbuf **params,
-                uint64_t *version);
+ * STORE_PULL_READY: they are there now, *params referenced (release with
+ * fbuf_unref) and *version set. STORE_PULL_PARKED: w waits, and w->ready
+ * runs later from the thread that advances the version or fails the step.
+ * STORE_PULL_FAILED: the step it would wait on timed out (w->failed says
+ * why). */
+enum { STORE_PULL_READY, STORE_PULL_PARKED, STORE_PULL_FAILED };
+int store_pull(store_layer *L, store_waiter *w, fbuf **params,
+               uint64_t *version);
 
 /* store_unpark removes w if it is still parked; true if it was. */
 bool store_unpark(store_layer *L, store_waiter *w);
@@ -133,6 +138,18 @@ int store_push_commit(store_push *p, store_ack_fn fn, void *arg, char *msg,
 
 /* store_push_abort releases what a push holds (after any failure). */
 void store_push_abort(store_push *p);
+
+/* store_expire applies --worker-timeout to every layer: a step that has
+ * waited longer than it for its last workers' pushes (counting from its
+ * first push or the previous step, whichever is later) either goes on
+ * without them (--on-worker-timeout proceed: averaged over the workers
+ * that pushed; later steps stop waiting for the missing ones until they
+ * push again) or fails the pulls waiting on it, and those that come until
+ * it completes, naming the missing workers. Call it periodically. */
+void store_expire(store *st);
+
+/* store_now_ns returns CLOCK_MONOTONIC in nanoseconds. */
+int64_t store_now_ns(void);
 
 /* ---- checkpoints ----
  * A layer's checkpoint data is store_layer_floats(L) floats: its slice of
