@@ -502,6 +502,127 @@ int ckpt_restore(ckpt *k, char *msg, size_t msglen) {
   return FSPS_NOT_FOUND;
 }
 
+/* ---- rollback ---- */
+
+/* rollback_pass reads the layers of a verified file: when apply is false
+ * it only checks that every non-empty layer is there at `version`; when
+ * true it brings each layer past `version` back to it. */
+static const char *rollback_pass(ckpt *k, in *r, const header *h,
+                                 uint64_t version, bool apply, float *buf,
+                                 uint32_t *restored) {
+  if (h->nlayers != store_num_layers(k->st))
+    return "has the wrong number of layers";
+  for (uint32_t l = 0; l < h->nlayers; l++) {
+    store_layer *L = store_layer_get(k->st, l);
+    store_layer_info info;
+    store_info(L, &info);
+    uint32_t idx = get32(r);
+    uint64_t count = get64(r), v = get64(r), floats = get64(r);
+    size_t want = info.count ? store_layer_floats(L) : 0;
+    if (r->short_read || idx != l || count != info.count || floats != want)
+      return "does not match its model's layers";
+    if (info.count && v != version)
+      return "holds another version of a layer (not a step boundary)";
+    bool take = apply && info.count && info.version > version;
+    if (!take) {
+      if (fseek(r->f, (long)(floats * sizeof(float)), SEEK_CUR) != 0)
+        return "is truncated";
+      continue;
+    }
+    if (!get(r, buf, floats * sizeof(float)))
+      return "is truncated";
+    if (store_rollback_layer(L, buf, version) != FSPS_OK)
+      return "cannot be loaded (out of memory)";
+    (*restored)++;
+  }
+  return NULL;
+}
+
+/* rollback_file rolls the store back to `version` from one file. */
+static const char *rollback_file(ckpt *k, const char *path, uint64_t version,
+                                 uint32_t *restored) {
+  const char *why = verify(path);
+  if (why)
+    return why;
+  in r = {.f = fopen(path, "rb")};
+  header h;
+  void *blob = NULL;
+  float *buf = malloc(max_layer_floats(k) * sizeof(float) + 1);
+  if (r.f == NULL || buf == NULL)
+    why = r.f ? "cannot be loaded (out of memory)" : "cannot be opened";
+  if (why == NULL)
+    why = read_header(&r, &h, &blob);
+  if (why == NULL && (h.S != k->cfg.num_servers || h.s != k->cfg.index))
+    why = "belongs to another server (other --index or --num-servers)";
+  if (why == NULL && h.hash != store_hash(k->st))
+    why = "holds another model (spec hash differs)";
+  long start = r.f ? ftell(r.f) : 0;
+  if (why == NULL)
+    why = rollback_pass(k, &r, &h, version, false, buf, restored);
+  if (why == NULL && fseek(r.f, start, SEEK_SET) != 0)
+    why = "cannot be read";
+  if (why == NULL)
+    why = rollback_pass(k, &r, &h, version, true, buf, restored);
+  free(buf);
+  free(blob);
+  if (r.f)
+    fclose(r.f);
+  return why;
+}
+
+/* forget_after removes this server's files past `version` (they describe
+ * a timeline the rollback abandons) and resets the step-boundary writer.
+ * k->mu held. */
+static void forget_after(ckpt *k, uint64_t version) {
+  static entry e[MAX_FILES];
+  int n = list(k, e, MAX_FILES);
+  char mine[64], path[1400];
+  snprintf(mine, sizeof mine, "ckpt-s%uof%u-", k->cfg.index,
+           k->cfg.num_servers);
+  for (int i = 0; i < n; i++) {
+    if (e[i].version <= version ||
+        strncmp(e[i].name, mine, strlen(mine)) != 0)
+      continue;
+    snprintf(path, sizeof path, "%s/%.299s", k->cfg.checkpoint_dir, e[i].name);
+    if (unlink(path) == 0)
+      LOGW("removed %s: rolled back to version %" PRIu64 " before it", path,
+           version);
+  }
+  pthread_mutex_lock(&k->hmu);
+  k->pending = version;
+  k->ready = 0;
+  k->reported = 0;
+  memset(k->seen, 0, sizeof k->seen);
+  pthread_mutex_unlock(&k->hmu);
+}
+
+int ckpt_rollback(ckpt *k, uint64_t version, uint32_t *restored, char *src,
+                  size_t srclen, char *msg, size_t msglen) {
+  static entry e[MAX_FILES];
+  char name[64];
+  snprintf(name, sizeof name, "ckpt-s%uof%u-v%020" PRIu64 ".fsps",
+           k->cfg.index, k->cfg.num_servers, version);
+  *restored = 0;
+  pthread_mutex_lock(&k->mu);
+  int n = list(k, e, MAX_FILES), rc = FSPS_NOT_FOUND;
+  snprintf(msg, msglen, "no checkpoint of version %" PRIu64 " in %s", version,
+           k->cfg.checkpoint_dir);
+  for (int i = 0; i < n && rc == FSPS_NOT_FOUND; i++) {
+    if (strcmp(e[i].name, name) != 0)
+      continue;
+    snprintf(src, srclen, "%s/%s", k->cfg.checkpoint_dir, name);
+    const char *why = rollback_file(k, src, version, restored);
+    rc = why == NULL ? FSPS_OK : *restored ? FSPS_DATA_LOSS : FSPS_NOT_FOUND;
+    if (why != NULL)
+      snprintf(msg, msglen, "cannot roll back to checkpoint %s: it %s", src,
+               why);
+  }
+  if (rc == FSPS_OK)
+    forget_after(k, version);
+  pthread_mutex_unlock(&k->mu);
+  return rc;
+}
+
 /* ---- step-boundary checkpoints ---- */
 
 /* on_snapshot hears that layer l copied itself at version v. */

@@ -35,4 +35,15 @@ int ckpt_restore(ckpt *k, char *msg, size_t msglen);
 int ckpt_write_now(ckpt *k, char *path, size_t pathlen, uint64_t *bytes,
                    uint64_t *min_version, char *msg, size_t msglen);
 
+/* ckpt_rollback brings every layer past `version` back to it from this
+ * server's checkpoint file of that version, while serving (layers at
+ * `version` keep their pending pushes), and removes this server's files
+ * past it, which describe the abandoned timeline. Returns FSPS_OK with
+ * *restored layers and src the file; FSPS_NOT_FOUND (nothing changed) when
+ * there is no sound file of that version holding every layer at it;
+ * FSPS_DATA_LOSS if it failed after some layers were restored. msg says
+ * why. */
+int ckpt_rollback(ckpt *k, uint64_t version, uint32_t *restored, char *src,
+                  size_t srclen, char *msg, size_t msglen);
+
 #endif

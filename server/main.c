@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+#include <sys/random.h>
 
 #include <uv.h>
 
@@ -128,6 +130,14 @@ static int serve(server_config *cfg, service *svc) {
   return rc;
 }
 
+/* incarnation draws this process's random, non-zero identity. */
+static uint64_t incarnation(void) {
+  uint64_t v = 0;
+  if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v)
+    v = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
+  return v ? v : 1;
+}
+
 int main(int argc, char **argv) {
   server_config cfg;
   char err[512];
@@ -144,7 +154,7 @@ int main(int argc, char **argv) {
   char tag[64];
   snprintf(tag, sizeof tag, "server %u/%u", cfg.index, cfg.num_servers);
   log_set((log_level)cfg.log_level, tag);
-  service svc = {.st = store_create(&cfg)};
+  service svc = {.st = store_create(&cfg), .incarnation = incarnation()};
   if (svc.st == NULL) {
     LOGE("out of memory");
     return 1;

@@ -61,6 +61,7 @@ static void init_reply(service *svc, rpc_call *call, bool created) {
   r.num_workers = cfg->workers;
   r.n_layer_versions = L;
   r.layer_versions = versions;
+  r.incarnation = svc->incarnation;
   rpc_call_finish(call, &r.base, RPC_OK, NULL);
   free(versions);
 }
@@ -147,6 +148,7 @@ static void status_fill(service *svc, Fsps__V1__StatusReply *r) {
   r->pulls = atomic_load(&svc->pulls);
   r->pushes = atomic_load(&svc->pushes);
   r->rejected = atomic_load(&svc->rejected);
+  r->incarnation = svc->incarnation;
 }
 
 static void status_start(rpc_call *call, rpc_msg *msg, void *ctx) {
@@ -251,6 +253,9 @@ const rpc_method *service_methods(service *svc, size_t *n) {
       {.path = "/fsps.v1.ParameterServer/Checkpoint",
        .kind = RPC_UNARY,
        .on_start = checkpoint_start},
+      {.path = "/fsps.v1.ParameterServer/Rollback",
+       .kind = RPC_UNARY,
+       .on_start = rollback_start},
       {.path = "/grpc.health.v1.Health/Check",
        .kind = RPC_UNARY,
        .on_start = health_start},

@@ -15,6 +15,7 @@ typedef struct {
   store *st;
   struct ckpt *ck; /* NULL without --checkpoint-dir */
   atomic_ullong pulls, pushes, rejected;
+  uint64_t incarnation; /* random, drawn at start (StatusReply) */
 } service;
 
 /* service_methods returns the method table (static storage) whose handlers
@@ -29,6 +30,7 @@ void pull_done(rpc_call *call, void *ctx);
 void push_start(rpc_call *call, rpc_msg *msg, void *ctx);
 void push_message(rpc_call *call, rpc_msg *msg, void *ctx);
 void push_done(rpc_call *call, void *ctx);
+void rollback_start(rpc_call *call, rpc_msg *msg, void *ctx);
 
 /* spec_from_proto builds a shard spec from a ModelSpec message (validated
  * later by store_init). Returns NULL with msg on failure. */

@@ -425,6 +425,13 @@ int store_pull(store_layer *L, store_waiter *w, fbuf **params,
     fbuf_ref(L->cur);
     *params = L->cur;
     *version = L->version;
+  } else if (w->min_version > L->version + 1) {
+    rc = STORE_PULL_FAILED; /* see store_pull's contract */
+    snprintf(w->failed, sizeof w->failed,
+             "layer '%s' is at version %" PRIu64 ": no worker of this "
+             "cluster can wait for version %" PRIu64 " (the server restarted "
+             "or rolled back; recover and go on from its version)",
+             L->spec->name, L->version, w->min_version);
   } else if (L->timed_out) {
     rc = STORE_PULL_FAILED;
     snprintf(w->failed, sizeof w->failed, "%s", L->timeout_msg);
@@ -751,6 +758,8 @@ static int collect(store_push *p, ack a) {
   }
   if (p->step < L->version) /* every worker made that step */
     return (a.fn(a.arg, true, false, L->version), FSPS_OK);
+  if (p->step > L->version + L->st->cfg.staleness)
+    return FSPS_FAILED_PRECONDITION; /* rolled back since it began */
   slot *s = &L->slots[p->step % L->nslots];
   if (s->step != FREE_STEP && s->pushed[p->worker])
     return (a.fn(a.arg, true, false, L->version), FSPS_OK);
@@ -810,8 +819,13 @@ int store_push_commit(store_push *p, store_ack_fn fn, void *arg, char *msg,
   pthread_mutex_unlock(&L->mu);
   wake(ready, params, version);
   store_push_abort(p);
-  if (rc != FSPS_OK)
+  if (rc == FSPS_NOMEM)
     snprintf(msg, msglen, "out of memory for the layer's next parameters");
+  else if (rc != FSPS_OK)
+    snprintf(msg, msglen,
+             "layer '%s' was rolled back to version %" PRIu64 " while step "
+             "%" PRIu64 " was being pushed: recover and push again",
+             L->spec->name, version, p->step);
   return rc == FSPS_NOMEM ? FSPS_RESOURCE_EXHAUSTED : rc;
 }
 
@@ -912,6 +926,75 @@ void store_expire(store *st) {
   for (uint32_t l = 0; l < st->nlayers; l++)
     if (st->layers[l].cnt > 0)
       expire_layer(&st->layers[l], now, (int64_t)secs * 1000000000);
+}
+
+/* ---- rollback ---- */
+
+/* take_abandoned moves the waiters for versions past version + 1, which a
+ * rollback to `version` abandons, onto a private list, each told why. */
+static store_waiter *take_abandoned(store_layer *L) {
+  store_waiter *out = NULL;
+  for (store_waiter *w = L->waiters, *next; w != NULL; w = next) {
+    next = w->next;
+    if (w->min_version <= L->version + 1)
+      continue;
+    unlink_waiter(L, w);
+    snprintf(w->failed, sizeof w->failed,
+             "layer '%s' was rolled back to version %" PRIu64
+             " while this pull waited for version %" PRIu64,
+             L->spec->name, L->version, w->min_version);
+    w->next = out;
+    out = w;
+  }
+  return out;
+}
+
+/* reset_locked sets L's parameters and state to data (params then state),
+ * or to the initial values when data is NULL, and drops every pending push. */
+static void reset_locked(store_layer *L, const float *data) {
+  store *st = L->st;
+  if (data != NULL) {
+    memcpy(L->cur->data, data, L->cnt * sizeof(float));
+    if (layer_floats(L) > L->cnt)
+      memcpy(L->state, data + L->cnt,
+             (layer_floats(L) - L->cnt) * sizeof(float));
+  } else {
+    shard_init_fill(st->spec, L->index, L->off, L->cnt, L->cur->data);
+    if (L->state)
+      optim_state_init(&st->ocfg, L->state, L->cnt);
+  }
+  for (uint32_t i = 0; i < L->nslots; i++)
+    slot_release(&L->slots[i], st->cfg.workers);
+  if (L->asp_next)
+    memset(L->asp_next, 0, st->cfg.workers * sizeof *L->asp_next);
+  if (L->absent)
+    memset(L->absent, 0, st->cfg.workers);
+  L->nabsent = 0;
+  L->timed_out = false;
+  L->version_ns = store_now_ns();
+}
+
+int store_rollback_layer(store_layer *L, const float *data, uint64_t version) {
+  pthread_mutex_lock(&L->mu);
+  if (spare_ready(L) != FSPS_OK) {
+    pthread_mutex_unlock(&L->mu);
+    return FSPS_NOMEM;
+  }
+  if (atomic_load(&L->cur->refs) > 1) { /* pulls still send the old ones */
+    fbuf_unref(L->cur);
+    L->cur = L->spare;
+    L->spare = NULL;
+  }
+  reset_locked(L, data);
+  L->version = version;
+  store_waiter *gone = take_abandoned(L);
+  pthread_mutex_unlock(&L->mu);
+  for (store_waiter *w = gone, *next; w != NULL; w = next) {
+    next = w->next;
+    w->next = NULL;
+    w->ready(w, NULL, version);
+  }
+  return FSPS_OK;
 }
 
 /* ---- checkpoints ---- */

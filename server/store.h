@@ -78,8 +78,11 @@ uint64_t store_pushed(store_layer *L, bool *pushed);
  * STORE_PULL_READY: they are there now, *params referenced (release with
  * fbuf_unref) and *version set. STORE_PULL_PARKED: w waits, and w->ready
  * runs later from the thread that advances the version or fails the step.
- * STORE_PULL_FAILED: the step it would wait on timed out (w->failed says
- * why). */
+ * STORE_PULL_FAILED (w->failed says why): the step it would wait on timed
+ * out, or it asks for more than version + 1, which no worker of the
+ * cluster can (a worker pulls version t only after every worker pushed
+ * step t - 1 of the layer, so the layer is at t - 1 at least): the server
+ * restarted or rolled back since that worker last looked. */
 enum { STORE_PULL_READY, STORE_PULL_PARKED, STORE_PULL_FAILED };
 int store_pull(store_layer *L, store_waiter *w, fbuf **params,
                uint64_t *version);
@@ -150,6 +153,13 @@ void store_expire(store *st);
 
 /* store_now_ns returns CLOCK_MONOTONIC in nanoseconds. */
 int64_t store_now_ns(void);
+
+/* store_rollback_layer brings L back to `version` while serving: its
+ * parameters and state become data (as written by store_copy_now), or the
+ * initial values when data is NULL; pending pushes are dropped and pulls
+ * parked for versions past version + 1 fail. FSPS_OK, or FSPS_NOMEM (L
+ * unchanged). */
+int store_rollback_layer(store_layer *L, const float *data, uint64_t version);
 
 /* ---- checkpoints ----
  * A layer's checkpoint data is store_layer_floats(L) floats: its slice of

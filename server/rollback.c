@@ -1,0 +1,136 @@
+/* rollback.c: the Rollback method — bring every layer back to a version
+ * from this server's checkpoint of it (or the initial values for version
+ * 0), so that after a server restarted from an older checkpoint all
+ * servers are at the same step again. */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "checkpoint.h"
+#include "fsps.pb-c.h"
+#include "log.h"
+#include "service.h"
+
+/* versions finds the lowest and highest version over non-empty layers. */
+static void versions(store *st, uint64_t *lo, uint64_t *hi, uint32_t *low) {
+  *lo = UINT64_MAX;
+  *hi = 0;
+  *low = 0;
+  for (uint32_t l = 0; l < store_num_layers(st); l++) {
+    store_layer_info in;
+    store_info(store_layer_get(st, l), &in);
+    if (in.count == 0)
+      continue;
+    if (in.version < *lo)
+      *low = l;
+    *lo = in.version < *lo ? in.version : *lo;
+    *hi = in.version > *hi ? in.version : *hi;
+  }
+}
+
+static int refuse(char *err, size_t errlen, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int refuse(char *err, size_t errlen, int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+/* check refuses what cannot be rolled back; RPC_OK otherwise. */
+static int check(service *svc, const Fsps__V1__RollbackRequest *req,
+                 char *err, size_t errlen) {
+  store *st = svc->st;
+  uint64_t lo, hi;
+  uint32_t low;
+  if (!store_ready(st))
+    return refuse(err, errlen, RPC_FAILED_PRECONDITION,
+                  "no model is declared on this server yet (Init)");
+  if (req->spec_hash != store_hash(st))
+    return refuse(err, errlen, RPC_FAILED_PRECONDITION,
+                  "rollback for model %016" PRIx64 ", but this server holds "
+                  "model %016" PRIx64,
+                  req->spec_hash, store_hash(st));
+  if (store_config(st)->mode == MODE_ASP)
+    return refuse(err, errlen, RPC_FAILED_PRECONDITION,
+                  "rollback needs --mode bsp or ssp");
+  versions(st, &lo, &hi, &low);
+  if (lo != UINT64_MAX && lo < req->version)
+    return refuse(err, errlen, RPC_FAILED_PRECONDITION,
+                  "layer %u is at version %" PRIu64 ", behind version "
+                  "%" PRIu64 ": a rollback cannot go forward",
+                  low, lo, req->version);
+  return RPC_OK;
+}
+
+/* to_initial rolls every layer past version 0 back to its initial values. */
+static uint32_t to_initial(store *st) {
+  uint32_t n = 0;
+  for (uint32_t l = 0; l < store_num_layers(st); l++) {
+    store_layer *L = store_layer_get(st, l);
+    store_layer_info in;
+    store_info(L, &in);
+    if (in.count && in.version > 0 && store_rollback_layer(L, NULL, 0) == 0)
+      n++;
+  }
+  return n;
+}
+
+/* roll performs the rollback; RPC_OK with *restored and src set. */
+static int roll(service *svc, uint64_t version, uint32_t *restored, char *src,
+                size_t srclen, char *err, size_t errlen) {
+  uint64_t lo, hi;
+  uint32_t low;
+  versions(svc->st, &lo, &hi, &low);
+  *restored = 0;
+  snprintf(src, srclen, "nothing to do: every layer is at version %" PRIu64,
+           version);
+  if (lo == UINT64_MAX || hi == version)
+    return RPC_OK;
+  int rc = FSPS_NOT_FOUND;
+  if (svc->ck != NULL)
+    rc = ckpt_rollback(svc->ck, version, restored, src, srclen, err, errlen);
+  else
+    snprintf(err, errlen, "this server has no --checkpoint-dir");
+  if (rc == FSPS_NOT_FOUND && version == 0) {
+    *restored = to_initial(svc->st);
+    snprintf(src, srclen, "initial values");
+    rc = FSPS_OK;
+  }
+  return rc == FSPS_NOT_FOUND ? RPC_FAILED_PRECONDITION : rc;
+}
+
+void rollback_start(rpc_call *call, rpc_msg *msg, void *ctx) {
+  static pthread_mutex_t one_at_a_time = PTHREAD_MUTEX_INITIALIZER;
+  service *svc = ctx;
+  ProtobufCMessage *m;
+  rpc_status st;
+  if (rpc_msg_unpack(msg, &fsps__v1__rollback_request__descriptor, &m, &st)) {
+    service_reject(svc, call, st.code, st.msg);
+    return;
+  }
+  Fsps__V1__RollbackRequest *req = (Fsps__V1__RollbackRequest *)m;
+  char err[1600], src[1400];
+  Fsps__V1__RollbackReply r = FSPS__V1__ROLLBACK_REPLY__INIT;
+  pthread_mutex_lock(&one_at_a_time);
+  int rc = check(svc, req, err, sizeof err);
+  if (rc == RPC_OK)
+    rc = roll(svc, req->version, &r.layers_restored, src, sizeof src, err,
+              sizeof err);
+  pthread_mutex_unlock(&one_at_a_time);
+  if (rc == RPC_OK && r.layers_restored)
+    LOGW("rolled back %u layers to version %" PRIu64 " from %s",
+         r.layers_restored, req->version, src);
+  uint64_t version = req->version;
+  protobuf_c_message_free_unpacked(m, NULL);
+  if (rc != RPC_OK) {
+    LOGE("rollback to version %" PRIu64 " failed: %s", version, err);
+    rpc_call_finish(call, NULL, rc, err);
+    return;
+  }
+  r.source = src;
+  rpc_call_finish(call, &r.base, RPC_OK, NULL);
+}
