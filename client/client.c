@@ -240,7 +240,8 @@ static int open_loops(fsps_client *c, char *err, size_t errlen) {
 
 static int open_channels(fsps_client *c, char *err, size_t errlen) {
   c->ch = calloc(c->S, sizeof *c->ch);
-  if (c->ch == NULL)
+  c->incarnation = calloc(c->S, sizeof *c->incarnation);
+  if (c->ch == NULL || c->incarnation == NULL)
     return say(err, errlen, FSPS_NOMEM, "out of memory");
   for (uint32_t s = 0; s < c->S; s++) {
     rpc_status st;
@@ -315,6 +316,7 @@ void fsps_close(fsps_client *c) {
   }
   shard_spec_destroy(c->spec);
   free(c->ch);
+  free(c->incarnation);
   free(c->loops);
   free(c->addr);
   free(c->servers);

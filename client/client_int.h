@@ -16,6 +16,7 @@
 #define PATH_PULL "/fsps.v1.ParameterServer/Pull"
 #define PATH_PUSH "/fsps.v1.ParameterServer/Push"
 #define PATH_STATUS "/fsps.v1.ParameterServer/Status"
+#define PATH_ROLLBACK "/fsps.v1.ParameterServer/Rollback"
 
 #define CLIENT_MAX_SERVERS 1024
 #define CLIENT_MSG_MAX 1024
@@ -75,6 +76,7 @@ struct fsps_client {
   char *servers; /* o.servers points here */
   uint32_t S;
   char **addr;
+  uint64_t *incarnation; /* each server's, as last seen (0: not yet) */
   rpc_loop **loops; /* threads running the channels' streams */
   uint32_t nloops;
   rpc_channel **ch; /* server s's channel runs on loops[s % nloops] */
@@ -146,6 +148,17 @@ int64_t now_ns(void);
 /* client_wait blocks on c->cv (c->mu held) and adds the time spent to the
  * client's wait counter. */
 void client_wait(fsps_client *c);
+
+/* client_unary makes a unary call to server s, retrying UNAVAILABLE with
+ * backoff. */
+int client_unary(fsps_client *c, uint32_t s, const char *path,
+                 const ProtobufCMessage *req,
+                 const ProtobufCMessageDescriptor *desc,
+                 ProtobufCMessage **reply, rpc_status *st);
+
+/* client_init_one declares the client's model on server s (Init) and
+ * records its incarnation. */
+int client_init_one(fsps_client *c, uint32_t s);
 
 /* client_adopt_spec makes a validated copy of spec the client's model
  * without contacting servers (fsps_declare and fsps_attach use it after

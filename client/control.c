@@ -17,12 +17,10 @@ static void sleep_ms(int64_t ms) {
     ;
 }
 
-/* unary_retry makes a unary call to server s, retrying UNAVAILABLE with
- * backoff. */
-static int unary_retry(fsps_client *c, uint32_t s, const char *path,
-                       const ProtobufCMessage *req,
-                       const ProtobufCMessageDescriptor *desc,
-                       ProtobufCMessage **reply, rpc_status *st) {
+int client_unary(fsps_client *c, uint32_t s, const char *path,
+                 const ProtobufCMessage *req,
+                 const ProtobufCMessageDescriptor *desc,
+                 ProtobufCMessage **reply, rpc_status *st) {
   int rc;
   for (uint32_t attempt = 1;; attempt++) {
     rc = rpc_unary(c->ch[s], path, req, desc, reply, client_timeout_ms(c), st);
@@ -75,8 +73,8 @@ static int init_one(fsps_client *c, uint32_t s, Fsps__V1__ModelSpec *m,
   req.server_index = s;
   ProtobufCMessage *out = NULL;
   rpc_status st;
-  int rc = unary_retry(c, s, PATH_INIT, &req.base,
-                       &fsps__v1__init_reply__descriptor, &out, &st);
+  int rc = client_unary(c, s, PATH_INIT, &req.base,
+                        &fsps__v1__init_reply__descriptor, &out, &st);
   if (rc != RPC_OK)
     return client_fail(c, rc, "declare on server %u of %u: %s", s, c->S,
                        st.msg);
@@ -84,7 +82,20 @@ static int init_one(fsps_client *c, uint32_t s, Fsps__V1__ModelSpec *m,
   rc = check_hash(c, s, r->spec_hash, hash);
   if (rc == FSPS_OK)
     rc = check_identity(c, s, r->num_servers, r->server_index, r->num_workers);
+  if (rc == FSPS_OK)
+    c->incarnation[s] = r->incarnation;
   protobuf_c_message_free_unpacked(out, NULL);
+  return rc;
+}
+
+int client_init_one(fsps_client *c, uint32_t s) {
+  spec_msg m;
+  int rc = spec_msg_build(&m, c->spec);
+  if (rc == FSPS_OK)
+    rc = init_one(c, s, &m.model, shard_spec_hash(c->spec));
+  else
+    client_fail(c, rc, "out of memory building the Init request");
+  spec_msg_free(&m);
   return rc;
 }
 
@@ -156,6 +167,8 @@ static int poll_one(fsps_client *c, uint32_t s, uint64_t hash,
   if (rc == RPC_OK && r->initialized) {
     *done = true;
     rc = check_attached(c, s, r, hash);
+    if (rc == FSPS_OK)
+      c->incarnation[s] = r->incarnation;
   } else if (rc == RPC_OK) {
     rpc_status_set(st, FSPS_NOT_FOUND, "server %s: no model declared yet",
                    c->addr[s]);
@@ -211,8 +224,8 @@ static int version_one(fsps_client *c, uint32_t s, uint32_t layer,
   Fsps__V1__StatusRequest req = FSPS__V1__STATUS_REQUEST__INIT;
   ProtobufCMessage *out = NULL;
   rpc_status st;
-  int rc = unary_retry(c, s, PATH_STATUS, &req.base,
-                       &fsps__v1__status_reply__descriptor, &out, &st);
+  int rc = client_unary(c, s, PATH_STATUS, &req.base,
+                        &fsps__v1__status_reply__descriptor, &out, &st);
   if (rc != RPC_OK)
     return client_fail(c, rc, "status of server %u of %u: %s", s, c->S, st.msg);
   Fsps__V1__StatusReply *r = (Fsps__V1__StatusReply *)out;

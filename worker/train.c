@@ -222,27 +222,69 @@ uint64_t train_total_steps(const trainer *t) {
   return total;
 }
 
+/* A failed step is worth fsps_recover when a server went away, restarted
+ * or rolled back; at most this many times in a row without a step done. */
+#define MAX_RECOVERIES 5
+
+static bool recoverable(int rc) {
+  return rc == FSPS_UNAVAILABLE || rc == FSPS_FAILED_PRECONDITION ||
+         rc == FSPS_DEADLINE_EXCEEDED;
+}
+
+/* recover finds the step to go on from after step g failed. */
+static int recover(trainer *t, uint64_t g, uint64_t *next) {
+  fprintf(stderr, "worker %u: step %" PRIu64 " failed: %s; recovering\n",
+          t->opts->rank, g, fsps_last_error(t->client));
+  int rc = fsps_recover(t->client, next);
+  if (rc == FSPS_OK)
+    fprintf(stderr, "worker %u: going on from step %" PRIu64 "\n",
+            t->opts->rank, *next);
+  return rc;
+}
+
+/* first_step is where this worker starts: the step the cluster is at, so
+ * that a restarted worker rejoins the others (0 on a fresh cluster). */
+static int first_step(trainer *t, uint64_t *g) {
+  *g = 0;
+  if (t->opts->local)
+    return FSPS_OK;
+  int rc = fsps_recover(t->client, g);
+  if (rc == FSPS_OK && *g > 0)
+    fprintf(stderr, "worker %u: joining the cluster at step %" PRIu64 "\n",
+            t->opts->rank, *g);
+  return rc;
+}
+
 int train_run(trainer *t) {
-  uint32_t steps = data_sampler_steps(&t->sampler);
+  uint32_t steps = data_sampler_steps(&t->sampler), epoch = UINT32_MAX;
+  uint32_t tries = 0;
   t->total_steps = train_total_steps(t);
   t->start = t->last_report = now_s();
-  uint64_t g = 0;
-  for (uint32_t e = 0; e < t->opts->epochs && g < t->total_steps; e++) {
-    data_sampler_epoch(&t->sampler, e);
-    uint32_t k = 0;
-    for (; k < steps && g < t->total_steps; k++, g++) {
-      int rc = step(t, g, data_sampler_batch(&t->sampler, k));
-      if (rc != FSPS_OK)
+  uint64_t g;
+  int rc = first_step(t, &g);
+  while (rc == FSPS_OK && g < t->total_steps) {
+    uint32_t e = (uint32_t)(g / steps), k = (uint32_t)(g % steps);
+    if (e != epoch)
+      data_sampler_epoch(&t->sampler, epoch = e);
+    rc = step(t, g, data_sampler_batch(&t->sampler, k));
+    if (rc != FSPS_OK) {
+      if (t->opts->local || !recoverable(rc) || ++tries > MAX_RECOVERIES)
         return rc;
-      progress(t, e, k + 1, steps, false);
+      rc = recover(t, g, &g);
+      continue;
     }
-    progress(t, e, k, steps, true);
-    epoch_end(t, e, min_version_after(t, g));
-    t->epochs_done = e + 1;
+    tries = 0;
+    g++;
+    bool last = k + 1 == steps || g == t->total_steps;
+    progress(t, e, k + 1, steps, last);
+    if (last) {
+      epoch_end(t, e, min_version_after(t, g));
+      t->epochs_done = e + 1;
+    }
   }
   t->elapsed = now_s() - t->start;
   t->steps_done = g;
-  return FSPS_OK;
+  return rc;
 }
 
 void train_summary(const trainer *t) {

@@ -155,6 +155,21 @@ int fsps_attach(fsps_client *c, const fsps_spec *spec, int64_t timeout_ms);
  * it); for resuming after a restart. */
 int fsps_layer_version(fsps_client *c, uint32_t layer, uint64_t *version);
 
+/* fsps_recover brings the cluster back to a step every worker can go on
+ * from, after a step failed (a server down beyond the retries, restarted,
+ * or rolled back: FSPS_UNAVAILABLE, FSPS_FAILED_PRECONDITION or
+ * FSPS_DEADLINE_EXCEEDED). It drops what the failed step left, waits (up
+ * to the timeout) until every server answers, declares the model again on
+ * a server that lost it, and when a server restarted since this client
+ * last saw it (its incarnation changed), rolls every server back to the
+ * lowest layer version any server holds: the restarted one's checkpoint,
+ * which the others load from theirs (Rollback). *step gets the step to go
+ * on from: in BSP and SSP the lowest layer version (for a worker starting
+ * or restarting, the step the others are at); in ASP, which never rolls
+ * back, 0. Call it from the trainer thread, outside a step; every worker
+ * of the cluster may call it at once. */
+int fsps_recover(fsps_client *c, uint64_t *step);
+
 /* ---- gather and push ---------------------------------------------------
  * The building blocks; most trainers use the step scheduler below. */
 

@@ -1,0 +1,199 @@
+#!/usr/bin/python3
+"""Recovery during training, with real fsps-server and fsps-worker processes
+on loopback, on Fashion-MNIST:
+
+- a server killed with SIGKILL mid-training and restarted at the same
+  address restores its newest checkpoint; the workers retry, roll every
+  server back to that version and go on. With --deterministic the final
+  parameters are bit-identical to an undisturbed run's (so is accuracy).
+- a worker killed mid-training and restarted with the same rank rejoins at
+  the step the cluster is at, and training finishes with the undisturbed
+  run's accuracy within 0.5 points.
+
+Usage: test_recovery.py --bin BUILD_DIR
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import test_training as tt
+
+MODEL = ["--model", "mlp:784,64,10", "--optimizer", "adam", "--lr", "0.002",
+         "--batch", "32", "--train-limit", "6000", "--epochs", "3",
+         "--seed", "5", "--normalize"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One fsps-server at a fixed address, so it can come back there."""
+
+    def __init__(self, tmp, s, S, W, port, ckpt):
+        self.tmp, self.s = tmp, s
+        self.args = [os.path.join(tt.ARGS.bin, "server", "fsps-server"),
+                     "--listen", "127.0.0.1:%d" % port, "--index", str(s),
+                     "--num-servers", str(S), "--workers", str(W),
+                     "--deterministic", "--checkpoint-dir", ckpt,
+                     "--checkpoint-every", "20", "--log-level", "warn"]
+        self.log = open(os.path.join(tmp, "server%d.log" % s), "a")
+        self.start()
+
+    def start(self):
+        pf = os.path.join(self.tmp, "port-%d-%d" % (self.s,
+                                                    time.monotonic_ns()))
+        self.proc = subprocess.Popen(self.args + ["--port-file", pf],
+                                     stderr=self.log,
+                                     preexec_fn=tt.die_with_parent)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(pf):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("fsps-server %d did not start" % self.s)
+            time.sleep(0.02)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=30)
+        self.log.close()
+        return code
+
+
+def start_worker(servers, r, W, flags, tmp):
+    err = open(os.path.join(tmp, "worker%d-%d.log" % (r, time.monotonic_ns())),
+               "w+")
+    p = subprocess.Popen(
+        [os.path.join(tt.ARGS.bin, "worker", "fsps-worker"), "--servers",
+         servers, "--rank", str(r), "--world", str(W)] + flags,
+        stdout=subprocess.PIPE, stderr=err, text=True,
+        preexec_fn=tt.die_with_parent)
+    p.errlog = err
+    return p
+
+
+def finish(p, timeout=600):
+    out, _ = p.communicate(timeout=timeout)
+    p.errlog.seek(0)
+    err = p.errlog.read()
+    p.errlog.close()
+    if p.returncode != 0:
+        raise AssertionError("worker exited %d: %s" % (p.returncode, err))
+    return json.loads(out.strip().splitlines()[-1]), err
+
+
+def wait_for_line(p, text, timeout=300):
+    """Waits until worker p's stderr shows text (its progress)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        p.errlog.seek(0)
+        if text in p.errlog.read():
+            return
+        if p.poll() is not None:
+            raise AssertionError("worker ended before '%s'" % text)
+        time.sleep(0.05)
+    raise AssertionError("no '%s' from the worker" % text)
+
+
+class RecoveryTest(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.servers = []
+
+    def tearDown(self):
+        for s in self.servers:
+            s.stop()
+        self.tmp.cleanup()
+
+    def cluster(self, name, S=2, W=2):
+        ports = [free_port() for _ in range(S)]
+        ckpt = os.path.join(self.tmp.name, name)
+        os.mkdir(ckpt)
+        servers = [Server(self.tmp.name, s, S, W, ports[s], ckpt)
+                   for s in range(S)]
+        self.servers += servers
+        return servers, ",".join("127.0.0.1:%d" % p for p in ports)
+
+    def run_pair(self, name, disturb=None):
+        """Trains W=2 workers; disturb(servers, workers) runs mid-way."""
+        servers, addrs = self.cluster(name)
+        dump = os.path.join(self.tmp.name, name + ".bin")
+        flags = MODEL + ["--dump", dump, "--progress-secs", "1"]
+        workers = [start_worker(addrs, r, 2, flags, self.tmp.name)
+                   for r in range(2)]
+        try:
+            if disturb:
+                workers = disturb(servers, addrs, workers, flags)
+            results = [finish(p) for p in workers]
+        finally:
+            for p in workers:
+                if p.poll() is None:
+                    p.kill()
+                    p.communicate()
+        with open(dump, "rb") as f:
+            return results, f.read()
+
+    def test_server_killed_and_restarted(self):
+        def kill_server(servers, addrs, workers, flags):
+            wait_for_line(workers[0], "epoch 2/3")  # past a checkpoint
+            servers[1].proc.send_signal(signal.SIGKILL)
+            servers[1].proc.wait()
+            time.sleep(0.5)  # the workers' calls fail and retry meanwhile
+            servers[1].start()
+            return workers
+        ref, ref_dump = self.run_pair("undisturbed")
+        got, dump = self.run_pair("killed", kill_server)
+        logs = got[0][1] + got[1][1]
+        self.assertIn("recovering", logs)
+        self.assertIn("going on from step", logs)
+        with open(servers_log(self.tmp.name, 0)) as f:
+            self.assertIn("rolled back", f.read())
+        self.assertEqual(dump, ref_dump)  # bit for bit
+        self.assertAlmostEqual(got[0][0]["test_accuracy"],
+                               ref[0][0]["test_accuracy"], delta=0.005)
+        self.assertGreater(got[0][0]["test_accuracy"], 0.75)
+
+    def test_worker_killed_and_restarted(self):
+        def kill_worker(servers, addrs, workers, flags):
+            wait_for_line(workers[1], "epoch 2/3")
+            workers[1].kill()
+            workers[1].communicate()
+            workers[1].errlog.close()
+            time.sleep(0.5)
+            workers[1] = start_worker(addrs, 1, 2, flags, self.tmp.name)
+            return workers
+        ref, _ = self.run_pair("undisturbed")
+        got, _ = self.run_pair("killed", kill_worker)
+        self.assertIn("joining the cluster at step", got[1][1])
+        self.assertEqual(got[0][0]["steps"], ref[0][0]["steps"])
+        self.assertAlmostEqual(got[0][0]["test_accuracy"],
+                               ref[0][0]["test_accuracy"], delta=0.005)
+
+
+def servers_log(tmp, s):
+    return os.path.join(tmp, "server%d.log" % s)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    tt.ARGS, rest = ap.parse_known_args()
+    prog = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
+    r = prog.result
+    failed = len(r.failures) + len(r.errors)
+    print("%d passed, %d failed" % (r.testsRun - failed, failed))
+    sys.exit(0 if r.wasSuccessful() else 1)
+
+
+if __name__ == "__main__":
+    main()
