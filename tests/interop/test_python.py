@@ -282,9 +282,8 @@ def push_step(srv, step, value, workers=1):
                                data=pack([value] * 18))])
 
 
-class CheckpointTest(unittest.TestCase):
-    """Checkpoints: written on request, periodically and at SIGTERM;
-    restored after kill -9; bad files refused with a reason."""
+class CheckpointBase(unittest.TestCase):
+    """Servers with a --checkpoint-dir in a temporary folder."""
 
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
@@ -317,6 +316,11 @@ class CheckpointTest(unittest.TestCase):
 
     def files(self):
         return sorted(f for f in os.listdir(self.dir) if f.endswith(".fsps"))
+
+
+class CheckpointTest(CheckpointBase):
+    """Checkpoints: written on request, periodically and at SIGTERM;
+    restored after kill -9; bad files refused with a reason."""
 
     def test_restore_after_kill_9(self):
         srv = self.trained(2)
@@ -423,6 +427,85 @@ class CheckpointTest(unittest.TestCase):
             self.checkpoint(srv)
         self.assertEqual(cm.exception.code(),
                          grpc.StatusCode.FAILED_PRECONDITION)
+
+
+class RollbackTest(CheckpointBase):
+    """Rollback: back to a checkpointed step while serving; refusals change
+    nothing."""
+
+    def rollback(self, srv, version, spec_hash=None):
+        if spec_hash is None:
+            spec_hash = srv.status().spec_hash
+        return srv.unary("Rollback", PB.RollbackRequest(
+            version=version, spec_hash=spec_hash), PB.RollbackReply)
+
+    def refused(self, srv, version, text, spec_hash=None):
+        before = srv.status()
+        data, _ = srv.pull(0)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.rollback(srv, version, spec_hash)
+        self.assertEqual(cm.exception.code(),
+                         grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn(text, cm.exception.details())
+        self.assertEqual(srv.status().layers[0].version,
+                         before.layers[0].version)
+        self.assertEqual(srv.pull(0)[0], data)
+
+    def test_rollback_to_checkpoint_and_to_start(self):
+        srv = self.trained(0, "--checkpoint-every", "2", "--keep", "5")
+        inc = srv.status().incarnation
+        self.assertNotEqual(inc, 0)
+        init, _ = srv.pull(0)
+        for t in range(2):
+            push_step(srv, t, 1.0 + t)
+        at2, _ = srv.pull(0, min_version=2)
+        for t in range(2, 5):
+            push_step(srv, t, 1.0 + t)
+        deadline = time.monotonic() + 10
+        while len(self.files()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)  # the step-4 file is written in the background
+        self.assertEqual(len(self.files()), 2)
+        r = self.rollback(srv, 2)
+        self.assertEqual(r.layers_restored, 1)
+        self.assertTrue(r.source.endswith("v00000000000000000002.fsps"))
+        self.assertEqual(srv.status().layers[0].version, 2)
+        self.assertEqual(srv.pull(0)[0], at2)
+        self.assertEqual(len(self.files()), 1)  # the step-4 file is gone
+        self.assertEqual(self.rollback(srv, 2).layers_restored, 0)
+        # A pull for more than version + 1 cannot be this cluster's.
+        with self.assertRaises(grpc.RpcError) as cm:
+            srv.pull(0, min_version=4)
+        self.assertEqual(cm.exception.code(),
+                         grpc.StatusCode.FAILED_PRECONDITION)
+        push_step(srv, 2, 3.0)  # training goes on from the rolled-back step
+        self.assertEqual(srv.status().layers[0].version, 3)
+        r = self.rollback(srv, 0)  # no file of version 0: initial values
+        self.assertEqual(r.source, "initial values")
+        self.assertEqual(srv.pull(0)[0], init)
+        self.assertEqual(srv.status().incarnation, inc)
+
+    def test_rollback_refusals_change_nothing(self):
+        srv = self.trained(3)
+        self.refused(srv, 1, "no checkpoint of version 1")
+        self.refused(srv, 5, "cannot go forward")
+        self.refused(srv, 1, "holds model", spec_hash=12345)
+        srv2 = Server(self.tmp.name, "--mode", "asp")
+        self.servers.append(srv2)
+        srv2.unary("Init", PB.InitRequest(spec=model_spec(), num_servers=1),
+                   PB.InitReply)
+        self.refused(srv2, 0, "needs --mode bsp or ssp")
+        with self.assertRaises(grpc.RpcError) as cm:  # garbage request
+            srv.channel.unary_unary("/fsps.v1.ParameterServer/Rollback")(
+                b"\xff\xff\xff", timeout=10)
+        self.assertEqual(cm.exception.code(),
+                         grpc.StatusCode.INVALID_ARGUMENT)
+
+    def test_incarnation_changes_on_restart(self):
+        srv = self.trained(1)
+        inc = srv.status().incarnation
+        srv.stop(signal.SIGKILL)
+        srv = self.start()
+        self.assertNotEqual(srv.status().incarnation, inc)
 
 
 def main():
