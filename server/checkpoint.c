@@ -216,8 +216,7 @@ static const char *declare(ckpt *k, const ckpt_header *h) {
 }
 
 /* load_layer reads layer l's head and floats (through buf) into the store. */
-static const char *load_layer(ckpt *k, ckpt_reader *r, uint32_t l,
-                              float *buf) {
+static const char *load_layer(ckpt *k, ckpt_reader *r, uint32_t l, float *buf) {
   store_layer *L = store_layer_get(k->st, l);
   store_layer_info info;
   ckpt_layer_head lh;

@@ -64,8 +64,9 @@ static uint32_t crc32c(uint32_t crc, const void *buf, size_t n) {
 
 void ckpt_file_name(char *out, size_t outlen, const char *dir, uint32_t s,
                     uint32_t S, uint64_t tag) {
-  snprintf(out, outlen, "%s/ckpt-s%" PRIu32 "of%" PRIu32 "-v%020" PRIu64 ".fsps",
-           dir, s, S, tag);
+  snprintf(out, outlen,
+           "%s/ckpt-s%" PRIu32 "of%" PRIu32 "-v%020" PRIu64 ".fsps", dir, s, S,
+           tag);
 }
 
 bool ckpt_file_parse_name(const char *name, uint32_t *s, uint32_t *S,
@@ -297,8 +298,7 @@ static bool crc_of(FILE *f, uint64_t len, uint32_t *crc) {
 static const char *verify(ckpt_reader *r) {
   struct stat sb;
   uint64_t want = expected_size(r->f);
-  if (fstat(fileno(r->f), &sb) != 0 || want == 0 ||
-      (uint64_t)sb.st_size < want)
+  if (fstat(fileno(r->f), &sb) != 0 || want == 0 || (uint64_t)sb.st_size < want)
     return "is truncated";
   if ((uint64_t)sb.st_size > want)
     return "has bytes past its end (corrupt)";
