@@ -128,9 +128,12 @@ static void put_header(ckpt_writer *w, const ckpt_header *h) {
 ckpt_writer *ckpt_writer_open(const char *dir, const ckpt_header *h, char *msg,
                               size_t msglen) {
   ckpt_writer *w = calloc(1, sizeof *w);
-  if (w == NULL || strlen(dir) >= sizeof w->dir) {
-    snprintf(msg, msglen, w ? "folder name too long: %.200s..." : "%s",
-             w ? dir : "out of memory");
+  if (w == NULL) {
+    snprintf(msg, msglen, "out of memory");
+    return NULL;
+  }
+  if (strlen(dir) >= sizeof w->dir) {
+    snprintf(msg, msglen, "folder name too long: %.200s...", dir);
     free(w);
     return NULL;
   }
