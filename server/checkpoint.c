@@ -1,15 +1,9 @@
-/* checkpoint.c: writes and restores one server's checkpoint files.
- *
- * Layout (little-endian): "FSPSCKP1", u32 format, u32 S, u32 s, u32 W,
- * u64 spec hash, u64 version tag, u32 layers, u32 spec length, the spec as
- * the client encoded it (ModelSpec), then per layer u32 index, u64 slice
- * count, u64 version, u64 floats and the floats (parameters, then optimizer
- * state), and last a CRC32C of everything before it. A file is written
+/* checkpoint.c: writes and restores one server's checkpoint files, from
+ * and into its store; the file format itself is ckpt_file.c's (written
  * under a temporary name, fsynced, renamed and its folder fsynced, so a
- * crash mid-write leaves the previous checkpoint intact. */
+ * crash mid-write leaves the previous checkpoint intact). */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -19,12 +13,11 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "ckpt_file.h"
 #include "fsps.pb-c.h"
 #include "log.h"
 #include "service.h"
 
-#define MAGIC "FSPSCKP1"
-#define FORMAT 1u
 #define MAX_FILES 1024
 
 /* Lock order: a layer's lock may be held while taking hmu (the store's
@@ -43,90 +36,12 @@ struct ckpt {
   uint64_t seen[SHARD_MAX_LAYERS]; /* per layer: last version reported */
 };
 
-/* ---- CRC32C (Castagnoli) ---- */
-
-static uint32_t crc_table[256];
-
-static void crc_init(void) {
-  for (uint32_t i = 0; i < 256; i++) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; k++)
-      c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-    crc_table[i] = c;
-  }
-}
-
-__attribute__((target("sse4.2"))) static uint32_t
-crc_hw(uint32_t crc, const uint8_t *p, size_t n) {
-  for (; n >= 8; n -= 8, p += 8) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-    crc = (uint32_t)__builtin_ia32_crc32di(crc, v);
-  }
-  for (; n > 0; n--)
-    crc = __builtin_ia32_crc32qi(crc, *p++);
-  return crc;
-}
-
-/* crc32c continues crc (start with 0) over n bytes. */
-static uint32_t crc32c(uint32_t crc, const void *buf, size_t n) {
-  static pthread_once_t once = PTHREAD_ONCE_INIT;
-  const uint8_t *p = buf;
-  crc = ~crc;
-  if (__builtin_cpu_supports("sse4.2")) {
-    crc = crc_hw(crc, p, n);
-  } else {
-    pthread_once(&once, crc_init);
-    for (; n > 0; n--)
-      crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
-  }
-  return ~crc;
-}
-
 /* ---- writing ---- */
-
-typedef struct {
-  FILE *f;
-  uint32_t crc;
-  uint64_t bytes;
-  bool failed;
-} out;
-
-static void put(out *o, const void *p, size_t n) {
-  if (o->failed || n == 0)
-    return;
-  o->crc = crc32c(o->crc, p, n);
-  o->bytes += n;
-  o->failed = fwrite(p, 1, n, o->f) != n;
-}
-
-static void put32(out *o, uint32_t v) {
-  put(o, &v, 4);
-}
-
-static void put64(out *o, uint64_t v) {
-  put(o, &v, 8);
-}
-
-static void put_header(out *o, ckpt *k, uint64_t tag) {
-  size_t bloblen;
-  const void *blob = store_blob(k->st, &bloblen);
-  put(o, MAGIC, 8);
-  put32(o, FORMAT);
-  put32(o, k->cfg.num_servers);
-  put32(o, k->cfg.index);
-  put32(o, k->cfg.workers);
-  put64(o, store_hash(k->st));
-  put64(o, tag);
-  put32(o, store_num_layers(k->st));
-  put32(o, (uint32_t)bloblen);
-  put(o, blob, bloblen);
-}
 
 /* put_layer writes layer l from its step-boundary copy at `tag`, or, when
  * snapshot is false, as it is now (copied through buf). */
-static int put_layer(out *o, ckpt *k, uint32_t l, uint64_t tag, bool snapshot,
-                     float *buf, uint64_t *min_version) {
+static int put_layer(ckpt_writer *w, ckpt *k, uint32_t l, uint64_t tag,
+                     bool snapshot, float *buf, uint64_t *min_version) {
   store_layer *L = store_layer_get(k->st, l);
   store_layer_info in;
   store_info(L, &in);
@@ -140,37 +55,13 @@ static int put_layer(out *o, ckpt *k, uint32_t l, uint64_t tag, bool snapshot,
   } else if (in.count) {
     version = store_copy_now(L, buf);
   }
-  put32(o, l);
-  put64(o, in.count);
-  put64(o, version);
-  put64(o, floats);
-  put(o, data, floats * sizeof(float));
+  ckpt_writer_layer(w, &(ckpt_layer_head){l, in.count, version, floats});
+  ckpt_writer_floats(w, data, floats);
   if (in.count && snapshot)
     store_snapshot_release(L);
   if (in.count && version < *min_version)
     *min_version = version;
   return FSPS_OK;
-}
-
-static int fsync_dir(const char *dir) {
-  int fd = open(dir, O_RDONLY | O_DIRECTORY);
-  if (fd < 0)
-    return -1;
-  int rc = fsync(fd);
-  close(fd);
-  return rc;
-}
-
-/* finish flushes, fsyncs and renames tmp to path; false on any failure. */
-static bool finish(out *o, const char *tmp, const char *path, const char *dir) {
-  uint32_t crc = o->crc;
-  put(o, &crc, 4);
-  bool ok = !o->failed && fflush(o->f) == 0 && fsync(fileno(o->f)) == 0;
-  ok = fclose(o->f) == 0 && ok;
-  ok = ok && rename(tmp, path) == 0 && fsync_dir(dir) == 0;
-  if (!ok)
-    unlink(tmp);
-  return ok;
 }
 
 static size_t max_layer_floats(ckpt *k) {
@@ -182,16 +73,30 @@ static size_t max_layer_floats(ckpt *k) {
   return most;
 }
 
-static int put_layers(out *o, ckpt *k, uint64_t tag, bool snapshot,
+static int put_layers(ckpt_writer *w, ckpt *k, uint64_t tag, bool snapshot,
                       uint64_t *min_version) {
   float *buf = snapshot ? NULL : malloc(max_layer_floats(k) * sizeof(float));
   if (!snapshot && buf == NULL)
     return FSPS_NOMEM;
   int rc = FSPS_OK;
   for (uint32_t l = 0; rc == FSPS_OK && l < store_num_layers(k->st); l++)
-    rc = put_layer(o, k, l, tag, snapshot, buf, min_version);
+    rc = put_layer(w, k, l, tag, snapshot, buf, min_version);
   free(buf);
   return rc;
+}
+
+/* header_of describes this server's file at `tag`. */
+static ckpt_header header_of(ckpt *k, uint64_t tag) {
+  size_t speclen;
+  const void *spec = store_blob(k->st, &speclen);
+  return (ckpt_header){.S = k->cfg.num_servers,
+                       .s = k->cfg.index,
+                       .W = k->cfg.workers,
+                       .nlayers = store_num_layers(k->st),
+                       .hash = store_hash(k->st),
+                       .tag = tag,
+                       .spec = spec,
+                       .speclen = (uint32_t)speclen};
 }
 
 static void prune(ckpt *k);
@@ -200,33 +105,23 @@ static void prune(ckpt *k);
 static int write_file(ckpt *k, uint64_t tag, bool snapshot, char *path,
                       size_t pathlen, uint64_t *bytes, uint64_t *min_version,
                       char *msg, size_t msglen) {
-  char tmp[1200];
-  snprintf(path, pathlen, "%s/ckpt-s%uof%u-v%020" PRIu64 ".fsps",
-           k->cfg.checkpoint_dir, k->cfg.index, k->cfg.num_servers, tag);
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  out o = {.f = fopen(tmp, "wb")};
-  if (o.f == NULL) {
-    snprintf(msg, msglen, "cannot create %s: %s", tmp, strerror(errno));
+  ckpt_header h = header_of(k, tag);
+  ckpt_file_name(path, pathlen, k->cfg.checkpoint_dir, h.s, h.S, tag);
+  ckpt_writer *w = ckpt_writer_open(k->cfg.checkpoint_dir, &h, msg, msglen);
+  if (w == NULL)
     return FSPS_IO;
-  }
   *min_version = UINT64_MAX;
-  put_header(&o, k, tag);
-  int rc = put_layers(&o, k, tag, snapshot, min_version);
-  if (rc == FSPS_OK && !finish(&o, tmp, path, k->cfg.checkpoint_dir)) {
-    snprintf(msg, msglen,
-             "cannot write %s: %s (the previous checkpoint is "
-             "kept)",
-             path, strerror(errno ? errno : EIO));
-    return FSPS_IO;
-  }
-  if (rc != FSPS_OK) {
-    fclose(o.f);
-    unlink(tmp);
+  int rc = put_layers(w, k, tag, snapshot, min_version);
+  if (rc != FSPS_OK)
     snprintf(msg, msglen, "checkpoint at version %" PRIu64 " abandoned: %s",
              tag, fsps_strerror(rc));
+  else if ((rc = ckpt_writer_commit(w, msg, msglen)) != FSPS_OK)
+    snprintf(msg + strlen(msg), msglen - strlen(msg),
+             " (the previous checkpoint is kept)");
+  *bytes = ckpt_writer_bytes(w);
+  ckpt_writer_destroy(w);
+  if (rc != FSPS_OK)
     return rc;
-  }
-  *bytes = o.bytes;
   if (*min_version == UINT64_MAX)
     *min_version = 0;
   prune(k);
@@ -257,6 +152,7 @@ int ckpt_write_now(ckpt *k, char *path, size_t pathlen, uint64_t *bytes,
 
 typedef struct {
   char name[300];
+  uint32_t s, S;
   uint64_t version;
 } entry;
 
@@ -265,7 +161,7 @@ static int by_version_desc(const void *a, const void *b) {
   return x->version < y->version ? 1 : x->version > y->version ? -1 : 0;
 }
 
-/* list finds this server's checkpoint files (by name), newest first. */
+/* list finds the checkpoint files (by name) in the folder, newest first. */
 static int list(ckpt *k, entry *e, int max) {
   DIR *d = opendir(k->cfg.checkpoint_dir);
   if (d == NULL)
@@ -273,15 +169,11 @@ static int list(ckpt *k, entry *e, int max) {
   int n = 0;
   struct dirent *de;
   while ((de = readdir(d)) != NULL && n < max) {
-    unsigned s, S;
-    unsigned long long v;
-    int used = 0;
-    if (sscanf(de->d_name, "ckpt-s%uof%u-v%llu.fsps%n", &s, &S, &v, &used) !=
-            3 ||
-        de->d_name[used] != '\0')
+    if (strlen(de->d_name) >= sizeof e[n].name ||
+        !ckpt_file_parse_name(de->d_name, &e[n].s, &e[n].S, &e[n].version))
       continue;
     snprintf(e[n].name, sizeof e[n].name, "%s", de->d_name);
-    e[n++].version = v;
+    n++;
   }
   closedir(d);
   qsort(e, (size_t)n, sizeof *e, by_version_desc);
@@ -292,11 +184,9 @@ static int list(ckpt *k, entry *e, int max) {
 static void prune(ckpt *k) {
   static entry e[MAX_FILES];
   int n = list(k, e, MAX_FILES), kept = 0;
-  char mine[64], path[1400];
-  snprintf(mine, sizeof mine, "ckpt-s%uof%u-", k->cfg.index,
-           k->cfg.num_servers);
+  char path[1400];
   for (int i = 0; i < n; i++) {
-    if (strncmp(e[i].name, mine, strlen(mine)) != 0 ||
+    if (e[i].s != k->cfg.index || e[i].S != k->cfg.num_servers ||
         ++kept <= (int)k->cfg.keep)
       continue;
     snprintf(path, sizeof path, "%s/%.299s", k->cfg.checkpoint_dir, e[i].name);
@@ -306,116 +196,10 @@ static void prune(ckpt *k) {
 
 /* ---- reading ---- */
 
-typedef struct {
-  FILE *f;
-  uint32_t crc;
-  bool short_read;
-} in;
-
-static bool get(in *r, void *p, size_t n) {
-  if (n && fread(p, 1, n, r->f) != n) {
-    r->short_read = true;
-    return false;
-  }
-  r->crc = crc32c(r->crc, p, n);
-  return true;
-}
-
-static uint32_t get32(in *r) {
-  uint32_t v = 0;
-  get(r, &v, 4);
-  return v;
-}
-
-static uint64_t get64(in *r) {
-  uint64_t v = 0;
-  get(r, &v, 8);
-  return v;
-}
-
-/* expected_size walks the file's headers (without reading payloads) and
- * returns the size they describe, or 0 if the headers themselves are cut. */
-static uint64_t expected_size(FILE *f) {
-  uint32_t nlayers, bloblen;
-  uint64_t pos = 8 + 4 * 4 + 8 + 8;
-  if (fseek(f, (long)pos, SEEK_SET) != 0 || fread(&nlayers, 4, 1, f) != 1 ||
-      fread(&bloblen, 4, 1, f) != 1)
-    return 0;
-  pos += 8 + bloblen;
-  for (uint32_t l = 0; l < nlayers; l++) {
-    uint64_t floats;
-    if (fseek(f, (long)(pos + 4 + 8 + 8), SEEK_SET) != 0 ||
-        fread(&floats, 8, 1, f) != 1 || floats > (1ull << 40))
-      return 0;
-    pos += 4 + 8 + 8 + 8 + floats * 4;
-  }
-  return pos + 4;
-}
-
-/* verify checks the file's length against its headers, then its CRC in one
- * streaming pass; NULL when sound, else why not. */
-static const char *verify(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (f == NULL)
-    return "cannot be opened";
-  struct stat sb;
-  uint64_t want = expected_size(f);
-  if (fstat(fileno(f), &sb) != 0 || want == 0 || (uint64_t)sb.st_size < want) {
-    fclose(f);
-    return "is truncated";
-  }
-  if ((uint64_t)sb.st_size > want) {
-    fclose(f);
-    return "has bytes past its end (corrupt)";
-  }
-  uint64_t left = want - 4;
-  uint32_t crc = 0, stored = 0;
-  static char buf[1 << 20];
-  rewind(f);
-  while (left > 0) {
-    size_t n = left < sizeof buf ? (size_t)left : sizeof buf;
-    if (fread(buf, 1, n, f) != n)
-      break;
-    crc = crc32c(crc, buf, n);
-    left -= n;
-  }
-  bool ok = left == 0 && fread(&stored, 1, 4, f) == 4;
-  fclose(f);
-  if (!ok)
-    return "is truncated";
-  return crc == stored ? NULL : "fails its CRC32C check (corrupt)";
-}
-
-typedef struct {
-  uint32_t format, S, s, W, nlayers, bloblen;
-  uint64_t hash, tag;
-} header;
-
-static const char *read_header(in *r, header *h, void **blob) {
-  char magic[8];
-  if (!get(r, magic, 8) || memcmp(magic, MAGIC, 8) != 0)
-    return "is not an fsps checkpoint (bad magic)";
-  h->format = get32(r);
-  h->S = get32(r);
-  h->s = get32(r);
-  h->W = get32(r);
-  h->hash = get64(r);
-  h->tag = get64(r);
-  h->nlayers = get32(r);
-  h->bloblen = get32(r);
-  if (r->short_read || h->bloblen > (64u << 20))
-    return "is truncated";
-  if (h->format != FORMAT)
-    return "has an unknown format version";
-  *blob = malloc(h->bloblen ? h->bloblen : 1);
-  if (*blob == NULL || !get(r, *blob, h->bloblen))
-    return "is truncated";
-  return NULL;
-}
-
 /* declare rebuilds the model from the checkpoint's spec. */
-static const char *declare(ckpt *k, const header *h, const void *blob) {
-  Fsps__V1__ModelSpec *m = fsps__v1__model_spec__unpack(NULL, h->bloblen, blob);
+static const char *declare(ckpt *k, const ckpt_header *h) {
+  Fsps__V1__ModelSpec *m =
+      fsps__v1__model_spec__unpack(NULL, h->speclen, h->spec);
   if (m == NULL)
     return "holds an unreadable model spec";
   char err[512];
@@ -426,54 +210,55 @@ static const char *declare(ckpt *k, const header *h, const void *blob) {
     shard_spec_destroy(spec);
     return "holds a model spec that does not match its hash";
   }
-  if (store_init(k->st, spec, blob, h->bloblen, &created, err, sizeof err))
+  if (store_init(k->st, spec, h->spec, h->speclen, &created, err, sizeof err))
     return "holds a model this server cannot declare";
   return NULL;
 }
 
-static const char *load_layers(ckpt *k, in *r, const header *h) {
+/* load_layer reads layer l's head and floats (through buf) into the store. */
+static const char *load_layer(ckpt *k, ckpt_reader *r, uint32_t l, float *buf) {
+  store_layer *L = store_layer_get(k->st, l);
+  store_layer_info info;
+  ckpt_layer_head lh;
+  store_info(L, &info);
+  const char *why = ckpt_reader_layer(r, &lh);
+  size_t want = info.count ? store_layer_floats(L) : 0;
+  if (why == NULL &&
+      (lh.index != l || lh.count != info.count || lh.floats != want))
+    why = "does not match its model's layers";
+  if (why == NULL)
+    why = ckpt_reader_floats(r, buf, lh.floats);
+  if (why == NULL && info.count)
+    store_restore_layer(L, buf, lh.version);
+  return why;
+}
+
+static const char *load_layers(ckpt *k, ckpt_reader *r, const ckpt_header *h) {
   if (h->nlayers != store_num_layers(k->st))
     return "has the wrong number of layers";
   float *buf = malloc(max_layer_floats(k) * sizeof(float));
   const char *why = buf ? NULL : "cannot be loaded (out of memory)";
-  for (uint32_t l = 0; why == NULL && l < h->nlayers; l++) {
-    store_layer *L = store_layer_get(k->st, l);
-    store_layer_info info;
-    store_info(L, &info);
-    uint32_t idx = get32(r);
-    uint64_t count = get64(r), version = get64(r), floats = get64(r);
-    size_t want = info.count ? store_layer_floats(L) : 0;
-    if (idx != l || count != info.count || floats != want)
-      why = "does not match its model's layers";
-    else if (!get(r, buf, floats * sizeof(float)))
-      why = "is truncated";
-    else if (info.count)
-      store_restore_layer(L, buf, version);
-  }
+  for (uint32_t l = 0; why == NULL && l < h->nlayers; l++)
+    why = load_layer(k, r, l, buf);
   free(buf);
-  return why;
+  return why ? why : ckpt_reader_end(r);
 }
 
 /* try_file loads one file; NULL on success, else why it was refused. */
 static const char *try_file(ckpt *k, const char *path, uint64_t *tag) {
-  const char *why = verify(path);
-  if (why)
+  ckpt_header h;
+  const char *why;
+  ckpt_reader *r = ckpt_reader_open(path, &h, &why);
+  if (r == NULL)
     return why;
-  in r = {.f = fopen(path, "rb")};
-  header h;
-  void *blob = NULL;
-  if (r.f == NULL)
-    return "cannot be opened";
-  why = read_header(&r, &h, &blob);
-  if (why == NULL && (h.S != k->cfg.num_servers || h.s != k->cfg.index))
+  if (h.S != k->cfg.num_servers || h.s != k->cfg.index)
     why = "belongs to another server (other --index or --num-servers)";
   if (why == NULL)
-    why = declare(k, &h, blob);
+    why = declare(k, &h);
   if (why == NULL)
-    why = load_layers(k, &r, &h);
+    why = load_layers(k, r, &h);
   *tag = h.tag;
-  free(blob);
-  fclose(r.f);
+  ckpt_reader_close(r);
   return why;
 }
 
@@ -504,69 +289,68 @@ int ckpt_restore(ckpt *k, char *msg, size_t msglen) {
 
 /* ---- rollback ---- */
 
-/* rollback_pass reads the layers of a verified file: when apply is false
- * it only checks that every non-empty layer is there at `version`; when
- * true it brings each layer past `version` back to it. */
-static const char *rollback_pass(ckpt *k, in *r, const header *h,
-                                 uint64_t version, bool apply, float *buf,
-                                 uint32_t *restored) {
-  if (h->nlayers != store_num_layers(k->st))
-    return "has the wrong number of layers";
-  for (uint32_t l = 0; l < h->nlayers; l++) {
-    store_layer *L = store_layer_get(k->st, l);
-    store_layer_info info;
-    store_info(L, &info);
-    uint32_t idx = get32(r);
-    uint64_t count = get64(r), v = get64(r), floats = get64(r);
-    size_t want = info.count ? store_layer_floats(L) : 0;
-    if (r->short_read || idx != l || count != info.count || floats != want)
-      return "does not match its model's layers";
-    if (info.count && v != version)
-      return "holds another version of a layer (not a step boundary)";
-    bool take = apply && info.count && info.version > version;
-    if (!take) {
-      if (fseek(r->f, (long)(floats * sizeof(float)), SEEK_CUR) != 0)
-        return "is truncated";
-      continue;
-    }
-    if (!get(r, buf, floats * sizeof(float)))
-      return "is truncated";
-    if (store_rollback_layer(L, buf, version) != FSPS_OK)
-      return "cannot be loaded (out of memory)";
-    (*restored)++;
-  }
+/* rollback_layer reads layer l of a file (through buf): when apply is
+ * false it only checks that the layer is there at `version` (if this server
+ * holds some of it); when true it brings the layer back to it if it is
+ * past it, counting it in *restored. */
+static const char *rollback_layer(ckpt *k, ckpt_reader *r, uint32_t l,
+                                  uint64_t version, bool apply, float *buf,
+                                  uint32_t *restored) {
+  store_layer *L = store_layer_get(k->st, l);
+  store_layer_info info;
+  ckpt_layer_head lh;
+  store_info(L, &info);
+  const char *why = ckpt_reader_layer(r, &lh);
+  size_t want = info.count ? store_layer_floats(L) : 0;
+  if (why == NULL &&
+      (lh.index != l || lh.count != info.count || lh.floats != want))
+    why = "does not match its model's layers";
+  if (why == NULL && info.count && lh.version != version)
+    why = "holds another version of a layer (not a step boundary)";
+  if (why == NULL)
+    why = ckpt_reader_floats(r, buf, lh.floats);
+  if (why != NULL || !apply || !info.count || info.version <= version)
+    return why;
+  if (store_rollback_layer(L, buf, version) != FSPS_OK)
+    return "cannot be loaded (out of memory)";
+  (*restored)++;
   return NULL;
 }
 
-/* rollback_file rolls the store back to `version` from one file. */
+/* rollback_pass reads a whole file once (see rollback_layer). */
+static const char *rollback_pass(ckpt *k, const char *path, uint64_t version,
+                                 bool apply, float *buf, uint32_t *restored) {
+  ckpt_header h;
+  const char *why;
+  ckpt_reader *r = ckpt_reader_open(path, &h, &why);
+  if (r == NULL)
+    return why;
+  if (h.S != k->cfg.num_servers || h.s != k->cfg.index)
+    why = "belongs to another server (other --index or --num-servers)";
+  else if (h.hash != store_hash(k->st))
+    why = "holds another model (spec hash differs)";
+  else if (h.nlayers != store_num_layers(k->st))
+    why = "has the wrong number of layers";
+  for (uint32_t l = 0; why == NULL && l < h.nlayers; l++)
+    why = rollback_layer(k, r, l, version, apply, buf, restored);
+  if (why == NULL)
+    why = ckpt_reader_end(r);
+  ckpt_reader_close(r);
+  return why;
+}
+
+/* rollback_file rolls the store back to `version` from one file: a first
+ * pass checks every layer, so that a file that cannot serve changes
+ * nothing. */
 static const char *rollback_file(ckpt *k, const char *path, uint64_t version,
                                  uint32_t *restored) {
-  const char *why = verify(path);
-  if (why)
-    return why;
-  in r = {.f = fopen(path, "rb")};
-  header h;
-  void *blob = NULL;
   float *buf = malloc(max_layer_floats(k) * sizeof(float) + 1);
-  if (r.f == NULL || buf == NULL)
-    why = r.f ? "cannot be loaded (out of memory)" : "cannot be opened";
+  if (buf == NULL)
+    return "cannot be loaded (out of memory)";
+  const char *why = rollback_pass(k, path, version, false, buf, restored);
   if (why == NULL)
-    why = read_header(&r, &h, &blob);
-  if (why == NULL && (h.S != k->cfg.num_servers || h.s != k->cfg.index))
-    why = "belongs to another server (other --index or --num-servers)";
-  if (why == NULL && h.hash != store_hash(k->st))
-    why = "holds another model (spec hash differs)";
-  long start = r.f ? ftell(r.f) : 0;
-  if (why == NULL)
-    why = rollback_pass(k, &r, &h, version, false, buf, restored);
-  if (why == NULL && fseek(r.f, start, SEEK_SET) != 0)
-    why = "cannot be read";
-  if (why == NULL)
-    why = rollback_pass(k, &r, &h, version, true, buf, restored);
+    why = rollback_pass(k, path, version, true, buf, restored);
   free(buf);
-  free(blob);
-  if (r.f)
-    fclose(r.f);
   return why;
 }
 
@@ -576,12 +360,10 @@ static const char *rollback_file(ckpt *k, const char *path, uint64_t version,
 static void forget_after(ckpt *k, uint64_t version) {
   static entry e[MAX_FILES];
   int n = list(k, e, MAX_FILES);
-  char mine[64], path[1400];
-  snprintf(mine, sizeof mine, "ckpt-s%uof%u-", k->cfg.index,
-           k->cfg.num_servers);
+  char path[1400];
   for (int i = 0; i < n; i++) {
-    if (e[i].version <= version ||
-        strncmp(e[i].name, mine, strlen(mine)) != 0)
+    if (e[i].version <= version || e[i].s != k->cfg.index ||
+        e[i].S != k->cfg.num_servers)
       continue;
     snprintf(path, sizeof path, "%s/%.299s", k->cfg.checkpoint_dir, e[i].name);
     if (unlink(path) == 0)
@@ -598,27 +380,22 @@ static void forget_after(ckpt *k, uint64_t version) {
 
 int ckpt_rollback(ckpt *k, uint64_t version, uint32_t *restored, char *src,
                   size_t srclen, char *msg, size_t msglen) {
-  static entry e[MAX_FILES];
-  char name[64];
-  snprintf(name, sizeof name, "ckpt-s%uof%u-v%020" PRIu64 ".fsps",
-           k->cfg.index, k->cfg.num_servers, version);
   *restored = 0;
+  ckpt_file_name(src, srclen, k->cfg.checkpoint_dir, k->cfg.index,
+                 k->cfg.num_servers, version);
   pthread_mutex_lock(&k->mu);
-  int n = list(k, e, MAX_FILES), rc = FSPS_NOT_FOUND;
-  snprintf(msg, msglen, "no checkpoint of version %" PRIu64 " in %s", version,
-           k->cfg.checkpoint_dir);
-  for (int i = 0; i < n && rc == FSPS_NOT_FOUND; i++) {
-    if (strcmp(e[i].name, name) != 0)
-      continue;
-    snprintf(src, srclen, "%s/%s", k->cfg.checkpoint_dir, name);
-    const char *why = rollback_file(k, src, version, restored);
-    rc = why == NULL ? FSPS_OK : *restored ? FSPS_DATA_LOSS : FSPS_NOT_FOUND;
-    if (why != NULL)
-      snprintf(msg, msglen, "cannot roll back to checkpoint %s: it %s", src,
-               why);
-  }
-  if (rc == FSPS_OK)
+  int rc = FSPS_NOT_FOUND;
+  const char *why = access(src, F_OK) == 0
+                        ? rollback_file(k, src, version, restored)
+                        : "is not there";
+  if (why == NULL) {
+    rc = FSPS_OK;
     forget_after(k, version);
+  } else {
+    rc = *restored ? FSPS_DATA_LOSS : FSPS_NOT_FOUND;
+    snprintf(msg, msglen, "no checkpoint of version %" PRIu64 " to roll back "
+             "to: %s %s", version, src, why);
+  }
   pthread_mutex_unlock(&k->mu);
   return rc;
 }
