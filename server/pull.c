@@ -49,7 +49,7 @@ static void send_next(pull_state *ps) {
 static void on_ready(store_waiter *w, fbuf *params, uint64_t version) {
   pull_state *ps = (pull_state *)w;
   if (params == NULL) {
-    rpc_call_finish(ps->call, NULL, FSPS_ABORTED, w->failed);
+    rpc_call_finish(ps->call, NULL, w->failed_code, w->failed);
     rpc_call_unref(ps->call);
     return;
   }
@@ -128,7 +128,7 @@ void pull_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   if (rc == STORE_PULL_READY)
     send_next(ps);
   else
-    rpc_call_finish(call, NULL, FSPS_ABORTED, ps->w.failed);
+    rpc_call_finish(call, NULL, ps->w.failed_code, ps->w.failed);
 }
 
 void pull_sent(rpc_call *call, bool ok, void *ctx) {

@@ -427,6 +427,7 @@ int store_pull(store_layer *L, store_waiter *w, fbuf **params,
     *version = L->version;
   } else if (w->min_version > L->version + 1) {
     rc = STORE_PULL_FAILED; /* see store_pull's contract */
+    w->failed_code = FSPS_FAILED_PRECONDITION;
     snprintf(w->failed, sizeof w->failed,
              "layer '%s' is at version %" PRIu64 ": no worker of this "
              "cluster can wait for version %" PRIu64 " (the server restarted "
@@ -434,6 +435,7 @@ int store_pull(store_layer *L, store_waiter *w, fbuf **params,
              L->spec->name, L->version, w->min_version);
   } else if (L->timed_out) {
     rc = STORE_PULL_FAILED;
+    w->failed_code = FSPS_ABORTED;
     snprintf(w->failed, sizeof w->failed, "%s", L->timeout_msg);
   } else {
     w->parked = true;
@@ -863,6 +865,7 @@ static store_waiter *take_all(store_layer *L) {
   while (L->waiters != NULL) {
     store_waiter *w = L->waiters;
     unlink_waiter(L, w);
+    w->failed_code = FSPS_ABORTED;
     snprintf(w->failed, sizeof w->failed, "%s", L->timeout_msg);
     w->next = all;
     all = w;
@@ -939,6 +942,7 @@ static store_waiter *take_abandoned(store_layer *L) {
     if (w->min_version <= L->version + 1)
       continue;
     unlink_waiter(L, w);
+    w->failed_code = FSPS_FAILED_PRECONDITION;
     snprintf(w->failed, sizeof w->failed,
              "layer '%s' was rolled back to version %" PRIu64
              " while this pull waited for version %" PRIu64,

@@ -33,6 +33,7 @@ typedef struct store_waiter {
    * reference to the parameters at that version; or with params NULL when
    * the step it waits on failed (--worker-timeout), `failed` saying why. */
   void (*ready)(struct store_waiter *w, fbuf *params, uint64_t version);
+  int failed_code; /* FSPS_ABORTED (timed out) or FSPS_FAILED_PRECONDITION */
   char failed[256];
 } store_waiter;
 
@@ -78,7 +79,7 @@ uint64_t store_pushed(store_layer *L, bool *pushed);
  * STORE_PULL_READY: they are there now, *params referenced (release with
  * fbuf_unref) and *version set. STORE_PULL_PARKED: w waits, and w->ready
  * runs later from the thread that advances the version or fails the step.
- * STORE_PULL_FAILED (w->failed says why): the step it would wait on timed
+ * STORE_PULL_FAILED (w->failed_code and w->failed say why): the step it would wait on timed
  * out, or it asks for more than version + 1, which no worker of the
  * cluster can (a worker pulls version t only after every worker pushed
  * step t - 1 of the layer, so the layer is at t - 1 at least): the server
