@@ -105,6 +105,7 @@ def wait_for_line(p, text, timeout=300):
 
 
 class RecoveryTest(unittest.TestCase):
+    reference = None  # the undisturbed run, shared by the tests
 
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
@@ -143,6 +144,11 @@ class RecoveryTest(unittest.TestCase):
         with open(dump, "rb") as f:
             return results, f.read()
 
+    def undisturbed(self):
+        if RecoveryTest.reference is None:
+            RecoveryTest.reference = self.run_pair("undisturbed")
+        return RecoveryTest.reference
+
     def test_server_killed_and_restarted(self):
         def kill_server(servers, addrs, workers, flags):
             wait_for_line(workers[0], "epoch 2/3")  # past a checkpoint
@@ -151,7 +157,7 @@ class RecoveryTest(unittest.TestCase):
             time.sleep(0.5)  # the workers' calls fail and retry meanwhile
             servers[1].start()
             return workers
-        ref, ref_dump = self.run_pair("undisturbed")
+        ref, ref_dump = self.undisturbed()
         got, dump = self.run_pair("killed", kill_server)
         logs = got[0][1] + got[1][1]
         self.assertIn("recovering", logs)
@@ -172,7 +178,7 @@ class RecoveryTest(unittest.TestCase):
             time.sleep(0.5)
             workers[1] = start_worker(addrs, 1, 2, flags, self.tmp.name)
             return workers
-        ref, _ = self.run_pair("undisturbed")
+        ref, _ = self.undisturbed()
         got, _ = self.run_pair("killed", kill_worker)
         self.assertIn("joining the cluster at step", got[1][1])
         self.assertEqual(got[0][0]["steps"], ref[0][0]["steps"])
