@@ -219,6 +219,16 @@ class FaultTest(unittest.TestCase):
             per_rank=lambda r: ["--dump", dump % r])
         return [read_bytes(dump % r) for r in range(W)], done, c.status()
 
+    def assertSameParams(self, got, want, what):
+        """Bit-for-bit equality of two dumps, reported as floats."""
+        if got == want:
+            return
+        self.assertEqual(len(got), len(want), what)
+        a, b = floats(got), floats(want)
+        bad = [i for i in range(len(a)) if pack([a[i]]) != pack([b[i]])]
+        self.fail("%s: %d of %d parameters differ, the first at %d: %r != %r"
+                  % (what, len(bad), len(a), bad[0], a[bad[0]], b[bad[0]]))
+
     def check_counts(self, statuses, W, steps, faulty):
         """Each server applied `steps` updates to each of its layers. It
         received exactly one push per (layer, step, worker) when no reply
@@ -252,8 +262,9 @@ class IdempotenceTest(FaultTest):
         clean, done_c, st_c = self.train(2, W, 0, flags, steps)
         self.assertEqual(len(clean[0]), 4 * (64 * 32 + 32 + 32 * 10 + 10))
         for r in range(W):
-            self.assertEqual(dropped[r], clean[0], "rank %d's dump" % r)
-            self.assertEqual(clean[r], clean[0])
+            self.assertSameParams(dropped[r], clean[0],
+                                  "rank %d's dump after drops" % r)
+            self.assertSameParams(clean[r], clean[0], "rank %d's dump" % r)
             self.assertEqual(done_d[r]["steps"], steps)
             self.assertEqual(done_d[r]["final_loss"], done_c[r]["final_loss"])
         self.check_counts(st_c, W, steps, faulty=False)
@@ -327,16 +338,17 @@ class _Single:
         return self.srv.logged()
 
 
-def init(srv, lr):
-    """Declares a one-layer model on srv: 15 weights at 0.5, 3 biases at 0,
-    plain SGD at lr."""
-    layer = PB.LayerSpec(name="fc", tensors=[
+def init(srv, lr, layers=1):
+    """Declares a model of `layers` layers on srv, each 15 weights at 0.5
+    and 3 biases at 0, plain SGD at lr."""
+    layers = [PB.LayerSpec(name="fc%d" % l, tensors=[
         PB.TensorSpec(name="weight", dims=[3, 5], init=PB.INIT_CONSTANT,
                       init_a=0.5),
         PB.TensorSpec(name="bias", dims=[3], init=PB.INIT_ZEROS)])
+        for l in range(layers)]
     opt = PB.OptimizerSpec(name="sgd", lr=lr, gamma=0.1, eps=1e-8,
                            beta1=0.9, beta2=0.999, warmup_start_factor=1.0)
-    spec = PB.ModelSpec(layers=[layer], optimizer=opt, seed=7)
+    spec = PB.ModelSpec(layers=layers, optimizer=opt, seed=7)
     return srv.unary("Init", PB.InitRequest(spec=spec, num_servers=1),
                      PB.InitReply)
 
@@ -359,8 +371,9 @@ class SoakTest(FaultTest):
         n = 64 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10
         self.assertEqual(len(clean[0]), 4 * n)
         for r in range(W):
-            self.assertEqual(dropped[r], clean[0], "rank %d's dump" % r)
-            self.assertEqual(clean[r], clean[0])
+            self.assertSameParams(dropped[r], clean[0],
+                                  "rank %d's dump after drops" % r)
+            self.assertSameParams(clean[r], clean[0], "rank %d's dump" % r)
             self.assertEqual(done_d[r]["steps"], steps)
             self.assertEqual(done_d[r]["final_loss"], done_c[r]["final_loss"])
             self.assertTrue(math.isfinite(done_d[r]["final_loss"]))
@@ -492,6 +505,30 @@ class WorkerTimeoutTest(FaultTest):
         self.assertEqual((layer.version, list(layer.missing)), (3, [1]))
         self.assertTrue(srv.push(0, 3, 1, [1.0] * 18).applied)
         self.assertEqual(srv.pull(0, 4), [-2.0] * 15 + [-2.5] * 3)
+
+    # Known bug: the message gives the time waited, rounded, not the limit.
+    @unittest.expectedFailure
+    def test_fail_message_names_the_configured_timeout(self):
+        """The error names --worker-timeout's value. The server checks once
+        a second, so a step gives up between 1 and 2 s after its first push
+        for --worker-timeout 1; two layers whose first pushes are 0.5 s
+        apart cover both halves of that second, so a message that shows
+        the time waited (rounded) instead of the limit says "2 s" for at
+        least one of them, whatever the phase of the server's timer."""
+        srv = Server(self.tmp.name, "fail-1s", "--workers", "2",
+                     "--worker-timeout", "1", "--on-worker-timeout", "fail")
+        self.clusters.append(_Single(srv))
+        init(srv, lr=0.5, layers=2)
+        self.assertFalse(srv.push(0, 0, 0, [1.0] * 18).applied)
+        time.sleep(0.5)
+        self.assertFalse(srv.push(1, 0, 0, [1.0] * 18).applied)
+        msgs = [self.assertCode(grpc.StatusCode.ABORTED, srv.pull, layer, 1)
+                for layer in (0, 1)]
+        for msg in msgs:
+            self.assertIn("worker(s) 1 did not push within", msg)
+            self.assertIn("--worker-timeout", msg)
+        for msg in msgs:
+            self.assertIn("did not push within 1 s", msg)
 
 
 def main():
