@@ -192,7 +192,7 @@ class FaultTest(unittest.TestCase):
 
     def tearDown(self):
         for c in self.clusters:
-            codes = c.stop()
+            codes = c.stop() if isinstance(c, Cluster) else [c.stop()]
             self.assertEqual(codes, [0] * len(codes), c.logged())
         self.tmp.cleanup()
 
@@ -200,6 +200,12 @@ class FaultTest(unittest.TestCase):
         c = Cluster(self.tmp.name, S, W, *flags)
         self.clusters.append(c)
         return c
+
+    def server(self, name, *flags):
+        """One server (S=1) for tests that speak the protocol by hand."""
+        srv = Server(self.tmp.name, name, *flags)
+        self.clusters.append(srv)
+        return srv
 
     def assertCode(self, code, fn, *args):
         with self.assertRaises(grpc.RpcError) as cm:
@@ -275,9 +281,8 @@ class IdempotenceTest(FaultTest):
     def test_push_retried_by_hand_counts_once(self):
         """Python's grpcio as the client: every reply is lost, so the
         server's state is the only witness."""
-        srv = Server(self.tmp.name, "all-dropped", "--workers", "2",
-                     "--inject-reply-drops", "1")
-        self.clusters.append(_Single(srv))
+        srv = self.server("all-dropped", "--workers", "2",
+                          "--inject-reply-drops", "1")
         init(srv, lr=0.5)
         unavailable = grpc.StatusCode.UNAVAILABLE
         for attempt in range(3):  # the first push and two retries
@@ -298,13 +303,42 @@ class IdempotenceTest(FaultTest):
         self.assertEqual(srv.pull(0, 1), [-0.5] * 15 + [-1.0] * 3)
         self.assertEqual(srv.status().pushes, 5)
 
+    def test_retries_count_once_in_ssp_and_asp(self):
+        """Every reply lost, every push sent twice: SSP keeps one slot per
+        step in flight, ASP applies each push on arrival; neither may
+        count a retry."""
+        unavailable = grpc.StatusCode.UNAVAILABLE
+        ssp = self.server("ssp-dropped", "--workers", "2", "--mode", "ssp",
+                          "--staleness", "2", "--inject-reply-drops", "1")
+        init(ssp, lr=0.5)
+        for step in range(3):  # worker 0 runs 2 steps ahead of worker 1
+            for _ in range(2):
+                self.assertCode(unavailable, ssp.push, 0, step, 0, [1.0] * 18)
+        layer = ssp.status().layers[0]
+        self.assertEqual((layer.version, list(layer.pushed)), (0, [0]))
+        for step in range(3):
+            for _ in range(2):
+                self.assertCode(unavailable, ssp.push, 0, step, 1, [3.0] * 18)
+            self.assertEqual(ssp.status().layers[0].version, step + 1)
+        # 3 steps of mean(1, 3) = 2 times lr 0.5.
+        self.assertEqual(ssp.pull(0, 3), [0.5 - 3.0] * 15 + [-3.0] * 3)
+
+        asp = self.server("asp-dropped", "--workers", "2", "--mode", "asp",
+                          "--inject-reply-drops", "1")
+        init(asp, lr=0.5)
+        for worker, g in ((0, 1.0), (1, 3.0)):
+            for _ in range(3):
+                self.assertCode(unavailable, asp.push, 0, 0, worker, [g] * 18)
+            self.assertEqual(asp.status().layers[0].version, worker + 1)
+        # Each push applied once, scaled by 1/W: 0.5 * (1 + 3) / 2 = 1.
+        self.assertEqual(asp.pull(0, 2), [-0.5] * 15 + [-1.0] * 3)
+
     def test_retry_is_answered_as_duplicate(self):
         """Half the replies lost: a client retrying each push until it is
         answered hears `duplicate` exactly when an earlier attempt had
         been counted, and every step is applied once."""
-        srv = Server(self.tmp.name, "half-dropped", "--workers", "1",
-                     "--inject-reply-drops", "0.5")
-        self.clusters.append(_Single(srv))
+        srv = self.server("half-dropped", "--workers", "1",
+                          "--inject-reply-drops", "0.5")
         init(srv, lr=0.5)
         attempts = []
         for step in range(12):
@@ -323,19 +357,6 @@ class IdempotenceTest(FaultTest):
         self.assertEqual(srv.status().pushes, sum(attempts))
         # 12 steps of lr 0.5 x gradient 1: exact in float32.
         self.assertEqual(srv.pull(0, 12), [0.5 - 6.0] * 15 + [-6.0] * 3)
-
-
-class _Single:
-    """A lone Server in FaultTest's list of clusters."""
-
-    def __init__(self, srv):
-        self.srv = srv
-
-    def stop(self):
-        return [self.srv.stop()]
-
-    def logged(self):
-        return self.srv.logged()
 
 
 def init(srv, lr, layers=1):
@@ -482,10 +503,8 @@ class WorkerTimeoutTest(FaultTest):
 
     def test_proceed_then_wait_again_when_it_returns(self):
         """The protocol, with Python's grpcio as both workers."""
-        srv = Server(self.tmp.name, "proceed", "--workers", "2",
-                     "--worker-timeout", "2", "--on-worker-timeout",
-                     "proceed")
-        self.clusters.append(_Single(srv))
+        srv = self.server("proceed", "--workers", "2", "--worker-timeout",
+                          "2", "--on-worker-timeout", "proceed")
         init(srv, lr=0.5)
         self.assertFalse(srv.push(0, 0, 0, [1.0] * 18).applied)
         # The pull waits for step 0 until the timeout gives up on worker 1;
@@ -515,9 +534,8 @@ class WorkerTimeoutTest(FaultTest):
         apart cover both halves of that second, so a message that shows
         the time waited (rounded) instead of the limit says "2 s" for at
         least one of them, whatever the phase of the server's timer."""
-        srv = Server(self.tmp.name, "fail-1s", "--workers", "2",
-                     "--worker-timeout", "1", "--on-worker-timeout", "fail")
-        self.clusters.append(_Single(srv))
+        srv = self.server("fail-1s", "--workers", "2", "--worker-timeout",
+                          "1", "--on-worker-timeout", "fail")
         init(srv, lr=0.5, layers=2)
         self.assertFalse(srv.push(0, 0, 0, [1.0] * 18).applied)
         time.sleep(0.5)
