@@ -41,7 +41,7 @@ static void on_tick(uv_timer_t *h) {
 }
 
 /* wait_for_signal runs the libuv loop until SIGTERM or SIGINT, checking
- * --worker-timeout every second meanwhile. */
+ * --worker-timeout four times a second meanwhile. */
 static int wait_for_signal(server_config *cfg, store *st) {
   uv_loop_t loop;
   uv_signal_t term, intr;
@@ -56,7 +56,7 @@ static int wait_for_signal(server_config *cfg, store *st) {
   uv_signal_start(&term, on_signal, SIGTERM);
   uv_signal_start(&intr, on_signal, SIGINT);
   if (cfg->worker_timeout_s)
-    uv_timer_start(&tick, on_tick, 1000, 1000);
+    uv_timer_start(&tick, on_tick, 250, 250);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_close((uv_handle_t *)&term, NULL);
   uv_close((uv_handle_t *)&intr, NULL);

@@ -114,9 +114,10 @@ static void init_start(rpc_call *call, rpc_msg *msg, void *ctx) {
 }
 
 /* layer_status fills one LayerStatus; its arrays live in ws/wm. */
-static void layer_status(store_layer *Lp, uint32_t W, bool *pushed,
-                         uint32_t *ws, uint32_t *wm,
-                         Fsps__V1__LayerStatus *ls) {
+/* layer_status fills ls; flags has room for 2W bools, ids for 3W. */
+static void layer_status(store_layer *Lp, uint32_t W, bool *flags,
+                         uint32_t *ids, Fsps__V1__LayerStatus *ls) {
+  bool *pushed = flags, *absent = flags + W;
   store_layer_info info;
   store_info(Lp, &info);
   ls->name = (char *)info.name;
@@ -124,14 +125,17 @@ static void layer_status(store_layer *Lp, uint32_t W, bool *pushed,
   ls->slice_offset = info.offset;
   ls->slice_count = info.count;
   ls->version = info.version;
-  ls->pending_step = store_pushed(Lp, pushed);
-  ls->pushed = ws;
-  ls->missing = wm;
+  ls->pending_step = store_pushed(Lp, pushed, absent);
+  ls->pushed = ids;
+  ls->missing = ids + W;
+  ls->absent = ids + 2 * W;
   for (uint32_t w = 0; w < W; w++) {
     if (pushed[w])
-      ws[ls->n_pushed++] = w;
+      ls->pushed[ls->n_pushed++] = w;
+    else if (absent[w])
+      ls->absent[ls->n_absent++] = w;
     else
-      wm[ls->n_missing++] = w;
+      ls->missing[ls->n_missing++] = w;
   }
 }
 
@@ -163,14 +167,13 @@ static void status_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   uint32_t L = store_num_layers(svc->st), W = store_config(svc->st)->workers;
   Fsps__V1__LayerStatus *ls = calloc(L ? L : 1, sizeof *ls);
   Fsps__V1__LayerStatus **lp = calloc(L ? L : 1, sizeof *lp);
-  uint32_t *ids = calloc(2 * (size_t)L * W + 1, sizeof *ids);
-  bool *pushed = calloc(W, sizeof *pushed);
+  uint32_t *ids = calloc(3 * (size_t)L * W + 1, sizeof *ids);
+  bool *pushed = calloc(2 * (size_t)W, sizeof *pushed);
   if (ls && lp && ids && pushed) {
     for (uint32_t l = 0; l < L; l++) {
       fsps__v1__layer_status__init(&ls[l]);
       layer_status(store_layer_get(svc->st, l), W, pushed,
-                   ids + 2 * (size_t)l * W, ids + (2 * (size_t)l + 1) * W,
-                   &ls[l]);
+                   ids + 3 * (size_t)l * W, &ls[l]);
       lp[l] = &ls[l];
     }
     r.n_layers = L;

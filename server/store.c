@@ -398,17 +398,19 @@ void store_info(store_layer *L, store_layer_info *info) {
   pthread_mutex_unlock(&L->mu);
 }
 
-uint64_t store_pushed(store_layer *L, bool *pushed) {
+uint64_t store_pushed(store_layer *L, bool *pushed, bool *absent) {
   uint32_t W = L->st->cfg.workers;
   pthread_mutex_lock(&L->mu);
   uint64_t step = L->version;
   for (uint32_t w = 0; w < W; w++) {
+    absent[w] = false;
     if (L->st->cfg.mode == MODE_ASP) {
       pushed[w] = false;
       continue;
     }
     const slot *s = &L->slots[step % L->nslots];
     pushed[w] = s->step == step && s->pushed[w];
+    absent[w] = L->absent[w];
   }
   pthread_mutex_unlock(&L->mu);
   return step;
@@ -876,14 +878,15 @@ static store_waiter *take_all(store_layer *L) {
 /* timeout handles a step that waited too long, L->mu held: proceed without
  * the missing workers, or fail what waits on the step. Returns the waiters
  * to wake (proceed) or fail. */
-static store_waiter *timeout(store_layer *L, slot *s, int64_t waited_ns) {
+static store_waiter *timeout(store_layer *L, slot *s) {
   const server_config *cfg = &L->st->cfg;
   char who[160];
   missing(L, s, cfg->timeout_proceed, who, sizeof who);
-  double secs = (double)waited_ns / 1e9;
+  uint32_t secs = cfg->worker_timeout_s;
   if (cfg->timeout_proceed) {
     LOGW("layer '%s' step %" PRIu64 ": going on without worker(s) %s, which "
-         "did not push within %.0f s (--on-worker-timeout proceed)",
+         "did not push within %u s (--worker-timeout, --on-worker-timeout "
+         "proceed)",
          L->spec->name, L->version, who, secs);
     if (spare_ready(L) == FSPS_OK)
       advance(L);
@@ -892,7 +895,7 @@ static store_waiter *timeout(store_layer *L, slot *s, int64_t waited_ns) {
   L->timed_out = true;
   snprintf(L->timeout_msg, sizeof L->timeout_msg,
            "layer '%s' step %" PRIu64 ": worker(s) %s did not push within "
-           "%.0f s (--worker-timeout); restart them with the same --rank",
+           "%u s (--worker-timeout); restart them with the same --rank",
            L->spec->name, L->version, who, secs);
   LOGE("%s", L->timeout_msg);
   return take_all(L);
@@ -905,7 +908,7 @@ static void expire_layer(store_layer *L, int64_t now, int64_t limit_ns) {
   int64_t since = s->first_ns > L->version_ns ? s->first_ns : L->version_ns;
   if (s->step == L->version && s->count > 0 && !L->timed_out &&
       now - since >= limit_ns)
-    list = timeout(L, s, now - since);
+    list = timeout(L, s);
   bool failed = L->timed_out;
   fbuf *params = L->cur;
   uint64_t version = L->version;

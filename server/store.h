@@ -72,8 +72,10 @@ store_layer *store_layer_get(store *st, uint32_t l);
 void store_info(store_layer *L, store_layer_info *info);
 
 /* store_pushed fills pushed[w] with whether worker w has pushed the step
- * the layer is collecting (its version, except in ASP); returns that step. */
-uint64_t store_pushed(store_layer *L, bool *pushed);
+ * the layer is collecting (its version, except in ASP), and absent[w] with
+ * whether the layer stopped waiting for w (--on-worker-timeout proceed);
+ * returns that step. */
+uint64_t store_pushed(store_layer *L, bool *pushed, bool *absent);
 
 /* store_pull asks for the layer's parameters at version >= w->min_version.
  * STORE_PULL_READY: they are there now, *params referenced (release with
