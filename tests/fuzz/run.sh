@@ -42,26 +42,31 @@ export ASAN_OPTIONS="detect_leaks=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 export OPENBLAS_NUM_THREADS=1
 
-# stat NAME LOG prints libFuzzer's final figure NAME from LOG.
-stat() { sed -n "s/^stat::$1: *//p" "$2" | tail -1; }
+# stat NAME DIR prints libFuzzer's final figure NAME, summed over the logs
+# in DIR (one per job with -jobs; the peak RSS is the largest).
+stat() {
+  cat "$2"/*.log | sed -n "s/^stat::$1: *//p" |
+    awk -v max="$([ "$1" = peak_rss_mb ] && echo 1)" \
+      '{ s = max ? (s > $1 ? s : $1) : s + $1 } END { print s + 0 }'
+}
 
 failed=""
 for t in "${targets[@]}"; do
   bin=$build/tests/fuzz/$t
   [ -x "$bin" ] || { echo "fuzz: $bin is not built (cmake --build $1 --target fuzz)" >&2; exit 2; }
-  mkdir -p "$corpus/$t"
-  log=$work/$t.log
-  # Run from the work folder: with -jobs, libFuzzer writes fuzz-N.log here.
-  if (cd "$work" && "$bin" -max_total_time="$seconds" -print_final_stats=1 \
+  mkdir -p "$corpus/$t" "$work/$t"
+  # Run in the target's log folder: with -jobs, libFuzzer writes each job's
+  # output to fuzz-N.log in the current folder.
+  if (cd "$work/$t" && "$bin" -max_total_time="$seconds" -print_final_stats=1 \
       -artifact_prefix="$artifacts/$t-" "$@" "$corpus/$t" "$seeds/$t") \
-      >"$log" 2>&1; then
+      >"$work/$t/run.log" 2>&1; then
     printf 'fuzz: %-16s %9s runs %7s exec/s  %4s new inputs  %5s MB peak\n' \
-      "$t" "$(stat number_of_executed_units "$log")" \
-      "$(stat average_exec_per_sec "$log")" "$(stat new_units_added "$log")" \
-      "$(stat peak_rss_mb "$log")"
+      "$t" "$(stat number_of_executed_units "$work/$t")" \
+      "$(stat average_exec_per_sec "$work/$t")" \
+      "$(stat new_units_added "$work/$t")" "$(stat peak_rss_mb "$work/$t")"
   else
     echo "fuzz: $t FAILED; its report:" >&2
-    tail -n 80 "$log" >&2
+    for log in "$work/$t"/*.log; do tail -n 80 "$log" >&2; done
     failed="$failed $t"
     break
   fi
