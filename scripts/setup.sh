@@ -10,6 +10,10 @@ PACKAGES=(
   grpc-proto python3-grpcio python3-protobuf protobuf-compiler
   dataset-fashion-mnist
   universal-ctags clang-format
+  # libFuzzer targets (tests/fuzz): Debian's default clang, its compiler-rt
+  # (libFuzzer and the sanitizer runtimes, only recommended by clang) and
+  # llvm-symbolizer, which puts file:line in sanitizer reports
+  clang libclang-rt-dev llvm
 )
 
 missing=()

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # README command two: install what is missing, build, run the whole test
 # suite, then the unit and integration tests again under AddressSanitizer
-# and ThreadSanitizer. Exits non-zero on any failure.
+# and ThreadSanitizer, then a short fuzz run of every request decoder and
+# the checkpoint reader. Exits non-zero on any failure.
 #
-#   BUILD_DIR        main build folder (build)
-#   FSPS_SANITIZERS  sanitizer passes to run ("address thread"; "" = none)
-#   JOBS             parallel build jobs (nproc)
+#   BUILD_DIR          main build folder (build)
+#   FSPS_SANITIZERS    sanitizer passes to run ("address thread"; "" = none)
+#   FSPS_FUZZ_SECONDS  seconds each fuzz target runs (12; 0 = no fuzzing)
+#   JOBS               parallel build jobs (nproc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,4 +45,19 @@ for san in $SANITIZERS; do
   OPENBLAS_NUM_THREADS=1 \
     ctest --test-dir "$dir" --output-on-failure -j "$JOBS" -LE "slow|deploy"
 done
+
+# libFuzzer needs clang: the fuzz build has its own folder, compiler and
+# sanitizers (address and undefined, on every library). Each target starts
+# from its committed seeds; a crash, a leak, a sanitizer report or a failed
+# check fails the run and names the input (kept in a temporary folder).
+FUZZ_SECONDS=${FSPS_FUZZ_SECONDS:-12}
+if [ "$FUZZ_SECONDS" != 0 ]; then
+  dir="$BUILD_DIR-fuzz"
+  echo "test: configuring and building the fuzz targets in $dir (clang)"
+  CC=clang cmake -S . -B "$dir" "${werror[@]}" \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFSPS_FUZZ=ON >/dev/null
+  cmake --build "$dir" -j "$JOBS" --target fuzz >/dev/null
+  echo "test: fuzzing each decoder for $FUZZ_SECONDS s (FSPS_FUZZ_SECONDS=0 skips)"
+  bash tests/fuzz/run.sh "$dir" "$FUZZ_SECONDS"
+fi
 echo "test: all passed"

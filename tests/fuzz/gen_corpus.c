@@ -1,0 +1,485 @@
+/* gen_corpus.c: writes the fuzz targets' seed corpus — small valid and
+ * near-valid inputs in each target's input format — into DIR/<target>/.
+ * The seeds are committed under tests/fuzz/corpus; after a change to a
+ * message, the fixture model or the checkpoint format, regenerate them:
+ *   rm -rf tests/fuzz/corpus
+ *   build-fuzz/tests/fuzz/fuzz_gen_corpus tests/fuzz/corpus
+ * Requests are packed by protobuf-c, tensor messages framed by rpc/, and
+ * checkpoint files written by a real store, so the seeds follow the code. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "checkpoint.h"
+#include "fsps.pb-c.h"
+#include "fuzz.h"
+#include "grpc/health/v1/health.pb-c.h"
+
+static const char *g_root;
+
+/* seed writes g_root/target/name holding the byte ctl, then body. */
+static void seed(const char *target, const char *name, uint8_t ctl,
+                 const void *body, size_t len) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s", g_root, target);
+  mkdir(g_root, 0755);
+  mkdir(path, 0755);
+  snprintf(path, sizeof path, "%s/%s/%s", g_root, target, name);
+  FILE *f = fopen(path, "wb");
+  fuzz_check(f != NULL);
+  fuzz_check(fwrite(&ctl, 1, 1, f) == 1);
+  fuzz_check(len == 0 || fwrite(body, 1, len, f) == len);
+  fuzz_check(fclose(f) == 0);
+}
+
+/* SEED_LIT writes a seed whose body is a string literal (NULs included). */
+#define SEED_LIT(target, name, ctl, lit)                                       \
+  seed(target, name, ctl, lit, sizeof lit - 1)
+
+/* seed_msg packs m and writes it as a seed. */
+static void seed_msg(const char *target, const char *name, uint8_t ctl,
+                     const ProtobufCMessage *m) {
+  size_t len = protobuf_c_message_get_packed_size(m);
+  uint8_t *buf = malloc(len + 1);
+  fuzz_check(buf != NULL);
+  protobuf_c_message_pack(m, buf);
+  seed(target, name, ctl, buf, len);
+  free(buf);
+}
+
+/* ---- Init ---- */
+
+static Fsps__V1__InitRequest *fixture_init(fuzz_optim o, bool big) {
+  fuzz_model m = {.big = big, .optim = o};
+  size_t len;
+  uint8_t *bytes = fuzz_init_request(&m, &len);
+  Fsps__V1__InitRequest *r = fsps__v1__init_request__unpack(NULL, len, bytes);
+  free(bytes);
+  fuzz_check(r != NULL);
+  return r;
+}
+
+static void set_name(char **field, const char *name) {
+  free(*field);
+  *field = strdup(name);
+  fuzz_check(*field != NULL);
+}
+
+static void edit_none(Fsps__V1__InitRequest *r) {
+  (void)r;
+}
+static void edit_zero_dim(Fsps__V1__InitRequest *r) {
+  r->spec->layers[0]->tensors[0]->dims[1] = 0;
+}
+static void edit_dup_layer(Fsps__V1__InitRequest *r) {
+  set_name(&r->spec->layers[1]->name, "fc1");
+}
+static void edit_xavier_1d(Fsps__V1__InitRequest *r) {
+  r->spec->layers[1]->tensors[0]->init =
+      FSPS__V1__INIT_KIND__INIT_XAVIER_UNIFORM;
+}
+static void edit_bad_optim(Fsps__V1__InitRequest *r) {
+  set_name(&r->spec->optimizer->name, "adamx");
+}
+static void edit_huge(Fsps__V1__InitRequest *r) {
+  r->spec->layers[0]->tensors[0]->dims[0] = UINT64_C(1) << 21;
+  r->spec->layers[0]->tensors[0]->dims[1] = UINT64_C(1) << 21;
+}
+static void edit_no_memory(Fsps__V1__InitRequest *r) { /* 2^40: valid */
+  r->spec->layers[0]->tensors[0]->dims[0] = UINT64_C(1) << 20;
+  r->spec->layers[0]->tensors[0]->dims[1] = UINT64_C(1) << 19;
+  r->spec->layers[0]->tensors[1]->dims[0] = UINT64_C(1) << 39;
+}
+static void edit_no_spec(Fsps__V1__InitRequest *r) {
+  fsps__v1__model_spec__free_unpacked(r->spec, NULL);
+  r->spec = NULL;
+}
+static void edit_placement(Fsps__V1__InitRequest *r) {
+  r->num_servers = 3;
+}
+static void edit_init_kind(Fsps__V1__InitRequest *r) {
+  r->spec->layers[0]->tensors[1]->init = (Fsps__V1__InitKind)9;
+}
+static void edit_nan_lr(Fsps__V1__InitRequest *r) {
+  r->spec->optimizer->lr = NAN;
+}
+static void edit_step_sched(Fsps__V1__InitRequest *r) {
+  r->spec->optimizer->schedule = FSPS__V1__SCHEDULE__SCHEDULE_STEP;
+  r->spec->optimizer->step_size = 0;
+}
+static void edit_five_dims(Fsps__V1__InitRequest *r) {
+  Fsps__V1__TensorSpec *t = r->spec->layers[1]->tensors[0];
+  free(t->dims);
+  t->dims = calloc(5, sizeof *t->dims);
+  fuzz_check(t->dims != NULL);
+  for (int i = 0; i < 5; i++)
+    t->dims[i] = 2;
+  t->n_dims = 5;
+}
+static void edit_long_name(Fsps__V1__InitRequest *r) {
+  set_name(&r->spec->layers[0]->name,
+           "a-layer-name-of-exactly-sixty-four-bytes-which-is-one-too-many--");
+}
+
+static void init_seed(const char *name, uint8_t ctl, fuzz_optim o,
+                      void (*edit)(Fsps__V1__InitRequest *)) {
+  Fsps__V1__InitRequest *r = fixture_init(o, false);
+  edit(r);
+  seed_msg("fuzz_init", name, ctl, &r->base);
+  fsps__v1__init_request__free_unpacked(r, NULL);
+}
+
+/* many_layers writes an Init of n layers: "l0", "l1", ... with one
+ * 4-element tensor each when named, else nameless and empty. */
+static void many_layers(const char *seedname, size_t n, bool named) {
+  Fsps__V1__InitRequest *r = fixture_init(FUZZ_SGD, false);
+  Fsps__V1__ModelSpec *m = r->spec;
+  Fsps__V1__LayerSpec *L = calloc(n, sizeof *L), **lp = calloc(n, sizeof *lp);
+  Fsps__V1__TensorSpec *t = m->layers[0]->tensors[1]; /* bias, 4 zeros */
+  char(*names)[16] = calloc(n, sizeof *names);
+  fuzz_check(L != NULL && lp != NULL && names != NULL);
+  for (size_t l = 0; l < n; l++) {
+    snprintf(names[l], sizeof names[l], "l%zu", l);
+    fsps__v1__layer_spec__init(&L[l]);
+    L[l].name = named ? names[l] : "";
+    L[l].n_tensors = named ? 1 : 0;
+    L[l].tensors = named ? &t : NULL;
+    lp[l] = &L[l];
+  }
+  size_t n0 = m->n_layers;
+  Fsps__V1__LayerSpec **l0 = m->layers;
+  m->n_layers = n;
+  m->layers = lp;
+  seed_msg("fuzz_init", seedname, 0x00, &r->base);
+  m->n_layers = n0; /* give back what protobuf-c allocated, to free it */
+  m->layers = l0;
+  fsps__v1__init_request__free_unpacked(r, NULL);
+  free(L);
+  free(lp);
+  free(names);
+}
+
+static void init_seeds(void) {
+  init_seed("sgd", 0x00, FUZZ_SGD, edit_none);
+  init_seed("momentum-twice", 0x80, FUZZ_MOMENTUM, edit_none);
+  init_seed("adam-asp-sliced", 0x45, FUZZ_ADAM, edit_none);
+  init_seed("adagrad", 0x03, FUZZ_ADAGRAD, edit_none);
+  init_seed("zero-dim", 0x00, FUZZ_SGD, edit_zero_dim);
+  init_seed("duplicate-layer", 0x80, FUZZ_SGD, edit_dup_layer);
+  init_seed("xavier-1d", 0x00, FUZZ_SGD, edit_xavier_1d);
+  init_seed("bad-optimizer", 0x00, FUZZ_SGD, edit_bad_optim);
+  init_seed("huge-layer", 0x00, FUZZ_ADAM, edit_huge);
+  init_seed("more-than-memory", 0x80, FUZZ_ADAM, edit_no_memory);
+  init_seed("no-spec", 0x00, FUZZ_SGD, edit_no_spec);
+  init_seed("wrong-placement", 0x00, FUZZ_SGD, edit_placement);
+  init_seed("bad-init-kind", 0x00, FUZZ_SGD, edit_init_kind);
+  init_seed("nan-lr", 0x00, FUZZ_ADAM, edit_nan_lr);
+  init_seed("step-size-0", 0x00, FUZZ_SGD, edit_step_sched);
+  init_seed("five-dims", 0x00, FUZZ_SGD, edit_five_dims);
+  init_seed("long-name", 0x00, FUZZ_SGD, edit_long_name);
+  Fsps__V1__InitRequest *r = fixture_init(FUZZ_SGD, true);
+  seed_msg("fuzz_init", "big", 0x80, &r->base);
+  fsps__v1__init_request__free_unpacked(r, NULL);
+  many_layers("many-layers", 600, true);
+  many_layers("too-many-layers", SHARD_MAX_LAYERS + 1, false);
+  SEED_LIT("fuzz_init", "garbage", 0x00, "\x0a\xff\xff\x01");
+}
+
+/* ---- Pull ---- */
+
+static void pull_seed(const char *name, uint8_t ctl, uint32_t layer,
+                      uint64_t min_version, uint64_t offset, uint64_t count) {
+  Fsps__V1__PullRequest r = FSPS__V1__PULL_REQUEST__INIT;
+  r.layer = layer;
+  r.min_version = min_version;
+  r.offset = offset;
+  r.count = count;
+  seed_msg("fuzz_pull", name, ctl, &r.base);
+}
+
+static void pull_seeds(void) {
+  pull_seed("fc1-whole", 0x00, 0, 0, 0, 0);
+  pull_seed("fc1-range", 0x03, 0, 0, 20, 4);
+  pull_seed("fc1-to-end", 0x00, 0, 0, 20, 0);
+  pull_seed("fc1-below-slice", 0x00, 0, 0, 0, 4);
+  pull_seed("fc1-count-overflow", 0x00, 0, 0, 20, UINT64_MAX);
+  pull_seed("tiny-empty-slice", 0x00, 1, 0, 0, 0);
+  pull_seed("tiny-offset", 0x00, 1, 0, 8, 0);
+  pull_seed("no-such-layer", 0x00, 9, 0, 0, 0);
+  pull_seed("big-whole", 0x21, 2, 0, 0, 0);
+  pull_seed("big-second-chunk", 0x20, 2, 0, 262160 + 262144, 16);
+  pull_seed("fc1-wait-1-wake-1", 0x40, 0, 1, 0, 0);
+  pull_seed("big-wait-2-wake-3", 0xe0, 2, 2, 0, 0);
+  pull_seed("fc1-wait-5-cancel", 0x00, 0, 5, 0, 0);
+  SEED_LIT("fuzz_pull", "garbage", 0x00, "\x08\x80\x80");
+}
+
+/* ---- Push ---- */
+
+typedef struct {
+  uint8_t b[512];
+  size_t n;
+} recs;
+
+static void r8(recs *r, unsigned v) {
+  fuzz_check(r->n < sizeof r->b);
+  r->b[r->n++] = (uint8_t)v;
+}
+
+/* framed appends a record of a chunk framed as libfsps frames it. */
+static void framed(recs *r, unsigned layer, unsigned step, unsigned worker,
+                   unsigned chunk, int doff, int dcount, unsigned how) {
+  unsigned v[] = {
+      1, layer, step, worker, chunk, (uint8_t)doff, (uint8_t)dcount, how};
+  for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+    r8(r, v[i]);
+}
+
+/* push appends a whole push of (layer, step, worker) and its close. */
+static void push(recs *r, unsigned layer, unsigned step, unsigned worker) {
+  unsigned chunks = layer == 2 ? 2 : 1;
+  for (unsigned i = 0; i < chunks; i++)
+    framed(r, layer, step, worker, i, 0, 0, 2);
+  r8(r, 2);
+}
+
+static void raw_chunk(recs *r) {
+  float g[12] = {0.5f, -0.5f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  Fsps__V1__PushChunk c = FSPS__V1__PUSH_CHUNK__INIT;
+  c.offset = 16;
+  c.data.data = (uint8_t *)g;
+  c.data.len = sizeof g;
+  size_t len = fsps__v1__push_chunk__get_packed_size(&c);
+  r8(r, 3 << 2); /* raw, cut into four slices */
+  r8(r, len & 0xff);
+  r8(r, len >> 8);
+  fuzz_check(r->n + len <= sizeof r->b);
+  r->n += fsps__v1__push_chunk__pack(&c, r->b + r->n);
+  r8(r, 2);
+}
+
+static void push_valid_seeds(void) {
+  recs r = {.n = 0};
+  r8(&r, 0);
+  push(&r, 0, 0, 0);
+  push(&r, 0, 0, 1);
+  seed("fuzz_push", "step-fc1", r.b[0], r.b + 1, r.n - 1);
+  r = (recs){.n = 0};
+  r8(&r, 0x20 | FUZZ_ADAM << 3);
+  push(&r, 2, 0, 0);
+  push(&r, 2, 0, 1);
+  push(&r, 2, 0, 1);
+  seed("fuzz_push", "step-big-adam-dup", r.b[0], r.b + 1, r.n - 1);
+  r = (recs){.n = 0};
+  r8(&r, 2 | FUZZ_ADAGRAD << 3);
+  push(&r, 0, 0, 0);
+  push(&r, 0, 5, 1);
+  seed("fuzz_push", "asp-adagrad", r.b[0], r.b + 1, r.n - 1);
+  r = (recs){.n = 0};
+  r8(&r, 1);
+  push(&r, 0, 1, 0);
+  push(&r, 0, 2, 0);
+  push(&r, 0, 0, 0);
+  push(&r, 0, 0, 1);
+  seed("fuzz_push", "ssp", r.b[0], r.b + 1, r.n - 1);
+  r = (recs){.n = 0};
+  r8(&r, 0x20 | 3 | FUZZ_MOMENTUM << 3);
+  push(&r, 2, 0, 1);
+  push(&r, 2, 0, 0);
+  seed("fuzz_push", "deterministic-momentum", r.b[0], r.b + 1, r.n - 1);
+  r = (recs){.n = 0};
+  r8(&r, 0);
+  raw_chunk(&r);
+  seed("fuzz_push", "raw-chunk", r.b[0], r.b + 1, r.n - 1);
+}
+
+static void push_nan_seeds(void) {
+  recs r = {.n = 0};
+  r8(&r, 0);
+  framed(&r, 0, 0, 0, 0, 0, 0, 3 | 5 << 2);
+  r8(&r, 2);
+  seed("fuzz_push", "nan-reject", r.b[0], r.b + 1, r.n - 1);
+  r = (recs){.n = 0};
+  r8(&r, 4);
+  framed(&r, 0, 0, 0, 0, 0, 0, 0x83 | 2 << 2);
+  r8(&r, 2);
+  push(&r, 0, 0, 1);
+  seed("fuzz_push", "inf-skip", r.b[0], r.b + 1, r.n - 1);
+}
+
+/* push_bad_seed writes one stream that the server must refuse. */
+static void push_bad_seed(const char *name, unsigned layer, unsigned step,
+                          unsigned worker, unsigned chunk, int doff,
+                          int dcount) {
+  recs r = {.n = 0};
+  r8(&r, layer == 2 ? 0x20 : 0); /* the big layer is there on request */
+  framed(&r, layer, step, worker, chunk, doff, dcount, 1);
+  r8(&r, 2);
+  seed("fuzz_push", name, r.b[0], r.b + 1, r.n - 1);
+}
+
+static void push_stream_seeds(void) {
+  recs r = {.n = 0};
+  r8(&r, 0x20);
+  framed(&r, 2, 0, 0, 0, 0, 0, 1);
+  framed(&r, 2, 0, 0, 0, 0, 0, 1);
+  r8(&r, 2);
+  framed(&r, 2, 0, 0, 0, 0, 0, 1);
+  r8(&r, 2);
+  framed(&r, 2, 0, 0, 0, 0, 0, 1);
+  framed(&r, 0, 0, 0, 0, 0, 0, 1);
+  r8(&r, 2);
+  framed(&r, 2, 0, 0, 1, 0, 0, 1);
+  r8(&r, 3);
+  r8(&r, 2);
+  seed("fuzz_push", "twice-missing-mixed-cancel-empty", r.b[0], r.b + 1,
+       r.n - 1);
+}
+
+static void push_seeds(void) {
+  push_valid_seeds();
+  push_nan_seeds();
+  push_stream_seeds();
+  push_bad_seed("worker-out-of-range", 0, 0, 5, 0, 0, 0);
+  push_bad_seed("empty-slice", 1, 0, 0, 0, 0, 0);
+  push_bad_seed("no-such-layer", 9, 0, 0, 0, 0, 0);
+  push_bad_seed("short-chunk", 0, 0, 0, 0, 0, -1);
+  push_bad_seed("long-chunk", 0, 0, 0, 0, 0, 1);
+  push_bad_seed("offset-off-by-one", 0, 0, 0, 0, 1, 0);
+  push_bad_seed("step-ahead", 0, 3, 0, 0, 0, 0);
+  push_bad_seed("chunk-past-slice", 2, 0, 0, 2, 0, 0);
+}
+
+/* ---- Status, Checkpoint, health ---- */
+
+static void empty_seeds(const char *target) {
+  seed(target, "empty", 0x00, NULL, 0);
+  SEED_LIT(target, "unknown-fields", 0x05,
+           "\x28\x01\x32\x02hi\x39\0\0\0\0\0\0\0\0");
+  SEED_LIT(target, "truncated", 0x00, "\x0a\x05");
+}
+
+static void health_seed(const char *name, uint8_t ctl, const char *svc) {
+  Grpc__Health__V1__HealthCheckRequest r =
+      GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  r.service = (char *)svc;
+  seed_msg("fuzz_health", name, ctl, &r.base);
+}
+
+static void unary_seeds(void) {
+  empty_seeds("fuzz_status");
+  empty_seeds("fuzz_checkpoint");
+  empty_seeds("fuzz_health");
+  health_seed("fsps", 0x00, "fsps.v1.ParameterServer");
+  health_seed("other-service", 0x02, "other");
+}
+
+/* ---- rpc/msg.c framing ---- */
+
+static void msg_seeds(void) {
+  float g[6] = {1, 2, 3, 4, 5, 6};
+  Fsps__V1__PushChunk c = FSPS__V1__PUSH_CHUNK__INIT;
+  c.layer = 2;
+  c.step = 300;
+  c.worker = 1;
+  c.offset = 262160;
+  c.data.data = (uint8_t *)g;
+  c.data.len = sizeof g;
+  seed_msg("fuzz_msg", "push-chunk", 0x00, &c.base);
+  seed_msg("fuzz_msg", "push-chunk-sliced", 0x07, &c.base);
+  Fsps__V1__PullChunk p = FSPS__V1__PULL_CHUNK__INIT;
+  p.version = 7;
+  p.data.data = (uint8_t *)g;
+  p.data.len = 8;
+  seed_msg("fuzz_msg", "pull-chunk", 0x02, &p.base);
+  SEED_LIT("fuzz_msg", "unknown-fields", 0x03,
+           "\x08\x01\x49\1\2\3\4\5\6\7\x08\x55\1\2\3\4\x4a\x01z\x42\x04\0\0\x80"
+           "\x3f");
+  SEED_LIT("fuzz_msg", "two-payloads", 0x00, "\x42\x04\0\0\0\0\x42\x00");
+  SEED_LIT("fuzz_msg", "payload-truncated", 0x01, "\x08\x02\x42\x08\0\0\0\0");
+  SEED_LIT("fuzz_msg", "field-zero", 0x00, "\x00\x01");
+  SEED_LIT("fuzz_msg", "long-varint", 0x04,
+           "\x10\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01");
+  seed("fuzz_msg", "empty", 0x00, NULL, 0);
+}
+
+/* ---- checkpoint files ---- */
+
+/* ckpt_file writes a checkpoint of the fixture model after one step and
+ * returns its bytes (free them). */
+static uint8_t *ckpt_file(fuzz_optim o, size_t *len) {
+  server_config c;
+  char dir[256], path[1200], msg[512];
+  uint64_t bytes, lowest;
+  fuzz_model model = {.big = false, .optim = o};
+  fuzz_config(&c, 0);
+  fuzz_tmpdir(dir, sizeof dir);
+  snprintf(c.checkpoint_dir, sizeof c.checkpoint_dir, "%s", dir);
+  service svc;
+  fuzz_service_open(&svc, &c, &model);
+  for (uint32_t w = 0; w < FUZZ_WORKERS; w++)
+    fuzz_check(fuzz_push_step(&svc, 0, 0, w, 0.5f) == RPC_OK);
+  svc.ck = ckpt_create(svc.st, &c, msg, sizeof msg);
+  fuzz_check(svc.ck != NULL);
+  fuzz_check(ckpt_write_now(svc.ck, path, sizeof path, &bytes, &lowest, msg,
+                            sizeof msg) == FSPS_OK);
+  uint8_t *buf = malloc(bytes);
+  FILE *f = fopen(path, "rb");
+  fuzz_check(buf != NULL && f != NULL && fread(buf, 1, bytes, f) == bytes);
+  fclose(f);
+  ckpt_destroy(svc.ck);
+  fuzz_service_close(&svc);
+  fuzz_rmdir(dir);
+  *len = bytes;
+  return buf;
+}
+
+/* mangled writes a copy of the file f[0..n) with byte `at` xor-ed with x. */
+static void mangled(const char *name, uint8_t ctl, const uint8_t *f, size_t n,
+                    size_t at, uint8_t x) {
+  uint8_t *copy = malloc(n);
+  fuzz_check(copy != NULL && at < n);
+  memcpy(copy, f, n);
+  copy[at] ^= x;
+  seed("fuzz_ckpt_read", name, ctl, copy, n);
+  free(copy);
+}
+
+static void ckpt_seeds(void) {
+  size_t n;
+  uint8_t *f = ckpt_file(FUZZ_ADAM, &n);
+  uint32_t bloblen;
+  memcpy(&bloblen, f + 44, 4);
+  size_t param = 48 + bloblen + 28 + 3; /* top byte of layer 0's first float */
+  seed("fuzz_ckpt_read", "adam", 0x00, f, n);
+  seed("fuzz_ckpt_read", "adam-asp", 0x05, f, n);
+  seed("fuzz_ckpt_read", "truncated", 0x00, f, n / 2);
+  mangled("flipped-bit", 0x00, f, n, param, 0x40);
+  mangled("flipped-bit-crc-fixed", 0x01, f, n, param, 0x40);
+  mangled("other-server", 0x01, f, n, 16, 1); /* s: 0 instead of 1 */
+  mangled("bad-magic", 0x01, f, n, 0, 0x20);
+  mangled("bad-spec", 0x01, f, n, 48 + 5, 0x10);
+  mangled("layer-count", 0x01, f, n, 40, 3);
+  free(f);
+  f = ckpt_file(FUZZ_MOMENTUM, &n);
+  seed("fuzz_ckpt_read", "momentum", 0x01, f, n);
+  free(f);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: %s DIR (writes DIR/<target>/<seed>)\n", argv[0]);
+    return 2;
+  }
+  g_root = argv[1];
+  fuzz_quiet();
+  init_seeds();
+  pull_seeds();
+  push_seeds();
+  unary_seeds();
+  msg_seeds();
+  ckpt_seeds();
+  return 0;
+}
