@@ -353,7 +353,10 @@ ckpt_reader *ckpt_reader_open(const char *path, ckpt_header *h,
 const char *ckpt_reader_layer(ckpt_reader *r, ckpt_layer_head *lh) {
   bool ok = get32(r, &lh->index) && get64(r, &lh->count) &&
             get64(r, &lh->version) && get64(r, &lh->floats);
-  return ok ? NULL : "is truncated";
+  if (!ok)
+    return "is truncated";
+  /* No layer gets there: its next step would wrap the version to 0. */
+  return lh->version == UINT64_MAX ? "holds an impossible layer version" : NULL;
 }
 
 const char *ckpt_reader_floats(ckpt_reader *r, float *out, size_t n) {

@@ -501,6 +501,10 @@ int store_push_begin(store_layer *L, uint64_t step, uint32_t worker,
                      store_push *p, char *msg, size_t msglen) {
   const server_config *cfg = &L->st->cfg;
   memset(p, 0, sizeof *p);
+  if (step == UINT64_MAX) { /* its version, step + 1, could not exist */
+    snprintf(msg, msglen, "step %" PRIu64 " is out of range", step);
+    return FSPS_INVALID_ARGUMENT;
+  }
   if (worker >= cfg->workers) {
     snprintf(msg, msglen,
              "worker %u is out of range: this server counts %u workers "

@@ -65,6 +65,11 @@ static int expected(service *svc, const uint8_t *req, size_t n, watch *w) {
   w->layer = r->layer;
   w->L = store_layer_get(svc->st, r->layer);
   int code = w->L ? expect_range(r, w) : RPC_NOT_FOUND;
+  store_layer_info in;
+  if (code == RPC_OK) /* no worker of a cluster can ask past version + 1 */
+    store_info(w->L, &in);
+  if (code == RPC_OK && r->min_version > in.version + 1)
+    code = RPC_FAILED_PRECONDITION;
   fsps__v1__pull_request__free_unpacked(r, NULL);
   return code;
 }

@@ -42,7 +42,8 @@ static void snapshot(service *svc, state *s) {
     store_layer_info in;
     store_info(L, &in);
     s->version[l] = in.version;
-    store_pushed(L, s->pushed[l]);
+    bool absent[FUZZ_WORKERS];
+    store_pushed(L, s->pushed[l], absent);
   }
 }
 

@@ -368,7 +368,25 @@ static void health_seed(const char *name, uint8_t ctl, const char *svc) {
   seed_msg("fuzz_health", name, ctl, &r.base);
 }
 
+static void rollback_seed(const char *name, uint8_t ctl, uint64_t version,
+                          uint64_t hash) {
+  Fsps__V1__RollbackRequest r = FSPS__V1__ROLLBACK_REQUEST__INIT;
+  r.version = version;
+  r.spec_hash = hash;
+  seed_msg("fuzz_rollback", name, ctl, &r.base);
+}
+
+static void rollback_seeds(void) {
+  empty_seeds("fuzz_rollback");
+  rollback_seed("to-checkpoint", 0x40, 2, 1);
+  rollback_seed("to-start-sliced", 0x45, 0, 1);
+  rollback_seed("no-file", 0x40, 1, 1);
+  rollback_seed("forward", 0x40, 9, 1);
+  rollback_seed("other-model", 0x00, 2, 12345);
+}
+
 static void unary_seeds(void) {
+  rollback_seeds();
   empty_seeds("fuzz_status");
   empty_seeds("fuzz_checkpoint");
   empty_seeds("fuzz_health");
@@ -462,6 +480,12 @@ static void ckpt_seeds(void) {
   mangled("bad-magic", 0x01, f, n, 0, 0x20);
   mangled("bad-spec", 0x01, f, n, 48 + 5, 0x10);
   mangled("layer-count", 0x01, f, n, 40, 3);
+  uint8_t *copy = malloc(n);
+  fuzz_check(copy != NULL);
+  memcpy(copy, f, n);
+  memset(copy + 48 + bloblen + 12, 0xff, 8); /* layer 0 at version 2^64-1 */
+  seed("fuzz_ckpt_read", "version-max-crc-fixed", 0x01, copy, n);
+  free(copy);
   free(f);
   f = ckpt_file(FUZZ_MOMENTUM, &n);
   seed("fuzz_ckpt_read", "momentum", 0x01, f, n);
