@@ -96,6 +96,9 @@ struct fsps_client {
   bool timer_started, stopping;
   pthread_cond_t timer_cv;
   retry_item *retries;
+  /* starts waiting for the pushes in flight to finish, oldest first; the
+   * timer thread runs them once c->pushes reaches 0 */
+  retry_item *deferred;
 
   /* pushes in flight and their first error */
   uint32_t pushes;
@@ -140,6 +143,15 @@ int64_t client_backoff_ms(uint32_t attempt);
  * c->mu held. Returns false when the client is closing (nothing queued). */
 bool retry_schedule(fsps_client *c, retry_item *it, uint32_t attempt);
 
+/* defer_locked queues it to fire on the timer thread once no push is in
+ * flight (c->mu held): how a prefetch waits for a pushed gradient's
+ * buffer without blocking the trainer. */
+void defer_locked(fsps_client *c, retry_item *it);
+
+/* run_deferred_locked hands the deferred items to the timer thread, due
+ * now (c->mu held; called when the last push in flight completes). */
+void run_deferred_locked(fsps_client *c);
+
 /* now_ns returns CLOCK_MONOTONIC in nanoseconds. */
 int64_t now_ns(void);
 
@@ -164,11 +176,23 @@ typedef struct gather gather;
 int gather_start(fsps_client *c, uint32_t layer, uint64_t min_version,
                  float *dst, gather **out);
 
+/* gather_start_pooled is gather_start into a buffer of the layer's size
+ * from the pool, which the gather holds until gather_take_buf. With defer
+ * set and pushes in flight, the gather (buffer included) starts only when
+ * they have all finished, on the timer thread, so that it can reuse the
+ * buffer of a pushed gradient. Returns FSPS_OK or FSPS_NOMEM. */
+int gather_start_pooled(fsps_client *c, uint32_t layer, uint64_t min_version,
+                        bool defer, gather **out);
+
 /* gather_wait blocks until g is complete; returns its result (message in
  * c->err) and, on success, the lowest version received in *version. */
 int gather_wait(fsps_client *c, gather *g, uint64_t *version);
 
-/* gather_free frees a complete gather. */
+/* gather_take_buf hands the caller the pool buffer of a complete pooled
+ * gather (NULL if it never got one: cancelled, or out of memory). */
+pool_buf *gather_take_buf(gather *g);
+
+/* gather_free frees a complete gather (and its pool buffer, if not taken). */
 void gather_free(gather *g);
 
 /* ---- pushes (push.c) ---- */

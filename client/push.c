@@ -43,7 +43,8 @@ static void push_complete_locked(push *p) {
   }
   if (p->owned != NULL)
     pool_put_locked(c, p->owned);
-  c->pushes--;
+  if (--c->pushes == 0)
+    run_deferred_locked(c); /* prefetches waiting for a free buffer */
   pthread_cond_broadcast(&c->cv);
   free(p);
 }
