@@ -91,16 +91,22 @@ static int forward(trainer *t, const float *x) {
   return FSPS_OK;
 }
 
+/* Through the servers each gradient is written over its layer's
+ * parameters, which are not needed after it: one buffer per layer. */
 static int backward(trainer *t) {
   bool local = t->opts->local;
   for (uint32_t l = t->layers; l-- > 0;) {
-    const float *w = local ? t->params[l] : NULL;
-    float *g = t->local_grad;
-    int rc = local ? FSPS_OK : fsps_backward(t->client, l, &w, &g);
+    if (local) {
+      mlp_backward_layer(t->net, l, t->params[l], t->local_grad,
+                         t->opts->batch);
+      continue;
+    }
+    float *wg;
+    int rc = fsps_backward_inplace(t->client, l, &wg);
     if (rc != FSPS_OK)
       return rc;
-    mlp_backward_layer(t->net, l, w, g, t->opts->batch);
-    if (!local && (rc = fsps_backward_done(t->client, l)) != FSPS_OK)
+    mlp_backward_layer_inplace(t->net, l, wg, t->opts->batch);
+    if ((rc = fsps_backward_done(t->client, l)) != FSPS_OK)
       return rc;
   }
   return FSPS_OK;
