@@ -10,12 +10,17 @@ processes on the machine (builds, another benchmark) skew both: each line
 reports how many cores they took during the run (other_cores), so a
 figure taken on a busy machine shows as such.
 
+Rates are taken after each worker's first step, which also faults in
+every buffer it allocates (a one-time cost that would weigh on a short run
+and not on training); overlap_all_steps includes it.
+
 For each model prints one JSON object per line, with the median and the
 range [min, max] over the repetitions where there are several:
   samples_per_s               both workers together, through the servers
   compute_only_samples_per_s  the same workers with --local
   overlap                     samples_per_s / compute_only_samples_per_s,
                               per repetition
+  overlap_all_steps           the same with the first step included
   cpu_s_per_step              CPU seconds per step (workers' start-up
                               included): workers and servers of the real
                               run, workers of the local run
@@ -132,12 +137,14 @@ def once(a, flags):
                 p.send_signal(signal.SIGTERM)
             for p in procs:
                 p.wait()
-    sps = sum(w["samples_per_s"] for w in real)
-    lim = sum(w["samples_per_s"] for w in local)
+    sps = sum(w["steady_samples_per_s"] for w in real)
+    lim = sum(w["steady_samples_per_s"] for w in local)
     steps = a.steps
     return {
         "samples_per_s": sps, "compute_only_samples_per_s": lim,
         "overlap": sps / lim,
+        "overlap_all_steps": sum(w["samples_per_s"] for w in real) /
+        sum(w["samples_per_s"] for w in local),
         "comm_wait_fraction": max(w["comm_wait_fraction"] for w in real),
         "cpu_workers": wcpu / steps, "cpu_servers": scpu / steps,
         "cpu_local": lcpu / steps, "other_cores": max(lother, rother),
@@ -167,6 +174,7 @@ def measure(a, model, reshard):
             "blas_threads": a.blas_threads or None}
     for key, digits in (("samples_per_s", 1),
                         ("compute_only_samples_per_s", 1), ("overlap", 3),
+                        ("overlap_all_steps", 3),
                         ("comm_wait_fraction", 3), ("other_cores", 2)):
         line[key], rng = summary([r[key] for r in runs], digits)
         if rng is not None:

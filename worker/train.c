@@ -240,6 +240,10 @@ int train_run(trainer *t) {
       int rc = step(t, g, data_sampler_batch(&t->sampler, k));
       if (rc != FSPS_OK)
         return rc;
+      if (g == 0) {
+        t->warm_end = now_s();
+        t->warm_samples = t->samples;
+      }
       progress(t, e, k + 1, steps, false);
     }
     progress(t, e, k, steps, true);
@@ -251,6 +255,15 @@ int train_run(trainer *t) {
   return FSPS_OK;
 }
 
+/* steady_rate returns samples/s after the first step, which also pays
+ * for faulting in every buffer (the whole run's rate if it had one step). */
+static double steady_rate(const trainer *t) {
+  double el = t->start + t->elapsed - t->warm_end;
+  if (t->steps_done < 2 || el <= 0)
+    return (double)t->samples / (t->elapsed > 0 ? t->elapsed : 1e-9);
+  return (double)(t->samples - t->warm_samples) / el;
+}
+
 void train_summary(const trainer *t) {
   double el = t->elapsed > 0 ? t->elapsed : 1e-9;
   char acc[32] = "null"; /* only rank 0 evaluates */
@@ -258,10 +271,12 @@ void train_summary(const trainer *t) {
     snprintf(acc, sizeof acc, "%.4f", t->accuracy);
   printf("{\"event\":\"done\",\"rank\":%u,\"epochs\":%u,\"steps\":%" PRIu64
          ",\"test_accuracy\":%s,\"final_loss\":%.5f,\"samples_per_s\":%.1f,"
+         "\"steady_samples_per_s\":%.1f,\"first_step_seconds\":%.3f,"
          "\"comm_wait_fraction\":%.4f,\"peak_rss_bytes\":%" PRIu64
          ",\"peak_buffer_bytes\":%" PRIu64 ",\"seconds\":%.2f}\n",
          t->opts->rank, t->epochs_done, t->steps_done, acc, t->final_loss,
-         (double)t->samples / el, wait_s(t) / el, train_peak_rss(),
+         (double)t->samples / el, steady_rate(t), t->warm_end - t->start,
+         wait_s(t) / el, train_peak_rss(),
          t->client ? fsps_peak_buffer_bytes(t->client) : 0, t->elapsed);
   fflush(stdout);
 }
