@@ -371,12 +371,16 @@ void defer_locked(fsps_client *c, retry_item *it) {
   while (*p != NULL)
     p = &(*p)->next;
   it->next = NULL;
+  it->after = c->push_next;
   *p = it;
 }
 
 void run_deferred_locked(fsps_client *c) {
-  /* Once stopping, the timer thread's last sweep takes them instead. */
-  while (c->deferred != NULL && !c->stopping) {
+  /* Items wait for ever later pushes, so the ready ones lead the list.
+   * Once stopping, the timer thread's last sweep takes them instead. */
+  uint64_t done_below = push_low_water_locked(c);
+  while (c->deferred != NULL && c->deferred->after <= done_below &&
+         !c->stopping) {
     retry_item *it = c->deferred;
     c->deferred = it->next;
     queue_at(c, it, now_ns());

@@ -55,6 +55,7 @@ void spec_msg_free(spec_msg *m);
 typedef struct retry_item {
   struct retry_item *next;
   int64_t due_ns;
+  uint64_t after; /* a deferred item: pushes numbered below must be done */
   void (*fire)(struct retry_item *it, bool abort);
 } retry_item;
 
@@ -69,6 +70,7 @@ typedef struct pool_buf {
 /* ---- the client ---- */
 
 typedef struct layer_slot layer_slot;
+typedef struct push push;
 
 struct fsps_client {
   fsps_options o;
@@ -96,12 +98,15 @@ struct fsps_client {
   bool timer_started, stopping;
   pthread_cond_t timer_cv;
   retry_item *retries;
-  /* starts waiting for the pushes in flight to finish, oldest first; the
-   * timer thread runs them once c->pushes reaches 0 */
+  /* starts waiting for the pushes in flight before them to finish,
+   * oldest first; the timer thread runs them then */
   retry_item *deferred;
 
-  /* pushes in flight and their first error */
+  /* pushes in flight (oldest first, numbered from push_next on) and their
+   * first error */
   uint32_t pushes;
+  push *push_head, *push_tail;
+  uint64_t push_next;
   int push_rc;
   char push_msg[CLIENT_MSG_MAX];
 
@@ -143,13 +148,13 @@ int64_t client_backoff_ms(uint32_t attempt);
  * c->mu held. Returns false when the client is closing (nothing queued). */
 bool retry_schedule(fsps_client *c, retry_item *it, uint32_t attempt);
 
-/* defer_locked queues it to fire on the timer thread once no push is in
- * flight (c->mu held): how a prefetch waits for a pushed gradient's
- * buffer without blocking the trainer. */
+/* defer_locked queues it to fire on the timer thread once the pushes in
+ * flight now have finished (c->mu held): how a prefetch waits for a pushed
+ * gradient's buffer without blocking the trainer. */
 void defer_locked(fsps_client *c, retry_item *it);
 
-/* run_deferred_locked hands the deferred items to the timer thread, due
- * now (c->mu held; called when the last push in flight completes). */
+/* run_deferred_locked hands the deferred items whose pushes have finished
+ * to the timer thread, due now (c->mu held; called when a push ends). */
 void run_deferred_locked(fsps_client *c);
 
 /* now_ns returns CLOCK_MONOTONIC in nanoseconds. */
@@ -211,6 +216,10 @@ int push_wait_all(fsps_client *c);
 /* push_wait_below waits until at most max pushes are in flight (their
  * errors stay for push_wait_all): what bounds the gradient buffers held. */
 void push_wait_below(fsps_client *c, uint32_t max);
+
+/* push_low_water_locked returns the number of the oldest push in flight,
+ * or c->push_next when none is (c->mu held). */
+uint64_t push_low_water_locked(const fsps_client *c);
 
 /* ---- buffer pool (pool.c) ---- */
 

@@ -287,9 +287,10 @@ static void settle_parts(gather *g, const rpc_status *st) {
     part_result(&g->parts[i], st);
 }
 
-/* deferred_fire starts a deferred gather on the timer thread, now that no
- * push holds a buffer: takes its buffer from the pool, then pulls. At
- * close (abort) or without memory its parts end at once instead. */
+/* deferred_fire starts a deferred gather on the timer thread, now that the
+ * pushes before it have let go of their buffers: takes its buffer from the
+ * pool, then pulls. At close (abort) or without memory its parts end at
+ * once instead. */
 static void deferred_fire(retry_item *it, bool abort) {
   gather *g = (gather *)((char *)it - offsetof(gather, start));
   fsps_client *c = g->c;

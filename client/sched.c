@@ -82,8 +82,8 @@ static int ensure(fsps_client *c, uint32_t l, bool defer) {
 }
 
 /* prefetch ensures the next `prefetch` layers after l in direction dir
- * (+1 forward, -1 backward) are in flight. Backward's wait for the pushes
- * of the gradients before them, whose buffers they reuse. */
+ * (+1 forward, -1 backward) are in flight. Backward prefetches wait for
+ * the pushes in flight, whose buffers they reuse. */
 static int prefetch(fsps_client *c, uint32_t l, int dir) {
   int rc = FSPS_OK;
   for (uint32_t i = 1; rc == FSPS_OK && i <= c->o.prefetch; i++) {
