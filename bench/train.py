@@ -30,6 +30,8 @@ range [min, max] over the repetitions where there are several:
                               overlap if the cores were busy all along in
                               both runs, which other load skews less
   other_cores                 cores used by other processes meanwhile
+  moved_mb_per_step           per worker: MB of layers gathered and of
+                              gradients pushed per step
   peak_rss_bytes              the largest worker's peak resident set
   peak_buffer_bytes           the most layer and gradient buffers it held
   model_bytes                 the model's parameters
@@ -147,8 +149,10 @@ def once(a, flags):
                 p.send_signal(signal.SIGTERM)
             for p in procs:
                 p.wait()
-    sps = sum(w["steady_samples_per_s"] for w in real)
-    lim = sum(w["steady_samples_per_s"] for w in local)
+    # Older workers report only the whole run's rate.
+    sps = sum(w.get("steady_samples_per_s", w["samples_per_s"]) for w in real)
+    lim = sum(w.get("steady_samples_per_s", w["samples_per_s"])
+              for w in local)
     steps = a.steps
     return {
         "samples_per_s": sps, "compute_only_samples_per_s": lim,
@@ -159,6 +163,9 @@ def once(a, flags):
         "cpu_workers": wcpu / steps, "cpu_servers": scpu / steps,
         "cpu_local": lcpu / steps, "other_cores": max(lother, rother),
         "cpu_overlap": lcpu / (wcpu + scpu),
+        "gathered_mb": max(w.get("gathered_bytes", 0) for w in real) /
+        1e6 / steps,
+        "pushed_mb": max(w.get("pushed_bytes", 0) for w in real) / 1e6 / steps,
         "peak_rss_bytes": max(w["peak_rss_bytes"] for w in real),
         "peak_buffer_bytes": max(w["peak_buffer_bytes"] for w in real)}
 
@@ -203,6 +210,9 @@ def measure(a, model, reshard):
     line["cpu_s_per_step"] = {
         k: summary([r["cpu_" + k] for r in runs], 3)[0]
         for k in ("workers", "servers", "local")}
+    line["moved_mb_per_step"] = {
+        k: summary([r[k + "_mb"] for r in runs], 1)[0]
+        for k in ("gathered", "pushed")}
     line["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in runs)
     line["peak_buffer_bytes"] = max(r["peak_buffer_bytes"] for r in runs)
     line["model_bytes"] = model_bytes(model)

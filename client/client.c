@@ -97,6 +97,14 @@ uint64_t fsps_peak_buffer_bytes(const fsps_client *c) {
   return c ? c->peak_bytes : 0;
 }
 
+void fsps_bytes_moved(const fsps_client *c, uint64_t *gathered,
+                      uint64_t *pushed) {
+  if (gathered != NULL)
+    *gathered = c ? c->gathered : 0;
+  if (pushed != NULL)
+    *pushed = c ? c->pushed : 0;
+}
+
 int fsps_tune_malloc(void) {
   /* Large blocks then come from the heap and stay mapped when freed, so a
    * message buffer reuses pages that are already faulted in. */

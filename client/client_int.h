@@ -109,6 +109,7 @@ struct fsps_client {
   uint64_t push_next;
   int push_rc;
   char push_msg[CLIENT_MSG_MAX];
+  uint64_t gathered, pushed; /* bytes, for fsps_bytes_moved */
 
   /* buffer pool */
   pool_buf *free_bufs;
@@ -119,6 +120,12 @@ struct fsps_client {
   layer_slot *slots;
   bool in_step;
   uint64_t step, min_version;
+  /* layers kept after forward although resharding (plan.c), and what the
+   * plan was made for: the pool's bytes then and at the first plan */
+  bool *keep;
+  uint64_t plan_bytes, plan_base;
+  uint32_t bw_inplace, bw_separate; /* backward calls of this step */
+  bool plan_ok;                     /* the last step was planned for */
 };
 
 /* client_fail stores a message in c->err and returns rc. */
@@ -233,6 +240,22 @@ void pool_put_locked(fsps_client *c, pool_buf *b);
 
 /* pool_destroy frees every free buffer (at close, nothing in use). */
 void pool_destroy(fsps_client *c);
+
+/* ---- keep plan (plan.c) ---- */
+
+/* A plan may keep layers at the cost of new buffers of at most 1/64 of the
+ * pool it started from (small layers that would otherwise take a big
+ * layer's buffer). */
+#define PLAN_SPARE_DIV 64
+
+/* plan_keep sets keep[l] for each layer that forward should keep although
+ * resharding: those whose buffers the rest of a step, played over the
+ * pool's free buffers with gradients written in place, never needs, given
+ * that the pool (pool_bytes now) may grow to at most base_bytes * (1 +
+ * 1/PLAN_SPARE_DIV). Call between steps (every buffer free). FSPS_OK or
+ * FSPS_NOMEM (keep then all false). */
+int plan_keep(fsps_client *c, bool *keep, uint64_t base_bytes,
+              uint64_t pool_bytes);
 
 /* ---- step scheduler (sched.c) ---- */
 

@@ -319,6 +319,7 @@ int gather_start_pooled(fsps_client *c, uint32_t layer, uint64_t min_version,
   g->min_version = min_version;
   g->start.fire = deferred_fire;
   *out = g;
+  c->gathered += g->n * sizeof(float);
   pthread_mutex_lock(&c->mu);
   bool later = defer && c->pushes > 0;
   if (later)
@@ -345,6 +346,7 @@ int gather_start(fsps_client *c, uint32_t layer, uint64_t min_version,
     return client_fail(c, FSPS_NOMEM, "out of memory starting a gather");
   g->min_version = min_version;
   g->dst = dst;
+  c->gathered += g->n * sizeof(float);
   /* The trainer thread alone waits for and frees g, so g outlives this
    * loop even when every part finishes before it ends. */
   start_parts(g);

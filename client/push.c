@@ -212,6 +212,7 @@ int push_start(fsps_client *c, uint32_t layer, uint64_t step, const float *grad,
   p->step = step;
   p->grad = grad;
   p->owned = owned;
+  c->pushed += client_layer_n(c, layer) * sizeof(float);
   pthread_mutex_lock(&c->mu);
   c->pushes++;
   p->seq = c->push_next++;

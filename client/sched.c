@@ -7,7 +7,8 @@
  * (on the timer thread, never blocking the trainer) until the gradients
  * being pushed have gone, and takes over one of their buffers; a trainer
  * that writes each gradient over its parameters (fsps_backward_inplace)
- * needs no buffer beyond those. */
+ * needs no buffer beyond those. Layers whose buffers the rest of the step
+ * would not reuse are kept after forward all the same (plan.c). */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,8 @@ struct layer_slot {
 
 int sched_init(fsps_client *c) {
   c->slots = calloc(c->L ? c->L : 1, sizeof *c->slots);
-  return c->slots ? FSPS_OK : FSPS_NOMEM;
+  c->keep = calloc(c->L ? c->L : 1, sizeof *c->keep);
+  return c->slots && c->keep ? FSPS_OK : FSPS_NOMEM;
 }
 
 /* await_slot waits for slot l's gather and takes its buffer as the slot's
@@ -69,7 +71,9 @@ void sched_destroy(fsps_client *c) {
   for (uint32_t l = 0; c->slots != NULL && l < c->L; l++)
     release_slot(c, l);
   free(c->slots);
+  free(c->keep);
   c->slots = NULL;
+  c->keep = NULL;
 }
 
 /* ensure starts gathering layer l unless it is held already; with defer,
@@ -128,6 +132,28 @@ uint64_t sched_min_version(fsps_mode mode, uint32_t staleness, uint64_t step) {
   return step;
 }
 
+/* plan decides which layers this step keeps after forward (plan.c): with
+ * resharding, after a step whose backward wrote every gradient in place
+ * (the plan's model of it), made again only when the pool has changed. */
+static void plan(fsps_client *c) {
+  bool ok =
+      c->o.reshard_after_forward && c->bw_inplace > 0 && c->bw_separate == 0;
+  c->bw_inplace = c->bw_separate = 0;
+  pthread_mutex_lock(&c->mu);
+  uint64_t bytes = c->bytes;
+  pthread_mutex_unlock(&c->mu);
+  if (ok && c->plan_ok && bytes == c->plan_bytes)
+    return; /* the same pool: the same plan */
+  memset(c->keep, 0, c->L * sizeof *c->keep);
+  c->plan_ok = false;
+  if (!ok)
+    return;
+  if (c->plan_base == 0)
+    c->plan_base = bytes; /* the pool strict resharding built */
+  c->plan_ok = plan_keep(c, c->keep, c->plan_base, bytes) == FSPS_OK;
+  c->plan_bytes = bytes;
+}
+
 int fsps_step_begin(fsps_client *c, uint64_t step) {
   if (c == NULL)
     return FSPS_INVALID_ARGUMENT;
@@ -136,6 +162,7 @@ int fsps_step_begin(fsps_client *c, uint64_t step) {
                        "no model: call fsps_declare or fsps_attach first");
   for (uint32_t l = 0; l < c->L; l++) /* left over by an abandoned step */
     release_slot(c, l);
+  plan(c);
   c->step = step;
   c->min_version = sched_min_version(c->o.mode, c->o.staleness, step);
   c->in_step = true;
@@ -163,7 +190,8 @@ int fsps_forward_done(fsps_client *c, uint32_t layer) {
    * gathering them again at once would take as many buffers as forward
    * holds now, so they are kept, which costs no memory and saves their
    * transfer. */
-  if (c->o.reshard_after_forward && layer + 1 + c->o.prefetch < c->L)
+  if (c->o.reshard_after_forward && layer + 1 + c->o.prefetch < c->L &&
+      !c->keep[layer])
     release_params(c, layer);
   return FSPS_OK;
 }
@@ -180,6 +208,7 @@ int fsps_backward(fsps_client *c, uint32_t layer, const float **params,
     return rc;
   layer_slot *sl = &c->slots[layer];
   uint64_t n = client_layer_n(c, layer);
+  c->bw_separate++;
   /* Gradients still being pushed hold their buffers: at most `prefetch`
    * (at least one) stay in flight, so memory stays bounded by a few
    * layers even when the network is slower than backward. */
@@ -214,6 +243,7 @@ int fsps_backward_inplace(fsps_client *c, uint32_t layer, float **buf) {
   sl->grad = sl->params; /* the parameters' buffer becomes the gradient's */
   sl->params = NULL;
   sl->inplace = true;
+  c->bw_inplace++;
   *buf = sl->grad->p;
   return FSPS_OK;
 }

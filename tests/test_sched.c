@@ -94,7 +94,7 @@ typedef struct {
   float *init[MAX_LAYERS], *final[MAX_LAYERS]; /* init: rank 0 only */
   uint64_t fwd_sum[STEPS][MAX_LAYERS];
   uint32_t mismatches; /* backward saw other parameters than forward */
-  uint64_t peak;
+  uint64_t peak, gathered;
 } worker_arg;
 
 static int connect_worker(worker_arg *a, fsps_client **c, fsps_spec *spec) {
@@ -176,6 +176,7 @@ static void *worker_main(void *arg) {
   if (a->rc != FSPS_OK && c != NULL)
     snprintf(a->err, sizeof a->err, "%s", fsps_last_error(c));
   a->peak = fsps_peak_buffer_bytes(c);
+  fsps_bytes_moved(c, &a->gathered, NULL);
   fsps_close(c);
   fsps_spec_destroy(spec);
   return NULL;
@@ -188,9 +189,11 @@ static void free_worker(worker_arg *a) {
   }
 }
 
-/* run_case trains with S servers and W workers and checks the result. */
+/* run_case trains with S servers and W workers and checks the result;
+ * with max_peak_floats, the buffers held, and with gathered_floats, what
+ * rank 1 gathered. */
 static void run_case(int S, uint32_t W, uint32_t prefetch, bool inplace_all,
-                     uint64_t max_peak_floats) {
+                     uint64_t max_peak_floats, uint64_t gathered_floats) {
   static const char *const det[] = {"--deterministic", NULL};
   cluster cl;
   assert_int_equal(cluster_start(&cl, S, (int)W, det), 0);
@@ -215,6 +218,9 @@ static void run_case(int S, uint32_t W, uint32_t prefetch, bool inplace_all,
                " bytes of buffers, more than %" PRIu64,
                w, a[w].peak, max_peak_floats * 4);
   }
+  if (gathered_floats && a[1].gathered != gathered_floats * 4)
+    fail_msg("worker 1 gathered %" PRIu64 " bytes, not %" PRIu64, a[1].gathered,
+             gathered_floats * 4);
   for (uint32_t l = 0; l < LAYERS; l++) {
     reference(a[0].init[l], sizes[l], l, W);
     for (uint32_t w = 0; w < W; w++)
@@ -229,19 +235,25 @@ static void run_case(int S, uint32_t W, uint32_t prefetch, bool inplace_all,
 
 /* In place, prefetch 1: two big buffers and a small one, never a third
  * big one (a prefetch in backward waits for the pushed gradient's buffer
- * instead of taking a new one). */
+ * instead of taking a new one), plus at most 1/64 for the keep plan. The
+ * first step gathers layers 0-2 again for backward (3 and 4 are kept);
+ * the plan made from its pool keeps 0 and 2 too (2 at the cost of a
+ * buffer for layer 4), so later steps gather only layer 1 again. Then
+ * rank 1 gathers the final model (and, unlike rank 0, no initial one). */
 static void test_inplace_two_buffers(void **state) {
   (void)state;
-  run_case(2, 2, 1, true, 2 * 300000 + 1000);
+  const uint64_t model = 1000 + 3 * 300000 + 10, pool = 2 * 300000 + 1000;
+  run_case(2, 2, 1, true, pool + pool / 64,
+           model + 601000 + (STEPS - 1) * (model + 300000) + model);
 }
 
 /* Mixed in-place and separate gradients, deeper prefetch, other S and W:
  * the same training, bit for bit. */
 static void test_mixed_gradients(void **state) {
   (void)state;
-  run_case(1, 1, 1, false, 0);
-  run_case(3, 2, 2, false, 0);
-  run_case(2, 3, 0, true, 0);
+  run_case(1, 1, 1, false, 0, 0);
+  run_case(3, 2, 2, false, 0, 0);
+  run_case(2, 3, 0, true, 0, 0);
 }
 
 int main(void) {

@@ -266,6 +266,8 @@ static double steady_rate(const trainer *t) {
 
 void train_summary(const trainer *t) {
   double el = t->elapsed > 0 ? t->elapsed : 1e-9;
+  uint64_t gathered, pushed;
+  fsps_bytes_moved(t->client, &gathered, &pushed);
   char acc[32] = "null"; /* only rank 0 evaluates */
   if (t->evaluated)
     snprintf(acc, sizeof acc, "%.4f", t->accuracy);
@@ -273,11 +275,13 @@ void train_summary(const trainer *t) {
          ",\"test_accuracy\":%s,\"final_loss\":%.5f,\"samples_per_s\":%.1f,"
          "\"steady_samples_per_s\":%.1f,\"first_step_seconds\":%.3f,"
          "\"comm_wait_fraction\":%.4f,\"peak_rss_bytes\":%" PRIu64
-         ",\"peak_buffer_bytes\":%" PRIu64 ",\"seconds\":%.2f}\n",
+         ",\"peak_buffer_bytes\":%" PRIu64 ",\"gathered_bytes\":%" PRIu64
+         ",\"pushed_bytes\":%" PRIu64 ",\"seconds\":%.2f}\n",
          t->opts->rank, t->epochs_done, t->steps_done, acc, t->final_loss,
          (double)t->samples / el, steady_rate(t), t->warm_end - t->start,
          wait_s(t) / el, train_peak_rss(),
-         t->client ? fsps_peak_buffer_bytes(t->client) : 0, t->elapsed);
+         t->client ? fsps_peak_buffer_bytes(t->client) : 0, gathered, pushed,
+         t->elapsed);
   fflush(stdout);
 }
 
