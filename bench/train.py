@@ -4,20 +4,52 @@ processes on loopback, beside the limit measured in the same run: the same
 workers' compute alone (--local: the parameters are a local copy, nothing
 crosses the network), run side by side as many as in the real run.
 
-For each model prints one JSON object per line:
+Each repetition runs the local workers, then the real cluster, back to
+back, so the two see the same machine; the overlap is their ratio. Other
+processes on the machine (builds, another benchmark) skew either run: a
+repetition during which they took more than --max-other cores (0.25) is
+run again, up to --retries times (3), and each line reports how many
+cores they took in the repetitions kept (other_cores) and how many were
+run again (rerun), so a figure taken on a busy machine shows as such.
+
+Rates are taken after each worker's first step, which also faults in
+every buffer it allocates (a one-time cost that would weigh on a short run
+and not on training); overlap_all_steps includes it.
+
+For each model prints one JSON object per line, with the median and the
+range [min, max] over the repetitions where there are several:
   samples_per_s               both workers together, through the servers
   compute_only_samples_per_s  the same workers with --local
-  overlap                     compute-only step time / actual step time
+  overlap                     samples_per_s / compute_only_samples_per_s,
+                              per repetition
+  overlap_all_steps           the same with the first step included
+  cpu_s_per_step              CPU seconds per step (workers' start-up
+                              included): workers and servers of the real
+                              run, workers of the local run
+  cpu_overlap                 local / (workers + servers) of those: the
+                              overlap if the cores were busy all along in
+                              both runs, which other load skews less
+  other_cores                 cores used by other processes meanwhile
+  moved_mb_per_step           per worker: MB of layers gathered and of
+                              gradients pushed per step
   peak_rss_bytes              the largest worker's peak resident set
+  peak_buffer_bytes           the most layer and gradient buffers it held
   model_bytes                 the model's parameters
 
+Each worker runs OpenBLAS on cores / workers threads (--blas-threads; 0
+leaves OpenBLAS its default, one per core, which oversubscribes the cores
+and spins in sched_yield while a worker waits).
+
 Usage: bench/train.py [--build build] [--steps 30] [--batch 256]
-                      [--models mlp:...;mlp:...] [--no-reshard]
+                      [--repeat 1] [--models mlp:...;mlp:...]
+                      [--no-reshard] [--blas-threads N]
+                      [--max-other 0.25] [--retries 3]
 """
 import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,10 +61,26 @@ DEFAULT_MODELS = ";".join([
     "mlp:784," + ",".join(["4096"] * 9) + ",10",       # deep enough to shard
 ])
 
+TICK = os.sysconf("SC_CLK_TCK")
+
 
 def model_bytes(desc):
     w = [int(x) for x in desc.split(":")[1].split(",")]
     return 4 * sum(w[i] * w[i + 1] + w[i + 1] for i in range(len(w) - 1))
+
+
+def proc_cpu(pid):
+    """CPU seconds (user + system) process pid has used so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def machine_busy():
+    """CPU seconds every process on the machine has used so far."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / TICK  # all but idle and iowait
 
 
 def start_servers(build, tmp, S, W):
@@ -52,12 +100,17 @@ def start_servers(build, tmp, S, W):
     return procs, ",".join(servers)
 
 
-def run_workers(build, W, flags):
+def run_workers(a, flags):
+    """Runs the workers to completion; returns their JSON summaries."""
+    env = dict(os.environ)
+    if a.blas_threads:
+        env["OPENBLAS_NUM_THREADS"] = str(a.blas_threads)
     procs = [subprocess.Popen(
-        [os.path.join(build, "worker", "fsps-worker"), "--rank", str(r),
-         "--world", str(W), "--progress-secs", "1000000", "--no-eval"] + flags,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for r in range(W)]
+        [os.path.join(a.build, "worker", "fsps-worker"), "--rank", str(r),
+         "--world", str(a.workers), "--progress-secs", "1000000",
+         "--no-eval"] + flags,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for r in range(a.workers)]
     out = []
     for p in procs:
         stdout, stderr = p.communicate()
@@ -67,6 +120,64 @@ def run_workers(build, W, flags):
     return out
 
 
+def timed_workers(a, flags, extra_pids=()):
+    """run_workers, plus the CPU seconds the workers (reaped children) and
+    extra_pids used, and the cores everything else used meanwhile."""
+    busy0, wall0 = machine_busy(), time.monotonic()
+    extra0 = [proc_cpu(p) for p in extra_pids]
+    ru0 = os.times()
+    out = run_workers(a, flags)
+    ru1 = os.times()
+    extra = sum(proc_cpu(p) - c for p, c in zip(extra_pids, extra0))
+    wall, busy = time.monotonic() - wall0, machine_busy() - busy0
+    workers = (ru1.children_user - ru0.children_user +
+               ru1.children_system - ru0.children_system)
+    other = max(0.0, busy - workers - extra) / wall
+    return out, workers, extra, other
+
+
+def once(a, flags):
+    """One repetition: the local workers, then the real cluster."""
+    local, lcpu, _, lother = timed_workers(a, flags + ["--local"])
+    with tempfile.TemporaryDirectory() as tmp:
+        procs, servers = start_servers(a.build, tmp, a.servers, a.workers)
+        try:
+            real, wcpu, scpu, rother = timed_workers(
+                a, flags + ["--servers", servers], [p.pid for p in procs])
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                p.wait()
+    # Older workers report only the whole run's rate.
+    sps = sum(w.get("steady_samples_per_s", w["samples_per_s"]) for w in real)
+    lim = sum(w.get("steady_samples_per_s", w["samples_per_s"])
+              for w in local)
+    steps = a.steps
+    return {
+        "samples_per_s": sps, "compute_only_samples_per_s": lim,
+        "overlap": sps / lim,
+        "overlap_all_steps": sum(w["samples_per_s"] for w in real) /
+        sum(w["samples_per_s"] for w in local),
+        "comm_wait_fraction": max(w["comm_wait_fraction"] for w in real),
+        "cpu_workers": wcpu / steps, "cpu_servers": scpu / steps,
+        "cpu_local": lcpu / steps, "other_cores": max(lother, rother),
+        "cpu_overlap": lcpu / (wcpu + scpu),
+        "gathered_mb": max(w.get("gathered_bytes", 0) for w in real) /
+        1e6 / steps,
+        "pushed_mb": max(w.get("pushed_bytes", 0) for w in real) / 1e6 / steps,
+        "peak_rss_bytes": max(w["peak_rss_bytes"] for w in real),
+        "peak_buffer_bytes": max(w["peak_buffer_bytes"] for w in real)}
+
+
+def summary(values, digits):
+    """The median, and [min, max] when there are several values."""
+    med = round(statistics.median(values), digits)
+    if len(values) == 1:
+        return med, None
+    return med, [round(min(values), digits), round(max(values), digits)]
+
+
 def measure(a, model, reshard):
     flags = ["--model", model, "--synthetic", str(a.batch * a.workers * 8),
              "--batch", str(a.batch), "--max-steps", str(a.steps),
@@ -74,30 +185,38 @@ def measure(a, model, reshard):
              "--prefetch", "1"]
     if reshard:
         flags.append("--reshard-after-forward")
-    local = run_workers(a.build, a.workers, flags + ["--local"])
-    with tempfile.TemporaryDirectory() as tmp:
-        procs, servers = start_servers(a.build, tmp, a.servers, a.workers)
-        try:
-            real = run_workers(a.build, a.workers,
-                               flags + ["--servers", servers])
-        finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                p.wait()
-    sps = sum(w["samples_per_s"] for w in real)
-    lim = sum(w["samples_per_s"] for w in local)
-    print(json.dumps({
-        "bench": "train", "model": model, "servers": a.servers,
-        "workers": a.workers, "batch": a.batch, "steps": a.steps,
-        "reshard_after_forward": reshard,
-        "samples_per_s": round(sps, 1),
-        "compute_only_samples_per_s": round(lim, 1),
-        "overlap": round(sps / lim, 3),
-        "comm_wait_fraction": max(w["comm_wait_fraction"] for w in real),
-        "peak_rss_bytes": max(w["peak_rss_bytes"] for w in real),
-        "peak_buffer_bytes": max(w["peak_buffer_bytes"] for w in real),
-        "model_bytes": model_bytes(model)}), flush=True)
+    runs, rerun = [], 0
+    for _ in range(a.repeat):
+        r = once(a, flags)
+        for _ in range(a.retries):
+            if r["other_cores"] <= a.max_other:
+                break
+            rerun += 1
+            r = once(a, flags)
+        runs.append(r)
+    line = {"bench": "train", "model": model, "servers": a.servers,
+            "workers": a.workers, "batch": a.batch, "steps": a.steps,
+            "repeat": a.repeat, "rerun": rerun,
+            "reshard_after_forward": reshard,
+            "blas_threads": a.blas_threads or None}
+    for key, digits in (("samples_per_s", 1),
+                        ("compute_only_samples_per_s", 1), ("overlap", 3),
+                        ("overlap_all_steps", 3),
+                        ("cpu_overlap", 3), ("comm_wait_fraction", 3),
+                        ("other_cores", 2)):
+        line[key], rng = summary([r[key] for r in runs], digits)
+        if rng is not None:
+            line[key + "_range"] = rng
+    line["cpu_s_per_step"] = {
+        k: summary([r["cpu_" + k] for r in runs], 3)[0]
+        for k in ("workers", "servers", "local")}
+    line["moved_mb_per_step"] = {
+        k: summary([r[k + "_mb"] for r in runs], 1)[0]
+        for k in ("gathered", "pushed")}
+    line["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in runs)
+    line["peak_buffer_bytes"] = max(r["peak_buffer_bytes"] for r in runs)
+    line["model_bytes"] = model_bytes(model)
+    print(json.dumps(line), flush=True)
 
 
 def main():
@@ -107,9 +226,20 @@ def main():
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--servers", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="repetitions per model (median and range)")
+    ap.add_argument("--max-other", type=float, default=0.25,
+                    help="cores other processes may take during a "
+                         "repetition before it is run again")
+    ap.add_argument("--retries", type=int, default=3)
     ap.add_argument("--models", default=DEFAULT_MODELS)
     ap.add_argument("--no-reshard", action="store_true")
+    ap.add_argument("--blas-threads", type=int, default=-1,
+                    help="OPENBLAS_NUM_THREADS for the workers (default: "
+                         "cores / workers; 0: OpenBLAS's own choice)")
     a = ap.parse_args()
+    if a.blas_threads < 0:
+        a.blas_threads = max(1, (os.cpu_count() or 1) // a.workers)
     version = subprocess.run(
         [os.path.join(a.build, "worker", "fsps-worker"), "--version"],
         capture_output=True, text=True, check=True).stdout.strip()

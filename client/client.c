@@ -97,6 +97,14 @@ uint64_t fsps_peak_buffer_bytes(const fsps_client *c) {
   return c ? c->peak_bytes : 0;
 }
 
+void fsps_bytes_moved(const fsps_client *c, uint64_t *gathered,
+                      uint64_t *pushed) {
+  if (gathered != NULL)
+    *gathered = c ? c->gathered : 0;
+  if (pushed != NULL)
+    *pushed = c ? c->pushed : 0;
+}
+
 int fsps_tune_malloc(void) {
   /* Large blocks then come from the heap and stay mapped when freed, so a
    * message buffer reuses pages that are already faulted in. */
@@ -350,17 +358,43 @@ int client_adopt_spec(fsps_client *c, const shard_spec *spec) {
 
 /* ---- retry timer ---- */
 
-bool retry_schedule(fsps_client *c, retry_item *it, uint32_t attempt) {
-  if (c->stopping)
-    return false;
-  it->due_ns = now_ns() + client_backoff_ms(attempt) * 1000000;
+/* queue_at queues it to fire at due_ns (c->mu held). */
+static void queue_at(fsps_client *c, retry_item *it, int64_t due_ns) {
+  it->due_ns = due_ns;
   retry_item **p = &c->retries;
   while (*p != NULL && (*p)->due_ns <= it->due_ns)
     p = &(*p)->next;
   it->next = *p;
   *p = it;
   pthread_cond_signal(&c->timer_cv);
+}
+
+bool retry_schedule(fsps_client *c, retry_item *it, uint32_t attempt) {
+  if (c->stopping)
+    return false;
+  queue_at(c, it, now_ns() + client_backoff_ms(attempt) * 1000000);
   return true;
+}
+
+void defer_locked(fsps_client *c, retry_item *it) {
+  retry_item **p = &c->deferred;
+  while (*p != NULL)
+    p = &(*p)->next;
+  it->next = NULL;
+  it->after = c->push_next;
+  *p = it;
+}
+
+void run_deferred_locked(fsps_client *c) {
+  /* Items wait for ever later pushes, so the ready ones lead the list.
+   * Once stopping, the timer thread's last sweep takes them instead. */
+  uint64_t done_below = push_low_water_locked(c);
+  while (c->deferred != NULL && c->deferred->after <= done_below &&
+         !c->stopping) {
+    retry_item *it = c->deferred;
+    c->deferred = it->next;
+    queue_at(c, it, now_ns());
+  }
 }
 
 /* wait_until waits on the timer condition until due_ns (c->mu held). */
@@ -387,8 +421,19 @@ static retry_item *pop_due(fsps_client *c) {
   return it;
 }
 
-/* timer_main restarts calls whose backoff has passed; at close it finishes
- * those still waiting as cancelled. fire runs without c->mu. */
+/* pop_any removes and returns a queued or deferred item, or NULL (c->mu
+ * held). */
+static retry_item *pop_any(fsps_client *c) {
+  retry_item **head = c->retries != NULL ? &c->retries : &c->deferred;
+  retry_item *it = *head;
+  if (it != NULL)
+    *head = it->next;
+  return it;
+}
+
+/* timer_main restarts calls whose backoff has passed and starts deferred
+ * ones; at close it finishes those still waiting as cancelled. fire runs
+ * without c->mu. */
 static void *timer_main(void *arg) {
   fsps_client *c = arg;
   pthread_mutex_lock(&c->mu);
@@ -400,9 +445,7 @@ static void *timer_main(void *arg) {
     it->fire(it, false);
     pthread_mutex_lock(&c->mu);
   }
-  while (c->retries != NULL) {
-    retry_item *it = c->retries;
-    c->retries = it->next;
+  for (retry_item *it; (it = pop_any(c)) != NULL;) {
     pthread_mutex_unlock(&c->mu);
     it->fire(it, true);
     pthread_mutex_lock(&c->mu);

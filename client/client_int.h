@@ -56,6 +56,7 @@ void spec_msg_free(spec_msg *m);
 typedef struct retry_item {
   struct retry_item *next;
   int64_t due_ns;
+  uint64_t after; /* a deferred item: pushes numbered below must be done */
   void (*fire)(struct retry_item *it, bool abort);
 } retry_item;
 
@@ -70,6 +71,7 @@ typedef struct pool_buf {
 /* ---- the client ---- */
 
 typedef struct layer_slot layer_slot;
+typedef struct push push;
 
 struct fsps_client {
   fsps_options o;
@@ -98,11 +100,18 @@ struct fsps_client {
   bool timer_started, stopping;
   pthread_cond_t timer_cv;
   retry_item *retries;
+  /* starts waiting for the pushes in flight before them to finish,
+   * oldest first; the timer thread runs them then */
+  retry_item *deferred;
 
-  /* pushes in flight and their first error */
+  /* pushes in flight (oldest first, numbered from push_next on) and their
+   * first error */
   uint32_t pushes;
+  push *push_head, *push_tail;
+  uint64_t push_next;
   int push_rc;
   char push_msg[CLIENT_MSG_MAX];
+  uint64_t gathered, pushed; /* bytes, for fsps_bytes_moved */
 
   /* buffer pool */
   pool_buf *free_bufs;
@@ -113,6 +122,12 @@ struct fsps_client {
   layer_slot *slots;
   bool in_step;
   uint64_t step, min_version;
+  /* layers kept after forward although resharding (plan.c), and what the
+   * plan was made for: the pool's bytes then and at the first plan */
+  bool *keep;
+  uint64_t plan_bytes, plan_base;
+  uint32_t bw_inplace, bw_separate; /* backward calls of this step */
+  bool plan_ok;                     /* the last step was planned for */
 };
 
 /* client_fail stores a message in c->err and returns rc. */
@@ -141,6 +156,15 @@ int64_t client_backoff_ms(uint32_t attempt);
 /* retry_schedule queues it to fire after the backoff of attempt. Call with
  * c->mu held. Returns false when the client is closing (nothing queued). */
 bool retry_schedule(fsps_client *c, retry_item *it, uint32_t attempt);
+
+/* defer_locked queues it to fire on the timer thread once the pushes in
+ * flight now have finished (c->mu held): how a prefetch waits for a pushed
+ * gradient's buffer without blocking the trainer. */
+void defer_locked(fsps_client *c, retry_item *it);
+
+/* run_deferred_locked hands the deferred items whose pushes have finished
+ * to the timer thread, due now (c->mu held; called when a push ends). */
+void run_deferred_locked(fsps_client *c);
 
 /* now_ns returns CLOCK_MONOTONIC in nanoseconds. */
 int64_t now_ns(void);
@@ -177,11 +201,23 @@ typedef struct gather gather;
 int gather_start(fsps_client *c, uint32_t layer, uint64_t min_version,
                  float *dst, gather **out);
 
+/* gather_start_pooled is gather_start into a buffer of the layer's size
+ * from the pool, which the gather holds until gather_take_buf. With defer
+ * set and pushes in flight, the gather (buffer included) starts only when
+ * they have all finished, on the timer thread, so that it can reuse the
+ * buffer of a pushed gradient. Returns FSPS_OK or FSPS_NOMEM. */
+int gather_start_pooled(fsps_client *c, uint32_t layer, uint64_t min_version,
+                        bool defer, gather **out);
+
 /* gather_wait blocks until g is complete; returns its result (message in
  * c->err) and, on success, the lowest version received in *version. */
 int gather_wait(fsps_client *c, gather *g, uint64_t *version);
 
-/* gather_free frees a complete gather. */
+/* gather_take_buf hands the caller the pool buffer of a complete pooled
+ * gather (NULL if it never got one: cancelled, or out of memory). */
+pool_buf *gather_take_buf(gather *g);
+
+/* gather_free frees a complete gather (and its pool buffer, if not taken). */
 void gather_free(gather *g);
 
 /* ---- pushes (push.c) ---- */
@@ -201,6 +237,10 @@ int push_wait_all(fsps_client *c);
  * errors stay for push_wait_all): what bounds the gradient buffers held. */
 void push_wait_below(fsps_client *c, uint32_t max);
 
+/* push_low_water_locked returns the number of the oldest push in flight,
+ * or c->push_next when none is (c->mu held). */
+uint64_t push_low_water_locked(const fsps_client *c);
+
 /* ---- buffer pool (pool.c) ---- */
 
 /* pool_get returns a buffer of at least n floats (reused or allocated), or
@@ -213,6 +253,22 @@ void pool_put_locked(fsps_client *c, pool_buf *b);
 
 /* pool_destroy frees every free buffer (at close, nothing in use). */
 void pool_destroy(fsps_client *c);
+
+/* ---- keep plan (plan.c) ---- */
+
+/* A plan may keep layers at the cost of new buffers of at most 1/64 of the
+ * pool it started from (small layers that would otherwise take a big
+ * layer's buffer). */
+#define PLAN_SPARE_DIV 64
+
+/* plan_keep sets keep[l] for each layer that forward should keep although
+ * resharding: those whose buffers the rest of a step, played over the
+ * pool's free buffers with gradients written in place, never needs, given
+ * that the pool (pool_bytes now) may grow to at most base_bytes * (1 +
+ * 1/PLAN_SPARE_DIV). Call between steps (every buffer free). FSPS_OK or
+ * FSPS_NOMEM (keep then all false). */
+int plan_keep(fsps_client *c, bool *keep, uint64_t base_bytes,
+              uint64_t pool_bytes);
 
 /* ---- step scheduler (sched.c) ---- */
 

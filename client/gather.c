@@ -29,6 +29,8 @@ struct gather {
   uint64_t n, min_version;
   uint64_t version; /* lowest version received; under c->mu */
   float *dst;
+  pool_buf *buf;         /* a pooled gather's destination, until taken */
+  retry_item start;      /* a deferred gather's start (gather_start_pooled) */
   atomic_bool cancelled; /* another part failed: stop the rest */
   int rc;                /* first error; under c->mu */
   char msg[CLIENT_MSG_MAX];
@@ -272,6 +274,71 @@ static gather *gather_new(fsps_client *c, uint32_t layer, uint64_t n) {
   return g;
 }
 
+/* start_parts starts every part of g into g->dst (trainer thread, or the
+ * timer thread under a hold). */
+static void start_parts(gather *g) {
+  for (uint32_t i = 0; i < g->nparts; i++)
+    part_start(&g->parts[i]);
+}
+
+/* settle_parts ends every part of a gather that never started with st. */
+static void settle_parts(gather *g, const rpc_status *st) {
+  for (uint32_t i = 0; i < g->nparts; i++)
+    part_result(&g->parts[i], st);
+}
+
+/* deferred_fire starts a deferred gather on the timer thread, now that the
+ * pushes before it have let go of their buffers: takes its buffer from the
+ * pool, then pulls. At close (abort) or without memory its parts end at
+ * once instead. */
+static void deferred_fire(retry_item *it, bool abort) {
+  gather *g = (gather *)((char *)it - offsetof(gather, start));
+  fsps_client *c = g->c;
+  pthread_mutex_lock(&c->mu);
+  g->holds++; /* the trainer may free g once the last part settles */
+  pthread_mutex_unlock(&c->mu);
+  if (abort)
+    settle_parts(g, &(rpc_status){RPC_CANCELLED, "the client is closing"});
+  else if ((g->buf = pool_get(c, g->n)) == NULL)
+    settle_parts(g, &(rpc_status){FSPS_NOMEM, "out of memory for the layer"});
+  else {
+    g->dst = g->buf->p;
+    start_parts(g);
+  }
+  pthread_mutex_lock(&c->mu);
+  g->holds--;
+  wake_if_done(g);
+  pthread_mutex_unlock(&c->mu);
+}
+
+int gather_start_pooled(fsps_client *c, uint32_t layer, uint64_t min_version,
+                        bool defer, gather **out) {
+  gather *g = gather_new(c, layer, client_layer_n(c, layer));
+  if (g == NULL)
+    return client_fail(c, FSPS_NOMEM, "out of memory starting a gather");
+  g->min_version = min_version;
+  g->start.fire = deferred_fire;
+  *out = g;
+  c->gathered += g->n * sizeof(float);
+  pthread_mutex_lock(&c->mu);
+  bool later = defer && c->pushes > 0;
+  if (later)
+    defer_locked(c, &g->start);
+  pthread_mutex_unlock(&c->mu);
+  if (later)
+    return FSPS_OK;
+  if ((g->buf = pool_get(c, g->n)) == NULL) {
+    free(g);
+    *out = NULL;
+    return client_fail(c, FSPS_NOMEM,
+                       "out of memory for layer %u (%" PRIu64 " floats)", layer,
+                       client_layer_n(c, layer));
+  }
+  g->dst = g->buf->p;
+  start_parts(g);
+  return FSPS_OK;
+}
+
 int gather_start(fsps_client *c, uint32_t layer, uint64_t min_version,
                  float *dst, gather **out) {
   gather *g = gather_new(c, layer, client_layer_n(c, layer));
@@ -279,10 +346,10 @@ int gather_start(fsps_client *c, uint32_t layer, uint64_t min_version,
     return client_fail(c, FSPS_NOMEM, "out of memory starting a gather");
   g->min_version = min_version;
   g->dst = dst;
+  c->gathered += g->n * sizeof(float);
   /* The trainer thread alone waits for and frees g, so g outlives this
    * loop even when every part finishes before it ends. */
-  for (uint32_t i = 0; i < g->nparts; i++)
-    part_start(&g->parts[i]);
+  start_parts(g);
   *out = g;
   return FSPS_OK;
 }
@@ -299,7 +366,15 @@ int gather_wait(fsps_client *c, gather *g, uint64_t *version) {
   return FSPS_OK;
 }
 
+pool_buf *gather_take_buf(gather *g) {
+  pool_buf *b = g->buf;
+  g->buf = NULL;
+  return b;
+}
+
 void gather_free(gather *g) {
+  if (g != NULL && g->buf != NULL)
+    pool_put(g->c, g->buf);
   free(g);
 }
 

@@ -8,8 +8,6 @@
 
 #include "client_int.h"
 
-typedef struct push push;
-
 typedef struct {
   push *p;
   uint32_t s;
@@ -24,7 +22,9 @@ typedef struct {
 struct push {
   fsps_client *c;
   uint32_t layer, nparts;
-  uint32_t pending; /* parts not complete, plus one while starting */
+  uint32_t pending;  /* parts not complete, plus one while starting */
+  uint64_t seq;      /* the client's push number */
+  push *prev, *next; /* the client's pushes in flight; under c->mu */
   uint64_t step;
   const float *grad;
   pool_buf *owned; /* returned to the pool at completion */
@@ -44,8 +44,15 @@ static void push_complete_locked(push *p) {
   if (p->owned != NULL)
     pool_put_locked(c, p->owned);
   c->pushes--;
+  *(p->prev ? &p->prev->next : &c->push_head) = p->next;
+  *(p->next ? &p->next->prev : &c->push_tail) = p->prev;
+  run_deferred_locked(c); /* prefetches waiting for this buffer */
   pthread_cond_broadcast(&c->cv);
   free(p);
+}
+
+uint64_t push_low_water_locked(const fsps_client *c) {
+  return c->push_head ? c->push_head->seq : c->push_next;
 }
 
 static void drop_pending_locked(push *p) {
@@ -205,8 +212,13 @@ int push_start(fsps_client *c, uint32_t layer, uint64_t step, const float *grad,
   p->step = step;
   p->grad = grad;
   p->owned = owned;
+  c->pushed += client_layer_n(c, layer) * sizeof(float);
   pthread_mutex_lock(&c->mu);
   c->pushes++;
+  p->seq = c->push_next++;
+  p->prev = c->push_tail;
+  *(c->push_tail ? &c->push_tail->next : &c->push_head) = p;
+  c->push_tail = p;
   pthread_mutex_unlock(&c->mu);
   for (uint32_t i = 0; i < p->nparts; i++)
     part_start(&p->parts[i]);

@@ -434,6 +434,63 @@ static void test_pool_reuses_buffers(void **state) {
   fsps_close(c);
 }
 
+/* ---- keep plan ---- */
+
+/* vector_shard builds layers of the given sizes (one vector each). */
+static shard_spec *vector_shard(const uint64_t *sizes, uint32_t L) {
+  shard_spec *s = shard_spec_create(1);
+  for (uint32_t l = 0; l < L; l++) {
+    char name[16];
+    snprintf(name, sizeof name, "l%u", l);
+    shard_spec_add_layer(s, name);
+    shard_spec_add_tensor(s, "v", 1, &sizes[l], SHARD_INIT_ZEROS, 0, 0);
+  }
+  return s;
+}
+
+/* plan_case gives a client (prefetch 1) the model sizes[0..L) and a pool
+ * of buffers caps[0..n), and returns its plan's bit mask. */
+static unsigned plan_case(const uint64_t *sizes, uint32_t L,
+                          const uint64_t *caps, uint32_t n, uint64_t grown) {
+  char addr[64];
+  dead_address(addr, sizeof addr);
+  fsps_client *c = connect_dead(addr, 1);
+  shard_spec *s = vector_shard(sizes, L);
+  assert_int_equal(client_adopt_spec(c, s), FSPS_OK);
+  pool_buf *b[8];
+  for (uint32_t i = 0; i < n; i++)
+    assert_non_null(b[i] = pool_get(c, caps[i]));
+  for (uint32_t i = 0; i < n; i++)
+    pool_put(c, b[i]);
+  bool keep[8];
+  assert_int_equal(plan_keep(c, keep, c->bytes, c->bytes + grown), FSPS_OK);
+  unsigned mask = 0;
+  for (uint32_t l = 0; l < L; l++)
+    mask |= (unsigned)keep[l] << l;
+  shard_spec_destroy(s);
+  fsps_close(c);
+  return mask;
+}
+
+/* The pool strict resharding builds for a small, two big and a tiny layer
+ * holds the whole model (the small layer's buffer fits no big one): forward
+ * keeps every layer, with one more buffer for the tiny one; without room
+ * for that buffer, none. With four big layers, the small one and the last
+ * big one (the tail backward starts with holds only one big layer); the
+ * others need both big buffers in turn. With two big buffers and room for
+ * a tiny one, the second layer (the first needs its buffer back). */
+static void test_plan_keeps_what_is_not_reused(void **state) {
+  (void)state;
+  const uint64_t wide[] = {1000, 300000, 300000, 10};
+  const uint64_t pool[] = {1000, 300000, 300000};
+  assert_int_equal(plan_case(wide, 4, pool, 3, 0), 0x3);
+  assert_int_equal(plan_case(wide, 4, pool, 3, 601000 * 4 / 64), 0x0);
+  const uint64_t deep[] = {1000, 300000, 300000, 300000, 300000, 10};
+  assert_int_equal(plan_case(deep, 6, pool, 3, 0), 0x9);
+  const uint64_t two[] = {300000, 300000};
+  assert_int_equal(plan_case(wide, 4, two, 2, 0), 0x2);
+}
+
 /* ---- failures without servers ---- */
 
 static void test_calls_need_a_model(void **state) {
@@ -669,6 +726,7 @@ int main(void) {
       cmocka_unit_test(test_min_versions),
       cmocka_unit_test(test_backoff_doubles_to_cap),
       cmocka_unit_test(test_pool_reuses_buffers),
+      cmocka_unit_test(test_plan_keeps_what_is_not_reused),
       cmocka_unit_test(test_calls_need_a_model),
       cmocka_unit_test(test_declare_unreachable),
       cmocka_unit_test(test_gather_unreachable),

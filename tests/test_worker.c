@@ -601,6 +601,41 @@ static void test_mlp_gradcheck_3_layers(void **unused) {
   gradcheck(w, 4, 3, 12);
 }
 
+/* Backward with the gradient written over the parameters gives, bit for
+ * bit, the gradient and the input gradients of the two-buffer backward,
+ * at a size where OpenBLAS blocks the products. */
+static void test_mlp_backward_inplace_same_bits(void **unused) {
+  (void)unused;
+  enum { B = 64, L = 3 };
+  const uint32_t w[L + 1] = {300, 257, 130, 10};
+  uint8_t y[B];
+  float *x = malloc((size_t)B * w[0] * sizeof(float)), *p[L], *g[L], *q[L];
+  fill_uniform(x, (size_t)B * w[0], 5, 1.0f);
+  for (uint32_t i = 0; i < B; i++)
+    y[i] = (uint8_t)(i * 7 % 10);
+  mlp *m = mlp_create(w, L + 1, B);
+  assert_non_null(m);
+  for (uint32_t l = 0; l < L; l++) {
+    size_t n = mlp_layer_size(m, l);
+    p[l] = malloc(n * 4), g[l] = malloc(n * 4), q[l] = malloc(n * 4);
+    fill_uniform(p[l], n, 40 + l, 0.2f);
+    memcpy(q[l], p[l], n * 4);
+  }
+  mlp_eval_batch(m, (const float *const *)p, x, y, B, NULL);
+  for (uint32_t l = L; l-- > 0;)
+    mlp_backward_layer(m, l, p[l], g[l], B);
+  mlp_eval_batch(m, (const float *const *)p, x, y, B, NULL);
+  for (uint32_t l = L; l-- > 0;)
+    mlp_backward_layer_inplace(m, l, q[l], B);
+  for (uint32_t l = 0; l < L; l++) {
+    if (memcmp(g[l], q[l], mlp_layer_size(m, l) * 4) != 0)
+      fail_msg("layer %u: the in-place gradient differs", l);
+    free(p[l]), free(g[l]), free(q[l]);
+  }
+  mlp_destroy(m);
+  free(x);
+}
+
 /* He-uniform weights and nn.Linear's bias init, as the spec declares. */
 static void init_layer(float *p, uint32_t in, uint32_t out, uint64_t seed) {
   fill_uniform(p, (size_t)out * in, seed, sqrtf(6.0f / in));
@@ -691,6 +726,7 @@ int main(void) {
       cmocka_unit_test(test_mlp_loss_values),
       cmocka_unit_test(test_mlp_gradcheck_2_layers),
       cmocka_unit_test(test_mlp_gradcheck_3_layers),
+      cmocka_unit_test(test_mlp_backward_inplace_same_bits),
       cmocka_unit_test(test_mlp_sgd_learns),
   };
 #undef TMP_TEST

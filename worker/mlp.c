@@ -269,9 +269,9 @@ static void relu_mask(float *g, const float *a, size_t n) {
     g[i] = a[i] > 0.0f ? g[i] : 0.0f;
 }
 
-void mlp_backward_layer(mlp *m, uint32_t l, const float *params, float *grad,
-                        uint32_t b) {
-  assert(l < m->layers && b == m->batch);
+/* backward_grad writes layer l's gradient: dW = dY^T * X, db = column
+ * sums of dY. Reads activations only, never the parameters. */
+static void backward_grad(mlp *m, uint32_t l, float *grad, uint32_t b) {
   const int in = (int)m->w[l], out = (int)m->w[l + 1];
   const float *x = l == 0 ? m->x0 : m->act[l - 1];
   const float *dy = m->dy[l & 1];
@@ -279,13 +279,36 @@ void mlp_backward_layer(mlp *m, uint32_t l, const float *params, float *grad,
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, (int)b, 1.0f,
               dy, out, x, in, 0.0f, grad, in);
   column_sums(dy, b, (uint32_t)out, grad + (size_t)out * in);
-  if (l == 0)
-    return;
+}
+
+/* backward_input stores the gradient of layer l-1's output (l > 0):
+ * dX = dY * W through layer l-1's ReLU. The last read of the parameters. */
+static void backward_input(mlp *m, uint32_t l, const float *params,
+                           uint32_t b) {
+  const int in = (int)m->w[l], out = (int)m->w[l + 1];
   /* dX [b][in] = dY [b][out] * W [out][in], through layer l-1's ReLU. */
   float *dx = m->dy[(l - 1) & 1];
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, in, out, 1.0f,
-              dy, out, params, in, 0.0f, dx, in);
+              m->dy[l & 1], out, params, in, 0.0f, dx, in);
   relu_mask(dx, m->act[l - 1], (size_t)b * in);
+}
+
+void mlp_backward_layer(mlp *m, uint32_t l, const float *params, float *grad,
+                        uint32_t b) {
+  assert(l < m->layers && b == m->batch);
+  backward_grad(m, l, grad, b);
+  if (l > 0)
+    backward_input(m, l, params, b);
+}
+
+void mlp_backward_layer_inplace(mlp *m, uint32_t l, float *params_grad,
+                                uint32_t b) {
+  assert(l < m->layers && b == m->batch);
+  /* The same two products as mlp_backward_layer, in the other order:
+   * neither reads what the other writes, so the results are the same. */
+  if (l > 0)
+    backward_input(m, l, params_grad, b);
+  backward_grad(m, l, params_grad, b);
 }
 
 float mlp_eval_batch(mlp *m, const float *const *params, const float *x,

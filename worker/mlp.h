@@ -100,6 +100,14 @@ float mlp_loss(mlp *m, const uint8_t *labels, uint32_t b, uint32_t *correct);
 void mlp_backward_layer(mlp *m, uint32_t l, const float *params, float *grad,
                         uint32_t b);
 
+/* mlp_backward_layer_inplace is mlp_backward_layer with the gradient
+ * written over the parameters: params_grad holds layer l's parameters on
+ * entry and its gradient on return, bit for bit the gradient that
+ * mlp_backward_layer computes (for a trainer that keeps one buffer per
+ * layer instead of two). Same requirements. */
+void mlp_backward_layer_inplace(mlp *m, uint32_t l, float *params_grad,
+                                uint32_t b);
+
 /* mlp_eval_batch runs the forward of every layer (params[l] is layer l's
  * vector) on x [b][w0] and returns mlp_loss(m, y, b, correct): evaluation
  * when all layers are at hand. Same requirements as the calls it makes. */

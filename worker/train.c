@@ -91,16 +91,22 @@ static int forward(trainer *t, const float *x) {
   return FSPS_OK;
 }
 
+/* Through the servers each gradient is written over its layer's
+ * parameters, which are not needed after it: one buffer per layer. */
 static int backward(trainer *t) {
   bool local = t->opts->local;
   for (uint32_t l = t->layers; l-- > 0;) {
-    const float *w = local ? t->params[l] : NULL;
-    float *g = t->local_grad;
-    int rc = local ? FSPS_OK : fsps_backward(t->client, l, &w, &g);
+    if (local) {
+      mlp_backward_layer(t->net, l, t->params[l], t->local_grad,
+                         t->opts->batch);
+      continue;
+    }
+    float *wg;
+    int rc = fsps_backward_inplace(t->client, l, &wg);
     if (rc != FSPS_OK)
       return rc;
-    mlp_backward_layer(t->net, l, w, g, t->opts->batch);
-    if (!local && (rc = fsps_backward_done(t->client, l)) != FSPS_OK)
+    mlp_backward_layer_inplace(t->net, l, wg, t->opts->batch);
+    if ((rc = fsps_backward_done(t->client, l)) != FSPS_OK)
       return rc;
   }
   return FSPS_OK;
@@ -275,6 +281,10 @@ int train_run(trainer *t) {
     }
     tries = 0;
     g++;
+    if (t->warm_end == 0) { /* the first step this process made */
+      t->warm_end = now_s();
+      t->warm_samples = t->samples;
+    }
     bool last = k + 1 == steps || g == t->total_steps;
     progress(t, e, k + 1, steps, last);
     if (last) {
@@ -287,18 +297,33 @@ int train_run(trainer *t) {
   return rc;
 }
 
+/* steady_rate returns samples/s after the first step, which also pays
+ * for faulting in every buffer (the whole run's rate if it had one step). */
+static double steady_rate(const trainer *t) {
+  double el = t->start + t->elapsed - t->warm_end;
+  if (t->steps_done < 2 || el <= 0)
+    return (double)t->samples / (t->elapsed > 0 ? t->elapsed : 1e-9);
+  return (double)(t->samples - t->warm_samples) / el;
+}
+
 void train_summary(const trainer *t) {
   double el = t->elapsed > 0 ? t->elapsed : 1e-9;
+  uint64_t gathered, pushed;
+  fsps_bytes_moved(t->client, &gathered, &pushed);
   char acc[32] = "null"; /* only rank 0 evaluates */
   if (t->evaluated)
     snprintf(acc, sizeof acc, "%.4f", t->accuracy);
   printf("{\"event\":\"done\",\"rank\":%u,\"epochs\":%u,\"steps\":%" PRIu64
          ",\"test_accuracy\":%s,\"final_loss\":%.5f,\"samples_per_s\":%.1f,"
+         "\"steady_samples_per_s\":%.1f,\"first_step_seconds\":%.3f,"
          "\"comm_wait_fraction\":%.4f,\"peak_rss_bytes\":%" PRIu64
-         ",\"peak_buffer_bytes\":%" PRIu64 ",\"seconds\":%.2f}\n",
+         ",\"peak_buffer_bytes\":%" PRIu64 ",\"gathered_bytes\":%" PRIu64
+         ",\"pushed_bytes\":%" PRIu64 ",\"seconds\":%.2f}\n",
          t->opts->rank, t->epochs_done, t->steps_done, acc, t->final_loss,
-         (double)t->samples / el, wait_s(t) / el, train_peak_rss(),
-         t->client ? fsps_peak_buffer_bytes(t->client) : 0, t->elapsed);
+         (double)t->samples / el, steady_rate(t), t->warm_end - t->start,
+         wait_s(t) / el, train_peak_rss(),
+         t->client ? fsps_peak_buffer_bytes(t->client) : 0, gathered, pushed,
+         t->elapsed);
   fflush(stdout);
 }
 

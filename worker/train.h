@@ -25,6 +25,8 @@ typedef struct {
   float **params;     /* full model, only for evaluation and --dump */
   float *local_grad;  /* --local: where gradients go */
   double start, last_report, elapsed;
+  double warm_end;      /* when the first step ended (buffers faulted in) */
+  uint64_t warm_samples; /* samples by then */
   uint64_t samples, total_steps, steps_done;
   uint32_t epochs_done;
   bool evaluated;

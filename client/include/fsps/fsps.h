@@ -198,7 +198,14 @@ int fsps_push_wait(fsps_client *c);
  * having started gathers of the next `prefetch` layers; backward does the
  * same in reverse order, re-gathering layers freed after forward. Buffers
  * come from a pool sized by the layers in use, so memory is bounded by the
- * gathered layers, not the model. */
+ * gathered layers, not the model. In backward a prefetch starts once the
+ * gradients pushed before it are gone and reuses one of their buffers, so
+ * with reshard_after_forward and fsps_backward_inplace a worker holds at
+ * most prefetch + 1 layer buffers at a time. Once a step has shown the
+ * pool's buffers, forward also keeps the layers whose buffers the rest of
+ * the step would not reuse (it may add small buffers, at most 1/64 of the
+ * pool, for small layers that would otherwise take a big one), so they
+ * need not be gathered again. */
 
 /* fsps_step_begin starts step t: gathers ask for version t (BSP), t - tau
  * (SSP) or 0 (ASP), and the first layer's gather starts now. */
@@ -209,8 +216,10 @@ int fsps_step_begin(fsps_client *c, uint64_t step);
 int fsps_forward(fsps_client *c, uint32_t layer, const float **params);
 
 /* fsps_forward_done releases layer l after forward (frees it when
- * reshard_after_forward, except the last layer, which backward needs
- * first). */
+ * reshard_after_forward, except the last layer and the `prefetch` layers
+ * before it, which backward needs first: gathering them again would take
+ * as much memory as keeping them; and except layers the step scheduler's
+ * plan keeps, see above). */
 int fsps_forward_done(fsps_client *c, uint32_t layer);
 
 /* fsps_backward sets *params to layer l's parameters and *grad to a buffer
@@ -219,6 +228,15 @@ int fsps_forward_done(fsps_client *c, uint32_t layer);
  * still being pushed, which bounds the memory they hold. */
 int fsps_backward(fsps_client *c, uint32_t layer, const float **params,
                   float **grad);
+
+/* fsps_backward_inplace is fsps_backward for a trainer that writes the
+ * gradient over the parameters, which saves a layer-sized buffer: *buf is
+ * layer l's parameters (n floats) in a buffer the trainer owns until
+ * fsps_backward_done; it reads them as parameters, then overwrites all n
+ * floats with the gradient, which fsps_backward_done pushes. Called again
+ * before fsps_backward_done, it returns the same buffer as it is. Layers
+ * may mix the two calls; fsps_backward_inplace never waits for pushes. */
+int fsps_backward_inplace(fsps_client *c, uint32_t layer, float **buf);
 
 /* fsps_backward_done pushes layer l's gradient (without waiting) and
  * releases the layer's parameters. */
@@ -234,6 +252,13 @@ double fsps_wait_seconds(const fsps_client *c);
 /* fsps_peak_buffer_bytes returns the most bytes of layer and gradient
  * buffers held at once. */
 uint64_t fsps_peak_buffer_bytes(const fsps_client *c);
+
+/* fsps_bytes_moved sets *gathered and *pushed (either may be NULL) to the
+ * bytes of layers gathered and of gradients pushed since connect, each
+ * counted once however often it was retried. Same thread rule as every
+ * call on c. */
+void fsps_bytes_moved(const fsps_client *c, uint64_t *gathered,
+                      uint64_t *pushed);
 
 #ifdef __cplusplus
 }
