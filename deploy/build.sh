@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds what the container image ships, into PREFIX/usr/local/bin:
-# fsps-server, fsps-worker and fsps-health (the `helm test` health client),
+# fsps-server, fsps-worker, fsps-health (the `helm test` health client) and
+# fsps-reslice (re-slices checkpoints for another number of servers),
 # stripped. deploy/Dockerfile's build stage runs exactly this, and so does
 # tests/deploy/check_dockerfile.py on a copy of the Docker build context, so
 # the image's build is exercised without a Docker engine.
@@ -15,8 +16,10 @@ build=${BUILD_DIR:-$(mktemp -d)}
 jobs=${JOBS:-$(nproc)}
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release
-cmake --build "$build" -j "$jobs" --target fsps-server fsps-worker fsps-health
-for bin in server/fsps-server worker/fsps-worker tests/fsps-health; do
+cmake --build "$build" -j "$jobs" --target fsps-server fsps-worker fsps-health \
+  fsps-reslice
+for bin in server/fsps-server worker/fsps-worker tests/fsps-health \
+           server/fsps-reslice; do
   install -D -s -m 0755 "$build/$bin" "$prefix/usr/local/bin/${bin##*/}"
 done
-echo "build.sh: installed fsps-server fsps-worker fsps-health into $prefix/usr/local/bin"
+echo "build.sh: installed fsps-server fsps-worker fsps-health fsps-reslice into $prefix/usr/local/bin"

@@ -38,7 +38,7 @@ DATA_PACKAGES = {"dataset-fashion-mnist"}
 BUILD_TOOLS = {"build-essential", "gcc", "g++", "cpp", "clang", "cmake",
                "make", "ninja-build", "pkg-config", "pkgconf", "git",
                "protobuf-c-compiler", "protobuf-compiler", "libtool"}
-BINARIES = ("fsps-server", "fsps-worker", "fsps-health")
+BINARIES = ("fsps-server", "fsps-worker", "fsps-health", "fsps-reslice")
 
 failures = []
 
