@@ -215,17 +215,30 @@ static const char *declare(ckpt *k, const ckpt_header *h) {
   return NULL;
 }
 
+/* read_head reads layer l's head into *lh and checks that it describes the
+ * store's layer l (*L, *info): same index, same slice, and the floats this
+ * server keeps for it (none when it holds no part of the layer). Loading
+ * and rollback share it so both refuse a file for the same reasons. */
+static const char *read_head(ckpt *k, ckpt_reader *r, uint32_t l,
+                             store_layer **L, store_layer_info *info,
+                             ckpt_layer_head *lh) {
+  *L = store_layer_get(k->st, l);
+  store_info(*L, info);
+  const char *why = ckpt_reader_layer(r, lh);
+  if (why != NULL)
+    return why;
+  size_t want = info->count ? store_layer_floats(*L) : 0;
+  if (lh->index != l || lh->count != info->count || lh->floats != want)
+    return "does not match its model's layers";
+  return NULL;
+}
+
 /* load_layer reads layer l's head and floats (through buf) into the store. */
 static const char *load_layer(ckpt *k, ckpt_reader *r, uint32_t l, float *buf) {
-  store_layer *L = store_layer_get(k->st, l);
+  store_layer *L;
   store_layer_info info;
   ckpt_layer_head lh;
-  store_info(L, &info);
-  const char *why = ckpt_reader_layer(r, &lh);
-  size_t want = info.count ? store_layer_floats(L) : 0;
-  if (why == NULL &&
-      (lh.index != l || lh.count != info.count || lh.floats != want))
-    why = "does not match its model's layers";
+  const char *why = read_head(k, r, l, &L, &info, &lh);
   if (why == NULL)
     why = ckpt_reader_floats(r, buf, lh.floats);
   if (why == NULL && info.count)
@@ -296,15 +309,10 @@ int ckpt_restore(ckpt *k, char *msg, size_t msglen) {
 static const char *rollback_layer(ckpt *k, ckpt_reader *r, uint32_t l,
                                   uint64_t version, bool apply, float *buf,
                                   uint32_t *restored) {
-  store_layer *L = store_layer_get(k->st, l);
+  store_layer *L;
   store_layer_info info;
   ckpt_layer_head lh;
-  store_info(L, &info);
-  const char *why = ckpt_reader_layer(r, &lh);
-  size_t want = info.count ? store_layer_floats(L) : 0;
-  if (why == NULL &&
-      (lh.index != l || lh.count != info.count || lh.floats != want))
-    why = "does not match its model's layers";
+  const char *why = read_head(k, r, l, &L, &info, &lh);
   if (why == NULL && info.count && lh.version != version)
     why = "holds another version of a layer (not a step boundary)";
   if (why == NULL)
