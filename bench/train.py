@@ -178,11 +178,25 @@ def summary(values, digits):
     return med, [round(min(values), digits), round(max(values), digits)]
 
 
-def measure(a, model, reshard):
-    flags = ["--model", model, "--synthetic", str(a.batch * a.workers * 8),
-             "--batch", str(a.batch), "--max-steps", str(a.steps),
+def parse_entry(a, entry):
+    """An entry of --models: MODEL [batch=B] [piece_mb=P]."""
+    words = entry.split()
+    opts = {"batch": a.batch, "piece_mb": a.piece_mb}
+    for w in words[1:]:
+        key, _, value = w.partition("=")
+        if key not in opts or not value:
+            sys.exit("bench/train: bad setting %r in %r (batch=B, "
+                     "piece_mb=P)" % (w, entry))
+        opts[key] = type(opts[key])(value)
+    return words[0], opts["batch"], opts["piece_mb"]
+
+
+def measure(a, entry, reshard):
+    model, batch, piece_mb = parse_entry(a, entry)
+    flags = ["--model", model, "--synthetic", str(batch * a.workers * 8),
+             "--batch", str(batch), "--max-steps", str(a.steps),
              "--epochs", "1000", "--optimizer", "sgd", "--lr", "0.001",
-             "--prefetch", "1"]
+             "--prefetch", "1", "--piece-mb", str(piece_mb)]
     if reshard:
         flags.append("--reshard-after-forward")
     runs, rerun = [], 0
@@ -195,9 +209,9 @@ def measure(a, model, reshard):
             r = once(a, flags)
         runs.append(r)
     line = {"bench": "train", "model": model, "servers": a.servers,
-            "workers": a.workers, "batch": a.batch, "steps": a.steps,
+            "workers": a.workers, "batch": batch, "steps": a.steps,
             "repeat": a.repeat, "rerun": rerun,
-            "reshard_after_forward": reshard,
+            "reshard_after_forward": reshard, "piece_mb": piece_mb,
             "blas_threads": a.blas_threads or None}
     for key, digits in (("samples_per_s", 1),
                         ("compute_only_samples_per_s", 1), ("overlap", 3),
@@ -234,6 +248,9 @@ def main():
     ap.add_argument("--retries", type=int, default=3)
     ap.add_argument("--models", default=DEFAULT_MODELS)
     ap.add_argument("--no-reshard", action="store_true")
+    ap.add_argument("--piece-mb", type=float, default=0.0,
+                    help="the workers' --piece-mb where an entry of "
+                         "--models sets none (0: whole layers)")
     ap.add_argument("--blas-threads", type=int, default=-1,
                     help="OPENBLAS_NUM_THREADS for the workers (default: "
                          "cores / workers; 0: OpenBLAS's own choice)")

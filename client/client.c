@@ -317,6 +317,7 @@ void fsps_close(fsps_client *c) {
   if (threads) {
     sched_destroy(c);
     pool_destroy(c);
+    push_free_stages(c);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->cancel_mu);
     pthread_cond_destroy(&c->cv);

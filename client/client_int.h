@@ -71,7 +71,9 @@ typedef struct pool_buf {
 /* ---- the client ---- */
 
 typedef struct layer_slot layer_slot;
+typedef struct sched_units sched_units;
 typedef struct push push;
+typedef struct stage stage;
 
 struct fsps_client {
   fsps_options o;
@@ -112,13 +114,17 @@ struct fsps_client {
   int push_rc;
   char push_msg[CLIENT_MSG_MAX];
   uint64_t gathered, pushed; /* bytes, for fsps_bytes_moved */
+  /* staged chunks of streamed pushes: free, taken, being filled */
+  stage *stage_free;
+  uint32_t stages_busy, stages_partial;
 
   /* buffer pool */
   pool_buf *free_bufs;
   uint64_t bytes, peak_bytes;
   double wait_s;
 
-  /* step scheduler (sched.c) */
+  /* step scheduler (sched.c): one slot per unit (piece of a layer) */
+  sched_units *units;
   layer_slot *slots;
   bool in_step;
   uint64_t step, min_version;
@@ -194,18 +200,22 @@ int client_adopt_spec(fsps_client *c, const shard_spec *spec);
 
 typedef struct gather gather;
 
-/* gather_start starts pulling layer into dst (the layer's n floats) from
- * every server with a non-empty slice, asynchronously. Returns FSPS_OK or
- * FSPS_NOMEM (message in c->err); failures of the pulls show in
- * gather_wait. */
+/* gather_start starts pulling elements [a, b) of layer into dst (b - a
+ * floats) from every server whose slice meets them, asynchronously.
+ * Returns FSPS_OK or FSPS_NOMEM (message in c->err); failures of the pulls
+ * show in gather_wait. */
 int gather_start(fsps_client *c, uint32_t layer, uint64_t min_version,
-                 float *dst, gather **out);
+                 uint64_t a, uint64_t b, float *dst, gather **out);
 
-/* gather_start_pooled is gather_start into a buffer of the layer's size
- * from the pool, which the gather holds until gather_take_buf. With defer
- * set and pushes in flight, the gather (buffer included) starts only when
- * they have all finished, on the timer thread, so that it can reuse the
- * buffer of a pushed gradient. Returns FSPS_OK or FSPS_NOMEM. */
+/* gather_start_range is gather_start into a buffer of b - a floats from
+ * the pool, which the gather holds until gather_take_buf. With defer set
+ * and pushes in flight, the gather (buffer included) starts only when they
+ * have all finished, on the timer thread, so that it can reuse the buffer
+ * of a pushed gradient. Returns FSPS_OK or FSPS_NOMEM. */
+int gather_start_range(fsps_client *c, uint32_t layer, uint64_t min_version,
+                       uint64_t a, uint64_t b, bool defer, gather **out);
+
+/* gather_start_pooled is gather_start_range over the whole layer. */
 int gather_start_pooled(fsps_client *c, uint32_t layer, uint64_t min_version,
                         bool defer, gather **out);
 
@@ -229,6 +239,30 @@ void gather_free(gather *g);
 int push_start(fsps_client *c, uint32_t layer, uint64_t step, const float *grad,
                pool_buf *owned);
 
+/* Staged chunks (1 MiB each) a streamed push may hold before the trainer
+ * waits for the network to take some. */
+#define PUSH_STAGES 4
+
+/* push_open starts a streamed push of layer for step: one Push stream per
+ * server, to which push_write copies the gradient as the trainer computes
+ * it, piece by piece, in any order; each 1 MiB chunk is sent once whole,
+ * so the trainer's buffers are free again at once. Such a push cannot be
+ * retried (the gradient is gone): a failure shows in push_wait_all and
+ * the trainer recomputes the step. FSPS_OK or FSPS_NOMEM. */
+int push_open(fsps_client *c, uint32_t layer, uint64_t step, push **out);
+
+/* push_write copies gradient elements [a, a + n) of p's layer from src;
+ * it may wait for the network while PUSH_STAGES chunks are on their way.
+ * Each element must be written exactly once. FSPS_OK or FSPS_NOMEM. */
+int push_write(push *p, uint64_t a, const float *src, uint64_t n);
+
+/* push_close ends the writes of p, which completes on its own; p must not
+ * be used after. A part of the gradient never written fails the push. */
+void push_close(push *p);
+
+/* push_free_stages frees the free staged chunks (at close). */
+void push_free_stages(fsps_client *c);
+
 /* push_wait_all waits for every push in flight and returns (and clears)
  * the first error among them, message in c->err. */
 int push_wait_all(fsps_client *c);
@@ -246,6 +280,12 @@ uint64_t push_low_water_locked(const fsps_client *c);
 /* pool_get returns a buffer of at least n floats (reused or allocated), or
  * NULL when out of memory. Takes c->mu. */
 pool_buf *pool_get(fsps_client *c, uint64_t n);
+
+/* pool_size_class rounds n up to a multiple of 1/16 of the power of two
+ * below it (at most 6% more): pieces of layers of different widths, nearly
+ * of a size, then share buffers instead of each allocating its own (pages
+ * never written are never faulted in). */
+uint64_t pool_size_class(uint64_t n);
 
 /* pool_put returns b to the free list; pool_put_locked with c->mu held. */
 void pool_put(fsps_client *c, pool_buf *b);

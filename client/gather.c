@@ -26,10 +26,11 @@ struct gather {
   uint32_t layer, nparts;
   uint32_t pending; /* parts not finished; under c->mu */
   uint32_t holds;   /* threads still touching g; under c->mu */
-  uint64_t n, min_version;
+  uint64_t base, n, min_version; /* elements [base, base + n) */
   uint64_t version; /* lowest version received; under c->mu */
-  float *dst;
+  float *dst;       /* where element base goes */
   pool_buf *buf;         /* a pooled gather's destination, until taken */
+  bool whole;            /* of a whole layer, not a piece */
   retry_item start;      /* a deferred gather's start (gather_start_pooled) */
   atomic_bool cancelled; /* another part failed: stop the rest */
   int rc;                /* first error; under c->mu */
@@ -106,7 +107,7 @@ static void pull_message(rpc_stream *s, rpc_msg *m, void *ctx) {
     part_bad(p, s, FSPS_INTERNAL, why);
     return;
   }
-  rpc_msg_copy_payload(m, p->g->dst + h.v[3]);
+  rpc_msg_copy_payload(m, p->g->dst + (h.v[3] - p->g->base));
   p->version = h.v[2];
   p->filled += nbytes / sizeof(float);
 }
@@ -217,6 +218,8 @@ static void start_attempt(pull_part *p) {
   Fsps__V1__PullRequest req = FSPS__V1__PULL_REQUEST__INIT;
   req.layer = g->layer;
   req.min_version = g->min_version;
+  req.offset = p->off; /* a part of the slice, or all of it */
+  req.count = p->cnt;
   rpc_stream_cbs cbs = {
       .on_message = pull_message, .on_done = pull_done, .ctx = p};
   rpc_stream *h = rpc_stream_start(c->ch[p->s], PATH_PULL, RPC_SERVER_STREAMING,
@@ -252,22 +255,40 @@ static void pull_retry(retry_item *it, bool abort) {
     part_start(p);
 }
 
-static gather *gather_new(fsps_client *c, uint32_t layer, uint64_t n) {
+/* clip narrows a slice [*off, *off + *cnt) to [a, b); false if they do
+ * not meet. */
+static bool clip(uint64_t a, uint64_t b, uint64_t *off, uint64_t *cnt) {
+  uint64_t lo = *off > a ? *off : a, hi = *off + *cnt < b ? *off + *cnt : b;
+  if (lo >= hi)
+    return false;
+  *off = lo;
+  *cnt = hi - lo;
+  return true;
+}
+
+/* gather_new makes the gather of elements [a, b) of a layer of n: one part
+ * per server whose slice meets the range. */
+static gather *gather_new(fsps_client *c, uint32_t layer, uint64_t n,
+                          uint64_t a, uint64_t b) {
   uint32_t np = 0;
   uint64_t off, cnt;
   for (uint32_t s = 0; plan_next(n, c->S, &s, &off, &cnt); s++)
-    np++;
+    np += clip(a, b, &off, &cnt);
   gather *g = calloc(1, sizeof *g + np * sizeof(pull_part));
   if (g == NULL)
     return NULL;
   pull_part *p = g->parts;
-  for (uint32_t s = 0; plan_next(n, c->S, &s, &off, &cnt); s++, p++) {
+  for (uint32_t s = 0; plan_next(n, c->S, &s, &off, &cnt); s++) {
+    if (!clip(a, b, &off, &cnt))
+      continue;
     *p = (pull_part){.g = g, .s = s, .off = off, .cnt = cnt};
-    p->retry.fire = pull_retry;
+    p++->retry.fire = pull_retry;
   }
   g->c = c;
   g->layer = layer;
-  g->n = n;
+  g->whole = a == 0 && b == n;
+  g->base = a;
+  g->n = b - a;
   g->nparts = g->pending = np;
   g->version = UINT64_MAX;
   atomic_init(&g->cancelled, false);
@@ -287,6 +308,12 @@ static void settle_parts(gather *g, const rpc_status *st) {
     part_result(&g->parts[i], st);
 }
 
+/* take_buf takes a pooled gather's buffer: a piece's is rounded to a size
+ * class, so that pieces of different layers share buffers. */
+static pool_buf *take_buf(gather *g) {
+  return pool_get(g->c, g->whole ? g->n : pool_size_class(g->n));
+}
+
 /* deferred_fire starts a deferred gather on the timer thread, now that the
  * pushes before it have let go of their buffers: takes its buffer from the
  * pool, then pulls. At close (abort) or without memory its parts end at
@@ -299,7 +326,7 @@ static void deferred_fire(retry_item *it, bool abort) {
   pthread_mutex_unlock(&c->mu);
   if (abort)
     settle_parts(g, &(rpc_status){RPC_CANCELLED, "the client is closing"});
-  else if ((g->buf = pool_get(c, g->n)) == NULL)
+  else if ((g->buf = take_buf(g)) == NULL)
     settle_parts(g, &(rpc_status){FSPS_NOMEM, "out of memory for the layer"});
   else {
     g->dst = g->buf->p;
@@ -311,9 +338,9 @@ static void deferred_fire(retry_item *it, bool abort) {
   pthread_mutex_unlock(&c->mu);
 }
 
-int gather_start_pooled(fsps_client *c, uint32_t layer, uint64_t min_version,
-                        bool defer, gather **out) {
-  gather *g = gather_new(c, layer, client_layer_n(c, layer));
+int gather_start_range(fsps_client *c, uint32_t layer, uint64_t min_version,
+                       uint64_t a, uint64_t b, bool defer, gather **out) {
+  gather *g = gather_new(c, layer, client_layer_n(c, layer), a, b);
   if (g == NULL)
     return client_fail(c, FSPS_NOMEM, "out of memory starting a gather");
   g->min_version = min_version;
@@ -327,21 +354,27 @@ int gather_start_pooled(fsps_client *c, uint32_t layer, uint64_t min_version,
   pthread_mutex_unlock(&c->mu);
   if (later)
     return FSPS_OK;
-  if ((g->buf = pool_get(c, g->n)) == NULL) {
+  if ((g->buf = take_buf(g)) == NULL) {
     free(g);
     *out = NULL;
     return client_fail(c, FSPS_NOMEM,
-                       "out of memory for layer %u (%" PRIu64 " floats)", layer,
-                       client_layer_n(c, layer));
+                       "out of memory for layer %u [%" PRIu64 ", %" PRIu64 ")",
+                       layer, a, b);
   }
   g->dst = g->buf->p;
   start_parts(g);
   return FSPS_OK;
 }
 
+int gather_start_pooled(fsps_client *c, uint32_t layer, uint64_t min_version,
+                        bool defer, gather **out) {
+  return gather_start_range(c, layer, min_version, 0, client_layer_n(c, layer),
+                            defer, out);
+}
+
 int gather_start(fsps_client *c, uint32_t layer, uint64_t min_version,
-                 float *dst, gather **out) {
-  gather *g = gather_new(c, layer, client_layer_n(c, layer));
+                 uint64_t a, uint64_t b, float *dst, gather **out) {
+  gather *g = gather_new(c, layer, client_layer_n(c, layer), a, b);
   if (g == NULL)
     return client_fail(c, FSPS_NOMEM, "out of memory starting a gather");
   g->min_version = min_version;
@@ -380,8 +413,9 @@ void gather_free(gather *g) {
 
 /* ---- public ---- */
 
-int fsps_gather(fsps_client *c, uint32_t layer, uint64_t min_version,
-                float *dst, uint64_t *version) {
+int fsps_gather_range(fsps_client *c, uint32_t layer, uint64_t min_version,
+                      uint64_t offset, uint64_t count, float *dst,
+                      uint64_t *version) {
   if (c == NULL)
     return FSPS_INVALID_ARGUMENT;
   if (c->spec == NULL)
@@ -390,11 +424,24 @@ int fsps_gather(fsps_client *c, uint32_t layer, uint64_t min_version,
   if (layer >= c->L || dst == NULL)
     return client_fail(c, FSPS_INVALID_ARGUMENT,
                        "gather: layer %u (of %u) or dst NULL", layer, c->L);
+  uint64_t n = client_layer_n(c, layer);
+  if (count == 0 || offset > n || count > n - offset)
+    return client_fail(c, FSPS_INVALID_ARGUMENT,
+                       "gather: range [%" PRIu64 ", +%" PRIu64
+                       ") is empty or outside layer %u of %" PRIu64
+                       " elements",
+                       offset, count, layer, n);
   gather *g;
-  int rc = gather_start(c, layer, min_version, dst, &g);
+  int rc = gather_start(c, layer, min_version, offset, offset + count, dst, &g);
   if (rc != FSPS_OK)
     return rc;
   rc = gather_wait(c, g, version);
   gather_free(g);
   return rc;
+}
+
+int fsps_gather(fsps_client *c, uint32_t layer, uint64_t min_version,
+                float *dst, uint64_t *version) {
+  uint64_t n = c && c->spec && layer < c->L ? client_layer_n(c, layer) : 0;
+  return fsps_gather_range(c, layer, min_version, 0, n ? n : 1, dst, version);
 }

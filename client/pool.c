@@ -35,6 +35,13 @@ static pool_buf *pool_alloc(uint64_t n) {
   return b;
 }
 
+uint64_t pool_size_class(uint64_t n) {
+  uint64_t step = 1;
+  while (step <= n / 32)
+    step <<= 1;
+  return (n + step - 1) / step * step;
+}
+
 pool_buf *pool_get(fsps_client *c, uint64_t n) {
   pthread_mutex_lock(&c->mu);
   pool_buf *b = take_best_locked(c, n);

@@ -1,5 +1,7 @@
 /* push.c: reduce-scattered pushes — slice s of a gradient streamed to
- * server s in 1 MiB chunks that point into the caller's buffer (no copy). */
+ * server s in 1 MiB chunks that point into the caller's buffer (no copy);
+ * or, for a gradient computed piece by piece (push_open), copied into
+ * staged chunks as it is written and sent as each chunk becomes whole. */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,11 +19,27 @@ typedef struct {
   uint32_t releases; /* payloads gRPC still references; under c->mu */
   bool ended;        /* final outcome known; under c->mu */
   retry_item retry;
+  /* streamed pushes only */
+  rpc_stream *stream;        /* the one attempt, until close_sent */
+  stage *partial;            /* chunks being filled; trainer thread */
+  stage *ready, *ready_tail; /* whole chunks to send; under c->mu */
+  uint64_t staged;           /* chunks made whole; trainer thread */
+  bool sending;              /* a chunk is with gRPC; under c->mu */
+  bool closing, close_sent;  /* under c->mu */
 } push_part;
+
+/* A staged chunk of a streamed push (chunk idx of its part's slice). */
+struct stage {
+  stage *next;
+  push_part *pp;
+  uint64_t idx, len, filled; /* len floats, filled so far */
+  float data[];
+};
 
 struct push {
   fsps_client *c;
   uint32_t layer, nparts;
+  bool streamed;     /* push_open: no retries, the data is gone */
   uint32_t pending;  /* parts not complete, plus one while starting */
   uint64_t seq;      /* the client's push number */
   push *prev, *next; /* the client's pushes in flight; under c->mu */
@@ -83,7 +101,10 @@ static void record_locked(push *p, const push_part *pp, const rpc_status *st) {
   snprintf(p->msg, sizeof p->msg,
            "push layer %u step %" PRIu64 " to server %u of %u%s: %s", p->layer,
            p->step, pp->s, p->c->S,
-           pp->attempts > 1 ? " (retries exhausted)" : "", st->msg);
+           p->streamed             ? " (streamed as computed: not retried)"
+           : pp->attempts > 1 ? " (retries exhausted)"
+                              : "",
+           st->msg);
 }
 
 /* part_result ends an attempt: a retry after a backoff for UNAVAILABLE
@@ -91,7 +112,8 @@ static void record_locked(push *p, const push_part *pp, const rpc_status *st) {
 static void part_result(push_part *pp, const rpc_status *st) {
   fsps_client *c = pp->p->c;
   pthread_mutex_lock(&c->mu);
-  if (st->code == RPC_UNAVAILABLE && pp->attempts <= client_retries(c) &&
+  if (st->code == RPC_UNAVAILABLE && !pp->p->streamed &&
+      pp->attempts <= client_retries(c) &&
       retry_schedule(c, &pp->retry, pp->attempts)) {
     pthread_mutex_unlock(&c->mu);
     return;
@@ -204,6 +226,17 @@ static push *push_new(fsps_client *c, uint32_t layer, uint64_t n) {
   return p;
 }
 
+/* enlist makes p the client's newest push in flight. */
+static void enlist(fsps_client *c, push *p) {
+  pthread_mutex_lock(&c->mu);
+  c->pushes++;
+  p->seq = c->push_next++;
+  p->prev = c->push_tail;
+  *(c->push_tail ? &c->push_tail->next : &c->push_head) = p;
+  c->push_tail = p;
+  pthread_mutex_unlock(&c->mu);
+}
+
 int push_start(fsps_client *c, uint32_t layer, uint64_t step, const float *grad,
                pool_buf *owned) {
   push *p = push_new(c, layer, client_layer_n(c, layer));
@@ -213,13 +246,7 @@ int push_start(fsps_client *c, uint32_t layer, uint64_t step, const float *grad,
   p->grad = grad;
   p->owned = owned;
   c->pushed += client_layer_n(c, layer) * sizeof(float);
-  pthread_mutex_lock(&c->mu);
-  c->pushes++;
-  p->seq = c->push_next++;
-  p->prev = c->push_tail;
-  *(c->push_tail ? &c->push_tail->next : &c->push_head) = p;
-  c->push_tail = p;
-  pthread_mutex_unlock(&c->mu);
+  enlist(c, p);
   for (uint32_t i = 0; i < p->nparts; i++)
     part_start(&p->parts[i]);
   /* The extra pending count kept p alive through the loop. */
@@ -245,6 +272,273 @@ void push_wait_below(fsps_client *c, uint32_t max) {
   pthread_mutex_lock(&c->mu);
   while (c->pushes > max)
     client_wait(c);
+  pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- streamed pushes ---- */
+
+/* stage_put_locked returns st to the client's free stages (c->mu held). */
+static void stage_put_locked(fsps_client *c, stage *st) {
+  st->next = c->stage_free;
+  c->stage_free = st;
+  c->stages_busy--;
+  pthread_cond_broadcast(&c->cv);
+}
+
+/* stage_released: gRPC let go of a sent chunk. */
+static void stage_released(void *arg) {
+  stage *st = arg;
+  push_part *pp = st->pp;
+  fsps_client *c = pp->p->c;
+  pthread_mutex_lock(&c->mu);
+  stage_put_locked(c, st);
+  pp->releases--;
+  part_check_locked(pp); /* may free pp */
+  pthread_mutex_unlock(&c->mu);
+}
+
+/* stage_get returns a free stage, waiting while PUSH_STAGES are busy and
+ * some of them are on their way out (never when all are being filled:
+ * nothing would free one); NULL when out of memory. */
+static stage *stage_get(fsps_client *c) {
+  pthread_mutex_lock(&c->mu);
+  while (c->stage_free == NULL && c->stages_busy >= PUSH_STAGES &&
+         c->stages_busy > c->stages_partial)
+    client_wait(c);
+  stage *st = c->stage_free;
+  if (st != NULL)
+    c->stage_free = st->next;
+  pthread_mutex_unlock(&c->mu);
+  if (st == NULL) {
+    st = malloc(sizeof *st + SHARD_CHUNK_BYTES);
+    if (st == NULL)
+      return NULL;
+    pthread_mutex_lock(&c->mu);
+    c->bytes += SHARD_CHUNK_BYTES;
+    c->peak_bytes = c->bytes > c->peak_bytes ? c->bytes : c->peak_bytes;
+    pthread_mutex_unlock(&c->mu);
+  }
+  pthread_mutex_lock(&c->mu);
+  c->stages_busy++;
+  c->stages_partial++;
+  pthread_mutex_unlock(&c->mu);
+  return st;
+}
+
+void push_free_stages(fsps_client *c) {
+  while (c->stage_free != NULL) {
+    stage *st = c->stage_free;
+    c->stage_free = st->next;
+    c->bytes -= SHARD_CHUNK_BYTES;
+    free(st);
+  }
+}
+
+/* drain_locked frees the chunks pp will never send (c->mu held). */
+static void drain_locked(push_part *pp) {
+  while (pp->ready != NULL) {
+    stage *st = pp->ready;
+    pp->ready = st->next;
+    stage_put_locked(pp->p->c, st);
+  }
+  pp->ready_tail = NULL;
+}
+
+/* next_action takes pp's next step under c->mu: a chunk to send (returned,
+ * counted as sent), or *close when the stream must be half-closed (every
+ * chunk sent, or a failure); NULL and no close when there is nothing to do
+ * now. */
+static stage *next_action(push_part *pp, bool *close) {
+  *close = false;
+  if (pp->sending || pp->close_sent)
+    return NULL;
+  if (pp->closing || pp->next == pp->nchunks) {
+    drain_locked(pp);
+    pp->close_sent = *close = true;
+    return NULL;
+  }
+  stage *st = pp->ready;
+  if (st == NULL)
+    return NULL;
+  if ((pp->ready = st->next) == NULL)
+    pp->ready_tail = NULL;
+  pp->sending = true;
+  pp->next++;
+  pp->releases++;
+  return st;
+}
+
+/* stream_kick sends pp's next whole chunk if none is with gRPC, or
+ * half-closes the stream when its time has come. Any thread, no lock. */
+static void stream_kick(push_part *pp) {
+  fsps_client *c = pp->p->c;
+  for (;;) {
+    bool close;
+    pthread_mutex_lock(&c->mu);
+    stage *st = next_action(pp, &close);
+    pthread_mutex_unlock(&c->mu);
+    if (close)
+      rpc_stream_close_send(pp->stream); /* on_done follows */
+    if (st == NULL)
+      return;
+    rpc_tensor_hdr h = {0};
+    rpc_hdr_set(&h, 1, pp->p->layer);
+    rpc_hdr_set(&h, 2, pp->p->step);
+    rpc_hdr_set(&h, 3, c->o.rank);
+    rpc_hdr_set(&h, 4, pp->off + st->idx * SHARD_CHUNK_ELEMS);
+    if (rpc_stream_send_tensor(pp->stream, &h, st->data,
+                               st->len * sizeof(float), stage_released,
+                               st) == RPC_OK)
+      return; /* stream_sent goes on */
+    pthread_mutex_lock(&c->mu);
+    pp->sending = false;
+    pp->closing = true;
+    pthread_mutex_unlock(&c->mu);
+  }
+}
+
+static void stream_sent(rpc_stream *s, bool ok, void *ctx) {
+  (void)s;
+  push_part *pp = ctx;
+  fsps_client *c = pp->p->c;
+  pthread_mutex_lock(&c->mu);
+  pp->sending = false;
+  pp->closing |= !ok; /* on_done will say why */
+  pthread_mutex_unlock(&c->mu);
+  stream_kick(pp);
+}
+
+/* stage_ready hands a whole chunk to its part's stream (or frees it if
+ * the stream has failed). */
+static void stage_ready(push_part *pp, stage *st) {
+  fsps_client *c = pp->p->c;
+  pp->staged++;
+  pthread_mutex_lock(&c->mu);
+  c->stages_partial--;
+  if (pp->closing || pp->close_sent) {
+    stage_put_locked(c, st);
+  } else {
+    st->next = NULL;
+    *(pp->ready_tail ? &pp->ready_tail->next : &pp->ready) = st;
+    pp->ready_tail = st;
+  }
+  pthread_mutex_unlock(&c->mu);
+  stream_kick(pp);
+}
+
+/* find_stage returns the stage of chunk idx of pp being filled, taking a
+ * new one if there is none (NULL when out of memory). */
+static stage *find_stage(push_part *pp, uint64_t idx) {
+  for (stage *st = pp->partial; st != NULL; st = st->next)
+    if (st->idx == idx)
+      return st;
+  stage *st = stage_get(pp->p->c);
+  if (st == NULL)
+    return NULL;
+  st->pp = pp;
+  st->idx = idx;
+  st->filled = 0;
+  shard_chunk(pp->cnt, idx, &(uint64_t){0}, &st->len);
+  st->next = pp->partial;
+  pp->partial = st;
+  return st;
+}
+
+/* unlink_partial removes st from pp's chunks being filled. */
+static void unlink_partial(push_part *pp, stage *st) {
+  stage **q = &pp->partial;
+  while (*q != st)
+    q = &(*q)->next;
+  *q = st->next;
+}
+
+/* part_write copies layer elements [a, b) (inside pp's slice) from src,
+ * which holds element a, into pp's chunks. */
+static int part_write(push_part *pp, uint64_t a, uint64_t b, const float *src) {
+  while (a < b) {
+    uint64_t rel = a - pp->off, idx = rel / SHARD_CHUNK_ELEMS;
+    stage *st = find_stage(pp, idx);
+    if (st == NULL)
+      return FSPS_NOMEM;
+    uint64_t at = rel - idx * SHARD_CHUNK_ELEMS, n = st->len - at;
+    n = n < b - a ? n : b - a;
+    memcpy(st->data + at, src, n * sizeof(float));
+    st->filled += n;
+    a += n;
+    src += n;
+    if (st->filled == st->len) {
+      unlink_partial(pp, st);
+      stage_ready(pp, st);
+    }
+  }
+  return FSPS_OK;
+}
+
+int push_write(push *p, uint64_t a, const float *src, uint64_t n) {
+  for (uint32_t i = 0; i < p->nparts; i++) {
+    push_part *pp = &p->parts[i];
+    uint64_t lo = a > pp->off ? a : pp->off;
+    uint64_t hi = a + n < pp->off + pp->cnt ? a + n : pp->off + pp->cnt;
+    if (lo < hi && part_write(pp, lo, hi, src + (lo - a)) != FSPS_OK)
+      return client_fail(p->c, FSPS_NOMEM,
+                         "out of memory staging the gradient of layer %u",
+                         p->layer);
+  }
+  return FSPS_OK;
+}
+
+/* stream_open starts part pp's one Push stream. */
+static void stream_open(push_part *pp) {
+  fsps_client *c = pp->p->c;
+  pp->attempts = 1;
+  rpc_stream_cbs cbs = {
+      .on_sent = stream_sent, .on_done = push_done, .ctx = pp};
+  rpc_status st;
+  pp->stream = rpc_stream_start(c->ch[pp->s], PATH_PUSH, RPC_CLIENT_STREAMING,
+                                NULL, client_timeout_ms(c), &cbs, &st);
+  if (pp->stream != NULL)
+    return;
+  pthread_mutex_lock(&c->mu);
+  pp->close_sent = true; /* there is no stream to close */
+  pthread_mutex_unlock(&c->mu);
+  part_result(pp, &st);
+}
+
+int push_open(fsps_client *c, uint32_t layer, uint64_t step, push **out) {
+  push *p = push_new(c, layer, client_layer_n(c, layer));
+  if (p == NULL)
+    return client_fail(c, FSPS_NOMEM, "out of memory starting a push");
+  p->step = step;
+  p->streamed = true;
+  c->pushed += client_layer_n(c, layer) * sizeof(float);
+  enlist(c, p);
+  for (uint32_t i = 0; i < p->nparts; i++)
+    stream_open(&p->parts[i]);
+  *out = p;
+  return FSPS_OK;
+}
+
+void push_close(push *p) {
+  fsps_client *c = p->c;
+  for (uint32_t i = 0; i < p->nparts; i++) {
+    push_part *pp = &p->parts[i];
+    while (pp->partial != NULL) { /* an abandoned gradient */
+      stage *st = pp->partial;
+      pp->partial = st->next;
+      pthread_mutex_lock(&c->mu);
+      c->stages_partial--;
+      stage_put_locked(c, st);
+      pthread_mutex_unlock(&c->mu);
+    }
+    if (pp->staged == pp->nchunks)
+      continue;
+    pthread_mutex_lock(&c->mu);
+    pp->closing = true; /* the server hears a short stream, counts nothing */
+    pthread_mutex_unlock(&c->mu);
+    stream_kick(pp);
+  }
+  pthread_mutex_lock(&c->mu);
+  drop_pending_locked(p); /* may free p */
   pthread_mutex_unlock(&c->mu);
 }
 

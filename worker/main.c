@@ -84,6 +84,8 @@ static int connect_and_declare(trainer *t, const fsps_spec *spec, char *err,
     return rc;
   rc = o->rank == 0 ? fsps_declare(t->client, spec)
                     : fsps_attach(t->client, spec, o->timeout_ms);
+  if (rc == FSPS_OK)
+    rc = train_set_pieces(t);
   if (rc != FSPS_OK)
     snprintf(err, errlen, "%s", fsps_last_error(t->client));
   return rc;

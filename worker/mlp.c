@@ -311,6 +311,58 @@ void mlp_backward_layer_inplace(mlp *m, uint32_t l, float *params_grad,
   backward_grad(m, l, params_grad, b);
 }
 
+/* ---- Layers in pieces --------------------------------------------------- */
+
+void mlp_forward_rows(mlp *m, uint32_t l, uint32_t r0, uint32_t r1,
+                      const float *w_rows, const float *x_in, uint32_t b) {
+  assert(l < m->layers && r0 < r1 && r1 <= m->w[l + 1]);
+  assert(b >= 1 && b <= m->max_batch);
+  if (l == 0 && r0 == 0) {
+    m->x0 = x_in;
+    m->batch = b;
+  }
+  assert(b == m->batch);
+  const int in = (int)m->w[l], out = (int)m->w[l + 1];
+  const float *x = l == 0 ? m->x0 : m->act[l - 1];
+  /* Y[:, r0:r1] [b][r1-r0] (row stride out) = X [b][in] * W_rows^T */
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)(r1 - r0),
+              in, 1.0f, x, in, w_rows, in, 0.0f, m->act[l] + r0, out);
+}
+
+void mlp_forward_bias(mlp *m, uint32_t l, const float *bias, uint32_t b) {
+  assert(l < m->layers && b == m->batch);
+  const uint32_t out = m->w[l + 1];
+  float *y = m->act[l];
+  for (uint32_t i = 0; i < b; i++)
+    for (uint32_t j = 0; j < out; j++)
+      y[(size_t)i * out + j] += bias[j];
+  if (l + 1 < m->layers)
+    relu(y, (size_t)b * out);
+}
+
+void mlp_backward_bias(mlp *m, uint32_t l, float *db, uint32_t b) {
+  assert(l < m->layers && b == m->batch);
+  column_sums(m->dy[l & 1], b, m->w[l + 1], db);
+}
+
+void mlp_backward_rows(mlp *m, uint32_t l, uint32_t r0, uint32_t r1,
+                       const float *w_rows, float *g_rows, uint32_t b) {
+  assert(l < m->layers && r0 < r1 && r1 <= m->w[l + 1] && b == m->batch);
+  const int in = (int)m->w[l], out = (int)m->w[l + 1], k = (int)(r1 - r0);
+  const float *dy = m->dy[l & 1] + r0, *x = l == 0 ? m->x0 : m->act[l - 1];
+  if (l > 0) { /* dX [b][in] (+)= dY[:, r0:r1] * W_rows: reads W first */
+    float *dx = m->dy[(l - 1) & 1];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, in, k, 1.0f,
+                dy, out, w_rows, in, r1 == (uint32_t)out ? 0.0f : 1.0f, dx,
+                in);
+    if (r0 == 0)
+      relu_mask(dx, m->act[l - 1], (size_t)b * in);
+  }
+  /* dW_rows [k][in] = dY[:, r0:r1]^T * X */
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, in, (int)b, 1.0f, dy,
+              out, x, in, 0.0f, g_rows, in);
+}
+
 float mlp_eval_batch(mlp *m, const float *const *params, const float *x,
                      const uint8_t *y, uint32_t b, uint32_t *correct) {
   for (uint32_t l = 0; l < m->layers; l++)

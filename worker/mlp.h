@@ -108,6 +108,37 @@ void mlp_backward_layer(mlp *m, uint32_t l, const float *params, float *grad,
 void mlp_backward_layer_inplace(mlp *m, uint32_t l, float *params_grad,
                                 uint32_t b);
 
+/* ---- Layers in pieces ----------------------------------------------------
+ * The same layer computed from row blocks of its weight, so that only a
+ * block need be held: forward calls mlp_forward_rows for blocks covering
+ * rows [0, out) in ascending order, then mlp_forward_bias; backward calls
+ * mlp_backward_bias, then mlp_backward_rows for the blocks in descending
+ * order (the first ends at row out, the last starts at row 0). The results
+ * equal the whole-layer calls' up to float rounding: bias is added after
+ * the products, and dX sums the blocks' products one block at a time. */
+
+/* mlp_forward_rows computes outputs [r0, r1) of layer l before bias and
+ * ReLU, Y[:, r0:r1] = X * W_rows^T, where w_rows is weight rows r0..r1-1
+ * ((r1 - r0) * in floats). x_in as for mlp_forward_layer (read at layer
+ * 0's first block). */
+void mlp_forward_rows(mlp *m, uint32_t l, uint32_t r0, uint32_t r1,
+                      const float *w_rows, const float *x_in, uint32_t b);
+
+/* mlp_forward_bias ends layer l's forward: adds bias (out floats) to every
+ * output, then ReLU unless l is the last layer. */
+void mlp_forward_bias(mlp *m, uint32_t l, const float *bias, uint32_t b);
+
+/* mlp_backward_bias writes layer l's bias gradient db (out floats): the
+ * column sums of dY. */
+void mlp_backward_bias(mlp *m, uint32_t l, float *db, uint32_t b);
+
+/* mlp_backward_rows adds rows [r0, r1)'s share of dX (for l > 0; masked by
+ * layer l-1's ReLU once r0 is 0), reading w_rows, then writes their weight
+ * gradient dW_rows = dY[:, r0:r1]^T * X into g_rows, which may be w_rows
+ * (the gradient written over the parameters). */
+void mlp_backward_rows(mlp *m, uint32_t l, uint32_t r0, uint32_t r1,
+                       const float *w_rows, float *g_rows, uint32_t b);
+
 /* mlp_eval_batch runs the forward of every layer (params[l] is layer l's
  * vector) on x [b][w0] and returns mlp_loss(m, y, b, correct): evaluation
  * when all layers are at hand. Same requirements as the calls it makes. */

@@ -57,6 +57,11 @@ static const opt_def defs[] = {
     {"reshard-after-forward", "FSPS_RESHARD_AFTER_FORWARD",
      "free each layer after forward, re-gather it for backward", T_FLAG,
      F(reshard), 0, 0},
+    {"piece-mb", "FSPS_PIECE_MB",
+     "gather, compute and push layers above this many MiB in row blocks of "
+     "at most that size, so a worker never holds a whole layer (0 = whole "
+     "layers)",
+     T_DBL, F(piece_mb), 0, 1e6},
     {"mode", "FSPS_MODE", "bsp, ssp or asp, as the servers (bsp)", T_STR,
      F(mode), 0, 0},
     {"staleness", "FSPS_STALENESS", "SSP: steps ahead allowed (0)", T_U32,

@@ -18,6 +18,7 @@ typedef struct {
   uint64_t seed;
   uint32_t prefetch;
   bool reshard;
+  double piece_mb; /* layers above this many MiB go in pieces (0: whole) */
   char mode[8];
   uint32_t staleness;
   char data_dir[1024];

@@ -73,6 +73,101 @@ fsps_spec *train_spec(const uint32_t *w, uint32_t nw, const worker_opts *o,
   return spec;
 }
 
+/* ---- layers in pieces ---- */
+
+/* piece_rows returns the weight rows per piece of layer l under
+ * --piece-mb, or 0 when the layer goes whole. Pieces: row blocks of that
+ * many rows, the last (perhaps shorter) with the bias, which follows the
+ * weight in the layer's vector. */
+static uint32_t piece_rows(const trainer *t, uint32_t l) {
+  double cap = t->opts->piece_mb * 1048576.0 / sizeof(float);
+  uint32_t in = mlp_width(t->net, l), out = mlp_width(t->net, l + 1);
+  if (cap <= 0 || (double)mlp_layer_size(t->net, l) <= cap)
+    return 0;
+  double r = floor(cap / in);
+  return r < 1 ? 1 : r >= out ? out : (uint32_t)r;
+}
+
+static uint32_t num_pieces(const trainer *t, uint32_t l) {
+  uint32_t r = piece_rows(t, l), out = mlp_width(t->net, l + 1);
+  return r ? (out + r - 1) / r : 1;
+}
+
+/* piece_row0 returns piece p's first weight row; p = num_pieces gives the
+ * row count. */
+static uint32_t piece_row0(const trainer *t, uint32_t l, uint32_t p) {
+  return p < num_pieces(t, l) ? p * piece_rows(t, l) : mlp_width(t->net, l + 1);
+}
+
+/* piece_start returns where piece p of layer l starts (in elements). */
+static uint64_t piece_start(const trainer *t, uint32_t l, uint32_t p) {
+  return (uint64_t)piece_row0(t, l, p) * mlp_width(t->net, l);
+}
+
+int train_set_pieces(trainer *t) {
+  for (uint32_t l = 0; l < t->layers; l++) {
+    uint32_t np = num_pieces(t, l);
+    if (np == 1)
+      continue;
+    uint64_t *b = malloc((np + 1) * sizeof *b);
+    if (b == NULL)
+      return FSPS_NOMEM;
+    for (uint32_t p = 0; p < np; p++)
+      b[p] = piece_start(t, l, p);
+    b[np] = mlp_layer_size(t->net, l);
+    int rc = fsps_set_pieces(t->client, l, np, b);
+    free(b);
+    if (rc != FSPS_OK)
+      return rc;
+  }
+  return FSPS_OK;
+}
+
+/* forward_pieces runs layer l's forward a piece at a time. */
+static int forward_pieces(trainer *t, uint32_t l, const float *x) {
+  bool local = t->opts->local;
+  uint32_t np = num_pieces(t, l), b = t->opts->batch;
+  for (uint32_t p = 0; p < np; p++) {
+    uint32_t r0 = piece_row0(t, l, p), r1 = piece_row0(t, l, p + 1);
+    const float *w = local ? t->params[l] + piece_start(t, l, p) : NULL;
+    int rc = local ? FSPS_OK : fsps_forward_piece(t->client, l, p, &w);
+    if (rc != FSPS_OK)
+      return rc;
+    mlp_forward_rows(t->net, l, r0, r1, w, x, b);
+    if (p + 1 == np) /* the bias follows the last rows */
+      mlp_forward_bias(t->net, l, w + (size_t)(r1 - r0) * mlp_width(t->net, l),
+                       b);
+    if (!local && (rc = fsps_forward_piece_done(t->client, l, p)) != FSPS_OK)
+      return rc;
+  }
+  return FSPS_OK;
+}
+
+/* backward_pieces runs layer l's backward a piece at a time, last piece
+ * first; through the servers each piece's gradient is written over its
+ * parameters. */
+static int backward_pieces(trainer *t, uint32_t l) {
+  bool local = t->opts->local;
+  uint32_t np = num_pieces(t, l), b = t->opts->batch;
+  for (uint32_t p = np; p-- > 0;) {
+    uint32_t r0 = piece_row0(t, l, p), r1 = piece_row0(t, l, p + 1);
+    uint64_t at = piece_start(t, l, p);
+    float *w = local ? t->params[l] + at : NULL;
+    float *g = local ? t->local_grad + at : NULL;
+    int rc = local ? FSPS_OK : fsps_backward_piece(t->client, l, p, &w);
+    if (rc != FSPS_OK)
+      return rc;
+    g = local ? g : w;
+    if (p + 1 == np) /* reads no parameters */
+      mlp_backward_bias(t->net, l, g + (size_t)(r1 - r0) * mlp_width(t->net, l),
+                        b);
+    mlp_backward_rows(t->net, l, r0, r1, w, g, b);
+    if (!local && (rc = fsps_backward_piece_done(t->client, l, p)) != FSPS_OK)
+      return rc;
+  }
+  return FSPS_OK;
+}
+
 /* ---- one step ---- */
 
 /* With --local the parameters are a local copy and gradients go nowhere:
@@ -80,6 +175,12 @@ fsps_spec *train_spec(const uint32_t *w, uint32_t nw, const worker_opts *o,
 static int forward(trainer *t, const float *x) {
   bool local = t->opts->local;
   for (uint32_t l = 0; l < t->layers; l++) {
+    if (num_pieces(t, l) > 1) {
+      int rc = forward_pieces(t, l, x);
+      if (rc != FSPS_OK)
+        return rc;
+      continue;
+    }
     const float *w = local ? t->params[l] : NULL;
     int rc = local ? FSPS_OK : fsps_forward(t->client, l, &w);
     if (rc != FSPS_OK)
@@ -96,6 +197,12 @@ static int forward(trainer *t, const float *x) {
 static int backward(trainer *t) {
   bool local = t->opts->local;
   for (uint32_t l = t->layers; l-- > 0;) {
+    if (num_pieces(t, l) > 1) {
+      int rc = backward_pieces(t, l);
+      if (rc != FSPS_OK)
+        return rc;
+      continue;
+    }
     if (local) {
       mlp_backward_layer(t->net, l, t->params[l], t->local_grad,
                          t->opts->batch);

@@ -44,6 +44,10 @@ fsps_spec *train_spec(const uint32_t *w, uint32_t nw, const worker_opts *o,
 /* train_total_steps returns the run's step count (epochs or --max-steps). */
 uint64_t train_total_steps(const trainer *t);
 
+/* train_set_pieces cuts, for --piece-mb, every layer above that size
+ * into row blocks and its bias (fsps_set_pieces). Returns an fsps_err. */
+int train_set_pieces(trainer *t);
+
 /* train_run runs every epoch (or --max-steps), evaluating on rank 0 at
  * each epoch's end. Returns an fsps_err. */
 int train_run(trainer *t);

@@ -179,6 +179,13 @@ int fsps_recover(fsps_client *c, uint64_t *step);
 int fsps_gather(fsps_client *c, uint32_t layer, uint64_t min_version,
                 float *dst, uint64_t *version);
 
+/* fsps_gather_range is fsps_gather of elements [offset, offset + count)
+ * of layer l into dst (count floats): a part of a layer, pulled from the
+ * servers whose slices hold it. */
+int fsps_gather_range(fsps_client *c, uint32_t layer, uint64_t min_version,
+                      uint64_t offset, uint64_t count, float *dst,
+                      uint64_t *version);
+
 /* fsps_push sends grad (the layer's n floats) for step: slice s to server s,
  * without waiting. grad must stay unchanged until fsps_push_wait returns. */
 int fsps_push(fsps_client *c, uint32_t layer, uint64_t step, const float *grad);
@@ -241,6 +248,49 @@ int fsps_backward_inplace(fsps_client *c, uint32_t layer, float **buf);
 /* fsps_backward_done pushes layer l's gradient (without waiting) and
  * releases the layer's parameters. */
 int fsps_backward_done(fsps_client *c, uint32_t layer);
+
+/* ---- layers in pieces ---------------------------------------------------
+ * A layer too big to hold whole (FSDP's memory bound is one layer) can be
+ * cut into pieces that the step scheduler gathers, prefetches, frees and
+ * pushes one at a time: the worker then holds `prefetch` + 1 pieces, not
+ * layers. Piece i of layer l is elements [bounds[i], bounds[i + 1]).
+ *
+ *   for each layer l, forward: for p in 0..P-1: fsps_forward_piece(c, l,
+ *     p, &w); ...; fsps_forward_piece_done(c, l, p);
+ *   backward, layers L-1..0: for p in P-1..0: fsps_backward_piece(c, l, p,
+ *     &buf); ...overwrite buf with the piece's gradient...;
+ *     fsps_backward_piece_done(c, l, p);
+ *
+ * Each piece's gradient is copied, as it is done, into 1 MiB chunks of a
+ * push that streams the layer's slices to the servers while the next
+ * pieces compute (at most 4 such chunks wait for the network at a time).
+ * Unlike a whole layer's push, such a push cannot be retried once its
+ * pieces are gone: if a server fails it, fsps_step_end reports the error
+ * (UNAVAILABLE and the like) and the step must be computed again (see
+ * fsps_recover). The layer-wide calls (fsps_forward, ...) refuse a layer in
+ * pieces; the piece calls take piece 0 of a layer in one piece. */
+
+/* fsps_set_pieces cuts layer l into npieces at bounds[0..npieces] (0 =
+ * bounds[0] < bounds[1] < ... < bounds[npieces] = the layer's size;
+ * npieces 1 and bounds NULL make it whole again). Between steps. */
+int fsps_set_pieces(fsps_client *c, uint32_t layer, uint32_t npieces,
+                    const uint64_t *bounds);
+
+/* fsps_num_pieces returns how many pieces layer l is in (0: no layer). */
+uint32_t fsps_num_pieces(const fsps_client *c, uint32_t layer);
+
+/* fsps_forward_piece / fsps_forward_piece_done: fsps_forward and
+ * fsps_forward_done for piece p of layer l (its elements only). */
+int fsps_forward_piece(fsps_client *c, uint32_t layer, uint32_t piece,
+                       const float **params);
+int fsps_forward_piece_done(fsps_client *c, uint32_t layer, uint32_t piece);
+
+/* fsps_backward_piece / fsps_backward_piece_done: fsps_backward_inplace
+ * and fsps_backward_done for piece p of layer l: *buf holds the piece's
+ * parameters; overwrite them with its gradient. */
+int fsps_backward_piece(fsps_client *c, uint32_t layer, uint32_t piece,
+                        float **buf);
+int fsps_backward_piece_done(fsps_client *c, uint32_t layer, uint32_t piece);
 
 /* fsps_step_end waits for the step's pushes; returns the first error. */
 int fsps_step_end(fsps_client *c);
