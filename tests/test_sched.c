@@ -44,11 +44,25 @@ static fsps_spec *make_spec(void) {
   return spec;
 }
 
-/* grad is worker w's gradient for layer l at step t: any fixed function. */
+/* A cut of each 300000-element layer into uneven pieces that straddle
+ * chunk (262144) and, for S = 2 and 3, slice boundaries. */
+static const uint64_t cut[] = {0, 1, 70000, 150001, 262144, 262145, 299990,
+                               300000};
+#define NCUT ((uint32_t)(sizeof cut / sizeof cut[0]) - 1)
+#define MAX_PIECES NCUT
+
+/* grad is worker w's gradient for elements [at, at + n) of layer l at
+ * step t: any fixed function of the element's index. */
+static void fill_grad_at(float *g, uint64_t at, uint64_t n, uint32_t w,
+                         uint64_t t, uint32_t l) {
+  for (uint64_t i = 0; i < n; i++)
+    g[i] = (float)sin(0.37 * w + 1.3 * (double)t + 0.001 * (double)(at + i) +
+                      l);
+}
+
 static void fill_grad(float *g, uint64_t n, uint32_t w, uint64_t t,
                       uint32_t l) {
-  for (uint64_t i = 0; i < n; i++)
-    g[i] = (float)sin(0.37 * w + 1.3 * (double)t + 0.001 * (double)i + l);
+  fill_grad_at(g, 0, n, w, t, l);
 }
 
 /* checksum is a position-weighted sum of a layer's bits. */
@@ -89,10 +103,12 @@ typedef struct {
   const char *servers;
   uint32_t rank, world, prefetch;
   bool inplace_all; /* else odd layers in place, even ones separate */
+  bool pieces;      /* the big layers cut at cut[] (in place) */
   int rc;
   char err[512];
   float *init[MAX_LAYERS], *final[MAX_LAYERS]; /* init: rank 0 only */
   uint64_t fwd_sum[STEPS][MAX_LAYERS];
+  uint64_t piece_sum[STEPS][MAX_LAYERS][MAX_PIECES];
   uint32_t mismatches; /* backward saw other parameters than forward */
   uint64_t peak, gathered;
 } worker_arg;
@@ -112,8 +128,46 @@ static int connect_worker(worker_arg *a, fsps_client **c, fsps_spec *spec) {
   return a->rank == 0 ? fsps_declare(*c, spec) : fsps_attach(*c, spec, 30000);
 }
 
+/* ---- layers in pieces ---- */
+
+static int forward_pieces(worker_arg *a, fsps_client *c, uint64_t t,
+                          uint32_t l) {
+  for (uint32_t p = 0; p < NCUT; p++) {
+    const float *w;
+    int rc = fsps_forward_piece(c, l, p, &w);
+    if (rc != FSPS_OK)
+      return rc;
+    a->piece_sum[t][l][p] = checksum(w, cut[p + 1] - cut[p]);
+    if ((rc = fsps_forward_piece_done(c, l, p)) != FSPS_OK)
+      return rc;
+  }
+  return FSPS_OK;
+}
+
+static int backward_pieces(worker_arg *a, fsps_client *c, uint64_t t,
+                           uint32_t l) {
+  for (uint32_t p = NCUT; p-- > 0;) {
+    float *g;
+    uint64_t n = cut[p + 1] - cut[p];
+    int rc = fsps_backward_piece(c, l, p, &g);
+    if (rc != FSPS_OK)
+      return rc;
+    a->mismatches += checksum(g, n) != a->piece_sum[t][l][p];
+    fill_grad_at(g, cut[p], n, a->rank, t, l);
+    if ((rc = fsps_backward_piece_done(c, l, p)) != FSPS_OK)
+      return rc;
+  }
+  return FSPS_OK;
+}
+
 static int forward(worker_arg *a, fsps_client *c, uint64_t t) {
   for (uint32_t l = 0; l < LAYERS; l++) {
+    if (fsps_num_pieces(c, l) > 1) {
+      int rc = forward_pieces(a, c, t, l);
+      if (rc != FSPS_OK)
+        return rc;
+      continue;
+    }
     const float *w;
     int rc = fsps_forward(c, l, &w);
     if (rc != FSPS_OK)
@@ -129,6 +183,8 @@ static int forward(worker_arg *a, fsps_client *c, uint64_t t) {
  * checks that the parameters are those forward saw. */
 static int backward_layer(worker_arg *a, fsps_client *c, uint64_t t,
                           uint32_t l) {
+  if (fsps_num_pieces(c, l) > 1)
+    return backward_pieces(a, c, t, l);
   const float *w;
   float *g;
   int rc = a->inplace_all || l % 2 ? fsps_backward_inplace(c, l, &g)
@@ -142,8 +198,29 @@ static int backward_layer(worker_arg *a, fsps_client *c, uint64_t t,
   return fsps_backward_done(c, l);
 }
 
+/* cut_layers cuts the big layers at cut[] and checks what is refused: a
+ * bad cut, and layer-wide calls on a layer in pieces. */
+static int cut_layers(fsps_client *c) {
+  static const uint64_t bad[] = {0, 5, 5, 300000};
+  if (fsps_set_pieces(c, 1, 3, bad) != FSPS_INVALID_ARGUMENT ||
+      fsps_set_pieces(c, 1, 1, cut) != FSPS_OK)
+    return FSPS_INTERNAL;
+  for (uint32_t l = 0; l < LAYERS; l++)
+    if (sizes[l] == cut[NCUT] && fsps_set_pieces(c, l, NCUT, cut) != FSPS_OK)
+      return FSPS_INTERNAL;
+  const float *w;
+  int rc = fsps_step_begin(c, 0);
+  if (rc == FSPS_OK &&
+      (fsps_forward(c, 1, &w) != FSPS_INVALID_ARGUMENT ||
+       fsps_set_pieces(c, 1, 1, NULL) != FSPS_FAILED_PRECONDITION ||
+       fsps_num_pieces(c, 1) != NCUT || fsps_num_pieces(c, 0) != 1))
+    rc = FSPS_INTERNAL;
+  fsps_step_end(c); /* nothing pushed: the step is abandoned */
+  return rc;
+}
+
 static int train(worker_arg *a, fsps_client *c) {
-  int rc = FSPS_OK;
+  int rc = a->pieces ? cut_layers(c) : FSPS_OK;
   for (uint32_t l = 0; l < LAYERS && a->rank == 0 && rc == FSPS_OK; l++) {
     uint64_t v = 1;
     a->init[l] = malloc(sizes[l] * 4);
@@ -192,8 +269,9 @@ static void free_worker(worker_arg *a) {
 /* run_case trains with S servers and W workers and checks the result;
  * with max_peak_floats, the buffers held, and with gathered_floats, what
  * rank 1 gathered. */
-static void run_case(int S, uint32_t W, uint32_t prefetch, bool inplace_all,
-                     uint64_t max_peak_floats, uint64_t gathered_floats) {
+static void run_case_cut(int S, uint32_t W, uint32_t prefetch,
+                         bool inplace_all, bool pieces,
+                         uint64_t max_peak_floats, uint64_t gathered_floats) {
   static const char *const det[] = {"--deterministic", NULL};
   cluster cl;
   assert_int_equal(cluster_start(&cl, S, (int)W, det), 0);
@@ -204,7 +282,8 @@ static void run_case(int S, uint32_t W, uint32_t prefetch, bool inplace_all,
                         .rank = w,
                         .world = W,
                         .prefetch = prefetch,
-                        .inplace_all = inplace_all};
+                        .inplace_all = inplace_all,
+                        .pieces = pieces};
     pthread_create(&th[w], NULL, worker_main, &a[w]);
   }
   for (uint32_t w = 0; w < W; w++)
@@ -233,6 +312,12 @@ static void run_case(int S, uint32_t W, uint32_t prefetch, bool inplace_all,
   assert_int_equal(cluster_stop(&cl), 0);
 }
 
+static void run_case(int S, uint32_t W, uint32_t prefetch, bool inplace_all,
+                     uint64_t max_peak_floats, uint64_t gathered_floats) {
+  run_case_cut(S, W, prefetch, inplace_all, false, max_peak_floats,
+               gathered_floats);
+}
+
 /* In place, prefetch 1: two big buffers and a small one, never a third
  * big one (a prefetch in backward waits for the pushed gradient's buffer
  * instead of taking a new one), plus at most 1/64 for the keep plan. The
@@ -256,8 +341,19 @@ static void test_mixed_gradients(void **state) {
   run_case(2, 3, 0, true, 0, 0);
 }
 
+/* The big layers in uneven pieces, gathered by range and pushed as
+ * streamed chunks: the same training, bit for bit, and every piece's
+ * parameters in backward are those forward saw. */
+static void test_pieces(void **state) {
+  (void)state;
+  run_case_cut(2, 2, 1, true, true, 0, 0);
+  run_case_cut(3, 2, 2, true, true, 0, 0);
+  run_case_cut(1, 1, 0, true, true, 0, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_pieces),
       cmocka_unit_test(test_inplace_two_buffers),
       cmocka_unit_test(test_mixed_gradients),
   };

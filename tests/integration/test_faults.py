@@ -278,6 +278,25 @@ class IdempotenceTest(FaultTest):
         # 30% of ~160 replies: the retries are many, not one stray.
         self.assertGreaterEqual(retries, 10)
 
+    def test_streamed_pieces_recover_bit_identical(self):
+        """Layers in pieces (--piece-mb) push gradients streamed as they
+        are computed, which cannot be retried: a lost reply fails the
+        step, the worker recovers (fsps_recover) and computes it again, and
+        the servers count each contribution once all the same. Both layers
+        go in pieces (0.015 MiB), so every push is streamed."""
+        W, steps = 2, 12
+        flags = ["--model", "mlp:64,512,10", "--synthetic", "2000",
+                 "--optimizer", "adam", "--lr", "0.01", "--seed", "5",
+                 "--batch", "16", "--piece-mb", "0.015"]
+        dropped, _, st_d = self.train(2, W, 0.1, flags, steps)
+        clean, _, st_c = self.train(2, W, 0, flags, steps)
+        self.assertEqual(len(clean[0]), 4 * (64 * 512 + 512 + 512 * 10 + 10))
+        for r in range(W):
+            self.assertSameParams(dropped[r], clean[0],
+                                  "rank %d's dump after drops" % r)
+        self.check_counts(st_c, W, steps, faulty=False)
+        self.assertGreater(self.check_counts(st_d, W, steps, faulty=True), 0)
+
     def test_push_retried_by_hand_counts_once(self):
         """Python's grpcio as the client: every reply is lost, so the
         server's state is the only witness."""
