@@ -40,8 +40,13 @@ Each worker runs OpenBLAS on cores / workers threads (--blas-threads; 0
 leaves OpenBLAS its default, one per core, which oversubscribes the cores
 and spins in sched_yield while a worker waits).
 
+An entry of --models may set its own batch and --piece-mb (the workers
+gather, compute and push layers above that size in row blocks, so that
+they never hold a whole layer): "mlp:784,4096,10 batch=1024 piece_mb=2".
+
 Usage: bench/train.py [--build build] [--steps 30] [--batch 256]
-                      [--repeat 1] [--models mlp:...;mlp:...]
+                      [--repeat 1] [--models "mlp:... [batch=B]
+                      [piece_mb=P];..."] [--piece-mb P]
                       [--no-reshard] [--blas-threads N]
                       [--max-other 0.25] [--retries 3]
 """
@@ -55,9 +60,13 @@ import sys
 import tempfile
 import time
 
+WIDE = "mlp:784,4096,4096,4096,10"                     # the issue's example
 DEFAULT_MODELS = ";".join([
     "mlp:784,512,256,10",                              # the demo's model
-    "mlp:784,4096,4096,4096,10",                       # the issue's example
+    WIDE,
+    WIDE + " batch=1024",          # compute enough to hide the network
+    WIDE + " piece_mb=1",          # never a whole layer: memory bound
+    WIDE + " piece_mb=2 batch=128",
     "mlp:784," + ",".join(["4096"] * 9) + ",10",       # deep enough to shard
 ])
 
