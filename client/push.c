@@ -33,6 +33,7 @@ struct stage {
   stage *next;
   push_part *pp;
   uint64_t idx, len, filled; /* len floats, filled so far */
+  uint64_t cap;              /* floats data holds */
   float data[];
 };
 
@@ -297,24 +298,42 @@ static void stage_released(void *arg) {
   pthread_mutex_unlock(&c->mu);
 }
 
-/* stage_get returns a free stage, waiting while PUSH_STAGES are busy and
- * some of them are on their way out (never when all are being filled:
- * nothing would free one); NULL when out of memory. */
-static stage *stage_get(fsps_client *c) {
+/* take_free_locked removes and returns a free stage of at least len
+ * floats; failing that, frees a smaller one (so that their number stays
+ * bounded) and returns NULL (c->mu held). */
+static stage *take_free_locked(fsps_client *c, uint64_t len) {
+  stage **q = &c->stage_free;
+  while (*q != NULL && (*q)->cap < len)
+    q = &(*q)->next;
+  stage *st = *q;
+  if (st != NULL) {
+    *q = st->next;
+  } else if ((st = c->stage_free) != NULL) {
+    c->stage_free = st->next;
+    c->bytes -= st->cap * sizeof(float);
+    free(st);
+    st = NULL;
+  }
+  return st;
+}
+
+/* stage_get returns a free stage of at least len floats (a chunk's
+ * length), waiting while PUSH_STAGES are busy and some of them are on
+ * their way out (never when all are being filled: nothing would free
+ * one); NULL when out of memory. */
+static stage *stage_get(fsps_client *c, uint64_t len) {
   pthread_mutex_lock(&c->mu);
   while (c->stage_free == NULL && c->stages_busy >= PUSH_STAGES &&
          c->stages_busy > c->stages_partial)
     client_wait(c);
-  stage *st = c->stage_free;
-  if (st != NULL)
-    c->stage_free = st->next;
+  stage *st = take_free_locked(c, len);
   pthread_mutex_unlock(&c->mu);
   if (st == NULL) {
-    st = malloc(sizeof *st + SHARD_CHUNK_BYTES);
-    if (st == NULL)
+    if ((st = malloc(sizeof *st + len * sizeof(float))) == NULL)
       return NULL;
+    st->cap = len;
     pthread_mutex_lock(&c->mu);
-    c->bytes += SHARD_CHUNK_BYTES;
+    c->bytes += len * sizeof(float);
     c->peak_bytes = c->bytes > c->peak_bytes ? c->bytes : c->peak_bytes;
     pthread_mutex_unlock(&c->mu);
   }
@@ -329,7 +348,7 @@ void push_free_stages(fsps_client *c) {
   while (c->stage_free != NULL) {
     stage *st = c->stage_free;
     c->stage_free = st->next;
-    c->bytes -= SHARD_CHUNK_BYTES;
+    c->bytes -= st->cap * sizeof(float);
     free(st);
   }
 }
@@ -432,13 +451,15 @@ static stage *find_stage(push_part *pp, uint64_t idx) {
   for (stage *st = pp->partial; st != NULL; st = st->next)
     if (st->idx == idx)
       return st;
-  stage *st = stage_get(pp->p->c);
+  uint64_t len;
+  shard_chunk(pp->cnt, idx, &(uint64_t){0}, &len);
+  stage *st = stage_get(pp->p->c, len);
   if (st == NULL)
     return NULL;
   st->pp = pp;
   st->idx = idx;
   st->filled = 0;
-  shard_chunk(pp->cnt, idx, &(uint64_t){0}, &st->len);
+  st->len = len;
   st->next = pp->partial;
   pp->partial = st;
   return st;

@@ -119,6 +119,7 @@ static void cleanup(trainer *t) {
   free(t->y);
   free(t->eval_idx);
   free(t->local_grad);
+  free(t->piece_buf);
 }
 
 static int run(trainer *t, char *err, size_t errlen) {

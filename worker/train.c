@@ -104,6 +104,33 @@ static uint64_t piece_start(const trainer *t, uint32_t l, uint32_t p) {
   return (uint64_t)piece_row0(t, l, p) * mlp_width(t->net, l);
 }
 
+/* piece_len returns piece p's length (the last one has the bias). */
+static uint64_t piece_len(const trainer *t, uint32_t l, uint32_t p) {
+  uint64_t end = p + 1 == num_pieces(t, l) ? mlp_layer_size(t->net, l)
+                                           : piece_start(t, l, p + 1);
+  return end - piece_start(t, l, p);
+}
+
+/* pieced says whether --piece-mb cuts some layer. */
+static bool pieced(const trainer *t) {
+  for (uint32_t l = 0; l < t->layers; l++)
+    if (num_pieces(t, l) > 1)
+      return true;
+  return false;
+}
+
+/* piece_buffer allocates t->piece_buf once, for the longest piece (or
+ * whole layer) under --piece-mb. */
+static int piece_buffer(trainer *t) {
+  uint64_t most = 0;
+  for (uint32_t l = 0; l < t->layers; l++)
+    for (uint32_t p = 0; p < num_pieces(t, l); p++)
+      most = piece_len(t, l, p) > most ? piece_len(t, l, p) : most;
+  if (t->piece_buf == NULL)
+    t->piece_buf = malloc(most * sizeof(float));
+  return t->piece_buf ? FSPS_OK : FSPS_NOMEM;
+}
+
 int train_set_pieces(trainer *t) {
   for (uint32_t l = 0; l < t->layers; l++) {
     uint32_t np = num_pieces(t, l);
@@ -261,10 +288,48 @@ int train_alloc_params(trainer *t) {
   return FSPS_OK;
 }
 
-int train_evaluate(trainer *t, uint64_t version, double *accuracy) {
+/* eval_forward runs one test batch through the model: layers whole from
+ * t->params, or, under --piece-mb, each piece gathered at version into
+ * t->piece_buf just before its share of the layer is computed, so that
+ * evaluation too holds one piece at a time. */
+static int eval_forward(trainer *t, uint64_t version, uint32_t b) {
+  for (uint32_t l = 0; l < t->layers; l++) {
+    uint32_t np = num_pieces(t, l);
+    for (uint32_t p = 0; p < (t->piece_buf ? np : 1); p++) {
+      if (t->piece_buf == NULL) {
+        mlp_forward_layer(t->net, l, t->params[l], t->x, b);
+        continue;
+      }
+      float *w = t->piece_buf;
+      int rc = fsps_gather_range(t->client, l, version, piece_start(t, l, p),
+                                 piece_len(t, l, p), w, NULL);
+      if (rc != FSPS_OK)
+        return rc;
+      uint32_t r0 = piece_row0(t, l, p), r1 = piece_row0(t, l, p + 1);
+      if (np == 1) {
+        mlp_forward_layer(t->net, l, w, t->x, b);
+        continue;
+      }
+      mlp_forward_rows(t->net, l, r0, r1, w, t->x, b);
+      if (p + 1 == np)
+        mlp_forward_bias(t->net, l, w + (size_t)(r1 - r0) * mlp_width(t->net, l),
+                         b);
+    }
+  }
+  return FSPS_OK;
+}
+
+/* eval_params gets what evaluation reads: a piece buffer under
+ * --piece-mb, else the whole model gathered at version. */
+static int eval_params(trainer *t, uint64_t version) {
+  if (pieced(t))
+    return piece_buffer(t);
   int rc = train_alloc_params(t);
-  if (rc == FSPS_OK)
-    rc = gather_all(t, version);
+  return rc == FSPS_OK ? gather_all(t, version) : rc;
+}
+
+int train_evaluate(trainer *t, uint64_t version, double *accuracy) {
+  int rc = eval_params(t, version);
   if (rc != FSPS_OK)
     return rc;
   uint32_t b = t->opts->batch;
@@ -273,8 +338,8 @@ int train_evaluate(trainer *t, uint64_t version, double *accuracy) {
     for (uint32_t i = 0; i < b; i++)
       t->eval_idx[i] = start + i;
     data_gather(&t->test, t->eval_idx, b, t->x, t->y);
-    for (uint32_t l = 0; l < t->layers; l++)
-      mlp_forward_layer(t->net, l, t->params[l], t->x, b);
+    if ((rc = eval_forward(t, version, b)) != FSPS_OK)
+      return rc;
     uint32_t c;
     mlp_loss(t->net, t->y, b, &c);
     correct += c;
@@ -434,16 +499,33 @@ void train_summary(const trainer *t) {
   fflush(stdout);
 }
 
+/* dump_pieces writes the model at version piece by piece (--piece-mb). */
+static int dump_pieces(trainer *t, uint64_t version, FILE *f) {
+  int rc = piece_buffer(t);
+  for (uint32_t l = 0; rc == FSPS_OK && l < t->layers; l++)
+    for (uint32_t p = 0; rc == FSPS_OK && p < num_pieces(t, l); p++) {
+      uint64_t n = piece_len(t, l, p);
+      rc = fsps_gather_range(t->client, l, version, piece_start(t, l, p), n,
+                             t->piece_buf, NULL);
+      if (rc == FSPS_OK && fwrite(t->piece_buf, sizeof(float), n, f) != n)
+        rc = FSPS_IO;
+    }
+  return rc;
+}
+
 int train_dump(trainer *t, const char *path) {
-  int rc = train_alloc_params(t);
-  if (rc == FSPS_OK)
-    rc = gather_all(t, min_version_after(t, t->steps_done));
+  uint64_t version = min_version_after(t, t->steps_done);
+  int rc = pieced(t) ? FSPS_OK : train_alloc_params(t);
+  if (rc == FSPS_OK && !pieced(t))
+    rc = gather_all(t, version);
   if (rc != FSPS_OK)
     return rc;
   FILE *f = fopen(path, "wb");
   if (f == NULL)
     return FSPS_IO;
-  for (uint32_t l = 0; l < t->layers; l++)
+  if (pieced(t))
+    rc = dump_pieces(t, version, f);
+  for (uint32_t l = 0; !pieced(t) && l < t->layers; l++)
     fwrite(t->params[l], sizeof(float), mlp_layer_size(t->net, l), f);
-  return fclose(f) == 0 ? FSPS_OK : FSPS_IO;
+  return fclose(f) == 0 ? rc : FSPS_IO;
 }

@@ -24,6 +24,7 @@ typedef struct {
   uint32_t *eval_idx; /* indices of one evaluation batch */
   float **params;     /* full model, only for evaluation and --dump */
   float *local_grad;  /* --local: where gradients go */
+  float *piece_buf;   /* --piece-mb: one piece, for evaluation and --dump */
   double start, last_report, elapsed;
   double warm_end;      /* when the first step ended (buffers faulted in) */
   uint64_t warm_samples; /* samples by then */

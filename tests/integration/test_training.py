@@ -190,6 +190,15 @@ class TrainingTest(unittest.TestCase):
         self.assertGreater(done[0]["test_accuracy"], 0.70)  # chance: 0.10
         self.assertIsNone(done[1]["test_accuracy"])  # only rank 0 evaluates
         self.assertEqual(done[0]["steps"], 2 * (6000 // 64))
+        # The same run with layers in pieces, evaluation included (it
+        # gathers the model piece by piece): the same accuracy, but for
+        # float rounding's effect.
+        c3 = self.cluster(2, 2)
+        cut = run_workers(c3.servers, 2, [
+            "--train-limit", "6000", "--batch", "32", "--epochs", "2",
+            "--normalize", "--piece-mb", "0.25", "--reshard-after-forward"])
+        self.assertAlmostEqual(cut[0]["test_accuracy"],
+                               done[0]["test_accuracy"], delta=0.02)
 
     def worker_fails(self, flags):
         p = subprocess.run(
