@@ -129,8 +129,12 @@ static void check_tiny(const data_set *ds) {
   assert_int_equal(ds->rows, 2);
   assert_int_equal(ds->cols, 3);
   assert_int_equal(ds->classes, 10);
-  for (int i = 0; i < 18; i++)
-    assert_float_equal(ds->x[i], tiny_px[i] / 255.0f, 1e-7f);
+  float x[6];
+  for (uint32_t i = 0; i < 3; i++) {
+    data_sample(ds, i, x);
+    for (int j = 0; j < 6; j++)
+      assert_float_equal(x[j], tiny_px[6 * i + j] / 255.0f, 1e-7f);
+  }
   assert_memory_equal(ds->y, tiny_lab, 3);
 }
 
@@ -145,7 +149,7 @@ static void test_idx_plain_loads(void **state) {
                    0);
   check_tiny(&ds);
   data_free(&ds);
-  assert_null(ds.x);
+  assert_null(ds.px);
   assert_int_equal(ds.n, 0);
 }
 
@@ -170,7 +174,7 @@ static void test_idx_bad_magic(void **state) {
                    -1);
   assert_err_has(err, t->path[1], "bad magic", "0x00000801", "0x00000803",
                  NULL);
-  assert_null(ds.x);
+  assert_null(ds.px);
   const uint32_t ldims[1] = {3};
   write_idx(tmp_path(t, 2, "lab_bad"), 0, 0x802, ldims, 1, tiny_lab, 3);
   assert_int_equal(data_load_idx(t->path[0], t->path[2], &ds, err, sizeof err),
@@ -230,7 +234,7 @@ static void test_idx_count_mismatch(void **state) {
   assert_int_equal(data_load_idx(t->path[0], t->path[2], &ds, err, sizeof err),
                    -1);
   assert_err_has(err, t->path[2], t->path[0], "2 labels", "3 images", NULL);
-  assert_null(ds.x);
+  assert_null(ds.px);
   assert_null(ds.y);
 }
 
@@ -300,9 +304,13 @@ static void test_fashion_real_test_set(void **unused) {
     assert_int_equal(count[c], 1000);
   float lo = 1, hi = 0;
   double sum = 0;
-  for (size_t i = 0; i < (size_t)ds.n * 784; i++) {
-    lo = fminf(lo, ds.x[i]), hi = fmaxf(hi, ds.x[i]);
-    sum += ds.x[i];
+  float x[784];
+  for (uint32_t i = 0; i < ds.n; i++) {
+    data_sample(&ds, i, x);
+    for (int j = 0; j < 784; j++) {
+      lo = fminf(lo, x[j]), hi = fmaxf(hi, x[j]);
+      sum += x[j];
+    }
   }
   assert_float_equal(lo, 0.0f, 0.0f);
   assert_float_equal(hi, 1.0f, 0.0f);
@@ -321,9 +329,34 @@ static void test_synthetic(void **unused) {
   assert_int_equal(a.n, 500);
   assert_int_equal(a.rows * a.cols, 7);
   assert_int_equal(a.classes, 5);
-  assert_memory_equal(a.x, b.x, 500 * 7 * sizeof(float));
+  float xa[500 * 7], xb[500 * 7], xc[500 * 7];
+  uint32_t all[500];
+  for (uint32_t i = 0; i < 500; i++)
+    all[i] = i;
+  data_gather(&a, all, 500, xa, NULL);
+  data_gather(&b, all, 500, xb, NULL);
+  data_gather(&c, all, 500, xc, NULL);
+  assert_memory_equal(xa, xb, sizeof xa);
   assert_memory_equal(a.y, b.y, 500);
-  assert_memory_not_equal(a.x, c.x, 500 * 7 * sizeof(float));
+  assert_memory_not_equal(xa, xc, sizeof xa);
+  /* Noise of standard deviation 0.5 around prototypes in [0,1). */
+  double mean = 0, sq = 0;
+  for (uint32_t i = 0; i < 500 * 7; i++) {
+    double d = xa[i] - a.proto[a.y[i / 7] * 7 + i % 7];
+    mean += d, sq += d * d;
+  }
+  mean /= 500 * 7;
+  assert_true(fabs(mean) < 0.05);
+  assert_true(fabs(sqrt(sq / (500 * 7) - mean * mean) - 0.5) < 0.05);
+  /* No two samples share their noise. */
+  for (uint32_t i = 1; i < 500; i++) {
+    float d0[7], d1[7];
+    for (int j = 0; j < 7; j++) {
+      d0[j] = xa[j] - a.proto[a.y[0] * 7 + j];
+      d1[j] = xa[7 * i + j] - a.proto[a.y[i] * 7 + j];
+    }
+    assert_memory_not_equal(d0, d1, sizeof d0);
+  }
   unsigned count[5] = {0};
   for (int i = 0; i < 500; i++) {
     assert_true(a.y[i] < 5);
@@ -345,12 +378,17 @@ static void test_gather_and_normalize(void **unused) {
   uint8_t y[3];
   data_gather(&ds, idx, 3, x, y);
   for (int i = 0; i < 3; i++) {
-    assert_memory_equal(x + 4 * i, ds.x + 4 * idx[i], 4 * sizeof(float));
+    float one[4];
+    data_sample(&ds, idx[i], one);
+    assert_memory_equal(x + 4 * i, one, sizeof one);
     assert_int_equal(y[i], ds.y[idx[i]]);
   }
-  float v = ds.x[6];
   data_normalize(&ds, 0.25f, 0.5f);
-  assert_float_equal(ds.x[6], (v - 0.25f) / 0.5f, 1e-6f);
+  data_gather(&ds, idx, 3, x + 0, NULL);
+  float again[4];
+  ds.mul = 1.0f, ds.add = 0.0f; /* the raw values once more */
+  data_sample(&ds, idx[1], again);
+  assert_float_equal(x[4 + 2], (again[2] - 0.25f) / 0.5f, 1e-6f);
   data_free(&ds);
 }
 

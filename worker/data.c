@@ -141,16 +141,14 @@ static int truncated(const char *path, const char *what, uint64_t want,
   return -1;
 }
 
-/* Reads count pixel bytes and stores them as floats in [0,1]. */
-static int read_pixels(gzFile f, const char *path, float *x, size_t count,
+/* Reads count pixel bytes into px, kept as bytes (a quarter of floats'
+ * memory) and scaled to [0,1] as samples are taken (data_sample). */
+static int read_pixels(gzFile f, const char *path, uint8_t *px, size_t count,
                        char *err, size_t errlen) {
-  unsigned char buf[READ_CHUNK];
   for (size_t done = 0; done < count;) {
     size_t want = count - done < READ_CHUNK ? count - done : READ_CHUNK, got;
-    if (read_full(f, path, buf, want, &got, err, errlen) != 0)
+    if (read_full(f, path, px + done, want, &got, err, errlen) != 0)
       return -1;
-    for (size_t i = 0; i < got; i++)
-      x[done + i] = (float)buf[i] * (1.0f / 255.0f);
     done += got;
     if (got < want)
       return truncated(path, "pixels", count, done, err, errlen);
@@ -191,13 +189,14 @@ static int load_images(const char *path, data_set *out, char *err,
   if (read_header(f, path, IDX_IMAGES_MAGIC, 3, dims, err, errlen) != 0 ||
       image_count(path, dims, &count, err, errlen) != 0)
     goto out;
-  out->x = malloc(count * sizeof(float));
-  if (out->x == NULL) {
+  out->px = malloc(count);
+  if (out->px == NULL) {
     errmsg_set(err, errlen, "%s: out of memory for %zu pixels", path, count);
     goto out;
   }
   out->n = dims[0], out->rows = dims[1], out->cols = dims[2];
-  rc = read_pixels(f, path, out->x, count, err, errlen);
+  out->mul = 1.0f / 255.0f;
+  rc = read_pixels(f, path, out->px, count, err, errlen);
 out:
   gzclose(f);
   return rc;
@@ -300,16 +299,17 @@ int data_load_fashion(const char *dir, bool train, data_set *out, char *err,
 void data_free(data_set *ds) {
   if (ds == NULL)
     return;
-  free(ds->x);
+  free(ds->px);
+  free(ds->proto);
+  free(ds->noise);
   free(ds->y);
   memset(ds, 0, sizeof *ds);
 }
 
 void data_normalize(data_set *ds, float mean, float std) {
-  size_t count = (size_t)ds->n * ds->rows * ds->cols;
   float inv = 1.0f / std;
-  for (size_t i = 0; i < count; i++)
-    ds->x[i] = (ds->x[i] - mean) * inv;
+  ds->add = (ds->add - mean) * inv;
+  ds->mul *= inv;
 }
 
 /* ---- Synthetic data ----------------------------------------------------- */
@@ -322,17 +322,13 @@ static float gaussian(uint64_t *state) {
   return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
 }
 
-static void synth_fill(data_set *ds, const float *proto, uint64_t seed) {
-  uint32_t dim = ds->cols;
-  uint64_t st = mix64(seed ^ 0x5EEDDA7AULL);
-  for (uint32_t i = 0; i < ds->n; i++) {
-    uint8_t c = (uint8_t)bounded(&st, ds->classes);
-    const float *p = proto + (size_t)c * dim;
-    float *x = ds->x + (size_t)i * dim;
-    ds->y[i] = c;
-    for (uint32_t j = 0; j < dim; j++)
-      x[j] = p[j] + 0.5f * gaussian(&st);
-  }
+/* noise_walk returns where sample i's noise starts in the table and its
+ * odd stride: its first DATA_NOISE_TABLE deviates are distinct entries. */
+static void noise_walk(const data_set *ds, uint32_t i, uint32_t *start,
+                       uint32_t *stride) {
+  uint64_t h = mix64(ds->seed ^ (0x9E3779B97F4A7C15ULL * (i + 1ULL)));
+  *start = (uint32_t)h & (DATA_NOISE_TABLE - 1);
+  *stride = ((uint32_t)(h >> 32) & (DATA_NOISE_TABLE - 1)) | 1u;
 }
 
 int data_synthetic(uint32_t n, uint32_t dim, uint32_t classes, uint64_t seed,
@@ -340,28 +336,47 @@ int data_synthetic(uint32_t n, uint32_t dim, uint32_t classes, uint64_t seed,
   memset(out, 0, sizeof *out);
   if (n == 0 || dim == 0 || classes < 2 || classes > 256)
     return -1;
-  float *proto = malloc((size_t)classes * dim * sizeof(float));
-  out->x = malloc((size_t)n * dim * sizeof(float));
+  out->proto = malloc((size_t)classes * dim * sizeof(float));
+  out->noise = malloc(DATA_NOISE_TABLE * sizeof(float));
   out->y = malloc(n);
-  if (proto == NULL || out->x == NULL || out->y == NULL) {
-    free(proto);
+  if (out->proto == NULL || out->noise == NULL || out->y == NULL) {
     data_free(out);
     return -1;
   }
   uint64_t st = mix64(seed);
   for (size_t i = 0; i < (size_t)classes * dim; i++)
-    proto[i] = (float)uniform01(&st);
+    out->proto[i] = (float)uniform01(&st);
+  st = mix64(seed ^ 0x5EEDDA7AULL);
+  for (uint32_t i = 0; i < DATA_NOISE_TABLE; i++)
+    out->noise[i] = 0.5f * gaussian(&st);
+  for (uint32_t i = 0; i < n; i++)
+    out->y[i] = (uint8_t)bounded(&st, classes);
   out->n = n, out->rows = 1, out->cols = dim, out->classes = classes;
-  synth_fill(out, proto, seed);
-  free(proto);
+  out->seed = seed, out->mul = 1.0f;
   return 0;
+}
+
+void data_sample(const data_set *ds, uint32_t i, float *x) {
+  size_t dim = (size_t)ds->rows * ds->cols;
+  const float mul = ds->mul, add = ds->add;
+  if (ds->px != NULL) {
+    const uint8_t *px = ds->px + (size_t)i * dim;
+    for (size_t j = 0; j < dim; j++)
+      x[j] = (float)px[j] * mul + add;
+    return;
+  }
+  uint32_t at, stride;
+  noise_walk(ds, i, &at, &stride);
+  const float *p = ds->proto + (size_t)ds->y[i] * dim;
+  for (size_t j = 0; j < dim; j++, at = (at + stride) & (DATA_NOISE_TABLE - 1))
+    x[j] = (p[j] + ds->noise[at]) * mul + add;
 }
 
 void data_gather(const data_set *ds, const uint32_t *idx, uint32_t b, float *x,
                  uint8_t *y) {
   size_t dim = (size_t)ds->rows * ds->cols;
   for (uint32_t i = 0; i < b; i++) {
-    memcpy(x + i * dim, ds->x + idx[i] * dim, dim * sizeof(float));
+    data_sample(ds, idx[i], x + i * dim);
     if (y != NULL)
       y[i] = ds->y[idx[i]];
   }

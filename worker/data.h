@@ -15,14 +15,24 @@
 /* Classes of an IDX label file: labels must be below this. */
 #define DATA_IDX_CLASSES 10u
 
-/* A labelled data set held in memory. Sample i is the rows*cols floats at
- * x + i*rows*cols. Owned by whoever filled it; release with data_free. */
+/* A labelled data set held in memory, read through data_sample: IDX
+ * images as their bytes (scaled to [0,1] when sampled: a quarter of the
+ * memory of floats), or a synthetic set as its class prototypes and a
+ * table of noise (no memory per sample but its label). Owned by whoever
+ * filled it; release with data_free. */
 typedef struct {
   uint32_t n, rows, cols;
-  float *x;   /* n*rows*cols, row-major, scaled to [0,1] for IDX images */
-  uint8_t *y; /* n labels, each < classes */
+  uint8_t *px;    /* IDX: n*rows*cols pixels, row-major; else NULL */
+  float *proto;   /* synthetic: classes * rows*cols prototype values */
+  float *noise;   /* synthetic: DATA_NOISE_TABLE deviates N(0, 0.5^2) */
+  uint64_t seed;  /* synthetic: picks each sample's noise */
+  float mul, add; /* a sample's value is raw * mul + add */
+  uint8_t *y;     /* n labels, each < classes */
   uint32_t classes;
 } data_set;
+
+/* Noise values a synthetic set draws its samples' noise from. */
+#define DATA_NOISE_TABLE (1u << 16)
 
 /* data_load_idx reads an IDX image file (magic 0x00000803: n, rows, cols,
  * then n*rows*cols unsigned bytes) and its IDX label file (magic 0x00000801:
@@ -47,24 +57,31 @@ int data_load_fashion(const char *dir, bool train, data_set *out, char *err,
  * freed set is a no-op. */
 void data_free(data_set *ds);
 
-/* data_normalize maps every value v of ds->x to (v - mean) / std in place
- * (for Fashion-MNIST: DATA_FASHION_MEAN, DATA_FASHION_STD). std must be
- * positive; 0 gives inf/NaN values. Not thread-safe on the same set. */
+/* data_normalize makes every value v that data_sample gives (v - mean) /
+ * std from now on (for Fashion-MNIST: DATA_FASHION_MEAN,
+ * DATA_FASHION_STD). std must be positive; 0 gives inf/NaN values. Not
+ * thread-safe on the same set. */
 void data_normalize(data_set *ds, float mean, float std);
 
 /* data_synthetic fills *out with n samples of dim features (rows 1, cols
  * dim) in `classes` classes (2..256), for benchmarks and tests. Each class
  * has a prototype vector uniform in [0,1)^dim; a sample is its class's
  * prototype plus Gaussian noise of standard deviation 0.5 (so values are not
- * confined to [0,1]); labels are uniform over the classes. The set is a pure
- * function of (n, dim, classes, seed) and is learnable by a linear model.
- * Returns 0, or -1 with *out zeroed if n or dim is 0, classes is outside
- * 2..256, or memory runs out (n*dim floats). On success the caller owns
- * *out (data_free). Thread-safe. */
+ * confined to [0,1]): deviates from a table of DATA_NOISE_TABLE, read from
+ * a place and with a stride drawn per sample, made as the sample is taken,
+ * so that a set of any size costs one byte per sample (its label). Labels
+ * are uniform over the classes. The set is a pure function of (n, dim,
+ * classes, seed) and is learnable by a linear model. Returns 0, or -1 with
+ * *out zeroed if n or dim is 0, classes is outside 2..256, or memory runs
+ * out. On success the caller owns *out (data_free). Thread-safe. */
 int data_synthetic(uint32_t n, uint32_t dim, uint32_t classes, uint64_t seed,
                    data_set *out);
 
-/* data_gather copies samples idx[0..b) of ds into x (b * rows*cols floats)
+/* data_sample writes sample i's rows*cols values into x (i < ds->n).
+ * Allocates nothing. Thread-safe. */
+void data_sample(const data_set *ds, uint32_t i, float *x);
+
+/* data_gather writes samples idx[0..b) of ds into x (b * rows*cols floats)
  * and their labels into y (b bytes, may be NULL). Indices must be < ds->n.
  * Allocates nothing. Thread-safe for disjoint outputs. */
 void data_gather(const data_set *ds, const uint32_t *idx, uint32_t b, float *x,
