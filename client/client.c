@@ -307,8 +307,10 @@ void fsps_close(fsps_client *c) {
   if (c == NULL)
     return;
   bool threads = c->timer_started;
-  if (threads)
+  if (threads) {
+    sched_abandon(c);
     push_wait_all(c);
+  }
   stop_timer(c);
   for (uint32_t s = 0; c->ch != NULL && s < c->S; s++)
     rpc_channel_destroy(c->ch[s]);

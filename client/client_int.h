@@ -319,6 +319,11 @@ uint64_t sched_min_version(fsps_mode mode, uint32_t staleness, uint64_t step);
 /* sched_init allocates the per-layer slots for c->L layers. */
 int sched_init(fsps_client *c);
 
+/* sched_abandon ends the step in progress, if any: its buffers go back to
+ * the pool and its streamed pushes, unfinished, end (their servers count
+ * nothing), so that waiting for the pushes in flight cannot hang. */
+void sched_abandon(fsps_client *c);
+
 /* sched_destroy waits for the scheduler's gathers and frees its slots and
  * the buffers they hold (channels already closed or still open). */
 void sched_destroy(fsps_client *c);

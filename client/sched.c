@@ -168,7 +168,7 @@ static void release_slot(fsps_client *c, uint32_t u) {
 /* release_all empties every slot and ends the streamed pushes left open
  * (a step abandoned halfway: their servers count nothing). */
 static void release_all(fsps_client *c) {
-  for (uint32_t u = 0; c->slots != NULL && u < c->units->U; u++)
+  for (uint32_t u = 0; c->slots != NULL && c->units && u < c->units->U; u++)
     release_slot(c, u);
   for (uint32_t l = 0; c->units != NULL && l < c->L; l++) {
     if (c->units->stream[l] != NULL)
@@ -176,6 +176,12 @@ static void release_all(fsps_client *c) {
     c->units->stream[l] = NULL;
     c->units->done[l] = 0;
   }
+}
+
+void sched_abandon(fsps_client *c) {
+  if (c->slots != NULL)
+    release_all(c);
+  c->in_step = false;
 }
 
 void sched_destroy(fsps_client *c) {

@@ -209,14 +209,45 @@ static int cut_layers(fsps_client *c) {
     if (sizes[l] == cut[NCUT] && fsps_set_pieces(c, l, NCUT, cut) != FSPS_OK)
       return FSPS_INTERNAL;
   const float *w;
+  float *g;
   int rc = fsps_step_begin(c, 0);
   if (rc == FSPS_OK &&
       (fsps_forward(c, 1, &w) != FSPS_INVALID_ARGUMENT ||
        fsps_set_pieces(c, 1, 1, NULL) != FSPS_FAILED_PRECONDITION ||
        fsps_num_pieces(c, 1) != NCUT || fsps_num_pieces(c, 0) != 1))
     rc = FSPS_INTERNAL;
-  fsps_step_end(c); /* nothing pushed: the step is abandoned */
+  /* Half a gradient: its streamed push ends short, counts nothing, and
+   * step_end says so. */
+  for (uint32_t l = 0; rc == FSPS_OK && l < LAYERS; l++)
+    for (uint32_t p = 0; rc == FSPS_OK && p < fsps_num_pieces(c, l); p++)
+      if ((rc = fsps_forward_piece(c, l, p, &w)) == FSPS_OK)
+        rc = fsps_forward_piece_done(c, l, p);
+  if (rc == FSPS_OK && (rc = fsps_backward_piece(c, 3, NCUT - 1, &g)) ==
+                           FSPS_OK) {
+    memset(g, 0, (cut[NCUT] - cut[NCUT - 1]) * sizeof *g);
+    rc = fsps_backward_piece_done(c, 3, NCUT - 1);
+  }
+  if (rc == FSPS_OK && fsps_step_end(c) != FSPS_FAILED_PRECONDITION)
+    rc = FSPS_INTERNAL;
   return rc;
+}
+
+/* abandon leaves a step halfway, a streamed push open, for fsps_close:
+ * which must end it rather than wait for it. */
+static void abandon(fsps_client *c) {
+  const float *w;
+  float *g;
+  if (fsps_step_begin(c, STEPS) != FSPS_OK)
+    return;
+  for (uint32_t l = 0; l < LAYERS; l++)
+    for (uint32_t p = 0; p < fsps_num_pieces(c, l); p++)
+      if (fsps_forward_piece(c, l, p, &w) != FSPS_OK ||
+          fsps_forward_piece_done(c, l, p) != FSPS_OK)
+        return;
+  if (fsps_backward_piece(c, 3, NCUT - 1, &g) == FSPS_OK) {
+    memset(g, 0, (cut[NCUT] - cut[NCUT - 1]) * sizeof *g);
+    fsps_backward_piece_done(c, 3, NCUT - 1);
+  }
 }
 
 static int train(worker_arg *a, fsps_client *c) {
@@ -240,6 +271,8 @@ static int train(worker_arg *a, fsps_client *c) {
     a->final[l] = malloc(sizes[l] * 4);
     rc = fsps_gather(c, l, STEPS, a->final[l], NULL);
   }
+  if (rc == FSPS_OK && a->pieces)
+    abandon(c);
   return rc;
 }
 
