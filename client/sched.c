@@ -485,23 +485,26 @@ int fsps_backward_piece_done(fsps_client *c, uint32_t layer, uint32_t piece) {
   return backward_done_call(c, layer, piece, false);
 }
 
+/* unfinished returns a layer whose streamed push lacks pieces, or L. */
+static uint32_t unfinished(const fsps_client *c) {
+  for (uint32_t l = 0; l < c->L; l++)
+    if (c->units->stream[l] != NULL && c->units->done[l] < npieces(c, l))
+      return l;
+  return c->L;
+}
+
 int fsps_step_end(fsps_client *c) {
   if (c == NULL)
     return FSPS_INVALID_ARGUMENT;
-  for (uint32_t l = 0; l < c->L; l++) /* a gradient left unfinished */
-    if (c->units->stream[l] != NULL && c->units->done[l] < npieces(c, l)) {
-      client_fail(c, FSPS_FAILED_PRECONDITION,
-                  "fsps_step_end: the gradient of layer %u has %u of its %u "
-                  "pieces",
-                  l, c->units->done[l], npieces(c, l));
-      release_all(c);
-      push_wait_all(c);
-      c->in_step = false;
-      return FSPS_FAILED_PRECONDITION;
-    }
+  uint32_t l = unfinished(c), done = l < c->L ? c->units->done[l] : 0;
+  release_all(c); /* an unfinished push ends short: nothing counted */
   int rc = push_wait_all(c);
-  release_all(c);
   c->in_step = false;
+  if (l < c->L)
+    return client_fail(c, FSPS_FAILED_PRECONDITION,
+                       "fsps_step_end: the gradient of layer %u has %u of its "
+                       "%u pieces: its push ended short and counts for nothing",
+                       l, done, npieces(c, l));
   return rc;
 }
 
