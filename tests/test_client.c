@@ -546,6 +546,17 @@ static void test_gather_unreachable(void **state) {
       (strstr(msg, a0) == NULL && strstr(msg, a1) == NULL))
     fail_msg("message '%s' names no layer or server", msg);
   assert_int_equal(fsps_gather(c, 5, 0, buf, NULL), FSPS_INVALID_ARGUMENT);
+  /* Ranges of layer 0 (16 floats) that are empty or leave it: refused
+   * before anything is sent. */
+  static const uint64_t bad[][2] = {
+      {0, 0}, {16, 1}, {17, 0}, {15, 2}, {1, UINT64_MAX}};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    assert_int_equal(fsps_gather_range(c, 0, 0, bad[i][0], bad[i][1], buf, NULL),
+                     FSPS_INVALID_ARGUMENT);
+    assert_non_null(strstr(fsps_last_error(c), "outside layer 0"));
+  }
+  rc = fsps_gather_range(c, 0, 0, 3, 5, buf, NULL); /* a valid one goes out */
+  assert_true(rc == FSPS_UNAVAILABLE || rc == FSPS_DEADLINE_EXCEEDED);
   shard_spec_destroy(s);
   fsps_close(c);
 }
