@@ -125,11 +125,11 @@ class RecoveryTest(unittest.TestCase):
         self.servers += servers
         return servers, ",".join("127.0.0.1:%d" % p for p in ports)
 
-    def run_pair(self, name, disturb=None):
+    def run_pair(self, name, disturb=None, extra=()):
         """Trains W=2 workers; disturb(servers, workers) runs mid-way."""
         servers, addrs = self.cluster(name)
         dump = os.path.join(self.tmp.name, name + ".bin")
-        flags = MODEL + ["--dump", dump, "--progress-secs", "1"]
+        flags = MODEL + ["--dump", dump, "--progress-secs", "1"] + list(extra)
         workers = [start_worker(addrs, r, 2, flags, self.tmp.name)
                    for r in range(2)]
         try:
@@ -150,13 +150,6 @@ class RecoveryTest(unittest.TestCase):
         return RecoveryTest.reference
 
     def test_server_killed_and_restarted(self):
-        def kill_server(servers, addrs, workers, flags):
-            wait_for_line(workers[0], "epoch 2/3")  # past a checkpoint
-            servers[1].proc.send_signal(signal.SIGKILL)
-            servers[1].proc.wait()
-            time.sleep(0.5)  # the workers' calls fail and retry meanwhile
-            servers[1].start()
-            return workers
         ref, ref_dump = self.undisturbed()
         got, dump = self.run_pair("killed", kill_server)
         logs = got[0][1] + got[1][1]
@@ -168,6 +161,15 @@ class RecoveryTest(unittest.TestCase):
         self.assertAlmostEqual(got[0][0]["test_accuracy"],
                                ref[0][0]["test_accuracy"], delta=0.005)
         self.assertGreater(got[0][0]["test_accuracy"], 0.75)
+
+    def test_server_killed_with_layers_in_pieces(self):
+        """The same with --piece-mb: the streamed pushes to the killed
+        server fail unretried, and the step is computed again."""
+        pieces = ["--piece-mb", "0.05"]  # layer 1 (196 KB) in 4 pieces
+        _, ref_dump = self.run_pair("pieces-undisturbed", extra=pieces)
+        got, dump = self.run_pair("pieces-killed", kill_server, pieces)
+        self.assertIn("recovering", got[0][1] + got[1][1])
+        self.assertEqual(dump, ref_dump)  # bit for bit
 
     def test_worker_killed_and_restarted(self):
         def kill_worker(servers, addrs, workers, flags):
@@ -184,6 +186,16 @@ class RecoveryTest(unittest.TestCase):
         self.assertEqual(got[0][0]["steps"], ref[0][0]["steps"])
         self.assertAlmostEqual(got[0][0]["test_accuracy"],
                                ref[0][0]["test_accuracy"], delta=0.005)
+
+
+def kill_server(servers, addrs, workers, flags):
+    """SIGKILLs server 1 past a checkpoint and starts it again."""
+    wait_for_line(workers[0], "epoch 2/3")
+    servers[1].proc.send_signal(signal.SIGKILL)
+    servers[1].proc.wait()
+    time.sleep(0.5)  # the workers' calls fail and retry meanwhile
+    servers[1].start()
+    return workers
 
 
 def servers_log(tmp, s):
