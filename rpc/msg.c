@@ -261,6 +261,11 @@ static bool parse_field(cursor *c, rpc_msg *m, rpc_tensor_hdr *h,
   uint64_t field = key >> 3, wire = key & 7;
   if (field == 0)
     return false;
+  /* The contract's fields have one wire type each; another is malformed
+   * (never read as the field's default). Fields above 8 are unknown. */
+  if ((field <= RPC_TENSOR_MAX_VARINT && wire != 0) ||
+      (field == RPC_TENSOR_FIELD && wire != 2))
+    return false;
   switch (wire) {
   case 0:
     if (!cur_varint(c, &v))

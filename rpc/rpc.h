@@ -83,7 +83,9 @@ int rpc_msg_unpack(const rpc_msg *m, const ProtobufCMessageDescriptor *desc,
 
 /* rpc_msg_tensor parses m as a tensor message: fills h with the varint
  * fields and *payload_bytes with the length of field 8 (0 if absent).
- * Unknown fields of any wire type are skipped. Returns RPC_OK or
+ * Fields 1..7 must be varints and field 8 length-delimited (another wire
+ * type is malformed, not a default value); unknown fields (above 8) of
+ * any wire type are skipped. Returns RPC_OK or
  * RPC_INVALID_ARGUMENT with st filled. Must precede rpc_msg_copy_payload. */
 int rpc_msg_tensor(rpc_msg *m, rpc_tensor_hdr *h, size_t *payload_bytes,
                    rpc_status *st);

@@ -242,6 +242,15 @@ class PythonClientTest(unittest.TestCase):
                 "Init", b"\xff\xff\xff\x07garbage", PB.InitReply, raw=True)),
             (grpc.StatusCode.INVALID_ARGUMENT, lambda: self.srv.push(
                 [b"\x42\xff"], raw=True)),
+            # A whole chunk for step 1, but with layer (field 1) sent as
+            # bytes, or the data (field 8) as a varint: wrong wire types,
+            # never read as layer 0 or as no data.
+            (grpc.StatusCode.INVALID_ARGUMENT, lambda: self.srv.push(
+                [b"\x0a\x01\x00\x10\x01\x42\x48" + pack([1.0] * 18)],
+                raw=True)),
+            (grpc.StatusCode.INVALID_ARGUMENT, lambda: self.srv.push(
+                [b"\x10\x01\x40\x05\x42\x48" + pack([1.0] * 18)],
+                raw=True)),
             (grpc.StatusCode.RESOURCE_EXHAUSTED, lambda: self.srv.unary(
                 "Init", b"\x0a" + b"\x80\x80\xc0\x01" + b"x" * (3 << 20),
                 PB.InitReply, raw=True)),
