@@ -1,5 +1,6 @@
 /* main.c: fsps-worker's entry point — options, data, model declaration,
  * training and clean-up. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,8 +137,10 @@ static int run(trainer *t, char *err, size_t errlen) {
   fsps_spec_destroy(spec);
   if (rc == FSPS_OK)
     rc = train_run(t);
-  if (rc == FSPS_OK && t->opts->dump[0])
-    rc = train_dump(t, t->opts->dump);
+  if (rc == FSPS_OK && t->opts->dump[0] &&
+      (rc = train_dump(t, t->opts->dump)) == FSPS_IO)
+    snprintf(err, errlen, "cannot write --dump %.900s: %s", t->opts->dump,
+             strerror(errno));
   if (rc != FSPS_OK) {
     if (t->client && !err[0])
       snprintf(err, errlen, "%s", fsps_last_error(t->client));

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "train.h"
 
@@ -288,33 +289,40 @@ int train_alloc_params(trainer *t) {
   return FSPS_OK;
 }
 
+/* eval_layer_pieces runs layer l's forward on one test batch, each piece
+ * gathered at version into t->piece_buf just before its share of the
+ * layer is computed, so that evaluation too holds one piece at a time. */
+static int eval_layer_pieces(trainer *t, uint32_t l, uint64_t version,
+                             uint32_t b) {
+  uint32_t np = num_pieces(t, l);
+  float *w = t->piece_buf;
+  for (uint32_t p = 0; p < np; p++) {
+    int rc = fsps_gather_range(t->client, l, version, piece_start(t, l, p),
+                               piece_len(t, l, p), w, NULL);
+    if (rc != FSPS_OK)
+      return rc;
+    if (np == 1) {
+      mlp_forward_layer(t->net, l, w, t->x, b);
+      break;
+    }
+    uint32_t r0 = piece_row0(t, l, p), r1 = piece_row0(t, l, p + 1);
+    mlp_forward_rows(t->net, l, r0, r1, w, t->x, b);
+    if (p + 1 == np)
+      mlp_forward_bias(t->net, l, w + (size_t)(r1 - r0) * mlp_width(t->net, l),
+                       b);
+  }
+  return FSPS_OK;
+}
+
 /* eval_forward runs one test batch through the model: layers whole from
- * t->params, or, under --piece-mb, each piece gathered at version into
- * t->piece_buf just before its share of the layer is computed, so that
- * evaluation too holds one piece at a time. */
+ * t->params, or, under --piece-mb, a piece at a time. */
 static int eval_forward(trainer *t, uint64_t version, uint32_t b) {
   for (uint32_t l = 0; l < t->layers; l++) {
-    uint32_t np = num_pieces(t, l);
-    for (uint32_t p = 0; p < (t->piece_buf ? np : 1); p++) {
-      if (t->piece_buf == NULL) {
-        mlp_forward_layer(t->net, l, t->params[l], t->x, b);
-        continue;
-      }
-      float *w = t->piece_buf;
-      int rc = fsps_gather_range(t->client, l, version, piece_start(t, l, p),
-                                 piece_len(t, l, p), w, NULL);
-      if (rc != FSPS_OK)
-        return rc;
-      uint32_t r0 = piece_row0(t, l, p), r1 = piece_row0(t, l, p + 1);
-      if (np == 1) {
-        mlp_forward_layer(t->net, l, w, t->x, b);
-        continue;
-      }
-      mlp_forward_rows(t->net, l, r0, r1, w, t->x, b);
-      if (p + 1 == np)
-        mlp_forward_bias(t->net, l, w + (size_t)(r1 - r0) * mlp_width(t->net, l),
-                         b);
-    }
+    int rc = t->piece_buf ? eval_layer_pieces(t, l, version, b) : FSPS_OK;
+    if (rc != FSPS_OK)
+      return rc;
+    if (t->piece_buf == NULL)
+      mlp_forward_layer(t->net, l, t->params[l], t->x, b);
   }
   return FSPS_OK;
 }
@@ -513,19 +521,34 @@ static int dump_pieces(trainer *t, uint64_t version, FILE *f) {
   return rc;
 }
 
+/* dump_whole writes the whole model at version, gathered layer by layer. */
+static int dump_whole(trainer *t, uint64_t version, FILE *f) {
+  int rc = train_alloc_params(t);
+  if (rc == FSPS_OK)
+    rc = gather_all(t, version);
+  for (uint32_t l = 0; rc == FSPS_OK && l < t->layers; l++) {
+    uint64_t n = mlp_layer_size(t->net, l);
+    if (fwrite(t->params[l], sizeof(float), n, f) != n)
+      rc = FSPS_IO;
+  }
+  return rc;
+}
+
+/* The dump is written under a temporary name and renamed when whole, so a
+ * failed gather or write never leaves a truncated file at path. */
 int train_dump(trainer *t, const char *path) {
   uint64_t version = min_version_after(t, t->steps_done);
-  int rc = pieced(t) ? FSPS_OK : train_alloc_params(t);
-  if (rc == FSPS_OK && !pieced(t))
-    rc = gather_all(t, version);
-  if (rc != FSPS_OK)
-    return rc;
-  FILE *f = fopen(path, "wb");
+  char tmp[sizeof t->opts->dump + 32]; /* one per process: ranks may share path */
+  snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+  FILE *f = fopen(tmp, "wb");
   if (f == NULL)
     return FSPS_IO;
-  if (pieced(t))
-    rc = dump_pieces(t, version, f);
-  for (uint32_t l = 0; !pieced(t) && l < t->layers; l++)
-    fwrite(t->params[l], sizeof(float), mlp_layer_size(t->net, l), f);
-  return fclose(f) == 0 ? rc : FSPS_IO;
+  int rc = pieced(t) ? dump_pieces(t, version, f) : dump_whole(t, version, f);
+  if (fclose(f) != 0 && rc == FSPS_OK)
+    rc = FSPS_IO;
+  if (rc == FSPS_OK && rename(tmp, path) != 0)
+    rc = FSPS_IO;
+  if (rc != FSPS_OK)
+    remove(tmp);
+  return rc;
 }

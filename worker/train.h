@@ -60,7 +60,8 @@ int train_evaluate(trainer *t, uint64_t version, double *accuracy);
 void train_summary(const trainer *t);
 
 /* train_dump gathers the final parameters and writes them, layer after
- * layer, as raw float32 to path. */
+ * layer (a piece at a time under --piece-mb), as raw float32 to path,
+ * through a temporary file renamed when complete. */
 int train_dump(trainer *t, const char *path);
 
 /* train_alloc_params allocates t->params (the whole model) once. */
