@@ -2,10 +2,13 @@
  * tensor messages whose payload is sent without a copy and received with
  * one. */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include <grpc/grpc.h>
 #include <grpc/slice.h>
 
 #include "rpc_int.h"
@@ -47,12 +50,32 @@ const char *rpc_code_name(int code) {
   return names[code];
 }
 
+/* References rpc objects hold on gRPC core, process-wide. */
+static atomic_int g_rpc_refs;
+
+#define SHUTDOWN_WAIT_MS 5000
+
 void rpc_init(void) {
+  atomic_fetch_add(&g_rpc_refs, 1);
   grpc_init();
 }
 
+/* gRPC core's channels and servers hold references of their own, and the
+ * last of them is often dropped on one of gRPC's threads (a connection
+ * attempt ending after grpc_channel_destroy). grpc_shutdown then hands the
+ * clean-up to a detached thread and returns, and a process that exits
+ * meanwhile leaves gRPC's timer and executor threads running and
+ * unjoined. So when the last rpc object goes, wait (bounded, in case the
+ * program holds gRPC references of its own) until gRPC core has finished
+ * shutting down: grpc_is_initialized() blocks while its clean-up runs. */
 void rpc_shutdown(void) {
   grpc_shutdown();
+  if (atomic_fetch_sub(&g_rpc_refs, 1) != 1)
+    return;
+  for (int ms = 0; ms < SHUTDOWN_WAIT_MS && grpc_is_initialized(); ms++) {
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
 }
 
 gpr_timespec rpc_deadline(int64_t timeout_ms) {

@@ -49,7 +49,9 @@ int rpc_status_set(rpc_status *st, int code, const char *fmt, ...)
 const char *rpc_code_name(int code);
 
 /* rpc_init / rpc_shutdown wrap grpc_init / grpc_shutdown; each rpc object
- * (server, channel) also holds one reference while it lives. */
+ * (server, channel) also holds one reference while it lives. The last
+ * rpc_shutdown waits (up to 5 s) for gRPC core's own clean-up to finish, so
+ * no gRPC thread outlives the last rpc object. */
 void rpc_init(void);
 void rpc_shutdown(void);
 

@@ -15,6 +15,7 @@ Usage: test_recovery.py --bin BUILD_DIR
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -114,6 +115,14 @@ class RecoveryTest(unittest.TestCase):
     def tearDown(self):
         for s in self.servers:
             s.stop()
+        keep = os.environ.get("FSPS_KEEP_FAILED")
+        r = self._outcome.result
+        if keep and any(t is self for t, _ in r.failures + r.errors):
+            # A soak keeps what a failure leaves: logs, dumps, checkpoints.
+            dest = os.path.join(keep, "%s-%d" % (self.id().split(".")[-1],
+                                                 time.monotonic_ns()))
+            shutil.copytree(self.tmp.name, dest)
+            print("kept %s" % dest, file=sys.stderr)
         self.tmp.cleanup()
 
     def cluster(self, name, S=2, W=2):
