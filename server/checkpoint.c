@@ -32,8 +32,11 @@ struct ckpt {
   pthread_t thread;
   bool running, stop;
   uint64_t pending, ready; /* step-boundary version being collected */
+  uint64_t rollbacks;      /* how many: a copy taken before one is void */
   uint32_t reported;
   uint64_t seen[SHARD_MAX_LAYERS]; /* per layer: last version reported */
+  uint64_t have[CKPT_LIST_MAX];   /* this server's files' versions, newest */
+  uint32_t nhave;                 /* first (ckpt_versions) */
 };
 
 /* ---- writing ---- */
@@ -180,18 +183,44 @@ static int list(ckpt *k, entry *e, int max) {
   return n;
 }
 
+/* mine tells whether a listed file is this server's. */
+static bool mine(const ckpt *k, const entry *e) {
+  return e->s == k->cfg.index && e->S == k->cfg.num_servers;
+}
+
+/* note_versions records the versions of this server's files in e[0..n)
+ * (newest first) for ckpt_versions (k->mu held). */
+static void note_versions(ckpt *k, const entry *e, int n) {
+  pthread_mutex_lock(&k->hmu);
+  k->nhave = 0;
+  for (int i = 0; i < n && k->nhave < CKPT_LIST_MAX; i++)
+    if (mine(k, &e[i]) &&
+        (k->nhave == 0 || k->have[k->nhave - 1] != e[i].version))
+      k->have[k->nhave++] = e[i].version;
+  pthread_mutex_unlock(&k->hmu);
+}
+
 /* prune keeps the newest --keep files of this server (k->mu held). */
 static void prune(ckpt *k) {
   static entry e[MAX_FILES];
   int n = list(k, e, MAX_FILES), kept = 0;
   char path[1400];
   for (int i = 0; i < n; i++) {
-    if (e[i].s != k->cfg.index || e[i].S != k->cfg.num_servers ||
-        ++kept <= (int)k->cfg.keep)
+    if (!mine(k, &e[i]) || ++kept <= (int)k->cfg.keep)
       continue;
     snprintf(path, sizeof path, "%s/%.299s", k->cfg.checkpoint_dir, e[i].name);
-    unlink(path);
+    if (unlink(path) == 0)
+      e[i].s = UINT32_MAX; /* gone: not listed below */
   }
+  note_versions(k, e, n);
+}
+
+uint32_t ckpt_versions(ckpt *k, uint64_t *out, uint32_t max) {
+  pthread_mutex_lock(&k->hmu);
+  uint32_t n = k->nhave < max ? k->nhave : max;
+  memcpy(out, k->have, n * sizeof *out);
+  pthread_mutex_unlock(&k->hmu);
+  return n;
 }
 
 /* ---- reading ---- */
@@ -278,6 +307,7 @@ static const char *try_file(ckpt *k, const char *path, uint64_t *tag) {
 int ckpt_restore(ckpt *k, char *msg, size_t msglen) {
   static entry e[MAX_FILES];
   int n = list(k, e, MAX_FILES);
+  note_versions(k, e, n);
   for (int i = 0; i < n; i++) {
     char path[1400];
     uint64_t tag = 0;
@@ -370,15 +400,18 @@ static void forget_after(ckpt *k, uint64_t version) {
   int n = list(k, e, MAX_FILES);
   char path[1400];
   for (int i = 0; i < n; i++) {
-    if (e[i].version <= version || e[i].s != k->cfg.index ||
-        e[i].S != k->cfg.num_servers)
+    if (e[i].version <= version || !mine(k, &e[i]))
       continue;
     snprintf(path, sizeof path, "%s/%.299s", k->cfg.checkpoint_dir, e[i].name);
-    if (unlink(path) == 0)
+    if (unlink(path) == 0) {
       LOGW("removed %s: rolled back to version %" PRIu64 " before it", path,
            version);
+      e[i].s = UINT32_MAX; /* gone: not listed below */
+    }
   }
+  note_versions(k, e, n);
   pthread_mutex_lock(&k->hmu);
+  k->rollbacks++;
   k->pending = version;
   k->ready = 0;
   k->reported = 0;
@@ -428,30 +461,48 @@ static void on_snapshot(void *arg, uint32_t l, uint64_t v) {
   pthread_mutex_unlock(&k->hmu);
 }
 
-/* next_ready waits for a complete step-boundary copy; 0 when stopping. */
-static uint64_t next_ready(ckpt *k) {
+/* next_ready waits for a complete step-boundary copy; 0 when stopping.
+ * *gen is the rollback count it belongs to. */
+static uint64_t next_ready(ckpt *k, uint64_t *gen) {
   pthread_mutex_lock(&k->hmu);
   while (!k->stop && k->ready == 0)
     pthread_cond_wait(&k->cv, &k->hmu);
   uint64_t v = k->stop ? 0 : k->ready;
   k->ready = 0;
+  *gen = k->rollbacks;
   pthread_mutex_unlock(&k->hmu);
   return v;
 }
 
+/* rolled_back_since tells whether a rollback came after generation gen:
+ * the copies of the timeline it abandoned must not become a file. */
+static bool rolled_back_since(ckpt *k, uint64_t gen) {
+  pthread_mutex_lock(&k->hmu);
+  bool since = k->rollbacks != gen;
+  pthread_mutex_unlock(&k->hmu);
+  return since;
+}
+
 static void *writer(void *arg) {
   ckpt *k = arg;
-  uint64_t v;
-  while ((v = next_ready(k)) != 0) {
+  uint64_t v, gen;
+  while ((v = next_ready(k, &gen)) != 0) {
     uint64_t bytes, lowest;
     char path[1200], msg[512];
     pthread_mutex_lock(&k->mu);
-    int rc = write_file(k, v, true, path, sizeof path, &bytes, &lowest, msg,
-                        sizeof msg);
+    int rc = FSPS_ABORTED;
+    if (rolled_back_since(k, gen))
+      snprintf(msg, sizeof msg, "checkpoint at version %" PRIu64 " dropped: "
+               "the server was rolled back before it was written", v);
+    else
+      rc = write_file(k, v, true, path, sizeof path, &bytes, &lowest, msg,
+                      sizeof msg);
     pthread_mutex_unlock(&k->mu);
     if (rc == FSPS_OK)
       LOGI("checkpoint at version %" PRIu64 ": %s (%" PRIu64 " bytes)", v, path,
            bytes);
+    else if (rc == FSPS_ABORTED) /* a rollback or a fast layer: no fault */
+      LOGW("%s", msg);
     else
       LOGE("%s", msg);
   }
@@ -476,8 +527,15 @@ ckpt *ckpt_create(store *st, const server_config *cfg, char *msg,
   pthread_mutex_init(&k->hmu, NULL);
   pthread_cond_init(&k->cv, NULL);
   if (cfg->checkpoint_every) {
+    int err = pthread_create(&k->thread, NULL, writer, k);
+    if (err != 0) { /* no writer: --checkpoint-every would silently do nothing */
+      snprintf(msg, msglen, "cannot start the checkpoint writer thread: %s",
+               strerror(err));
+      ckpt_destroy(k);
+      return NULL;
+    }
+    k->running = true;
     store_set_snapshots(st, cfg->checkpoint_every, on_snapshot, k);
-    k->running = pthread_create(&k->thread, NULL, writer, k) == 0;
   }
   return k;
 }

@@ -46,4 +46,12 @@ int ckpt_write_now(ckpt *k, char *path, size_t pathlen, uint64_t *bytes,
 int ckpt_rollback(ckpt *k, uint64_t version, uint32_t *restored, char *src,
                   size_t srclen, char *msg, size_t msglen);
 
+/* Checkpoint files a server lists at most (StatusReply.checkpoint_versions). */
+#define CKPT_LIST_MAX 64
+
+/* ckpt_versions copies the versions of this server's checkpoint files,
+ * newest first (at most max), as known after the last write, restore or
+ * rollback: no disk access, so a call thread may ask. Returns how many. */
+uint32_t ckpt_versions(ckpt *k, uint64_t *out, uint32_t max);
+
 #endif

@@ -95,6 +95,7 @@ static int resolve(service *svc, const Fsps__V1__PullRequest *req,
   store_info(ps->layer, &info);
   ps->index = req->layer;
   ps->w.min_version = req->min_version;
+  ps->w.epoch = req->epoch;
   ps->w.ready = on_ready;
   return range(req, &info, ps, msg, msglen);
 }

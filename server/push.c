@@ -27,7 +27,8 @@ void push_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   rpc_call_set_user(call, ps);
 }
 
-/* begin handles the first chunk's header: which layer, step and worker. */
+/* begin handles the first chunk's header: which layer, step, worker and
+ * epoch. */
 static int begin(service *svc, push_state *ps, const rpc_tensor_hdr *h,
                  char *err, size_t errlen) {
   if (!store_ready(svc->st)) {
@@ -46,7 +47,8 @@ static int begin(service *svc, push_state *ps, const rpc_tensor_hdr *h,
     return RPC_NOT_FOUND;
   }
   ps->begun = true;
-  return store_push_begin(L, h->v[2], (uint32_t)h->v[3], &ps->p, err, errlen);
+  return store_push_begin(L, h->v[2], (uint32_t)h->v[3], h->v[5], &ps->p, err,
+                          errlen);
 }
 
 /* scan_piece notes whether a piece of a chunk, just copied and still in
@@ -75,12 +77,14 @@ static int chunk(service *svc, push_state *ps, rpc_msg *msg, char *err,
   int rc = ps->begun ? RPC_OK : begin(svc, ps, &h, err, errlen);
   if (rc != RPC_OK)
     return rc;
-  if (h.v[1] != ps->layer || h.v[2] != ps->p.step || h.v[3] != ps->p.worker) {
+  if (h.v[1] != ps->layer || h.v[2] != ps->p.step || h.v[3] != ps->p.worker ||
+      h.v[5] != ps->p.epoch) {
     snprintf(err, errlen,
-             "chunks of one push must share layer, step and worker "
-             "(got %" PRIu64 "/%" PRIu64 "/%" PRIu64 " after %u/%" PRIu64
-             "/%u)",
-             h.v[1], h.v[2], h.v[3], ps->layer, ps->p.step, ps->p.worker);
+             "chunks of one push must share layer, step, worker and epoch "
+             "(got %" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%016" PRIx64
+             " after %u/%" PRIu64 "/%u/%016" PRIx64 ")",
+             h.v[1], h.v[2], h.v[3], h.v[5], ps->layer, ps->p.step,
+             ps->p.worker, ps->p.epoch);
     return RPC_INVALID_ARGUMENT;
   }
   uint64_t count = bytes / sizeof(float);

@@ -79,6 +79,14 @@ static uint32_t to_initial(store *st) {
   return n;
 }
 
+/* enter_epoch ends a rollback: the server takes epoch `to`, and the pulls
+ * parked in the old one fail, on every layer. */
+static void enter_epoch(store *st, uint64_t to) {
+  store_set_epoch(st, to);
+  for (uint32_t l = 0; l < store_num_layers(st); l++)
+    store_drop_stale(store_layer_get(st, l));
+}
+
 /* roll performs the rollback; RPC_OK with *restored and src set. */
 static int roll(service *svc, uint64_t version, uint32_t *restored, char *src,
                 size_t srclen, char *err, size_t errlen) {
@@ -116,10 +124,24 @@ void rollback_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   char err[1600], src[1400];
   Fsps__V1__RollbackReply r = FSPS__V1__ROLLBACK_REPLY__INIT;
   pthread_mutex_lock(&one_at_a_time);
+  uint64_t was = store_epoch(svc->st);
   int rc = check(svc, req, err, sizeof err);
-  if (rc == RPC_OK)
+  bool done = rc == RPC_OK && req->epoch != 0 && req->epoch == was;
+  if (done) /* another worker made this very rollback: nothing to do */
+    snprintf(src, sizeof src, "already done: the server is in epoch %016" PRIx64,
+             was);
+  bool moves = rc == RPC_OK && !done && req->epoch != 0;
+  if (moves) /* refuse every pull and push until the epoch is the new one */
+    store_set_epoch(svc->st, STORE_EPOCH_CHANGING);
+  if (rc == RPC_OK && !done)
     rc = roll(svc, req->version, &r.layers_restored, src, sizeof src, err,
               sizeof err);
+  /* A rollback that failed half-way leaves the server refusing pulls and
+   * pushes until one succeeds: its layers are of two timelines. */
+  if (moves)
+    enter_epoch(svc->st, rc == RPC_OK            ? req->epoch
+                         : rc == FSPS_DATA_LOSS ? STORE_EPOCH_CHANGING
+                                                : was);
   pthread_mutex_unlock(&one_at_a_time);
   if (rc == RPC_OK && r.layers_restored)
     LOGW("rolled back %u layers to version %" PRIu64 " from %s",

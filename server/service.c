@@ -70,6 +70,7 @@ static void init_reply(service *svc, rpc_call *call, bool created) {
   r.n_layer_versions = L;
   r.layer_versions = versions;
   r.incarnation = svc->incarnation;
+  r.epoch = store_epoch(svc->st);
   rpc_call_finish(call, &r.base, RPC_OK, NULL);
   free(versions);
 }
@@ -161,6 +162,7 @@ static void status_fill(service *svc, Fsps__V1__StatusReply *r) {
   r->pushes = atomic_load(&svc->pushes);
   r->rejected = atomic_load(&svc->rejected);
   r->incarnation = svc->incarnation;
+  r->epoch = store_epoch(svc->st);
 }
 
 static void status_start(rpc_call *call, rpc_msg *msg, void *ctx) {
@@ -172,6 +174,10 @@ static void status_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   protobuf_c_message_free_unpacked(req, NULL);
   Fsps__V1__StatusReply r = FSPS__V1__STATUS_REPLY__INIT;
   status_fill(svc, &r);
+  uint64_t ckpts[CKPT_LIST_MAX];
+  r.checkpoint_versions = ckpts;
+  r.n_checkpoint_versions =
+      svc->ck ? ckpt_versions(svc->ck, ckpts, CKPT_LIST_MAX) : 0;
   uint32_t L = store_num_layers(svc->st), W = store_config(svc->st)->workers;
   Fsps__V1__LayerStatus *ls = calloc(L ? L : 1, sizeof *ls);
   Fsps__V1__LayerStatus **lp = calloc(L ? L : 1, sizeof *lp);

@@ -60,6 +60,7 @@ struct store {
   server_config cfg;
   pthread_mutex_t init_mu;
   atomic_bool ready;
+  _Atomic uint64_t epoch; /* see store_epoch */
   shard_spec *spec;
   uint64_t hash;
   optim_config ocfg;
@@ -418,11 +419,47 @@ uint64_t store_pushed(store_layer *L, bool *pushed, bool *absent) {
 
 /* ---- pulls and the version barrier ---- */
 
+/* ---- epochs ---- */
+
+uint64_t store_epoch(const store *st) {
+  return atomic_load(&st->epoch);
+}
+
+void store_set_epoch(store *st, uint64_t epoch) {
+  atomic_store(&st->epoch, epoch);
+}
+
+static bool epoch_current(const store *st, uint64_t epoch) {
+  uint64_t now = store_epoch(st);
+  return epoch == now && now != STORE_EPOCH_CHANGING;
+}
+
+/* stale_epoch returns whether epoch is not the store's (then why is set). */
+static bool stale_epoch(const store *st, uint64_t epoch, char *why,
+                        size_t len) {
+  uint64_t now = store_epoch(st);
+  if (epoch_current(st, epoch))
+    return false;
+  if (now == STORE_EPOCH_CHANGING)
+    snprintf(why, len, "this server is being rolled back: recover and go on "
+             "from the version the cluster agrees on");
+  else
+    snprintf(why, len,
+             "the cluster is in epoch %016" PRIx64 ", not %016" PRIx64
+             ": it was rolled back (or this server restarted) since; recover "
+             "and go on from the version the cluster agrees on",
+             now, epoch);
+  return true;
+}
+
 int store_pull(store_layer *L, store_waiter *w, fbuf **params,
                uint64_t *version) {
   pthread_mutex_lock(&L->mu);
   int rc = STORE_PULL_PARKED;
-  if (L->version >= w->min_version) {
+  if (stale_epoch(L->st, w->epoch, w->failed, sizeof w->failed)) {
+    rc = STORE_PULL_FAILED;
+    w->failed_code = FSPS_FAILED_PRECONDITION;
+  } else if (L->version >= w->min_version) {
     rc = STORE_PULL_READY;
     fbuf_ref(L->cur);
     *params = L->cur;
@@ -498,9 +535,11 @@ static void wake(store_waiter *ready, fbuf *params, uint64_t version) {
 /* ---- pushes ---- */
 
 int store_push_begin(store_layer *L, uint64_t step, uint32_t worker,
-                     store_push *p, char *msg, size_t msglen) {
+                     uint64_t epoch, store_push *p, char *msg, size_t msglen) {
   const server_config *cfg = &L->st->cfg;
   memset(p, 0, sizeof *p);
+  if (stale_epoch(L->st, epoch, msg, msglen))
+    return FSPS_FAILED_PRECONDITION;
   if (step == UINT64_MAX) { /* its version, step + 1, could not exist */
     snprintf(msg, msglen, "step %" PRIu64 " is out of range", step);
     return FSPS_INVALID_ARGUMENT;
@@ -530,6 +569,7 @@ int store_push_begin(store_layer *L, uint64_t step, uint32_t worker,
   p->layer = L;
   p->step = step;
   p->worker = worker;
+  p->epoch = epoch;
   p->chunks = shard_num_chunks(L->cnt);
   p->buf = fbuf_get(L);
   p->got = calloc(p->chunks, 1);
@@ -760,6 +800,8 @@ typedef struct {
  * reply travels. Called with L->mu held. */
 static int collect(store_push *p, ack a) {
   store_layer *L = p->layer;
+  if (!epoch_current(L->st, p->epoch))
+    return FSPS_ABORTED; /* rolled back since it began */
   if (L->absent[p->worker]) { /* back after --worker-timeout: wait again */
     L->absent[p->worker] = 0;
     L->nabsent--;
@@ -798,6 +840,8 @@ static int collect(store_push *p, ack a) {
 
 static int collect_asp(store_push *p, ack a) {
   store_layer *L = p->layer;
+  if (!epoch_current(L->st, p->epoch))
+    return FSPS_ABORTED; /* rolled back since it began */
   if (p->step < L->asp_next[p->worker])
     return (a.fn(a.arg, true, false, L->version), FSPS_OK);
   if (spare_ready(L) != FSPS_OK)
@@ -829,11 +873,15 @@ int store_push_commit(store_push *p, store_ack_fn fn, void *arg, char *msg,
   store_push_abort(p);
   if (rc == FSPS_NOMEM)
     snprintf(msg, msglen, "out of memory for the layer's next parameters");
+  else if (rc == FSPS_ABORTED)
+    stale_epoch(L->st, p->epoch, msg, msglen);
   else if (rc != FSPS_OK)
     snprintf(msg, msglen,
              "layer '%s' was rolled back to version %" PRIu64 " while step "
              "%" PRIu64 " was being pushed: recover and push again",
              L->spec->name, version, p->step);
+  if (rc == FSPS_ABORTED)
+    rc = FSPS_FAILED_PRECONDITION;
   return rc == FSPS_NOMEM ? FSPS_RESOURCE_EXHAUSTED : rc;
 }
 
@@ -941,12 +989,13 @@ void store_expire(store *st) {
 /* ---- rollback ---- */
 
 /* take_abandoned moves the waiters for versions past version + 1, which a
- * rollback to `version` abandons, onto a private list, each told why. */
+ * rollback to `version` abandons, and those of another epoch than the
+ * store's, onto a private list, each told why. */
 static store_waiter *take_abandoned(store_layer *L) {
   store_waiter *out = NULL;
   for (store_waiter *w = L->waiters, *next; w != NULL; w = next) {
     next = w->next;
-    if (w->min_version <= L->version + 1)
+    if (w->min_version <= L->version + 1 && epoch_current(L->st, w->epoch))
       continue;
     unlink_waiter(L, w);
     w->failed_code = FSPS_FAILED_PRECONDITION;
@@ -985,6 +1034,23 @@ static void reset_locked(store_layer *L, const float *data) {
   L->version_ns = store_now_ns();
 }
 
+/* fail_all tells each waiter of a private list that it failed. */
+static void fail_all(store_waiter *gone, uint64_t version) {
+  for (store_waiter *w = gone, *next; w != NULL; w = next) {
+    next = w->next;
+    w->next = NULL;
+    w->ready(w, NULL, version);
+  }
+}
+
+void store_drop_stale(store_layer *L) {
+  pthread_mutex_lock(&L->mu);
+  store_waiter *gone = take_abandoned(L);
+  uint64_t version = L->version;
+  pthread_mutex_unlock(&L->mu);
+  fail_all(gone, version);
+}
+
 int store_rollback_layer(store_layer *L, const float *data, uint64_t version) {
   pthread_mutex_lock(&L->mu);
   if (spare_ready(L) != FSPS_OK) {
@@ -998,13 +1064,11 @@ int store_rollback_layer(store_layer *L, const float *data, uint64_t version) {
   }
   reset_locked(L, data);
   L->version = version;
+  if (!L->snap_busy) /* a copy of the abandoned timeline is void */
+    L->snap_version = FREE_STEP;
   store_waiter *gone = take_abandoned(L);
   pthread_mutex_unlock(&L->mu);
-  for (store_waiter *w = gone, *next; w != NULL; w = next) {
-    next = w->next;
-    w->next = NULL;
-    w->ready(w, NULL, version);
-  }
+  fail_all(gone, version);
   return FSPS_OK;
 }
 

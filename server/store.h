@@ -27,6 +27,7 @@ typedef struct fbuf {
 /* A Pull parked until its layer reaches min_version. */
 typedef struct store_waiter {
   uint64_t min_version;
+  uint64_t epoch; /* the client's (store_epoch) */
   bool parked;
   struct store_waiter *prev, *next;
   /* Called (outside any lock) when the version is reached, with a
@@ -77,12 +78,28 @@ void store_info(store_layer *L, store_layer_info *info);
  * returns that step. */
 uint64_t store_pushed(store_layer *L, bool *pushed, bool *absent);
 
+/* ---- epochs ----
+ * The cluster epoch (StatusReply.epoch) fences rollbacks: a pull or push of
+ * another epoch than the store's is refused, also one that began before the
+ * epoch changed and commits after, so that nothing computed before a
+ * rollback counts after it. STORE_EPOCH_CHANGING while a rollback runs:
+ * everything is refused then. */
+#define STORE_EPOCH_CHANGING UINT64_MAX
+
+uint64_t store_epoch(const store *st);
+void store_set_epoch(store *st, uint64_t epoch);
+
+/* store_drop_stale fails L's parked pulls of another epoch than the
+ * store's (after store_set_epoch). */
+void store_drop_stale(store_layer *L);
+
 /* store_pull asks for the layer's parameters at version >= w->min_version.
  * STORE_PULL_READY: they are there now, *params referenced (release with
  * fbuf_unref) and *version set. STORE_PULL_PARKED: w waits, and w->ready
  * runs later from the thread that advances the version or fails the step.
- * STORE_PULL_FAILED (w->failed_code and w->failed say why): the step it would wait on timed
- * out, or it asks for more than version + 1, which no worker of the
+ * STORE_PULL_FAILED (w->failed_code and w->failed say why): w->epoch is
+ * not the store's, the step it would wait on timed out, or it asks for
+ * more than version + 1, which no worker of the
  * cluster can (a worker pulls version t only after every worker pushed
  * step t - 1 of the layer, so the layer is at t - 1 at least): the server
  * restarted or rolled back since that worker last looked. */
@@ -99,16 +116,17 @@ typedef struct {
   store_layer *layer;
   uint64_t step;
   uint32_t worker;
+  uint64_t epoch; /* the worker's (store_epoch) */
   fbuf *buf;
   uint64_t chunks, received;
   uint8_t *got;
   uint64_t nonfinite;
 } store_push;
 
-/* store_push_begin validates (worker, step) against the layer and takes a
- * staging buffer. FSPS_OK, or an error with msg. */
+/* store_push_begin validates (worker, step, epoch) against the layer and
+ * takes a staging buffer. FSPS_OK, or an error with msg. */
 int store_push_begin(store_layer *L, uint64_t step, uint32_t worker,
-                     store_push *p, char *msg, size_t msglen);
+                     uint64_t epoch, store_push *p, char *msg, size_t msglen);
 
 /* store_push_chunk returns where chunk at layer offset `offset` with
  * `count` floats goes (after checking it is exactly one whole, new chunk
@@ -159,8 +177,8 @@ int64_t store_now_ns(void);
 
 /* store_rollback_layer brings L back to `version` while serving: its
  * parameters and state become data (as written by store_copy_now), or the
- * initial values when data is NULL; pending pushes are dropped and pulls
- * parked for versions past version + 1 fail. FSPS_OK, or FSPS_NOMEM (L
+ * initial values when data is NULL; pending pushes are dropped, and pulls
+ * parked for versions past version + 1 or of another epoch fail. FSPS_OK, or FSPS_NOMEM (L
  * unchanged). */
 int store_rollback_layer(store_layer *L, const float *data, uint64_t version);
 
