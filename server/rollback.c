@@ -128,7 +128,7 @@ void rollback_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   protobuf_c_message_free_unpacked(m, NULL);
   if (rc != RPC_OK) {
     LOGE("rollback to version %" PRIu64 " failed: %s", version, err);
-    rpc_call_finish(call, NULL, service_code(rc), err);
+    rpc_call_finish(call, NULL, rc, err);
     return;
   }
   r.source = src;

@@ -13,16 +13,8 @@
 
 void service_reject(service *svc, rpc_call *call, int code, const char *msg) {
   atomic_fetch_add(&svc->rejected, 1);
-  LOGD("refused a request: %s: %s", rpc_code_name(code), msg);
+  LOGD("refused a request: %s: %s", fsps_err_name(code), msg);
   rpc_call_finish(call, NULL, code, msg);
-}
-
-int service_code(int rc) {
-  if (rc == FSPS_NOMEM)
-    return RPC_RESOURCE_EXHAUSTED;
-  if (rc == FSPS_CORRUPT)
-    return RPC_DATA_LOSS;
-  return rc >= 0 && rc <= 16 ? rc : RPC_INTERNAL; /* FSPS_IO and the like */
 }
 
 /* unpack decodes the request or refuses the call; NULL when refused. */
@@ -214,7 +206,7 @@ static void checkpoint_start(rpc_call *call, rpc_msg *msg, void *ctx) {
                           err, sizeof err);
   if (rc != FSPS_OK) {
     LOGE("%s", err);
-    rpc_call_finish(call, NULL, service_code(rc), err);
+    rpc_call_finish(call, NULL, rc, err);
     return;
   }
   LOGI("checkpoint written on request: %s", path);

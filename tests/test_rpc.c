@@ -16,6 +16,8 @@
 #include "rpc.h"
 
 #define CHUNK_FLOATS (1 << 18) /* 1 MiB payloads */
+/* A Unary request for layer LOCAL_CODE + e fails with fsps_err e. */
+#define LOCAL_CODE 1000
 
 static float *g_big; /* payload the server streams */
 static int g_cancelled;
@@ -36,6 +38,8 @@ static void unary_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   reply.version = req->layer + req->min_version;
   if (req->layer == 99)
     rpc_call_failf(call, RPC_NOT_FOUND, "no layer %u", req->layer);
+  else if (req->layer >= LOCAL_CODE)
+    rpc_call_failf(call, (int)(req->layer - LOCAL_CODE), "local failure");
   else
     rpc_call_finish(call, &reply.base, RPC_OK, NULL);
   protobuf_c_message_free_unpacked(m, NULL);
@@ -289,6 +293,28 @@ static void test_unary_error_status(void **state) {
   assert_non_null(strstr(st.msg, "NOT_FOUND"));
 }
 
+/* A server's local failures, which have no wire code of their own, reach
+ * the client as the nearest gRPC code; gRPC's own codes as they are. */
+static void test_local_codes_on_the_wire(void **state) {
+  fixture *f = *state;
+  static const int sent_read[][2] = {{FSPS_NOMEM, FSPS_RESOURCE_EXHAUSTED},
+                                     {FSPS_CORRUPT, FSPS_DATA_LOSS},
+                                     {FSPS_IO, FSPS_INTERNAL},
+                                     {FSPS_ABORTED, FSPS_ABORTED}};
+  for (size_t i = 0; i < sizeof sent_read / sizeof sent_read[0]; i++) {
+    Fsps__V1__PullRequest req = FSPS__V1__PULL_REQUEST__INIT;
+    req.layer = LOCAL_CODE + (uint32_t)sent_read[i][0];
+    ProtobufCMessage *reply;
+    rpc_status st;
+    int rc = rpc_unary(f->ch, "/t.T/Unary", &req.base,
+                       &fsps__v1__push_reply__descriptor, &reply, 5000, &st);
+    assert_int_equal(rc, sent_read[i][1]);
+    assert_int_equal(st.code, sent_read[i][1]);
+    assert_non_null(strstr(st.msg, fsps_err_name(sent_read[i][1])));
+    assert_non_null(strstr(st.msg, "local failure"));
+  }
+}
+
 static void test_unknown_method(void **state) {
   fixture *f = *state;
   Fsps__V1__PullRequest req = FSPS__V1__PULL_REQUEST__INIT;
@@ -411,6 +437,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_unary_roundtrip, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unary_error_status, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_local_codes_on_the_wire, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_unknown_method, setup, teardown),
       cmocka_unit_test_setup_teardown(test_server_stream_big_chunks, setup,
                                       teardown),

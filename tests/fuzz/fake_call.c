@@ -180,11 +180,11 @@ void rpc_call_finish(rpc_call *call, const ProtobufCMessage *reply, int code,
                      const char *details) {
   if (call->finished)
     return;
-  fuzz_check(code >= RPC_OK && code <= RPC_UNAUTHENTICATED);
-  fuzz_check(code == RPC_OK || (details != NULL && details[0] != '\0'));
+  fuzz_check(strcmp(fsps_err_name(code), "?") != 0); /* an fsps_err */
+  fuzz_check(code == FSPS_OK || (details != NULL && details[0] != '\0'));
   call->finished = true;
-  call->code = code;
-  if (reply && code == RPC_OK && !call->sending)
+  call->code = rpc_from_grpc(rpc_to_grpc(code)); /* what a client reads */
+  if (reply && code == FSPS_OK && !call->sending)
     pack_reply(call, reply);
 }
 

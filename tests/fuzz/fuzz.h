@@ -86,8 +86,9 @@ bool fuzz_call_step(rpc_call *c);
 void fuzz_call_pump(rpc_call *c);
 
 /* fuzz_call_finished / fuzz_call_code / fuzz_call_reply: whether the call
- * has finished, its status code, and the reply message it sent (packed;
- * NULL when none). Valid until fuzz_call_end. */
+ * has finished, its status code as a client reads it (a local fsps_err
+ * such as FSPS_NOMEM becomes its wire code), and the reply message it sent
+ * (packed; NULL when none). Valid until fuzz_call_end. */
 bool fuzz_call_finished(const rpc_call *c);
 int fuzz_call_code(const rpc_call *c);
 const uint8_t *fuzz_call_reply(const rpc_call *c, size_t *len);
