@@ -13,24 +13,6 @@
 
 #include "fsps_err.h"
 
-/* The old names of the first fsps_err values, until every caller uses
- * FSPS_*; rpc_from_grpc / rpc_to_grpc (rpc_int.h) translate at the edge. */
-#define RPC_OK FSPS_OK
-#define RPC_CANCELLED FSPS_CANCELLED
-#define RPC_UNKNOWN FSPS_UNKNOWN
-#define RPC_INVALID_ARGUMENT FSPS_INVALID_ARGUMENT
-#define RPC_DEADLINE_EXCEEDED FSPS_DEADLINE_EXCEEDED
-#define RPC_NOT_FOUND FSPS_NOT_FOUND
-#define RPC_PERMISSION_DENIED FSPS_PERMISSION_DENIED
-#define RPC_RESOURCE_EXHAUSTED FSPS_RESOURCE_EXHAUSTED
-#define RPC_FAILED_PRECONDITION FSPS_FAILED_PRECONDITION
-#define RPC_OUT_OF_RANGE FSPS_OUT_OF_RANGE
-#define RPC_UNIMPLEMENTED FSPS_UNIMPLEMENTED
-#define RPC_INTERNAL FSPS_INTERNAL
-#define RPC_UNAVAILABLE FSPS_UNAVAILABLE
-#define RPC_DATA_LOSS FSPS_DATA_LOSS
-#define RPC_UNAUTHENTICATED FSPS_UNAUTHENTICATED
-
 /* Largest message either side accepts: one 1 MiB tensor chunk plus its
  * header, with room to spare. Larger ones fail with RESOURCE_EXHAUSTED. */
 #define RPC_MAX_MESSAGE_BYTES ((1 << 20) + (64 << 10))

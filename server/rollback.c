@@ -40,30 +40,30 @@ static int refuse(char *err, size_t errlen, int code, const char *fmt, ...) {
   return code;
 }
 
-/* check refuses what cannot be rolled back; RPC_OK otherwise. */
+/* check refuses what cannot be rolled back; FSPS_OK otherwise. */
 static int check(service *svc, const Fsps__V1__RollbackRequest *req,
                  char *err, size_t errlen) {
   store *st = svc->st;
   uint64_t lo, hi;
   uint32_t low;
   if (!store_ready(st))
-    return refuse(err, errlen, RPC_FAILED_PRECONDITION,
+    return refuse(err, errlen, FSPS_FAILED_PRECONDITION,
                   "no model is declared on this server yet (Init)");
   if (req->spec_hash != store_hash(st))
-    return refuse(err, errlen, RPC_FAILED_PRECONDITION,
+    return refuse(err, errlen, FSPS_FAILED_PRECONDITION,
                   "rollback for model %016" PRIx64 ", but this server holds "
                   "model %016" PRIx64,
                   req->spec_hash, store_hash(st));
   if (store_config(st)->mode == MODE_ASP)
-    return refuse(err, errlen, RPC_FAILED_PRECONDITION,
+    return refuse(err, errlen, FSPS_FAILED_PRECONDITION,
                   "rollback needs --mode bsp or ssp");
   versions(st, &lo, &hi, &low);
   if (lo != UINT64_MAX && lo < req->version)
-    return refuse(err, errlen, RPC_FAILED_PRECONDITION,
+    return refuse(err, errlen, FSPS_FAILED_PRECONDITION,
                   "layer %u is at version %" PRIu64 ", behind version "
                   "%" PRIu64 ": a rollback cannot go forward",
                   low, lo, req->version);
-  return RPC_OK;
+  return FSPS_OK;
 }
 
 /* to_initial rolls every layer past version 0 back to its initial values. */
@@ -79,7 +79,7 @@ static uint32_t to_initial(store *st) {
   return n;
 }
 
-/* roll performs the rollback; RPC_OK with *restored and src set. */
+/* roll performs the rollback; FSPS_OK with *restored and src set. */
 static int roll(service *svc, uint64_t version, uint32_t *restored, char *src,
                 size_t srclen, char *err, size_t errlen) {
   uint64_t lo, hi;
@@ -89,7 +89,7 @@ static int roll(service *svc, uint64_t version, uint32_t *restored, char *src,
   snprintf(src, srclen, "nothing to do: every layer is at version %" PRIu64,
            version);
   if (lo == UINT64_MAX || hi == version)
-    return RPC_OK;
+    return FSPS_OK;
   int rc = FSPS_NOT_FOUND;
   if (svc->ck != NULL)
     rc = ckpt_rollback(svc->ck, version, restored, src, srclen, err, errlen);
@@ -100,7 +100,7 @@ static int roll(service *svc, uint64_t version, uint32_t *restored, char *src,
     snprintf(src, srclen, "initial values");
     rc = FSPS_OK;
   }
-  return rc == FSPS_NOT_FOUND ? RPC_FAILED_PRECONDITION : rc;
+  return rc == FSPS_NOT_FOUND ? FSPS_FAILED_PRECONDITION : rc;
 }
 
 void rollback_start(rpc_call *call, rpc_msg *msg, void *ctx) {
@@ -117,20 +117,20 @@ void rollback_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   Fsps__V1__RollbackReply r = FSPS__V1__ROLLBACK_REPLY__INIT;
   pthread_mutex_lock(&one_at_a_time);
   int rc = check(svc, req, err, sizeof err);
-  if (rc == RPC_OK)
+  if (rc == FSPS_OK)
     rc = roll(svc, req->version, &r.layers_restored, src, sizeof src, err,
               sizeof err);
   pthread_mutex_unlock(&one_at_a_time);
-  if (rc == RPC_OK && r.layers_restored)
+  if (rc == FSPS_OK && r.layers_restored)
     LOGW("rolled back %u layers to version %" PRIu64 " from %s",
          r.layers_restored, req->version, src);
   uint64_t version = req->version;
   protobuf_c_message_free_unpacked(m, NULL);
-  if (rc != RPC_OK) {
+  if (rc != FSPS_OK) {
     LOGE("rollback to version %" PRIu64 " failed: %s", version, err);
     rpc_call_finish(call, NULL, rc, err);
     return;
   }
   r.source = src;
-  rpc_call_finish(call, &r.base, RPC_OK, NULL);
+  rpc_call_finish(call, &r.base, FSPS_OK, NULL);
 }

@@ -47,7 +47,8 @@ typedef struct {
 
 /* fuzz_msg_bytes makes a message of data[0..n) cut into 1 + split % 40
  * slices at points drawn from split (some may be empty), so parsers meet
- * fields and varints torn across slices. Returns RPC_OK or an rpc code. */
+ * fields and varints torn across slices. Returns FSPS_OK or another
+ * fsps_err. */
 int fuzz_msg_bytes(fuzz_msg *fm, const void *data, size_t n, unsigned split);
 
 /* fuzz_msg_tensor makes a message as a client sends one: rpc's own
