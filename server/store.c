@@ -834,7 +834,7 @@ int store_push_commit(store_push *p, store_ack_fn fn, void *arg, char *msg,
              "layer '%s' was rolled back to version %" PRIu64 " while step "
              "%" PRIu64 " was being pushed: recover and push again",
              L->spec->name, version, p->step);
-  return rc == FSPS_NOMEM ? FSPS_RESOURCE_EXHAUSTED : rc;
+  return rc; /* FSPS_NOMEM goes on the wire as RESOURCE_EXHAUSTED */
 }
 
 /* ---- --worker-timeout ---- */
