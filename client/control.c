@@ -24,7 +24,7 @@ int client_unary(fsps_client *c, uint32_t s, const char *path,
   int rc;
   for (uint32_t attempt = 1;; attempt++) {
     rc = rpc_unary(c->ch[s], path, req, desc, reply, client_timeout_ms(c), st);
-    if (rc != RPC_UNAVAILABLE || attempt > client_retries(c))
+    if (rc != FSPS_UNAVAILABLE || attempt > client_retries(c))
       return rc;
     sleep_ms(client_backoff_ms(attempt));
   }
@@ -75,7 +75,7 @@ static int init_one(fsps_client *c, uint32_t s, Fsps__V1__ModelSpec *m,
   rpc_status st;
   int rc = client_unary(c, s, PATH_INIT, &req.base,
                         &fsps__v1__init_reply__descriptor, &out, &st);
-  if (rc != RPC_OK)
+  if (rc != FSPS_OK)
     return client_fail(c, rc, "declare on server %u of %u: %s", s, c->S,
                        st.msg);
   Fsps__V1__InitReply *r = (Fsps__V1__InitReply *)out;
@@ -164,15 +164,15 @@ static int poll_one(fsps_client *c, uint32_t s, uint64_t hash,
   Fsps__V1__StatusReply *r = NULL;
   int rc = status_call(c, s, timeout_ms, &r, st);
   *done = false;
-  if (rc == RPC_OK && r->initialized) {
+  if (rc == FSPS_OK && r->initialized) {
     *done = true;
     rc = check_attached(c, s, r, hash);
     if (rc == FSPS_OK)
       c->incarnation[s] = r->incarnation;
-  } else if (rc == RPC_OK) {
+  } else if (rc == FSPS_OK) {
     rpc_status_set(st, FSPS_NOT_FOUND, "server %s: no model declared yet",
                    c->addr[s]);
-  } else if (rc != RPC_UNAVAILABLE && rc != RPC_DEADLINE_EXCEEDED) {
+  } else if (rc != FSPS_UNAVAILABLE && rc != FSPS_DEADLINE_EXCEEDED) {
     *done = true;
     client_fail(c, rc, "attach to server %u of %u: %s", s, c->S, st->msg);
   }
@@ -226,7 +226,7 @@ static int version_one(fsps_client *c, uint32_t s, uint32_t layer,
   rpc_status st;
   int rc = client_unary(c, s, PATH_STATUS, &req.base,
                         &fsps__v1__status_reply__descriptor, &out, &st);
-  if (rc != RPC_OK)
+  if (rc != FSPS_OK)
     return client_fail(c, rc, "status of server %u of %u: %s", s, c->S, st.msg);
   Fsps__V1__StatusReply *r = (Fsps__V1__StatusReply *)out;
   if (!r->initialized)

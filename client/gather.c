@@ -93,7 +93,7 @@ static void pull_message(rpc_stream *s, rpc_msg *m, void *ctx) {
   size_t nbytes;
   rpc_status st;
   char why[256];
-  if (rpc_msg_tensor(m, &h, &nbytes, &st) != RPC_OK) {
+  if (rpc_msg_tensor(m, &h, &nbytes, &st) != FSPS_OK) {
     part_bad(p, s, FSPS_DATA_LOSS, st.msg);
     return;
   }
@@ -133,7 +133,7 @@ static bool finish_locked(pull_part *p, const rpc_status *st) {
   fsps_client *c = g->c;
   if (p->bad) {
     /* recorded when the chunk arrived */
-  } else if (st->code != RPC_OK) {
+  } else if (st->code != FSPS_OK) {
     record(g, st->code, "pull layer %u from server %u of %u%s: %s", g->layer,
            p->s, c->S, p->attempts > 1 ? " (retries exhausted)" : "", st->msg);
   } else if (p->filled != p->cnt) {
@@ -158,7 +158,7 @@ static void part_result(pull_part *p, const rpc_status *st) {
   gather *g = p->g;
   fsps_client *c = g->c;
   pthread_mutex_lock(&c->mu);
-  if (!p->bad && st->code == RPC_UNAVAILABLE &&
+  if (!p->bad && st->code == FSPS_UNAVAILABLE &&
       p->attempts <= client_retries(c) && !atomic_load(&g->cancelled) &&
       retry_schedule(c, &p->retry, p->attempts)) {
     pthread_mutex_unlock(&c->mu);
@@ -212,7 +212,7 @@ static void start_attempt(pull_part *p) {
   p->stream = NULL;
   pthread_mutex_unlock(&c->cancel_mu);
   if (atomic_load(&g->cancelled)) {
-    part_result(p, &(rpc_status){RPC_CANCELLED, "cancelled"});
+    part_result(p, &(rpc_status){FSPS_CANCELLED, "cancelled"});
     return;
   }
   Fsps__V1__PullRequest req = FSPS__V1__PULL_REQUEST__INIT;
@@ -250,7 +250,7 @@ static void part_start(pull_part *p) {
 static void pull_retry(retry_item *it, bool abort) {
   pull_part *p = (pull_part *)((char *)it - offsetof(pull_part, retry));
   if (abort)
-    part_result(p, &(rpc_status){RPC_CANCELLED, "the client is closing"});
+    part_result(p, &(rpc_status){FSPS_CANCELLED, "the client is closing"});
   else
     part_start(p);
 }
@@ -325,7 +325,7 @@ static void deferred_fire(retry_item *it, bool abort) {
   g->holds++; /* the trainer may free g once the last part settles */
   pthread_mutex_unlock(&c->mu);
   if (abort)
-    settle_parts(g, &(rpc_status){RPC_CANCELLED, "the client is closing"});
+    settle_parts(g, &(rpc_status){FSPS_CANCELLED, "the client is closing"});
   else if ((g->buf = take_buf(g)) == NULL)
     settle_parts(g, &(rpc_status){FSPS_NOMEM, "out of memory for the layer"});
   else {

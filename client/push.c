@@ -113,13 +113,13 @@ static void record_locked(push *p, const push_part *pp, const rpc_status *st) {
 static void part_result(push_part *pp, const rpc_status *st) {
   fsps_client *c = pp->p->c;
   pthread_mutex_lock(&c->mu);
-  if (st->code == RPC_UNAVAILABLE && !pp->p->streamed &&
+  if (st->code == FSPS_UNAVAILABLE && !pp->p->streamed &&
       pp->attempts <= client_retries(c) &&
       retry_schedule(c, &pp->retry, pp->attempts)) {
     pthread_mutex_unlock(&c->mu);
     return;
   }
-  if (st->code != RPC_OK)
+  if (st->code != FSPS_OK)
     record_locked(pp->p, pp, st);
   pp->ended = true;
   part_check_locked(pp); /* may free pp */
@@ -145,7 +145,7 @@ static void send_next(push_part *pp, rpc_stream *s) {
   pp->releases++;
   pthread_mutex_unlock(&p->c->mu);
   if (rpc_stream_send_tensor(s, &h, p->grad + pp->off + o, len * sizeof(float),
-                             payload_released, pp) != RPC_OK)
+                             payload_released, pp) != FSPS_OK)
     rpc_stream_close_send(s); /* on_done follows with the reason */
 }
 
@@ -159,17 +159,17 @@ static void push_sent(rpc_stream *s, bool ok, void *ctx) {
 /* reply_status checks a finished push's reply; the server counted the
  * contribution only if every chunk went out and it answered. */
 static void reply_status(const push_part *pp, rpc_msg *reply, rpc_status *st) {
-  if (st->code != RPC_OK)
+  if (st->code != FSPS_OK)
     return;
   const char *addr = pp->p->c->addr[pp->s];
   ProtobufCMessage *m = NULL;
   if (pp->next != pp->nchunks)
-    rpc_status_set(st, RPC_INTERNAL, "server %s: stream ended early", addr);
+    rpc_status_set(st, FSPS_INTERNAL, "server %s: stream ended early", addr);
   else if (reply == NULL)
-    rpc_status_set(st, RPC_INTERNAL, "server %s: no PushReply", addr);
+    rpc_status_set(st, FSPS_INTERNAL, "server %s: no PushReply", addr);
   else if (rpc_msg_unpack(reply, &fsps__v1__push_reply__descriptor, &m, NULL) !=
-           RPC_OK)
-    rpc_status_set(st, RPC_DATA_LOSS, "server %s: malformed PushReply", addr);
+           FSPS_OK)
+    rpc_status_set(st, FSPS_DATA_LOSS, "server %s: malformed PushReply", addr);
   if (m != NULL)
     protobuf_c_message_free_unpacked(m, NULL);
 }
@@ -201,7 +201,7 @@ static void part_start(push_part *pp) {
 static void push_retry(retry_item *it, bool abort) {
   push_part *pp = (push_part *)((char *)it - offsetof(push_part, retry));
   if (abort)
-    part_result(pp, &(rpc_status){RPC_CANCELLED, "the client is closing"});
+    part_result(pp, &(rpc_status){FSPS_CANCELLED, "the client is closing"});
   else
     part_start(pp);
 }
@@ -407,7 +407,7 @@ static void stream_kick(push_part *pp) {
     rpc_hdr_set(&h, 4, pp->off + st->idx * SHARD_CHUNK_ELEMS);
     if (rpc_stream_send_tensor(pp->stream, &h, st->data,
                                st->len * sizeof(float), stage_released,
-                               st) == RPC_OK)
+                               st) == FSPS_OK)
       return; /* stream_sent goes on */
     pthread_mutex_lock(&c->mu);
     pp->sending = false;

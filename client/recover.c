@@ -53,12 +53,12 @@ static int look(fsps_client *c, uint32_t s, int64_t deadline_ns,
     int rc = rpc_unary(c->ch[s], PATH_STATUS, &req.base,
                        &fsps__v1__status_reply__descriptor, &out,
                        RECOVER_STATUS_MS, &st);
-    if (rc == RPC_OK) {
+    if (rc == FSPS_OK) {
       rc = judge(c, s, (Fsps__V1__StatusReply *)out, v);
       protobuf_c_message_free_unpacked(out, NULL);
       return rc;
     }
-    if (rc != RPC_UNAVAILABLE && rc != RPC_DEADLINE_EXCEEDED)
+    if (rc != FSPS_UNAVAILABLE && rc != FSPS_DEADLINE_EXCEEDED)
       return client_fail(c, rc, "recover: status of server %u (%s): %s", s,
                          c->addr[s], st.msg);
     if (now_ns() >= deadline_ns)
@@ -82,7 +82,7 @@ static int roll_back(fsps_client *c, uint64_t version) {
                           &fsps__v1__rollback_reply__descriptor, &out, &st);
     if (out != NULL)
       protobuf_c_message_free_unpacked(out, NULL);
-    if (rc != RPC_OK)
+    if (rc != FSPS_OK)
       return client_fail(c, rc,
                          "recover: rolling server %u (%s) back to version "
                          "%" PRIu64 ": %s",

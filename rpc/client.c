@@ -64,13 +64,13 @@ static void *loop_thread(void *arg);
 rpc_loop *rpc_loop_create(rpc_status *st) {
   rpc_loop *l = calloc(1, sizeof *l);
   if (l == NULL) {
-    rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    rpc_status_set(st, FSPS_RESOURCE_EXHAUSTED, "out of memory");
     return NULL;
   }
   rpc_init();
   l->cq = grpc_completion_queue_create_for_next(NULL);
   if (pthread_create(&l->thread, NULL, loop_thread, l) != 0) {
-    rpc_status_set(st, RPC_INTERNAL, "cannot start a completion-queue thread");
+    rpc_status_set(st, FSPS_INTERNAL, "cannot start a completion-queue thread");
     grpc_completion_queue_shutdown(l->cq);
     grpc_completion_queue_destroy(l->cq);
     free(l);
@@ -97,7 +97,7 @@ rpc_channel *rpc_channel_create_on(const char *target, rpc_loop *loop,
   rpc_channel *ch = calloc(1, sizeof *ch);
   if (ch == NULL || (ch->target = strdup(target)) == NULL) {
     free(ch);
-    rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    rpc_status_set(st, FSPS_RESOURCE_EXHAUSTED, "out of memory");
     return NULL;
   }
   rpc_init();
@@ -175,14 +175,15 @@ static grpc_call *new_call(rpc_channel *ch, const char *path,
 static int fill_status(rpc_channel *ch, grpc_status_code code,
                        grpc_slice details, const char *error_string,
                        rpc_status *st) {
-  if (code == GRPC_STATUS_OK)
-    return rpc_status_set(st, RPC_OK, "OK");
+  fsps_err err = rpc_from_grpc(code);
+  if (err == FSPS_OK)
+    return rpc_status_set(st, FSPS_OK, "OK");
   char *d = grpc_slice_to_c_string(details);
-  rpc_status_set(st, (int)code, "server %s: %s: %s%s%s", ch->target,
-                 rpc_code_name((int)code), d, error_string && !*d ? " " : "",
+  rpc_status_set(st, err, "server %s: %s: %s%s%s", ch->target,
+                 fsps_err_name(err), d, error_string && !*d ? " " : "",
                  error_string && !*d ? error_string : "");
   gpr_free(d);
-  return (int)code;
+  return err;
 }
 
 /* ---- unary ---- */
@@ -213,7 +214,7 @@ int rpc_unary(rpc_channel *ch, const char *path, const ProtobufCMessage *req,
   ops[5].data.recv_status_on_client.status = &code;
   ops[5].data.recv_status_on_client.status_details = &details;
   ops[5].data.recv_status_on_client.error_string = &err;
-  int rc = RPC_INTERNAL;
+  int rc = FSPS_INTERNAL;
   if (grpc_call_start_batch(call, ops, 6, ops, NULL) == GRPC_CALL_OK) {
     grpc_completion_queue_pluck(cq, ops, gpr_inf_future(GPR_CLOCK_MONOTONIC),
                                 NULL);
@@ -221,13 +222,13 @@ int rpc_unary(rpc_channel *ch, const char *path, const ProtobufCMessage *req,
   } else {
     rpc_status_set(st, rc, "server %s: cannot start call %s", ch->target, path);
   }
-  if (rc == RPC_OK && reply_bb == NULL)
-    rc = rpc_status_set(st, RPC_INTERNAL, "server %s: %s sent no reply",
+  if (rc == FSPS_OK && reply_bb == NULL)
+    rc = rpc_status_set(st, FSPS_INTERNAL, "server %s: %s sent no reply",
                         ch->target, path);
-  if (rc == RPC_OK) {
+  if (rc == FSPS_OK) {
     rpc_msg m;
     rc = rpc_msg_open(&m, reply_bb);
-    if (rc == RPC_OK) {
+    if (rc == FSPS_OK) {
       rc = rpc_msg_unpack(&m, reply_desc, reply, st);
       rpc_msg_close(&m);
     }
@@ -291,7 +292,7 @@ static void finish_stream(rpc_stream *s) {
   rpc_status st;
   fill_status(s->ch, s->status, s->details, s->error_string, &st);
   rpc_msg m, *reply = NULL;
-  if (s->reply_bb && rpc_msg_open(&m, s->reply_bb) == RPC_OK)
+  if (s->reply_bb && rpc_msg_open(&m, s->reply_bb) == FSPS_OK)
     reply = &m;
   if (s->cbs.on_done)
     s->cbs.on_done(s, &st, reply, s->cbs.ctx);
@@ -320,7 +321,7 @@ static void on_stream_recv(rpc_stream *s, bool ok) {
     return;
   }
   rpc_msg m;
-  if (rpc_msg_open(&m, bb) == RPC_OK) {
+  if (rpc_msg_open(&m, bb) == FSPS_OK) {
     if (s->cbs.on_message)
       s->cbs.on_message(s, &m, s->cbs.ctx);
     rpc_msg_close(&m);
@@ -422,14 +423,14 @@ rpc_stream *rpc_stream_start(rpc_channel *ch, const char *path, rpc_kind kind,
                              const rpc_stream_cbs *cbs, rpc_status *st) {
   rpc_stream *s = stream_new(ch, kind, cbs);
   if (s == NULL) {
-    rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    rpc_status_set(st, FSPS_RESOURCE_EXHAUSTED, "out of memory");
     return NULL;
   }
   s->call = new_call(ch, path, ch->loop->cq, timeout_ms);
   link_live(s);
   if (!start_ops(s, req)) {
     /* Batches that did start complete (cancelled) and drop their refs. */
-    rpc_status_set(st, RPC_INTERNAL, "server %s: cannot start %s", ch->target,
+    rpc_status_set(st, FSPS_INTERNAL, "server %s: cannot start %s", ch->target,
                    path);
     s->cbs.on_done = NULL;
     grpc_call_cancel(s->call, NULL);
@@ -451,7 +452,7 @@ int rpc_stream_send_tensor(rpc_stream *s, const rpc_tensor_hdr *h,
     pthread_mutex_unlock(&s->mu);
     if (release)
       release(arg);
-    return RPC_INTERNAL;
+    return FSPS_INTERNAL;
   }
   s->send_bb = rpc_pack_tensor(h, data, nbytes, release, arg);
   grpc_op op = {.op = GRPC_OP_SEND_MESSAGE};
@@ -464,12 +465,12 @@ int rpc_stream_send_tensor(rpc_stream *s, const rpc_tensor_hdr *h,
     s->send_bb = NULL;
   }
   pthread_mutex_unlock(&s->mu);
-  return ok ? RPC_OK : RPC_CANCELLED;
+  return ok ? FSPS_OK : FSPS_CANCELLED;
 }
 
 int rpc_stream_close_send(rpc_stream *s) {
   grpc_op op = {.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT};
-  int rc = sstart(s, &op, 1, &s->t_close) ? RPC_OK : RPC_CANCELLED;
+  int rc = sstart(s, &op, 1, &s->t_close) ? FSPS_OK : FSPS_CANCELLED;
   stream_unref(s); /* the creator's reference */
   return rc;
 }

@@ -1,7 +1,6 @@
-/* msg.c: status helpers, protobuf-c <-> byte buffers, and the hand-framed
+/* msg.c: gRPC's lifetime, protobuf-c <-> byte buffers, and the hand-framed
  * tensor messages whose payload is sent without a copy and received with
  * one. */
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,40 +14,6 @@
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
                "tensor payloads are little-endian float32 in host order");
-
-int rpc_status_set(rpc_status *st, int code, const char *fmt, ...) {
-  if (st == NULL)
-    return code;
-  st->code = code;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(st->msg, sizeof st->msg, fmt, ap);
-  va_end(ap);
-  return code;
-}
-
-const char *rpc_code_name(int code) {
-  static const char *names[] = {"OK",
-                                "CANCELLED",
-                                "UNKNOWN",
-                                "INVALID_ARGUMENT",
-                                "DEADLINE_EXCEEDED",
-                                "NOT_FOUND",
-                                "ALREADY_EXISTS",
-                                "PERMISSION_DENIED",
-                                "RESOURCE_EXHAUSTED",
-                                "FAILED_PRECONDITION",
-                                "ABORTED",
-                                "OUT_OF_RANGE",
-                                "UNIMPLEMENTED",
-                                "INTERNAL",
-                                "UNAVAILABLE",
-                                "DATA_LOSS",
-                                "UNAUTHENTICATED"};
-  if (code < 0 || code >= (int)(sizeof names / sizeof names[0]))
-    return "?";
-  return names[code];
-}
 
 /* References rpc objects hold on gRPC core, process-wide. */
 static atomic_int g_rpc_refs;
@@ -143,7 +108,7 @@ int rpc_msg_open(rpc_msg *m, grpc_byte_buffer *bb) {
     if (m->seg_ptr == NULL || m->seg_len == NULL) {
       free(m->seg_ptr);
       free(m->seg_len);
-      return RPC_RESOURCE_EXHAUSTED;
+      return FSPS_RESOURCE_EXHAUSTED;
     }
   }
   /* Peeked slices stay valid while the reader (which may own a
@@ -153,7 +118,7 @@ int rpc_msg_open(rpc_msg *m, grpc_byte_buffer *bb) {
       free(m->seg_ptr);
       free(m->seg_len);
     }
-    return RPC_INTERNAL;
+    return FSPS_INTERNAL;
   }
   grpc_slice *s;
   while (m->nseg < n && grpc_byte_buffer_reader_peek(&m->reader, &s)) {
@@ -162,7 +127,7 @@ int rpc_msg_open(rpc_msg *m, grpc_byte_buffer *bb) {
     m->size += m->seg_len[m->nseg];
     m->nseg++;
   }
-  return RPC_OK;
+  return FSPS_OK;
 }
 
 void rpc_msg_close(rpc_msg *m) {
@@ -210,17 +175,17 @@ int rpc_msg_unpack(const rpc_msg *m, const ProtobufCMessageDescriptor *desc,
   uint8_t stackbuf[4096] = {0};
   uint8_t *flat = stackbuf;
   if (m->size > sizeof stackbuf && (flat = malloc(m->size)) == NULL)
-    return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    return rpc_status_set(st, FSPS_RESOURCE_EXHAUSTED, "out of memory");
   if (m->size > 0)
     copy_range(m, 0, 0, flat, m->size);
   *out = protobuf_c_message_unpack(desc, NULL, m->size, flat);
   if (flat != stackbuf)
     free(flat);
   if (*out == NULL)
-    return rpc_status_set(st, RPC_INVALID_ARGUMENT,
+    return rpc_status_set(st, FSPS_INVALID_ARGUMENT,
                           "request is not a valid %s message (%zu bytes)",
                           desc->name, m->size);
-  return RPC_OK;
+  return FSPS_OK;
 }
 
 /* ---- tensor message parsing over segments ---- */
@@ -329,13 +294,13 @@ int rpc_msg_tensor(rpc_msg *m, rpc_tensor_hdr *h, size_t *payload_bytes,
   bool seen = false;
   while (c.pos < m->size) {
     if (!parse_field(&c, m, h, &seen))
-      return rpc_status_set(st, RPC_INVALID_ARGUMENT,
+      return rpc_status_set(st, FSPS_INVALID_ARGUMENT,
                             "malformed tensor message: bad field at byte %zu "
                             "of %zu",
                             c.pos, m->size);
   }
   *payload_bytes = m->pay_len;
-  return RPC_OK;
+  return FSPS_OK;
 }
 
 void rpc_msg_copy_payload(const rpc_msg *m, void *dst) {

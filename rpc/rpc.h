@@ -11,42 +11,23 @@
 
 #include <protobuf-c/protobuf-c.h>
 
-/* Status codes are gRPC's (0 OK, 3 INVALID_ARGUMENT, 14 UNAVAILABLE, ...),
- * which are also the first values of fsps_err. */
-enum {
-  RPC_OK = 0,
-  RPC_CANCELLED = 1,
-  RPC_UNKNOWN = 2,
-  RPC_INVALID_ARGUMENT = 3,
-  RPC_DEADLINE_EXCEEDED = 4,
-  RPC_NOT_FOUND = 5,
-  RPC_PERMISSION_DENIED = 7,
-  RPC_RESOURCE_EXHAUSTED = 8,
-  RPC_FAILED_PRECONDITION = 9,
-  RPC_OUT_OF_RANGE = 11,
-  RPC_UNIMPLEMENTED = 12,
-  RPC_INTERNAL = 13,
-  RPC_UNAVAILABLE = 14,
-  RPC_DATA_LOSS = 15,
-  RPC_UNAUTHENTICATED = 16,
-};
+#include "fsps_err.h"
 
 /* Largest message either side accepts: one 1 MiB tensor chunk plus its
  * header, with room to spare. Larger ones fail with RESOURCE_EXHAUSTED. */
 #define RPC_MAX_MESSAGE_BYTES ((1 << 20) + (64 << 10))
 
-/* A call's outcome: a gRPC status code and a message for a person. */
+/* A call's outcome: an fsps_err and a message for a person. A status from
+ * the wire is one of the codes 0..16; rpc's own failures (no memory, a
+ * call that cannot start) use the same codes gRPC would. */
 typedef struct {
-  int code;
+  fsps_err code;
   char msg[512];
 } rpc_status;
 
 /* rpc_status_set fills st (if not NULL) and returns code. */
 int rpc_status_set(rpc_status *st, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-
-/* rpc_code_name returns gRPC's name of a status code, e.g. "NOT_FOUND". */
-const char *rpc_code_name(int code);
 
 /* rpc_init / rpc_shutdown wrap grpc_init / grpc_shutdown; each rpc object
  * (server, channel) also holds one reference while it lives. The last
@@ -78,8 +59,9 @@ typedef struct rpc_msg rpc_msg;
 size_t rpc_msg_size(const rpc_msg *m);
 
 /* rpc_msg_unpack decodes m as a protobuf-c message of type desc into *out
- * (free with protobuf_c_message_free_unpacked). Returns RPC_OK, or
- * RPC_INVALID_ARGUMENT with st filled when the bytes are not such a message. */
+ * (free with protobuf_c_message_free_unpacked). Returns FSPS_OK, or
+ * FSPS_INVALID_ARGUMENT with st filled when the bytes are not such a
+ * message. */
 int rpc_msg_unpack(const rpc_msg *m, const ProtobufCMessageDescriptor *desc,
                    ProtobufCMessage **out, rpc_status *st);
 
@@ -87,8 +69,8 @@ int rpc_msg_unpack(const rpc_msg *m, const ProtobufCMessageDescriptor *desc,
  * fields and *payload_bytes with the length of field 8 (0 if absent).
  * Fields 1..7 must be varints and field 8 length-delimited (another wire
  * type is malformed, not a default value); unknown fields (above 8) of
- * any wire type are skipped. Returns RPC_OK or
- * RPC_INVALID_ARGUMENT with st filled. Must precede rpc_msg_copy_payload. */
+ * any wire type are skipped. Returns FSPS_OK or
+ * FSPS_INVALID_ARGUMENT with st filled. Must precede rpc_msg_copy_payload. */
 int rpc_msg_tensor(rpc_msg *m, rpc_tensor_hdr *h, size_t *payload_bytes,
                    rpc_status *st);
 
@@ -192,15 +174,17 @@ bool rpc_call_metadata(const rpc_call *call, const char *key, char *out,
 /* rpc_call_send_tensor sends one tensor message on a server-streaming call;
  * on_sent follows. data must stay unchanged until release(arg) is called
  * (release may be NULL when the caller guarantees that otherwise). One send
- * at a time. Returns RPC_OK, or RPC_CANCELLED if the call has finished (in
+ * at a time. Returns FSPS_OK, or FSPS_CANCELLED if the call has finished (in
  * which case release has already been called). Any thread. */
 int rpc_call_send_tensor(rpc_call *call, const rpc_tensor_hdr *h,
                          const void *data, size_t nbytes,
                          rpc_release_fn release, void *arg);
 
 /* rpc_call_finish ends the call: sends reply (unary and client streaming;
- * NULL for none) if code is RPC_OK, then the status. Idempotent: later
- * calls do nothing. Any thread. */
+ * NULL for none) if code is FSPS_OK, then the status. code is any fsps_err:
+ * a local one goes on the wire as the nearest gRPC code (FSPS_NOMEM as
+ * RESOURCE_EXHAUSTED, FSPS_CORRUPT as DATA_LOSS, FSPS_IO as INTERNAL).
+ * Idempotent: later calls do nothing. Any thread. */
 void rpc_call_finish(rpc_call *call, const ProtobufCMessage *reply, int code,
                      const char *details);
 
@@ -245,7 +229,7 @@ void rpc_channel_destroy(rpc_channel *ch);
 /* rpc_channel_target returns the target given at creation. */
 const char *rpc_channel_target(const rpc_channel *ch);
 
-/* rpc_unary makes a blocking unary call. On RPC_OK *reply holds the decoded
+/* rpc_unary makes a blocking unary call. On FSPS_OK *reply holds the decoded
  * reply (free with protobuf_c_message_free_unpacked); otherwise st says
  * why. timeout_ms <= 0 means no deadline. Thread-safe. */
 int rpc_unary(rpc_channel *ch, const char *path, const ProtobufCMessage *req,

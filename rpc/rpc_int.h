@@ -1,5 +1,5 @@
-/* rpc_int.h: what rpc/'s own files share and nobody else sees: the received
- * message wrapper and byte-buffer helpers over gRPC core. */
+/* rpc_int.h: what rpc/'s own files share and nobody else sees: status code
+ * translation, the received message wrapper and byte-buffer helpers. */
 #ifndef FSPS_RPC_INT_H
 #define FSPS_RPC_INT_H
 
@@ -23,6 +23,17 @@ void __tsan_release(void *addr);
 #define RPC_HANDOFF(tag) ((void)(tag))
 #define RPC_RECEIVED(tag) ((void)(tag))
 #endif
+
+/* rpc_from_grpc translates a status that arrived from gRPC into an
+ * fsps_err: codes 0..16 as they are, any other number as FSPS_UNKNOWN. The
+ * one place a gRPC status enters fsps. */
+fsps_err rpc_from_grpc(grpc_status_code code);
+
+/* rpc_to_grpc translates the fsps_err a server answers with into the
+ * status code sent: codes 0..16 as they are, FSPS_NOMEM as
+ * RESOURCE_EXHAUSTED, FSPS_CORRUPT as DATA_LOSS, the rest (FSPS_IO) as
+ * INTERNAL. Every status a server sends passes through it. */
+grpc_status_code rpc_to_grpc(int err);
 
 /* Segments beyond this many are held in a heap array. */
 #define RPC_MSG_INLINE_SEGS 32

@@ -78,7 +78,7 @@ struct rpc_server {
 static void unimplemented_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   (void)msg;
   (void)ctx;
-  rpc_call_finish(call, NULL, RPC_UNIMPLEMENTED, "unknown method");
+  rpc_call_finish(call, NULL, FSPS_UNIMPLEMENTED, "unknown method");
 }
 
 static const rpc_method unimplemented = {
@@ -116,7 +116,7 @@ static int add_request(rpc_server *srv, const rpc_method *m, void *reg,
                        int cq) {
   pending *p = calloc(1, sizeof *p);
   if (p == NULL)
-    return RPC_RESOURCE_EXHAUSTED;
+    return FSPS_RESOURCE_EXHAUSTED;
   p->t.kind = m ? TAG_NEW : TAG_GENERIC_NEW;
   p->t.obj = p;
   p->srv = srv;
@@ -124,7 +124,7 @@ static int add_request(rpc_server *srv, const rpc_method *m, void *reg,
   p->reg = reg;
   p->cq = cq;
   request(p);
-  return RPC_OK;
+  return FSPS_OK;
 }
 
 /* ---- call lifecycle ---- */
@@ -198,8 +198,8 @@ static void deliver(rpc_call *c, grpc_byte_buffer *bb,
     fn(c, NULL, c->m->ctx);
     return;
   }
-  if (rpc_msg_open(&msg, bb) != RPC_OK) {
-    rpc_call_finish(c, NULL, RPC_RESOURCE_EXHAUSTED, "cannot read message");
+  if (rpc_msg_open(&msg, bb) != FSPS_OK) {
+    rpc_call_finish(c, NULL, FSPS_RESOURCE_EXHAUSTED, "cannot read message");
     return;
   }
   fn(c, &msg, c->m->ctx);
@@ -268,7 +268,7 @@ static void on_new_call(pending *p, bool ok) {
     if (go)
       start_recv(c);
   } else if (payload == NULL && m != &unimplemented) {
-    rpc_call_finish(c, NULL, RPC_INVALID_ARGUMENT, "request has no message");
+    rpc_call_finish(c, NULL, FSPS_INVALID_ARGUMENT, "request has no message");
   } else {
     deliver(c, payload, m->on_start);
   }
@@ -317,7 +317,7 @@ static void on_close(rpc_call *c) {
   if (cancelled) {
     if (c->m->on_cancel)
       c->m->on_cancel(c, c->m->ctx);
-    rpc_call_finish(c, NULL, RPC_CANCELLED, "call cancelled");
+    rpc_call_finish(c, NULL, FSPS_CANCELLED, "call cancelled");
   }
   mark_done(c, &c->close_done);
 }
@@ -413,7 +413,7 @@ int rpc_call_send_tensor(rpc_call *call, const rpc_tensor_hdr *h,
                          rpc_release_fn release, void *arg) {
   pthread_mutex_lock(&call->mu);
   if (call->finished || call->sending) {
-    int rc = call->finished ? RPC_CANCELLED : RPC_INTERNAL;
+    int rc = call->finished ? FSPS_CANCELLED : FSPS_INTERNAL;
     pthread_mutex_unlock(&call->mu);
     if (release)
       release(arg);
@@ -433,7 +433,7 @@ int rpc_call_send_tensor(rpc_call *call, const rpc_tensor_hdr *h,
     call->send_bb = NULL;
   }
   pthread_mutex_unlock(&call->mu);
-  return ok ? RPC_OK : RPC_CANCELLED;
+  return ok ? FSPS_OK : FSPS_CANCELLED;
 }
 
 void rpc_call_finish(rpc_call *call, const ProtobufCMessage *reply, int code,
@@ -449,14 +449,14 @@ void rpc_call_finish(rpc_call *call, const ProtobufCMessage *reply, int code,
   if (!call->md_sent)
     ops[n++] = (grpc_op){.op = GRPC_OP_SEND_INITIAL_METADATA};
   call->md_sent = true;
-  if (reply && code == RPC_OK && !call->sending) {
+  if (reply && code == FSPS_OK && !call->sending) {
     call->status_bb = rpc_pack_message(reply);
     ops[n] = (grpc_op){.op = GRPC_OP_SEND_MESSAGE};
     ops[n++].data.send_message.send_message = call->status_bb;
   }
   call->details = grpc_slice_from_copied_string(details ? details : "");
   ops[n] = (grpc_op){.op = GRPC_OP_SEND_STATUS_FROM_SERVER};
-  ops[n].data.send_status_from_server.status = (grpc_status_code)code;
+  ops[n].data.send_status_from_server.status = rpc_to_grpc(code);
   ops[n++].data.send_status_from_server.status_details = &call->details;
   if (!start(call, ops, n, &call->t_status)) {
     /* The call is already over; account for the status as done. */
@@ -483,7 +483,7 @@ void rpc_call_failf(rpc_call *call, int code, const char *fmt, ...) {
 static int register_all(rpc_server *srv, rpc_status *st) {
   srv->reg = calloc(srv->nmethods, sizeof *srv->reg);
   if (srv->reg == NULL)
-    return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    return rpc_status_set(st, FSPS_RESOURCE_EXHAUSTED, "out of memory");
   for (size_t i = 0; i < srv->nmethods; i++) {
     const rpc_method *m = &srv->methods[i];
     grpc_server_register_method_payload_handling ph =
@@ -493,10 +493,10 @@ static int register_all(rpc_server *srv, rpc_status *st) {
     srv->reg[i] =
         grpc_server_register_method(srv->server, m->path, NULL, ph, 0);
     if (srv->reg[i] == NULL)
-      return rpc_status_set(st, RPC_INTERNAL, "cannot register method %s",
+      return rpc_status_set(st, FSPS_INTERNAL, "cannot register method %s",
                             m->path);
   }
-  return RPC_OK;
+  return FSPS_OK;
 }
 
 /* new_queue creates queue i of n. Only the first half (rounded up) poll
@@ -521,12 +521,12 @@ static int create_queues(rpc_server *srv, rpc_status *st) {
   srv->cqs = calloc((size_t)srv->nthreads, sizeof *srv->cqs);
   srv->threads = calloc((size_t)srv->nthreads, sizeof *srv->threads);
   if (srv->cqs == NULL || srv->threads == NULL)
-    return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    return rpc_status_set(st, FSPS_RESOURCE_EXHAUSTED, "out of memory");
   for (int i = 0; i < srv->nthreads; i++) {
     srv->cqs[i] = new_queue(i, srv->nthreads);
     grpc_server_register_completion_queue(srv->server, srv->cqs[i], NULL);
   }
-  return RPC_OK;
+  return FSPS_OK;
 }
 
 static int bind_port(rpc_server *srv, const char *listen, rpc_status *st) {
@@ -534,18 +534,18 @@ static int bind_port(rpc_server *srv, const char *listen, rpc_status *st) {
   srv->port = grpc_server_add_http2_port(srv->server, listen, creds);
   grpc_server_credentials_release(creds);
   if (srv->port == 0)
-    return rpc_status_set(st, RPC_UNAVAILABLE,
+    return rpc_status_set(st, FSPS_UNAVAILABLE,
                           "cannot listen on %s (address in use, or not an "
                           "address of this machine?)",
                           listen);
-  return RPC_OK;
+  return FSPS_OK;
 }
 
 rpc_server *rpc_server_create(const rpc_server_opts *opts,
                               const rpc_method *methods, size_t nmethods,
                               rpc_status *st) {
   if (opts->threads < 1) {
-    rpc_status_set(st, RPC_INVALID_ARGUMENT, "threads must be >= 1");
+    rpc_status_set(st, FSPS_INVALID_ARGUMENT, "threads must be >= 1");
     return NULL;
   }
   rpc_server *srv = calloc(1, sizeof *srv);
@@ -559,8 +559,8 @@ rpc_server *rpc_server_create(const rpc_server_opts *opts,
   pthread_mutex_init(&srv->mu, NULL);
   pthread_cond_init(&srv->cv, NULL);
   srv->server = grpc_server_create(rpc_channel_args(), NULL);
-  if (register_all(srv, st) != RPC_OK || create_queues(srv, st) != RPC_OK ||
-      bind_port(srv, opts->listen, st) != RPC_OK) {
+  if (register_all(srv, st) != FSPS_OK || create_queues(srv, st) != FSPS_OK ||
+      bind_port(srv, opts->listen, st) != FSPS_OK) {
     rpc_server_destroy(srv);
     return NULL;
   }
@@ -583,14 +583,14 @@ int rpc_server_start(rpc_server *srv, rpc_status *st) {
   for (int q = 0; q < srv->nthreads; q++) {
     thread_arg *a = malloc(sizeof *a);
     if (a == NULL)
-      return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+      return rpc_status_set(st, FSPS_RESOURCE_EXHAUSTED, "out of memory");
     *a = (thread_arg){srv, q};
     if (pthread_create(&srv->threads[q], NULL, cq_thread, a) != 0) {
       free(a);
-      return rpc_status_set(st, RPC_INTERNAL, "cannot start thread %d", q);
+      return rpc_status_set(st, FSPS_INTERNAL, "cannot start thread %d", q);
     }
   }
-  return RPC_OK;
+  return FSPS_OK;
 }
 
 /* wait_shutdown waits for the shutdown tag, for at most ms (<= 0: no

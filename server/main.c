@@ -110,7 +110,7 @@ static int serve(server_config *cfg, service *svc) {
     return 1;
   }
   int port = rpc_server_port(srv);
-  if (rpc_server_start(srv, &st) != RPC_OK) {
+  if (rpc_server_start(srv, &st) != FSPS_OK) {
     LOGE("%s", st.msg);
     rpc_server_destroy(srv);
     return 1;

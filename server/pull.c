@@ -27,7 +27,7 @@ static void release_params(void *arg) {
 /* send_next sends the next chunk, or finishes once all are sent. */
 static void send_next(pull_state *ps) {
   if (ps->next >= ps->end) {
-    rpc_call_finish(ps->call, NULL, RPC_OK, NULL);
+    rpc_call_finish(ps->call, NULL, FSPS_OK, NULL);
     return;
   }
   uint64_t len = ps->end - ps->next;
@@ -71,25 +71,25 @@ static int range(const Fsps__V1__PullRequest *req, const store_layer_info *in,
              "range [%" PRIu64 ", +%" PRIu64 ") is outside this server's "
              "slice [%" PRIu64 ", %" PRIu64 ") of layer '%s'",
              req->offset, req->count, lo, hi, in->name);
-    return RPC_INVALID_ARGUMENT;
+    return FSPS_INVALID_ARGUMENT;
   }
   ps->slice_off = lo;
   ps->next = begin;
   ps->end = end;
-  return RPC_OK;
+  return FSPS_OK;
 }
 
 static int resolve(service *svc, const Fsps__V1__PullRequest *req,
                    pull_state *ps, char *msg, size_t msglen) {
   if (!store_ready(svc->st)) {
     snprintf(msg, msglen, "no model is declared on this server yet (Init)");
-    return RPC_FAILED_PRECONDITION;
+    return FSPS_FAILED_PRECONDITION;
   }
   ps->layer = store_layer_get(svc->st, req->layer);
   if (ps->layer == NULL) {
     snprintf(msg, msglen, "layer %u does not exist: the model has %u layers",
              req->layer, store_num_layers(svc->st));
-    return RPC_NOT_FOUND;
+    return FSPS_NOT_FOUND;
   }
   store_layer_info info;
   store_info(ps->layer, &info);
@@ -112,9 +112,9 @@ void pull_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   pull_state *ps = calloc(1, sizeof *ps);
   char err[512];
   int rc = ps ? resolve(svc, (Fsps__V1__PullRequest *)m, ps, err, sizeof err)
-              : RPC_RESOURCE_EXHAUSTED;
+              : FSPS_RESOURCE_EXHAUSTED;
   protobuf_c_message_free_unpacked(m, NULL);
-  if (rc != RPC_OK) {
+  if (rc != FSPS_OK) {
     service_reject(svc, call, rc, ps ? err : "out of memory");
     free(ps);
     return;

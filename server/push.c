@@ -21,7 +21,7 @@ void push_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   atomic_fetch_add(&svc->pushes, 1);
   push_state *ps = calloc(1, sizeof *ps);
   if (ps == NULL) {
-    service_reject(svc, call, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    service_reject(svc, call, FSPS_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
   rpc_call_set_user(call, ps);
@@ -33,18 +33,18 @@ static int begin(service *svc, push_state *ps, const rpc_tensor_hdr *h,
                  char *err, size_t errlen) {
   if (!store_ready(svc->st)) {
     snprintf(err, errlen, "no model is declared on this server yet (Init)");
-    return RPC_FAILED_PRECONDITION;
+    return FSPS_FAILED_PRECONDITION;
   }
   if (h->v[1] > UINT32_MAX || h->v[3] > UINT32_MAX) {
     snprintf(err, errlen, "layer or worker number out of range");
-    return RPC_INVALID_ARGUMENT;
+    return FSPS_INVALID_ARGUMENT;
   }
   ps->layer = (uint32_t)h->v[1];
   store_layer *L = store_layer_get(svc->st, ps->layer);
   if (L == NULL) {
     snprintf(err, errlen, "layer %u does not exist: the model has %u layers",
              ps->layer, store_num_layers(svc->st));
-    return RPC_NOT_FOUND;
+    return FSPS_NOT_FOUND;
   }
   ps->begun = true;
   return store_push_begin(L, h->v[2], (uint32_t)h->v[3], h->v[5], &ps->p, err,
@@ -66,16 +66,16 @@ static int chunk(service *svc, push_state *ps, rpc_msg *msg, char *err,
   rpc_tensor_hdr h;
   size_t bytes;
   rpc_status st;
-  if (rpc_msg_tensor(msg, &h, &bytes, &st) != RPC_OK) {
+  if (rpc_msg_tensor(msg, &h, &bytes, &st) != FSPS_OK) {
     snprintf(err, errlen, "%s", st.msg);
     return st.code;
   }
   if (bytes % sizeof(float) != 0) {
     snprintf(err, errlen, "payload of %zu bytes is not whole float32s", bytes);
-    return RPC_INVALID_ARGUMENT;
+    return FSPS_INVALID_ARGUMENT;
   }
-  int rc = ps->begun ? RPC_OK : begin(svc, ps, &h, err, errlen);
-  if (rc != RPC_OK)
+  int rc = ps->begun ? FSPS_OK : begin(svc, ps, &h, err, errlen);
+  if (rc != FSPS_OK)
     return rc;
   if (h.v[1] != ps->layer || h.v[2] != ps->p.step || h.v[3] != ps->p.worker ||
       h.v[5] != ps->p.epoch) {
@@ -85,17 +85,17 @@ static int chunk(service *svc, push_state *ps, rpc_msg *msg, char *err,
              " after %u/%" PRIu64 "/%u/%016" PRIx64 ")",
              h.v[1], h.v[2], h.v[3], h.v[5], ps->layer, ps->p.step,
              ps->p.worker, ps->p.epoch);
-    return RPC_INVALID_ARGUMENT;
+    return FSPS_INVALID_ARGUMENT;
   }
   uint64_t count = bytes / sizeof(float);
   float *dst = store_push_chunk(&ps->p, h.v[4], count, err, errlen);
   if (dst == NULL)
-    return RPC_INVALID_ARGUMENT;
+    return FSPS_INVALID_ARGUMENT;
   bool nonfinite = false;
   rpc_msg_copy_payload_each(msg, dst, scan_piece, &nonfinite);
   /* Only a chunk with NaN/Inf takes the full check that rejects or zeroes
    * them, naming the first. */
-  return nonfinite ? store_push_check(&ps->p, dst, count, err, errlen) : RPC_OK;
+  return nonfinite ? store_push_check(&ps->p, dst, count, err, errlen) : FSPS_OK;
 }
 
 /* lose_reply decides, for --inject-reply-drops, whether this reply is
@@ -122,7 +122,7 @@ typedef struct {
 static void ack(void *arg, bool duplicate, bool applied, uint64_t version) {
   ack_ctx *a = arg;
   if (lose_reply(store_config(a->svc->st))) {
-    rpc_call_finish(a->call, NULL, RPC_UNAVAILABLE,
+    rpc_call_finish(a->call, NULL, FSPS_UNAVAILABLE,
                     "reply dropped on purpose (--inject-reply-drops)");
     return;
   }
@@ -130,13 +130,13 @@ static void ack(void *arg, bool duplicate, bool applied, uint64_t version) {
   reply.version = version;
   reply.duplicate = duplicate;
   reply.applied = applied;
-  rpc_call_finish(a->call, &reply.base, RPC_OK, NULL);
+  rpc_call_finish(a->call, &reply.base, FSPS_OK, NULL);
 }
 
 static void finish(service *svc, rpc_call *call, push_state *ps) {
   char err[512];
   if (!ps->begun) {
-    service_reject(svc, call, RPC_INVALID_ARGUMENT,
+    service_reject(svc, call, FSPS_INVALID_ARGUMENT,
                    "push stream carried no chunks");
     return;
   }
@@ -164,7 +164,7 @@ void push_message(rpc_call *call, rpc_msg *msg, void *ctx) {
   }
   char err[512];
   int rc = chunk(svc, ps, msg, err, sizeof err);
-  if (rc != RPC_OK)
+  if (rc != FSPS_OK)
     service_reject(svc, call, rc, err);
 }
 

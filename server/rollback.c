@@ -40,30 +40,30 @@ static int refuse(char *err, size_t errlen, int code, const char *fmt, ...) {
   return code;
 }
 
-/* check refuses what cannot be rolled back; RPC_OK otherwise. */
+/* check refuses what cannot be rolled back; FSPS_OK otherwise. */
 static int check(service *svc, const Fsps__V1__RollbackRequest *req,
                  char *err, size_t errlen) {
   store *st = svc->st;
   uint64_t lo, hi;
   uint32_t low;
   if (!store_ready(st))
-    return refuse(err, errlen, RPC_FAILED_PRECONDITION,
+    return refuse(err, errlen, FSPS_FAILED_PRECONDITION,
                   "no model is declared on this server yet (Init)");
   if (req->spec_hash != store_hash(st))
-    return refuse(err, errlen, RPC_FAILED_PRECONDITION,
+    return refuse(err, errlen, FSPS_FAILED_PRECONDITION,
                   "rollback for model %016" PRIx64 ", but this server holds "
                   "model %016" PRIx64,
                   req->spec_hash, store_hash(st));
   if (store_config(st)->mode == MODE_ASP)
-    return refuse(err, errlen, RPC_FAILED_PRECONDITION,
+    return refuse(err, errlen, FSPS_FAILED_PRECONDITION,
                   "rollback needs --mode bsp or ssp");
   versions(st, &lo, &hi, &low);
   if (lo != UINT64_MAX && lo < req->version)
-    return refuse(err, errlen, RPC_FAILED_PRECONDITION,
+    return refuse(err, errlen, FSPS_FAILED_PRECONDITION,
                   "layer %u is at version %" PRIu64 ", behind version "
                   "%" PRIu64 ": a rollback cannot go forward",
                   low, lo, req->version);
-  return RPC_OK;
+  return FSPS_OK;
 }
 
 /* to_initial rolls every layer past version 0 back to its initial values. */
@@ -87,7 +87,7 @@ static void enter_epoch(store *st, uint64_t to) {
     store_drop_stale(store_layer_get(st, l));
 }
 
-/* roll performs the rollback; RPC_OK with *restored and src set. */
+/* roll performs the rollback; FSPS_OK with *restored and src set. */
 static int roll(service *svc, uint64_t version, uint32_t *restored, char *src,
                 size_t srclen, char *err, size_t errlen) {
   uint64_t lo, hi;
@@ -97,7 +97,7 @@ static int roll(service *svc, uint64_t version, uint32_t *restored, char *src,
   snprintf(src, srclen, "nothing to do: every layer is at version %" PRIu64,
            version);
   if (lo == UINT64_MAX || hi == version)
-    return RPC_OK;
+    return FSPS_OK;
   int rc = FSPS_NOT_FOUND;
   if (svc->ck != NULL)
     rc = ckpt_rollback(svc->ck, version, restored, src, srclen, err, errlen);
@@ -108,7 +108,7 @@ static int roll(service *svc, uint64_t version, uint32_t *restored, char *src,
     snprintf(src, srclen, "initial values");
     rc = FSPS_OK;
   }
-  return rc == FSPS_NOT_FOUND ? RPC_FAILED_PRECONDITION : rc;
+  return rc == FSPS_NOT_FOUND ? FSPS_FAILED_PRECONDITION : rc;
 }
 
 void rollback_start(rpc_call *call, rpc_msg *msg, void *ctx) {
@@ -126,33 +126,33 @@ void rollback_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   pthread_mutex_lock(&one_at_a_time);
   uint64_t was = store_epoch(svc->st);
   int rc = check(svc, req, err, sizeof err);
-  bool done = rc == RPC_OK && req->epoch != 0 && req->epoch == was;
+  bool done = rc == FSPS_OK && req->epoch != 0 && req->epoch == was;
   if (done) /* another worker made this very rollback: nothing to do */
     snprintf(src, sizeof src, "already done: the server is in epoch %016" PRIx64,
              was);
-  bool moves = rc == RPC_OK && !done && req->epoch != 0;
+  bool moves = rc == FSPS_OK && !done && req->epoch != 0;
   if (moves) /* refuse every pull and push until the epoch is the new one */
     store_set_epoch(svc->st, STORE_EPOCH_CHANGING);
-  if (rc == RPC_OK && !done)
+  if (rc == FSPS_OK && !done)
     rc = roll(svc, req->version, &r.layers_restored, src, sizeof src, err,
               sizeof err);
   /* A rollback that failed half-way leaves the server refusing pulls and
    * pushes until one succeeds: its layers are of two timelines. */
   if (moves)
-    enter_epoch(svc->st, rc == RPC_OK            ? req->epoch
+    enter_epoch(svc->st, rc == FSPS_OK            ? req->epoch
                          : rc == FSPS_DATA_LOSS ? STORE_EPOCH_CHANGING
                                                 : was);
   pthread_mutex_unlock(&one_at_a_time);
-  if (rc == RPC_OK && r.layers_restored)
+  if (rc == FSPS_OK && r.layers_restored)
     LOGW("rolled back %u layers to version %" PRIu64 " from %s",
          r.layers_restored, req->version, src);
   uint64_t version = req->version;
   protobuf_c_message_free_unpacked(m, NULL);
-  if (rc != RPC_OK) {
+  if (rc != FSPS_OK) {
     LOGE("rollback to version %" PRIu64 " failed: %s", version, err);
-    rpc_call_finish(call, NULL, service_code(rc), err);
+    rpc_call_finish(call, NULL, rc, err);
     return;
   }
   r.source = src;
-  rpc_call_finish(call, &r.base, RPC_OK, NULL);
+  rpc_call_finish(call, &r.base, FSPS_OK, NULL);
 }

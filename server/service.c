@@ -13,16 +13,8 @@
 
 void service_reject(service *svc, rpc_call *call, int code, const char *msg) {
   atomic_fetch_add(&svc->rejected, 1);
-  LOGD("refused a request: %s: %s", rpc_code_name(code), msg);
+  LOGD("refused a request: %s: %s", fsps_err_name(code), msg);
   rpc_call_finish(call, NULL, code, msg);
-}
-
-int service_code(int rc) {
-  if (rc == FSPS_NOMEM)
-    return RPC_RESOURCE_EXHAUSTED;
-  if (rc == FSPS_CORRUPT)
-    return RPC_DATA_LOSS;
-  return rc >= 0 && rc <= 16 ? rc : RPC_INTERNAL; /* FSPS_IO and the like */
 }
 
 /* unpack decodes the request or refuses the call; NULL when refused. */
@@ -30,7 +22,7 @@ static ProtobufCMessage *unpack(service *svc, rpc_call *call, rpc_msg *msg,
                                 const ProtobufCMessageDescriptor *d) {
   ProtobufCMessage *m;
   rpc_status st;
-  if (rpc_msg_unpack(msg, d, &m, &st) == RPC_OK)
+  if (rpc_msg_unpack(msg, d, &m, &st) == FSPS_OK)
     return m;
   service_reject(svc, call, st.code, st.msg);
   return NULL;
@@ -40,12 +32,12 @@ static int check_placement(const server_config *cfg,
                            const Fsps__V1__InitRequest *req, char *err,
                            size_t errlen) {
   if (req->num_servers == cfg->num_servers && req->server_index == cfg->index)
-    return RPC_OK;
+    return FSPS_OK;
   snprintf(err, errlen,
            "this is server %u of %u, but the client expected server %u of %u "
            "at this address: list the servers in index order, all of them",
            cfg->index, cfg->num_servers, req->server_index, req->num_servers);
-  return RPC_FAILED_PRECONDITION;
+  return FSPS_FAILED_PRECONDITION;
 }
 
 static void init_reply(service *svc, rpc_call *call, bool created) {
@@ -53,7 +45,7 @@ static void init_reply(service *svc, rpc_call *call, bool created) {
   uint32_t L = store_num_layers(svc->st);
   uint64_t *versions = calloc(L ? L : 1, sizeof *versions);
   if (versions == NULL) {
-    service_reject(svc, call, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    service_reject(svc, call, FSPS_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
   for (uint32_t l = 0; l < L; l++) {
@@ -71,7 +63,7 @@ static void init_reply(service *svc, rpc_call *call, bool created) {
   r.layer_versions = versions;
   r.incarnation = svc->incarnation;
   r.epoch = store_epoch(svc->st);
-  rpc_call_finish(call, &r.base, RPC_OK, NULL);
+  rpc_call_finish(call, &r.base, FSPS_OK, NULL);
   free(versions);
 }
 
@@ -84,7 +76,7 @@ static int init_store(service *svc, const Fsps__V1__ModelSpec *m,
   if (blob == NULL) {
     shard_spec_destroy(spec);
     snprintf(err, errlen, "out of memory");
-    return RPC_RESOURCE_EXHAUSTED;
+    return FSPS_RESOURCE_EXHAUSTED;
   }
   protobuf_c_message_pack(&m->base, blob);
   int rc = store_init(svc->st, spec, blob, len, created, err, errlen);
@@ -101,18 +93,18 @@ static void init_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   char err[512] = "";
   bool created = false;
   int rc = check_placement(store_config(svc->st), req, err, sizeof err);
-  if (rc == RPC_OK && req->spec == NULL) {
-    rc = RPC_INVALID_ARGUMENT;
+  if (rc == FSPS_OK && req->spec == NULL) {
+    rc = FSPS_INVALID_ARGUMENT;
     snprintf(err, sizeof err, "Init carries no model spec");
   }
   shard_spec *spec =
-      rc == RPC_OK ? spec_from_proto(req->spec, err, sizeof err) : NULL;
-  if (rc == RPC_OK && spec == NULL)
-    rc = RPC_INVALID_ARGUMENT;
-  if (rc == RPC_OK)
+      rc == FSPS_OK ? spec_from_proto(req->spec, err, sizeof err) : NULL;
+  if (rc == FSPS_OK && spec == NULL)
+    rc = FSPS_INVALID_ARGUMENT;
+  if (rc == FSPS_OK)
     rc = init_store(svc, req->spec, spec, &created, err, sizeof err);
   protobuf_c_message_free_unpacked(&req->base, NULL);
-  if (rc != RPC_OK) {
+  if (rc != FSPS_OK) {
     service_reject(svc, call, rc, err);
     return;
   }
@@ -192,9 +184,9 @@ static void status_start(rpc_call *call, rpc_msg *msg, void *ctx) {
     }
     r.n_layers = L;
     r.layers = lp;
-    rpc_call_finish(call, &r.base, RPC_OK, NULL);
+    rpc_call_finish(call, &r.base, FSPS_OK, NULL);
   } else {
-    service_reject(svc, call, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    service_reject(svc, call, FSPS_RESOURCE_EXHAUSTED, "out of memory");
   }
   free(ls);
   free(lp);
@@ -210,7 +202,7 @@ static void checkpoint_start(rpc_call *call, rpc_msg *msg, void *ctx) {
     return;
   protobuf_c_message_free_unpacked(req, NULL);
   if (svc->ck == NULL) {
-    service_reject(svc, call, RPC_FAILED_PRECONDITION,
+    service_reject(svc, call, FSPS_FAILED_PRECONDITION,
                    "this server has no --checkpoint-dir");
     return;
   }
@@ -220,12 +212,12 @@ static void checkpoint_start(rpc_call *call, rpc_msg *msg, void *ctx) {
                           err, sizeof err);
   if (rc != FSPS_OK) {
     LOGE("%s", err);
-    rpc_call_finish(call, NULL, service_code(rc), err);
+    rpc_call_finish(call, NULL, rc, err);
     return;
   }
   LOGI("checkpoint written on request: %s", path);
   r.path = path;
-  rpc_call_finish(call, &r.base, RPC_OK, NULL);
+  rpc_call_finish(call, &r.base, FSPS_OK, NULL);
 }
 
 static void health_start(rpc_call *call, rpc_msg *msg, void *ctx) {
@@ -239,13 +231,13 @@ static void health_start(rpc_call *call, rpc_msg *msg, void *ctx) {
                strcmp(req->service, "fsps.v1.ParameterServer") == 0;
   protobuf_c_message_free_unpacked(&req->base, NULL);
   if (!known) {
-    rpc_call_finish(call, NULL, RPC_NOT_FOUND, "unknown service");
+    rpc_call_finish(call, NULL, FSPS_NOT_FOUND, "unknown service");
     return;
   }
   Grpc__Health__V1__HealthCheckResponse r =
       GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
   r.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-  rpc_call_finish(call, &r.base, RPC_OK, NULL);
+  rpc_call_finish(call, &r.base, FSPS_OK, NULL);
 }
 
 const rpc_method *service_methods(service *svc, size_t *n) {

@@ -38,11 +38,6 @@ struct Fsps__V1__ModelSpec;
 shard_spec *spec_from_proto(const struct Fsps__V1__ModelSpec *m, char *msg,
                             size_t msglen);
 
-/* service_code turns an fsps_err into the gRPC status code to answer:
- * gRPC's own codes as they are, FSPS_NOMEM as RESOURCE_EXHAUSTED,
- * FSPS_CORRUPT as DATA_LOSS, the rest as INTERNAL. */
-int service_code(int rc);
-
 /* service_reject counts a refused request and fails the call with msg. */
 void service_reject(service *svc, rpc_call *call, int code, const char *msg);
 

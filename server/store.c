@@ -880,9 +880,7 @@ int store_push_commit(store_push *p, store_ack_fn fn, void *arg, char *msg,
              "layer '%s' was rolled back to version %" PRIu64 " while step "
              "%" PRIu64 " was being pushed: recover and push again",
              L->spec->name, version, p->step);
-  if (rc == FSPS_ABORTED)
-    rc = FSPS_FAILED_PRECONDITION;
-  return rc == FSPS_NOMEM ? FSPS_RESOURCE_EXHAUSTED : rc;
+  return rc == FSPS_ABORTED ? FSPS_FAILED_PRECONDITION : rc;
 }
 
 /* ---- --worker-timeout ---- */

@@ -154,9 +154,10 @@ typedef void (*store_ack_fn)(void *arg, bool duplicate, bool applied,
  * on success, as soon as the outcome is certain and before the sums and the
  * optimizer run, so that a reply sent from it travels while they do; it
  * runs under the layer's lock and must not call into the store. Pulls of
- * the new version still wait for the optimizer. On failure (only out of
- * memory for a copy of parameters a pull is still sending) fn is not
- * called, nothing changes, and msg says why. */
+ * the new version still wait for the optimizer. On failure (FSPS_NOMEM for
+ * a copy of parameters a pull is still sending, FSPS_FAILED_PRECONDITION
+ * when the layer was rolled back since the push began) fn is not called,
+ * nothing changes, and msg says why. */
 int store_push_commit(store_push *p, store_ack_fn fn, void *arg, char *msg,
                       size_t msglen);
 

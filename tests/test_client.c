@@ -640,7 +640,7 @@ static void fake_pull(rpc_call *call, rpc_msg *msg, void *ctx) {
   (void)ctx;
   ProtobufCMessage *m;
   if (rpc_msg_unpack(msg, &fsps__v1__pull_request__descriptor, &m, NULL)) {
-    rpc_call_finish(call, NULL, RPC_INVALID_ARGUMENT, "bad request");
+    rpc_call_finish(call, NULL, FSPS_INVALID_ARGUMENT, "bad request");
     return;
   }
   uint64_t how = ((Fsps__V1__PullRequest *)m)->min_version;
@@ -659,7 +659,7 @@ static void fake_sent(rpc_call *call, bool ok, void *ctx) {
   uintptr_t how = (uintptr_t)rpc_call_user(call) - 1;
   rpc_call_set_user(call, (void *)(uintptr_t)100);
   if (!ok || how == 2 || how >= 99) {
-    rpc_call_finish(call, NULL, RPC_OK, NULL);
+    rpc_call_finish(call, NULL, FSPS_OK, NULL);
     return;
   }
   rpc_tensor_hdr h = {0};
@@ -683,7 +683,7 @@ static void test_gather_checks_server_answers(void **state) {
   rpc_server_opts so = {.listen = "127.0.0.1:0", .threads = 1};
   rpc_server *srv = rpc_server_create(&so, fake_methods, 1, &st);
   assert_non_null(srv);
-  assert_int_equal(rpc_server_start(srv, &st), RPC_OK);
+  assert_int_equal(rpc_server_start(srv, &st), FSPS_OK);
   char addr[64];
   snprintf(addr, sizeof addr, "127.0.0.1:%d", rpc_server_port(srv));
   fsps_client *c = connect_dead(addr, 1);

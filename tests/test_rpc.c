@@ -16,6 +16,8 @@
 #include "rpc.h"
 
 #define CHUNK_FLOATS (1 << 18) /* 1 MiB payloads */
+/* A Unary request for layer LOCAL_CODE + e fails with fsps_err e. */
+#define LOCAL_CODE 1000
 
 static float *g_big; /* payload the server streams */
 static int g_cancelled;
@@ -35,9 +37,11 @@ static void unary_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   Fsps__V1__PushReply reply = FSPS__V1__PUSH_REPLY__INIT;
   reply.version = req->layer + req->min_version;
   if (req->layer == 99)
-    rpc_call_failf(call, RPC_NOT_FOUND, "no layer %u", req->layer);
+    rpc_call_failf(call, FSPS_NOT_FOUND, "no layer %u", req->layer);
+  else if (req->layer >= LOCAL_CODE)
+    rpc_call_failf(call, (int)(req->layer - LOCAL_CODE), "local failure");
   else
-    rpc_call_finish(call, &reply.base, RPC_OK, NULL);
+    rpc_call_finish(call, &reply.base, FSPS_OK, NULL);
   protobuf_c_message_free_unpacked(m, NULL);
 }
 
@@ -48,7 +52,7 @@ typedef struct {
 static void send_next(rpc_call *call) {
   stream_state *s = rpc_call_user(call);
   if (s->next == s->total) {
-    rpc_call_finish(call, NULL, RPC_OK, NULL);
+    rpc_call_finish(call, NULL, FSPS_OK, NULL);
     return;
   }
   rpc_tensor_hdr h = {0};
@@ -63,7 +67,7 @@ static void stream_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   (void)ctx;
   ProtobufCMessage *m;
   if (rpc_msg_unpack(msg, &fsps__v1__pull_request__descriptor, &m, NULL)) {
-    rpc_call_finish(call, NULL, RPC_INVALID_ARGUMENT, "bad request");
+    rpc_call_finish(call, NULL, FSPS_INVALID_ARGUMENT, "bad request");
     return;
   }
   stream_state *s = calloc(1, sizeof *s);
@@ -105,15 +109,15 @@ static void sum_message(rpc_call *call, rpc_msg *msg, void *ctx) {
     Fsps__V1__PushReply reply = FSPS__V1__PUSH_REPLY__INIT;
     reply.version = s->floats;
     reply.applied = s->sum == (double)s->floats * 0.5;
-    rpc_call_finish(call, &reply.base, RPC_OK, NULL);
+    rpc_call_finish(call, &reply.base, FSPS_OK, NULL);
     return;
   }
   rpc_tensor_hdr h;
   size_t nbytes;
   rpc_status st;
-  if (rpc_msg_tensor(msg, &h, &nbytes, &st) != RPC_OK ||
+  if (rpc_msg_tensor(msg, &h, &nbytes, &st) != FSPS_OK ||
       nbytes > CHUNK_FLOATS * sizeof(float) || h.v[4] != s->msgs) {
-    rpc_call_failf(call, RPC_INVALID_ARGUMENT, "bad chunk %llu",
+    rpc_call_failf(call, FSPS_INVALID_ARGUMENT, "bad chunk %llu",
                    (unsigned long long)s->msgs);
     return;
   }
@@ -177,7 +181,7 @@ static int setup(void **state) {
   rpc_server_opts o = {.listen = "127.0.0.1:0", .threads = 2};
   f->srv = rpc_server_create(&o, methods, 4, &st);
   assert_non_null(f->srv);
-  assert_int_equal(rpc_server_start(f->srv, &st), RPC_OK);
+  assert_int_equal(rpc_server_start(f->srv, &st), FSPS_OK);
   char target[64];
   snprintf(target, sizeof target, "127.0.0.1:%d", rpc_server_port(f->srv));
   f->ch = rpc_channel_create(target, &st);
@@ -226,7 +230,7 @@ static void on_message(rpc_stream *s, rpc_msg *msg, void *ctx) {
   waiter *w = ctx;
   rpc_tensor_hdr h;
   size_t n;
-  if (rpc_msg_tensor(msg, &h, &n, NULL) != RPC_OK ||
+  if (rpc_msg_tensor(msg, &h, &n, NULL) != FSPS_OK ||
       n != CHUNK_FLOATS * sizeof(float) || h.v[1] != 7 || h.v[3] != w->msgs) {
     w->bad++;
     return;
@@ -246,7 +250,7 @@ static void on_done(rpc_stream *s, const rpc_status *st, rpc_msg *reply,
   if (reply) {
     ProtobufCMessage *m;
     if (rpc_msg_unpack(reply, &fsps__v1__push_reply__descriptor, &m, NULL) ==
-        RPC_OK) {
+        FSPS_OK) {
       w->reply_version = ((Fsps__V1__PushReply *)m)->version;
       w->reply_applied = ((Fsps__V1__PushReply *)m)->applied;
       protobuf_c_message_free_unpacked(m, NULL);
@@ -270,7 +274,7 @@ static void test_unary_roundtrip(void **state) {
   rpc_status st;
   int rc = rpc_unary(f->ch, "/t.T/Unary", &req.base,
                      &fsps__v1__push_reply__descriptor, &reply, 5000, &st);
-  assert_int_equal(rc, RPC_OK);
+  assert_int_equal(rc, FSPS_OK);
   assert_int_equal(((Fsps__V1__PushReply *)reply)->version, 43);
   protobuf_c_message_free_unpacked(reply, NULL);
 }
@@ -283,10 +287,32 @@ static void test_unary_error_status(void **state) {
   rpc_status st;
   int rc = rpc_unary(f->ch, "/t.T/Unary", &req.base,
                      &fsps__v1__push_reply__descriptor, &reply, 5000, &st);
-  assert_int_equal(rc, RPC_NOT_FOUND);
+  assert_int_equal(rc, FSPS_NOT_FOUND);
   assert_null(reply);
   assert_non_null(strstr(st.msg, "no layer 99"));
   assert_non_null(strstr(st.msg, "NOT_FOUND"));
+}
+
+/* A server's local failures, which have no wire code of their own, reach
+ * the client as the nearest gRPC code; gRPC's own codes as they are. */
+static void test_local_codes_on_the_wire(void **state) {
+  fixture *f = *state;
+  static const int sent_read[][2] = {{FSPS_NOMEM, FSPS_RESOURCE_EXHAUSTED},
+                                     {FSPS_CORRUPT, FSPS_DATA_LOSS},
+                                     {FSPS_IO, FSPS_INTERNAL},
+                                     {FSPS_ABORTED, FSPS_ABORTED}};
+  for (size_t i = 0; i < sizeof sent_read / sizeof sent_read[0]; i++) {
+    Fsps__V1__PullRequest req = FSPS__V1__PULL_REQUEST__INIT;
+    req.layer = LOCAL_CODE + (uint32_t)sent_read[i][0];
+    ProtobufCMessage *reply;
+    rpc_status st;
+    int rc = rpc_unary(f->ch, "/t.T/Unary", &req.base,
+                       &fsps__v1__push_reply__descriptor, &reply, 5000, &st);
+    assert_int_equal(rc, sent_read[i][1]);
+    assert_int_equal(st.code, sent_read[i][1]);
+    assert_non_null(strstr(st.msg, fsps_err_name(sent_read[i][1])));
+    assert_non_null(strstr(st.msg, "local failure"));
+  }
 }
 
 static void test_unknown_method(void **state) {
@@ -296,7 +322,7 @@ static void test_unknown_method(void **state) {
   rpc_status st;
   int rc = rpc_unary(f->ch, "/t.T/Nope", &req.base,
                      &fsps__v1__push_reply__descriptor, &reply, 5000, &st);
-  assert_int_equal(rc, RPC_UNIMPLEMENTED);
+  assert_int_equal(rc, FSPS_UNIMPLEMENTED);
 }
 
 static void test_server_stream_big_chunks(void **state) {
@@ -312,7 +338,7 @@ static void test_server_stream_big_chunks(void **state) {
                                    &req.base, 10000, &cbs, &st);
   assert_non_null(s);
   waiter_wait(&w);
-  assert_int_equal(w.st.code, RPC_OK);
+  assert_int_equal(w.st.code, FSPS_OK);
   assert_int_equal(w.msgs, 5);
   assert_int_equal(w.bad, 0);
 }
@@ -349,7 +375,7 @@ static void test_client_stream_sum(void **state) {
   assert_non_null(s);
   push_next(s, &w);
   waiter_wait(&w);
-  assert_int_equal(w.st.code, RPC_OK);
+  assert_int_equal(w.st.code, FSPS_OK);
   assert_int_equal(w.reply_version, 2 * CHUNK_FLOATS + 1000);
   assert_true(w.reply_applied);
   free(w.data);
@@ -368,7 +394,7 @@ static void test_deadline_cancels_parked_call(void **state) {
   assert_non_null(rpc_stream_start(f->ch, "/t.T/Park", RPC_SERVER_STREAMING,
                                    &req.base, 200, &cbs, &st));
   waiter_wait(&w);
-  assert_int_equal(w.st.code, RPC_DEADLINE_EXCEEDED);
+  assert_int_equal(w.st.code, FSPS_DEADLINE_EXCEEDED);
   for (int i = 0; i < 200; i++) { /* the server learns of it shortly */
     pthread_mutex_lock(&g_mu);
     int now = g_cancelled;
@@ -386,7 +412,7 @@ static void test_listen_on_bad_address(void **state) {
   rpc_server_opts o = {.listen = "256.1.1.1:1", .threads = 1};
   rpc_server *srv = rpc_server_create(&o, methods, 4, &st);
   assert_null(srv);
-  assert_int_equal(st.code, RPC_UNAVAILABLE);
+  assert_int_equal(st.code, FSPS_UNAVAILABLE);
   assert_non_null(strstr(st.msg, "256.1.1.1:1"));
 }
 
@@ -399,7 +425,7 @@ static void test_unreachable_server(void **state) {
   ProtobufCMessage *reply;
   int rc = rpc_unary(ch, "/t.T/Unary", &req.base,
                      &fsps__v1__push_reply__descriptor, &reply, 2000, &st);
-  assert_true(rc == RPC_UNAVAILABLE || rc == RPC_DEADLINE_EXCEEDED);
+  assert_true(rc == FSPS_UNAVAILABLE || rc == FSPS_DEADLINE_EXCEEDED);
   assert_non_null(strstr(st.msg, "127.0.0.1:1"));
   rpc_channel_destroy(ch);
 }
@@ -411,6 +437,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_unary_roundtrip, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unary_error_status, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_local_codes_on_the_wire, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_unknown_method, setup, teardown),
       cmocka_unit_test_setup_teardown(test_server_stream_big_chunks, setup,
                                       teardown),

@@ -45,14 +45,14 @@ static int check_once(const char *target, const char *service, long timeout_ms,
                      &grpc__health__v1__health_check_response__descriptor,
                      &reply, timeout_ms, &st);
   int status = -1;
-  if (rc == RPC_OK) {
+  if (rc == FSPS_OK) {
     status = ((Grpc__Health__V1__HealthCheckResponse *)reply)->status;
     protobuf_c_message_free_unpacked(reply, NULL);
   }
   rpc_channel_destroy(ch);
-  if (quiet && !(rc == RPC_OK && status == SERVING))
+  if (quiet && !(rc == FSPS_OK && status == SERVING))
     return 1;
-  if (rc != RPC_OK)
+  if (rc != FSPS_OK)
     fprintf(stderr, "fsps-health: %s\n", st.msg);
   else if (status !=
            GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING)
@@ -60,7 +60,7 @@ static int check_once(const char *target, const char *service, long timeout_ms,
             status);
   else
     printf("%s: SERVING\n", target);
-  return rc == RPC_OK && status == SERVING ? 0 : 1;
+  return rc == FSPS_OK && status == SERVING ? 0 : 1;
 }
 
 static long now_ms(void) {

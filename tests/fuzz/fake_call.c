@@ -58,8 +58,8 @@ static void complete_send(rpc_call *c) {
   rpc_tensor_hdr h;
   size_t nbytes;
   rpc_status st;
-  fuzz_check(rpc_msg_open(&fm.m, fm.bb) == RPC_OK);
-  fuzz_check(rpc_msg_tensor(&fm.m, &h, &nbytes, &st) == RPC_OK);
+  fuzz_check(rpc_msg_open(&fm.m, fm.bb) == FSPS_OK);
+  fuzz_check(rpc_msg_tensor(&fm.m, &h, &nbytes, &st) == FSPS_OK);
   uint8_t *copy = malloc(nbytes ? nbytes : 1);
   fuzz_check(copy != NULL);
   rpc_msg_copy_payload(&fm.m, copy);
@@ -103,7 +103,7 @@ int fuzz_call_end(rpc_call *c) {
   if (!c->finished) {
     if (c->m->on_cancel)
       c->m->on_cancel(c, c->m->ctx);
-    rpc_call_finish(c, NULL, RPC_CANCELLED, "call cancelled");
+    rpc_call_finish(c, NULL, FSPS_CANCELLED, "call cancelled");
   }
   int code = c->code;
   rpc_call_unref(c);
@@ -155,12 +155,12 @@ int rpc_call_send_tensor(rpc_call *call, const rpc_tensor_hdr *h,
   if (call->finished || call->sending) {
     if (release)
       release(arg);
-    return call->finished ? RPC_CANCELLED : RPC_INTERNAL;
+    return call->finished ? FSPS_CANCELLED : FSPS_INTERNAL;
   }
   call->send_bb = rpc_pack_tensor(h, data, nbytes, release, arg);
   fuzz_check(call->send_bb != NULL);
   call->sending = true;
-  return RPC_OK;
+  return FSPS_OK;
 }
 
 /* pack_reply packs reply as rpc would send it and checks that it decodes. */
@@ -180,11 +180,11 @@ void rpc_call_finish(rpc_call *call, const ProtobufCMessage *reply, int code,
                      const char *details) {
   if (call->finished)
     return;
-  fuzz_check(code >= RPC_OK && code <= RPC_UNAUTHENTICATED);
-  fuzz_check(code == RPC_OK || (details != NULL && details[0] != '\0'));
+  fuzz_check(strcmp(fsps_err_name(code), "?") != 0); /* an fsps_err */
+  fuzz_check(code == FSPS_OK || (details != NULL && details[0] != '\0'));
   call->finished = true;
-  call->code = code;
-  if (reply && code == RPC_OK && !call->sending)
+  call->code = rpc_from_grpc(rpc_to_grpc(code)); /* what a client reads */
+  if (reply && code == FSPS_OK && !call->sending)
     pack_reply(call, reply);
 }
 

@@ -47,7 +47,8 @@ typedef struct {
 
 /* fuzz_msg_bytes makes a message of data[0..n) cut into 1 + split % 40
  * slices at points drawn from split (some may be empty), so parsers meet
- * fields and varints torn across slices. Returns RPC_OK or an rpc code. */
+ * fields and varints torn across slices. Returns FSPS_OK or another
+ * fsps_err. */
 int fuzz_msg_bytes(fuzz_msg *fm, const void *data, size_t n, unsigned split);
 
 /* fuzz_msg_tensor makes a message as a client sends one: rpc's own
@@ -86,8 +87,9 @@ bool fuzz_call_step(rpc_call *c);
 void fuzz_call_pump(rpc_call *c);
 
 /* fuzz_call_finished / fuzz_call_code / fuzz_call_reply: whether the call
- * has finished, its status code, and the reply message it sent (packed;
- * NULL when none). Valid until fuzz_call_end. */
+ * has finished, its status code as a client reads it (a local fsps_err
+ * such as FSPS_NOMEM becomes its wire code), and the reply message it sent
+ * (packed; NULL when none). Valid until fuzz_call_end. */
 bool fuzz_call_finished(const rpc_call *c);
 int fuzz_call_code(const rpc_call *c);
 const uint8_t *fuzz_call_reply(const rpc_call *c, size_t *len);

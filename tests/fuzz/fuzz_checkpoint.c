@@ -19,16 +19,16 @@ static int expected(const uint8_t *req, size_t n) {
   Fsps__V1__CheckpointRequest *r =
       fsps__v1__checkpoint_request__unpack(NULL, n, req);
   if (r == NULL)
-    return RPC_INVALID_ARGUMENT;
+    return FSPS_INVALID_ARGUMENT;
   fsps__v1__checkpoint_request__free_unpacked(r, NULL);
-  return RPC_OK;
+  return FSPS_OK;
 }
 
 static void check_reply(void *arg, rpc_call *c) {
   (void)arg;
   size_t len;
   const uint8_t *reply = fuzz_call_reply(c, &len);
-  if (fuzz_call_code(c) != RPC_OK)
+  if (fuzz_call_code(c) != FSPS_OK)
     return;
   Fsps__V1__CheckpointReply *r =
       fsps__v1__checkpoint_reply__unpack(NULL, len, reply);

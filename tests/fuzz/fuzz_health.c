@@ -13,18 +13,18 @@ static int expected(const uint8_t *req, size_t n) {
   Grpc__Health__V1__HealthCheckRequest *r =
       grpc__health__v1__health_check_request__unpack(NULL, n, req);
   if (r == NULL)
-    return RPC_INVALID_ARGUMENT;
+    return FSPS_INVALID_ARGUMENT;
   bool known = r->service[0] == '\0' ||
                strcmp(r->service, "fsps.v1.ParameterServer") == 0;
   grpc__health__v1__health_check_request__free_unpacked(r, NULL);
-  return known ? RPC_OK : RPC_NOT_FOUND;
+  return known ? FSPS_OK : FSPS_NOT_FOUND;
 }
 
 static void check_serving(void *arg, rpc_call *c) {
   (void)arg;
   size_t len;
   const uint8_t *reply = fuzz_call_reply(c, &len);
-  if (fuzz_call_code(c) != RPC_OK)
+  if (fuzz_call_code(c) != FSPS_OK)
     return;
   Grpc__Health__V1__HealthCheckResponse *r =
       grpc__health__v1__health_check_response__unpack(NULL, len, reply);

@@ -22,7 +22,7 @@ static void check_reply(void *arg, rpc_call *c) {
   service *svc = seen->svc;
   size_t len;
   const uint8_t *bytes = fuzz_call_reply(c, &len);
-  if (fuzz_call_code(c) != RPC_OK) {
+  if (fuzz_call_code(c) != FSPS_OK) {
     fuzz_check(!store_ready(svc->st));
     return;
   }
@@ -62,11 +62,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const rpc_method *m = fuzz_method(&svc, "/fsps.v1.ParameterServer/Init");
   init_seen first = {.svc = &svc}, again = {.svc = &svc};
   int code = fuzz_unary(m, in.p, in.n, ctl & 0x3f, check_reply, &first);
-  fuzz_check(code != RPC_OK || first.created);
+  fuzz_check(code != FSPS_OK || first.created);
   if (ctl & 0x80) {
     int code2 = fuzz_unary(m, in.p, in.n, ctl + 1, check_reply, &again);
     fuzz_check(code2 == code);
-    fuzz_check(code != RPC_OK || (!again.created && again.hash == first.hash));
+    fuzz_check(code != FSPS_OK || (!again.created && again.hash == first.hash));
   }
   fuzz_service_close(&svc);
   return 0;

@@ -46,8 +46,8 @@ static void round_trip(const rpc_tensor_hdr *h, const uint8_t *payload,
   rpc_tensor_hdr back;
   size_t pay2;
   rpc_status st;
-  fuzz_check(fuzz_msg_tensor(&fm, h, payload, pay) == RPC_OK);
-  fuzz_check(rpc_msg_tensor(&fm.m, &back, &pay2, &st) == RPC_OK);
+  fuzz_check(fuzz_msg_tensor(&fm, h, payload, pay) == FSPS_OK);
+  fuzz_check(rpc_msg_tensor(&fm.m, &back, &pay2, &st) == FSPS_OK);
   fuzz_check(pay2 == pay && back.present == h->present);
   for (unsigned f = 1; f <= RPC_TENSOR_MAX_VARINT; f++)
     fuzz_check(back.v[f] == h->v[f]);
@@ -63,8 +63,8 @@ static void tensor(fuzz_msg *fm, const uint8_t *in, size_t n) {
   rpc_tensor_hdr h;
   size_t pay;
   rpc_status st;
-  if (rpc_msg_tensor(&fm->m, &h, &pay, &st) != RPC_OK) {
-    fuzz_check(st.code == RPC_INVALID_ARGUMENT && st.msg[0] != '\0');
+  if (rpc_msg_tensor(&fm->m, &h, &pay, &st) != FSPS_OK) {
+    fuzz_check(st.code == FSPS_INVALID_ARGUMENT && st.msg[0] != '\0');
     return;
   }
   fuzz_check(pay <= n);
@@ -86,9 +86,9 @@ static void unpack(fuzz_msg *fm, const uint8_t *in, size_t n) {
   rpc_status st;
   int rc = rpc_msg_unpack(&fm->m, &fsps__v1__pull_request__descriptor, &m, &st);
   Fsps__V1__PullRequest *flat = fsps__v1__pull_request__unpack(NULL, n, in);
-  fuzz_check((rc == RPC_OK) == (flat != NULL));
-  if (rc != RPC_OK) {
-    fuzz_check(rc == RPC_INVALID_ARGUMENT && st.msg[0] != '\0');
+  fuzz_check((rc == FSPS_OK) == (flat != NULL));
+  if (rc != FSPS_OK) {
+    fuzz_check(rc == FSPS_INVALID_ARGUMENT && st.msg[0] != '\0');
     return;
   }
   Fsps__V1__PullRequest *r = (Fsps__V1__PullRequest *)m;
@@ -102,7 +102,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fuzz_in in = {data, size};
   unsigned split = fuzz_u8(&in);
   fuzz_msg fm;
-  if (fuzz_msg_bytes(&fm, in.p, in.n, split) != RPC_OK)
+  if (fuzz_msg_bytes(&fm, in.p, in.n, split) != FSPS_OK)
     return 0;
   fuzz_check(rpc_msg_size(&fm.m) == in.n);
   tensor(&fm, in.p, in.n);

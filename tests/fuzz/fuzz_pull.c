@@ -51,25 +51,25 @@ static int expect_range(const Fsps__V1__PullRequest *r, watch *w) {
   w->end = whole || r->count == 0 ? hi : r->offset + r->count;
   w->min_version = r->min_version;
   if (whole)
-    return RPC_OK;
+    return FSPS_OK;
   bool inside = r->offset >= lo && r->offset < hi &&
                 (r->count == 0 || r->count <= hi - r->offset);
-  return inside ? RPC_OK : RPC_INVALID_ARGUMENT;
+  return inside ? FSPS_OK : FSPS_INVALID_ARGUMENT;
 }
 
-/* expected returns the refusal the request calls for, or RPC_OK. */
+/* expected returns the refusal the request calls for, or FSPS_OK. */
 static int expected(service *svc, const uint8_t *req, size_t n, watch *w) {
   Fsps__V1__PullRequest *r = fsps__v1__pull_request__unpack(NULL, n, req);
   if (r == NULL)
-    return RPC_INVALID_ARGUMENT;
+    return FSPS_INVALID_ARGUMENT;
   w->layer = r->layer;
   w->L = store_layer_get(svc->st, r->layer);
-  int code = w->L ? expect_range(r, w) : RPC_NOT_FOUND;
+  int code = w->L ? expect_range(r, w) : FSPS_NOT_FOUND;
   store_layer_info in;
-  if (code == RPC_OK) /* no worker of a cluster can ask past version + 1 */
+  if (code == FSPS_OK) /* no worker of a cluster can ask past version + 1 */
     store_info(w->L, &in);
-  if (code == RPC_OK && r->min_version > in.version + 1)
-    code = RPC_FAILED_PRECONDITION;
+  if (code == FSPS_OK && r->min_version > in.version + 1)
+    code = FSPS_FAILED_PRECONDITION;
   fsps__v1__pull_request__free_unpacked(r, NULL);
   return code;
 }
@@ -81,7 +81,7 @@ static void wake(service *svc, rpc_call *pull, watch *w, unsigned rounds) {
   store_info(w->L, &in);
   for (unsigned r = 0; r < rounds && in.count > 0; r++) {
     for (uint32_t k = 0; k < FUZZ_WORKERS; k++)
-      fuzz_check(fuzz_push_step(svc, w->layer, in.version, k, 0.5f) == RPC_OK);
+      fuzz_check(fuzz_push_step(svc, w->layer, in.version, k, 0.5f) == FSPS_OK);
     store_info(w->L, &in);
     fuzz_call_step(pull);
   }
@@ -115,21 +115,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   watch w = {0};
   int want = expected(svc, in.p, in.n, &w);
   fuzz_msg fm;
-  fuzz_check(fuzz_msg_bytes(&fm, in.p, in.n, ctl & 0x1f) == RPC_OK);
+  fuzz_check(fuzz_msg_bytes(&fm, in.p, in.n, ctl & 0x1f) == FSPS_OK);
   rpc_call *call = fuzz_call_new(
       fuzz_method(svc, "/fsps.v1.ParameterServer/Pull"), on_chunk, &w);
   fuzz_call_start(call, &fm.m);
   fuzz_msg_close(&fm);
-  if (want == RPC_OK && !fuzz_call_finished(call))
+  if (want == FSPS_OK && !fuzz_call_finished(call))
     wake(svc, call, &w, rounds);
   int code = fuzz_call_end(call);
-  if (want == RPC_OK) {
+  if (want == FSPS_OK) {
     store_layer_info now;
     store_info(w.L, &now);
-    want = now.version >= w.min_version ? RPC_OK : RPC_CANCELLED;
+    want = now.version >= w.min_version ? FSPS_OK : FSPS_CANCELLED;
   }
   fuzz_check(code == want);
-  fuzz_check(code != RPC_OK || w.next == w.end);
+  fuzz_check(code != FSPS_OK || w.next == w.end);
   free(w.expect);
   if (svc == &fresh)
     fuzz_service_close(&fresh);

@@ -88,7 +88,7 @@ static bool framed(service *svc, rpc_call *c, fuzz_in *in) {
   rpc_hdr_set(&h, 4, info.offset + chunk * (uint64_t)SHARD_CHUNK_ELEMS + doff);
   fuzz_msg fm;
   fuzz_check(fuzz_msg_tensor(&fm, &h, g_payload,
-                             (size_t)count * sizeof(float)) == RPC_OK);
+                             (size_t)count * sizeof(float)) == FSPS_OK);
   bool delivered = fuzz_call_message(c, &fm.m);
   fuzz_msg_close(&fm);
   return delivered;
@@ -98,7 +98,7 @@ static bool raw(rpc_call *c, fuzz_in *in, unsigned split) {
   const uint8_t *p;
   size_t n = fuzz_bytes(in, fuzz_u16(in), &p);
   fuzz_msg fm;
-  if (fuzz_msg_bytes(&fm, p, n, split) != RPC_OK)
+  if (fuzz_msg_bytes(&fm, p, n, split) != FSPS_OK)
     return false;
   bool delivered = fuzz_call_message(c, &fm.m);
   fuzz_msg_close(&fm);
@@ -109,7 +109,7 @@ static bool raw(rpc_call *c, fuzz_in *in, unsigned split) {
 static void check_end(rpc_call *c, const state *before, const state *after,
                       const server_config *cfg) {
   int code = fuzz_call_code(c), change = moved(before, after);
-  if (code != RPC_OK) {
+  if (code != FSPS_OK) {
     fuzz_check(change == 0);
     return;
   }
@@ -153,7 +153,7 @@ static bool stream(service *svc, const server_config *cfg, fuzz_in *in,
   int code = fuzz_call_end(c);
   if (!finished) { /* cancelled: what it staged must be gone, unused */
     snapshot(svc, &after);
-    fuzz_check(code == RPC_CANCELLED && moved(&before, &after) == 0);
+    fuzz_check(code == FSPS_CANCELLED && moved(&before, &after) == 0);
   }
   return in->n > 0 && *records < MAX_RECORDS;
 }

@@ -39,7 +39,7 @@ static const rpc_method *fixture(service *svc, float *init) {
   store_copy_now(L, init);
   for (uint64_t t = 0; t < 3; t++) {
     for (uint32_t w = 0; w < FUZZ_WORKERS; w++)
-      fuzz_check(fuzz_push_step(svc, 0, t, w, 0.5f + (float)t) == RPC_OK);
+      fuzz_check(fuzz_push_step(svc, 0, t, w, 0.5f + (float)t) == FSPS_OK);
     if (t == 1)
       fuzz_check(ckpt_write_now(svc->ck, path, sizeof path, &bytes, &lowest,
                                 msg, sizeof msg) == FSPS_OK);
@@ -72,14 +72,14 @@ static int expected(const service *svc, const uint8_t *req, size_t n,
       fsps__v1__rollback_request__unpack(NULL, n, req);
   *version = 3;
   if (r == NULL)
-    return RPC_INVALID_ARGUMENT;
+    return FSPS_INVALID_ARGUMENT;
   uint64_t v = r->version;
   bool ours = r->spec_hash == store_hash(svc->st);
   fsps__v1__rollback_request__free_unpacked(r, NULL);
   if (!ours || (v != 0 && v != 2 && v != 3))
-    return RPC_FAILED_PRECONDITION;
+    return FSPS_FAILED_PRECONDITION;
   *version = v;
-  return RPC_OK;
+  return FSPS_OK;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

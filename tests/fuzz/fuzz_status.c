@@ -9,9 +9,9 @@
 static int expected(const uint8_t *req, size_t n) {
   Fsps__V1__StatusRequest *r = fsps__v1__status_request__unpack(NULL, n, req);
   if (r == NULL)
-    return RPC_INVALID_ARGUMENT;
+    return FSPS_INVALID_ARGUMENT;
   fsps__v1__status_request__free_unpacked(r, NULL);
-  return RPC_OK;
+  return FSPS_OK;
 }
 
 static void check_layer(const Fsps__V1__LayerStatus *ls) {
@@ -23,7 +23,7 @@ static void check_reply(void *arg, rpc_call *c) {
   (void)arg;
   size_t len;
   const uint8_t *reply = fuzz_call_reply(c, &len);
-  if (fuzz_call_code(c) != RPC_OK)
+  if (fuzz_call_code(c) != FSPS_OK)
     return;
   Fsps__V1__StatusReply *r = fsps__v1__status_reply__unpack(NULL, len, reply);
   fuzz_check(r != NULL && r->initialized && r->n_layers == 3);
@@ -39,7 +39,7 @@ static const rpc_method *setup(service *svc) {
   fuzz_quiet();
   fuzz_config(&c, 0);
   fuzz_service_open(svc, &c, &model);
-  fuzz_check(fuzz_push_step(svc, 0, 0, 0, 1.0f) == RPC_OK);
+  fuzz_check(fuzz_push_step(svc, 0, 0, 0, 1.0f) == FSPS_OK);
   return fuzz_method(svc, "/fsps.v1.ParameterServer/Status");
 }
 

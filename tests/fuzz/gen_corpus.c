@@ -438,7 +438,7 @@ static uint8_t *ckpt_file(fuzz_optim o, size_t *len) {
   service svc;
   fuzz_service_open(&svc, &c, &model);
   for (uint32_t w = 0; w < FUZZ_WORKERS; w++)
-    fuzz_check(fuzz_push_step(&svc, 0, 0, w, 0.5f) == RPC_OK);
+    fuzz_check(fuzz_push_step(&svc, 0, 0, w, 0.5f) == FSPS_OK);
   svc.ck = ckpt_create(svc.st, &c, msg, sizeof msg);
   fuzz_check(svc.ck != NULL);
   fuzz_check(ckpt_write_now(svc.ck, path, sizeof path, &bytes, &lowest, msg,

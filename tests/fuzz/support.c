@@ -77,7 +77,7 @@ static grpc_slice piece(const uint8_t *p, size_t n) {
 static int msg_open(fuzz_msg *fm) {
   fuzz_check(fm->bb != NULL);
   int rc = rpc_msg_open(&fm->m, fm->bb);
-  if (rc != RPC_OK) {
+  if (rc != FSPS_OK) {
     grpc_byte_buffer_destroy(fm->bb);
     fm->bb = NULL;
   }
@@ -205,8 +205,8 @@ const rpc_method *fuzz_method(service *svc, const char *path) {
 int fuzz_unary(const rpc_method *m, const uint8_t *in, size_t n, unsigned split,
                void (*check)(void *arg, rpc_call *c), void *arg) {
   fuzz_msg fm;
-  if (fuzz_msg_bytes(&fm, in, n, split) != RPC_OK)
-    return RPC_RESOURCE_EXHAUSTED; /* as rpc/server.c answers it */
+  if (fuzz_msg_bytes(&fm, in, n, split) != FSPS_OK)
+    return FSPS_RESOURCE_EXHAUSTED; /* as rpc/server.c answers it */
   rpc_call *c = fuzz_call_new(m, NULL, NULL);
   fuzz_call_start(c, &fm.m);
   fuzz_msg_close(&fm);
@@ -220,7 +220,7 @@ static void declare(service *svc, const fuzz_model *model) {
   size_t len;
   uint8_t *req = fuzz_init_request(model, &len);
   const rpc_method *m = fuzz_method(svc, "/fsps.v1.ParameterServer/Init");
-  fuzz_check(fuzz_unary(m, req, len, 0, NULL, NULL) == RPC_OK);
+  fuzz_check(fuzz_unary(m, req, len, 0, NULL, NULL) == FSPS_OK);
   free(req);
 }
 
@@ -250,7 +250,7 @@ static bool push_chunk(rpc_call *c, uint32_t layer, uint64_t step,
   rpc_hdr_set(&h, 3, worker);
   rpc_hdr_set(&h, 4, off + o);
   fuzz_msg fm;
-  fuzz_check(fuzz_msg_tensor(&fm, &h, g, len * sizeof(float)) == RPC_OK);
+  fuzz_check(fuzz_msg_tensor(&fm, &h, g, len * sizeof(float)) == FSPS_OK);
   bool delivered = fuzz_call_message(c, &fm.m);
   fuzz_msg_close(&fm);
   return delivered;

@@ -10,7 +10,7 @@ on loopback, on Fashion-MNIST:
   the step the cluster is at, and training finishes with the undisturbed
   run's accuracy within 0.5 points.
 
-Usage: test_recovery.py --bin BUILD_DIR
+Usage: test_recovery.py --bin BUILD_DIR [--repeat N] [TestCase.test_name]
 """
 import argparse
 import json
@@ -25,6 +25,8 @@ import time
 import unittest
 
 import test_training as tt
+
+REPEAT = 1  # --repeat
 
 MODEL = ["--model", "mlp:784,64,10", "--optimizer", "adam", "--lr", "0.002",
          "--batch", "32", "--train-limit", "6000", "--epochs", "3",
@@ -41,6 +43,7 @@ class Server:
     """One fsps-server at a fixed address, so it can come back there."""
 
     def __init__(self, tmp, s, S, W, port, ckpt):
+        """Logs and port files go to tmp, checkpoints to ckpt."""
         self.tmp, self.s = tmp, s
         self.args = [os.path.join(tt.ARGS.bin, "server", "fsps-server"),
                      "--listen", "127.0.0.1:%d" % port, "--index", str(s),
@@ -127,9 +130,10 @@ class RecoveryTest(unittest.TestCase):
 
     def cluster(self, name, S=2, W=2):
         ports = [free_port() for _ in range(S)]
-        ckpt = os.path.join(self.tmp.name, name)
-        os.mkdir(ckpt)
-        servers = [Server(self.tmp.name, s, S, W, ports[s], ckpt)
+        home = os.path.join(self.tmp.name, name)
+        ckpt = os.path.join(home, "ckpt")
+        os.makedirs(ckpt)
+        servers = [Server(home, s, S, W, ports[s], ckpt)
                    for s in range(S)]
         self.servers += servers
         return servers, ",".join("127.0.0.1:%d" % p for p in ports)
@@ -160,20 +164,26 @@ class RecoveryTest(unittest.TestCase):
 
     def test_server_killed_and_restarted(self):
         ref, ref_dump = self.undisturbed()
-        # A kill that lands just as a checkpoint is written loses nothing,
-        # and the workers rightly need no recovery: run again (at most 3
-        # times in all) until one exercises the rollback.
+        for i in range(REPEAT):
+            self.killed_once("killed-%d" % i, ref, ref_dump)
+
+    def killed_once(self, name, ref, ref_dump, extra=(), rolled_back=True):
+        """One disturbed run: bit for bit the undisturbed one. A kill that
+        lands just as a checkpoint is written loses nothing, and the
+        workers rightly need no recovery: run again (at most 3 times in
+        all) until one exercises the rollback."""
         for attempt in range(3):
-            got, dump = self.run_pair("killed-%d" % attempt, kill_server)
+            got, dump = self.run_pair("%s-%d" % (name, attempt), kill_server,
+                                      extra)
             logs = got[0][1] + got[1][1]
             self.assertEqual(dump, ref_dump)  # bit for bit either way
             if "recovering" in logs:
                 break
         self.assertIn("recovering", logs)
         self.assertIn("going on from step", logs)
-        with open(servers_log(self.tmp.name, 0)) as f:
-            self.assertIn("rolled back", f.read())
-        self.assertEqual(dump, ref_dump)  # bit for bit
+        if rolled_back:
+            with open(servers_log(self.tmp.name, name, attempt, 0)) as f:
+                self.assertIn("rolled back", f.read())
         self.assertAlmostEqual(got[0][0]["test_accuracy"],
                                ref[0][0]["test_accuracy"], delta=0.005)
         self.assertGreater(got[0][0]["test_accuracy"], 0.75)
@@ -182,10 +192,10 @@ class RecoveryTest(unittest.TestCase):
         """The same with --piece-mb: the streamed pushes to the killed
         server fail unretried, and the step is computed again."""
         pieces = ["--piece-mb", "0.05"]  # layer 1 (196 KB) in 4 pieces
-        _, ref_dump = self.run_pair("pieces-undisturbed", extra=pieces)
-        got, dump = self.run_pair("pieces-killed", kill_server, pieces)
-        self.assertIn("recovering", got[0][1] + got[1][1])
-        self.assertEqual(dump, ref_dump)  # bit for bit
+        ref, ref_dump = self.run_pair("pieces-undisturbed", extra=pieces)
+        for i in range(REPEAT):
+            self.killed_once("pieces-killed-%d" % i, ref, ref_dump, pieces,
+                             rolled_back=False)
 
     def test_worker_killed_and_restarted(self):
         def kill_worker(servers, addrs, workers, flags):
@@ -197,11 +207,12 @@ class RecoveryTest(unittest.TestCase):
             workers[1] = start_worker(addrs, 1, 2, flags, self.tmp.name)
             return workers
         ref, _ = self.undisturbed()
-        got, _ = self.run_pair("killed", kill_worker)
-        self.assertIn("joining the cluster at step", got[1][1])
-        self.assertEqual(got[0][0]["steps"], ref[0][0]["steps"])
-        self.assertAlmostEqual(got[0][0]["test_accuracy"],
-                               ref[0][0]["test_accuracy"], delta=0.005)
+        for i in range(REPEAT):
+            got, _ = self.run_pair("worker-killed-%d" % i, kill_worker)
+            self.assertIn("joining the cluster at step", got[1][1])
+            self.assertEqual(got[0][0]["steps"], ref[0][0]["steps"])
+            self.assertAlmostEqual(got[0][0]["test_accuracy"],
+                                   ref[0][0]["test_accuracy"], delta=0.005)
 
 
 def kill_server(servers, addrs, workers, flags):
@@ -214,14 +225,20 @@ def kill_server(servers, addrs, workers, flags):
     return workers
 
 
-def servers_log(tmp, s):
-    return os.path.join(tmp, "server%d.log" % s)
+def servers_log(tmp, name, attempt, s):
+    """Server s's log in the cluster run_pair made for (name, attempt)."""
+    return os.path.join(tmp, "%s-%d" % (name, attempt), "server%d.log" % s)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="disturbed runs per test, each compared with one "
+                    "undisturbed run (a soak: scripts/soak-recovery.sh)")
     tt.ARGS, rest = ap.parse_known_args()
+    global REPEAT
+    REPEAT = tt.ARGS.repeat
     prog = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
     r = prog.result
     failed = len(r.failures) + len(r.errors)

@@ -1,9 +1,10 @@
 /* fsps_err.h: the one error type of fsps, shared by every module and by the
  * public client API (installed as <fsps/fsps_err.h>).
  *
- * Codes 0..16 equal gRPC's status codes, so a status that arrives from the
- * wire is an fsps_err without translation; codes from 64 on are local
- * failures that never cross the wire as such. */
+ * Codes 0..16 equal gRPC's status codes, so rpc/ passes them across its
+ * edge unchanged (rpc_from_grpc, rpc_to_grpc); codes from 64 on are local
+ * failures that never cross the wire as such: a server that answers with
+ * one sends the nearest gRPC code instead. */
 #ifndef FSPS_ERR_H
 #define FSPS_ERR_H
 
