@@ -81,6 +81,10 @@ struct fsps_client {
   uint32_t S;
   char **addr;
   uint64_t *incarnation; /* each server's, as last seen (0: not yet) */
+  /* The cluster epoch this client's pulls and pushes carry (StatusReply.
+   * epoch): set by declare, attach and recover, read by retries on the
+   * timer thread. */
+  _Atomic uint64_t epoch;
   rpc_loop **loops; /* threads running the channels' streams */
   uint32_t nloops;
   rpc_channel **ch; /* server s's channel runs on loops[s % nloops] */
@@ -207,17 +211,20 @@ typedef struct gather gather;
 int gather_start(fsps_client *c, uint32_t layer, uint64_t min_version,
                  uint64_t a, uint64_t b, float *dst, gather **out);
 
-/* gather_start_range is gather_start into a buffer of b - a floats from
- * the pool, which the gather holds until gather_take_buf. With defer set
- * and pushes in flight, the gather (buffer included) starts only when they
- * have all finished, on the timer thread, so that it can reuse the buffer
- * of a pushed gradient. Returns FSPS_OK or FSPS_NOMEM. */
-int gather_start_range(fsps_client *c, uint32_t layer, uint64_t min_version,
-                       uint64_t a, uint64_t b, bool defer, gather **out);
+/* Flags of gather_start_range. GATHER_DEFER: with pushes in flight, the
+ * gather (buffer included) starts only when they have all finished, on the
+ * timer thread, so that it can reuse the buffer of a pushed gradient.
+ * GATHER_EXACT: only version min_version will do, what a BSP step computes
+ * from; a server that answers with a later one fails the gather with
+ * FSPS_FAILED_PRECONDITION (the layer moved on without this worker, whose
+ * step would otherwise be computed from another step's parameters). */
+enum { GATHER_DEFER = 1, GATHER_EXACT = 2 };
 
-/* gather_start_pooled is gather_start_range over the whole layer. */
-int gather_start_pooled(fsps_client *c, uint32_t layer, uint64_t min_version,
-                        bool defer, gather **out);
+/* gather_start_range is gather_start into a buffer of b - a floats from
+ * the pool, which the gather holds until gather_take_buf. Returns FSPS_OK
+ * or FSPS_NOMEM. */
+int gather_start_range(fsps_client *c, uint32_t layer, uint64_t min_version,
+                       uint64_t a, uint64_t b, unsigned flags, gather **out);
 
 /* gather_wait blocks until g is complete; returns its result (message in
  * c->err) and, on success, the lowest version received in *version. */

@@ -63,6 +63,16 @@ static int check_hash(fsps_client *c, uint32_t s, uint64_t have,
                      c->addr[s], h, w);
 }
 
+/* note_server records server s's incarnation and, from server 0, the
+ * cluster epoch the client's pulls and pushes carry. Servers in other
+ * epochs refuse them (FAILED_PRECONDITION), which fsps_recover settles. */
+static void note_server(fsps_client *c, uint32_t s, uint64_t incarnation,
+                        uint64_t epoch) {
+  c->incarnation[s] = incarnation;
+  if (s == 0)
+    atomic_store(&c->epoch, epoch);
+}
+
 /* ---- declare ---- */
 
 static int init_one(fsps_client *c, uint32_t s, Fsps__V1__ModelSpec *m,
@@ -83,7 +93,7 @@ static int init_one(fsps_client *c, uint32_t s, Fsps__V1__ModelSpec *m,
   if (rc == FSPS_OK)
     rc = check_identity(c, s, r->num_servers, r->server_index, r->num_workers);
   if (rc == FSPS_OK)
-    c->incarnation[s] = r->incarnation;
+    note_server(c, s, r->incarnation, r->epoch);
   protobuf_c_message_free_unpacked(out, NULL);
   return rc;
 }
@@ -168,7 +178,7 @@ static int poll_one(fsps_client *c, uint32_t s, uint64_t hash,
     *done = true;
     rc = check_attached(c, s, r, hash);
     if (rc == FSPS_OK)
-      c->incarnation[s] = r->incarnation;
+      note_server(c, s, r->incarnation, r->epoch);
   } else if (rc == FSPS_OK) {
     rpc_status_set(st, FSPS_NOT_FOUND, "server %s: no model declared yet",
                    c->addr[s]);

@@ -27,11 +27,12 @@ struct gather {
   uint32_t pending; /* parts not finished; under c->mu */
   uint32_t holds;   /* threads still touching g; under c->mu */
   uint64_t base, n, min_version; /* elements [base, base + n) */
+  bool exact;                    /* only min_version will do */
   uint64_t version; /* lowest version received; under c->mu */
   float *dst;       /* where element base goes */
   pool_buf *buf;         /* a pooled gather's destination, until taken */
   bool whole;            /* of a whole layer, not a piece */
-  retry_item start;      /* a deferred gather's start (gather_start_pooled) */
+  retry_item start;      /* a deferred gather's start (GATHER_DEFER) */
   atomic_bool cancelled; /* another part failed: stop the rest */
   int rc;                /* first error; under c->mu */
   char msg[CLIENT_MSG_MAX];
@@ -105,6 +106,15 @@ static void pull_message(rpc_stream *s, rpc_msg *m, void *ctx) {
     snprintf(why, sizeof why, "sent version %" PRIu64 " < min_version %" PRIu64,
              h.v[2], p->g->min_version);
     part_bad(p, s, FSPS_INTERNAL, why);
+    return;
+  }
+  if (h.v[2] != p->g->min_version && p->g->exact) {
+    snprintf(why, sizeof why,
+             "the layer is at version %" PRIu64 " already, but this step "
+             "computes from version %" PRIu64 ": the cluster moved on "
+             "without this worker (recover)",
+             h.v[2], p->g->min_version);
+    part_bad(p, s, FSPS_FAILED_PRECONDITION, why);
     return;
   }
   rpc_msg_copy_payload(m, p->g->dst + (h.v[3] - p->g->base));
@@ -218,6 +228,7 @@ static void start_attempt(pull_part *p) {
   Fsps__V1__PullRequest req = FSPS__V1__PULL_REQUEST__INIT;
   req.layer = g->layer;
   req.min_version = g->min_version;
+  req.epoch = atomic_load(&c->epoch);
   req.offset = p->off; /* a part of the slice, or all of it */
   req.count = p->cnt;
   rpc_stream_cbs cbs = {
@@ -339,11 +350,13 @@ static void deferred_fire(retry_item *it, bool abort) {
 }
 
 int gather_start_range(fsps_client *c, uint32_t layer, uint64_t min_version,
-                       uint64_t a, uint64_t b, bool defer, gather **out) {
+                       uint64_t a, uint64_t b, unsigned flags, gather **out) {
   gather *g = gather_new(c, layer, client_layer_n(c, layer), a, b);
   if (g == NULL)
     return client_fail(c, FSPS_NOMEM, "out of memory starting a gather");
   g->min_version = min_version;
+  g->exact = flags & GATHER_EXACT;
+  bool defer = flags & GATHER_DEFER;
   g->start.fire = deferred_fire;
   *out = g;
   c->gathered += g->n * sizeof(float);
@@ -364,12 +377,6 @@ int gather_start_range(fsps_client *c, uint32_t layer, uint64_t min_version,
   g->dst = g->buf->p;
   start_parts(g);
   return FSPS_OK;
-}
-
-int gather_start_pooled(fsps_client *c, uint32_t layer, uint64_t min_version,
-                        bool defer, gather **out) {
-  return gather_start_range(c, layer, min_version, 0, client_layer_n(c, layer),
-                            defer, out);
 }
 
 int gather_start(fsps_client *c, uint32_t layer, uint64_t min_version,

@@ -43,6 +43,8 @@ struct push {
   bool streamed;     /* push_open: no retries, the data is gone */
   uint32_t pending;  /* parts not complete, plus one while starting */
   uint64_t seq;      /* the client's push number */
+  uint64_t epoch;    /* the client's when the push began: every retry and
+                      * chunk carries it, so none counts after a rollback */
   push *prev, *next; /* the client's pushes in flight; under c->mu */
   uint64_t step;
   const float *grad;
@@ -140,6 +142,7 @@ static void send_next(push_part *pp, rpc_stream *s) {
   rpc_hdr_set(&h, 2, p->step);
   rpc_hdr_set(&h, 3, p->c->o.rank);
   rpc_hdr_set(&h, 4, pp->off + o);
+  rpc_hdr_set(&h, 5, p->epoch);
   pp->next++;
   pthread_mutex_lock(&p->c->mu);
   pp->releases++;
@@ -244,6 +247,7 @@ int push_start(fsps_client *c, uint32_t layer, uint64_t step, const float *grad,
   if (p == NULL)
     return client_fail(c, FSPS_NOMEM, "out of memory starting a push");
   p->step = step;
+  p->epoch = atomic_load(&c->epoch);
   p->grad = grad;
   p->owned = owned;
   c->pushed += client_layer_n(c, layer) * sizeof(float);
@@ -405,6 +409,7 @@ static void stream_kick(push_part *pp) {
     rpc_hdr_set(&h, 2, pp->p->step);
     rpc_hdr_set(&h, 3, c->o.rank);
     rpc_hdr_set(&h, 4, pp->off + st->idx * SHARD_CHUNK_ELEMS);
+    rpc_hdr_set(&h, 5, pp->p->epoch);
     if (rpc_stream_send_tensor(pp->stream, &h, st->data,
                                st->len * sizeof(float), stage_released,
                                st) == FSPS_OK)
@@ -530,6 +535,7 @@ int push_open(fsps_client *c, uint32_t layer, uint64_t step, push **out) {
   if (p == NULL)
     return client_fail(c, FSPS_NOMEM, "out of memory starting a push");
   p->step = step;
+  p->epoch = atomic_load(&c->epoch);
   p->streamed = true;
   c->pushed += client_layer_n(c, layer) * sizeof(float);
   enlist(c, p);

@@ -1,18 +1,35 @@
-/* recover.c: fsps_recover — after a failed step, wait for every server to
- * answer, declare the model again where it was lost, and when a server
- * restarted (from an older checkpoint, or empty) roll every server back to
- * its version, so that the workers go on from one common step. */
+/* recover.c: fsps_recover — after a failed step, find the step this worker
+ * goes on from such that every step is computed exactly once, from exactly
+ * its version's parameters, whatever failed.
+ *
+ * Every server is asked for its state. In BSP, when no server restarted and
+ * all agree on the cluster epoch, the worker goes on from the first step it
+ * has not pushed everywhere, provided no layer has moved past that step
+ * (the step would then be computed from later parameters than its own).
+ * Otherwise the cluster is rolled back to the newest version every server
+ * can return to (a checkpoint, its present state, or the initial values)
+ * and enters a new epoch, which fences off whatever was computed before:
+ * servers refuse pulls and pushes of the old epoch. Workers that saw the
+ * same failure choose the same (version, epoch), so the cluster is rolled
+ * back once however many of them recover at the same time. */
 #include <inttypes.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "client_int.h"
 
 #define RECOVER_POLL_MS 200
 #define RECOVER_STATUS_MS 5000
+#define EPOCH_CHANGING UINT64_MAX /* a server being rolled back */
+#define MAX_CANDIDATES 66         /* checkpoints listed, its state, and 0 */
 
 typedef struct {
   bool restarted;
-  uint64_t lowest; /* lowest version over the layers it holds slices of */
+  uint64_t incarnation, epoch;
+  uint64_t lo, hi; /* lowest, highest version over the layers it slices */
+  uint64_t done;   /* steps before this one this worker pushed here */
+  uint64_t back[MAX_CANDIDATES]; /* versions it can be rolled back to */
+  uint32_t nback;
 } server_view;
 
 static void nap(void) {
@@ -20,15 +37,53 @@ static void nap(void) {
   nanosleep(&ts, NULL);
 }
 
+/* pushed_by reports whether worker rank is in a layer's pushed list. */
+static bool pushed_by(const Fsps__V1__LayerStatus *ls, uint32_t rank) {
+  for (size_t i = 0; i < ls->n_pushed; i++)
+    if (ls->pushed[i] == rank)
+      return true;
+  return false;
+}
+
+/* read_layers fills v's versions and what this worker pushed from r. */
+static void read_layers(const fsps_client *c, const Fsps__V1__StatusReply *r,
+                        server_view *v) {
+  v->lo = UINT64_MAX;
+  v->hi = 0;
+  v->done = UINT64_MAX;
+  for (size_t l = 0; l < r->n_layers; l++) {
+    const Fsps__V1__LayerStatus *ls = r->layers[l];
+    if (ls->slice_count == 0)
+      continue;
+    uint64_t done = ls->version + (ls->pending_step == ls->version &&
+                                   pushed_by(ls, c->o.rank));
+    v->lo = ls->version < v->lo ? ls->version : v->lo;
+    v->hi = ls->version > v->hi ? ls->version : v->hi;
+    v->done = done < v->done ? done : v->done;
+  }
+  if (v->lo == UINT64_MAX) /* no slice here: no constraint */
+    v->lo = v->done = UINT64_MAX, v->hi = 0;
+}
+
+/* read_back lists the versions the server can be rolled back to: those it
+ * holds checkpoints of, the one all its layers are at, and 0. */
+static void read_back(const Fsps__V1__StatusReply *r, server_view *v) {
+  v->nback = 0;
+  for (size_t i = 0; i < r->n_checkpoint_versions && v->nback < 64; i++)
+    v->back[v->nback++] = r->checkpoint_versions[i];
+  if (v->lo == v->hi)
+    v->back[v->nback++] = v->lo;
+  v->back[v->nback++] = 0;
+}
+
 /* judge reads server s's status: a server without the model gets it again
  * (and counts as restarted, at version 0), one whose incarnation changed
  * restarted. */
 static int judge(fsps_client *c, uint32_t s, const Fsps__V1__StatusReply *r,
                  server_view *v) {
-  v->lowest = UINT64_MAX;
   if (!r->initialized) {
-    v->restarted = true;
-    v->lowest = 0;
+    *v = (server_view){.restarted = true, .epoch = r->epoch};
+    v->back[v->nback++] = 0;
     return client_init_one(c, s);
   }
   if (r->spec_hash != shard_spec_hash(c->spec))
@@ -37,9 +92,10 @@ static int judge(fsps_client *c, uint32_t s, const Fsps__V1__StatusReply *r,
                        c->addr[s]);
   v->restarted = c->incarnation[s] != 0 && r->incarnation != c->incarnation[s];
   c->incarnation[s] = r->incarnation;
-  for (size_t l = 0; l < r->n_layers; l++)
-    if (r->layers[l]->slice_count > 0 && r->layers[l]->version < v->lowest)
-      v->lowest = r->layers[l]->version;
+  v->incarnation = r->incarnation;
+  v->epoch = r->epoch;
+  read_layers(c, r, v);
+  read_back(r, v);
   return FSPS_OK;
 }
 
@@ -70,12 +126,57 @@ static int look(fsps_client *c, uint32_t s, int64_t deadline_ns,
   }
 }
 
-/* roll_back asks every server to go back to version. */
-static int roll_back(fsps_client *c, uint64_t version) {
+/* can_return tells whether server v can be rolled back to version. */
+static bool can_return(const server_view *v, uint64_t version) {
+  if (v->lo == UINT64_MAX) /* it holds no slice: nothing to roll back */
+    return true;
+  if (version > v->lo)
+    return false;
+  for (uint32_t i = 0; i < v->nback; i++)
+    if (v->back[i] == version)
+      return true;
+  return false;
+}
+
+/* target picks the newest version at or below `below` that every server
+ * can be rolled back to (0, the initial values, at worst). */
+static uint64_t target(const server_view *v, uint32_t S, uint64_t below) {
+  uint64_t best = 0;
+  for (uint32_t i = 0; i < v[0].nback; i++) {
+    uint64_t cand = v[0].back[i];
+    bool all = cand <= below && cand > best;
+    for (uint32_t s = 1; all && s < S; s++)
+      all = can_return(&v[s], cand);
+    if (all)
+      best = cand;
+  }
+  return best;
+}
+
+static uint64_t mix(uint64_t h, uint64_t x) {
+  h ^= x + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+  h ^= h >> 31;
+  h *= 0xbf58476d1ce4e5b9ull;
+  return h ^ (h >> 29);
+}
+
+/* new_epoch names the timeline a rollback to version starts: a function of
+ * what was seen, so that workers who saw the same choose the same. */
+static uint64_t new_epoch(const fsps_client *c, const server_view *v,
+                          uint64_t version) {
+  uint64_t h = mix(shard_spec_hash(c->spec), version);
+  for (uint32_t s = 0; s < c->S; s++)
+    h = mix(mix(h, v[s].incarnation), v[s].epoch);
+  return h == 0 || h == EPOCH_CHANGING ? 1 : h;
+}
+
+/* roll_back asks every server to go back to version in epoch. */
+static int roll_back(fsps_client *c, uint64_t version, uint64_t epoch) {
   for (uint32_t s = 0; s < c->S; s++) {
     Fsps__V1__RollbackRequest req = FSPS__V1__ROLLBACK_REQUEST__INIT;
     req.version = version;
     req.spec_hash = shard_spec_hash(c->spec);
+    req.epoch = epoch;
     ProtobufCMessage *out = NULL;
     rpc_status st;
     int rc = client_unary(c, s, PATH_ROLLBACK, &req.base,
@@ -91,6 +192,72 @@ static int roll_back(fsps_client *c, uint64_t version) {
   return FSPS_OK;
 }
 
+/* A decision taken from one look at every server. */
+typedef struct {
+  bool settled;     /* no rollback: go on from step in epoch */
+  bool changing;    /* a server is being rolled back: look again */
+  uint64_t step, epoch;
+  uint64_t version; /* else: roll back to it */
+} plan;
+
+/* decide turns the servers' views into a plan (see the top of the file). */
+static plan decide(const fsps_client *c, const server_view *v) {
+  bool restarted = false, agree = true;
+  uint64_t lo = UINT64_MAX, hi = 0, done = UINT64_MAX;
+  for (uint32_t s = 0; s < c->S; s++) {
+    restarted |= v[s].restarted;
+    agree &= v[s].epoch == v[0].epoch;
+    if (v[s].epoch == EPOCH_CHANGING)
+      return (plan){.changing = true};
+    lo = v[s].lo < lo ? v[s].lo : lo;
+    hi = v[s].hi > hi ? v[s].hi : hi;
+    done = v[s].done < done ? v[s].done : done;
+  }
+  if (lo == UINT64_MAX)
+    lo = done = 0;
+  plan p = {.settled = !restarted && agree, .epoch = v[0].epoch};
+  if (p.settled && c->o.mode == FSPS_BSP) {
+    p.step = done;
+    p.settled = hi <= done; /* else a layer moved past what it must redo */
+  } else if (p.settled) {
+    p.step = lo; /* SSP: any version within the staleness will do */
+  }
+  if (!p.settled) {
+    p.version = target(v, c->S, lo);
+    p.epoch = new_epoch(c, v, p.version);
+  }
+  return p;
+}
+
+/* attempt looks at every server once and acts on what it sees: FSPS_OK
+ * with *step, FSPS_ABORTED to look again, or an error. */
+static int attempt(fsps_client *c, server_view *v, int64_t deadline,
+                   uint64_t *step) {
+  for (uint32_t s = 0; s < c->S; s++) {
+    int rc = look(c, s, deadline, &v[s]);
+    if (rc != FSPS_OK)
+      return rc;
+  }
+  if (c->o.mode == FSPS_ASP) { /* no rollback: every push counts as it comes */
+    *step = 0;
+    return FSPS_OK;
+  }
+  plan p = decide(c, v);
+  if (p.changing)
+    return FSPS_ABORTED;
+  if (!p.settled) {
+    int rc = roll_back(c, p.version, p.epoch);
+    if (rc == FSPS_FAILED_PRECONDITION) /* the cluster moved: look again */
+      return FSPS_ABORTED;
+    if (rc != FSPS_OK)
+      return rc;
+    p.step = p.version;
+  }
+  atomic_store(&c->epoch, p.epoch);
+  *step = p.step;
+  return FSPS_OK;
+}
+
 int fsps_recover(fsps_client *c, uint64_t *step) {
   if (c == NULL || step == NULL)
     return c ? client_fail(c, FSPS_INVALID_ARGUMENT, "step is NULL")
@@ -99,25 +266,21 @@ int fsps_recover(fsps_client *c, uint64_t *step) {
     return client_fail(c, FSPS_FAILED_PRECONDITION,
                        "no model: call fsps_declare or fsps_attach first");
   fsps_step_end(c); /* drain and drop what the failed step left */
+  server_view *v = calloc(c->S, sizeof *v);
+  if (v == NULL)
+    return client_fail(c, FSPS_NOMEM, "recover: out of memory");
   int64_t deadline = now_ns() + client_timeout_ms(c) * 1000000;
-  uint64_t lowest = UINT64_MAX;
-  bool restarted = false;
-  for (uint32_t s = 0; s < c->S; s++) {
-    server_view v;
-    int rc = look(c, s, deadline, &v);
-    if (rc != FSPS_OK)
-      return rc;
-    restarted |= v.restarted;
-    lowest = v.lowest < lowest ? v.lowest : lowest;
+  int rc;
+  while ((rc = attempt(c, v, deadline, step)) == FSPS_ABORTED) {
+    if (now_ns() >= deadline) {
+      rc = client_fail(c, FSPS_DEADLINE_EXCEEDED,
+                       "recover: the servers did not settle on one version "
+                       "within %" PRId64 " ms: %s",
+                       client_timeout_ms(c), c->err);
+      break;
+    }
+    nap();
   }
-  if (lowest == UINT64_MAX)
-    lowest = 0;
-  if (c->o.mode == FSPS_ASP) {
-    *step = 0;
-    return FSPS_OK;
-  }
-  int rc = restarted ? roll_back(c, lowest) : FSPS_OK;
-  if (rc == FSPS_OK)
-    *step = lowest;
+  free(v);
   return rc;
 }

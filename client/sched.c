@@ -204,8 +204,11 @@ static int ensure(fsps_client *c, uint32_t u, bool defer) {
   uint32_t l = un->layer_of[u];
   if (sl->params != NULL || sl->g != NULL)
     return FSPS_OK;
-  return gather_start_range(c, l, c->min_version, un->lo[u], un->hi[u],
-                            defer && npieces(c, l) == 1, &sl->g);
+  unsigned flags = defer && npieces(c, l) == 1 ? GATHER_DEFER : 0;
+  if (c->o.mode == FSPS_BSP) /* a BSP step computes from its version only */
+    flags |= GATHER_EXACT;
+  return gather_start_range(c, l, c->min_version, un->lo[u], un->hi[u], flags,
+                            &sl->g);
 }
 
 /* prefetch ensures the next `prefetch` units after u in direction dir

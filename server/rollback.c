@@ -79,12 +79,13 @@ static uint32_t to_initial(store *st) {
   return n;
 }
 
-/* enter_epoch ends a rollback: the server takes epoch `to`, and the pulls
- * parked in the old one fail, on every layer. */
+/* enter_epoch ends a rollback: the server takes epoch `to`, and on every
+ * layer what the old epoch left pending (pushes, parked pulls) is dropped,
+ * so that every worker starts the new timeline from the same state. */
 static void enter_epoch(store *st, uint64_t to) {
   store_set_epoch(st, to);
   for (uint32_t l = 0; l < store_num_layers(st); l++)
-    store_drop_stale(store_layer_get(st, l));
+    store_new_epoch(store_layer_get(st, l));
 }
 
 /* roll performs the rollback; FSPS_OK with *restored and src set. */
@@ -138,10 +139,10 @@ void rollback_start(rpc_call *call, rpc_msg *msg, void *ctx) {
               sizeof err);
   /* A rollback that failed half-way leaves the server refusing pulls and
    * pushes until one succeeds: its layers are of two timelines. */
-  if (moves)
-    enter_epoch(svc->st, rc == FSPS_OK            ? req->epoch
-                         : rc == FSPS_DATA_LOSS ? STORE_EPOCH_CHANGING
-                                                : was);
+  if (moves && rc == FSPS_OK)
+    enter_epoch(svc->st, req->epoch);
+  else if (moves)
+    store_set_epoch(svc->st, rc == FSPS_DATA_LOSS ? STORE_EPOCH_CHANGING : was);
   pthread_mutex_unlock(&one_at_a_time);
   if (rc == FSPS_OK && r.layers_restored)
     LOGW("rolled back %u layers to version %" PRIu64 " from %s",

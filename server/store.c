@@ -1041,8 +1041,10 @@ static void fail_all(store_waiter *gone, uint64_t version) {
   }
 }
 
-void store_drop_stale(store_layer *L) {
+void store_new_epoch(store_layer *L) {
   pthread_mutex_lock(&L->mu);
+  for (uint32_t i = 0; i < L->nslots; i++)
+    slot_release(&L->slots[i], L->st->cfg.workers);
   store_waiter *gone = take_abandoned(L);
   uint64_t version = L->version;
   pthread_mutex_unlock(&L->mu);

@@ -89,9 +89,10 @@ uint64_t store_pushed(store_layer *L, bool *pushed, bool *absent);
 uint64_t store_epoch(const store *st);
 void store_set_epoch(store *st, uint64_t epoch);
 
-/* store_drop_stale fails L's parked pulls of another epoch than the
- * store's (after store_set_epoch). */
-void store_drop_stale(store_layer *L);
+/* store_new_epoch starts L afresh in the store's new epoch (after
+ * store_set_epoch): its pending pushes, of the old one, are dropped, and
+ * its pulls parked in the old one fail. */
+void store_new_epoch(store_layer *L);
 
 /* store_pull asks for the layer's parameters at version >= w->min_version.
  * STORE_PULL_READY: they are there now, *params referenced (release with
