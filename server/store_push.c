@@ -258,16 +258,12 @@ typedef struct {
   void *arg;
 } ack;
 
-/* collect adds a push to its step's slot. The outcome — duplicate, or
+/* count adds a push to its step's slot. The outcome — duplicate, or
  * counted and how far the version will advance — is settled and
  * acknowledged first; the sums and the optimizer run after, while the
  * reply travels. Called with L->mu held. */
-static int collect(store_push *p, ack a) {
+static int count(store_push *p, ack a) {
   store_layer *L = p->layer;
-  if (L->absent[p->worker]) { /* back after --worker-timeout: wait again */
-    L->absent[p->worker] = 0;
-    L->nabsent--;
-  }
   if (p->step < L->version) /* every worker made that step */
     return (a.fn(a.arg, true, false, L->version), FSPS_OK);
   if (p->step > L->version + L->st->cfg.staleness)
@@ -298,6 +294,24 @@ static int collect(store_push *p, ack a) {
   p->buf = NULL;
   store_advance(L);
   return FSPS_OK;
+}
+
+static void set_absent(store_layer *L, uint32_t w, uint8_t absent) {
+  if (L->absent[w] != absent)
+    L->nabsent = absent ? L->nabsent + 1 : L->nabsent - 1;
+  L->absent[w] = absent;
+}
+
+/* collect counts a push (see count). A worker the layer stopped waiting
+ * for (--worker-timeout proceed) is back and waited for again; unless its
+ * push is refused, which changes nothing. Called with L->mu held. */
+static int collect(store_push *p, ack a) {
+  uint8_t was = p->layer->absent[p->worker];
+  set_absent(p->layer, p->worker, 0);
+  int rc = count(p, a);
+  if (rc != FSPS_OK)
+    set_absent(p->layer, p->worker, was);
+  return rc;
 }
 
 static int collect_asp(store_push *p, ack a) {

@@ -86,8 +86,12 @@ void store_snap_locked(store_layer *L) {
          L->version);
     return;
   }
-  if (L->snap == NULL && (L->snap = malloc(store_floats(L) * 4 + 4)) == NULL)
+  if (L->snap == NULL && (L->snap = malloc(store_floats(L) * 4 + 4)) == NULL) {
+    LOGW("checkpoint at version %" PRIu64 " skipped: no memory to copy "
+         "layer '%s'",
+         L->version, L->spec->name);
     return;
+  }
   memcpy(L->snap, L->cur->data, L->cnt * sizeof(float));
   if (store_floats(L) > L->cnt)
     memcpy(L->snap + L->cnt, L->state,

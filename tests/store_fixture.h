@@ -48,8 +48,7 @@ int fx_push(store *st, uint32_t l, uint64_t step, uint32_t w, const float *g,
             fx_ack *a);
 
 /* fx_push_const pushes the constant gradient v and asserts it is taken. */
-fx_ack fx_push_const(store *st, uint32_t l, uint64_t step, uint32_t w,
-                     float v);
+fx_ack fx_push_const(store *st, uint32_t l, uint64_t step, uint32_t w, float v);
 
 /* fx_step pushes 1.0 from each of W workers for step t of layer l. */
 void fx_step(store *st, uint32_t l, uint64_t t, uint32_t W);
@@ -80,5 +79,9 @@ typedef struct {
 } fx_snap;
 
 void fx_on_snap(void *arg, uint32_t layer, uint64_t version);
+
+/* store_alloc_tests runs test_store_alloc.c's group (allocation
+ * failures); returns how many of its tests failed. */
+int store_alloc_tests(void);
 
 #endif

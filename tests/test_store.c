@@ -579,5 +579,6 @@ int main(void) {
       cmocka_unit_test(test_expire_fail),
       cmocka_unit_test(test_expire_proceed),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  int failed = cmocka_run_group_tests(tests, NULL, NULL);
+  return failed + store_alloc_tests();
 }
