@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "alloc_fail.h"
 #include "ckpt_file.h"
 #include "fsps_err.h"
 
@@ -384,6 +385,85 @@ static void test_changed_while_read(void **state) {
   ckpt_reader_close(r);
 }
 
+/* ---- allocation failures (alloc_fail.h) ---- */
+
+typedef struct {
+  const char *dir;
+  char path[4400];
+  ckpt_writer *w;
+  ckpt_reader *r;
+  const char *why;
+  int rc;
+  char msg[512];
+} alloc_ctx;
+
+static void write_op(void *arg) {
+  alloc_ctx *x = arg;
+  x->msg[0] = '\0';
+  x->w = ckpt_writer_open(x->dir, &sample, x->msg, sizeof x->msg);
+  if (x->w == NULL)
+    return;
+  ckpt_writer_layer(x->w, &(ckpt_layer_head){0, 5, 7, 10});
+  ckpt_writer_floats(x->w, (float[10]){0}, 10);
+  ckpt_writer_layer(x->w, &(ckpt_layer_head){2, 3, 9, 3});
+  ckpt_writer_floats(x->w, (float[3]){0}, 3);
+  x->rc = ckpt_writer_commit(x->w, x->msg, sizeof x->msg);
+  ckpt_writer_destroy(x->w);
+}
+
+/* A writer that cannot start says so and leaves no file. */
+static void write_check(void *arg, bool failed) {
+  alloc_ctx *x = arg;
+  if (failed) {
+    assert_null(x->w);
+    assert_string_equal(x->msg, "out of memory");
+    assert_int_equal(count_files(x->dir), 0);
+  } else {
+    assert_int_equal(x->rc, FSPS_OK);
+    assert_int_equal(count_files(x->dir), 1);
+  }
+}
+
+static void test_alloc_write(void **state) {
+  alloc_ctx x = {.dir = *state};
+  assert_int_equal(alloc_fail_loop(NULL, write_op, write_check, &x, 100), 1);
+  ckpt_file_name(x.path, sizeof x.path, x.dir, 1, 3, 42);
+  assert_null(refusal(x.path));
+}
+
+static void read_op(void *arg) {
+  alloc_ctx *x = arg;
+  ckpt_header h;
+  ckpt_layer_head lh;
+  float f[10];
+  x->r = ckpt_reader_open(x->path, &h, &x->why);
+  for (uint32_t l = 0; x->r != NULL && x->why == NULL && l < h.nlayers; l++)
+    if ((x->why = ckpt_reader_layer(x->r, &lh)) == NULL)
+      x->why = ckpt_reader_floats(x->r, f, (size_t)lh.floats);
+  if (x->r != NULL && x->why == NULL)
+    x->why = ckpt_reader_end(x->r);
+  ckpt_reader_close(x->r);
+}
+
+/* A reader without memory says so, not that the file is bad. */
+static void read_check(void *arg, bool failed) {
+  alloc_ctx *x = arg;
+  if (failed) {
+    assert_null(x->r);
+    assert_string_equal(x->why, "cannot be read (out of memory)");
+  } else {
+    assert_non_null(x->r);
+    assert_null(x->why);
+  }
+}
+
+/* The reader, its verifying buffer and the spec's bytes. */
+static void test_alloc_read(void **state) {
+  alloc_ctx x = {.dir = *state};
+  write_sample(x.dir, x.path, sizeof x.path);
+  assert_int_equal(alloc_fail_loop(NULL, read_op, read_check, &x, 100), 3);
+}
+
 int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, make_dir, remove_dir)
   const struct CMUnitTest tests[] = {
@@ -391,7 +471,8 @@ int main(void) {
       T(test_round_trip),           T(test_writer_refusals),
       T(test_crc_mismatch),         T(test_truncated),
       T(test_magic_and_format),     T(test_impossible_version),
-      T(test_changed_while_read),
+      T(test_changed_while_read),   T(test_alloc_write),
+      T(test_alloc_read),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

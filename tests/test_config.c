@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc_fail.h"
 #include "config.h"
 #include "log.h"
 
@@ -282,12 +283,47 @@ static void test_help_version(void **unused) {
   assert_int_equal(version, 1);
 }
 
+/* ---- allocation failures (alloc_fail.h) ---- */
+
+typedef struct {
+  server_config c;
+  int rc;
+} alloc_ctx;
+
+static void parse_op(void *arg) {
+  alloc_ctx *x = arg;
+  x->rc = parse(&x->c, "--listen", "127.0.0.1:9000", "--index", "2",
+                "--num-servers", "3", "--workers", "8", "--threads", "4",
+                "--mode", "ssp", "--staleness", "2", "--deterministic",
+                "--nan-policy", "skip", "--grace-ms", "250", "--port-file",
+                "/tmp/port", "--log-level", "debug", "--checkpoint-dir",
+                "/tmp/ck", "--checkpoint-every", "10", "--keep", "5",
+                "--worker-timeout", "30", "--on-worker-timeout", "proceed",
+                "--inject-reply-drops", "0.25", NULL);
+}
+
+static void parse_check(void *arg, bool failed) {
+  alloc_ctx *x = arg;
+  assert_false(failed);
+  assert_int_equal(x->rc, 0);
+  check_all(&x->c);
+}
+
+/* The parser allocates nothing of its own (getopt's work is libc's, not
+ * counted), so it has no allocation failure to handle: the first run
+ * meets none. */
+static void test_alloc(void **unused) {
+  (void)unused;
+  alloc_ctx x;
+  assert_int_equal(alloc_fail_loop(NULL, parse_op, parse_check, &x, 10), 0);
+}
+
 int main(void) {
 #define T(f) cmocka_unit_test_setup(f, clean_env)
   const struct CMUnitTest tests[] = {
       T(test_defaults),  T(test_every_flag),   T(test_env),
       T(test_bools),     T(test_bounds),       T(test_bad_values),
-      T(test_bad_usage), T(test_help_version),
+      T(test_bad_usage), T(test_help_version), T(test_alloc),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
