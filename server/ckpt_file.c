@@ -280,12 +280,15 @@ static uint64_t expected_size(FILE *f) {
   return pos + 4;
 }
 
-/* crc_of computes the CRC32C of the file's first `len` bytes. */
-static bool crc_of(FILE *f, uint64_t len, uint32_t *crc) {
+/* crc_of computes the CRC32C of the file's first `len` bytes; NULL, or
+ * why not. */
+static const char *crc_of(FILE *f, uint64_t len, uint32_t *crc) {
   char *buf = malloc(VERIFY_BUF);
+  if (buf == NULL)
+    return "cannot be read (out of memory)";
   *crc = 0;
   rewind(f);
-  while (buf != NULL && len > 0) {
+  while (len > 0) {
     size_t n = len < VERIFY_BUF ? (size_t)len : VERIFY_BUF;
     if (fread(buf, 1, n, f) != n)
       break;
@@ -293,7 +296,7 @@ static bool crc_of(FILE *f, uint64_t len, uint32_t *crc) {
     len -= n;
   }
   free(buf);
-  return buf != NULL && len == 0;
+  return len == 0 ? NULL : "is truncated";
 }
 
 /* verify checks the file's length against its headers, then its CRC in one
@@ -306,7 +309,10 @@ static const char *verify(ckpt_reader *r) {
   if ((uint64_t)sb.st_size > want)
     return "has bytes past its end (corrupt)";
   uint32_t crc;
-  if (!crc_of(r->f, want - 4, &crc) || fread(&r->stored, 1, 4, r->f) != 4)
+  const char *why = crc_of(r->f, want - 4, &crc);
+  if (why != NULL)
+    return why;
+  if (fread(&r->stored, 1, 4, r->f) != 4)
     return "is truncated";
   if (crc != r->stored)
     return "fails its CRC32C check (corrupt)";

@@ -276,6 +276,14 @@ static int set(int opt, const char *v, server_config *c) {
   return set_word(opt, v, c);
 }
 
+/* A bad value is quoted up to SHOWN bytes, so that a path longer than the
+ * message still leaves room for the flag's name. */
+#define SHOWN 200
+
+static const char *cut(const char *v) {
+  return strlen(v) > SHOWN ? "..." : "";
+}
+
 static void defaults(server_config *c) {
   memset(c, 0, sizeof *c);
   strcpy(c->listen, "0.0.0.0:7070");
@@ -291,8 +299,8 @@ static int from_env(server_config *c, char *err, size_t errlen) {
   for (int i = 0; i < (int)(sizeof env_names / sizeof env_names[0]); i++) {
     const char *v = getenv(env_names[i]);
     if (v != NULL && set(OPT_LISTEN + i, v, c) != 0)
-      return fail(err, errlen, "bad value '%s' in %s (see --help)", v,
-                  env_names[i]);
+      return fail(err, errlen, "bad value '%.*s%s' in %s (see --help)", SHOWN,
+                  v, cut(v), env_names[i]);
   }
   return 0;
 }
@@ -335,9 +343,10 @@ static int from_argv(int argc, char **argv, server_config *c, char *err,
     if (opt == '?')
       return fail(err, errlen, "unknown or incomplete option '%s' (see --help)",
                   argv[optind - 1]);
-    if (set(opt, opt == OPT_DETERMINISTIC ? "1" : optarg, c) != 0)
-      return fail(err, errlen, "bad value '%s' for --%s (see --help)",
-                  optarg ? optarg : "", options[opt - OPT_LISTEN].name);
+    const char *v = optarg ? optarg : "";
+    if (set(opt, opt == OPT_DETERMINISTIC ? "1" : v, c) != 0)
+      return fail(err, errlen, "bad value '%.*s%s' for --%s (see --help)",
+                  SHOWN, v, cut(v), options[opt - OPT_LISTEN].name);
   }
   if (optind < argc)
     return fail(err, errlen, "unexpected argument '%s' (see --help)",

@@ -1,0 +1,133 @@
+/* store_int.h: what the store's files (store.c, store_pool.c,
+ * store_push.c, store_expire.c, store_snap.c) share and nothing else may
+ * touch — the layer and store structures and the helpers between them. */
+#ifndef FSPS_SERVER_STORE_INT_H
+#define FSPS_SERVER_STORE_INT_H
+
+#include <pthread.h>
+
+#include "optim/optim.h"
+#include "store.h"
+
+/* A slot holding no step. */
+#define FREE_STEP UINT64_MAX
+
+/* The pushes collected for one step of one layer. */
+typedef struct {
+  uint64_t step; /* FREE_STEP when unused */
+  uint32_t count;
+  uint8_t *pushed;  /* W flags */
+  int64_t first_ns; /* when its first push arrived */
+  fbuf *acc;        /* running sum (default mode) */
+  fbuf **wbuf;      /* each worker's slice (--deterministic) */
+} slot;
+
+struct store_layer {
+  pthread_mutex_t mu;
+  float *snap; /* params then state, copied at snap_version */
+  uint64_t snap_version;
+  bool snap_busy; /* being written: do not overwrite */
+  store *st;
+  uint32_t index;
+  const shard_layer *spec;
+  uint64_t off, cnt;
+  uint64_t version;
+  fbuf *cur;   /* parameters at `version` */
+  fbuf *spare; /* taken by store_spare_ready for apply's copy */
+  float *state;
+  slot *slots;
+  uint32_t nslots;
+  uint64_t *asp_next; /* ASP: each worker's next unseen step */
+  /* --worker-timeout: when the version last advanced; the workers steps
+   * no longer wait for (proceed); whether the current step timed out and
+   * why (fail). */
+  int64_t version_ns;
+  uint8_t *absent;
+  uint32_t nabsent;
+  bool timed_out;
+  char timeout_msg[256];
+  store_waiter *waiters;
+  pthread_mutex_t pool_mu; /* nests inside mu */
+  fbuf *free_list;
+};
+
+struct store {
+  server_config cfg;
+  pthread_mutex_t init_mu;
+  atomic_bool ready;
+  _Atomic uint64_t epoch; /* see store_epoch */
+  shard_spec *spec;
+  uint64_t hash;
+  optim_config ocfg;
+  optim_schedule sched;
+  uint32_t nlayers, nonempty;
+  store_layer *layers;
+  void *blob; /* the declared spec as the client sent it (for checkpoints) */
+  size_t bloblen;
+  /* --checkpoint-every: each layer copies itself when it reaches a
+   * multiple of the period; the hook hears of each copy. */
+  uint64_t every;
+  void (*snap_hook)(void *arg, uint32_t layer, uint64_t version);
+  void *snap_arg;
+};
+
+/* store_floats is the number of floats of L's checkpoint data: its slice
+ * of parameters followed by its optimizer state. */
+static inline size_t store_floats(const store_layer *L) {
+  return (1 + optim_state_per_elem(&L->st->ocfg)) * L->cnt;
+}
+
+/* ---- buffer pool (store_pool.c) ---- */
+
+/* store_big_alloc allocates bytes aligned for vector loads, and to a huge
+ * page when it is one or more; free with free. */
+void *store_big_alloc(size_t bytes);
+
+/* store_fbuf_get takes a buffer of L's slice size from its pool (or a new
+ * one), holding one reference; NULL when out of memory. */
+fbuf *store_fbuf_get(store_layer *L);
+
+/* store_pool_free frees the buffers in L's pool. */
+void store_pool_free(store_layer *L);
+
+/* ---- waiters (store.c) ---- */
+
+/* store_unlink_waiter removes parked w from L's list. L->mu held. */
+void store_unlink_waiter(store_layer *L, store_waiter *w);
+
+/* store_take_ready moves the waiters the current version satisfies onto a
+ * private list, each holding a reference to the parameters. L->mu held. */
+store_waiter *store_take_ready(store_layer *L);
+
+/* store_wake runs ready() on each waiter of a list from store_take_ready,
+ * with the lock released. */
+void store_wake(store_waiter *ready, fbuf *params, uint64_t version);
+
+/* store_fail runs ready(w, NULL, version) on each waiter of a private list
+ * whose failed_code and failed say why, with the lock released. */
+void store_fail(store_waiter *list, uint64_t version);
+
+/* store_epoch_current tells whether epoch is the store's (and no rollback
+ * runs); store_epoch_why says why it is not, for a refusal. */
+bool store_epoch_current(const store *st, uint64_t epoch);
+void store_epoch_why(const store *st, uint64_t epoch, char *why, size_t len);
+
+/* ---- push slots and apply (store_push.c) ---- */
+
+/* store_slot_release drops what slot s holds and frees it for a new step. */
+void store_slot_release(slot *s, uint32_t W);
+
+/* store_spare_ready makes sure the next apply cannot fail (FSPS_OK) or
+ * returns FSPS_NOMEM. L->mu held. */
+int store_spare_ready(store_layer *L);
+
+/* store_advance applies every complete step in order. L->mu held. */
+void store_advance(store_layer *L);
+
+/* ---- snapshots (store_snap.c) ---- */
+
+/* store_snap_locked copies L at its version for a step-boundary
+ * checkpoint and tells the hook. L->mu held. */
+void store_snap_locked(store_layer *L);
+
+#endif
