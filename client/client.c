@@ -94,7 +94,12 @@ double fsps_wait_seconds(const fsps_client *c) {
 }
 
 uint64_t fsps_peak_buffer_bytes(const fsps_client *c) {
-  return c ? c->peak_bytes : 0;
+  if (c == NULL)
+    return 0;
+  pthread_mutex_lock(&((fsps_client *)c)->mu); /* pushes update it */
+  uint64_t peak = c->peak_bytes;
+  pthread_mutex_unlock(&((fsps_client *)c)->mu);
+  return peak;
 }
 
 void fsps_bytes_moved(const fsps_client *c, uint64_t *gathered,

@@ -18,7 +18,7 @@
 #define PATH_STATUS "/fsps.v1.ParameterServer/Status"
 #define PATH_ROLLBACK "/fsps.v1.ParameterServer/Rollback"
 
-#define CLIENT_MAX_SERVERS 1024
+#define CLIENT_MAX_SERVERS SHARD_MAX_SERVERS
 #define CLIENT_MSG_MAX 1024
 #define CLIENT_DEFAULT_TIMEOUT_MS 120000
 #define CLIENT_DEFAULT_RETRIES 8

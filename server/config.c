@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "shard/shard.h"
 
 #ifndef FSPS_VERSION
 #define FSPS_VERSION "0.0.0"
@@ -171,13 +172,14 @@ static int set_number(int opt, const char *v, server_config *c) {
   uint64_t x;
   switch (opt) {
   case OPT_INDEX:
-    if (parse_u64(v, 0, 65535, &x))
+    if (parse_u64(v, 0, SHARD_MAX_SERVERS - 1, &x))
       return -1;
     c->index = (uint32_t)x;
     return 0;
   case OPT_NUM_SERVERS:
   case OPT_WORKERS:
-    if (parse_u64(v, 1, 65536, &x))
+    if (parse_u64(v, 1, opt == OPT_WORKERS ? SHARD_MAX_WORKERS : SHARD_MAX_SERVERS,
+                  &x))
       return -1;
     *(opt == OPT_WORKERS ? &c->workers : &c->num_servers) = (uint32_t)x;
     return 0;

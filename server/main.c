@@ -40,29 +40,55 @@ static void on_tick(uv_timer_t *h) {
   store_expire(h->data);
 }
 
-/* wait_for_signal runs the libuv loop until SIGTERM or SIGINT, checking
- * --worker-timeout four times a second meanwhile. */
+/* uv_failed logs a libuv call that failed; true if it did. */
+static bool uv_failed(int rc, const char *what) {
+  if (rc == 0)
+    return false;
+  LOGE("cannot %s: %s", what, uv_strerror(rc));
+  return true;
+}
+
+/* watch sets the loop's handles up: SIGTERM and SIGINT stop it, and with
+ * --worker-timeout a timer checks it four times a second. */
+static int watch(uv_loop_t *loop, uv_signal_t *term, uv_signal_t *intr,
+                 uv_timer_t *tick, server_config *cfg) {
+  if (uv_failed(uv_signal_init(loop, term), "watch for SIGTERM") ||
+      uv_failed(uv_signal_init(loop, intr), "watch for SIGINT") ||
+      uv_failed(uv_timer_init(loop, tick), "make the timeout timer"))
+    return -1;
+  if (uv_failed(uv_signal_start(term, on_signal, SIGTERM), "watch SIGTERM") ||
+      uv_failed(uv_signal_start(intr, on_signal, SIGINT), "watch SIGINT"))
+    return -1;
+  if (cfg->worker_timeout_s &&
+      uv_failed(uv_timer_start(tick, on_tick, 250, 250),
+                "start the --worker-timeout timer"))
+    return -1;
+  return 0;
+}
+
+/* wait_for_signal runs the libuv loop until SIGTERM or SIGINT. Returns 0,
+ * or -1 (logged) when the loop could not be set up: the server then stops
+ * at once rather than run without its signals or timeouts. */
 static int wait_for_signal(server_config *cfg, store *st) {
   uv_loop_t loop;
-  uv_signal_t term, intr;
-  uv_timer_t tick;
-  if (uv_loop_init(&loop) != 0)
+  uv_signal_t term = {0}, intr = {0};
+  uv_timer_t tick = {0};
+  if (uv_failed(uv_loop_init(&loop), "start the event loop"))
     return -1;
-  uv_signal_init(&loop, &term);
-  uv_signal_init(&loop, &intr);
-  uv_timer_init(&loop, &tick);
   term.data = intr.data = cfg;
   tick.data = st;
-  uv_signal_start(&term, on_signal, SIGTERM);
-  uv_signal_start(&intr, on_signal, SIGINT);
-  if (cfg->worker_timeout_s)
-    uv_timer_start(&tick, on_tick, 250, 250);
+  int rc = watch(&loop, &term, &intr, &tick, cfg);
+  if (rc == 0)
+    uv_run(&loop, UV_RUN_DEFAULT);
+  uv_handle_t *h[] = {(uv_handle_t *)&term, (uv_handle_t *)&intr,
+                      (uv_handle_t *)&tick};
+  for (size_t i = 0; i < sizeof h / sizeof h[0]; i++)
+    if (h[i]->loop == &loop && !uv_is_closing(h[i]))
+      uv_close(h[i], NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
-  uv_close((uv_handle_t *)&term, NULL);
-  uv_close((uv_handle_t *)&intr, NULL);
-  uv_close((uv_handle_t *)&tick, NULL);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  return uv_loop_close(&loop);
+  if (uv_loop_close(&loop) != 0)
+    LOGW("the event loop closed with handles still open");
+  return rc;
 }
 
 /* final_checkpoint writes the state at SIGTERM, once no call runs. */
@@ -122,10 +148,12 @@ static int serve(server_config *cfg, service *svc) {
        config_mode_name(cfg->mode),
        cfg->deterministic ? ", deterministic" : "",
        cfg->reply_drops > 0 ? ", DROPPING PUSH REPLIES (testing)" : "");
-  wait_for_signal(cfg, svc->st);
+  int waited = wait_for_signal(cfg, svc->st);
   rpc_server_shutdown(srv, cfg->grace_ms);
   rpc_server_destroy(srv);
   int rc = final_checkpoint(svc);
+  if (waited != 0)
+    rc = 1;
   LOGI("stopped");
   return rc;
 }

@@ -7,7 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RESLICE_MAX_SERVERS 65536 /* the most fsps-server accepts */
+#include "shard/shard.h"
+
+#define RESLICE_MAX_SERVERS SHARD_MAX_SERVERS /* the most fsps-server accepts */
 
 typedef struct {
   const char *from, *to; /* folders */

@@ -14,6 +14,9 @@
 #define FSPS_VERSION "0.0.0"
 #endif
 
+#define STR(x) #x
+#define XSTR(x) STR(x) /* a macro's value as a string */
+
 static const char usage[] =
     "Usage: fsps-reslice --from DIR --to DIR --num-servers S'\n"
     "                    [--checkpoint-version V]\n"
@@ -35,7 +38,7 @@ static const char usage[] =
     "  --to DIR                 the folder for the S' files; created if\n"
     "                           missing; must not hold checkpoints for\n"
     "                           another S' or as new as the version written\n"
-    "  --num-servers S'         the new number of servers, 1..65536\n"
+    "  --num-servers S'         the new number of servers, 1.." XSTR(SHARD_MAX_SERVERS) "\n"
     "  --checkpoint-version V   re-slice version V instead of the newest\n"
     "  --help                   print this help and exit\n"
     "  --version                print the tool's version and exit\n"

@@ -241,7 +241,7 @@ static void health_start(rpc_call *call, rpc_msg *msg, void *ctx) {
 }
 
 const rpc_method *service_methods(service *svc, size_t *n) {
-  static rpc_method m[] = {
+  static const rpc_method m[SERVICE_METHODS] = {
       {.path = "/fsps.v1.ParameterServer/Init",
        .kind = RPC_UNARY,
        .on_start = init_start},
@@ -269,8 +269,10 @@ const rpc_method *service_methods(service *svc, size_t *n) {
        .kind = RPC_UNARY,
        .on_start = health_start},
   };
-  *n = sizeof m / sizeof m[0];
-  for (size_t i = 0; i < *n; i++)
-    m[i].ctx = svc;
-  return m;
+  *n = SERVICE_METHODS;
+  for (size_t i = 0; i < *n; i++) { /* each service its own table */
+    svc->methods[i] = m[i];
+    svc->methods[i].ctx = svc;
+  }
+  return svc->methods;
 }

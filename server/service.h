@@ -11,15 +11,19 @@
 
 struct ckpt;
 
+#define SERVICE_METHODS 7 /* Init, Pull, Push, Status, Checkpoint, Rollback,
+                           * Health/Check */
+
 typedef struct {
   store *st;
   struct ckpt *ck; /* NULL without --checkpoint-dir */
   atomic_ullong pulls, pushes, rejected;
   uint64_t incarnation; /* random, drawn at start (StatusReply) */
+  rpc_method methods[SERVICE_METHODS]; /* see service_methods */
 } service;
 
-/* service_methods returns the method table (static storage) whose handlers
- * all get svc as their context. */
+/* service_methods fills svc's method table, whose handlers all get svc as
+ * their context, and returns it (it lives as long as svc). */
 const rpc_method *service_methods(service *svc, size_t *n);
 
 /* Handlers of the streaming methods, in pull.c and push.c. */

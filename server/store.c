@@ -10,11 +10,62 @@
 
 /* ---- store lifecycle ---- */
 
+/* cgroup_limit reads a cgroup memory limit file: its bytes, or 0 when the
+ * file is absent or says "max" (no limit). */
+static double cgroup_limit(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return 0;
+  unsigned long long v = 0;
+  int got = fscanf(f, "%llu", &v);
+  fclose(f);
+  return got == 1 ? (double)v : 0;
+}
+
+/* tightest lowers *have to the limits of cgroup `path` (under root, with
+ * limit file `file`) and of each of its ancestors: the one that binds. */
+static void tightest(const char *root, char *path, const char *file,
+                     double *have) {
+  for (;;) {
+    char f[1400];
+    snprintf(f, sizeof f, "%s%s/%s", root, path, file);
+    double lim = cgroup_limit(f);
+    if (lim > 0 && lim < *have)
+      *have = lim;
+    char *slash = strrchr(path, '/');
+    if (slash == NULL)
+      return;
+    *slash = '\0'; /* the parent; "" is the root */
+  }
+}
+
+double store_memory_bytes(void) {
+  double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+  FILE *f = fopen("/proc/self/cgroup", "r");
+  char line[1200];
+  while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+    line[strcspn(line, "\n")] = '\0';
+    char *ctl = strchr(line, ':'), *path = ctl ? strchr(ctl + 1, ':') : NULL;
+    if (path == NULL)
+      continue;
+    *path++ = '\0';
+    ctl++;
+    if (strcmp(line, "0") == 0 && *ctl == '\0') /* cgroup v2 */
+      tightest("/sys/fs/cgroup", path, "memory.max", &have);
+    else if (strstr(ctl, "memory") != NULL) /* cgroup v1 */
+      tightest("/sys/fs/cgroup/memory", path, "memory.limit_in_bytes", &have);
+  }
+  if (f != NULL)
+    fclose(f);
+  return have;
+}
+
 store *store_create(const server_config *cfg) {
   store *st = calloc(1, sizeof *st);
   if (st == NULL)
     return NULL;
   st->cfg = *cfg;
+  st->memory = store_memory_bytes();
   pthread_mutex_init(&st->init_mu, NULL);
   atomic_init(&st->ready, false);
   return st;
@@ -127,11 +178,12 @@ static int layer_init(store *st, uint32_t l, store_layer *L) {
 
 /* fits checks, before anything is allocated, that this server's slices
  * (parameters, optimizer state and one staging buffer per layer) take at
- * most 3/4 of physical memory: a model too large for the machine is
- * refused, rather than the server being killed by the OOM killer while it
- * initialises. */
+ * most 3/4 of the memory it may use (the container's limit, if lower): a
+ * model too large is refused, rather than the server being killed by the
+ * OOM killer while it initialises. */
 static bool fits(const shard_spec *spec, const server_config *cfg,
-                 const optim_config *oc, char *msg, size_t msglen) {
+                 const optim_config *oc, double have, char *msg,
+                 size_t msglen) {
   double need = 0;
   for (uint32_t l = 0; l < shard_spec_num_layers(spec); l++) {
     uint64_t off, cnt;
@@ -139,7 +191,6 @@ static bool fits(const shard_spec *spec, const server_config *cfg,
                 &off, &cnt);
     need += (double)cnt * 4.0 * (double)(2 + optim_state_per_elem(oc));
   }
-  double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
   if (need <= 0.75 * have)
     return true;
   snprintf(msg, msglen,
@@ -153,7 +204,7 @@ static int build(store *st, shard_spec *spec, char *msg, size_t msglen) {
   optim_config oc;
   optim_schedule sc;
   optim_from_spec(shard_spec_optim(spec), &oc, &sc);
-  if (!fits(spec, &st->cfg, &oc, msg, msglen))
+  if (!fits(spec, &st->cfg, &oc, st->memory, msg, msglen))
     return FSPS_RESOURCE_EXHAUSTED;
   st->spec = spec;
   st->nlayers = shard_spec_num_layers(spec);

@@ -45,6 +45,12 @@ typedef struct {
   uint64_t version;
 } store_layer_info;
 
+/* store_memory_bytes returns the memory this process may use: the
+ * machine's, or less when its cgroup is limited (a container's
+ * memory.max, or cgroup v1's memory.limit_in_bytes). Reads /proc and /sys:
+ * call it at start, not on a call thread. */
+double store_memory_bytes(void);
+
 /* store_create makes an empty store (no model yet) for this server. */
 store *store_create(const server_config *cfg);
 void store_destroy(store *st);

@@ -56,6 +56,7 @@ struct store {
   pthread_mutex_t init_mu;
   atomic_bool ready;
   _Atomic uint64_t epoch; /* see store_epoch */
+  double memory;          /* bytes this process may use (store_memory_bytes) */
   shard_spec *spec;
   uint64_t hash;
   optim_config ocfg;

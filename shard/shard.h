@@ -17,6 +17,11 @@
 #define SHARD_NAME_MAX 64 /* bytes of a layer or tensor name, including NUL */
 #define SHARD_MAX_DIMS 4
 #define SHARD_MAX_LAYERS 4096
+/* The most servers (S) and workers (W) a cluster may have: servers,
+ * clients and tools check against these, so what one accepts the others do
+ * too. */
+#define SHARD_MAX_SERVERS 65536
+#define SHARD_MAX_WORKERS 65536
 #define SHARD_MAX_TENSORS 64 /* per layer */
 /* Largest layer accepted by validation, in elements (4 TiB of float32). */
 #define SHARD_MAX_LAYER_ELEMS (UINT64_C(1) << 40)

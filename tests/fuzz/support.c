@@ -293,9 +293,11 @@ static uint64_t slice_elems(uint64_t n, const server_config *c) {
 /* surely_refused tells whether the store refuses a model of `elems` slice
  * elements here for want of memory before allocating anything: it needs
  * at least 8 bytes an element (parameters and staging) and takes at most
- * 3/4 of physical memory. */
+ * 3/4 of the memory it may use (store_memory_bytes). */
 static bool surely_refused(double elems) {
-  double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+  static double have;
+  if (have == 0)
+    have = store_memory_bytes();
   return 8.0 * elems > have;
 }
 

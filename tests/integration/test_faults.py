@@ -163,7 +163,8 @@ def summary(stdout):
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def run_workers(addrs, W, flags, per_rank=lambda r: [], timeout=600):
+def run_workers(addrs, W, flags, per_rank=lambda r: [],
+                timeout=int(os.environ.get("FSPS_WORKER_TIMEOUT", 600))):
     """Runs W fsps-workers to completion; returns their JSON summaries,
     each with the worker's stderr under "stderr"."""
     procs = [start_worker(addrs, r, W, flags + per_rank(r)) for r in range(W)]
@@ -175,6 +176,13 @@ def run_workers(addrs, W, flags, per_rank=lambda r: [], timeout=600):
                 raise AssertionError("worker %d exited %d: %s" %
                                      (r, p.returncode, stderr))
             out.append(dict(summary(stdout), stderr=stderr))
+    except subprocess.TimeoutExpired:  # say where each one was
+        for r, p in enumerate(procs):
+            p.kill()
+            _, err = p.communicate()
+            sys.stderr.write("worker %d after %d s:\n%s\n" %
+                             (r, timeout, err[-3000:]))
+        raise
     finally:  # a failed worker leaves the others waiting: stop them
         for p in procs:
             if p.poll() is None:

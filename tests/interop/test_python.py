@@ -517,6 +517,141 @@ class RollbackTest(CheckpointBase):
         self.assertNotEqual(srv.status().incarnation, inc)
 
 
+class EpochTest(CheckpointBase):
+    """Epochs fence rollbacks (StatusReply.epoch): after a Rollback into a
+    new epoch, what was computed in the old one is refused and counts for
+    nothing, and the same rollback asked again changes nothing."""
+
+    def rollback(self, srv, version, epoch):
+        return srv.unary("Rollback", PB.RollbackRequest(
+            version=version, spec_hash=srv.status().spec_hash, epoch=epoch),
+            PB.RollbackReply)
+
+    def push(self, srv, worker, epoch, step=0):
+        return srv.push([PB.PushChunk(layer=0, step=step, worker=worker,
+                                      epoch=epoch, data=pack([1.0] * 18))])
+
+    def refused(self, fn, *args):
+        with self.assertRaises(grpc.RpcError) as cm:
+            fn(*args)
+        self.assertEqual(cm.exception.code(),
+                         grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn("epoch", cm.exception.details())
+
+    def test_new_epoch_refuses_the_old_one(self):
+        srv = self.start("--workers", "2")
+        srv.unary("Init", PB.InitRequest(spec=model_spec(), num_servers=1),
+                  PB.InitReply)
+        self.assertEqual(srv.status().epoch, 0)
+        self.assertEqual(list(srv.status().checkpoint_versions), [])
+        self.push(srv, 0, 0)
+        self.assertEqual(list(srv.status().layers[0].pushed), [0])
+        e = 0x1234567890ABCDEF
+        self.assertEqual(self.rollback(srv, 0, e).layers_restored, 0)
+        st = srv.status()
+        self.assertEqual(st.epoch, e)
+        self.assertEqual(list(st.layers[0].pushed), [])  # the old push: gone
+        self.refused(self.push, srv, 1, 0)  # computed before the rollback
+        self.refused(srv.pull, 0)            # a pull of the old epoch
+        st = srv.status()
+        self.assertEqual(list(st.layers[0].pushed), [])
+        self.assertEqual(st.layers[0].version, 0)
+        self.push(srv, 0, e)
+        r = self.rollback(srv, 0, e)  # another worker's same rollback
+        self.assertIn("already done", r.source)
+        self.assertEqual(list(srv.status().layers[0].pushed), [0])  # kept
+        self.push(srv, 1, e)
+        self.assertEqual(srv.status().layers[0].version, 1)
+
+    def test_rollback_fails_parked_pulls_of_the_old_epoch(self):
+        srv = self.start("--workers", "2")
+        srv.unary("Init", PB.InitRequest(spec=model_spec(), num_servers=1),
+                  PB.InitReply)
+        call = srv.channel.unary_stream(
+            SVC + "Pull", request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=PB.PullChunk.FromString)
+        parked = call(PB.PullRequest(layer=0, min_version=1), timeout=20)
+        time.sleep(0.2)  # the pull is parked: version 1 needs two pushes
+        self.rollback(srv, 0, 99)
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(parked)
+        self.assertEqual(cm.exception.code(),
+                         grpc.StatusCode.FAILED_PRECONDITION)
+        req = PB.PullRequest(layer=0, epoch=99)  # the new epoch's pull
+        self.assertEqual(len(list(call(req, timeout=10))), 1)
+
+
+class MemoryLimitTest(unittest.TestCase):
+    """A server in a container sizes what it accepts by the container's
+    memory limit (its cgroup's), not by the machine's memory."""
+
+    LIMIT = 256 << 20
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.cg = None
+        name = "fsps-test-%d" % os.getpid()
+        v1 = "/sys/fs/cgroup/memory"
+        try:
+            if os.path.isdir(v1):
+                self.cg = os.path.join(v1, name)
+                os.mkdir(self.cg)
+                with open(os.path.join(self.cg, "memory.limit_in_bytes"),
+                          "w") as f:
+                    f.write(str(self.LIMIT))
+            elif "memory" in open("/sys/fs/cgroup/cgroup.controllers").read():
+                self.cg = os.path.join("/sys/fs/cgroup", name)
+                os.mkdir(self.cg)
+                with open(os.path.join(self.cg, "memory.max"), "w") as f:
+                    f.write(str(self.LIMIT))
+            else:
+                raise OSError("no memory controller")
+        except OSError as e:
+            self.tearDown()
+            self.skipTest("cannot make a memory cgroup here (needs root and "
+                          "the memory controller): %s" % e)
+
+    def tearDown(self):
+        if self.cg and os.path.isdir(self.cg):
+            os.rmdir(self.cg)
+        self.tmp.cleanup()
+
+    def test_init_sized_by_the_cgroup_limit(self):
+        procs = os.path.join(self.cg, "cgroup.procs")
+
+        def enter():
+            die_with_parent()
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+        port_file = os.path.join(self.tmp.name, "port")
+        proc = subprocess.Popen(
+            [ARGS.server, "--listen", "127.0.0.1:0", "--port-file", port_file,
+             "--log-level", "warn"], preexec_fn=enter)
+        try:
+            while not os.path.exists(port_file) and proc.poll() is None:
+                time.sleep(0.02)
+            with open(port_file) as f:
+                ch = grpc.insecure_channel("127.0.0.1:%s" % f.read().strip())
+            big = model_spec()  # 30M floats, 240 MB with staging: more than
+            big.layers[0].tensors[0].dims[:] = [6000, 5000]  # 3/4 of 256 MiB
+            init = ch.unary_unary(
+                SVC + "Init", request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=PB.InitReply.FromString)
+            with self.assertRaises(grpc.RpcError) as cm:
+                init(PB.InitRequest(spec=big, num_servers=1), timeout=20)
+            self.assertEqual(cm.exception.code(),
+                             grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("of its 0.2 GiB of memory",
+                          cm.exception.details())
+            small = init(PB.InitRequest(spec=model_spec(), num_servers=1),
+                         timeout=20)
+            self.assertTrue(small.created)
+            ch.close()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(timeout=30), 0)
+
+
 def main():
     global ARGS, PB
     ap = argparse.ArgumentParser()
