@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
@@ -37,7 +38,17 @@ struct ckpt {
   uint64_t seen[SHARD_MAX_LAYERS]; /* per layer: last version reported */
   uint64_t have[CKPT_LIST_MAX];   /* this server's files' versions, newest */
   uint32_t nhave;                 /* first (ckpt_versions) */
+  struct task *tasks, *last;      /* for the thread, oldest first */
+  bool closing, busy;             /* no more tasks; one is running */
+  pthread_cond_t idle;            /* no task queued or running */
 };
+
+/* Work a call hands to the checkpoint thread (ckpt_run_later). */
+typedef struct task {
+  ckpt_task_fn fn;
+  void *arg;
+  struct task *next;
+} task;
 
 /* ---- writing ---- */
 
@@ -113,6 +124,11 @@ static int write_file(ckpt *k, uint64_t tag, bool snapshot, char *path,
   ckpt_writer *w = ckpt_writer_open(k->cfg.checkpoint_dir, &h, msg, msglen);
   if (w == NULL)
     return FSPS_IO;
+  if (k->cfg.ckpt_delay_ms) { /* --inject-checkpoint-delay-ms: a slow disk */
+    struct timespec ts = {k->cfg.ckpt_delay_ms / 1000,
+                          (long)(k->cfg.ckpt_delay_ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+  }
   *min_version = UINT64_MAX;
   int rc = put_layers(w, k, tag, snapshot, min_version);
   if (rc != FSPS_OK)
@@ -461,17 +477,65 @@ static void on_snapshot(void *arg, uint32_t l, uint64_t v) {
   pthread_mutex_unlock(&k->hmu);
 }
 
-/* next_ready waits for a complete step-boundary copy; 0 when stopping.
- * *gen is the rollback count it belongs to. */
-static uint64_t next_ready(ckpt *k, uint64_t *gen) {
+/* What the thread does next: a queued task (first), a step-boundary
+ * checkpoint of `version` taken in rollback generation `gen`, or stop. */
+typedef struct {
+  task *t;
+  uint64_t version, gen;
+} job;
+
+/* next_job waits for work; version 0 and no task when stopping (queued
+ * tasks run first even then, so that their calls are answered). */
+static job next_job(ckpt *k) {
   pthread_mutex_lock(&k->hmu);
-  while (!k->stop && k->ready == 0)
+  while (!k->stop && k->ready == 0 && k->tasks == NULL)
     pthread_cond_wait(&k->cv, &k->hmu);
-  uint64_t v = k->stop ? 0 : k->ready;
-  k->ready = 0;
-  *gen = k->rollbacks;
+  job j = {NULL, 0, k->rollbacks};
+  if ((j.t = k->tasks) != NULL) {
+    k->tasks = j.t->next;
+    k->busy = true;
+  } else if (!k->stop) {
+    j.version = k->ready;
+    k->ready = 0;
+  }
   pthread_mutex_unlock(&k->hmu);
-  return v;
+  return j;
+}
+
+/* task_done marks the running task over and wakes ckpt_drain if idle. */
+static void task_done(ckpt *k, task *t) {
+  free(t);
+  pthread_mutex_lock(&k->hmu);
+  k->busy = false;
+  if (k->tasks == NULL)
+    pthread_cond_broadcast(&k->idle);
+  pthread_mutex_unlock(&k->hmu);
+}
+
+int ckpt_run_later(ckpt *k, ckpt_task_fn fn, void *arg) {
+  task *t = malloc(sizeof *t);
+  if (t == NULL)
+    return FSPS_NOMEM;
+  *t = (task){fn, arg, NULL};
+  pthread_mutex_lock(&k->hmu);
+  bool open = !k->closing && !k->stop;
+  if (open) {
+    *(k->tasks ? &k->last->next : &k->tasks) = t;
+    k->last = t;
+    pthread_cond_signal(&k->cv);
+  }
+  pthread_mutex_unlock(&k->hmu);
+  if (!open)
+    free(t);
+  return open ? FSPS_OK : FSPS_UNAVAILABLE;
+}
+
+void ckpt_drain(ckpt *k) {
+  pthread_mutex_lock(&k->hmu);
+  k->closing = true;
+  while (k->tasks != NULL || k->busy)
+    pthread_cond_wait(&k->idle, &k->hmu);
+  pthread_mutex_unlock(&k->hmu);
 }
 
 /* rolled_back_since tells whether a rollback came after generation gen:
@@ -483,30 +547,44 @@ static bool rolled_back_since(ckpt *k, uint64_t gen) {
   return since;
 }
 
+/* write_boundary writes the step-boundary checkpoint of version v, taken
+ * in rollback generation gen. */
+static void write_boundary(ckpt *k, uint64_t v, uint64_t gen) {
+  uint64_t bytes, lowest;
+  char path[1200], msg[512];
+  pthread_mutex_lock(&k->mu);
+  int rc = FSPS_ABORTED;
+  if (rolled_back_since(k, gen))
+    snprintf(msg, sizeof msg, "checkpoint at version %" PRIu64 " dropped: "
+             "the server was rolled back before it was written", v);
+  else
+    rc = write_file(k, v, true, path, sizeof path, &bytes, &lowest, msg,
+                    sizeof msg);
+  pthread_mutex_unlock(&k->mu);
+  if (rc == FSPS_OK)
+    LOGI("checkpoint at version %" PRIu64 ": %s (%" PRIu64 " bytes)", v, path,
+         bytes);
+  else if (rc == FSPS_ABORTED) /* a rollback or a fast layer: no fault */
+    LOGW("%s", msg);
+  else
+    LOGE("%s", msg);
+}
+
+/* The checkpoint thread: every file the server writes or reads while it
+ * serves is written or read here, never on a call thread. */
 static void *writer(void *arg) {
   ckpt *k = arg;
-  uint64_t v, gen;
-  while ((v = next_ready(k, &gen)) != 0) {
-    uint64_t bytes, lowest;
-    char path[1200], msg[512];
-    pthread_mutex_lock(&k->mu);
-    int rc = FSPS_ABORTED;
-    if (rolled_back_since(k, gen))
-      snprintf(msg, sizeof msg, "checkpoint at version %" PRIu64 " dropped: "
-               "the server was rolled back before it was written", v);
-    else
-      rc = write_file(k, v, true, path, sizeof path, &bytes, &lowest, msg,
-                      sizeof msg);
-    pthread_mutex_unlock(&k->mu);
-    if (rc == FSPS_OK)
-      LOGI("checkpoint at version %" PRIu64 ": %s (%" PRIu64 " bytes)", v, path,
-           bytes);
-    else if (rc == FSPS_ABORTED) /* a rollback or a fast layer: no fault */
-      LOGW("%s", msg);
-    else
-      LOGE("%s", msg);
+  for (;;) {
+    job j = next_job(k);
+    if (j.t != NULL) {
+      j.t->fn(j.t->arg);
+      task_done(k, j.t);
+    } else if (j.version != 0) {
+      write_boundary(k, j.version, j.gen);
+    } else {
+      return NULL;
+    }
   }
-  return NULL;
 }
 
 ckpt *ckpt_create(store *st, const server_config *cfg, char *msg,
@@ -526,17 +604,17 @@ ckpt *ckpt_create(store *st, const server_config *cfg, char *msg,
   pthread_mutex_init(&k->mu, NULL);
   pthread_mutex_init(&k->hmu, NULL);
   pthread_cond_init(&k->cv, NULL);
-  if (cfg->checkpoint_every) {
-    int err = pthread_create(&k->thread, NULL, writer, k);
-    if (err != 0) { /* no writer: --checkpoint-every would silently do nothing */
-      snprintf(msg, msglen, "cannot start the checkpoint writer thread: %s",
-               strerror(err));
-      ckpt_destroy(k);
-      return NULL;
-    }
-    k->running = true;
-    store_set_snapshots(st, cfg->checkpoint_every, on_snapshot, k);
+  pthread_cond_init(&k->idle, NULL);
+  int err = pthread_create(&k->thread, NULL, writer, k);
+  if (err != 0) { /* without it no checkpoint could be written */
+    snprintf(msg, msglen, "cannot start the checkpoint thread: %s",
+             strerror(err));
+    ckpt_destroy(k);
+    return NULL;
   }
+  k->running = true;
+  if (cfg->checkpoint_every)
+    store_set_snapshots(st, cfg->checkpoint_every, on_snapshot, k);
   return k;
 }
 
@@ -554,5 +632,6 @@ void ckpt_destroy(ckpt *k) {
   pthread_mutex_destroy(&k->mu);
   pthread_mutex_destroy(&k->hmu);
   pthread_cond_destroy(&k->cv);
+  pthread_cond_destroy(&k->idle);
   free(k);
 }

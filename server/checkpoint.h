@@ -18,7 +18,8 @@ typedef struct ckpt ckpt;
 ckpt *ckpt_create(store *st, const server_config *cfg, char *msg,
                   size_t msglen);
 
-/* ckpt_destroy stops the writer (finishing a file in progress). */
+/* ckpt_destroy stops the checkpoint thread (finishing a file in progress
+ * and the tasks queued). */
 void ckpt_destroy(ckpt *k);
 
 /* ckpt_restore loads the newest valid checkpoint of this server into the
@@ -45,6 +46,19 @@ int ckpt_write_now(ckpt *k, char *path, size_t pathlen, uint64_t *bytes,
  * why. */
 int ckpt_rollback(ckpt *k, uint64_t version, uint32_t *restored, char *src,
                   size_t srclen, char *msg, size_t msglen);
+
+/* A call's file work, run on the checkpoint thread. */
+typedef void (*ckpt_task_fn)(void *arg);
+
+/* ckpt_run_later queues fn(arg) for the checkpoint thread, after what is
+ * queued already, so that a call thread never waits for the disk: fn
+ * answers the call itself. FSPS_OK; FSPS_UNAVAILABLE once ckpt_drain has
+ * begun, or FSPS_NOMEM: fn will not run. Thread-safe. */
+int ckpt_run_later(ckpt *k, ckpt_task_fn fn, void *arg);
+
+/* ckpt_drain refuses new tasks and waits until the queued ones have run:
+ * before the call threads stop, so that every call they took is answered. */
+void ckpt_drain(ckpt *k);
 
 /* Checkpoint files a server lists at most (StatusReply.checkpoint_versions). */
 #define CKPT_LIST_MAX 64

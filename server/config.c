@@ -60,6 +60,9 @@ static const char usage[] =
     "                       the reply to a counted push with probability P,\n"
     "                       as if the reply were lost [FSPS_INJECT_REPLY_DROPS]\n"
     "                       (0)\n"
+    "  --inject-checkpoint-delay-ms MS  testing aid: each checkpoint file is\n"
+    "                       written MS ms slower, as on a slow disk\n"
+    "                       [FSPS_INJECT_CHECKPOINT_DELAY_MS] (0)\n"
     "  --log-level L        error, warn, info or debug [FSPS_LOG_LEVEL] "
     "(info)\n"
     "  --help               print this help and exit\n"
@@ -84,6 +87,7 @@ enum {
   OPT_WORKER_TIMEOUT,
   OPT_ON_WORKER_TIMEOUT,
   OPT_REPLY_DROPS,
+  OPT_CKPT_DELAY,
   OPT_HELP,
   OPT_VERSION,
 };
@@ -108,6 +112,7 @@ static const struct option options[] = {
     {"worker-timeout", required_argument, NULL, OPT_WORKER_TIMEOUT},
     {"on-worker-timeout", required_argument, NULL, OPT_ON_WORKER_TIMEOUT},
     {"inject-reply-drops", required_argument, NULL, OPT_REPLY_DROPS},
+    {"inject-checkpoint-delay-ms", required_argument, NULL, OPT_CKPT_DELAY},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -124,6 +129,7 @@ static const char *env_names[] = {
     "FSPS_CHECKPOINT_DIR", "FSPS_CHECKPOINT_EVERY",
     "FSPS_KEEP",           "FSPS_WORKER_TIMEOUT",
     "FSPS_ON_WORKER_TIMEOUT", "FSPS_INJECT_REPLY_DROPS",
+    "FSPS_INJECT_CHECKPOINT_DELAY_MS",
 };
 _Static_assert(sizeof env_names / sizeof env_names[0] == OPT_HELP - OPT_LISTEN,
                "one environment variable per option, in the enum's order");
@@ -182,6 +188,11 @@ static int set_number(int opt, const char *v, server_config *c) {
                   &x))
       return -1;
     *(opt == OPT_WORKERS ? &c->workers : &c->num_servers) = (uint32_t)x;
+    return 0;
+  case OPT_CKPT_DELAY:
+    if (parse_u64(v, 0, 3600000, &x))
+      return -1;
+    c->ckpt_delay_ms = (uint32_t)x;
     return 0;
   case OPT_THREADS:
     if (parse_u64(v, 1, 256, &x))

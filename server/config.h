@@ -26,6 +26,7 @@ typedef struct {
   uint32_t worker_timeout_s; /* 0: a step waits for every worker forever */
   bool timeout_proceed;      /* else the waiting calls fail */
   double reply_drops;        /* testing: lose this share of push replies */
+  uint32_t ckpt_delay_ms;    /* testing: each checkpoint file takes longer */
 } server_config;
 
 /* config_parse fills c from the environment (FSPS_LISTEN, ...) and then

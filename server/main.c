@@ -149,6 +149,8 @@ static int serve(server_config *cfg, service *svc) {
        cfg->deterministic ? ", deterministic" : "",
        cfg->reply_drops > 0 ? ", DROPPING PUSH REPLIES (testing)" : "");
   int waited = wait_for_signal(cfg, svc->st);
+  if (svc->ck != NULL) /* answer the calls whose file work is queued */
+    ckpt_drain(svc->ck);
   rpc_server_shutdown(srv, cfg->grace_ms);
   rpc_server_destroy(srv);
   int rc = final_checkpoint(svc);

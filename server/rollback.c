@@ -112,31 +112,24 @@ static int roll(service *svc, uint64_t version, uint32_t *restored, char *src,
   return rc == FSPS_NOT_FOUND ? FSPS_FAILED_PRECONDITION : rc;
 }
 
-void rollback_start(rpc_call *call, rpc_msg *msg, void *ctx) {
+/* perform does the rollback req asks for, one at a time; FSPS_OK with r
+ * and src filled, or an error with err. */
+static int perform(service *svc, const Fsps__V1__RollbackRequest *req,
+                   Fsps__V1__RollbackReply *r, char *src, size_t srclen,
+                   char *err, size_t errlen) {
   static pthread_mutex_t one_at_a_time = PTHREAD_MUTEX_INITIALIZER;
-  service *svc = ctx;
-  ProtobufCMessage *m;
-  rpc_status st;
-  if (rpc_msg_unpack(msg, &fsps__v1__rollback_request__descriptor, &m, &st)) {
-    service_reject(svc, call, st.code, st.msg);
-    return;
-  }
-  Fsps__V1__RollbackRequest *req = (Fsps__V1__RollbackRequest *)m;
-  char err[1600], src[1400];
-  Fsps__V1__RollbackReply r = FSPS__V1__ROLLBACK_REPLY__INIT;
   pthread_mutex_lock(&one_at_a_time);
   uint64_t was = store_epoch(svc->st);
-  int rc = check(svc, req, err, sizeof err);
+  int rc = check(svc, req, err, errlen);
   bool done = rc == FSPS_OK && req->epoch != 0 && req->epoch == was;
   if (done) /* another worker made this very rollback: nothing to do */
-    snprintf(src, sizeof src, "already done: the server is in epoch %016" PRIx64,
+    snprintf(src, srclen, "already done: the server is in epoch %016" PRIx64,
              was);
   bool moves = rc == FSPS_OK && !done && req->epoch != 0;
   if (moves) /* refuse every pull and push until the epoch is the new one */
     store_set_epoch(svc->st, STORE_EPOCH_CHANGING);
   if (rc == FSPS_OK && !done)
-    rc = roll(svc, req->version, &r.layers_restored, src, sizeof src, err,
-              sizeof err);
+    rc = roll(svc, req->version, &r->layers_restored, src, srclen, err, errlen);
   /* A rollback that failed half-way leaves the server refusing pulls and
    * pushes until one succeeds: its layers are of two timelines. */
   if (moves && rc == FSPS_OK)
@@ -144,11 +137,25 @@ void rollback_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   else if (moves)
     store_set_epoch(svc->st, rc == FSPS_DATA_LOSS ? STORE_EPOCH_CHANGING : was);
   pthread_mutex_unlock(&one_at_a_time);
+  return rc;
+}
+
+/* run performs a Rollback and answers it; on the checkpoint thread when
+ * the server has one (it reads checkpoint files). */
+static void run(service *svc, rpc_call *call, void *arg) {
+  Fsps__V1__RollbackRequest *req = arg;
+  if (call == NULL) { /* refused before it ran */
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return;
+  }
+  char err[1600], src[1400];
+  Fsps__V1__RollbackReply r = FSPS__V1__ROLLBACK_REPLY__INIT;
+  int rc = perform(svc, req, &r, src, sizeof src, err, sizeof err);
   if (rc == FSPS_OK && r.layers_restored)
     LOGW("rolled back %u layers to version %" PRIu64 " from %s",
          r.layers_restored, req->version, src);
   uint64_t version = req->version;
-  protobuf_c_message_free_unpacked(m, NULL);
+  protobuf_c_message_free_unpacked(&req->base, NULL);
   if (rc != FSPS_OK) {
     LOGE("rollback to version %" PRIu64 " failed: %s", version, err);
     rpc_call_finish(call, NULL, rc, err);
@@ -156,4 +163,18 @@ void rollback_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   }
   r.source = src;
   rpc_call_finish(call, &r.base, FSPS_OK, NULL);
+}
+
+void rollback_start(rpc_call *call, rpc_msg *msg, void *ctx) {
+  service *svc = ctx;
+  ProtobufCMessage *m;
+  rpc_status st;
+  if (rpc_msg_unpack(msg, &fsps__v1__rollback_request__descriptor, &m, &st)) {
+    service_reject(svc, call, st.code, st.msg);
+    return;
+  }
+  if (svc->ck != NULL)
+    service_later(svc, call, run, m);
+  else /* no files: only version 0, the initial values, in memory */
+    run(svc, call, m);
 }

@@ -194,18 +194,12 @@ static void status_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   free(pushed);
 }
 
-static void checkpoint_start(rpc_call *call, rpc_msg *msg, void *ctx) {
-  service *svc = ctx;
-  ProtobufCMessage *req =
-      unpack(svc, call, msg, &fsps__v1__checkpoint_request__descriptor);
-  if (req == NULL)
+/* write_checkpoint writes the file a Checkpoint call asked for and
+ * answers it: on the checkpoint thread (service_later). */
+static void write_checkpoint(service *svc, rpc_call *call, void *req) {
+  (void)req;
+  if (call == NULL) /* refused: nothing to free */
     return;
-  protobuf_c_message_free_unpacked(req, NULL);
-  if (svc->ck == NULL) {
-    service_reject(svc, call, FSPS_FAILED_PRECONDITION,
-                   "this server has no --checkpoint-dir");
-    return;
-  }
   char path[1200], err[512];
   Fsps__V1__CheckpointReply r = FSPS__V1__CHECKPOINT_REPLY__INIT;
   int rc = ckpt_write_now(svc->ck, path, sizeof path, &r.bytes, &r.min_version,
@@ -218,6 +212,56 @@ static void checkpoint_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   LOGI("checkpoint written on request: %s", path);
   r.path = path;
   rpc_call_finish(call, &r.base, FSPS_OK, NULL);
+}
+
+static void checkpoint_start(rpc_call *call, rpc_msg *msg, void *ctx) {
+  service *svc = ctx;
+  ProtobufCMessage *req =
+      unpack(svc, call, msg, &fsps__v1__checkpoint_request__descriptor);
+  if (req == NULL)
+    return;
+  protobuf_c_message_free_unpacked(req, NULL);
+  if (svc->ck == NULL) {
+    service_reject(svc, call, FSPS_FAILED_PRECONDITION,
+                   "this server has no --checkpoint-dir");
+    return;
+  }
+  service_later(svc, call, write_checkpoint, NULL);
+}
+
+/* A call's work handed to the checkpoint thread. */
+typedef struct {
+  service *svc;
+  rpc_call *call;
+  void (*fn)(service *, rpc_call *, void *);
+  void *req;
+} later;
+
+static void run_later(void *arg) {
+  later *l = arg;
+  l->fn(l->svc, l->call, l->req);
+  rpc_call_unref(l->call);
+  free(l);
+}
+
+void service_later(service *svc, rpc_call *call,
+                   void (*fn)(service *, rpc_call *, void *), void *req) {
+  later *l = malloc(sizeof *l);
+  int rc = l ? FSPS_OK : FSPS_NOMEM;
+  if (l != NULL) {
+    *l = (later){svc, call, fn, req};
+    rpc_call_ref(call); /* until fn has answered it */
+    if ((rc = ckpt_run_later(svc->ck, run_later, l)) != FSPS_OK) {
+      rpc_call_unref(call);
+      free(l);
+    }
+  }
+  if (rc != FSPS_OK) {
+    fn(svc, NULL, req); /* frees what req holds */
+    service_reject(svc, call, rc,
+                   rc == FSPS_NOMEM ? "out of memory"
+                                    : "the server is stopping");
+  }
 }
 
 static void health_start(rpc_call *call, rpc_msg *msg, void *ctx) {

@@ -42,6 +42,14 @@ struct Fsps__V1__ModelSpec;
 shard_spec *spec_from_proto(const struct Fsps__V1__ModelSpec *m, char *msg,
                             size_t msglen);
 
+/* service_later runs fn(svc, call, req) on the checkpoint thread (svc->ck
+ * must exist), which answers the call: how a method does file work without
+ * blocking a call thread. If it cannot be queued (stopping, out of memory)
+ * the call is refused here and fn(svc, NULL, req) runs at once, only to
+ * free req. */
+void service_later(service *svc, rpc_call *call,
+                   void (*fn)(service *, rpc_call *, void *), void *req);
+
 /* service_reject counts a refused request and fails the call with msg. */
 void service_reject(service *svc, rpc_call *call, int code, const char *msg);
 

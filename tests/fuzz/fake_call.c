@@ -5,18 +5,24 @@
  * one send at a time, nothing read after the call finished, on_cancel only
  * before it finished, on_done once the last reference is gone. Replies are
  * packed and sends framed with rpc's own code, then parsed back, so what a
- * handler sends is checked too. Single-threaded. */
+ * handler sends is checked too. Single-threaded, except that a handler may
+ * answer a unary call from the server's checkpoint thread (file work): the
+ * call's references and its finishing are atomic for that, and
+ * fuzz_call_wait waits for the answer. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #include "fuzz.h"
 
 struct rpc_call {
   const rpc_method *m;
-  int refs;
-  bool finished, sending;
+  atomic_int refs;
+  atomic_bool finished;
+  bool sending;
   int code;
   void *user;
   grpc_byte_buffer *send_bb; /* the send in flight */
@@ -86,7 +92,7 @@ void fuzz_call_pump(rpc_call *c) {
 }
 
 bool fuzz_call_finished(const rpc_call *c) {
-  return c->finished;
+  return atomic_load(&c->finished);
 }
 
 int fuzz_call_code(const rpc_call *c) {
@@ -113,12 +119,13 @@ int fuzz_call_end(rpc_call *c) {
 /* ---- the rpc.h call API the handlers use ---- */
 
 void rpc_call_ref(rpc_call *call) {
-  call->refs++;
+  atomic_fetch_add(&call->refs, 1);
 }
 
 void rpc_call_unref(rpc_call *call) {
-  fuzz_check(call->refs > 0);
-  if (--call->refs > 0)
+  int was = atomic_fetch_sub(&call->refs, 1);
+  fuzz_check(was > 0);
+  if (was > 1)
     return;
   fuzz_check(call->finished && !call->sending);
   if (call->m->on_done)
@@ -182,10 +189,17 @@ void rpc_call_finish(rpc_call *call, const ProtobufCMessage *reply, int code,
     return;
   fuzz_check(strcmp(fsps_err_name(code), "?") != 0); /* an fsps_err */
   fuzz_check(code == FSPS_OK || (details != NULL && details[0] != '\0'));
-  call->finished = true;
   call->code = rpc_from_grpc(rpc_to_grpc(code)); /* what a client reads */
   if (reply && code == FSPS_OK && !call->sending)
     pack_reply(call, reply);
+  atomic_store(&call->finished, true); /* last: fuzz_call_wait reads it */
+}
+
+void fuzz_call_wait(rpc_call *c) {
+  struct timespec ts = {0, 100000};
+  for (int i = 0; i < 300000 && !atomic_load(&c->finished); i++)
+    nanosleep(&ts, NULL);
+  fuzz_check(atomic_load(&c->finished)); /* a unary handler always answers */
 }
 
 void rpc_call_failf(rpc_call *call, int code, const char *fmt, ...) {

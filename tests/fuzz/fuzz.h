@@ -91,6 +91,10 @@ void fuzz_call_pump(rpc_call *c);
  * such as FSPS_NOMEM becomes its wire code), and the reply message it sent
  * (packed; NULL when none). Valid until fuzz_call_end. */
 bool fuzz_call_finished(const rpc_call *c);
+
+/* fuzz_call_wait waits (30 s at most, then fails the run) until the call
+ * is answered: from the checkpoint thread, for methods doing file work. */
+void fuzz_call_wait(rpc_call *c);
 int fuzz_call_code(const rpc_call *c);
 const uint8_t *fuzz_call_reply(const rpc_call *c, size_t *len);
 

@@ -210,7 +210,7 @@ int fuzz_unary(const rpc_method *m, const uint8_t *in, size_t n, unsigned split,
   rpc_call *c = fuzz_call_new(m, NULL, NULL);
   fuzz_call_start(c, &fm.m);
   fuzz_msg_close(&fm);
-  fuzz_check(fuzz_call_finished(c)); /* a unary handler always answers */
+  fuzz_call_wait(c); /* a unary handler always answers, maybe later */
   if (check)
     check(arg, c);
   return fuzz_call_end(c);
