@@ -7,8 +7,8 @@ on loopback, on Fashion-MNIST:
   server back to that version and go on. With --deterministic the final
   parameters are bit-identical to an undisturbed run's (so is accuracy).
 - a worker killed mid-training and restarted with the same rank rejoins at
-  the step the cluster is at, and training finishes with the undisturbed
-  run's accuracy within 0.5 points.
+  the step the cluster is at, and the final parameters are bit-identical to
+  an undisturbed run's too.
 
 Usage: test_recovery.py --bin BUILD_DIR [--repeat N] [TestCase.test_name]
 """
@@ -206,13 +206,15 @@ class RecoveryTest(unittest.TestCase):
             time.sleep(0.5)
             workers[1] = start_worker(addrs, 1, 2, flags, self.tmp.name)
             return workers
-        ref, _ = self.undisturbed()
+        ref, ref_dump = self.undisturbed()
         for i in range(REPEAT):
-            got, _ = self.run_pair("worker-killed-%d" % i, kill_worker)
+            got, dump = self.run_pair("worker-killed-%d" % i, kill_worker)
             self.assertIn("joining the cluster at step", got[1][1])
             self.assertEqual(got[0][0]["steps"], ref[0][0]["steps"])
-            self.assertAlmostEqual(got[0][0]["test_accuracy"],
-                                   ref[0][0]["test_accuracy"], delta=0.005)
+            # What the killed worker had pushed of its last step counts
+            # once; if a layer had moved past it, the cluster rolled back
+            # to a checkpoint: either way the model is the undisturbed one.
+            self.assertEqual(dump, ref_dump)  # bit for bit
 
 
 def kill_server(servers, addrs, workers, flags):
