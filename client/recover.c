@@ -138,13 +138,31 @@ static bool can_return(const server_view *v, uint64_t version) {
   return false;
 }
 
+/* One fsps_recover: what it saw of each server, and the versions a
+ * rollback failed to (a file that is no step boundary, say), which it does
+ * not try again. */
+#define MAX_REFUSED 8
+typedef struct {
+  server_view *v;
+  uint64_t refused[MAX_REFUSED];
+  uint32_t nrefused;
+} recovery;
+
+static bool refused(const recovery *r, uint64_t version) {
+  for (uint32_t i = 0; i < r->nrefused; i++)
+    if (r->refused[i] == version)
+      return true;
+  return false;
+}
+
 /* target picks the newest version at or below `below` that every server
  * can be rolled back to (0, the initial values, at worst). */
-static uint64_t target(const server_view *v, uint32_t S, uint64_t below) {
+static uint64_t target(const recovery *r, uint32_t S, uint64_t below) {
+  const server_view *v = r->v;
   uint64_t best = 0;
   for (uint32_t i = 0; i < v[0].nback; i++) {
     uint64_t cand = v[0].back[i];
-    bool all = cand <= below && cand > best;
+    bool all = cand <= below && cand > best && !refused(r, cand);
     for (uint32_t s = 1; all && s < S; s++)
       all = can_return(&v[s], cand);
     if (all)
@@ -201,7 +219,8 @@ typedef struct {
 } plan;
 
 /* decide turns the servers' views into a plan (see the top of the file). */
-static plan decide(const fsps_client *c, const server_view *v) {
+static plan decide(const fsps_client *c, const recovery *r) {
+  const server_view *v = r->v;
   bool restarted = false, agree = true;
   uint64_t lo = UINT64_MAX, hi = 0, done = UINT64_MAX;
   for (uint32_t s = 0; s < c->S; s++) {
@@ -223,7 +242,7 @@ static plan decide(const fsps_client *c, const server_view *v) {
     p.step = lo; /* SSP: any version within the staleness will do */
   }
   if (!p.settled) {
-    p.version = target(v, c->S, lo);
+    p.version = target(r, c->S, lo);
     p.epoch = new_epoch(c, v, p.version);
   }
   return p;
@@ -231,10 +250,10 @@ static plan decide(const fsps_client *c, const server_view *v) {
 
 /* attempt looks at every server once and acts on what it sees: FSPS_OK
  * with *step, FSPS_ABORTED to look again, or an error. */
-static int attempt(fsps_client *c, server_view *v, int64_t deadline,
+static int attempt(fsps_client *c, recovery *r, int64_t deadline,
                    uint64_t *step) {
   for (uint32_t s = 0; s < c->S; s++) {
-    int rc = look(c, s, deadline, &v[s]);
+    int rc = look(c, s, deadline, &r->v[s]);
     if (rc != FSPS_OK)
       return rc;
   }
@@ -242,12 +261,15 @@ static int attempt(fsps_client *c, server_view *v, int64_t deadline,
     *step = 0;
     return FSPS_OK;
   }
-  plan p = decide(c, v);
+  plan p = decide(c, r);
   if (p.changing)
     return FSPS_ABORTED;
   if (!p.settled) {
     int rc = roll_back(c, p.version, p.epoch);
-    if (rc == FSPS_FAILED_PRECONDITION) /* the cluster moved: look again */
+    if (rc == FSPS_FAILED_PRECONDITION && p.version != 0 &&
+        r->nrefused < MAX_REFUSED) /* look again, and try an older one */
+      r->refused[r->nrefused++] = p.version;
+    if (rc == FSPS_FAILED_PRECONDITION)
       return FSPS_ABORTED;
     if (rc != FSPS_OK)
       return rc;
@@ -266,12 +288,12 @@ int fsps_recover(fsps_client *c, uint64_t *step) {
     return client_fail(c, FSPS_FAILED_PRECONDITION,
                        "no model: call fsps_declare or fsps_attach first");
   fsps_step_end(c); /* drain and drop what the failed step left */
-  server_view *v = calloc(c->S, sizeof *v);
-  if (v == NULL)
+  recovery r = {.v = calloc(c->S, sizeof *r.v)};
+  if (r.v == NULL)
     return client_fail(c, FSPS_NOMEM, "recover: out of memory");
   int64_t deadline = now_ns() + client_timeout_ms(c) * 1000000;
   int rc;
-  while ((rc = attempt(c, v, deadline, step)) == FSPS_ABORTED) {
+  while ((rc = attempt(c, &r, deadline, step)) == FSPS_ABORTED) {
     if (now_ns() >= deadline) {
       rc = client_fail(c, FSPS_DEADLINE_EXCEEDED,
                        "recover: the servers did not settle on one version "
@@ -281,6 +303,6 @@ int fsps_recover(fsps_client *c, uint64_t *step) {
     }
     nap();
   }
-  free(v);
+  free(r.v);
   return rc;
 }
