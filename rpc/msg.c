@@ -348,7 +348,7 @@ static void release_none(void *arg) {
 grpc_byte_buffer *rpc_pack_tensor(const rpc_tensor_hdr *h, const void *data,
                                   size_t nbytes, rpc_release_fn release,
                                   void *arg) {
-  uint8_t head[RPC_TENSOR_MAX_VARINT * 11 + 12];
+  uint8_t head[RPC_TENSOR_HDR_MAX];
   size_t n = 0;
   for (unsigned f = 1; f <= RPC_TENSOR_MAX_VARINT; f++) {
     if (h->present & (1u << f)) {

@@ -43,6 +43,9 @@ void rpc_shutdown(void);
  * nothing; the result is valid protobuf for any parser. */
 #define RPC_TENSOR_FIELD 8
 #define RPC_TENSOR_MAX_VARINT 7
+/* The longest header rpc writes before a payload: each varint field with
+ * its tag (11 bytes), then field 8's tag and length. */
+#define RPC_TENSOR_HDR_MAX (RPC_TENSOR_MAX_VARINT * 11 + 12)
 
 typedef struct {
   uint64_t v[RPC_TENSOR_MAX_VARINT + 1]; /* v[1]..v[7]; v[0] unused */
