@@ -14,10 +14,9 @@
 #include <unistd.h>
 
 #include "ckpt_file.h"
-#include "fsps.pb-c.h"
 #include "optim/optim.h"
 #include "reslice.h"
-#include "service.h"
+#include "wire.h"
 
 #define PATHLEN 4300
 
@@ -243,15 +242,11 @@ static int load_spec(in_set *in, char *msg, size_t msglen) {
   const ckpt_header *h = &in->h[0];
   char p[PATHLEN], err[512] = "";
   member_path(in, 0, p);
-  Fsps__V1__ModelSpec *m =
-      fsps__v1__model_spec__unpack(NULL, h->speclen, h->spec);
-  if (m == NULL)
-    return fail(msg, msglen, FSPS_CORRUPT, "%s holds an unreadable model spec",
-                p);
-  in->spec = spec_from_proto(m, err, sizeof err);
-  fsps__v1__model_spec__free_unpacked(m, NULL);
-  if (in->spec == NULL ||
-      shard_spec_validate(in->spec, err, sizeof err) != FSPS_OK)
+  in->spec = wire_spec_unpack(h->spec, h->speclen, err, sizeof err);
+  if (in->spec == NULL)
+    return fail(msg, msglen, FSPS_CORRUPT,
+                "%s holds an unreadable model spec: %s", p, err);
+  if (shard_spec_validate(in->spec, err, sizeof err) != FSPS_OK)
     return fail(msg, msglen, FSPS_CORRUPT, "%s holds an invalid model spec: %s",
                 p, err);
   if (shard_spec_hash(in->spec) != h->hash)
