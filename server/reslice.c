@@ -14,8 +14,8 @@
 #include <unistd.h>
 
 #include "ckpt_file.h"
-#include "optim/optim.h"
 #include "reslice.h"
+#include "spec_optim.h"
 #include "wire.h"
 
 #define PATHLEN 4300
@@ -225,18 +225,6 @@ static int check_member(const in_set *in, uint32_t s, char *msg,
   return FSPS_OK;
 }
 
-/* state_per_elem is the optimizer's state floats per element, as the
- * server's store keeps them (the files' sizes are checked against it). */
-static size_t state_per_elem(const shard_spec *spec) {
-  static const optim_kind kinds[] = {OPTIM_SGD, OPTIM_ADAM, OPTIM_ADAMW,
-                                     OPTIM_ADAGRAD};
-  const shard_optim_spec *o = shard_spec_optim(spec);
-  optim_config c;
-  optim_config_defaults(kinds[o->kind], &c);
-  c.momentum = (float)o->momentum;
-  return optim_state_per_elem(&c);
-}
-
 /* load_spec decodes the model the files share (from file 0). */
 static int load_spec(in_set *in, char *msg, size_t msglen) {
   const ckpt_header *h = &in->h[0];
@@ -256,7 +244,7 @@ static int load_spec(in_set *in, char *msg, size_t msglen) {
     return fail(msg, msglen, FSPS_CORRUPT,
                 "%s has %" PRIu32 " layers but its model %" PRIu32, p,
                 h->nlayers, shard_spec_num_layers(in->spec));
-  in->per = 1 + state_per_elem(in->spec);
+  in->per = 1 + spec_optim_state_per_elem(shard_spec_optim(in->spec));
   return FSPS_OK;
 }
 
