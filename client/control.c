@@ -132,11 +132,11 @@ int fsps_declare(fsps_client *c, const fsps_spec *spec) {
     return client_fail(c, rc, "out of memory building the Init request");
   }
   size_t bytes = protobuf_c_message_get_packed_size(&m.model.base);
-  if (bytes + 64 > RPC_MAX_MESSAGE_BYTES)
+  if (bytes > WIRE_SPEC_MAX_BYTES)
     rc = client_fail(c, FSPS_RESOURCE_EXHAUSTED,
-                     "the model spec encodes to %zu bytes; at most %d fit in "
+                     "the model spec encodes to %zu bytes; at most %u fit in "
                      "one message",
-                     bytes, RPC_MAX_MESSAGE_BYTES - 64);
+                     bytes, WIRE_SPEC_MAX_BYTES);
   uint64_t hash = shard_spec_hash(ss);
   for (uint32_t s = 0; rc == FSPS_OK && s < c->S; s++)
     rc = init_one(c, s, &m.model, hash);

@@ -680,7 +680,9 @@ static void test_gather_checks_server_answers(void **state) {
   for (int i = 0; i < 64; i++)
     g_payload[i] = (float)i + 0.5f;
   rpc_status st;
-  rpc_server_opts so = {.listen = "127.0.0.1:0", .threads = 1};
+  rpc_server_opts so = {.listen = "127.0.0.1:0",
+                        .threads = 1,
+                        .max_message_bytes = WIRE_MAX_MESSAGE_BYTES};
   rpc_server *srv = rpc_server_create(&so, fake_methods, 1, &st);
   assert_non_null(srv);
   assert_int_equal(rpc_server_start(srv, &st), FSPS_OK);

@@ -33,7 +33,7 @@ static void usage(FILE *f) {
 static int check_once(const char *target, const char *service, long timeout_ms,
                       bool quiet) {
   rpc_status st;
-  rpc_channel *ch = rpc_channel_create(target, &st);
+  rpc_channel *ch = rpc_channel_create(target, WIRE_MAX_MESSAGE_BYTES, &st);
   if (ch == NULL) {
     fprintf(stderr, "fsps-health: %s: %s\n", target, st.msg);
     return 1;
