@@ -258,7 +258,8 @@ static int open_channels(fsps_client *c, char *err, size_t errlen) {
     return say(err, errlen, FSPS_NOMEM, "out of memory");
   for (uint32_t s = 0; s < c->S; s++) {
     rpc_status st;
-    c->ch[s] = rpc_channel_create_on(c->addr[s], c->loops[s % c->nloops], &st);
+    c->ch[s] = rpc_channel_create_on(c->addr[s], c->loops[s % c->nloops],
+                                     WIRE_MAX_MESSAGE_BYTES, &st);
     if (c->ch[s] == NULL)
       return say(err, errlen, st.code, "server %u (%s): %s", s, c->addr[s],
                  st.msg);

@@ -11,12 +11,11 @@
 #include "fsps.pb-c.h"
 #include "rpc.h"
 #include "shard.h"
+#include "wire.h"
 
-#define PATH_INIT "/fsps.v1.ParameterServer/Init"
-#define PATH_PULL "/fsps.v1.ParameterServer/Pull"
-#define PATH_PUSH "/fsps.v1.ParameterServer/Push"
-#define PATH_STATUS "/fsps.v1.ParameterServer/Status"
-#define PATH_ROLLBACK "/fsps.v1.ParameterServer/Rollback"
+/* recover.c's names for two of wire's paths. */
+#define PATH_STATUS WIRE_PATH_STATUS
+#define PATH_ROLLBACK WIRE_PATH_ROLLBACK
 
 #define CLIENT_MAX_SERVERS SHARD_MAX_SERVERS
 #define CLIENT_MSG_MAX 1024
@@ -33,20 +32,6 @@ const shard_spec *spec_shard(const fsps_spec *spec);
 /* spec_clone returns a deep copy of a validated shard spec (NULL when out
  * of memory). */
 shard_spec *spec_clone(const shard_spec *spec);
-
-/* A ModelSpec message built over a shard spec: names and dims point into
- * the shard spec, which must outlive it. */
-typedef struct {
-  Fsps__V1__ModelSpec model;
-  Fsps__V1__OptimizerSpec optim;
-  Fsps__V1__LayerSpec *layers, **layer_ptrs;
-  Fsps__V1__TensorSpec *tensors, **tensor_ptrs;
-} spec_msg;
-
-/* spec_msg_build fills m from spec; FSPS_OK or FSPS_NOMEM. Free it with
- * spec_msg_free (also after a failure). */
-int spec_msg_build(spec_msg *m, const shard_spec *spec);
-void spec_msg_free(spec_msg *m);
 
 /* ---- retry timer (client.c) ---- */
 

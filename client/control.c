@@ -83,7 +83,7 @@ static int init_one(fsps_client *c, uint32_t s, Fsps__V1__ModelSpec *m,
   req.server_index = s;
   ProtobufCMessage *out = NULL;
   rpc_status st;
-  int rc = client_unary(c, s, PATH_INIT, &req.base,
+  int rc = client_unary(c, s, WIRE_PATH_INIT, &req.base,
                         &fsps__v1__init_reply__descriptor, &out, &st);
   if (rc != FSPS_OK)
     return client_fail(c, rc, "declare on server %u of %u: %s", s, c->S,
@@ -99,13 +99,13 @@ static int init_one(fsps_client *c, uint32_t s, Fsps__V1__ModelSpec *m,
 }
 
 int client_init_one(fsps_client *c, uint32_t s) {
-  spec_msg m;
-  int rc = spec_msg_build(&m, c->spec);
+  wire_spec_msg m;
+  int rc = wire_spec_to_proto(&m, c->spec);
   if (rc == FSPS_OK)
     rc = init_one(c, s, &m.model, shard_spec_hash(c->spec));
   else
     client_fail(c, rc, "out of memory building the Init request");
-  spec_msg_free(&m);
+  wire_spec_msg_free(&m);
   return rc;
 }
 
@@ -125,22 +125,22 @@ int fsps_declare(fsps_client *c, const fsps_spec *spec) {
   if (rc != FSPS_OK)
     return rc;
   const shard_spec *ss = spec_shard(spec);
-  spec_msg m;
-  rc = spec_msg_build(&m, ss);
+  wire_spec_msg m;
+  rc = wire_spec_to_proto(&m, ss);
   if (rc != FSPS_OK) {
-    spec_msg_free(&m);
+    wire_spec_msg_free(&m);
     return client_fail(c, rc, "out of memory building the Init request");
   }
   size_t bytes = protobuf_c_message_get_packed_size(&m.model.base);
-  if (bytes + 64 > RPC_MAX_MESSAGE_BYTES)
+  if (bytes > WIRE_SPEC_MAX_BYTES)
     rc = client_fail(c, FSPS_RESOURCE_EXHAUSTED,
-                     "the model spec encodes to %zu bytes; at most %d fit in "
+                     "the model spec encodes to %zu bytes; at most %u fit in "
                      "one message",
-                     bytes, RPC_MAX_MESSAGE_BYTES - 64);
+                     bytes, WIRE_SPEC_MAX_BYTES);
   uint64_t hash = shard_spec_hash(ss);
   for (uint32_t s = 0; rc == FSPS_OK && s < c->S; s++)
     rc = init_one(c, s, &m.model, hash);
-  spec_msg_free(&m);
+  wire_spec_msg_free(&m);
   return rc == FSPS_OK ? client_adopt_spec(c, ss) : rc;
 }
 
@@ -149,7 +149,7 @@ int fsps_declare(fsps_client *c, const fsps_spec *spec) {
 static int status_call(fsps_client *c, uint32_t s, int64_t timeout_ms,
                        Fsps__V1__StatusReply **out, rpc_status *st) {
   Fsps__V1__StatusRequest req = FSPS__V1__STATUS_REQUEST__INIT;
-  return rpc_unary(c->ch[s], PATH_STATUS, &req.base,
+  return rpc_unary(c->ch[s], WIRE_PATH_STATUS, &req.base,
                    &fsps__v1__status_reply__descriptor,
                    (ProtobufCMessage **)out, timeout_ms, st);
 }
@@ -234,7 +234,7 @@ static int version_one(fsps_client *c, uint32_t s, uint32_t layer,
   Fsps__V1__StatusRequest req = FSPS__V1__STATUS_REQUEST__INIT;
   ProtobufCMessage *out = NULL;
   rpc_status st;
-  int rc = client_unary(c, s, PATH_STATUS, &req.base,
+  int rc = client_unary(c, s, WIRE_PATH_STATUS, &req.base,
                         &fsps__v1__status_reply__descriptor, &out, &st);
   if (rc != FSPS_OK)
     return client_fail(c, rc, "status of server %u of %u: %s", s, c->S, st.msg);

@@ -68,9 +68,9 @@ static void part_bad(pull_part *p, rpc_stream *s, int rc, const char *why) {
  * payload continues p's slice, else what is wrong (in why). */
 static const char *check_chunk(pull_part *p, const rpc_tensor_hdr *h,
                                size_t nbytes, char *why, size_t len) {
-  uint64_t off = h->v[3], elems = nbytes / sizeof(float);
-  if (h->v[1] != p->g->layer)
-    snprintf(why, len, "chunk for layer %" PRIu64, h->v[1]);
+  uint64_t off = h->v[WIRE_PULL_OFFSET], elems = nbytes / sizeof(float);
+  if (h->v[WIRE_PULL_LAYER] != p->g->layer)
+    snprintf(why, len, "chunk for layer %" PRIu64, h->v[WIRE_PULL_LAYER]);
   else if (nbytes == 0 || nbytes % sizeof(float) != 0)
     snprintf(why, len, "chunk of %zu bytes is not whole floats", nbytes);
   else if (off != p->off + p->filled || elems > p->cnt - p->filled)
@@ -78,9 +78,9 @@ static const char *check_chunk(pull_part *p, const rpc_tensor_hdr *h,
              "chunk [%" PRIu64 ", +%" PRIu64 ") does not continue the slice "
              "[%" PRIu64 ", %" PRIu64 ") at %" PRIu64,
              off, elems, p->off, p->off + p->cnt, p->off + p->filled);
-  else if (p->filled > 0 && h->v[2] != p->version)
+  else if (p->filled > 0 && h->v[WIRE_PULL_VERSION] != p->version)
     snprintf(why, len, "chunk version %" PRIu64 " after version %" PRIu64,
-             h->v[2], p->version);
+             h->v[WIRE_PULL_VERSION], p->version);
   else
     return NULL;
   return why;
@@ -102,23 +102,23 @@ static void pull_message(rpc_stream *s, rpc_msg *m, void *ctx) {
     part_bad(p, s, FSPS_DATA_LOSS, why);
     return;
   }
-  if (h.v[2] < p->g->min_version) {
+  if (h.v[WIRE_PULL_VERSION] < p->g->min_version) {
     snprintf(why, sizeof why, "sent version %" PRIu64 " < min_version %" PRIu64,
-             h.v[2], p->g->min_version);
+             h.v[WIRE_PULL_VERSION], p->g->min_version);
     part_bad(p, s, FSPS_INTERNAL, why);
     return;
   }
-  if (h.v[2] != p->g->min_version && p->g->exact) {
+  if (h.v[WIRE_PULL_VERSION] != p->g->min_version && p->g->exact) {
     snprintf(why, sizeof why,
              "the layer is at version %" PRIu64 " already, but this step "
              "computes from version %" PRIu64 ": the cluster moved on "
              "without this worker (recover)",
-             h.v[2], p->g->min_version);
+             h.v[WIRE_PULL_VERSION], p->g->min_version);
     part_bad(p, s, FSPS_FAILED_PRECONDITION, why);
     return;
   }
-  rpc_msg_copy_payload(m, p->g->dst + (h.v[3] - p->g->base));
-  p->version = h.v[2];
+  rpc_msg_copy_payload(m, p->g->dst + (h.v[WIRE_PULL_OFFSET] - p->g->base));
+  p->version = h.v[WIRE_PULL_VERSION];
   p->filled += nbytes / sizeof(float);
 }
 
@@ -233,8 +233,9 @@ static void start_attempt(pull_part *p) {
   req.count = p->cnt;
   rpc_stream_cbs cbs = {
       .on_message = pull_message, .on_done = pull_done, .ctx = p};
-  rpc_stream *h = rpc_stream_start(c->ch[p->s], PATH_PULL, RPC_SERVER_STREAMING,
-                                   &req.base, client_timeout_ms(c), &cbs, &st);
+  rpc_stream *h =
+      rpc_stream_start(c->ch[p->s], WIRE_PATH_PULL, RPC_SERVER_STREAMING,
+                       &req.base, client_timeout_ms(c), &cbs, &st);
   if (h == NULL)
     part_result(p, &st);
   else

@@ -138,11 +138,11 @@ static void send_next(push_part *pp, rpc_stream *s) {
   uint64_t o, len;
   shard_chunk(pp->cnt, pp->next, &o, &len);
   rpc_tensor_hdr h = {0};
-  rpc_hdr_set(&h, 1, p->layer);
-  rpc_hdr_set(&h, 2, p->step);
-  rpc_hdr_set(&h, 3, p->c->o.rank);
-  rpc_hdr_set(&h, 4, pp->off + o);
-  rpc_hdr_set(&h, 5, p->epoch);
+  rpc_hdr_set(&h, WIRE_PUSH_LAYER, p->layer);
+  rpc_hdr_set(&h, WIRE_PUSH_STEP, p->step);
+  rpc_hdr_set(&h, WIRE_PUSH_WORKER, p->c->o.rank);
+  rpc_hdr_set(&h, WIRE_PUSH_OFFSET, pp->off + o);
+  rpc_hdr_set(&h, WIRE_PUSH_EPOCH, p->epoch);
   pp->next++;
   pthread_mutex_lock(&p->c->mu);
   pp->releases++;
@@ -193,7 +193,7 @@ static void part_start(push_part *pp) {
   rpc_stream_cbs cbs = {.on_sent = push_sent, .on_done = push_done, .ctx = pp};
   rpc_status st;
   rpc_stream *s =
-      rpc_stream_start(c->ch[pp->s], PATH_PUSH, RPC_CLIENT_STREAMING, NULL,
+      rpc_stream_start(c->ch[pp->s], WIRE_PATH_PUSH, RPC_CLIENT_STREAMING, NULL,
                        client_timeout_ms(c), &cbs, &st);
   if (s == NULL)
     part_result(pp, &st);
@@ -405,11 +405,11 @@ static void stream_kick(push_part *pp) {
     if (st == NULL)
       return;
     rpc_tensor_hdr h = {0};
-    rpc_hdr_set(&h, 1, pp->p->layer);
-    rpc_hdr_set(&h, 2, pp->p->step);
-    rpc_hdr_set(&h, 3, c->o.rank);
-    rpc_hdr_set(&h, 4, pp->off + st->idx * SHARD_CHUNK_ELEMS);
-    rpc_hdr_set(&h, 5, pp->p->epoch);
+    rpc_hdr_set(&h, WIRE_PUSH_LAYER, pp->p->layer);
+    rpc_hdr_set(&h, WIRE_PUSH_STEP, pp->p->step);
+    rpc_hdr_set(&h, WIRE_PUSH_WORKER, c->o.rank);
+    rpc_hdr_set(&h, WIRE_PUSH_OFFSET, pp->off + st->idx * SHARD_CHUNK_ELEMS);
+    rpc_hdr_set(&h, WIRE_PUSH_EPOCH, pp->p->epoch);
     if (rpc_stream_send_tensor(pp->stream, &h, st->data,
                                st->len * sizeof(float), stage_released,
                                st) == FSPS_OK)
@@ -520,8 +520,9 @@ static void stream_open(push_part *pp) {
   rpc_stream_cbs cbs = {
       .on_sent = stream_sent, .on_done = push_done, .ctx = pp};
   rpc_status st;
-  pp->stream = rpc_stream_start(c->ch[pp->s], PATH_PUSH, RPC_CLIENT_STREAMING,
-                                NULL, client_timeout_ms(c), &cbs, &st);
+  pp->stream =
+      rpc_stream_start(c->ch[pp->s], WIRE_PATH_PUSH, RPC_CLIENT_STREAMING, NULL,
+                       client_timeout_ms(c), &cbs, &st);
   if (pp->stream != NULL)
     return;
   pthread_mutex_lock(&c->mu);

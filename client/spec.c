@@ -1,5 +1,5 @@
-/* spec.c: the public model-spec builder (fsps_spec over shard_spec) and its
- * conversion into the ModelSpec message that Init carries. */
+/* spec.c: the public model-spec builder (fsps_spec over shard_spec); wire/
+ * turns it into the ModelSpec message that Init carries. */
 #include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -237,90 +237,4 @@ shard_spec *spec_clone(const shard_spec *spec) {
   }
   shard_spec_set_optim(dst, shard_spec_optim(spec));
   return dst;
-}
-
-static void optim_msg(Fsps__V1__OptimizerSpec *m, const shard_optim_spec *o) {
-  fsps__v1__optimizer_spec__init(m);
-  m->name = (char *)shard_opt_kind_name(o->kind);
-  m->lr = o->lr;
-  m->momentum = o->momentum;
-  m->dampening = o->dampening;
-  m->nesterov = o->nesterov;
-  m->weight_decay = o->weight_decay;
-  m->beta1 = o->beta1;
-  m->beta2 = o->beta2;
-  m->eps = o->eps;
-  m->lr_decay = o->lr_decay;
-  m->initial_accumulator_value = o->initial_accumulator_value;
-  m->schedule = (Fsps__V1__Schedule)o->schedule;
-  m->step_size = o->step_size;
-  m->gamma = o->gamma;
-  m->t_max = o->t_max;
-  m->eta_min = o->eta_min;
-  m->warmup_steps = o->warmup_steps;
-  m->warmup_start_factor = o->warmup_start_factor;
-}
-
-/* The message only reads names and dims, so it points into the spec; the
- * casts drop const for protobuf-c's field types. */
-static void tensor_msg(Fsps__V1__TensorSpec *m, const shard_tensor *t) {
-  fsps__v1__tensor_spec__init(m);
-  m->name = (char *)t->name;
-  m->n_dims = t->ndims;
-  m->dims = (uint64_t *)t->dims;
-  m->init = (Fsps__V1__InitKind)t->init;
-  m->init_a = t->init_a;
-  m->init_b = t->init_b;
-}
-
-static size_t count_tensors(const shard_spec *spec) {
-  size_t n = 0;
-  for (uint32_t l = 0; l < shard_spec_num_layers(spec); l++)
-    n += shard_spec_layer(spec, l)->ntensors;
-  return n;
-}
-
-static void layers_msg(spec_msg *m, const shard_spec *spec) {
-  size_t k = 0;
-  for (uint32_t l = 0; l < shard_spec_num_layers(spec); l++) {
-    const shard_layer *L = shard_spec_layer(spec, l);
-    Fsps__V1__LayerSpec *lm = &m->layers[l];
-    fsps__v1__layer_spec__init(lm);
-    lm->name = (char *)L->name;
-    lm->n_tensors = L->ntensors;
-    lm->tensors = &m->tensor_ptrs[k];
-    for (uint32_t i = 0; i < L->ntensors; i++, k++) {
-      tensor_msg(&m->tensors[k], &L->tensors[i]);
-      m->tensor_ptrs[k] = &m->tensors[k];
-    }
-    m->layer_ptrs[l] = lm;
-  }
-}
-
-int spec_msg_build(spec_msg *m, const shard_spec *spec) {
-  memset(m, 0, sizeof *m);
-  uint32_t nl = shard_spec_num_layers(spec);
-  size_t nt = count_tensors(spec);
-  m->layers = calloc(nl + 1, sizeof *m->layers);
-  m->layer_ptrs = calloc(nl + 1, sizeof *m->layer_ptrs);
-  m->tensors = calloc(nt + 1, sizeof *m->tensors);
-  m->tensor_ptrs = calloc(nt + 1, sizeof *m->tensor_ptrs);
-  if (!m->layers || !m->layer_ptrs || !m->tensors || !m->tensor_ptrs)
-    return FSPS_NOMEM;
-  layers_msg(m, spec);
-  optim_msg(&m->optim, shard_spec_optim(spec));
-  fsps__v1__model_spec__init(&m->model);
-  m->model.n_layers = nl;
-  m->model.layers = m->layer_ptrs;
-  m->model.optimizer = &m->optim;
-  m->model.seed = shard_spec_seed(spec);
-  return FSPS_OK;
-}
-
-void spec_msg_free(spec_msg *m) {
-  free(m->layers);
-  free(m->layer_ptrs);
-  free(m->tensors);
-  free(m->tensor_ptrs);
-  memset(m, 0, sizeof *m);
 }

@@ -93,7 +93,7 @@ void rpc_loop_destroy(rpc_loop *l) {
 /* ---- channels ---- */
 
 rpc_channel *rpc_channel_create_on(const char *target, rpc_loop *loop,
-                                   rpc_status *st) {
+                                   int max_message_bytes, rpc_status *st) {
   rpc_channel *ch = calloc(1, sizeof *ch);
   if (ch == NULL || (ch->target = strdup(target)) == NULL) {
     free(ch);
@@ -102,7 +102,9 @@ rpc_channel *rpc_channel_create_on(const char *target, rpc_loop *loop,
   }
   rpc_init();
   grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-  ch->ch = grpc_channel_create(target, creds, rpc_channel_args());
+  rpc_args a;
+  ch->ch = grpc_channel_create(target, creds,
+                               rpc_channel_args(&a, max_message_bytes));
   grpc_channel_credentials_release(creds);
   ch->loop = loop;
   pthread_mutex_init(&ch->mu, NULL);
@@ -110,11 +112,12 @@ rpc_channel *rpc_channel_create_on(const char *target, rpc_loop *loop,
   return ch;
 }
 
-rpc_channel *rpc_channel_create(const char *target, rpc_status *st) {
+rpc_channel *rpc_channel_create(const char *target, int max_message_bytes,
+                                rpc_status *st) {
   rpc_loop *l = rpc_loop_create(st);
   if (l == NULL)
     return NULL;
-  rpc_channel *ch = rpc_channel_create_on(target, l, st);
+  rpc_channel *ch = rpc_channel_create_on(target, l, max_message_bytes, st);
   if (ch == NULL) {
     rpc_loop_destroy(l);
     return NULL;

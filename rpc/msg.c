@@ -60,25 +60,26 @@ gpr_timespec rpc_deadline(int64_t timeout_ms) {
  * stream buffers, for servers as for workers. */
 #define RPC_STREAM_WINDOW_BYTES (4 << 20)
 
-grpc_channel_args *rpc_channel_args(void) {
-  /* Initialised at compile time: channels are created from many threads. */
-  static grpc_arg args[4] = {
-      {.type = GRPC_ARG_INTEGER,
-       .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-       .value.integer = RPC_MAX_MESSAGE_BYTES},
-      {.type = GRPC_ARG_INTEGER,
-       .key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
-       .value.integer = RPC_MAX_MESSAGE_BYTES},
-      /* Without the probe the lookahead below stays the window. */
-      {.type = GRPC_ARG_INTEGER,
-       .key = (char *)GRPC_ARG_HTTP2_BDP_PROBE,
-       .value.integer = 0},
-      {.type = GRPC_ARG_INTEGER,
-       .key = (char *)GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
-       .value.integer = RPC_STREAM_WINDOW_BYTES},
-  };
-  static grpc_channel_args cargs = {4, args};
-  return &cargs;
+/* int_arg makes an integer channel argument; the cast drops const for
+ * gRPC's field type (it only reads the key). */
+static grpc_arg int_arg(const char *key, int value) {
+  return (grpc_arg){
+      .type = GRPC_ARG_INTEGER, .key = (char *)key, .value.integer = value};
+}
+
+grpc_channel_args *rpc_channel_args(rpc_args *a, int max_message_bytes) {
+  size_t n = 0;
+  /* Without the probe the lookahead below stays the window. */
+  a->arg[n++] = int_arg(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  a->arg[n++] =
+      int_arg(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, RPC_STREAM_WINDOW_BYTES);
+  if (max_message_bytes > 0) {
+    a->arg[n++] =
+        int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, max_message_bytes);
+    a->arg[n++] = int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, max_message_bytes);
+  }
+  a->args = (grpc_channel_args){n, a->arg};
+  return &a->args;
 }
 
 /* ---- received messages ---- */
@@ -348,7 +349,7 @@ static void release_none(void *arg) {
 grpc_byte_buffer *rpc_pack_tensor(const rpc_tensor_hdr *h, const void *data,
                                   size_t nbytes, rpc_release_fn release,
                                   void *arg) {
-  uint8_t head[RPC_TENSOR_MAX_VARINT * 11 + 12];
+  uint8_t head[RPC_TENSOR_HDR_MAX];
   size_t n = 0;
   for (unsigned f = 1; f <= RPC_TENSOR_MAX_VARINT; f++) {
     if (h->present & (1u << f)) {

@@ -13,10 +13,6 @@
 
 #include "fsps_err.h"
 
-/* Largest message either side accepts: one 1 MiB tensor chunk plus its
- * header, with room to spare. Larger ones fail with RESOURCE_EXHAUSTED. */
-#define RPC_MAX_MESSAGE_BYTES ((1 << 20) + (64 << 10))
-
 /* A call's outcome: an fsps_err and a message for a person. A status from
  * the wire is one of the codes 0..16; rpc's own failures (no memory, a
  * call that cannot start) use the same codes gRPC would. */
@@ -43,6 +39,9 @@ void rpc_shutdown(void);
  * nothing; the result is valid protobuf for any parser. */
 #define RPC_TENSOR_FIELD 8
 #define RPC_TENSOR_MAX_VARINT 7
+/* The longest header rpc writes before a payload: each varint field with
+ * its tag (11 bytes), then field 8's tag and length. */
+#define RPC_TENSOR_HDR_MAX (RPC_TENSOR_MAX_VARINT * 11 + 12)
 
 typedef struct {
   uint64_t v[RPC_TENSOR_MAX_VARINT + 1]; /* v[1]..v[7]; v[0] unused */
@@ -129,9 +128,14 @@ typedef struct {
   void *ctx;
 } rpc_method;
 
+/* Every channel and server is given the largest message it sends and
+ * accepts (a larger one fails with RESOURCE_EXHAUSTED): the caller's to
+ * choose, since both ends of a call must agree on it (fsps's is wire's
+ * WIRE_MAX_MESSAGE_BYTES). 0 leaves gRPC's defaults (4 MiB received). */
 typedef struct {
-  const char *listen; /* "127.0.0.1:7000", "[::]:0" */
-  int threads;        /* completion-queue threads, >= 1 */
+  const char *listen;    /* "127.0.0.1:7000", "[::]:0" */
+  int threads;           /* completion-queue threads, >= 1 */
+  int max_message_bytes; /* see above; >= 0 */
 } rpc_server_opts;
 
 /* rpc_server_create binds opts->listen and registers the methods (the
@@ -213,14 +217,15 @@ rpc_loop *rpc_loop_create(rpc_status *st);
 void rpc_loop_destroy(rpc_loop *l);
 
 /* rpc_channel_create_on opens a channel to target ("host:port") whose
- * streams run on loop; connection happens lazily. Returns NULL with st
- * filled on failure. */
+ * streams run on loop, with max_message_bytes as rpc_server_opts says;
+ * connection happens lazily. Returns NULL with st filled on failure. */
 rpc_channel *rpc_channel_create_on(const char *target, rpc_loop *loop,
-                                   rpc_status *st);
+                                   int max_message_bytes, rpc_status *st);
 
 /* rpc_channel_create is rpc_channel_create_on with a loop of the channel's
  * own, destroyed with it. */
-rpc_channel *rpc_channel_create(const char *target, rpc_status *st);
+rpc_channel *rpc_channel_create(const char *target, int max_message_bytes,
+                                rpc_status *st);
 
 /* rpc_channel_destroy cancels the channel's streams, waits for their
  * on_done, and frees it (and its own loop, if it has one). */

@@ -69,7 +69,16 @@ grpc_byte_buffer *rpc_pack_tensor(const rpc_tensor_hdr *h, const void *data,
 /* rpc_deadline converts a timeout in ms (<= 0: none) to a gpr deadline. */
 gpr_timespec rpc_deadline(int64_t timeout_ms);
 
-/* rpc_channel_args fills args with fsps's channel/server arguments. */
-grpc_channel_args *rpc_channel_args(void);
+/* The arguments of every channel and server rpc creates. */
+#define RPC_CHANNEL_ARGS 4
+typedef struct {
+  grpc_arg arg[RPC_CHANNEL_ARGS];
+  grpc_channel_args args;
+} rpc_args;
+
+/* rpc_channel_args fills a with rpc's channel and server arguments and the
+ * message size limit (0: gRPC's default) and returns &a->args, which gRPC
+ * copies when it creates the channel or server. */
+grpc_channel_args *rpc_channel_args(rpc_args *a, int max_message_bytes);
 
 #endif

@@ -544,8 +544,9 @@ static int bind_port(rpc_server *srv, const char *listen, rpc_status *st) {
 rpc_server *rpc_server_create(const rpc_server_opts *opts,
                               const rpc_method *methods, size_t nmethods,
                               rpc_status *st) {
-  if (opts->threads < 1) {
-    rpc_status_set(st, FSPS_INVALID_ARGUMENT, "threads must be >= 1");
+  if (opts->threads < 1 || opts->max_message_bytes < 0) {
+    rpc_status_set(st, FSPS_INVALID_ARGUMENT,
+                   "threads must be >= 1 and max_message_bytes >= 0");
     return NULL;
   }
   rpc_server *srv = calloc(1, sizeof *srv);
@@ -558,7 +559,9 @@ rpc_server *rpc_server_create(const rpc_server_opts *opts,
   srv->t_shutdown = (tag){TAG_SHUTDOWN, srv};
   pthread_mutex_init(&srv->mu, NULL);
   pthread_cond_init(&srv->cv, NULL);
-  srv->server = grpc_server_create(rpc_channel_args(), NULL);
+  rpc_args a;
+  srv->server =
+      grpc_server_create(rpc_channel_args(&a, opts->max_message_bytes), NULL);
   if (register_all(srv, st) != FSPS_OK || create_queues(srv, st) != FSPS_OK ||
       bind_port(srv, opts->listen, st) != FSPS_OK) {
     rpc_server_destroy(srv);

@@ -15,7 +15,6 @@
 
 #include "checkpoint.h"
 #include "ckpt_file.h"
-#include "fsps.pb-c.h"
 #include "log.h"
 #include "service.h"
 
@@ -243,15 +242,12 @@ uint32_t ckpt_versions(ckpt *k, uint64_t *out, uint32_t max) {
 
 /* declare rebuilds the model from the checkpoint's spec. */
 static const char *declare(ckpt *k, const ckpt_header *h) {
-  Fsps__V1__ModelSpec *m =
-      fsps__v1__model_spec__unpack(NULL, h->speclen, h->spec);
-  if (m == NULL)
-    return "holds an unreadable model spec";
   char err[512];
   bool created;
-  shard_spec *spec = spec_from_proto(m, err, sizeof err);
-  fsps__v1__model_spec__free_unpacked(m, NULL);
-  if (spec == NULL || shard_spec_hash(spec) != h->hash) {
+  shard_spec *spec = wire_spec_unpack(h->spec, h->speclen, err, sizeof err);
+  if (spec == NULL)
+    return "holds an unreadable model spec";
+  if (shard_spec_hash(spec) != h->hash) {
     shard_spec_destroy(spec);
     return "holds a model spec that does not match its hash";
   }

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "log.h"
 #include "service.h"
+#include "wire.h"
 
 /* write_port_file records the bound port atomically (for scripts and tests
  * that listen on port 0). */
@@ -128,7 +129,9 @@ static int restore(const server_config *cfg, service *svc) {
 static int serve(server_config *cfg, service *svc) {
   size_t n;
   const rpc_method *methods = service_methods(svc, &n);
-  rpc_server_opts o = {.listen = cfg->listen, .threads = cfg->threads};
+  rpc_server_opts o = {.listen = cfg->listen,
+                       .threads = cfg->threads,
+                       .max_message_bytes = WIRE_MAX_MESSAGE_BYTES};
   rpc_status st;
   rpc_server *srv = rpc_server_create(&o, methods, n, &st);
   if (srv == NULL) {

@@ -34,9 +34,9 @@ static void send_next(pull_state *ps) {
   if (len > SHARD_CHUNK_ELEMS)
     len = SHARD_CHUNK_ELEMS;
   rpc_tensor_hdr h = {0};
-  rpc_hdr_set(&h, 1, ps->index);
-  rpc_hdr_set(&h, 2, ps->version);
-  rpc_hdr_set(&h, 3, ps->next);
+  rpc_hdr_set(&h, WIRE_PULL_LAYER, ps->index);
+  rpc_hdr_set(&h, WIRE_PULL_VERSION, ps->version);
+  rpc_hdr_set(&h, WIRE_PULL_OFFSET, ps->next);
   const float *data = ps->params->data + (ps->next - ps->slice_off);
   ps->next += len;
   fbuf_ref(ps->params);

@@ -29,17 +29,17 @@ void push_start(rpc_call *call, rpc_msg *msg, void *ctx) {
 
 /* begin handles the first chunk's header: which layer, step, worker and
  * epoch. */
-static int begin(service *svc, push_state *ps, const rpc_tensor_hdr *h,
-                 char *err, size_t errlen) {
+static int begin(service *svc, push_state *ps, const uint64_t *v, char *err,
+                 size_t errlen) {
   if (!store_ready(svc->st)) {
     snprintf(err, errlen, "no model is declared on this server yet (Init)");
     return FSPS_FAILED_PRECONDITION;
   }
-  if (h->v[1] > UINT32_MAX || h->v[3] > UINT32_MAX) {
+  if (v[WIRE_PUSH_LAYER] > UINT32_MAX || v[WIRE_PUSH_WORKER] > UINT32_MAX) {
     snprintf(err, errlen, "layer or worker number out of range");
     return FSPS_INVALID_ARGUMENT;
   }
-  ps->layer = (uint32_t)h->v[1];
+  ps->layer = (uint32_t)v[WIRE_PUSH_LAYER];
   store_layer *L = store_layer_get(svc->st, ps->layer);
   if (L == NULL) {
     snprintf(err, errlen, "layer %u does not exist: the model has %u layers",
@@ -47,8 +47,25 @@ static int begin(service *svc, push_state *ps, const rpc_tensor_hdr *h,
     return FSPS_NOT_FOUND;
   }
   ps->begun = true;
-  return store_push_begin(L, h->v[2], (uint32_t)h->v[3], h->v[5], &ps->p, err,
-                          errlen);
+  return store_push_begin(L, v[WIRE_PUSH_STEP], (uint32_t)v[WIRE_PUSH_WORKER],
+                          v[WIRE_PUSH_EPOCH], &ps->p, err, errlen);
+}
+
+/* same_push checks that a later chunk's header names the push the first
+ * one began. */
+static int same_push(const push_state *ps, const uint64_t *v, char *err,
+                     size_t errlen) {
+  if (v[WIRE_PUSH_LAYER] == ps->layer && v[WIRE_PUSH_STEP] == ps->p.step &&
+      v[WIRE_PUSH_WORKER] == ps->p.worker && v[WIRE_PUSH_EPOCH] == ps->p.epoch)
+    return FSPS_OK;
+  snprintf(err, errlen,
+           "chunks of one push must share layer, step, worker and epoch "
+           "(got %" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%016" PRIx64
+           " after %u/%" PRIu64 "/%u/%016" PRIx64 ")",
+           v[WIRE_PUSH_LAYER], v[WIRE_PUSH_STEP], v[WIRE_PUSH_WORKER],
+           v[WIRE_PUSH_EPOCH], ps->layer, ps->p.step, ps->p.worker,
+           ps->p.epoch);
+  return FSPS_INVALID_ARGUMENT;
 }
 
 /* scan_piece notes whether a piece of a chunk, just copied and still in
@@ -74,28 +91,22 @@ static int chunk(service *svc, push_state *ps, rpc_msg *msg, char *err,
     snprintf(err, errlen, "payload of %zu bytes is not whole float32s", bytes);
     return FSPS_INVALID_ARGUMENT;
   }
-  int rc = ps->begun ? FSPS_OK : begin(svc, ps, &h, err, errlen);
+  int rc = ps->begun ? FSPS_OK : begin(svc, ps, h.v, err, errlen);
+  if (rc == FSPS_OK)
+    rc = same_push(ps, h.v, err, errlen);
   if (rc != FSPS_OK)
     return rc;
-  if (h.v[1] != ps->layer || h.v[2] != ps->p.step || h.v[3] != ps->p.worker ||
-      h.v[5] != ps->p.epoch) {
-    snprintf(err, errlen,
-             "chunks of one push must share layer, step, worker and epoch "
-             "(got %" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%016" PRIx64
-             " after %u/%" PRIu64 "/%u/%016" PRIx64 ")",
-             h.v[1], h.v[2], h.v[3], h.v[5], ps->layer, ps->p.step,
-             ps->p.worker, ps->p.epoch);
-    return FSPS_INVALID_ARGUMENT;
-  }
   uint64_t count = bytes / sizeof(float);
-  float *dst = store_push_chunk(&ps->p, h.v[4], count, err, errlen);
+  float *dst =
+      store_push_chunk(&ps->p, h.v[WIRE_PUSH_OFFSET], count, err, errlen);
   if (dst == NULL)
     return FSPS_INVALID_ARGUMENT;
   bool nonfinite = false;
   rpc_msg_copy_payload_each(msg, dst, scan_piece, &nonfinite);
   /* Only a chunk with NaN/Inf takes the full check that rejects or zeroes
    * them, naming the first. */
-  return nonfinite ? store_push_check(&ps->p, dst, count, err, errlen) : FSPS_OK;
+  return nonfinite ? store_push_check(&ps->p, dst, count, err, errlen)
+                   : FSPS_OK;
 }
 
 /* lose_reply decides, for --inject-reply-drops, whether this reply is
@@ -104,8 +115,8 @@ static bool lose_reply(const server_config *cfg) {
   static atomic_ullong counter;
   if (cfg->reply_drops <= 0.0)
     return false;
-  uint64_t z = atomic_fetch_add(&counter, 1) + 0x9e3779b97f4a7c15ull *
-                                                   (cfg->index + 1);
+  uint64_t z =
+      atomic_fetch_add(&counter, 1) + 0x9e3779b97f4a7c15ull * (cfg->index + 1);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   z ^= z >> 31;

@@ -14,10 +14,9 @@
 #include <unistd.h>
 
 #include "ckpt_file.h"
-#include "fsps.pb-c.h"
-#include "optim/optim.h"
 #include "reslice.h"
-#include "service.h"
+#include "spec_optim.h"
+#include "wire.h"
 
 #define PATHLEN 4300
 
@@ -226,32 +225,16 @@ static int check_member(const in_set *in, uint32_t s, char *msg,
   return FSPS_OK;
 }
 
-/* state_per_elem is the optimizer's state floats per element, as the
- * server's store keeps them (the files' sizes are checked against it). */
-static size_t state_per_elem(const shard_spec *spec) {
-  static const optim_kind kinds[] = {OPTIM_SGD, OPTIM_ADAM, OPTIM_ADAMW,
-                                     OPTIM_ADAGRAD};
-  const shard_optim_spec *o = shard_spec_optim(spec);
-  optim_config c;
-  optim_config_defaults(kinds[o->kind], &c);
-  c.momentum = (float)o->momentum;
-  return optim_state_per_elem(&c);
-}
-
 /* load_spec decodes the model the files share (from file 0). */
 static int load_spec(in_set *in, char *msg, size_t msglen) {
   const ckpt_header *h = &in->h[0];
   char p[PATHLEN], err[512] = "";
   member_path(in, 0, p);
-  Fsps__V1__ModelSpec *m =
-      fsps__v1__model_spec__unpack(NULL, h->speclen, h->spec);
-  if (m == NULL)
-    return fail(msg, msglen, FSPS_CORRUPT, "%s holds an unreadable model spec",
-                p);
-  in->spec = spec_from_proto(m, err, sizeof err);
-  fsps__v1__model_spec__free_unpacked(m, NULL);
-  if (in->spec == NULL ||
-      shard_spec_validate(in->spec, err, sizeof err) != FSPS_OK)
+  in->spec = wire_spec_unpack(h->spec, h->speclen, err, sizeof err);
+  if (in->spec == NULL)
+    return fail(msg, msglen, FSPS_CORRUPT,
+                "%s holds an unreadable model spec: %s", p, err);
+  if (shard_spec_validate(in->spec, err, sizeof err) != FSPS_OK)
     return fail(msg, msglen, FSPS_CORRUPT, "%s holds an invalid model spec: %s",
                 p, err);
   if (shard_spec_hash(in->spec) != h->hash)
@@ -261,7 +244,7 @@ static int load_spec(in_set *in, char *msg, size_t msglen) {
     return fail(msg, msglen, FSPS_CORRUPT,
                 "%s has %" PRIu32 " layers but its model %" PRIu32, p,
                 h->nlayers, shard_spec_num_layers(in->spec));
-  in->per = 1 + state_per_elem(in->spec);
+  in->per = 1 + spec_optim_state_per_elem(shard_spec_optim(in->spec));
   return FSPS_OK;
 }
 

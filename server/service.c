@@ -98,7 +98,7 @@ static void init_start(rpc_call *call, rpc_msg *msg, void *ctx) {
     snprintf(err, sizeof err, "Init carries no model spec");
   }
   shard_spec *spec =
-      rc == FSPS_OK ? spec_from_proto(req->spec, err, sizeof err) : NULL;
+      rc == FSPS_OK ? wire_spec_from_proto(req->spec, err, sizeof err) : NULL;
   if (rc == FSPS_OK && spec == NULL)
     rc = FSPS_INVALID_ARGUMENT;
   if (rc == FSPS_OK)
@@ -272,7 +272,7 @@ static void health_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   if (req == NULL)
     return;
   bool known = req->service == NULL || req->service[0] == '\0' ||
-               strcmp(req->service, "fsps.v1.ParameterServer") == 0;
+               strcmp(req->service, WIRE_SERVICE) == 0;
   protobuf_c_message_free_unpacked(&req->base, NULL);
   if (!known) {
     rpc_call_finish(call, NULL, FSPS_NOT_FOUND, "unknown service");
@@ -286,30 +286,26 @@ static void health_start(rpc_call *call, rpc_msg *msg, void *ctx) {
 
 const rpc_method *service_methods(service *svc, size_t *n) {
   static const rpc_method m[SERVICE_METHODS] = {
-      {.path = "/fsps.v1.ParameterServer/Init",
-       .kind = RPC_UNARY,
-       .on_start = init_start},
-      {.path = "/fsps.v1.ParameterServer/Pull",
+      {.path = WIRE_PATH_INIT, .kind = RPC_UNARY, .on_start = init_start},
+      {.path = WIRE_PATH_PULL,
        .kind = RPC_SERVER_STREAMING,
        .on_start = pull_start,
        .on_sent = pull_sent,
        .on_cancel = pull_cancel,
        .on_done = pull_done},
-      {.path = "/fsps.v1.ParameterServer/Push",
+      {.path = WIRE_PATH_PUSH,
        .kind = RPC_CLIENT_STREAMING,
        .on_start = push_start,
        .on_message = push_message,
        .on_done = push_done},
-      {.path = "/fsps.v1.ParameterServer/Status",
-       .kind = RPC_UNARY,
-       .on_start = status_start},
-      {.path = "/fsps.v1.ParameterServer/Checkpoint",
+      {.path = WIRE_PATH_STATUS, .kind = RPC_UNARY, .on_start = status_start},
+      {.path = WIRE_PATH_CHECKPOINT,
        .kind = RPC_UNARY,
        .on_start = checkpoint_start},
-      {.path = "/fsps.v1.ParameterServer/Rollback",
+      {.path = WIRE_PATH_ROLLBACK,
        .kind = RPC_UNARY,
        .on_start = rollback_start},
-      {.path = "/grpc.health.v1.Health/Check",
+      {.path = WIRE_PATH_HEALTH_CHECK,
        .kind = RPC_UNARY,
        .on_start = health_start},
   };

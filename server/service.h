@@ -8,11 +8,11 @@
 
 #include "rpc.h"
 #include "store.h"
+#include "wire.h"
 
 struct ckpt;
 
-#define SERVICE_METHODS 7 /* Init, Pull, Push, Status, Checkpoint, Rollback,
-                           * Health/Check */
+#define SERVICE_METHODS WIRE_NUM_METHODS /* wire's paths, each served */
 
 typedef struct {
   store *st;
@@ -35,12 +35,6 @@ void push_start(rpc_call *call, rpc_msg *msg, void *ctx);
 void push_message(rpc_call *call, rpc_msg *msg, void *ctx);
 void push_done(rpc_call *call, void *ctx);
 void rollback_start(rpc_call *call, rpc_msg *msg, void *ctx);
-
-/* spec_from_proto builds a shard spec from a ModelSpec message (validated
- * later by store_init). Returns NULL with msg on failure. */
-struct Fsps__V1__ModelSpec;
-shard_spec *spec_from_proto(const struct Fsps__V1__ModelSpec *m, char *msg,
-                            size_t msglen);
 
 /* service_later runs fn(svc, call, req) on the checkpoint thread (svc->ck
  * must exist), which answers the call: how a method does file work without

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "spec_optim.h"
 #include "store_int.h"
 
 /* ---- store lifecycle ---- */
@@ -107,32 +108,6 @@ void store_destroy(store *st) {
 
 /* ---- declaring the model ---- */
 
-static void optim_from_spec(const shard_optim_spec *o, optim_config *c,
-                            optim_schedule *s) {
-  static const optim_kind kinds[] = {OPTIM_SGD, OPTIM_ADAM, OPTIM_ADAMW,
-                                     OPTIM_ADAGRAD};
-  static const optim_sched_kind scheds[] = {
-      OPTIM_SCHED_CONSTANT, OPTIM_SCHED_STEP, OPTIM_SCHED_COSINE};
-  optim_config_defaults(kinds[o->kind], c);
-  c->lr = (float)o->lr;
-  c->momentum = (float)o->momentum;
-  c->dampening = (float)o->dampening;
-  c->nesterov = o->nesterov;
-  c->weight_decay = (float)o->weight_decay;
-  c->beta1 = (float)o->beta1;
-  c->beta2 = (float)o->beta2;
-  c->eps = (float)o->eps;
-  c->lr_decay = (float)o->lr_decay;
-  c->initial_accumulator_value = (float)o->initial_accumulator_value;
-  *s = (optim_schedule){scheds[o->schedule],
-                        o->step_size,
-                        (float)o->gamma,
-                        o->t_max,
-                        (float)o->eta_min,
-                        o->warmup_steps,
-                        (float)o->warmup_start_factor};
-}
-
 static int slots_init(store *st, store_layer *L) {
   uint32_t W = st->cfg.workers;
   L->nslots = st->cfg.mode == MODE_ASP ? 0 : st->cfg.staleness + 1;
@@ -203,12 +178,12 @@ static bool fits(const shard_spec *spec, const server_config *cfg,
 static int build(store *st, shard_spec *spec, char *msg, size_t msglen) {
   optim_config oc;
   optim_schedule sc;
-  optim_from_spec(shard_spec_optim(spec), &oc, &sc);
+  spec_optim_config(shard_spec_optim(spec), &oc, &sc);
   if (!fits(spec, &st->cfg, &oc, st->memory, msg, msglen))
     return FSPS_RESOURCE_EXHAUSTED;
   st->spec = spec;
   st->nlayers = shard_spec_num_layers(spec);
-  optim_from_spec(shard_spec_optim(spec), &st->ocfg, &st->sched);
+  spec_optim_config(shard_spec_optim(spec), &st->ocfg, &st->sched);
   st->layers = calloc(st->nlayers, sizeof *st->layers);
   int rc = st->layers ? FSPS_OK : FSPS_NOMEM;
   uint32_t done = 0;

@@ -217,8 +217,8 @@ static void test_spec_bad_values(void **state) {
 static void test_spec_message_fields(void **state) {
   (void)state;
   fsps_spec *spec = two_layer_spec();
-  spec_msg m;
-  assert_int_equal(spec_msg_build(&m, spec_shard(spec)), FSPS_OK);
+  wire_spec_msg m;
+  assert_int_equal(wire_spec_to_proto(&m, spec_shard(spec)), FSPS_OK);
   /* pack and unpack, as the server sees it */
   size_t len = protobuf_c_message_get_packed_size(&m.model.base);
   uint8_t *buf = malloc(len);
@@ -248,7 +248,7 @@ static void test_spec_message_fields(void **state) {
   assert_true(o->gamma == 0.1);
   fsps__v1__model_spec__free_unpacked(r, NULL);
   free(buf);
-  spec_msg_free(&m);
+  wire_spec_msg_free(&m);
   fsps_spec_destroy(spec);
 }
 
@@ -646,9 +646,9 @@ static void fake_pull(rpc_call *call, rpc_msg *msg, void *ctx) {
   uint64_t how = ((Fsps__V1__PullRequest *)m)->min_version;
   protobuf_c_message_free_unpacked(m, NULL);
   rpc_tensor_hdr h = {0};
-  rpc_hdr_set(&h, 1, how == 4 ? 1 : 0);
-  rpc_hdr_set(&h, 2, how);
-  rpc_hdr_set(&h, 3, how == 1 ? 10 : 0);
+  rpc_hdr_set(&h, WIRE_PULL_LAYER, how == 4 ? 1 : 0);
+  rpc_hdr_set(&h, WIRE_PULL_VERSION, how);
+  rpc_hdr_set(&h, WIRE_PULL_OFFSET, how == 1 ? 10 : 0);
   /* one send at a time: the second chunk goes from on_sent */
   rpc_call_set_user(call, (void *)(uintptr_t)(how + 1));
   rpc_call_send_tensor(call, &h, g_payload, 8 * sizeof(float), NULL, NULL);
@@ -663,13 +663,13 @@ static void fake_sent(rpc_call *call, bool ok, void *ctx) {
     return;
   }
   rpc_tensor_hdr h = {0};
-  rpc_hdr_set(&h, 2, how == 3 ? 7 : how);
-  rpc_hdr_set(&h, 3, 8);
+  rpc_hdr_set(&h, WIRE_PULL_VERSION, how == 3 ? 7 : how);
+  rpc_hdr_set(&h, WIRE_PULL_OFFSET, 8);
   rpc_call_send_tensor(call, &h, g_payload + 8, 8 * sizeof(float), NULL, NULL);
 }
 
 static const rpc_method fake_methods[] = {
-    {.path = PATH_PULL,
+    {.path = WIRE_PATH_PULL,
      .kind = RPC_SERVER_STREAMING,
      .on_start = fake_pull,
      .on_sent = fake_sent},
@@ -680,7 +680,9 @@ static void test_gather_checks_server_answers(void **state) {
   for (int i = 0; i < 64; i++)
     g_payload[i] = (float)i + 0.5f;
   rpc_status st;
-  rpc_server_opts so = {.listen = "127.0.0.1:0", .threads = 1};
+  rpc_server_opts so = {.listen = "127.0.0.1:0",
+                        .threads = 1,
+                        .max_message_bytes = WIRE_MAX_MESSAGE_BYTES};
   rpc_server *srv = rpc_server_create(&so, fake_methods, 1, &st);
   assert_non_null(srv);
   assert_int_equal(rpc_server_start(srv, &st), FSPS_OK);

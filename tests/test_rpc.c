@@ -16,6 +16,8 @@
 #include "rpc.h"
 
 #define CHUNK_FLOATS (1 << 18) /* 1 MiB payloads */
+/* The channels' and server's message limit: a chunk and its header. */
+#define MAX_MSG_BYTES (CHUNK_FLOATS * 4 + RPC_TENSOR_HDR_MAX)
 /* A Unary request for layer LOCAL_CODE + e fails with fsps_err e. */
 #define LOCAL_CODE 1000
 
@@ -178,13 +180,15 @@ typedef struct {
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
   rpc_status st;
-  rpc_server_opts o = {.listen = "127.0.0.1:0", .threads = 2};
+  rpc_server_opts o = {.listen = "127.0.0.1:0",
+                       .threads = 2,
+                       .max_message_bytes = MAX_MSG_BYTES};
   f->srv = rpc_server_create(&o, methods, 4, &st);
   assert_non_null(f->srv);
   assert_int_equal(rpc_server_start(f->srv, &st), FSPS_OK);
   char target[64];
   snprintf(target, sizeof target, "127.0.0.1:%d", rpc_server_port(f->srv));
-  f->ch = rpc_channel_create(target, &st);
+  f->ch = rpc_channel_create(target, MAX_MSG_BYTES, &st);
   assert_non_null(f->ch);
   *state = f;
   return 0;
@@ -419,7 +423,7 @@ static void test_listen_on_bad_address(void **state) {
 static void test_unreachable_server(void **state) {
   (void)state;
   rpc_status st;
-  rpc_channel *ch = rpc_channel_create("127.0.0.1:1", &st);
+  rpc_channel *ch = rpc_channel_create("127.0.0.1:1", MAX_MSG_BYTES, &st);
   assert_non_null(ch);
   Fsps__V1__PullRequest req = FSPS__V1__PULL_REQUEST__INIT;
   ProtobufCMessage *reply;

@@ -17,6 +17,7 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "rpc.h"
+#include "wire.h"
 
 #define SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
 
@@ -32,7 +33,7 @@ static void usage(FILE *f) {
 static int check_once(const char *target, const char *service, long timeout_ms,
                       bool quiet) {
   rpc_status st;
-  rpc_channel *ch = rpc_channel_create(target, &st);
+  rpc_channel *ch = rpc_channel_create(target, WIRE_MAX_MESSAGE_BYTES, &st);
   if (ch == NULL) {
     fprintf(stderr, "fsps-health: %s: %s\n", target, st.msg);
     return 1;
@@ -41,7 +42,7 @@ static int check_once(const char *target, const char *service, long timeout_ms,
       GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
   req.service = (char *)service;
   ProtobufCMessage *reply;
-  int rc = rpc_unary(ch, "/grpc.health.v1.Health/Check", &req.base,
+  int rc = rpc_unary(ch, WIRE_PATH_HEALTH_CHECK, &req.base,
                      &grpc__health__v1__health_check_response__descriptor,
                      &reply, timeout_ms, &st);
   int status = -1;

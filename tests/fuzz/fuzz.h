@@ -142,8 +142,8 @@ void fuzz_service_open(service *svc, const server_config *c,
                        const fuzz_model *model);
 void fuzz_service_close(service *svc);
 
-/* fuzz_method returns svc's handler table entry for path
- * ("/fsps.v1.ParameterServer/Push"). */
+/* fuzz_method returns svc's handler table entry for path (WIRE_PATH_PUSH,
+ * ...). */
 const rpc_method *fuzz_method(service *svc, const char *path);
 
 /* fuzz_push_step pushes one complete, valid gradient of constant value g

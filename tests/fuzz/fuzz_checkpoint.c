@@ -56,7 +56,7 @@ static const rpc_method *setup(void) {
   g_svc.ck = ckpt_create(g_svc.st, &c, msg, sizeof msg);
   fuzz_check(g_svc.ck != NULL);
   atexit(teardown);
-  return fuzz_method(&g_svc, "/fsps.v1.ParameterServer/Checkpoint");
+  return fuzz_method(&g_svc, WIRE_PATH_CHECKPOINT);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -2,7 +2,7 @@
  * one byte choosing how the request is cut into slices, then the request.
  * Beyond not crashing, the answer must be the one the request calls for:
  * INVALID_ARGUMENT when it is not a HealthCheckRequest, SERVING for "" and
- * "fsps.v1.ParameterServer", NOT_FOUND for any other service. */
+ * WIRE_SERVICE, NOT_FOUND for any other service. */
 #include <string.h>
 
 #include "fuzz.h"
@@ -15,7 +15,7 @@ static int expected(const uint8_t *req, size_t n) {
   if (r == NULL)
     return FSPS_INVALID_ARGUMENT;
   bool known = r->service[0] == '\0' ||
-               strcmp(r->service, "fsps.v1.ParameterServer") == 0;
+               strcmp(r->service, WIRE_SERVICE) == 0;
   grpc__health__v1__health_check_request__free_unpacked(r, NULL);
   return known ? FSPS_OK : FSPS_NOT_FOUND;
 }
@@ -42,7 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fuzz_quiet();
     fuzz_config(&c, 0);
     fuzz_service_open(&svc, &c, NULL);
-    m = fuzz_method(&svc, "/grpc.health.v1.Health/Check");
+    m = fuzz_method(&svc, WIRE_PATH_HEALTH_CHECK);
   }
   fuzz_in in = {data, size};
   unsigned split = fuzz_u8(&in);

@@ -59,7 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!affordable(in.p, in.n, &c))
     return 0;
   fuzz_service_open(&svc, &c, NULL);
-  const rpc_method *m = fuzz_method(&svc, "/fsps.v1.ParameterServer/Init");
+  const rpc_method *m = fuzz_method(&svc, WIRE_PATH_INIT);
   init_seen first = {.svc = &svc}, again = {.svc = &svc};
   int code = fuzz_unary(m, in.p, in.n, ctl & 0x3f, check_reply, &first);
   fuzz_check(code != FSPS_OK || first.created);

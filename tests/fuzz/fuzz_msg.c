@@ -32,8 +32,11 @@ static void same_as_protobuf(const uint8_t *in, size_t n,
   Fsps__V1__PushChunk *c = fsps__v1__push_chunk__unpack(NULL, n, in);
   if (c == NULL)
     return;
-  fuzz_check(c->layer == (uint32_t)h->v[1] && c->step == h->v[2]);
-  fuzz_check(c->worker == (uint32_t)h->v[3] && c->offset == h->v[4]);
+  fuzz_check(c->layer == (uint32_t)h->v[WIRE_PUSH_LAYER] &&
+             c->step == h->v[WIRE_PUSH_STEP]);
+  fuzz_check(c->worker == (uint32_t)h->v[WIRE_PUSH_WORKER] &&
+             c->offset == h->v[WIRE_PUSH_OFFSET]);
+  fuzz_check(c->epoch == h->v[WIRE_PUSH_EPOCH]);
   fuzz_check(c->data.len == pay);
   fuzz_check(pay == 0 || memcmp(c->data.data, payload, pay) == 0);
   fsps__v1__push_chunk__free_unpacked(c, NULL);

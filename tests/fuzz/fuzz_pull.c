@@ -31,8 +31,10 @@ static void on_chunk(void *arg, const rpc_tensor_hdr *h, const void *payload,
     fuzz_check(w->expect != NULL);
     w->version = store_copy_now(w->L, w->expect);
   }
-  fuzz_check(h->v[1] == w->layer && h->v[3] == w->next);
-  fuzz_check(h->v[2] == w->version && w->version >= w->min_version);
+  fuzz_check(h->v[WIRE_PULL_LAYER] == w->layer &&
+             h->v[WIRE_PULL_OFFSET] == w->next);
+  fuzz_check(h->v[WIRE_PULL_VERSION] == w->version &&
+             w->version >= w->min_version);
   fuzz_check(nbytes % sizeof(float) == 0 && n > 0 && n <= SHARD_CHUNK_ELEMS);
   fuzz_check(n <= w->end - w->next);
   fuzz_check(memcmp(payload, w->expect + (w->next - w->lo), nbytes) == 0);
@@ -117,7 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fuzz_msg fm;
   fuzz_check(fuzz_msg_bytes(&fm, in.p, in.n, ctl & 0x1f) == FSPS_OK);
   rpc_call *call = fuzz_call_new(
-      fuzz_method(svc, "/fsps.v1.ParameterServer/Pull"), on_chunk, &w);
+      fuzz_method(svc, WIRE_PATH_PULL), on_chunk, &w);
   fuzz_call_start(call, &fm.m);
   fuzz_msg_close(&fm);
   if (want == FSPS_OK && !fuzz_call_finished(call))

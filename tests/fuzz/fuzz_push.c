@@ -82,10 +82,11 @@ static bool framed(service *svc, rpc_call *c, fuzz_in *in) {
   count = count < 0 ? 0 : count;
   fill(g_payload, (uint64_t)count, how);
   rpc_tensor_hdr h = {0};
-  rpc_hdr_set(&h, 1, layer);
-  rpc_hdr_set(&h, 2, step);
-  rpc_hdr_set(&h, 3, worker);
-  rpc_hdr_set(&h, 4, info.offset + chunk * (uint64_t)SHARD_CHUNK_ELEMS + doff);
+  rpc_hdr_set(&h, WIRE_PUSH_LAYER, layer);
+  rpc_hdr_set(&h, WIRE_PUSH_STEP, step);
+  rpc_hdr_set(&h, WIRE_PUSH_WORKER, worker);
+  rpc_hdr_set(&h, WIRE_PUSH_OFFSET,
+              info.offset + chunk * (uint64_t)SHARD_CHUNK_ELEMS + doff);
   fuzz_msg fm;
   fuzz_check(fuzz_msg_tensor(&fm, &h, g_payload,
                              (size_t)count * sizeof(float)) == FSPS_OK);
@@ -131,7 +132,7 @@ static bool stream(service *svc, const server_config *cfg, fuzz_in *in,
                    int *records) {
   state before, after;
   snapshot(svc, &before);
-  rpc_call *c = fuzz_call_new(fuzz_method(svc, "/fsps.v1.ParameterServer/Push"),
+  rpc_call *c = fuzz_call_new(fuzz_method(svc, WIRE_PATH_PUSH),
                               NULL, NULL);
   fuzz_call_start(c, NULL);
   unsigned op = 2;

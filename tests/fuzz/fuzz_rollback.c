@@ -44,7 +44,7 @@ static const rpc_method *fixture(service *svc, float *init) {
       fuzz_check(ckpt_write_now(svc->ck, path, sizeof path, &bytes, &lowest,
                                 msg, sizeof msg) == FSPS_OK);
   }
-  return fuzz_method(svc, "/fsps.v1.ParameterServer/Rollback");
+  return fuzz_method(svc, WIRE_PATH_ROLLBACK);
 }
 
 /* request returns the bytes to send (a fresh copy with the true hash when

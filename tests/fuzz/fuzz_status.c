@@ -40,7 +40,7 @@ static const rpc_method *setup(service *svc) {
   fuzz_config(&c, 0);
   fuzz_service_open(svc, &c, &model);
   fuzz_check(fuzz_push_step(svc, 0, 0, 0, 1.0f) == FSPS_OK);
-  return fuzz_method(svc, "/fsps.v1.ParameterServer/Status");
+  return fuzz_method(svc, WIRE_PATH_STATUS);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

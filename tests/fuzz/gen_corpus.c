@@ -390,7 +390,7 @@ static void unary_seeds(void) {
   empty_seeds("fuzz_status");
   empty_seeds("fuzz_checkpoint");
   empty_seeds("fuzz_health");
-  health_seed("fsps", 0x00, "fsps.v1.ParameterServer");
+  health_seed("fsps", 0x00, WIRE_SERVICE);
   health_seed("other-service", 0x02, "other");
 }
 

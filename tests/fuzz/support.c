@@ -219,7 +219,7 @@ int fuzz_unary(const rpc_method *m, const uint8_t *in, size_t n, unsigned split,
 static void declare(service *svc, const fuzz_model *model) {
   size_t len;
   uint8_t *req = fuzz_init_request(model, &len);
-  const rpc_method *m = fuzz_method(svc, "/fsps.v1.ParameterServer/Init");
+  const rpc_method *m = fuzz_method(svc, WIRE_PATH_INIT);
   fuzz_check(fuzz_unary(m, req, len, 0, NULL, NULL) == FSPS_OK);
   free(req);
 }
@@ -245,10 +245,10 @@ static bool push_chunk(rpc_call *c, uint32_t layer, uint64_t step,
   uint64_t o, len;
   shard_chunk(cnt, i, &o, &len);
   rpc_tensor_hdr h = {0};
-  rpc_hdr_set(&h, 1, layer);
-  rpc_hdr_set(&h, 2, step);
-  rpc_hdr_set(&h, 3, worker);
-  rpc_hdr_set(&h, 4, off + o);
+  rpc_hdr_set(&h, WIRE_PUSH_LAYER, layer);
+  rpc_hdr_set(&h, WIRE_PUSH_STEP, step);
+  rpc_hdr_set(&h, WIRE_PUSH_WORKER, worker);
+  rpc_hdr_set(&h, WIRE_PUSH_OFFSET, off + o);
   fuzz_msg fm;
   fuzz_check(fuzz_msg_tensor(&fm, &h, g, len * sizeof(float)) == FSPS_OK);
   bool delivered = fuzz_call_message(c, &fm.m);
@@ -267,7 +267,7 @@ int fuzz_push_step(service *svc, uint32_t layer, uint64_t step, uint32_t worker,
   fuzz_check(buf != NULL);
   for (uint64_t i = 0; i < most; i++)
     buf[i] = g;
-  rpc_call *c = fuzz_call_new(fuzz_method(svc, "/fsps.v1.ParameterServer/Push"),
+  rpc_call *c = fuzz_call_new(fuzz_method(svc, WIRE_PATH_PUSH),
                               NULL, NULL);
   fuzz_call_start(c, NULL);
   bool go = true;
@@ -303,7 +303,7 @@ static bool surely_refused(double elems) {
 
 bool fuzz_model_fits(const Fsps__V1__ModelSpec *m, const server_config *c) {
   char msg[512];
-  shard_spec *spec = spec_from_proto(m, msg, sizeof msg);
+  shard_spec *spec = wire_spec_from_proto(m, msg, sizeof msg);
   if (spec == NULL)
     return true;
   bool fits = true;

@@ -1,0 +1,59 @@
+/* wire.c: the method path table and the enum mappings between shard's
+ * enums and the proto's, tied together at compile time. */
+#include <limits.h>
+
+#include "wire.h"
+
+const char *const wire_method_paths[WIRE_NUM_METHODS] = {
+    WIRE_PATH_INIT,         WIRE_PATH_PULL,       WIRE_PATH_PUSH,
+    WIRE_PATH_STATUS,       WIRE_PATH_CHECKPOINT, WIRE_PATH_ROLLBACK,
+    WIRE_PATH_HEALTH_CHECK,
+};
+
+/* A chunk must fit in one message, or every pull and push of a full
+ * chunk would fail with RESOURCE_EXHAUSTED; and gRPC takes the limit as
+ * an int. */
+_Static_assert(WIRE_MAX_MESSAGE_BYTES >=
+                   SHARD_CHUNK_BYTES + WIRE_TENSOR_HEADER_MAX,
+               "a message must hold a whole chunk and its header");
+_Static_assert(WIRE_MAX_MESSAGE_BYTES <= INT_MAX,
+               "gRPC's message size limit is an int");
+
+/* Equal values let a cast convert; the range checks below and the count
+ * of proto values in tests/test_wire.c cover the ends of each enum. */
+#define SAME(a, b) _Static_assert((int)(a) == (int)(b), #a " != " #b)
+SAME(SHARD_INIT_ZEROS, FSPS__V1__INIT_KIND__INIT_ZEROS);
+SAME(SHARD_INIT_CONSTANT, FSPS__V1__INIT_KIND__INIT_CONSTANT);
+SAME(SHARD_INIT_UNIFORM, FSPS__V1__INIT_KIND__INIT_UNIFORM);
+SAME(SHARD_INIT_NORMAL, FSPS__V1__INIT_KIND__INIT_NORMAL);
+SAME(SHARD_INIT_XAVIER_UNIFORM, FSPS__V1__INIT_KIND__INIT_XAVIER_UNIFORM);
+SAME(SHARD_INIT_HE_UNIFORM, FSPS__V1__INIT_KIND__INIT_HE_UNIFORM);
+SAME(SHARD_SCHED_CONSTANT, FSPS__V1__SCHEDULE__SCHEDULE_CONSTANT);
+SAME(SHARD_SCHED_STEP, FSPS__V1__SCHEDULE__SCHEDULE_STEP);
+SAME(SHARD_SCHED_COSINE, FSPS__V1__SCHEDULE__SCHEDULE_COSINE);
+
+Fsps__V1__InitKind wire_init_to_proto(shard_init_kind kind) {
+  return (Fsps__V1__InitKind)kind;
+}
+
+Fsps__V1__Schedule wire_schedule_to_proto(shard_sched_kind kind) {
+  return (Fsps__V1__Schedule)kind;
+}
+
+bool wire_init_from_proto(int value, shard_init_kind *out) {
+  if (value < SHARD_INIT_ZEROS || value > SHARD_INIT_HE_UNIFORM)
+    return false;
+  *out = (shard_init_kind)value;
+  return true;
+}
+
+bool wire_schedule_from_proto(int value, shard_sched_kind *out) {
+  if (value < SHARD_SCHED_CONSTANT || value > SHARD_SCHED_COSINE)
+    return false;
+  *out = (shard_sched_kind)value;
+  return true;
+}
+
+const char *wire_optimizer_name(shard_opt_kind kind) {
+  return shard_opt_kind_name(kind);
+}

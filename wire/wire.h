@@ -1,0 +1,108 @@
+/* wire.h: what client, server and tools must agree on about the wire, said
+ * once: method paths, the tensor messages' field numbers, ModelSpec <-> shard
+ * spec, the enum mappings behind it, and the message size limit. */
+#ifndef FSPS_WIRE_H
+#define FSPS_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fsps.pb-c.h"
+#include "shard.h"
+
+/* ---- method paths ------------------------------------------------------
+ * The services of proto/fsps.proto and grpc/health/v1/health.proto. Macros,
+ * so that static method tables can use them; wire_method_paths lists them
+ * all (tests compare the list with the proto files). */
+#define WIRE_SERVICE "fsps.v1.ParameterServer"
+#define WIRE_HEALTH_SERVICE "grpc.health.v1.Health"
+#define WIRE_PATH_INIT "/" WIRE_SERVICE "/Init"
+#define WIRE_PATH_PULL "/" WIRE_SERVICE "/Pull"
+#define WIRE_PATH_PUSH "/" WIRE_SERVICE "/Push"
+#define WIRE_PATH_STATUS "/" WIRE_SERVICE "/Status"
+#define WIRE_PATH_CHECKPOINT "/" WIRE_SERVICE "/Checkpoint"
+#define WIRE_PATH_ROLLBACK "/" WIRE_SERVICE "/Rollback"
+#define WIRE_PATH_HEALTH_CHECK "/" WIRE_HEALTH_SERVICE "/Check"
+
+#define WIRE_NUM_METHODS 7 /* the paths above */
+extern const char *const wire_method_paths[WIRE_NUM_METHODS];
+
+/* ---- tensor messages ---------------------------------------------------
+ * PullChunk and PushChunk travel hand-framed (rpc's tensor messages: varint
+ * fields, then the float32 payload last). These are their field numbers in
+ * proto/fsps.proto; tests/test_wire.c checks each against the protobuf-c
+ * descriptors, as a build step, and that rpc's framing can carry them. */
+enum {
+  WIRE_PULL_LAYER = 1,
+  WIRE_PULL_VERSION = 2,
+  WIRE_PULL_OFFSET = 3,
+  WIRE_PULL_DATA = 8,
+};
+enum {
+  WIRE_PUSH_LAYER = 1,
+  WIRE_PUSH_STEP = 2,
+  WIRE_PUSH_WORKER = 3,
+  WIRE_PUSH_OFFSET = 4,
+  WIRE_PUSH_EPOCH = 5,
+  WIRE_PUSH_DATA = 8,
+};
+
+/* ---- size limits -------------------------------------------------------
+ * A chunk's header: at most 7 varint fields of 11 bytes with their tags,
+ * then the payload's tag and length, well under this bound. */
+#define WIRE_TENSOR_HEADER_MAX 128
+/* The largest message servers and clients send and accept, handed to rpc
+ * for every channel and server: a whole chunk (SHARD_CHUNK_BYTES of
+ * payload) with its header, with room to spare. A larger message fails
+ * with RESOURCE_EXHAUSTED. */
+#define WIRE_MAX_MESSAGE_BYTES (SHARD_CHUNK_BYTES + (64u << 10))
+/* The largest encoded ModelSpec: an InitRequest wraps it in fields 1..3,
+ * which take less than 64 bytes. */
+#define WIRE_SPEC_MAX_BYTES (WIRE_MAX_MESSAGE_BYTES - 64)
+
+/* ---- enum mappings -----------------------------------------------------
+ * shard's enums and the proto's have the same values (wire.c asserts it at
+ * compile time); these convert with a range check for what arrives. */
+Fsps__V1__InitKind wire_init_to_proto(shard_init_kind kind);
+Fsps__V1__Schedule wire_schedule_to_proto(shard_sched_kind kind);
+
+/* wire_init_from_proto / wire_schedule_from_proto set *out and return true,
+ * or return false for a value no shard enum has (a newer peer's). */
+bool wire_init_from_proto(int value, shard_init_kind *out);
+bool wire_schedule_from_proto(int value, shard_sched_kind *out);
+
+/* The optimizer travels by name (OptimizerSpec.name): shard's names. */
+const char *wire_optimizer_name(shard_opt_kind kind);
+
+/* ---- spec <-> ModelSpec ------------------------------------------------ */
+
+/* A ModelSpec message built over a shard spec: names and dims point into
+ * the shard spec, which must outlive it. */
+typedef struct {
+  Fsps__V1__ModelSpec model;
+  Fsps__V1__OptimizerSpec optim;
+  Fsps__V1__LayerSpec *layers, **layer_ptrs;
+  Fsps__V1__TensorSpec *tensors, **tensor_ptrs;
+} wire_spec_msg;
+
+/* wire_spec_to_proto fills m from spec; FSPS_OK or FSPS_NOMEM. Free it with
+ * wire_spec_msg_free (also after a failure). */
+int wire_spec_to_proto(wire_spec_msg *m, const shard_spec *spec);
+void wire_spec_msg_free(wire_spec_msg *m);
+
+/* wire_spec_from_proto builds a shard spec from a ModelSpec (the caller
+ * owns it; shard_spec_validate checks its values later). Returns NULL with
+ * a sentence in msg when a value has no shard equivalent (unknown init
+ * kind, optimizer or schedule, too many dims, no optimizer) or out of
+ * memory. */
+shard_spec *wire_spec_from_proto(const Fsps__V1__ModelSpec *m, char *msg,
+                                 size_t msglen);
+
+/* wire_spec_unpack decodes an encoded ModelSpec (as checkpoint files keep
+ * it) into a shard spec, as wire_spec_from_proto; NULL with msg when the
+ * bytes are not a ModelSpec or the spec has no shard equivalent. */
+shard_spec *wire_spec_unpack(const void *bytes, size_t len, char *msg,
+                             size_t msglen);
+
+#endif
