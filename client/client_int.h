@@ -13,10 +13,6 @@
 #include "shard.h"
 #include "wire.h"
 
-/* recover.c's names for two of wire's paths. */
-#define PATH_STATUS WIRE_PATH_STATUS
-#define PATH_ROLLBACK WIRE_PATH_ROLLBACK
-
 #define CLIENT_MAX_SERVERS SHARD_MAX_SERVERS
 #define CLIENT_MSG_MAX 1024
 #define CLIENT_DEFAULT_TIMEOUT_MS 120000

@@ -106,7 +106,7 @@ static int look(fsps_client *c, uint32_t s, int64_t deadline_ns,
     Fsps__V1__StatusRequest req = FSPS__V1__STATUS_REQUEST__INIT;
     ProtobufCMessage *out = NULL;
     rpc_status st;
-    int rc = rpc_unary(c->ch[s], PATH_STATUS, &req.base,
+    int rc = rpc_unary(c->ch[s], WIRE_PATH_STATUS, &req.base,
                        &fsps__v1__status_reply__descriptor, &out,
                        RECOVER_STATUS_MS, &st);
     if (rc == FSPS_OK) {
@@ -197,7 +197,7 @@ static int roll_back(fsps_client *c, uint64_t version, uint64_t epoch) {
     req.epoch = epoch;
     ProtobufCMessage *out = NULL;
     rpc_status st;
-    int rc = client_unary(c, s, PATH_ROLLBACK, &req.base,
+    int rc = client_unary(c, s, WIRE_PATH_ROLLBACK, &req.base,
                           &fsps__v1__rollback_reply__descriptor, &out, &st);
     if (out != NULL)
       protobuf_c_message_free_unpacked(out, NULL);
