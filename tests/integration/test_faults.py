@@ -164,7 +164,7 @@ def summary(stdout):
 
 
 def run_workers(addrs, W, flags, per_rank=lambda r: [],
-                timeout=int(os.environ.get("FSPS_WORKER_TIMEOUT", 600))):
+                timeout=int(os.environ.get("FSPS_TEST_WORKER_WAIT_S", 600))):
     """Runs W fsps-workers to completion; returns their JSON summaries,
     each with the worker's stderr under "stderr"."""
     procs = [start_worker(addrs, r, W, flags + per_rank(r)) for r in range(W)]
