@@ -448,6 +448,11 @@ class RollbackTest(CheckpointBase):
         return srv.unary("Rollback", PB.RollbackRequest(
             version=version, spec_hash=spec_hash), PB.RollbackReply)
 
+    def wait_files(self, n):
+        deadline = time.monotonic() + 60
+        while len(self.files()) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     def refused(self, srv, version, text, spec_hash=None):
         before = srv.status()
         data, _ = srv.pull(0)
@@ -468,11 +473,14 @@ class RollbackTest(CheckpointBase):
         for t in range(2):
             push_step(srv, t, 1.0 + t)
         at2, _ = srv.pull(0, min_version=2)
+        # Files are written in the background, and a copy that falls due
+        # while the previous file is still being written is skipped: let
+        # each be written before the next falls due.
+        self.wait_files(1)
         for t in range(2, 5):
             push_step(srv, t, 1.0 + t)
-        deadline = time.monotonic() + 10
-        while len(self.files()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)  # the step-4 file is written in the background
+            if t == 3:
+                self.wait_files(2)
         self.assertEqual(len(self.files()), 2)
         r = self.rollback(srv, 2)
         self.assertEqual(r.layers_restored, 1)
