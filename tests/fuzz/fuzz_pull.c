@@ -70,6 +70,8 @@ static int expected(service *svc, const uint8_t *req, size_t n, watch *w) {
   store_layer_info in;
   if (code == FSPS_OK) /* no worker of a cluster can ask past version + 1 */
     store_info(w->L, &in);
+  if (code == FSPS_OK && r->epoch != store_epoch(svc->st))
+    code = FSPS_FAILED_PRECONDITION; /* another epoch's: refused */
   if (code == FSPS_OK && r->min_version > in.version + 1)
     code = FSPS_FAILED_PRECONDITION;
   fsps__v1__pull_request__free_unpacked(r, NULL);

@@ -214,6 +214,9 @@ static void pull_seeds(void) {
   pull_seed("big-wait-2-wake-3", 0xe0, 2, 2, 0, 0);
   pull_seed("fc1-wait-5-cancel", 0x00, 0, 5, 0, 0);
   SEED_LIT("fuzz_pull", "garbage", 0x00, "\x08\x80\x80");
+  /* epoch 7 (field 5, fixed64): a pull of an epoch this server is not in */
+  SEED_LIT("fuzz_pull", "other-epoch", 0x00,
+           "\x29\x07\x00\x00\x00\x00\x00\x00\x00");
 }
 
 /* ---- Push ---- */
