@@ -132,6 +132,38 @@ static void assert_layer(fsps_client *c, uint32_t l, const float *want) {
   assert_memory_equal(got, want, sizes[l] * sizeof(float));
 }
 
+/* Two workers on two real servers, with the model's initial values. */
+typedef struct {
+  cluster cl;
+  fsps_spec *spec;
+  fsps_client *c0, *c1;
+  float p0[L0], p1[L1]; /* initial values, then the reference's result */
+} pair;
+
+static void pair_start(pair *x, const char *const *flags) {
+  assert_int_equal(cluster_start(&x->cl, 2, W, flags), 0);
+  x->spec = make_spec();
+  x->c0 = connect_rank(x->cl.servers, 0, x->spec);
+  x->c1 = connect_rank(x->cl.servers, 1, x->spec);
+  assert_int_equal(fsps_gather(x->c0, 0, 0, x->p0, NULL), FSPS_OK);
+  assert_int_equal(fsps_gather(x->c0, 1, 0, x->p1, NULL), FSPS_OK);
+}
+
+/* pair_check says the servers hold what the single-process reference
+ * trains from the initial values. */
+static void pair_check(pair *x) {
+  reference(x->p0, x->p1);
+  assert_layer(x->c0, 0, x->p0);
+  assert_layer(x->c0, 1, x->p1);
+}
+
+static void pair_stop(pair *x) {
+  fsps_close(x->c0);
+  fsps_close(x->c1);
+  fsps_spec_destroy(x->spec);
+  assert_int_equal(cluster_stop(&x->cl), 0);
+}
+
 /* Worker 1 pushes layer 1 of step 0, which completes it (version 1), and
  * fails before layer 0: computing step 0 again would see layer 1 at
  * version 1. Recovery rolls the cluster back to version 0 in a new epoch;
@@ -139,14 +171,9 @@ static void assert_layer(fsps_client *c, uint32_t l, const float *want) {
 static void test_half_step_is_computed_again_exactly(void **state) {
   (void)state;
   static const char *const flags[] = {"--deterministic", NULL};
-  cluster cl;
-  assert_int_equal(cluster_start(&cl, 2, W, flags), 0);
-  fsps_spec *spec = make_spec();
-  fsps_client *c0 = connect_rank(cl.servers, 0, spec);
-  fsps_client *c1 = connect_rank(cl.servers, 1, spec);
-  float p0[L0], p1[L1];
-  assert_int_equal(fsps_gather(c0, 0, 0, p0, NULL), FSPS_OK);
-  assert_int_equal(fsps_gather(c0, 1, 0, p1, NULL), FSPS_OK);
+  pair x;
+  pair_start(&x, flags);
+  fsps_client *c0 = x.c0, *c1 = x.c1;
   assert_int_equal(step(c0, 0, 0, false), FSPS_OK);
   step(c1, 1, 0, true); /* layer 0 never pushed: step_end has no error */
   uint64_t v, next;
@@ -167,13 +194,8 @@ static void test_half_step_is_computed_again_exactly(void **state) {
     assert_int_equal(step(c0, 0, t, false), FSPS_OK);
     assert_int_equal(step(c1, 1, t, false), FSPS_OK);
   }
-  reference(p0, p1);
-  assert_layer(c0, 0, p0);
-  assert_layer(c0, 1, p1);
-  fsps_close(c0);
-  fsps_close(c1);
-  fsps_spec_destroy(spec);
-  assert_int_equal(cluster_stop(&cl), 0);
+  pair_check(&x);
+  pair_stop(&x);
 }
 
 /* A worker whose pushes were all counted, though it did not hear so, goes
@@ -181,21 +203,16 @@ static void test_half_step_is_computed_again_exactly(void **state) {
 static void test_counted_step_is_not_computed_again(void **state) {
   (void)state;
   static const char *const flags[] = {"--deterministic", NULL};
-  cluster cl;
-  assert_int_equal(cluster_start(&cl, 2, W, flags), 0);
-  fsps_spec *spec = make_spec();
-  fsps_client *c0 = connect_rank(cl.servers, 0, spec);
-  fsps_client *c1 = connect_rank(cl.servers, 1, spec);
+  pair x;
+  pair_start(&x, flags);
+  fsps_client *c0 = x.c0, *c1 = x.c1;
   assert_int_equal(step(c1, 1, 0, false), FSPS_OK);
   uint64_t next;
   assert_int_equal(fsps_recover(c1, &next), FSPS_OK);
   assert_int_equal(next, 1); /* step 0 is pushed: worker 0 is behind */
   assert_int_equal(fsps_recover(c0, &next), FSPS_OK);
   assert_int_equal(next, 0);
-  fsps_close(c0);
-  fsps_close(c1);
-  fsps_spec_destroy(spec);
-  assert_int_equal(cluster_stop(&cl), 0);
+  pair_stop(&x);
 }
 
 /* ckpt_path names server s of 2's checkpoint file of version v in dir. */
@@ -235,14 +252,9 @@ static void test_missing_file_falls_back_to_an_older_version(void **state) {
   assert_non_null(mkdtemp(dir));
   const char *const flags[] = {"--deterministic", "--checkpoint-dir", dir,
                                "--checkpoint-every", "1", NULL};
-  cluster cl;
-  assert_int_equal(cluster_start(&cl, 2, W, flags), 0);
-  fsps_spec *spec = make_spec();
-  fsps_client *c0 = connect_rank(cl.servers, 0, spec);
-  fsps_client *c1 = connect_rank(cl.servers, 1, spec);
-  float p0[L0], p1[L1];
-  assert_int_equal(fsps_gather(c0, 0, 0, p0, NULL), FSPS_OK);
-  assert_int_equal(fsps_gather(c0, 1, 0, p1, NULL), FSPS_OK);
+  pair x;
+  pair_start(&x, flags);
+  fsps_client *c0 = x.c0, *c1 = x.c1;
   assert_int_equal(step(c0, 0, 0, false), FSPS_OK);
   assert_int_equal(step(c1, 1, 0, false), FSPS_OK);
   for (int s = 0; s < 2; s++) {
@@ -262,13 +274,8 @@ static void test_missing_file_falls_back_to_an_older_version(void **state) {
     assert_int_equal(step(c0, 0, t, false), FSPS_OK);
     assert_int_equal(step(c1, 1, t, false), FSPS_OK);
   }
-  reference(p0, p1);
-  assert_layer(c0, 0, p0);
-  assert_layer(c0, 1, p1);
-  fsps_close(c0);
-  fsps_close(c1);
-  fsps_spec_destroy(spec);
-  assert_int_equal(cluster_stop(&cl), 0);
+  pair_check(&x);
+  pair_stop(&x);
   remove_dir(dir);
 }
 
