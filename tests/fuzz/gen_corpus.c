@@ -496,9 +496,13 @@ static void ckpt_seeds(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s DIR (writes DIR/<target>/<seed>)\n", argv[0]);
-    return 2;
+  if (argc != 2 || argv[1][0] == '-') {
+    fprintf(stderr,
+            "usage: %s DIR\n"
+            "writes the fuzz seeds as DIR/<target>/<seed> "
+            "(the committed ones: tests/fuzz/corpus)\n",
+            argv[0]);
+    return argc == 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
   }
   g_root = argv[1];
   fuzz_quiet();
