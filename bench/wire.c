@@ -148,7 +148,7 @@ typedef struct {
 } fsps_bench;
 
 static int fsps_setup(fsps_bench *b, int S, uint64_t n) {
-  if (cluster_start(&b->cl, S, 1, NULL) != 0)
+  if (test_cluster_start(&b->cl, S, 1, NULL) != 0)
     return -1;
   fsps_options o;
   fsps_options_init(&o);
@@ -232,7 +232,7 @@ static int run_size(const bench_opts *o, int S, size_t bytes, char *buf) {
   if (rc == 0)
     measure(o, S, bytes, fds, &fb, buf);
   fsps_close(fb.c);
-  cluster_stop(&fb.cl);
+  test_cluster_stop(&fb.cl);
   /* Close every connection before waiting: raw server s+1 was forked while
    * fds[0..s] were open and holds copies, so server s sees EOF only once
    * its later siblings have exited too. */

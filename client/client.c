@@ -60,8 +60,8 @@ uint64_t client_layer_n(const fsps_client *c, uint32_t l) {
   return L ? L->n : 0;
 }
 
-bool plan_next(uint64_t n, uint32_t S, uint32_t *s, uint64_t *off,
-               uint64_t *cnt) {
+bool client_plan_next(uint64_t n, uint32_t S, uint32_t *s, uint64_t *off,
+                      uint64_t *cnt) {
   for (; *s < S; (*s)++) {
     shard_slice(n, S, *s, off, cnt);
     if (*cnt > 0)
@@ -77,16 +77,16 @@ int64_t client_backoff_ms(uint32_t attempt) {
   return ms < CLIENT_BACKOFF_MAX_MS ? ms : CLIENT_BACKOFF_MAX_MS;
 }
 
-int64_t now_ns(void) {
+int64_t client_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 void client_wait(fsps_client *c) {
-  int64_t t0 = now_ns();
+  int64_t t0 = client_now_ns();
   pthread_cond_wait(&c->cv, &c->mu);
-  c->wait_s += (double)(now_ns() - t0) * 1e-9;
+  c->wait_s += (double)(client_now_ns() - t0) * 1e-9;
 }
 
 double fsps_wait_seconds(const fsps_client *c) {
@@ -314,8 +314,8 @@ void fsps_close(fsps_client *c) {
     return;
   bool threads = c->timer_started;
   if (threads) {
-    sched_abandon(c);
-    push_wait_all(c);
+    client_sched_abandon(c);
+    client_push_wait_all(c);
   }
   stop_timer(c);
   for (uint32_t s = 0; c->ch != NULL && s < c->S; s++)
@@ -323,9 +323,9 @@ void fsps_close(fsps_client *c) {
   for (uint32_t i = 0; c->loops != NULL && i < c->nloops; i++)
     rpc_loop_destroy(c->loops[i]);
   if (threads) {
-    sched_destroy(c);
-    pool_destroy(c);
-    push_free_stages(c);
+    client_sched_destroy(c);
+    client_pool_destroy(c);
+    client_push_free_stages(c);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->cancel_mu);
     pthread_cond_destroy(&c->cv);
@@ -352,11 +352,11 @@ int client_adopt_spec(fsps_client *c, const shard_spec *spec) {
                        "to %s (connect a new client)",
                        have, want);
   }
-  c->spec = spec_clone(spec);
+  c->spec = client_spec_clone(spec);
   if (c->spec == NULL)
     return client_fail(c, FSPS_NOMEM, "out of memory copying the spec");
   c->L = shard_spec_num_layers(c->spec);
-  if (sched_init(c) != FSPS_OK) {
+  if (client_sched_init(c) != FSPS_OK) {
     shard_spec_destroy(c->spec);
     c->spec = NULL;
     c->L = 0;
@@ -378,14 +378,14 @@ static void queue_at(fsps_client *c, retry_item *it, int64_t due_ns) {
   pthread_cond_signal(&c->timer_cv);
 }
 
-bool retry_schedule(fsps_client *c, retry_item *it, uint32_t attempt) {
+bool client_retry_schedule(fsps_client *c, retry_item *it, uint32_t attempt) {
   if (c->stopping)
     return false;
-  queue_at(c, it, now_ns() + client_backoff_ms(attempt) * 1000000);
+  queue_at(c, it, client_now_ns() + client_backoff_ms(attempt) * 1000000);
   return true;
 }
 
-void defer_locked(fsps_client *c, retry_item *it) {
+void client_defer_locked(fsps_client *c, retry_item *it) {
   retry_item **p = &c->deferred;
   while (*p != NULL)
     p = &(*p)->next;
@@ -394,15 +394,15 @@ void defer_locked(fsps_client *c, retry_item *it) {
   *p = it;
 }
 
-void run_deferred_locked(fsps_client *c) {
+void client_run_deferred_locked(fsps_client *c) {
   /* Items wait for ever later pushes, so the ready ones lead the list.
    * Once stopping, the timer thread's last sweep takes them instead. */
-  uint64_t done_below = push_low_water_locked(c);
+  uint64_t done_below = client_push_low_water_locked(c);
   while (c->deferred != NULL && c->deferred->after <= done_below &&
          !c->stopping) {
     retry_item *it = c->deferred;
     c->deferred = it->next;
-    queue_at(c, it, now_ns());
+    queue_at(c, it, client_now_ns());
   }
 }
 
@@ -421,7 +421,7 @@ static retry_item *pop_due(fsps_client *c) {
     pthread_cond_wait(&c->timer_cv, &c->mu);
     return NULL;
   }
-  if (c->retries->due_ns > now_ns()) {
+  if (c->retries->due_ns > client_now_ns()) {
     wait_until(c, c->retries->due_ns);
     return NULL;
   }

@@ -22,12 +22,12 @@
 
 /* ---- spec (spec.c) ---- */
 
-/* spec_shard returns the shard spec inside a public spec. */
-const shard_spec *spec_shard(const fsps_spec *spec);
+/* client_spec_shard returns the shard spec inside a public spec. */
+const shard_spec *client_spec_shard(const fsps_spec *spec);
 
-/* spec_clone returns a deep copy of a validated shard spec (NULL when out
- * of memory). */
-shard_spec *spec_clone(const shard_spec *spec);
+/* client_spec_clone returns a deep copy of a validated shard spec (NULL when
+ * out of memory). */
+shard_spec *client_spec_clone(const shard_spec *spec);
 
 /* ---- retry timer (client.c) ---- */
 
@@ -134,31 +134,33 @@ int64_t client_timeout_ms(const fsps_client *c);
 /* client_layer_n returns layer l's element count (0 when no such layer). */
 uint64_t client_layer_n(const fsps_client *c, uint32_t l);
 
-/* plan_next advances *s (start at 0) to the first server, from *s on,
+/* client_plan_next advances *s (start at 0) to the first server, from *s on,
  * whose slice of a layer of n elements over S servers is non-empty and
  * sets *off and *cnt to that slice; returns false when there is none. A
- * gather or push has one part per server that plan_next visits. */
-bool plan_next(uint64_t n, uint32_t S, uint32_t *s, uint64_t *off,
-               uint64_t *cnt);
+ * gather or push has one part per server that client_plan_next visits. */
+bool client_plan_next(uint64_t n, uint32_t S, uint32_t *s, uint64_t *off,
+                      uint64_t *cnt);
 
 /* client_backoff_ms returns the delay before retry number attempt (1..). */
 int64_t client_backoff_ms(uint32_t attempt);
 
-/* retry_schedule queues it to fire after the backoff of attempt. Call with
- * c->mu held. Returns false when the client is closing (nothing queued). */
-bool retry_schedule(fsps_client *c, retry_item *it, uint32_t attempt);
+/* client_retry_schedule queues it to fire after the backoff of attempt. Call
+ * with c->mu held. Returns false when the client is closing (nothing queued).
+ */
+bool client_retry_schedule(fsps_client *c, retry_item *it, uint32_t attempt);
 
-/* defer_locked queues it to fire on the timer thread once the pushes in
+/* client_defer_locked queues it to fire on the timer thread once the pushes in
  * flight now have finished (c->mu held): how a prefetch waits for a pushed
  * gradient's buffer without blocking the trainer. */
-void defer_locked(fsps_client *c, retry_item *it);
+void client_defer_locked(fsps_client *c, retry_item *it);
 
-/* run_deferred_locked hands the deferred items whose pushes have finished
- * to the timer thread, due now (c->mu held; called when a push ends). */
-void run_deferred_locked(fsps_client *c);
+/* client_run_deferred_locked hands the deferred items whose pushes have
+ * finished to the timer thread, due now (c->mu held; called when a push ends).
+ */
+void client_run_deferred_locked(fsps_client *c);
 
-/* now_ns returns CLOCK_MONOTONIC in nanoseconds. */
-int64_t now_ns(void);
+/* client_now_ns returns CLOCK_MONOTONIC in nanoseconds. */
+int64_t client_now_ns(void);
 
 /* client_wait blocks on c->cv (c->mu held) and adds the time spent to the
  * client's wait counter. */
@@ -185,14 +187,14 @@ int client_adopt_spec(fsps_client *c, const shard_spec *spec);
 
 typedef struct gather gather;
 
-/* gather_start starts pulling elements [a, b) of layer into dst (b - a
+/* client_gather_start starts pulling elements [a, b) of layer into dst (b - a
  * floats) from every server whose slice meets them, asynchronously.
  * Returns FSPS_OK or FSPS_NOMEM (message in c->err); failures of the pulls
- * show in gather_wait. */
-int gather_start(fsps_client *c, uint32_t layer, uint64_t min_version,
-                 uint64_t a, uint64_t b, float *dst, gather **out);
+ * show in client_gather_wait. */
+int client_gather_start(fsps_client *c, uint32_t layer, uint64_t min_version,
+                        uint64_t a, uint64_t b, float *dst, gather **out);
 
-/* Flags of gather_start_range. GATHER_DEFER: with pushes in flight, the
+/* Flags of client_gather_start_range. GATHER_DEFER: with pushes in flight, the
  * gather (buffer included) starts only when they have all finished, on the
  * timer thread, so that it can reuse the buffer of a pushed gradient.
  * GATHER_EXACT: only version min_version will do, what a BSP step computes
@@ -201,86 +203,91 @@ int gather_start(fsps_client *c, uint32_t layer, uint64_t min_version,
  * step would otherwise be computed from another step's parameters). */
 enum { GATHER_DEFER = 1, GATHER_EXACT = 2 };
 
-/* gather_start_range is gather_start into a buffer of b - a floats from
- * the pool, which the gather holds until gather_take_buf. Returns FSPS_OK
- * or FSPS_NOMEM. */
-int gather_start_range(fsps_client *c, uint32_t layer, uint64_t min_version,
-                       uint64_t a, uint64_t b, unsigned flags, gather **out);
+/* client_gather_start_range is client_gather_start into a buffer of b - a
+ * floats from the pool, which the gather holds until client_gather_take_buf.
+ * Returns FSPS_OK or FSPS_NOMEM. */
+int client_gather_start_range(fsps_client *c, uint32_t layer,
+                              uint64_t min_version, uint64_t a, uint64_t b,
+                              unsigned flags, gather **out);
 
-/* gather_wait blocks until g is complete; returns its result (message in
+/* client_gather_wait blocks until g is complete; returns its result (message in
  * c->err) and, on success, the lowest version received in *version. */
-int gather_wait(fsps_client *c, gather *g, uint64_t *version);
+int client_gather_wait(fsps_client *c, gather *g, uint64_t *version);
 
-/* gather_take_buf hands the caller the pool buffer of a complete pooled
+/* client_gather_take_buf hands the caller the pool buffer of a complete pooled
  * gather (NULL if it never got one: cancelled, or out of memory). */
-pool_buf *gather_take_buf(gather *g);
+pool_buf *client_gather_take_buf(gather *g);
 
-/* gather_free frees a complete gather (and its pool buffer, if not taken). */
-void gather_free(gather *g);
+/* client_gather_free frees a complete gather (and its pool buffer, if not
+ * taken). */
+void client_gather_free(gather *g);
 
 /* ---- pushes (push.c) ---- */
 
-/* push_start sends grad (layer's n floats) for step to every server with a
- * non-empty slice, asynchronously. owned (may be NULL) is the pool buffer
+/* client_push_start sends grad (layer's n floats) for step to every server with
+ * a non-empty slice, asynchronously. owned (may be NULL) is the pool buffer
  * grad lives in, returned to the pool when the push completes. Returns
- * FSPS_OK or FSPS_NOMEM; failures of the pushes show in push_wait_all. */
-int push_start(fsps_client *c, uint32_t layer, uint64_t step, const float *grad,
-               pool_buf *owned);
+ * FSPS_OK or FSPS_NOMEM; failures of the pushes show in client_push_wait_all.
+ */
+int client_push_start(fsps_client *c, uint32_t layer, uint64_t step,
+                      const float *grad, pool_buf *owned);
 
 /* Staged chunks (1 MiB each) a streamed push may hold before the trainer
  * waits for the network to take some. */
 #define PUSH_STAGES 4
 
-/* push_open starts a streamed push of layer for step: one Push stream per
- * server, to which push_write copies the gradient as the trainer computes
- * it, piece by piece, in any order; each 1 MiB chunk is sent once whole,
- * so the trainer's buffers are free again at once. Such a push cannot be
- * retried (the gradient is gone): a failure shows in push_wait_all and
+/* client_push_open starts a streamed push of layer for step: one Push stream
+ * per server, to which client_push_write copies the gradient as the trainer
+ * computes it, piece by piece, in any order; each 1 MiB chunk is sent once
+ * whole, so the trainer's buffers are free again at once. Such a push cannot be
+ * retried (the gradient is gone): a failure shows in client_push_wait_all and
  * the trainer recomputes the step. FSPS_OK or FSPS_NOMEM. */
-int push_open(fsps_client *c, uint32_t layer, uint64_t step, push **out);
+int client_push_open(fsps_client *c, uint32_t layer, uint64_t step, push **out);
 
-/* push_write copies gradient elements [a, a + n) of p's layer from src;
+/* client_push_write copies gradient elements [a, a + n) of p's layer from src;
  * it may wait for the network while PUSH_STAGES chunks are on their way.
  * Each element must be written exactly once. FSPS_OK or FSPS_NOMEM. */
-int push_write(push *p, uint64_t a, const float *src, uint64_t n);
+int client_push_write(push *p, uint64_t a, const float *src, uint64_t n);
 
-/* push_close ends the writes of p, which completes on its own; p must not
- * be used after. A part of the gradient never written fails the push. */
-void push_close(push *p);
+/* client_push_close ends the writes of p, which completes on its own; p must
+ * not be used after. A part of the gradient never written fails the push. */
+void client_push_close(push *p);
 
-/* push_free_stages frees the free staged chunks (at close). */
-void push_free_stages(fsps_client *c);
+/* client_push_free_stages frees the free staged chunks (at close). */
+void client_push_free_stages(fsps_client *c);
 
-/* push_wait_all waits for every push in flight and returns (and clears)
+/* client_push_wait_all waits for every push in flight and returns (and clears)
  * the first error among them, message in c->err. */
-int push_wait_all(fsps_client *c);
+int client_push_wait_all(fsps_client *c);
 
-/* push_wait_below waits until at most max pushes are in flight (their
- * errors stay for push_wait_all): what bounds the gradient buffers held. */
-void push_wait_below(fsps_client *c, uint32_t max);
+/* client_push_wait_below waits until at most max pushes are in flight (their
+ * errors stay for client_push_wait_all): what bounds the gradient buffers held.
+ */
+void client_push_wait_below(fsps_client *c, uint32_t max);
 
-/* push_low_water_locked returns the number of the oldest push in flight,
+/* client_push_low_water_locked returns the number of the oldest push in flight,
  * or c->push_next when none is (c->mu held). */
-uint64_t push_low_water_locked(const fsps_client *c);
+uint64_t client_push_low_water_locked(const fsps_client *c);
 
 /* ---- buffer pool (pool.c) ---- */
 
-/* pool_get returns a buffer of at least n floats (reused or allocated), or
- * NULL when out of memory. Takes c->mu. */
-pool_buf *pool_get(fsps_client *c, uint64_t n);
+/* client_pool_get returns a buffer of at least n floats (reused or allocated),
+ * or NULL when out of memory. Takes c->mu. */
+pool_buf *client_pool_get(fsps_client *c, uint64_t n);
 
-/* pool_size_class rounds n up to a multiple of 1/16 of the power of two
+/* client_pool_size_class rounds n up to a multiple of 1/16 of the power of two
  * below it (at most 6% more): pieces of layers of different widths, nearly
  * of a size, then share buffers instead of each allocating its own (pages
  * never written are never faulted in). */
-uint64_t pool_size_class(uint64_t n);
+uint64_t client_pool_size_class(uint64_t n);
 
-/* pool_put returns b to the free list; pool_put_locked with c->mu held. */
-void pool_put(fsps_client *c, pool_buf *b);
-void pool_put_locked(fsps_client *c, pool_buf *b);
+/* client_pool_put returns b to the free list; client_pool_put_locked with c->mu
+ * held. */
+void client_pool_put(fsps_client *c, pool_buf *b);
+void client_pool_put_locked(fsps_client *c, pool_buf *b);
 
-/* pool_destroy frees every free buffer (at close, nothing in use). */
-void pool_destroy(fsps_client *c);
+/* client_pool_destroy frees every free buffer (at close, nothing in use). */
+void client_pool_destroy(fsps_client *c);
 
 /* ---- keep plan (plan.c) ---- */
 
@@ -289,31 +296,32 @@ void pool_destroy(fsps_client *c);
  * layer's buffer). */
 #define PLAN_SPARE_DIV 64
 
-/* plan_keep sets keep[l] for each layer that forward should keep although
- * resharding: those whose buffers the rest of a step, played over the
+/* client_plan_keep sets keep[l] for each layer that forward should keep
+ * although resharding: those whose buffers the rest of a step, played over the
  * pool's free buffers with gradients written in place, never needs, given
  * that the pool (pool_bytes now) may grow to at most base_bytes * (1 +
  * 1/PLAN_SPARE_DIV). Call between steps (every buffer free). FSPS_OK or
  * FSPS_NOMEM (keep then all false). */
-int plan_keep(fsps_client *c, bool *keep, uint64_t base_bytes,
-              uint64_t pool_bytes);
+int client_plan_keep(fsps_client *c, bool *keep, uint64_t base_bytes,
+                     uint64_t pool_bytes);
 
 /* ---- step scheduler (sched.c) ---- */
 
-/* sched_min_version returns the version step's gathers ask for: step
+/* client_sched_min_version returns the version step's gathers ask for: step
  * (BSP), step - staleness floored at 0 (SSP), or 0 (ASP). */
-uint64_t sched_min_version(fsps_mode mode, uint32_t staleness, uint64_t step);
+uint64_t client_sched_min_version(fsps_mode mode, uint32_t staleness,
+                                  uint64_t step);
 
-/* sched_init allocates the per-layer slots for c->L layers. */
-int sched_init(fsps_client *c);
+/* client_sched_init allocates the per-layer slots for c->L layers. */
+int client_sched_init(fsps_client *c);
 
-/* sched_abandon ends the step in progress, if any: its buffers go back to
- * the pool and its streamed pushes, unfinished, end (their servers count
+/* client_sched_abandon ends the step in progress, if any: its buffers go back
+ * to the pool and its streamed pushes, unfinished, end (their servers count
  * nothing), so that waiting for the pushes in flight cannot hang. */
-void sched_abandon(fsps_client *c);
+void client_sched_abandon(fsps_client *c);
 
-/* sched_destroy waits for the scheduler's gathers and frees its slots and
- * the buffers they hold (channels already closed or still open). */
-void sched_destroy(fsps_client *c);
+/* client_sched_destroy waits for the scheduler's gathers and frees its slots
+ * and the buffers they hold (channels already closed or still open). */
+void client_sched_destroy(fsps_client *c);
 
 #endif

@@ -124,7 +124,7 @@ int fsps_declare(fsps_client *c, const fsps_spec *spec) {
   int rc = check_spec_arg(c, spec);
   if (rc != FSPS_OK)
     return rc;
-  const shard_spec *ss = spec_shard(spec);
+  const shard_spec *ss = client_spec_shard(spec);
   wire_spec_msg m;
   rc = wire_spec_to_proto(&m, ss);
   if (rc != FSPS_OK) {
@@ -197,13 +197,13 @@ static int attach_one(fsps_client *c, uint32_t s, uint64_t hash,
   rpc_status st;
   for (;;) {
     bool done;
-    int64_t left_ms = (deadline_ns - now_ns()) / 1000000;
+    int64_t left_ms = (deadline_ns - client_now_ns()) / 1000000;
     if (left_ms > client_timeout_ms(c))
       left_ms = client_timeout_ms(c);
     int rc = poll_one(c, s, hash, left_ms > 0 ? left_ms : 1, &done, &st);
     if (done)
       return rc;
-    if (now_ns() >= deadline_ns)
+    if (client_now_ns() >= deadline_ns)
       return client_fail(c, FSPS_DEADLINE_EXCEEDED,
                          "attach: server %u of %u has no model after waiting "
                          "(last answer: %s)",
@@ -220,11 +220,11 @@ int fsps_attach(fsps_client *c, const fsps_spec *spec, int64_t timeout_ms) {
     return rc;
   if (timeout_ms <= 0)
     timeout_ms = client_timeout_ms(c);
-  int64_t deadline = now_ns() + timeout_ms * 1000000;
+  int64_t deadline = client_now_ns() + timeout_ms * 1000000;
   uint64_t hash = fsps_spec_hash(spec);
   for (uint32_t s = 0; rc == FSPS_OK && s < c->S; s++)
     rc = attach_one(c, s, hash, deadline);
-  return rc == FSPS_OK ? client_adopt_spec(c, spec_shard(spec)) : rc;
+  return rc == FSPS_OK ? client_adopt_spec(c, client_spec_shard(spec)) : rc;
 }
 
 /* ---- versions ---- */

@@ -24,12 +24,12 @@ typedef struct {
 struct gather {
   fsps_client *c;
   uint32_t layer, nparts;
-  uint32_t pending; /* parts not finished; under c->mu */
-  uint32_t holds;   /* threads still touching g; under c->mu */
+  uint32_t pending;              /* parts not finished; under c->mu */
+  uint32_t holds;                /* threads still touching g; under c->mu */
   uint64_t base, n, min_version; /* elements [base, base + n) */
   bool exact;                    /* only min_version will do */
-  uint64_t version; /* lowest version received; under c->mu */
-  float *dst;       /* where element base goes */
+  uint64_t version;              /* lowest version received; under c->mu */
+  float *dst;                    /* where element base goes */
   pool_buf *buf;         /* a pooled gather's destination, until taken */
   bool whole;            /* of a whole layer, not a piece */
   retry_item start;      /* a deferred gather's start (GATHER_DEFER) */
@@ -170,7 +170,7 @@ static void part_result(pull_part *p, const rpc_status *st) {
   pthread_mutex_lock(&c->mu);
   if (!p->bad && st->code == FSPS_UNAVAILABLE &&
       p->attempts <= client_retries(c) && !atomic_load(&g->cancelled) &&
-      retry_schedule(c, &p->retry, p->attempts)) {
+      client_retry_schedule(c, &p->retry, p->attempts)) {
     pthread_mutex_unlock(&c->mu);
     return;
   }
@@ -284,13 +284,13 @@ static gather *gather_new(fsps_client *c, uint32_t layer, uint64_t n,
                           uint64_t a, uint64_t b) {
   uint32_t np = 0;
   uint64_t off, cnt;
-  for (uint32_t s = 0; plan_next(n, c->S, &s, &off, &cnt); s++)
+  for (uint32_t s = 0; client_plan_next(n, c->S, &s, &off, &cnt); s++)
     np += clip(a, b, &off, &cnt);
   gather *g = calloc(1, sizeof *g + np * sizeof(pull_part));
   if (g == NULL)
     return NULL;
   pull_part *p = g->parts;
-  for (uint32_t s = 0; plan_next(n, c->S, &s, &off, &cnt); s++) {
+  for (uint32_t s = 0; client_plan_next(n, c->S, &s, &off, &cnt); s++) {
     if (!clip(a, b, &off, &cnt))
       continue;
     *p = (pull_part){.g = g, .s = s, .off = off, .cnt = cnt};
@@ -323,7 +323,7 @@ static void settle_parts(gather *g, const rpc_status *st) {
 /* take_buf takes a pooled gather's buffer: a piece's is rounded to a size
  * class, so that pieces of different layers share buffers. */
 static pool_buf *take_buf(gather *g) {
-  return pool_get(g->c, g->whole ? g->n : pool_size_class(g->n));
+  return client_pool_get(g->c, g->whole ? g->n : client_pool_size_class(g->n));
 }
 
 /* deferred_fire starts a deferred gather on the timer thread, now that the
@@ -350,8 +350,9 @@ static void deferred_fire(retry_item *it, bool abort) {
   pthread_mutex_unlock(&c->mu);
 }
 
-int gather_start_range(fsps_client *c, uint32_t layer, uint64_t min_version,
-                       uint64_t a, uint64_t b, unsigned flags, gather **out) {
+int client_gather_start_range(fsps_client *c, uint32_t layer,
+                              uint64_t min_version, uint64_t a, uint64_t b,
+                              unsigned flags, gather **out) {
   gather *g = gather_new(c, layer, client_layer_n(c, layer), a, b);
   if (g == NULL)
     return client_fail(c, FSPS_NOMEM, "out of memory starting a gather");
@@ -364,7 +365,7 @@ int gather_start_range(fsps_client *c, uint32_t layer, uint64_t min_version,
   pthread_mutex_lock(&c->mu);
   bool later = defer && c->pushes > 0;
   if (later)
-    defer_locked(c, &g->start);
+    client_defer_locked(c, &g->start);
   pthread_mutex_unlock(&c->mu);
   if (later)
     return FSPS_OK;
@@ -380,8 +381,8 @@ int gather_start_range(fsps_client *c, uint32_t layer, uint64_t min_version,
   return FSPS_OK;
 }
 
-int gather_start(fsps_client *c, uint32_t layer, uint64_t min_version,
-                 uint64_t a, uint64_t b, float *dst, gather **out) {
+int client_gather_start(fsps_client *c, uint32_t layer, uint64_t min_version,
+                        uint64_t a, uint64_t b, float *dst, gather **out) {
   gather *g = gather_new(c, layer, client_layer_n(c, layer), a, b);
   if (g == NULL)
     return client_fail(c, FSPS_NOMEM, "out of memory starting a gather");
@@ -395,7 +396,7 @@ int gather_start(fsps_client *c, uint32_t layer, uint64_t min_version,
   return FSPS_OK;
 }
 
-int gather_wait(fsps_client *c, gather *g, uint64_t *version) {
+int client_gather_wait(fsps_client *c, gather *g, uint64_t *version) {
   pthread_mutex_lock(&c->mu);
   while (g->pending > 0 || g->holds > 0)
     client_wait(c);
@@ -407,15 +408,15 @@ int gather_wait(fsps_client *c, gather *g, uint64_t *version) {
   return FSPS_OK;
 }
 
-pool_buf *gather_take_buf(gather *g) {
+pool_buf *client_gather_take_buf(gather *g) {
   pool_buf *b = g->buf;
   g->buf = NULL;
   return b;
 }
 
-void gather_free(gather *g) {
+void client_gather_free(gather *g) {
   if (g != NULL && g->buf != NULL)
-    pool_put(g->c, g->buf);
+    client_pool_put(g->c, g->buf);
   free(g);
 }
 
@@ -436,15 +437,15 @@ int fsps_gather_range(fsps_client *c, uint32_t layer, uint64_t min_version,
   if (count == 0 || offset > n || count > n - offset)
     return client_fail(c, FSPS_INVALID_ARGUMENT,
                        "gather: range [%" PRIu64 ", +%" PRIu64
-                       ") is empty or outside layer %u of %" PRIu64
-                       " elements",
+                       ") is empty or outside layer %u of %" PRIu64 " elements",
                        offset, count, layer, n);
   gather *g;
-  int rc = gather_start(c, layer, min_version, offset, offset + count, dst, &g);
+  int rc = client_gather_start(c, layer, min_version, offset, offset + count,
+                               dst, &g);
   if (rc != FSPS_OK)
     return rc;
-  rc = gather_wait(c, g, version);
-  gather_free(g);
+  rc = client_gather_wait(c, g, version);
+  client_gather_free(g);
   return rc;
 }
 

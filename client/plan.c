@@ -24,7 +24,8 @@ typedef struct {
 } sim;
 
 /* sim_take makes layer l held, taking the smallest free buffer that fits
- * (as pool_get does) or, within sim->spare, a new one; false if neither. */
+ * (as client_pool_get does) or, within sim->spare, a new one; false if neither.
+ */
 static bool sim_take(sim *s, uint32_t l) {
   uint64_t n = client_layer_n(s->c, l);
   int64_t best = -1;
@@ -116,8 +117,8 @@ static void greedy(sim *s, bool *keep, uint32_t nbufs, uint64_t spare) {
   }
 }
 
-int plan_keep(fsps_client *c, bool *keep, uint64_t base_bytes,
-              uint64_t pool_bytes) {
+int client_plan_keep(fsps_client *c, bool *keep, uint64_t base_bytes,
+                     uint64_t pool_bytes) {
   uint32_t L = c->L, max = 2 * L + 2 * (c->o.prefetch + 1);
   memset(keep, 0, L * sizeof *keep);
   sim s = {.c = c, .maxbufs = max};

@@ -35,14 +35,14 @@ static pool_buf *pool_alloc(uint64_t n) {
   return b;
 }
 
-uint64_t pool_size_class(uint64_t n) {
+uint64_t client_pool_size_class(uint64_t n) {
   uint64_t step = 1;
   while (step <= n / 32)
     step <<= 1;
   return (n + step - 1) / step * step;
 }
 
-pool_buf *pool_get(fsps_client *c, uint64_t n) {
+pool_buf *client_pool_get(fsps_client *c, uint64_t n) {
   pthread_mutex_lock(&c->mu);
   pool_buf *b = take_best_locked(c, n);
   pthread_mutex_unlock(&c->mu);
@@ -59,18 +59,18 @@ pool_buf *pool_get(fsps_client *c, uint64_t n) {
   return b;
 }
 
-void pool_put_locked(fsps_client *c, pool_buf *b) {
+void client_pool_put_locked(fsps_client *c, pool_buf *b) {
   b->next = c->free_bufs;
   c->free_bufs = b;
 }
 
-void pool_put(fsps_client *c, pool_buf *b) {
+void client_pool_put(fsps_client *c, pool_buf *b) {
   pthread_mutex_lock(&c->mu);
-  pool_put_locked(c, b);
+  client_pool_put_locked(c, b);
   pthread_mutex_unlock(&c->mu);
 }
 
-void pool_destroy(fsps_client *c) {
+void client_pool_destroy(fsps_client *c) {
   while (c->free_bufs != NULL) {
     pool_buf *b = c->free_bufs;
     c->free_bufs = b->next;

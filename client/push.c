@@ -1,6 +1,6 @@
 /* push.c: reduce-scattered pushes — slice s of a gradient streamed to
  * server s in 1 MiB chunks that point into the caller's buffer (no copy);
- * or, for a gradient computed piece by piece (push_open), copied into
+ * or, for a gradient computed piece by piece (client_push_open), copied into
  * staged chunks as it is written and sent as each chunk becomes whole. */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -40,7 +40,7 @@ struct stage {
 struct push {
   fsps_client *c;
   uint32_t layer, nparts;
-  bool streamed;     /* push_open: no retries, the data is gone */
+  bool streamed;     /* client_push_open: no retries, the data is gone */
   uint32_t pending;  /* parts not complete, plus one while starting */
   uint64_t seq;      /* the client's push number */
   uint64_t epoch;    /* the client's when the push began: every retry and
@@ -63,16 +63,16 @@ static void push_complete_locked(push *p) {
     memcpy(c->push_msg, p->msg, sizeof c->push_msg);
   }
   if (p->owned != NULL)
-    pool_put_locked(c, p->owned);
+    client_pool_put_locked(c, p->owned);
   c->pushes--;
   *(p->prev ? &p->prev->next : &c->push_head) = p->next;
   *(p->next ? &p->next->prev : &c->push_tail) = p->prev;
-  run_deferred_locked(c); /* prefetches waiting for this buffer */
+  client_run_deferred_locked(c); /* prefetches waiting for this buffer */
   pthread_cond_broadcast(&c->cv);
   free(p);
 }
 
-uint64_t push_low_water_locked(const fsps_client *c) {
+uint64_t client_push_low_water_locked(const fsps_client *c) {
   return c->push_head ? c->push_head->seq : c->push_next;
 }
 
@@ -104,7 +104,7 @@ static void record_locked(push *p, const push_part *pp, const rpc_status *st) {
   snprintf(p->msg, sizeof p->msg,
            "push layer %u step %" PRIu64 " to server %u of %u%s: %s", p->layer,
            p->step, pp->s, p->c->S,
-           p->streamed             ? " (streamed as computed: not retried)"
+           p->streamed        ? " (streamed as computed: not retried)"
            : pp->attempts > 1 ? " (retries exhausted)"
                               : "",
            st->msg);
@@ -117,7 +117,7 @@ static void part_result(push_part *pp, const rpc_status *st) {
   pthread_mutex_lock(&c->mu);
   if (st->code == FSPS_UNAVAILABLE && !pp->p->streamed &&
       pp->attempts <= client_retries(c) &&
-      retry_schedule(c, &pp->retry, pp->attempts)) {
+      client_retry_schedule(c, &pp->retry, pp->attempts)) {
     pthread_mutex_unlock(&c->mu);
     return;
   }
@@ -212,13 +212,13 @@ static void push_retry(retry_item *it, bool abort) {
 static push *push_new(fsps_client *c, uint32_t layer, uint64_t n) {
   uint32_t np = 0;
   uint64_t off, cnt;
-  for (uint32_t s = 0; plan_next(n, c->S, &s, &off, &cnt); s++)
+  for (uint32_t s = 0; client_plan_next(n, c->S, &s, &off, &cnt); s++)
     np++;
   push *p = calloc(1, sizeof *p + np * sizeof(push_part));
   if (p == NULL)
     return NULL;
   push_part *pp = p->parts;
-  for (uint32_t s = 0; plan_next(n, c->S, &s, &off, &cnt); s++, pp++) {
+  for (uint32_t s = 0; client_plan_next(n, c->S, &s, &off, &cnt); s++, pp++) {
     *pp = (push_part){.p = p, .s = s, .off = off, .cnt = cnt};
     pp->nchunks = shard_num_chunks(cnt);
     pp->retry.fire = push_retry;
@@ -241,8 +241,8 @@ static void enlist(fsps_client *c, push *p) {
   pthread_mutex_unlock(&c->mu);
 }
 
-int push_start(fsps_client *c, uint32_t layer, uint64_t step, const float *grad,
-               pool_buf *owned) {
+int client_push_start(fsps_client *c, uint32_t layer, uint64_t step,
+                      const float *grad, pool_buf *owned) {
   push *p = push_new(c, layer, client_layer_n(c, layer));
   if (p == NULL)
     return client_fail(c, FSPS_NOMEM, "out of memory starting a push");
@@ -261,7 +261,7 @@ int push_start(fsps_client *c, uint32_t layer, uint64_t step, const float *grad,
   return FSPS_OK;
 }
 
-int push_wait_all(fsps_client *c) {
+int client_push_wait_all(fsps_client *c) {
   pthread_mutex_lock(&c->mu);
   while (c->pushes > 0)
     client_wait(c);
@@ -273,7 +273,7 @@ int push_wait_all(fsps_client *c) {
   return rc;
 }
 
-void push_wait_below(fsps_client *c, uint32_t max) {
+void client_push_wait_below(fsps_client *c, uint32_t max) {
   pthread_mutex_lock(&c->mu);
   while (c->pushes > max)
     client_wait(c);
@@ -348,7 +348,7 @@ static stage *stage_get(fsps_client *c, uint64_t len) {
   return st;
 }
 
-void push_free_stages(fsps_client *c) {
+void client_push_free_stages(fsps_client *c) {
   while (c->stage_free != NULL) {
     stage *st = c->stage_free;
     c->stage_free = st->next;
@@ -500,7 +500,7 @@ static int part_write(push_part *pp, uint64_t a, uint64_t b, const float *src) {
   return FSPS_OK;
 }
 
-int push_write(push *p, uint64_t a, const float *src, uint64_t n) {
+int client_push_write(push *p, uint64_t a, const float *src, uint64_t n) {
   for (uint32_t i = 0; i < p->nparts; i++) {
     push_part *pp = &p->parts[i];
     uint64_t lo = a > pp->off ? a : pp->off;
@@ -531,7 +531,8 @@ static void stream_open(push_part *pp) {
   part_result(pp, &st);
 }
 
-int push_open(fsps_client *c, uint32_t layer, uint64_t step, push **out) {
+int client_push_open(fsps_client *c, uint32_t layer, uint64_t step,
+                     push **out) {
   push *p = push_new(c, layer, client_layer_n(c, layer));
   if (p == NULL)
     return client_fail(c, FSPS_NOMEM, "out of memory starting a push");
@@ -546,7 +547,7 @@ int push_open(fsps_client *c, uint32_t layer, uint64_t step, push **out) {
   return FSPS_OK;
 }
 
-void push_close(push *p) {
+void client_push_close(push *p) {
   fsps_client *c = p->c;
   for (uint32_t i = 0; i < p->nparts; i++) {
     push_part *pp = &p->parts[i];
@@ -582,11 +583,11 @@ int fsps_push(fsps_client *c, uint32_t layer, uint64_t step,
   if (layer >= c->L || grad == NULL)
     return client_fail(c, FSPS_INVALID_ARGUMENT,
                        "push: layer %u (of %u) or grad NULL", layer, c->L);
-  return push_start(c, layer, step, grad, NULL);
+  return client_push_start(c, layer, step, grad, NULL);
 }
 
 int fsps_push_wait(fsps_client *c) {
   if (c == NULL)
     return FSPS_INVALID_ARGUMENT;
-  return push_wait_all(c);
+  return client_push_wait_all(c);
 }

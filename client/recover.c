@@ -117,7 +117,7 @@ static int look(fsps_client *c, uint32_t s, int64_t deadline_ns,
     if (rc != FSPS_UNAVAILABLE && rc != FSPS_DEADLINE_EXCEEDED)
       return client_fail(c, rc, "recover: status of server %u (%s): %s", s,
                          c->addr[s], st.msg);
-    if (now_ns() >= deadline_ns)
+    if (client_now_ns() >= deadline_ns)
       return client_fail(c, FSPS_UNAVAILABLE,
                          "recover: server %u (%s) did not answer within "
                          "%" PRId64 " ms: %s",
@@ -212,8 +212,8 @@ static int roll_back(fsps_client *c, uint64_t version, uint64_t epoch) {
 
 /* A decision taken from one look at every server. */
 typedef struct {
-  bool settled;     /* no rollback: go on from step in epoch */
-  bool changing;    /* a server is being rolled back: look again */
+  bool settled;  /* no rollback: go on from step in epoch */
+  bool changing; /* a server is being rolled back: look again */
   uint64_t step, epoch;
   uint64_t version; /* else: roll back to it */
 } plan;
@@ -291,10 +291,10 @@ int fsps_recover(fsps_client *c, uint64_t *step) {
   recovery r = {.v = calloc(c->S, sizeof *r.v)};
   if (r.v == NULL)
     return client_fail(c, FSPS_NOMEM, "recover: out of memory");
-  int64_t deadline = now_ns() + client_timeout_ms(c) * 1000000;
+  int64_t deadline = client_now_ns() + client_timeout_ms(c) * 1000000;
   int rc;
   while ((rc = attempt(c, &r, deadline, step)) == FSPS_ABORTED) {
-    if (now_ns() >= deadline) {
+    if (client_now_ns() >= deadline) {
       rc = client_fail(c, FSPS_DEADLINE_EXCEEDED,
                        "recover: the servers did not settle on one version "
                        "within %" PRId64 " ms: %s",

@@ -12,7 +12,7 @@
  *
  * A layer may be cut into pieces (fsps_set_pieces): each piece is then
  * gathered, held and released on its own, and its gradient is copied into
- * the layer's streamed push as soon as it is written (push_open), so the
+ * the layer's streamed push as soon as it is written (client_push_open), so the
  * worker never holds a whole layer. Units number the pieces of every layer
  * in forward order; a layer in one piece is one unit, handled as before. */
 #include <inttypes.h>
@@ -119,7 +119,7 @@ static uint32_t npieces(const fsps_client *c, uint32_t l) {
   return c->units->first[l + 1] - c->units->first[l];
 }
 
-int sched_init(fsps_client *c) {
+int client_sched_init(fsps_client *c) {
   c->units = units_new(c, NULL, NULL);
   c->slots = c->units ? calloc(c->units->U + 1, sizeof *c->slots) : NULL;
   c->keep = calloc(c->L ? c->L : 1, sizeof *c->keep);
@@ -132,10 +132,10 @@ static int await_slot(fsps_client *c, uint32_t u) {
   layer_slot *sl = &c->slots[u];
   if (sl->g == NULL)
     return FSPS_OK;
-  int rc = gather_wait(c, sl->g, NULL);
+  int rc = client_gather_wait(c, sl->g, NULL);
   if (rc == FSPS_OK)
-    sl->params = gather_take_buf(sl->g);
-  gather_free(sl->g); /* returns the buffer if not taken */
+    sl->params = client_gather_take_buf(sl->g);
+  client_gather_free(sl->g); /* returns the buffer if not taken */
   sl->g = NULL;
   return rc;
 }
@@ -152,7 +152,7 @@ static void release_params(fsps_client *c, uint32_t u) {
       memcpy(c->err, keep, sizeof keep);
   }
   if (sl->params != NULL)
-    pool_put(c, sl->params);
+    client_pool_put(c, sl->params);
   sl->params = NULL;
 }
 
@@ -160,7 +160,7 @@ static void release_params(fsps_client *c, uint32_t u) {
 static void release_slot(fsps_client *c, uint32_t u) {
   release_params(c, u);
   if (c->slots[u].grad != NULL)
-    pool_put(c, c->slots[u].grad);
+    client_pool_put(c, c->slots[u].grad);
   c->slots[u].grad = NULL;
   c->slots[u].inplace = false;
 }
@@ -172,19 +172,19 @@ static void release_all(fsps_client *c) {
     release_slot(c, u);
   for (uint32_t l = 0; c->units != NULL && l < c->L; l++) {
     if (c->units->stream[l] != NULL)
-      push_close(c->units->stream[l]);
+      client_push_close(c->units->stream[l]);
     c->units->stream[l] = NULL;
     c->units->done[l] = 0;
   }
 }
 
-void sched_abandon(fsps_client *c) {
+void client_sched_abandon(fsps_client *c) {
   if (c->slots != NULL)
     release_all(c);
   c->in_step = false;
 }
 
-void sched_destroy(fsps_client *c) {
+void client_sched_destroy(fsps_client *c) {
   release_all(c);
   free(c->slots);
   free(c->keep);
@@ -195,8 +195,8 @@ void sched_destroy(fsps_client *c) {
 }
 
 /* ensure starts gathering unit u unless it is held already; with defer,
- * only once no push is in flight (gather_start_range). The pieces of a cut
- * layer never wait so: the push in flight may be their own layer's, which
+ * only once no push is in flight (client_gather_start_range). The pieces of a
+ * cut layer never wait so: the push in flight may be their own layer's, which
  * needs them to finish. */
 static int ensure(fsps_client *c, uint32_t u, bool defer) {
   layer_slot *sl = &c->slots[u];
@@ -207,8 +207,8 @@ static int ensure(fsps_client *c, uint32_t u, bool defer) {
   unsigned flags = defer && npieces(c, l) == 1 ? GATHER_DEFER : 0;
   if (c->o.mode == FSPS_BSP) /* a BSP step computes from its version only */
     flags |= GATHER_EXACT;
-  return gather_start_range(c, l, c->min_version, un->lo[u], un->hi[u], flags,
-                            &sl->g);
+  return client_gather_start_range(c, l, c->min_version, un->lo[u], un->hi[u],
+                                   flags, &sl->g);
 }
 
 /* prefetch ensures the next `prefetch` units after u in direction dir
@@ -262,7 +262,8 @@ static int check_unit(fsps_client *c, uint32_t l, uint32_t p, bool whole,
   return FSPS_OK;
 }
 
-uint64_t sched_min_version(fsps_mode mode, uint32_t staleness, uint64_t step) {
+uint64_t client_sched_min_version(fsps_mode mode, uint32_t staleness,
+                                  uint64_t step) {
   if (mode == FSPS_ASP)
     return 0;
   if (mode == FSPS_SSP)
@@ -289,7 +290,7 @@ static void plan(fsps_client *c) {
     return;
   if (c->plan_base == 0)
     c->plan_base = bytes; /* the pool strict resharding built */
-  c->plan_ok = plan_keep(c, c->keep, c->plan_base, bytes) == FSPS_OK;
+  c->plan_ok = client_plan_keep(c, c->keep, c->plan_base, bytes) == FSPS_OK;
   c->plan_bytes = bytes;
 }
 
@@ -302,7 +303,7 @@ int fsps_step_begin(fsps_client *c, uint64_t step) {
   release_all(c); /* left over by an abandoned step */
   plan(c);
   c->step = step;
-  c->min_version = sched_min_version(c->o.mode, c->o.staleness, step);
+  c->min_version = client_sched_min_version(c->o.mode, c->o.staleness, step);
   c->in_step = true;
   if (c->L == 0)
     return FSPS_OK;
@@ -382,8 +383,8 @@ int fsps_backward(fsps_client *c, uint32_t layer, const float **params,
    * (at least one) stay in flight, so memory stays bounded by a few
    * layers even when the network is slower than backward. */
   if (sl->grad == NULL)
-    push_wait_below(c, c->o.prefetch ? c->o.prefetch : 1);
-  if (sl->grad == NULL && (sl->grad = pool_get(c, n)) == NULL)
+    client_push_wait_below(c, c->o.prefetch ? c->o.prefetch : 1);
+  if (sl->grad == NULL && (sl->grad = client_pool_get(c, n)) == NULL)
     return client_fail(c, FSPS_NOMEM,
                        "out of memory for the gradient of layer %u "
                        "(%" PRIu64 " floats)",
@@ -405,7 +406,7 @@ static int backward_inplace(fsps_client *c, uint32_t u, float **buf) {
   if (rc != FSPS_OK)
     return rc;
   if (sl->grad != NULL) /* a separate one from fsps_backward: unused */
-    pool_put(c, sl->grad);
+    client_pool_put(c, sl->grad);
   sl->grad = sl->params; /* the parameters' buffer becomes the gradient's */
   sl->params = NULL;
   sl->inplace = true;
@@ -440,11 +441,12 @@ static int stream_piece(fsps_client *c, uint32_t u, const float *grad) {
   uint32_t l = un->layer_of[u];
   int rc = FSPS_OK;
   if (un->stream[l] == NULL)
-    rc = push_open(c, l, c->step, &un->stream[l]);
+    rc = client_push_open(c, l, c->step, &un->stream[l]);
   if (rc == FSPS_OK)
-    rc = push_write(un->stream[l], un->lo[u], grad, un->hi[u] - un->lo[u]);
+    rc = client_push_write(un->stream[l], un->lo[u], grad,
+                           un->hi[u] - un->lo[u]);
   if (rc == FSPS_OK && ++un->done[l] == npieces(c, l)) {
-    push_close(un->stream[l]);
+    client_push_close(un->stream[l]);
     un->stream[l] = NULL;
     un->done[l] = 0;
   }
@@ -463,9 +465,10 @@ static int backward_done(fsps_client *c, uint32_t layer, uint32_t u) {
   int rc;
   if (npieces(c, layer) > 1) {
     rc = stream_piece(c, u, grad->p);
-    pool_put(c, grad);
-  } else if ((rc = push_start(c, layer, c->step, grad->p, grad)) != FSPS_OK) {
-    pool_put(c, grad);
+    client_pool_put(c, grad);
+  } else if ((rc = client_push_start(c, layer, c->step, grad->p, grad)) !=
+             FSPS_OK) {
+    client_pool_put(c, grad);
   }
   release_params(c, u);
   return rc;
@@ -501,7 +504,7 @@ int fsps_step_end(fsps_client *c) {
     return FSPS_INVALID_ARGUMENT;
   uint32_t l = unfinished(c), done = l < c->L ? c->units->done[l] : 0;
   release_all(c); /* an unfinished push ends short: nothing counted */
-  int rc = push_wait_all(c);
+  int rc = client_push_wait_all(c);
   c->in_step = false;
   if (l < c->L)
     return client_fail(c, FSPS_FAILED_PRECONDITION,
@@ -519,8 +522,8 @@ static int check_bounds(fsps_client *c, uint32_t l, uint32_t np,
   uint64_t n = client_layer_n(c, l);
   if (np == 0 || (np > 1 && bounds == NULL))
     return client_fail(c, FSPS_INVALID_ARGUMENT,
-                       "fsps_set_pieces: layer %u: %u pieces, bounds %s", l,
-                       np, bounds ? "given" : "NULL");
+                       "fsps_set_pieces: layer %u: %u pieces, bounds %s", l, np,
+                       bounds ? "given" : "NULL");
   if (np > 1 && (bounds[0] != 0 || bounds[np] != n))
     return client_fail(c, FSPS_INVALID_ARGUMENT,
                        "fsps_set_pieces: layer %u: bounds must run from 0 to "

@@ -57,7 +57,7 @@ void fsps_spec_destroy(fsps_spec *spec) {
   free(spec);
 }
 
-const shard_spec *spec_shard(const fsps_spec *spec) {
+const shard_spec *client_spec_shard(const fsps_spec *spec) {
   return spec->s;
 }
 
@@ -225,7 +225,7 @@ static int clone_layer(shard_spec *dst, const shard_layer *L) {
   return rc;
 }
 
-shard_spec *spec_clone(const shard_spec *spec) {
+shard_spec *client_spec_clone(const shard_spec *spec) {
   shard_spec *dst = shard_spec_create(shard_spec_seed(spec));
   if (dst == NULL)
     return NULL;

@@ -58,7 +58,8 @@ static const char usage[] =
     "                       [FSPS_ON_WORKER_TIMEOUT] (fail)\n"
     "  --inject-reply-drops P  testing aid: answer UNAVAILABLE instead of\n"
     "                       the reply to a counted push with probability P,\n"
-    "                       as if the reply were lost [FSPS_INJECT_REPLY_DROPS]\n"
+    "                       as if the reply were lost "
+    "[FSPS_INJECT_REPLY_DROPS]\n"
     "                       (0)\n"
     "  --inject-checkpoint-delay-ms MS  testing aid: each checkpoint file is\n"
     "                       written MS ms slower, as on a slow disk\n"
@@ -120,21 +121,30 @@ static const struct option options[] = {
 
 /* The environment variable of each option, in the order of the enum. */
 static const char *env_names[] = {
-    "FSPS_LISTEN",         "FSPS_INDEX",
-    "FSPS_NUM_SERVERS",    "FSPS_WORKERS",
-    "FSPS_THREADS",        "FSPS_MODE",
-    "FSPS_STALENESS",      "FSPS_DETERMINISTIC",
-    "FSPS_NAN_POLICY",     "FSPS_GRACE_MS",
-    "FSPS_PORT_FILE",      "FSPS_LOG_LEVEL",
-    "FSPS_CHECKPOINT_DIR", "FSPS_CHECKPOINT_EVERY",
-    "FSPS_KEEP",           "FSPS_WORKER_TIMEOUT",
-    "FSPS_ON_WORKER_TIMEOUT", "FSPS_INJECT_REPLY_DROPS",
+    "FSPS_LISTEN",
+    "FSPS_INDEX",
+    "FSPS_NUM_SERVERS",
+    "FSPS_WORKERS",
+    "FSPS_THREADS",
+    "FSPS_MODE",
+    "FSPS_STALENESS",
+    "FSPS_DETERMINISTIC",
+    "FSPS_NAN_POLICY",
+    "FSPS_GRACE_MS",
+    "FSPS_PORT_FILE",
+    "FSPS_LOG_LEVEL",
+    "FSPS_CHECKPOINT_DIR",
+    "FSPS_CHECKPOINT_EVERY",
+    "FSPS_KEEP",
+    "FSPS_WORKER_TIMEOUT",
+    "FSPS_ON_WORKER_TIMEOUT",
+    "FSPS_INJECT_REPLY_DROPS",
     "FSPS_INJECT_CHECKPOINT_DELAY_MS",
 };
 _Static_assert(sizeof env_names / sizeof env_names[0] == OPT_HELP - OPT_LISTEN,
                "one environment variable per option, in the enum's order");
 
-const char *config_mode_name(server_mode m) {
+const char *server_config_mode_name(server_mode m) {
   return m == MODE_SSP ? "ssp" : m == MODE_ASP ? "asp" : "bsp";
 }
 
@@ -184,7 +194,8 @@ static int set_number(int opt, const char *v, server_config *c) {
     return 0;
   case OPT_NUM_SERVERS:
   case OPT_WORKERS:
-    if (parse_u64(v, 1, opt == OPT_WORKERS ? SHARD_MAX_WORKERS : SHARD_MAX_SERVERS,
+    if (parse_u64(v, 1,
+                  opt == OPT_WORKERS ? SHARD_MAX_WORKERS : SHARD_MAX_SERVERS,
                   &x))
       return -1;
     *(opt == OPT_WORKERS ? &c->workers : &c->num_servers) = (uint32_t)x;
@@ -256,7 +267,7 @@ static int set_word(int opt, const char *v, server_config *c) {
     c->nan_skip = !strcmp(v, "skip");
     return 0;
   case OPT_LOG_LEVEL:
-    c->log_level = log_parse_level(v);
+    c->log_level = server_log_parse_level(v);
     return c->log_level < 0 ? -1 : 0;
   case OPT_DETERMINISTIC:
     return parse_bool(v, &c->deterministic) ? 0 : -1;
@@ -367,8 +378,8 @@ static int from_argv(int argc, char **argv, server_config *c, char *err,
   return 0;
 }
 
-int config_parse(int argc, char **argv, server_config *c, char *err,
-                 size_t errlen) {
+int server_config_parse(int argc, char **argv, server_config *c, char *err,
+                        size_t errlen) {
   defaults(c);
   int rc = from_env(c, err, errlen);
   if (rc == 0)

@@ -29,13 +29,13 @@ typedef struct {
   uint32_t ckpt_delay_ms;    /* testing: each checkpoint file takes longer */
 } server_config;
 
-/* config_parse fills c from the environment (FSPS_LISTEN, ...) and then
+/* server_config_parse fills c from the environment (FSPS_LISTEN, ...) and then
  * argv, which wins. Returns 0 to run, 1 when --help or --version was
  * printed (exit 0), -1 with err filled on a bad flag or value (exit 2). */
-int config_parse(int argc, char **argv, server_config *c, char *err,
-                 size_t errlen);
+int server_config_parse(int argc, char **argv, server_config *c, char *err,
+                        size_t errlen);
 
-/* config_mode_name returns "bsp", "ssp" or "asp". */
-const char *config_mode_name(server_mode m);
+/* server_config_mode_name returns "bsp", "ssp" or "asp". */
+const char *server_config_mode_name(server_mode m);
 
 #endif

@@ -11,12 +11,12 @@
 static log_level g_level = LOG_INFO;
 static char g_tag[64] = "fsps-server";
 
-void log_set(log_level level, const char *tag) {
+void server_log_set(log_level level, const char *tag) {
   g_level = level;
   snprintf(g_tag, sizeof g_tag, "%s", tag);
 }
 
-int log_parse_level(const char *name) {
+int server_log_parse_level(const char *name) {
   static const char *names[] = {"error", "warn", "info", "debug"};
   for (int i = 0; i < 4; i++)
     if (strcmp(name, names[i]) == 0)
@@ -24,7 +24,7 @@ int log_parse_level(const char *name) {
   return -1;
 }
 
-void log_msg(log_level level, const char *fmt, ...) {
+void server_log_msg(log_level level, const char *fmt, ...) {
   static const char *names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
   if (level > g_level)
     return;

@@ -4,21 +4,22 @@
 
 typedef enum { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG } log_level;
 
-/* log_set sets the lowest level printed and the tag each line carries
+/* server_log_set sets the lowest level printed and the tag each line carries
  * (e.g. "server 1/2"). Call once at start-up, before threads. */
-void log_set(log_level level, const char *tag);
+void server_log_set(log_level level, const char *tag);
 
-/* log_parse_level maps "error", "warn", "info", "debug"; -1 if unknown. */
-int log_parse_level(const char *name);
+/* server_log_parse_level maps "error", "warn", "info", "debug"; -1 if unknown.
+ */
+int server_log_parse_level(const char *name);
 
-/* log_msg prints one line "TIME LEVEL [tag] message" if level is enabled.
- * Thread-safe (one write per line). */
-void log_msg(log_level level, const char *fmt, ...)
+/* server_log_msg prints one line "TIME LEVEL [tag] message" if level is
+ * enabled. Thread-safe (one write per line). */
+void server_log_msg(log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-#define LOGE(...) log_msg(LOG_ERROR, __VA_ARGS__)
-#define LOGW(...) log_msg(LOG_WARN, __VA_ARGS__)
-#define LOGI(...) log_msg(LOG_INFO, __VA_ARGS__)
-#define LOGD(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+#define LOGE(...) server_log_msg(LOG_ERROR, __VA_ARGS__)
+#define LOGW(...) server_log_msg(LOG_WARN, __VA_ARGS__)
+#define LOGI(...) server_log_msg(LOG_INFO, __VA_ARGS__)
+#define LOGD(...) server_log_msg(LOG_DEBUG, __VA_ARGS__)
 
 #endif

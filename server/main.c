@@ -128,7 +128,7 @@ static int restore(const server_config *cfg, service *svc) {
 
 static int serve(server_config *cfg, service *svc) {
   size_t n;
-  const rpc_method *methods = service_methods(svc, &n);
+  const rpc_method *methods = server_service_methods(svc, &n);
   rpc_server_opts o = {.listen = cfg->listen,
                        .threads = cfg->threads,
                        .max_message_bytes = WIRE_MAX_MESSAGE_BYTES};
@@ -148,7 +148,7 @@ static int serve(server_config *cfg, service *svc) {
     LOGW("cannot write the port to %s", cfg->port_file);
   LOGI("serving on %s (port %d): server %u of %u, %u workers, %s%s%s",
        cfg->listen, port, cfg->index, cfg->num_servers, cfg->workers,
-       config_mode_name(cfg->mode),
+       server_config_mode_name(cfg->mode),
        cfg->deterministic ? ", deterministic" : "",
        cfg->reply_drops > 0 ? ", DROPPING PUSH REPLIES (testing)" : "");
   int waited = wait_for_signal(cfg, svc->st);
@@ -174,7 +174,7 @@ static uint64_t incarnation(void) {
 int main(int argc, char **argv) {
   server_config cfg;
   char err[512];
-  int rc = config_parse(argc, argv, &cfg, err, sizeof err);
+  int rc = server_config_parse(argc, argv, &cfg, err, sizeof err);
   if (rc != 0) {
     if (rc < 0)
       fprintf(stderr, "fsps-server: %s\n", err);
@@ -186,7 +186,7 @@ int main(int argc, char **argv) {
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
   char tag[64];
   snprintf(tag, sizeof tag, "server %u/%u", cfg.index, cfg.num_servers);
-  log_set((log_level)cfg.log_level, tag);
+  server_log_set((log_level)cfg.log_level, tag);
   service svc = {.st = store_create(&cfg), .incarnation = incarnation()};
   if (svc.st == NULL) {
     LOGE("out of memory");

@@ -21,7 +21,7 @@ typedef struct {
 } pull_state;
 
 static void release_params(void *arg) {
-  fbuf_unref(arg);
+  store_fbuf_unref(arg);
 }
 
 /* send_next sends the next chunk, or finishes once all are sent. */
@@ -39,7 +39,7 @@ static void send_next(pull_state *ps) {
   rpc_hdr_set(&h, WIRE_PULL_OFFSET, ps->next);
   const float *data = ps->params->data + (ps->next - ps->slice_off);
   ps->next += len;
-  fbuf_ref(ps->params);
+  store_fbuf_ref(ps->params);
   rpc_call_send_tensor(ps->call, &h, data, len * sizeof(float), release_params,
                        ps->params);
 }
@@ -100,13 +100,13 @@ static int resolve(service *svc, const Fsps__V1__PullRequest *req,
   return range(req, &info, ps, msg, msglen);
 }
 
-void pull_start(rpc_call *call, rpc_msg *msg, void *ctx) {
+void server_pull_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   service *svc = ctx;
   ProtobufCMessage *m;
   rpc_status st;
   atomic_fetch_add(&svc->pulls, 1);
   if (rpc_msg_unpack(msg, &fsps__v1__pull_request__descriptor, &m, &st)) {
-    service_reject(svc, call, st.code, st.msg);
+    server_service_reject(svc, call, st.code, st.msg);
     return;
   }
   pull_state *ps = calloc(1, sizeof *ps);
@@ -115,7 +115,7 @@ void pull_start(rpc_call *call, rpc_msg *msg, void *ctx) {
               : FSPS_RESOURCE_EXHAUSTED;
   protobuf_c_message_free_unpacked(m, NULL);
   if (rc != FSPS_OK) {
-    service_reject(svc, call, rc, ps ? err : "out of memory");
+    server_service_reject(svc, call, rc, ps ? err : "out of memory");
     free(ps);
     return;
   }
@@ -132,25 +132,25 @@ void pull_start(rpc_call *call, rpc_msg *msg, void *ctx) {
     rpc_call_finish(call, NULL, ps->w.failed_code, ps->w.failed);
 }
 
-void pull_sent(rpc_call *call, bool ok, void *ctx) {
+void server_pull_sent(rpc_call *call, bool ok, void *ctx) {
   (void)ctx;
   if (ok)
     send_next(rpc_call_user(call));
 }
 
-void pull_cancel(rpc_call *call, void *ctx) {
+void server_pull_cancel(rpc_call *call, void *ctx) {
   (void)ctx;
   pull_state *ps = rpc_call_user(call);
   if (ps != NULL && store_unpark(ps->layer, &ps->w))
     rpc_call_unref(call);
 }
 
-void pull_done(rpc_call *call, void *ctx) {
+void server_pull_done(rpc_call *call, void *ctx) {
   (void)ctx;
   pull_state *ps = rpc_call_user(call);
   if (ps == NULL)
     return;
   if (ps->params)
-    fbuf_unref(ps->params);
+    store_fbuf_unref(ps->params);
   free(ps);
 }

@@ -15,13 +15,13 @@ typedef struct {
   uint32_t layer;
 } push_state;
 
-void push_start(rpc_call *call, rpc_msg *msg, void *ctx) {
+void server_push_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   (void)msg;
   service *svc = ctx;
   atomic_fetch_add(&svc->pushes, 1);
   push_state *ps = calloc(1, sizeof *ps);
   if (ps == NULL) {
-    service_reject(svc, call, FSPS_RESOURCE_EXHAUSTED, "out of memory");
+    server_service_reject(svc, call, FSPS_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
   rpc_call_set_user(call, ps);
@@ -147,15 +147,15 @@ static void ack(void *arg, bool duplicate, bool applied, uint64_t version) {
 static void finish(service *svc, rpc_call *call, push_state *ps) {
   char err[512];
   if (!ps->begun) {
-    service_reject(svc, call, FSPS_INVALID_ARGUMENT,
-                   "push stream carried no chunks");
+    server_service_reject(svc, call, FSPS_INVALID_ARGUMENT,
+                          "push stream carried no chunks");
     return;
   }
   uint64_t nonfinite = ps->p.nonfinite;
   ack_ctx a = {svc, call};
   int rc = store_push_commit(&ps->p, ack, &a, err, sizeof err);
   if (rc != FSPS_OK) {
-    service_reject(svc, call, rc, err);
+    server_service_reject(svc, call, rc, err);
     return;
   }
   if (nonfinite)
@@ -164,7 +164,7 @@ static void finish(service *svc, rpc_call *call, push_state *ps) {
          nonfinite, ps->layer, ps->p.worker);
 }
 
-void push_message(rpc_call *call, rpc_msg *msg, void *ctx) {
+void server_push_message(rpc_call *call, rpc_msg *msg, void *ctx) {
   service *svc = ctx;
   push_state *ps = rpc_call_user(call);
   if (ps == NULL)
@@ -176,10 +176,10 @@ void push_message(rpc_call *call, rpc_msg *msg, void *ctx) {
   char err[512];
   int rc = chunk(svc, ps, msg, err, sizeof err);
   if (rc != FSPS_OK)
-    service_reject(svc, call, rc, err);
+    server_service_reject(svc, call, rc, err);
 }
 
-void push_done(rpc_call *call, void *ctx) {
+void server_push_done(rpc_call *call, void *ctx) {
   (void)ctx;
   push_state *ps = rpc_call_user(call);
   if (ps == NULL)

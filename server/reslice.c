@@ -244,7 +244,7 @@ static int load_spec(in_set *in, char *msg, size_t msglen) {
     return fail(msg, msglen, FSPS_CORRUPT,
                 "%s has %" PRIu32 " layers but its model %" PRIu32, p,
                 h->nlayers, shard_spec_num_layers(in->spec));
-  in->per = 1 + spec_optim_state_per_elem(shard_spec_optim(in->spec));
+  in->per = 1 + server_spec_optim_state_per_elem(shard_spec_optim(in->spec));
   return FSPS_OK;
 }
 

@@ -41,8 +41,8 @@ static int refuse(char *err, size_t errlen, int code, const char *fmt, ...) {
 }
 
 /* check refuses what cannot be rolled back; FSPS_OK otherwise. */
-static int check(service *svc, const Fsps__V1__RollbackRequest *req,
-                 char *err, size_t errlen) {
+static int check(service *svc, const Fsps__V1__RollbackRequest *req, char *err,
+                 size_t errlen) {
   store *st = svc->st;
   uint64_t lo, hi;
   uint32_t low;
@@ -165,16 +165,16 @@ static void run(service *svc, rpc_call *call, void *arg) {
   rpc_call_finish(call, &r.base, FSPS_OK, NULL);
 }
 
-void rollback_start(rpc_call *call, rpc_msg *msg, void *ctx) {
+void server_rollback_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   service *svc = ctx;
   ProtobufCMessage *m;
   rpc_status st;
   if (rpc_msg_unpack(msg, &fsps__v1__rollback_request__descriptor, &m, &st)) {
-    service_reject(svc, call, st.code, st.msg);
+    server_service_reject(svc, call, st.code, st.msg);
     return;
   }
   if (svc->ck != NULL)
-    service_later(svc, call, run, m);
+    server_service_later(svc, call, run, m);
   else /* no files: only version 0, the initial values, in memory */
     run(svc, call, m);
 }

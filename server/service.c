@@ -11,7 +11,8 @@
 #include "log.h"
 #include "service.h"
 
-void service_reject(service *svc, rpc_call *call, int code, const char *msg) {
+void server_service_reject(service *svc, rpc_call *call, int code,
+                           const char *msg) {
   atomic_fetch_add(&svc->rejected, 1);
   LOGD("refused a request: %s: %s", fsps_err_name(code), msg);
   rpc_call_finish(call, NULL, code, msg);
@@ -24,7 +25,7 @@ static ProtobufCMessage *unpack(service *svc, rpc_call *call, rpc_msg *msg,
   rpc_status st;
   if (rpc_msg_unpack(msg, d, &m, &st) == FSPS_OK)
     return m;
-  service_reject(svc, call, st.code, st.msg);
+  server_service_reject(svc, call, st.code, st.msg);
   return NULL;
 }
 
@@ -45,7 +46,7 @@ static void init_reply(service *svc, rpc_call *call, bool created) {
   uint32_t L = store_num_layers(svc->st);
   uint64_t *versions = calloc(L ? L : 1, sizeof *versions);
   if (versions == NULL) {
-    service_reject(svc, call, FSPS_RESOURCE_EXHAUSTED, "out of memory");
+    server_service_reject(svc, call, FSPS_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
   for (uint32_t l = 0; l < L; l++) {
@@ -105,7 +106,7 @@ static void init_start(rpc_call *call, rpc_msg *msg, void *ctx) {
     rc = init_store(svc, req->spec, spec, &created, err, sizeof err);
   protobuf_c_message_free_unpacked(&req->base, NULL);
   if (rc != FSPS_OK) {
-    service_reject(svc, call, rc, err);
+    server_service_reject(svc, call, rc, err);
     return;
   }
   if (created)
@@ -147,7 +148,7 @@ static void status_fill(service *svc, Fsps__V1__StatusReply *r) {
   r->num_servers = cfg->num_servers;
   r->server_index = cfg->index;
   r->num_workers = cfg->workers;
-  r->mode = (char *)config_mode_name(cfg->mode);
+  r->mode = (char *)server_config_mode_name(cfg->mode);
   r->staleness = cfg->staleness;
   r->deterministic = cfg->deterministic;
   r->pulls = atomic_load(&svc->pulls);
@@ -186,7 +187,7 @@ static void status_start(rpc_call *call, rpc_msg *msg, void *ctx) {
     r.layers = lp;
     rpc_call_finish(call, &r.base, FSPS_OK, NULL);
   } else {
-    service_reject(svc, call, FSPS_RESOURCE_EXHAUSTED, "out of memory");
+    server_service_reject(svc, call, FSPS_RESOURCE_EXHAUSTED, "out of memory");
   }
   free(ls);
   free(lp);
@@ -195,7 +196,7 @@ static void status_start(rpc_call *call, rpc_msg *msg, void *ctx) {
 }
 
 /* write_checkpoint writes the file a Checkpoint call asked for and
- * answers it: on the checkpoint thread (service_later). */
+ * answers it: on the checkpoint thread (server_service_later). */
 static void write_checkpoint(service *svc, rpc_call *call, void *req) {
   (void)req;
   if (call == NULL) /* refused: nothing to free */
@@ -222,11 +223,11 @@ static void checkpoint_start(rpc_call *call, rpc_msg *msg, void *ctx) {
     return;
   protobuf_c_message_free_unpacked(req, NULL);
   if (svc->ck == NULL) {
-    service_reject(svc, call, FSPS_FAILED_PRECONDITION,
-                   "this server has no --checkpoint-dir");
+    server_service_reject(svc, call, FSPS_FAILED_PRECONDITION,
+                          "this server has no --checkpoint-dir");
     return;
   }
-  service_later(svc, call, write_checkpoint, NULL);
+  server_service_later(svc, call, write_checkpoint, NULL);
 }
 
 /* A call's work handed to the checkpoint thread. */
@@ -244,8 +245,9 @@ static void run_later(void *arg) {
   free(l);
 }
 
-void service_later(service *svc, rpc_call *call,
-                   void (*fn)(service *, rpc_call *, void *), void *req) {
+void server_service_later(service *svc, rpc_call *call,
+                          void (*fn)(service *, rpc_call *, void *),
+                          void *req) {
   later *l = malloc(sizeof *l);
   int rc = l ? FSPS_OK : FSPS_NOMEM;
   if (l != NULL) {
@@ -258,9 +260,9 @@ void service_later(service *svc, rpc_call *call,
   }
   if (rc != FSPS_OK) {
     fn(svc, NULL, req); /* frees what req holds */
-    service_reject(svc, call, rc,
-                   rc == FSPS_NOMEM ? "out of memory"
-                                    : "the server is stopping");
+    server_service_reject(svc, call, rc,
+                          rc == FSPS_NOMEM ? "out of memory"
+                                           : "the server is stopping");
   }
 }
 
@@ -284,27 +286,27 @@ static void health_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   rpc_call_finish(call, &r.base, FSPS_OK, NULL);
 }
 
-const rpc_method *service_methods(service *svc, size_t *n) {
+const rpc_method *server_service_methods(service *svc, size_t *n) {
   static const rpc_method m[SERVICE_METHODS] = {
       {.path = WIRE_PATH_INIT, .kind = RPC_UNARY, .on_start = init_start},
       {.path = WIRE_PATH_PULL,
        .kind = RPC_SERVER_STREAMING,
-       .on_start = pull_start,
-       .on_sent = pull_sent,
-       .on_cancel = pull_cancel,
-       .on_done = pull_done},
+       .on_start = server_pull_start,
+       .on_sent = server_pull_sent,
+       .on_cancel = server_pull_cancel,
+       .on_done = server_pull_done},
       {.path = WIRE_PATH_PUSH,
        .kind = RPC_CLIENT_STREAMING,
-       .on_start = push_start,
-       .on_message = push_message,
-       .on_done = push_done},
+       .on_start = server_push_start,
+       .on_message = server_push_message,
+       .on_done = server_push_done},
       {.path = WIRE_PATH_STATUS, .kind = RPC_UNARY, .on_start = status_start},
       {.path = WIRE_PATH_CHECKPOINT,
        .kind = RPC_UNARY,
        .on_start = checkpoint_start},
       {.path = WIRE_PATH_ROLLBACK,
        .kind = RPC_UNARY,
-       .on_start = rollback_start},
+       .on_start = server_rollback_start},
       {.path = WIRE_PATH_HEALTH_CHECK,
        .kind = RPC_UNARY,
        .on_start = health_start},

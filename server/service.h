@@ -19,32 +19,34 @@ typedef struct {
   struct ckpt *ck; /* NULL without --checkpoint-dir */
   atomic_ullong pulls, pushes, rejected;
   uint64_t incarnation; /* random, drawn at start (StatusReply) */
-  rpc_method methods[SERVICE_METHODS]; /* see service_methods */
+  rpc_method methods[SERVICE_METHODS]; /* see server_service_methods */
 } service;
 
-/* service_methods fills svc's method table, whose handlers all get svc as
- * their context, and returns it (it lives as long as svc). */
-const rpc_method *service_methods(service *svc, size_t *n);
+/* server_service_methods fills svc's method table, whose handlers all get svc
+ * as their context, and returns it (it lives as long as svc). */
+const rpc_method *server_service_methods(service *svc, size_t *n);
 
 /* Handlers of the streaming methods, in pull.c and push.c. */
-void pull_start(rpc_call *call, rpc_msg *msg, void *ctx);
-void pull_sent(rpc_call *call, bool ok, void *ctx);
-void pull_cancel(rpc_call *call, void *ctx);
-void pull_done(rpc_call *call, void *ctx);
-void push_start(rpc_call *call, rpc_msg *msg, void *ctx);
-void push_message(rpc_call *call, rpc_msg *msg, void *ctx);
-void push_done(rpc_call *call, void *ctx);
-void rollback_start(rpc_call *call, rpc_msg *msg, void *ctx);
+void server_pull_start(rpc_call *call, rpc_msg *msg, void *ctx);
+void server_pull_sent(rpc_call *call, bool ok, void *ctx);
+void server_pull_cancel(rpc_call *call, void *ctx);
+void server_pull_done(rpc_call *call, void *ctx);
+void server_push_start(rpc_call *call, rpc_msg *msg, void *ctx);
+void server_push_message(rpc_call *call, rpc_msg *msg, void *ctx);
+void server_push_done(rpc_call *call, void *ctx);
+void server_rollback_start(rpc_call *call, rpc_msg *msg, void *ctx);
 
-/* service_later runs fn(svc, call, req) on the checkpoint thread (svc->ck
- * must exist), which answers the call: how a method does file work without
- * blocking a call thread. If it cannot be queued (stopping, out of memory)
- * the call is refused here and fn(svc, NULL, req) runs at once, only to
+/* server_service_later runs fn(svc, call, req) on the checkpoint thread
+ * (svc->ck must exist), which answers the call: how a method does file work
+ * without blocking a call thread. If it cannot be queued (stopping, out of
+ * memory) the call is refused here and fn(svc, NULL, req) runs at once, only to
  * free req. */
-void service_later(service *svc, rpc_call *call,
-                   void (*fn)(service *, rpc_call *, void *), void *req);
+void server_service_later(service *svc, rpc_call *call,
+                          void (*fn)(service *, rpc_call *, void *), void *req);
 
-/* service_reject counts a refused request and fails the call with msg. */
-void service_reject(service *svc, rpc_call *call, int code, const char *msg);
+/* server_service_reject counts a refused request and fails the call with msg.
+ */
+void server_service_reject(service *svc, rpc_call *call, int code,
+                           const char *msg);
 
 #endif

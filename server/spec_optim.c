@@ -21,8 +21,8 @@ _Static_assert(sizeof kinds / sizeof *kinds == SHARD_OPT_ADAGRAD + 1,
 _Static_assert(sizeof scheds / sizeof *scheds == SHARD_SCHED_COSINE + 1,
                "every shard schedule maps onto one of optim's");
 
-void spec_optim_config(const shard_optim_spec *o, optim_config *c,
-                       optim_schedule *s) {
+void server_spec_optim_config(const shard_optim_spec *o, optim_config *c,
+                              optim_schedule *s) {
   optim_config_defaults(kinds[o->kind], c);
   c->lr = (float)o->lr;
   c->momentum = (float)o->momentum;
@@ -43,9 +43,9 @@ void spec_optim_config(const shard_optim_spec *o, optim_config *c,
                         (float)o->warmup_start_factor};
 }
 
-size_t spec_optim_state_per_elem(const shard_optim_spec *o) {
+size_t server_spec_optim_state_per_elem(const shard_optim_spec *o) {
   optim_config c;
   optim_schedule s;
-  spec_optim_config(o, &c, &s);
+  server_spec_optim_config(o, &c, &s);
   return optim_state_per_elem(&c);
 }

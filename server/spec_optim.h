@@ -9,14 +9,14 @@
 #include "optim/optim.h"
 #include "shard/shard.h"
 
-/* spec_optim_config fills *c and *s from o, whose kind and schedule must be
- * in range (as shard_spec_validate leaves them). */
-void spec_optim_config(const shard_optim_spec *o, optim_config *c,
-                       optim_schedule *s);
+/* server_spec_optim_config fills *c and *s from o, whose kind and schedule must
+ * be in range (as shard_spec_validate leaves them). */
+void server_spec_optim_config(const shard_optim_spec *o, optim_config *c,
+                              optim_schedule *s);
 
-/* spec_optim_state_per_elem returns the optimizer state floats the store
+/* server_spec_optim_state_per_elem returns the optimizer state floats the store
  * keeps per element for o (what checkpoint files hold after each layer's
  * parameters). */
-size_t spec_optim_state_per_elem(const shard_optim_spec *o);
+size_t server_spec_optim_state_per_elem(const shard_optim_spec *o);
 
 #endif

@@ -82,9 +82,9 @@ static void layer_free(store *st, store_layer *L) {
   }
   free(L->slots);
   if (L->cur)
-    fbuf_unref(L->cur);
+    store_fbuf_unref(L->cur);
   if (L->spare)
-    fbuf_unref(L->spare);
+    store_fbuf_unref(L->spare);
   store_pool_free(L);
   free(L->state);
   free(L->snap);
@@ -178,12 +178,12 @@ static bool fits(const shard_spec *spec, const server_config *cfg,
 static int build(store *st, shard_spec *spec, char *msg, size_t msglen) {
   optim_config oc;
   optim_schedule sc;
-  spec_optim_config(shard_spec_optim(spec), &oc, &sc);
+  server_spec_optim_config(shard_spec_optim(spec), &oc, &sc);
   if (!fits(spec, &st->cfg, &oc, st->memory, msg, msglen))
     return FSPS_RESOURCE_EXHAUSTED;
   st->spec = spec;
   st->nlayers = shard_spec_num_layers(spec);
-  spec_optim_config(shard_spec_optim(spec), &st->ocfg, &st->sched);
+  server_spec_optim_config(shard_spec_optim(spec), &st->ocfg, &st->sched);
   st->layers = calloc(st->nlayers, sizeof *st->layers);
   int rc = st->layers ? FSPS_OK : FSPS_NOMEM;
   uint32_t done = 0;
@@ -316,7 +316,8 @@ bool store_epoch_current(const store *st, uint64_t epoch) {
 void store_epoch_why(const store *st, uint64_t epoch, char *why, size_t len) {
   uint64_t now = store_epoch(st);
   if (now == STORE_EPOCH_CHANGING)
-    snprintf(why, len, "this server is being rolled back: recover and go on "
+    snprintf(why, len,
+             "this server is being rolled back: recover and go on "
              "from the version the cluster agrees on");
   else
     snprintf(why, len,
@@ -338,7 +339,7 @@ int store_pull(store_layer *L, store_waiter *w, fbuf **params,
     store_epoch_why(L->st, w->epoch, w->failed, sizeof w->failed);
   } else if (L->version >= w->min_version) {
     rc = STORE_PULL_READY;
-    fbuf_ref(L->cur);
+    store_fbuf_ref(L->cur);
     *params = L->cur;
     *version = L->version;
   } else if (w->min_version > L->version + 1) {
@@ -394,7 +395,7 @@ store_waiter *store_take_ready(store_layer *L) {
     if (w->min_version > L->version)
       continue;
     store_unlink_waiter(L, w);
-    fbuf_ref(L->cur);
+    store_fbuf_ref(L->cur);
     w->next = ready;
     ready = w;
   }

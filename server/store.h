@@ -102,7 +102,7 @@ void store_new_epoch(store_layer *L);
 
 /* store_pull asks for the layer's parameters at version >= w->min_version.
  * STORE_PULL_READY: they are there now, *params referenced (release with
- * fbuf_unref) and *version set. STORE_PULL_PARKED: w waits, and w->ready
+ * store_fbuf_unref) and *version set. STORE_PULL_PARKED: w waits, and w->ready
  * runs later from the thread that advances the version or fails the step.
  * STORE_PULL_FAILED (w->failed_code and w->failed say why): w->epoch is
  * not the store's, the step it would wait on timed out, or it asks for
@@ -186,8 +186,8 @@ int64_t store_now_ns(void);
 /* store_rollback_layer brings L back to `version` while serving: its
  * parameters and state become data (as written by store_copy_now), or the
  * initial values when data is NULL; pending pushes are dropped, and pulls
- * parked for versions past version + 1 or of another epoch fail. FSPS_OK, or FSPS_NOMEM (L
- * unchanged). */
+ * parked for versions past version + 1 or of another epoch fail. FSPS_OK, or
+ * FSPS_NOMEM (L unchanged). */
 int store_rollback_layer(store_layer *L, const float *data, uint64_t version);
 
 /* ---- checkpoints ----
@@ -222,8 +222,8 @@ void store_snapshot_release(store_layer *L);
  * store_copy_now) and its version; before serving only. */
 void store_restore_layer(store_layer *L, const float *data, uint64_t version);
 
-/* fbuf_ref / fbuf_unref manage published parameter buffers. */
-void fbuf_ref(fbuf *b);
-void fbuf_unref(fbuf *b);
+/* store_fbuf_ref / store_fbuf_unref manage published parameter buffers. */
+void store_fbuf_ref(fbuf *b);
+void store_fbuf_unref(fbuf *b);
 
 #endif

@@ -49,11 +49,11 @@ static void fbuf_put(fbuf *b) {
   pthread_mutex_unlock(&L->pool_mu);
 }
 
-void fbuf_ref(fbuf *b) {
+void store_fbuf_ref(fbuf *b) {
   atomic_fetch_add(&b->refs, 1);
 }
 
-void fbuf_unref(fbuf *b) {
+void store_fbuf_unref(fbuf *b) {
   if (atomic_fetch_sub(&b->refs, 1) == 1)
     fbuf_put(b);
 }

@@ -12,11 +12,11 @@
 
 void store_slot_release(slot *s, uint32_t W) {
   if (s->acc)
-    fbuf_unref(s->acc);
+    store_fbuf_unref(s->acc);
   s->acc = NULL;
   for (uint32_t w = 0; s->wbuf && w < W; w++) {
     if (s->wbuf[w])
-      fbuf_unref(s->wbuf[w]);
+      store_fbuf_unref(s->wbuf[w]);
     s->wbuf[w] = NULL;
   }
   memset(s->pushed, 0, W);
@@ -169,7 +169,7 @@ int store_push_check(store_push *p, float *dst, uint64_t count, char *msg,
 
 void store_push_abort(store_push *p) {
   if (p->buf)
-    fbuf_unref(p->buf);
+    store_fbuf_unref(p->buf);
   p->buf = NULL;
   free(p->got);
   p->got = NULL;
@@ -196,7 +196,7 @@ static void apply(store_layer *L, const float *grad, uint32_t contributors) {
   if (atomic_load(&L->cur->refs) > 1) {
     assert(L->spare != NULL); /* store_spare_ready ran before the ack */
     memcpy(L->spare->data, L->cur->data, L->cnt * sizeof(float));
-    fbuf_unref(L->cur);
+    store_fbuf_unref(L->cur);
     L->cur = L->spare;
     L->spare = NULL;
   }
@@ -294,7 +294,7 @@ static int count(store_push *p, ack a) {
     s->acc = p->buf;
   } else {
     add_into(s->acc->data, p->buf->data, L->cnt);
-    fbuf_unref(p->buf);
+    store_fbuf_unref(p->buf);
   }
   p->buf = NULL;
   store_advance(L);

@@ -64,7 +64,7 @@ int store_rollback_layer(store_layer *L, const float *data, uint64_t version) {
     return FSPS_NOMEM;
   }
   if (atomic_load(&L->cur->refs) > 1) { /* pulls still send the old ones */
-    fbuf_unref(L->cur);
+    store_fbuf_unref(L->cur);
     L->cur = L->spare;
     L->spare = NULL;
   }

@@ -73,7 +73,7 @@ static int wait_ports(cluster *c) {
   return -1;
 }
 
-int cluster_start(cluster *c, int S, int W, const char *const *flags) {
+int test_cluster_start(cluster *c, int S, int W, const char *const *flags) {
   memset(c, 0, sizeof *c);
   snprintf(c->dir, sizeof c->dir, "/tmp/fsps-test-XXXXXX");
   if (S > CLUSTER_MAX || mkdtemp(c->dir) == NULL)
@@ -82,7 +82,7 @@ int cluster_start(cluster *c, int S, int W, const char *const *flags) {
   for (int s = 0; s < S; s++)
     c->pid[s] = spawn(c, s, S, W, flags);
   if (wait_ports(c) != 0) {
-    cluster_stop(c);
+    test_cluster_stop(c);
     return -1;
   }
   size_t off = 0;
@@ -92,7 +92,7 @@ int cluster_start(cluster *c, int S, int W, const char *const *flags) {
   return 0;
 }
 
-int cluster_stop(cluster *c) {
+int test_cluster_stop(cluster *c) {
   int bad = 0;
   for (int s = 0; s < c->n; s++)
     if (c->pid[s] > 0)
@@ -111,7 +111,7 @@ int cluster_stop(cluster *c) {
   return bad;
 }
 
-void cluster_kill(cluster *c, int s) {
+void test_cluster_kill(cluster *c, int s) {
   if (c->pid[s] > 0) {
     kill(c->pid[s], SIGKILL);
     waitpid(c->pid[s], NULL, 0);

@@ -16,16 +16,16 @@ typedef struct {
   char dir[256];
 } cluster;
 
-/* cluster_start starts S servers for W workers with extra flags (a
+/* test_cluster_start starts S servers for W workers with extra flags (a
  * NULL-terminated list, may be NULL) and waits until each listens.
  * Returns 0, or -1 after stopping whatever started. */
-int cluster_start(cluster *c, int S, int W, const char *const *flags);
+int test_cluster_start(cluster *c, int S, int W, const char *const *flags);
 
-/* cluster_stop sends SIGTERM to every server and waits; returns the
+/* test_cluster_stop sends SIGTERM to every server and waits; returns the
  * number of servers that did not exit with status 0. */
-int cluster_stop(cluster *c);
+int test_cluster_stop(cluster *c);
 
-/* cluster_kill stops server s with SIGKILL (no clean-up). */
-void cluster_kill(cluster *c, int s);
+/* test_cluster_kill stops server s with SIGKILL (no clean-up). */
+void test_cluster_kill(cluster *c, int s);
 
 #endif

@@ -161,7 +161,7 @@ int fx_pull(store *st, uint32_t l, uint64_t min_version, fx_waiter *w) {
 
 void fx_release(fx_waiter *w) {
   if (w->params)
-    fbuf_unref(w->params);
+    store_fbuf_unref(w->params);
   w->params = NULL;
 }
 

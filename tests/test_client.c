@@ -114,7 +114,7 @@ static void test_spec_builder_matches_shard(void **state) {
   assert_int_equal(fsps_spec_layer_size(spec, 1), 8);
   assert_int_equal(fsps_spec_layer_size(spec, 2), 0);
   shard_spec *s = two_layer_shard();
-  assert_true(shard_spec_equal(spec_shard(spec), s));
+  assert_true(shard_spec_equal(client_spec_shard(spec), s));
   assert_true(fsps_spec_hash(spec) == shard_spec_hash(s));
   assert_true(fsps_spec_hash(spec) != 0);
   shard_spec_destroy(s);
@@ -124,7 +124,7 @@ static void test_spec_builder_matches_shard(void **state) {
 static void test_spec_defaults_to_adam(void **state) {
   (void)state;
   fsps_spec *spec = fsps_spec_create(7);
-  const shard_optim_spec *o = shard_spec_optim(spec_shard(spec));
+  const shard_optim_spec *o = shard_spec_optim(client_spec_shard(spec));
   assert_int_equal(o->kind, SHARD_OPT_ADAM);
   assert_true(o->lr == 1e-3 && o->beta1 == 0.9 && o->beta2 == 0.999);
   assert_true(o->eps == 1e-8);
@@ -135,7 +135,7 @@ static void test_spec_optimizer_keeps_schedule(void **state) {
   (void)state;
   fsps_spec *spec = two_layer_spec();
   assert_int_equal(fsps_spec_set_optimizer(spec, "adamw", 0.5), FSPS_OK);
-  const shard_optim_spec *o = shard_spec_optim(spec_shard(spec));
+  const shard_optim_spec *o = shard_spec_optim(client_spec_shard(spec));
   assert_int_equal(o->kind, SHARD_OPT_ADAMW);
   assert_true(o->lr == 0.5);
   assert_true(o->weight_decay == 0.01);
@@ -218,7 +218,7 @@ static void test_spec_message_fields(void **state) {
   (void)state;
   fsps_spec *spec = two_layer_spec();
   wire_spec_msg m;
-  assert_int_equal(wire_spec_to_proto(&m, spec_shard(spec)), FSPS_OK);
+  assert_int_equal(wire_spec_to_proto(&m, client_spec_shard(spec)), FSPS_OK);
   /* pack and unpack, as the server sees it */
   size_t len = protobuf_c_message_get_packed_size(&m.model.base);
   uint8_t *buf = malloc(len);
@@ -255,9 +255,9 @@ static void test_spec_message_fields(void **state) {
 static void test_spec_clone_is_equal(void **state) {
   (void)state;
   fsps_spec *spec = two_layer_spec();
-  shard_spec *copy = spec_clone(spec_shard(spec));
+  shard_spec *copy = client_spec_clone(client_spec_shard(spec));
   assert_non_null(copy);
-  assert_true(shard_spec_equal(copy, spec_shard(spec)));
+  assert_true(shard_spec_equal(copy, client_spec_shard(spec)));
   assert_true(shard_spec_hash(copy) == fsps_spec_hash(spec));
   fsps_spec_destroy(spec); /* the copy owns its own memory */
   assert_int_equal(shard_spec_layer(copy, 0)->n, 16);
@@ -347,7 +347,7 @@ static void test_plan_skips_empty_slices(void **state) {
   /* 20 elements over 4 servers: stride 16, so servers 2 and 3 own none */
   uint64_t off, cnt, covered = 0;
   uint32_t seen[4], k = 0;
-  for (uint32_t s = 0; plan_next(20, 4, &s, &off, &cnt); s++) {
+  for (uint32_t s = 0; client_plan_next(20, 4, &s, &off, &cnt); s++) {
     assert_int_equal(off, covered);
     covered += cnt;
     seen[k++] = s;
@@ -357,10 +357,10 @@ static void test_plan_skips_empty_slices(void **state) {
   assert_int_equal(seen[1], 1);
   assert_int_equal(covered, 20);
   uint32_t s = 0;
-  assert_true(plan_next(1000, 3, &s, &off, &cnt));
+  assert_true(client_plan_next(1000, 3, &s, &off, &cnt));
   assert_int_equal(s, 0);
   s = 3;
-  assert_false(plan_next(1000, 3, &s, &off, &cnt));
+  assert_false(client_plan_next(1000, 3, &s, &off, &cnt));
 }
 
 static void test_plan_tiles_big_layer_in_chunks(void **state) {
@@ -369,7 +369,7 @@ static void test_plan_tiles_big_layer_in_chunks(void **state) {
    * SHARD_CHUNK_ELEMS-sized chunks, the last one shorter */
   uint64_t n = 3 * (uint64_t)SHARD_CHUNK_ELEMS + 5, off, cnt, total = 0;
   uint32_t parts = 0;
-  for (uint32_t s = 0; plan_next(n, 2, &s, &off, &cnt); s++, parts++) {
+  for (uint32_t s = 0; client_plan_next(n, 2, &s, &off, &cnt); s++, parts++) {
     uint64_t nch = shard_num_chunks(cnt), sum = 0;
     for (uint64_t i = 0; i < nch; i++) {
       uint64_t o, len;
@@ -389,11 +389,11 @@ static void test_plan_tiles_big_layer_in_chunks(void **state) {
 
 static void test_min_versions(void **state) {
   (void)state;
-  assert_int_equal(sched_min_version(FSPS_BSP, 3, 10), 10);
-  assert_int_equal(sched_min_version(FSPS_SSP, 3, 10), 7);
-  assert_int_equal(sched_min_version(FSPS_SSP, 3, 2), 0);
-  assert_int_equal(sched_min_version(FSPS_SSP, 0, 5), 5);
-  assert_int_equal(sched_min_version(FSPS_ASP, 3, 10), 0);
+  assert_int_equal(client_sched_min_version(FSPS_BSP, 3, 10), 10);
+  assert_int_equal(client_sched_min_version(FSPS_SSP, 3, 10), 7);
+  assert_int_equal(client_sched_min_version(FSPS_SSP, 3, 2), 0);
+  assert_int_equal(client_sched_min_version(FSPS_SSP, 0, 5), 5);
+  assert_int_equal(client_sched_min_version(FSPS_ASP, 3, 10), 0);
 }
 
 static void test_backoff_doubles_to_cap(void **state) {
@@ -412,24 +412,24 @@ static void test_pool_reuses_buffers(void **state) {
   char addr[64];
   dead_address(addr, sizeof addr);
   fsps_client *c = connect_dead(addr, 1);
-  pool_buf *a = pool_get(c, 1000);
+  pool_buf *a = client_pool_get(c, 1000);
   assert_non_null(a);
   assert_int_equal(a->cap, 1000);
   assert_int_equal(((uintptr_t)a->p) % 64, 0);
   a->p[999] = 1.0f; /* writable to the end */
   assert_int_equal(fsps_peak_buffer_bytes(c), 4000);
-  pool_put(c, a);
-  pool_buf *b = pool_get(c, 500); /* fits in a: reused, no new bytes */
+  client_pool_put(c, a);
+  pool_buf *b = client_pool_get(c, 500); /* fits in a: reused, no new bytes */
   assert_ptr_equal(b, a);
   assert_int_equal(fsps_peak_buffer_bytes(c), 4000);
-  pool_buf *d = pool_get(c, 2000); /* nothing free fits: allocated */
+  pool_buf *d = client_pool_get(c, 2000); /* nothing free fits: allocated */
   assert_ptr_not_equal(d, a);
   assert_int_equal(fsps_peak_buffer_bytes(c), 12000);
-  pool_put(c, b);
-  pool_put(c, d);
-  pool_buf *e = pool_get(c, 900); /* best fit: the 1000, not the 2000 */
+  client_pool_put(c, b);
+  client_pool_put(c, d);
+  pool_buf *e = client_pool_get(c, 900); /* best fit: the 1000, not the 2000 */
   assert_ptr_equal(e, a);
-  pool_put(c, e);
+  client_pool_put(c, e);
   assert_int_equal(fsps_peak_buffer_bytes(c), 12000);
   fsps_close(c);
 }
@@ -459,11 +459,12 @@ static unsigned plan_case(const uint64_t *sizes, uint32_t L,
   assert_int_equal(client_adopt_spec(c, s), FSPS_OK);
   pool_buf *b[8];
   for (uint32_t i = 0; i < n; i++)
-    assert_non_null(b[i] = pool_get(c, caps[i]));
+    assert_non_null(b[i] = client_pool_get(c, caps[i]));
   for (uint32_t i = 0; i < n; i++)
-    pool_put(c, b[i]);
+    client_pool_put(c, b[i]);
   bool keep[8];
-  assert_int_equal(plan_keep(c, keep, c->bytes, c->bytes + grown), FSPS_OK);
+  assert_int_equal(client_plan_keep(c, keep, c->bytes, c->bytes + grown),
+                   FSPS_OK);
   unsigned mask = 0;
   for (uint32_t l = 0; l < L; l++)
     mask |= (unsigned)keep[l] << l;
@@ -551,8 +552,9 @@ static void test_gather_unreachable(void **state) {
   static const uint64_t bad[][2] = {
       {0, 0}, {16, 1}, {17, 0}, {15, 2}, {1, UINT64_MAX}};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    assert_int_equal(fsps_gather_range(c, 0, 0, bad[i][0], bad[i][1], buf, NULL),
-                     FSPS_INVALID_ARGUMENT);
+    assert_int_equal(
+        fsps_gather_range(c, 0, 0, bad[i][0], bad[i][1], buf, NULL),
+        FSPS_INVALID_ARGUMENT);
     assert_non_null(strstr(fsps_last_error(c), "outside layer 0"));
   }
   rc = fsps_gather_range(c, 0, 0, 3, 5, buf, NULL); /* a valid one goes out */

@@ -268,7 +268,7 @@ static void free_workers(worker_arg *args, uint32_t W) {
 static void run_matrix_case(int S, uint32_t W) {
   static const char *const det[] = {"--deterministic", NULL};
   cluster cl;
-  assert_int_equal(cluster_start(&cl, S, (int)W, det), 0);
+  assert_int_equal(test_cluster_start(&cl, S, (int)W, det), 0);
   worker_arg args[8];
   memset(args, 0, sizeof args);
   for (uint32_t w = 0; w < W; w++)
@@ -292,7 +292,7 @@ static void run_matrix_case(int S, uint32_t W) {
       assert_int_equal(args[w].bad_version, 0); /* BSP: version == t */
   }
   free_workers(args, W);
-  assert_int_equal(cluster_stop(&cl), 0);
+  assert_int_equal(test_cluster_stop(&cl), 0);
 }
 
 static void test_matrix_bit_exact(void **state) {
@@ -309,7 +309,7 @@ static void test_ssp_bounded_staleness(void **state) {
   static const char *const flags[] = {"--mode", "ssp", "--staleness", "2",
                                       NULL};
   cluster cl;
-  assert_int_equal(cluster_start(&cl, 2, 2, flags), 0);
+  assert_int_equal(test_cluster_start(&cl, 2, 2, flags), 0);
   struct progress lead = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
                           0};
   /* Worker 1 starts only once worker 0 has finished all STEPS = 3 steps,
@@ -333,14 +333,14 @@ static void test_ssp_bounded_staleness(void **state) {
     assert_int_equal(args[w].bad_version, 0);
   assert_int_equal(args[0].min_seen_lag, 2);
   free_workers(args, 2);
-  assert_int_equal(cluster_stop(&cl), 0);
+  assert_int_equal(test_cluster_stop(&cl), 0);
 }
 
 static void test_asp_pulls_never_wait(void **state) {
   (void)state;
   static const char *const flags[] = {"--mode", "asp", NULL};
   cluster cl;
-  assert_int_equal(cluster_start(&cl, 2, 2, flags), 0);
+  assert_int_equal(test_cluster_start(&cl, 2, 2, flags), 0);
   /* Worker 1 never pushes; worker 0 still completes every step. */
   worker_arg a = {
       .servers = cl.servers, .rank = 0, .world = 2, .mode = FSPS_ASP};
@@ -348,7 +348,7 @@ static void test_asp_pulls_never_wait(void **state) {
   if (a.rc != FSPS_OK)
     fail_msg("%s", a.err);
   free_workers(&a, 1);
-  assert_int_equal(cluster_stop(&cl), 0);
+  assert_int_equal(test_cluster_stop(&cl), 0);
 }
 
 int main(void) {

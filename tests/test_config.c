@@ -47,7 +47,7 @@ static int clean_env(void **unused) {
 
 static char err[512];
 
-/* parse runs config_parse on "fsps-server" followed by the NULL-ended
+/* parse runs server_config_parse on "fsps-server" followed by the NULL-ended
  * arguments. */
 static int parse(server_config *c, ...) {
   char *argv[64] = {"fsps-server"};
@@ -58,7 +58,7 @@ static int parse(server_config *c, ...) {
     argv[argc++] = (char *)a;
   va_end(ap);
   err[0] = '\0';
-  return config_parse(argc, argv, c, err, sizeof err);
+  return server_config_parse(argc, argv, c, err, sizeof err);
 }
 
 /* refused checks that the arguments are refused with a message holding
@@ -93,9 +93,9 @@ static void test_defaults(void **unused) {
   assert_int_equal(c.worker_timeout_s, 0);
   assert_false(c.timeout_proceed);
   assert_true(c.reply_drops == 0.0);
-  assert_string_equal(config_mode_name(MODE_BSP), "bsp");
-  assert_string_equal(config_mode_name(MODE_SSP), "ssp");
-  assert_string_equal(config_mode_name(MODE_ASP), "asp");
+  assert_string_equal(server_config_mode_name(MODE_BSP), "bsp");
+  assert_string_equal(server_config_mode_name(MODE_SSP), "ssp");
+  assert_string_equal(server_config_mode_name(MODE_ASP), "asp");
 }
 
 /* check_all checks the values the every-flag tests set. */

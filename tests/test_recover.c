@@ -34,13 +34,11 @@ static const uint64_t sizes[] = {L0, L1};
 static fsps_spec *make_spec(void) {
   fsps_spec *spec = fsps_spec_create(11);
   assert_int_equal(fsps_spec_add_layer(spec, "l0"), FSPS_OK);
-  assert_int_equal(fsps_spec_add_tensor(spec, "w", 1, &sizes[0], "normal", 0,
-                                        1),
-                   FSPS_OK);
+  assert_int_equal(
+      fsps_spec_add_tensor(spec, "w", 1, &sizes[0], "normal", 0, 1), FSPS_OK);
   assert_int_equal(fsps_spec_add_layer(spec, "l1"), FSPS_OK);
-  assert_int_equal(fsps_spec_add_tensor(spec, "w", 1, &sizes[1], "normal", 0,
-                                        1),
-                   FSPS_OK);
+  assert_int_equal(
+      fsps_spec_add_tensor(spec, "w", 1, &sizes[1], "normal", 0, 1), FSPS_OK);
   assert_int_equal(fsps_spec_set_optimizer(spec, "sgd", LR), FSPS_OK);
   return spec;
 }
@@ -72,9 +70,8 @@ static fsps_client *connect_rank(const char *servers, uint32_t rank,
   fsps_client *c;
   char err[256];
   assert_int_equal(fsps_connect(&o, &c, err, sizeof err), FSPS_OK);
-  assert_int_equal(rank == 0 ? fsps_declare(c, spec)
-                             : fsps_attach(c, spec, 30000),
-                   FSPS_OK);
+  assert_int_equal(
+      rank == 0 ? fsps_declare(c, spec) : fsps_attach(c, spec, 30000), FSPS_OK);
   return c;
 }
 
@@ -141,7 +138,7 @@ typedef struct {
 } pair;
 
 static void pair_start(pair *x, const char *const *flags) {
-  assert_int_equal(cluster_start(&x->cl, 2, W, flags), 0);
+  assert_int_equal(test_cluster_start(&x->cl, 2, W, flags), 0);
   x->spec = make_spec();
   x->c0 = connect_rank(x->cl.servers, 0, x->spec);
   x->c1 = connect_rank(x->cl.servers, 1, x->spec);
@@ -161,7 +158,7 @@ static void pair_stop(pair *x) {
   fsps_close(x->c0);
   fsps_close(x->c1);
   fsps_spec_destroy(x->spec);
-  assert_int_equal(cluster_stop(&x->cl), 0);
+  assert_int_equal(test_cluster_stop(&x->cl), 0);
 }
 
 /* Worker 1 pushes layer 1 of step 0, which completes it (version 1), and
@@ -250,8 +247,12 @@ static void test_missing_file_falls_back_to_an_older_version(void **state) {
   (void)state;
   char dir[] = "/tmp/fsps-ckpt-XXXXXX", path[512];
   assert_non_null(mkdtemp(dir));
-  const char *const flags[] = {"--deterministic", "--checkpoint-dir", dir,
-                               "--checkpoint-every", "1", NULL};
+  const char *const flags[] = {"--deterministic",
+                               "--checkpoint-dir",
+                               dir,
+                               "--checkpoint-every",
+                               "1",
+                               NULL};
   pair x;
   pair_start(&x, flags);
   fsps_client *c0 = x.c0, *c1 = x.c1;
@@ -262,7 +263,7 @@ static void test_missing_file_falls_back_to_an_older_version(void **state) {
     wait_file(path);
   }
   assert_int_equal(step(c0, 0, 1, false), FSPS_OK);
-  step(c1, 1, 1, true); /* layer 1 moves on to version 2 */
+  step(c1, 1, 1, true);              /* layer 1 moves on to version 2 */
   assert_int_equal(unlink(path), 0); /* server 1's file of version 1 */
   uint64_t next;
   assert_int_equal(fsps_recover(c1, &next), FSPS_OK);

@@ -46,8 +46,8 @@ static fsps_spec *make_spec(void) {
 
 /* A cut of each 300000-element layer into uneven pieces that straddle
  * chunk (262144) and, for S = 2 and 3, slice boundaries. */
-static const uint64_t cut[] = {0, 1, 70000, 150001, 262144, 262145, 299990,
-                               300000};
+static const uint64_t cut[] = {0,      1,      70000,  150001,
+                               262144, 262145, 299990, 300000};
 #define NCUT ((uint32_t)(sizeof cut / sizeof cut[0]) - 1)
 #define MAX_PIECES NCUT
 
@@ -56,8 +56,8 @@ static const uint64_t cut[] = {0, 1, 70000, 150001, 262144, 262145, 299990,
 static void fill_grad_at(float *g, uint64_t at, uint64_t n, uint32_t w,
                          uint64_t t, uint32_t l) {
   for (uint64_t i = 0; i < n; i++)
-    g[i] = (float)sin(0.37 * w + 1.3 * (double)t + 0.001 * (double)(at + i) +
-                      l);
+    g[i] =
+        (float)sin(0.37 * w + 1.3 * (double)t + 0.001 * (double)(at + i) + l);
 }
 
 static void fill_grad(float *g, uint64_t n, uint32_t w, uint64_t t,
@@ -222,8 +222,8 @@ static int cut_layers(fsps_client *c) {
     for (uint32_t p = 0; rc == FSPS_OK && p < fsps_num_pieces(c, l); p++)
       if ((rc = fsps_forward_piece(c, l, p, &w)) == FSPS_OK)
         rc = fsps_forward_piece_done(c, l, p);
-  if (rc == FSPS_OK && (rc = fsps_backward_piece(c, 3, NCUT - 1, &g)) ==
-                           FSPS_OK) {
+  if (rc == FSPS_OK &&
+      (rc = fsps_backward_piece(c, 3, NCUT - 1, &g)) == FSPS_OK) {
     memset(g, 0, (cut[NCUT] - cut[NCUT - 1]) * sizeof *g);
     rc = fsps_backward_piece_done(c, 3, NCUT - 1);
   }
@@ -302,12 +302,12 @@ static void free_worker(worker_arg *a) {
 /* run_case trains with S servers and W workers and checks the result;
  * with max_peak_floats, the buffers held, and with gathered_floats, what
  * rank 1 gathered. */
-static void run_case_cut(int S, uint32_t W, uint32_t prefetch,
-                         bool inplace_all, bool pieces,
-                         uint64_t max_peak_floats, uint64_t gathered_floats) {
+static void run_case_cut(int S, uint32_t W, uint32_t prefetch, bool inplace_all,
+                         bool pieces, uint64_t max_peak_floats,
+                         uint64_t gathered_floats) {
   static const char *const det[] = {"--deterministic", NULL};
   cluster cl;
-  assert_int_equal(cluster_start(&cl, S, (int)W, det), 0);
+  assert_int_equal(test_cluster_start(&cl, S, (int)W, det), 0);
   worker_arg a[4] = {{0}};
   pthread_t th[4];
   for (uint32_t w = 0; w < W; w++) {
@@ -342,7 +342,7 @@ static void run_case_cut(int S, uint32_t W, uint32_t prefetch,
   }
   for (uint32_t w = 0; w < W; w++)
     free_worker(&a[w]);
-  assert_int_equal(cluster_stop(&cl), 0);
+  assert_int_equal(test_cluster_stop(&cl), 0);
 }
 
 static void run_case(int S, uint32_t W, uint32_t prefetch, bool inplace_all,

@@ -558,7 +558,7 @@ static void test_expire_proceed(void **unused) {
 }
 
 int main(void) {
-  log_set(LOG_ERROR, "test_store");
+  server_log_set(LOG_ERROR, "test_store");
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_init),
       cmocka_unit_test(test_init_invalid),

@@ -131,7 +131,7 @@ static void check_tiny(const data_set *ds) {
   assert_int_equal(ds->classes, 10);
   float x[6];
   for (uint32_t i = 0; i < 3; i++) {
-    data_sample(ds, i, x);
+    worker_data_sample(ds, i, x);
     for (int j = 0; j < 6; j++)
       assert_float_equal(x[j], tiny_px[6 * i + j] / 255.0f, 1e-7f);
   }
@@ -145,10 +145,10 @@ static void test_idx_plain_loads(void **state) {
   data_set ds;
   char err[512] = "";
   write_tiny(t, 0, "img", "lab");
-  assert_int_equal(data_load_idx(t->path[0], t->path[1], &ds, err, sizeof err),
-                   0);
+  assert_int_equal(
+      worker_data_load_idx(t->path[0], t->path[1], &ds, err, sizeof err), 0);
   check_tiny(&ds);
-  data_free(&ds);
+  worker_data_free(&ds);
   assert_null(ds.px);
   assert_int_equal(ds.n, 0);
 }
@@ -158,10 +158,10 @@ static void test_idx_gzip_loads(void **state) {
   data_set ds;
   char err[512] = "";
   write_tiny(t, 1, "img.gz", "lab.gz");
-  assert_int_equal(data_load_idx(t->path[0], t->path[1], &ds, err, sizeof err),
-                   0);
+  assert_int_equal(
+      worker_data_load_idx(t->path[0], t->path[1], &ds, err, sizeof err), 0);
   check_tiny(&ds);
-  data_free(&ds);
+  worker_data_free(&ds);
 }
 
 static void test_idx_bad_magic(void **state) {
@@ -170,15 +170,15 @@ static void test_idx_bad_magic(void **state) {
   char err[512];
   write_tiny(t, 0, "img", "lab");
   /* Swapped: the label file where images are expected, and vice versa. */
-  assert_int_equal(data_load_idx(t->path[1], t->path[0], &ds, err, sizeof err),
-                   -1);
+  assert_int_equal(
+      worker_data_load_idx(t->path[1], t->path[0], &ds, err, sizeof err), -1);
   assert_err_has(err, t->path[1], "bad magic", "0x00000801", "0x00000803",
                  NULL);
   assert_null(ds.px);
   const uint32_t ldims[1] = {3};
   write_idx(tmp_path(t, 2, "lab_bad"), 0, 0x802, ldims, 1, tiny_lab, 3);
-  assert_int_equal(data_load_idx(t->path[0], t->path[2], &ds, err, sizeof err),
-                   -1);
+  assert_int_equal(
+      worker_data_load_idx(t->path[0], t->path[2], &ds, err, sizeof err), -1);
   assert_err_has(err, t->path[2], "bad magic", "0x00000802", NULL);
 }
 
@@ -189,16 +189,16 @@ static void test_idx_truncated(void **state) {
   const uint32_t idims[3] = {3, 2, 3}, ldims[1] = {3};
   write_tiny(t, 0, "img", "lab");
   write_idx(tmp_path(t, 2, "img_short"), 0, 0x803, idims, 3, tiny_px, 17);
-  assert_int_equal(data_load_idx(t->path[2], t->path[1], &ds, err, sizeof err),
-                   -1);
+  assert_int_equal(
+      worker_data_load_idx(t->path[2], t->path[1], &ds, err, sizeof err), -1);
   assert_err_has(err, t->path[2], "truncated", "18", "17", NULL);
   write_idx(tmp_path(t, 2, "lab_short"), 0, 0x801, ldims, 1, tiny_lab, 2);
-  assert_int_equal(data_load_idx(t->path[0], t->path[2], &ds, err, sizeof err),
-                   -1);
+  assert_int_equal(
+      worker_data_load_idx(t->path[0], t->path[2], &ds, err, sizeof err), -1);
   assert_err_has(err, t->path[2], "truncated", "labels", NULL);
   write_idx(tmp_path(t, 2, "hdr_short"), 0, 0x803, idims, 1, NULL, 0);
-  assert_int_equal(data_load_idx(t->path[2], t->path[1], &ds, err, sizeof err),
-                   -1);
+  assert_int_equal(
+      worker_data_load_idx(t->path[2], t->path[1], &ds, err, sizeof err), -1);
   assert_err_has(err, t->path[2], "truncated", "header", NULL);
 }
 
@@ -219,8 +219,8 @@ static void test_idx_truncated_gzip(void **state) {
   struct stat st;
   assert_int_equal(stat(t->path[0], &st), 0);
   assert_int_equal(truncate(t->path[0], st.st_size / 2), 0);
-  assert_int_equal(data_load_idx(t->path[0], t->path[1], &ds, err, sizeof err),
-                   -1);
+  assert_int_equal(
+      worker_data_load_idx(t->path[0], t->path[1], &ds, err, sizeof err), -1);
   assert_err_has(err, t->path[0], "truncated", "pixels", NULL);
 }
 
@@ -231,8 +231,8 @@ static void test_idx_count_mismatch(void **state) {
   const uint32_t ldims[1] = {2};
   write_tiny(t, 0, "img", "lab");
   write_idx(tmp_path(t, 2, "lab2"), 0, 0x801, ldims, 1, tiny_lab, 2);
-  assert_int_equal(data_load_idx(t->path[0], t->path[2], &ds, err, sizeof err),
-                   -1);
+  assert_int_equal(
+      worker_data_load_idx(t->path[0], t->path[2], &ds, err, sizeof err), -1);
   assert_err_has(err, t->path[2], t->path[0], "2 labels", "3 images", NULL);
   assert_null(ds.px);
   assert_null(ds.y);
@@ -246,8 +246,8 @@ static void test_idx_label_out_of_range(void **state) {
   const uint8_t bad[3] = {1, 2, 10};
   write_tiny(t, 0, "img", "lab");
   write_idx(tmp_path(t, 2, "lab10"), 0, 0x801, ldims, 1, bad, 3);
-  assert_int_equal(data_load_idx(t->path[0], t->path[2], &ds, err, sizeof err),
-                   -1);
+  assert_int_equal(
+      worker_data_load_idx(t->path[0], t->path[2], &ds, err, sizeof err), -1);
   assert_err_has(err, t->path[2], "label 10", "sample 2", "out of range", NULL);
 }
 
@@ -257,28 +257,31 @@ static void test_idx_missing_file(void **state) {
   char err[512];
   write_tiny(t, 0, "img", "lab");
   tmp_path(t, 2, "nope");
-  assert_int_equal(data_load_idx(t->path[2], t->path[1], &ds, err, sizeof err),
-                   -1);
+  assert_int_equal(
+      worker_data_load_idx(t->path[2], t->path[1], &ds, err, sizeof err), -1);
   assert_err_has(err, t->path[2], "no such file", "dataset-fashion-mnist",
                  "scripts/setup.sh", NULL);
-  assert_int_equal(data_load_idx(t->path[0], t->path[2], &ds, err, sizeof err),
-                   -1);
+  assert_int_equal(
+      worker_data_load_idx(t->path[0], t->path[2], &ds, err, sizeof err), -1);
   assert_err_has(err, t->path[2], "no such file", NULL);
-  /* data_load_fashion names the standard file in the given directory. */
-  assert_int_equal(data_load_fashion(t->dir, false, &ds, err, sizeof err), -1);
+  /* worker_data_load_fashion names the standard file in the given directory. */
+  assert_int_equal(
+      worker_data_load_fashion(t->dir, false, &ds, err, sizeof err), -1);
   assert_err_has(err, t->dir, "t10k-images-idx3-ubyte.gz", "no such file",
                  NULL);
 }
 
-/* data_load_fashion falls back to uncompressed files of the standard names. */
+/* worker_data_load_fashion falls back to uncompressed files of the standard
+ * names. */
 static void test_fashion_uncompressed_names(void **state) {
   tmp_dir *t = *state;
   data_set ds;
   char err[512] = "";
   write_tiny(t, 0, "train-images-idx3-ubyte", "train-labels-idx1-ubyte");
-  assert_int_equal(data_load_fashion(t->dir, true, &ds, err, sizeof err), 0);
+  assert_int_equal(worker_data_load_fashion(t->dir, true, &ds, err, sizeof err),
+                   0);
   check_tiny(&ds);
-  data_free(&ds);
+  worker_data_free(&ds);
 }
 
 static void test_fashion_real_test_set(void **unused) {
@@ -291,7 +294,8 @@ static void test_fashion_real_test_set(void **unused) {
                   DATA_FASHION_DIR);
     skip();
   }
-  assert_int_equal(data_load_fashion(NULL, false, &ds, err, sizeof err), 0);
+  assert_int_equal(worker_data_load_fashion(NULL, false, &ds, err, sizeof err),
+                   0);
   assert_int_equal(ds.n, 10000);
   assert_int_equal(ds.rows, 28);
   assert_int_equal(ds.cols, 28);
@@ -306,7 +310,7 @@ static void test_fashion_real_test_set(void **unused) {
   double sum = 0;
   float x[784];
   for (uint32_t i = 0; i < ds.n; i++) {
-    data_sample(&ds, i, x);
+    worker_data_sample(&ds, i, x);
     for (int j = 0; j < 784; j++) {
       lo = fminf(lo, x[j]), hi = fmaxf(hi, x[j]);
       sum += x[j];
@@ -315,7 +319,7 @@ static void test_fashion_real_test_set(void **unused) {
   assert_float_equal(lo, 0.0f, 0.0f);
   assert_float_equal(hi, 1.0f, 0.0f);
   assert_float_equal(sum / ((double)ds.n * 784), DATA_FASHION_MEAN, 0.01);
-  data_free(&ds);
+  worker_data_free(&ds);
 }
 
 /* ---- synthetic data, normalisation, gather ------------------------------ */
@@ -323,9 +327,9 @@ static void test_fashion_real_test_set(void **unused) {
 static void test_synthetic(void **unused) {
   (void)unused;
   data_set a, b, c;
-  assert_int_equal(data_synthetic(500, 7, 5, 42, &a), 0);
-  assert_int_equal(data_synthetic(500, 7, 5, 42, &b), 0);
-  assert_int_equal(data_synthetic(500, 7, 5, 43, &c), 0);
+  assert_int_equal(worker_data_synthetic(500, 7, 5, 42, &a), 0);
+  assert_int_equal(worker_data_synthetic(500, 7, 5, 42, &b), 0);
+  assert_int_equal(worker_data_synthetic(500, 7, 5, 43, &c), 0);
   assert_int_equal(a.n, 500);
   assert_int_equal(a.rows * a.cols, 7);
   assert_int_equal(a.classes, 5);
@@ -333,9 +337,9 @@ static void test_synthetic(void **unused) {
   uint32_t all[500];
   for (uint32_t i = 0; i < 500; i++)
     all[i] = i;
-  data_gather(&a, all, 500, xa, NULL);
-  data_gather(&b, all, 500, xb, NULL);
-  data_gather(&c, all, 500, xc, NULL);
+  worker_data_gather(&a, all, 500, xa, NULL);
+  worker_data_gather(&b, all, 500, xb, NULL);
+  worker_data_gather(&c, all, 500, xc, NULL);
   assert_memory_equal(xa, xb, sizeof xa);
   assert_memory_equal(a.y, b.y, 500);
   assert_memory_not_equal(xa, xc, sizeof xa);
@@ -364,32 +368,32 @@ static void test_synthetic(void **unused) {
   }
   for (int k = 0; k < 5; k++) /* uniform labels: 100 expected per class */
     assert_in_range(count[k], 60, 140);
-  data_free(&a), data_free(&b), data_free(&c);
-  assert_int_equal(data_synthetic(10, 7, 1, 1, &a), -1);
-  assert_int_equal(data_synthetic(0, 7, 3, 1, &a), -1);
+  worker_data_free(&a), worker_data_free(&b), worker_data_free(&c);
+  assert_int_equal(worker_data_synthetic(10, 7, 1, 1, &a), -1);
+  assert_int_equal(worker_data_synthetic(0, 7, 3, 1, &a), -1);
 }
 
 static void test_gather_and_normalize(void **unused) {
   (void)unused;
   data_set ds;
-  assert_int_equal(data_synthetic(20, 4, 3, 9, &ds), 0);
+  assert_int_equal(worker_data_synthetic(20, 4, 3, 9, &ds), 0);
   const uint32_t idx[3] = {17, 0, 5};
   float x[12];
   uint8_t y[3];
-  data_gather(&ds, idx, 3, x, y);
+  worker_data_gather(&ds, idx, 3, x, y);
   for (int i = 0; i < 3; i++) {
     float one[4];
-    data_sample(&ds, idx[i], one);
+    worker_data_sample(&ds, idx[i], one);
     assert_memory_equal(x + 4 * i, one, sizeof one);
     assert_int_equal(y[i], ds.y[idx[i]]);
   }
-  data_normalize(&ds, 0.25f, 0.5f);
-  data_gather(&ds, idx, 3, x + 0, NULL);
+  worker_data_normalize(&ds, 0.25f, 0.5f);
+  worker_data_gather(&ds, idx, 3, x + 0, NULL);
   float again[4];
   ds.mul = 1.0f, ds.add = 0.0f; /* the raw values once more */
-  data_sample(&ds, idx[1], again);
+  worker_data_sample(&ds, idx[1], again);
   assert_float_equal(x[4 + 2], (again[2] - 0.25f) / 0.5f, 1e-6f);
-  data_free(&ds);
+  worker_data_free(&ds);
 }
 
 /* ---- sampler ------------------------------------------------------------ */
@@ -400,19 +404,19 @@ static void test_sampler_partition(void **unused) {
   enum { N = 103, W = 3, B = 5 };
   data_sampler r[W], one;
   for (uint32_t k = 0; k < W; k++)
-    assert_int_equal(data_sampler_init(&r[k], N, W, k, B, 77), 0);
-  assert_int_equal(data_sampler_init(&one, N, 1, 0, W * B, 77), 0);
-  assert_int_equal(data_sampler_steps(&one), N / (W * B));
-  assert_int_equal(data_sampler_steps(&r[1]), 6);
+    assert_int_equal(worker_data_sampler_init(&r[k], N, W, k, B, 77), 0);
+  assert_int_equal(worker_data_sampler_init(&one, N, 1, 0, W * B, 77), 0);
+  assert_int_equal(worker_data_sampler_steps(&one), N / (W * B));
+  assert_int_equal(worker_data_sampler_steps(&r[1]), 6);
   for (uint32_t epoch = 0; epoch < 3; epoch++) {
     for (uint32_t k = 0; k < W; k++)
-      data_sampler_epoch(&r[k], epoch);
-    data_sampler_epoch(&one, epoch);
-    for (uint32_t step = 0; step < data_sampler_steps(&one); step++) {
-      const uint32_t *all = data_sampler_batch(&one, step);
+      worker_data_sampler_epoch(&r[k], epoch);
+    worker_data_sampler_epoch(&one, epoch);
+    for (uint32_t step = 0; step < worker_data_sampler_steps(&one); step++) {
+      const uint32_t *all = worker_data_sampler_batch(&one, step);
       uint8_t seen[N] = {0};
       for (uint32_t k = 0; k < W; k++) {
-        const uint32_t *mine = data_sampler_batch(&r[k], step);
+        const uint32_t *mine = worker_data_sampler_batch(&r[k], step);
         assert_non_null(mine);
         assert_memory_equal(mine, all + k * B, B * sizeof *mine);
         for (int i = 0; i < B; i++) {
@@ -421,57 +425,60 @@ static void test_sampler_partition(void **unused) {
         }
       }
     }
-    assert_null(data_sampler_batch(&r[0], data_sampler_steps(&r[0])));
+    assert_null(
+        worker_data_sampler_batch(&r[0], worker_data_sampler_steps(&r[0])));
   }
   for (uint32_t k = 0; k < W; k++)
-    data_sampler_free(&r[k]);
-  data_sampler_free(&one);
+    worker_data_sampler_free(&r[k]);
+  worker_data_sampler_free(&one);
 }
 
 static void test_sampler_epochs(void **unused) {
   (void)unused;
   data_sampler s;
   uint32_t e0[103];
-  assert_int_equal(data_sampler_init(&s, 103, 1, 0, 15, 5), 0);
+  assert_int_equal(worker_data_sampler_init(&s, 103, 1, 0, 15, 5), 0);
   memcpy(e0, s.perm, sizeof e0);
   uint8_t seen[103] = {0};
   for (int i = 0; i < 103; i++) /* a permutation */
     assert_int_equal(seen[e0[i]]++, 0);
-  data_sampler_epoch(&s, 1);
+  worker_data_sampler_epoch(&s, 1);
   assert_memory_not_equal(s.perm, e0, sizeof e0);
-  data_sampler_epoch(&s, 0); /* deterministic */
+  worker_data_sampler_epoch(&s, 0); /* deterministic */
   assert_memory_equal(s.perm, e0, sizeof e0);
-  data_sampler_free(&s);
+  worker_data_sampler_free(&s);
   assert_null(s.perm);
 }
 
 static void test_sampler_bad_args(void **unused) {
   (void)unused;
   data_sampler s;
-  assert_int_equal(data_sampler_init(&s, 103, 3, 0, 35, 1), -1);
+  assert_int_equal(worker_data_sampler_init(&s, 103, 3, 0, 35, 1), -1);
   assert_null(s.perm);
-  assert_int_equal(data_sampler_init(&s, 103, 3, 3, 5, 1), -1);
-  assert_int_equal(data_sampler_init(&s, 103, 0, 0, 5, 1), -1);
-  assert_int_equal(data_sampler_init(&s, 103, 1, 0, 0, 1), -1);
-  assert_int_equal(data_sampler_init(&s, 15, 3, 2, 5, 1), 0);
-  assert_int_equal(data_sampler_steps(&s), 1);
-  data_sampler_free(&s);
+  assert_int_equal(worker_data_sampler_init(&s, 103, 3, 3, 5, 1), -1);
+  assert_int_equal(worker_data_sampler_init(&s, 103, 0, 0, 5, 1), -1);
+  assert_int_equal(worker_data_sampler_init(&s, 103, 1, 0, 0, 1), -1);
+  assert_int_equal(worker_data_sampler_init(&s, 15, 3, 2, 5, 1), 0);
+  assert_int_equal(worker_data_sampler_steps(&s), 1);
+  worker_data_sampler_free(&s);
 }
 
-/* ---- mlp_parse ---------------------------------------------------------- */
+/* ---- worker_mlp_parse
+ * ---------------------------------------------------------- */
 
 static void test_mlp_parse_good(void **unused) {
   (void)unused;
   uint32_t w[8], n = 0;
   char err[256];
-  assert_int_equal(mlp_parse("mlp:784,512,256,10", w, 8, &n, err, sizeof err),
-                   0);
+  assert_int_equal(
+      worker_mlp_parse("mlp:784,512,256,10", w, 8, &n, err, sizeof err), 0);
   assert_int_equal(n, 4);
   assert_int_equal(w[0], 784);
   assert_int_equal(w[1], 512);
   assert_int_equal(w[2], 256);
   assert_int_equal(w[3], 10);
-  assert_int_equal(mlp_parse("mlp:1,1000000", w, 2, &n, err, sizeof err), 0);
+  assert_int_equal(worker_mlp_parse("mlp:1,1000000", w, 2, &n, err, sizeof err),
+                   0);
   assert_int_equal(n, 2);
   assert_int_equal(w[1], 1000000);
 }
@@ -500,11 +507,12 @@ static void test_mlp_parse_bad(void **unused) {
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     err[0] = '\0';
-    assert_int_equal(mlp_parse(cases[i].desc, w, 4, &n, err, sizeof err), -1);
+    assert_int_equal(worker_mlp_parse(cases[i].desc, w, 4, &n, err, sizeof err),
+                     -1);
     assert_err_has(err, cases[i].says, cases[i].desc, NULL);
   }
   assert_int_equal(n, 99); /* untouched on failure */
-  assert_int_equal(mlp_parse(NULL, w, 4, &n, err, sizeof err), -1);
+  assert_int_equal(worker_mlp_parse(NULL, w, 4, &n, err, sizeof err), -1);
 }
 
 /* ---- mlp ---------------------------------------------------------------- */
@@ -512,20 +520,20 @@ static void test_mlp_parse_bad(void **unused) {
 static void test_mlp_shapes(void **unused) {
   (void)unused;
   const uint32_t w[4] = {784, 512, 256, 10};
-  mlp *m = mlp_create(w, 4, 64);
+  mlp *m = worker_mlp_create(w, 4, 64);
   assert_non_null(m);
-  assert_int_equal(mlp_num_layers(m), 3);
-  assert_int_equal(mlp_width(m, 3), 10);
-  assert_int_equal(mlp_layer_size(m, 0), 512 * 784 + 512);
-  assert_int_equal(mlp_layer_size(m, 2), 10 * 256 + 10);
+  assert_int_equal(worker_mlp_num_layers(m), 3);
+  assert_int_equal(worker_mlp_width(m, 3), 10);
+  assert_int_equal(worker_mlp_layer_size(m, 0), 512 * 784 + 512);
+  assert_int_equal(worker_mlp_layer_size(m, 2), 10 * 256 + 10);
   /* outputs 512+256+10 plus two gradient buffers of 512, per row */
-  assert_int_equal(mlp_workspace_bytes(w, 4, 64),
+  assert_int_equal(worker_mlp_workspace_bytes(w, 4, 64),
                    64 * 4 * (512 + 256 + 10 + 2 * 512));
-  mlp_destroy(m);
+  worker_mlp_destroy(m);
   const uint32_t bad[2] = {5, 0};
-  assert_null(mlp_create(bad, 2, 4));
-  assert_null(mlp_create(w, 1, 4));
-  assert_null(mlp_create(w, 4, 0));
+  assert_null(worker_mlp_create(bad, 2, 4));
+  assert_null(worker_mlp_create(w, 1, 4));
+  assert_null(worker_mlp_create(w, 4, 0));
 }
 
 /* Forward against a naive double-precision reference of the same net. */
@@ -537,11 +545,11 @@ static void test_mlp_forward_reference(void **unused) {
   fill_uniform(p0, 35, 1, 0.8f);
   fill_uniform(p1, 24, 2, 0.8f);
   fill_uniform(x, B * 6, 3, 1.0f);
-  mlp *m = mlp_create(w, 3, B);
+  mlp *m = worker_mlp_create(w, 3, B);
   assert_non_null(m);
-  mlp_forward_layer(m, 0, p0, x, B);
-  mlp_forward_layer(m, 1, p1, NULL, B);
-  const float *out = mlp_output(m);
+  worker_mlp_forward_layer(m, 0, p0, x, B);
+  worker_mlp_forward_layer(m, 1, p1, NULL, B);
+  const float *out = worker_mlp_output(m);
   for (int i = 0; i < B; i++) {
     double h[5];
     for (int o = 0; o < 5; o++) {
@@ -557,7 +565,7 @@ static void test_mlp_forward_reference(void **unused) {
       assert_float_equal(out[i * 4 + o], y, 1e-5);
     }
   }
-  mlp_destroy(m);
+  worker_mlp_destroy(m);
 }
 
 /* Zero weights make the logits the bias: check loss, argmax and stability. */
@@ -567,20 +575,20 @@ static void test_mlp_loss_values(void **unused) {
   float p[3 * 2 + 3] = {0}, x[4] = {1, 2, 3, 4};
   const uint8_t y[2] = {0, 2};
   uint32_t correct = 99;
-  mlp *m = mlp_create(w, 2, 2);
+  mlp *m = worker_mlp_create(w, 2, 2);
   assert_non_null(m);
-  mlp_forward_layer(m, 0, p, x, 2);
-  assert_float_equal(mlp_loss(m, y, 2, &correct), logf(3.0f), 1e-6);
+  worker_mlp_forward_layer(m, 0, p, x, 2);
+  assert_float_equal(worker_mlp_loss(m, y, 2, &correct), logf(3.0f), 1e-6);
   assert_int_equal(correct, 1);                 /* ties: argmax is class 0 */
   p[6] = 1000.0f, p[7] = 0.0f, p[8] = -1000.0f; /* huge logits stay finite */
-  mlp_forward_layer(m, 0, p, x, 2);
-  float loss = mlp_loss(m, y, 2, &correct);
+  worker_mlp_forward_layer(m, 0, p, x, 2);
+  float loss = worker_mlp_loss(m, y, 2, &correct);
   assert_true(isfinite(loss));
   assert_float_equal(loss, 2000.0f / 2, 1e-3); /* (0 + 2000) / 2 */
   assert_int_equal(correct, 1);
   const uint8_t out_of_range[2] = {0, 3};
-  assert_true(isnan(mlp_loss(m, out_of_range, 2, NULL)));
-  mlp_destroy(m);
+  assert_true(isnan(worker_mlp_loss(m, out_of_range, 2, NULL)));
+  worker_mlp_destroy(m);
 }
 
 /* Analytic gradients of every weight and bias against central differences. */
@@ -589,29 +597,31 @@ static void gradcheck(const uint32_t *w, uint32_t nw, uint32_t b,
   const uint32_t L = nw - 1;
   float *p[8], *g[8], x[64];
   uint8_t y[16];
-  mlp *m = mlp_create(w, nw, b);
+  mlp *m = worker_mlp_create(w, nw, b);
   assert_non_null(m);
   fill_uniform(x, (size_t)b * w[0], seed, 1.0f);
   for (uint32_t i = 0; i < b; i++)
     y[i] = (uint8_t)((i * 7 + seed) % w[L]);
   for (uint32_t l = 0; l < L; l++) {
-    size_t n = mlp_layer_size(m, l);
+    size_t n = worker_mlp_layer_size(m, l);
     p[l] = malloc(n * sizeof(float)), g[l] = malloc(n * sizeof(float));
     assert_true(p[l] != NULL && g[l] != NULL);
     fill_uniform(p[l], n, seed * 31 + l, 0.7f);
   }
-  mlp_eval_batch(m, (const float *const *)p, x, y, b, NULL);
+  worker_mlp_eval_batch(m, (const float *const *)p, x, y, b, NULL);
   for (uint32_t l = L; l-- > 0;)
-    mlp_backward_layer(m, l, p[l], g[l], b);
+    worker_mlp_backward_layer(m, l, p[l], g[l], b);
   const float eps = 1e-3f;
   double worst = 0;
   for (uint32_t l = 0; l < L; l++) {
-    for (size_t i = 0; i < mlp_layer_size(m, l); i++) {
+    for (size_t i = 0; i < worker_mlp_layer_size(m, l); i++) {
       float keep = p[l][i];
       p[l][i] = keep + eps;
-      double up = mlp_eval_batch(m, (const float *const *)p, x, y, b, NULL);
+      double up =
+          worker_mlp_eval_batch(m, (const float *const *)p, x, y, b, NULL);
       p[l][i] = keep - eps;
-      double down = mlp_eval_batch(m, (const float *const *)p, x, y, b, NULL);
+      double down =
+          worker_mlp_eval_batch(m, (const float *const *)p, x, y, b, NULL);
       p[l][i] = keep;
       double num = (up - down) / (2 * eps), ana = g[l][i];
       double rel = fabs(num - ana) / fmax(fmax(fabs(num), fabs(ana)), 1e-2);
@@ -624,7 +634,7 @@ static void gradcheck(const uint32_t *w, uint32_t nw, uint32_t b,
   print_message("gradcheck: worst relative error %.2g\n", worst);
   for (uint32_t l = 0; l < L; l++)
     free(p[l]), free(g[l]);
-  mlp_destroy(m);
+  worker_mlp_destroy(m);
 }
 
 static void test_mlp_gradcheck_2_layers(void **unused) {
@@ -651,26 +661,26 @@ static void test_mlp_backward_inplace_same_bits(void **unused) {
   fill_uniform(x, (size_t)B * w[0], 5, 1.0f);
   for (uint32_t i = 0; i < B; i++)
     y[i] = (uint8_t)(i * 7 % 10);
-  mlp *m = mlp_create(w, L + 1, B);
+  mlp *m = worker_mlp_create(w, L + 1, B);
   assert_non_null(m);
   for (uint32_t l = 0; l < L; l++) {
-    size_t n = mlp_layer_size(m, l);
+    size_t n = worker_mlp_layer_size(m, l);
     p[l] = malloc(n * 4), g[l] = malloc(n * 4), q[l] = malloc(n * 4);
     fill_uniform(p[l], n, 40 + l, 0.2f);
     memcpy(q[l], p[l], n * 4);
   }
-  mlp_eval_batch(m, (const float *const *)p, x, y, B, NULL);
+  worker_mlp_eval_batch(m, (const float *const *)p, x, y, B, NULL);
   for (uint32_t l = L; l-- > 0;)
-    mlp_backward_layer(m, l, p[l], g[l], B);
-  mlp_eval_batch(m, (const float *const *)p, x, y, B, NULL);
+    worker_mlp_backward_layer(m, l, p[l], g[l], B);
+  worker_mlp_eval_batch(m, (const float *const *)p, x, y, B, NULL);
   for (uint32_t l = L; l-- > 0;)
-    mlp_backward_layer_inplace(m, l, q[l], B);
+    worker_mlp_backward_layer_inplace(m, l, q[l], B);
   for (uint32_t l = 0; l < L; l++) {
-    if (memcmp(g[l], q[l], mlp_layer_size(m, l) * 4) != 0)
+    if (memcmp(g[l], q[l], worker_mlp_layer_size(m, l) * 4) != 0)
       fail_msg("layer %u: the in-place gradient differs", l);
     free(p[l]), free(g[l]), free(q[l]);
   }
-  mlp_destroy(m);
+  worker_mlp_destroy(m);
   free(x);
 }
 
@@ -687,8 +697,8 @@ static double accuracy(mlp *m, float *const *p, const data_set *ds, uint32_t b,
   for (uint32_t s = 0; s + b <= ds->n; s += b) {
     for (uint32_t i = 0; i < b; i++)
       idx[i] = s + i;
-    data_gather(ds, idx, b, x, y);
-    mlp_eval_batch(m, (const float *const *)p, x, y, b, &c);
+    worker_data_gather(ds, idx, b, x, y);
+    worker_mlp_eval_batch(m, (const float *const *)p, x, y, b, &c);
     hits += c;
   }
   return (double)hits / (ds->n / b * b);
@@ -703,26 +713,27 @@ static void test_mlp_sgd_learns(void **unused) {
   data_sampler s;
   float *p[2], *g[2], x[B * D];
   uint8_t y[B];
-  assert_int_equal(data_synthetic(N, D, C, 3, &ds), 0);
-  assert_int_equal(data_sampler_init(&s, N, 1, 0, B, 4), 0);
-  mlp *m = mlp_create(w, 3, B);
+  assert_int_equal(worker_data_synthetic(N, D, C, 3, &ds), 0);
+  assert_int_equal(worker_data_sampler_init(&s, N, 1, 0, B, 4), 0);
+  mlp *m = worker_mlp_create(w, 3, B);
   assert_non_null(m);
   for (uint32_t l = 0; l < 2; l++) {
-    size_t n = mlp_layer_size(m, l);
+    size_t n = worker_mlp_layer_size(m, l);
     p[l] = malloc(n * sizeof(float)), g[l] = malloc(n * sizeof(float));
     assert_true(p[l] != NULL && g[l] != NULL);
     init_layer(p[l], w[l], w[l + 1], 100 + l);
   }
   double first = 0, last = 0;
   for (uint32_t t = 0; t < STEPS; t++) {
-    uint32_t k = t % data_sampler_steps(&s);
+    uint32_t k = t % worker_data_sampler_steps(&s);
     if (k == 0 && t > 0)
-      data_sampler_epoch(&s, t / data_sampler_steps(&s));
-    data_gather(&ds, data_sampler_batch(&s, k), B, x, y);
-    double loss = mlp_eval_batch(m, (const float *const *)p, x, y, B, NULL);
+      worker_data_sampler_epoch(&s, t / worker_data_sampler_steps(&s));
+    worker_data_gather(&ds, worker_data_sampler_batch(&s, k), B, x, y);
+    double loss =
+        worker_mlp_eval_batch(m, (const float *const *)p, x, y, B, NULL);
     for (uint32_t l = 2; l-- > 0;) {
-      mlp_backward_layer(m, l, p[l], g[l], B);
-      for (size_t i = 0; i < mlp_layer_size(m, l); i++)
+      worker_mlp_backward_layer(m, l, p[l], g[l], B);
+      for (size_t i = 0; i < worker_mlp_layer_size(m, l); i++)
         p[l][i] -= lr * g[l][i];
     }
     first += t < 5 ? loss / 5 : 0;
@@ -734,9 +745,9 @@ static void test_mlp_sgd_learns(void **unused) {
   assert_true(acc > 0.7); /* chance is 0.25 */
   for (uint32_t l = 0; l < 2; l++)
     free(p[l]), free(g[l]);
-  mlp_destroy(m);
-  data_sampler_free(&s);
-  data_free(&ds);
+  worker_mlp_destroy(m);
+  worker_data_sampler_free(&s);
+  worker_data_free(&ds);
 }
 
 int main(void) {

@@ -64,14 +64,15 @@ static gzFile open_input(const char *path, char *err, size_t errlen) {
     return f;
   }
   if (errno == ENOENT)
-    errmsg_set(err, errlen,
-               "%s: no such file; install Fashion-MNIST with `apt-get install "
-               "dataset-fashion-mnist` (or run scripts/setup.sh), or pass the "
-               "directory that holds the IDX files",
-               path);
+    worker_errmsg_set(
+        err, errlen,
+        "%s: no such file; install Fashion-MNIST with `apt-get install "
+        "dataset-fashion-mnist` (or run scripts/setup.sh), or pass the "
+        "directory that holds the IDX files",
+        path);
   else
-    errmsg_set(err, errlen, "%s: cannot open: %s", path,
-               errno ? strerror(errno) : "out of memory");
+    worker_errmsg_set(err, errlen, "%s: cannot open: %s", path,
+                      errno ? strerror(errno) : "out of memory");
   return NULL;
 }
 
@@ -91,8 +92,8 @@ static int read_full(gzFile f, const char *path, void *buf, size_t len,
       const char *msg = gzerror(f, &errnum);
       if (errnum == Z_BUF_ERROR) /* gzip stream cut short: a truncation */
         return 0;
-      errmsg_set(err, errlen, "%s: read error: %s", path,
-                 errnum == Z_ERRNO ? strerror(errno) : msg);
+      worker_errmsg_set(err, errlen, "%s: read error: %s", path,
+                        errnum == Z_ERRNO ? strerror(errno) : msg);
       return -1;
     }
     *got += (size_t)r;
@@ -114,14 +115,14 @@ static int read_header(gzFile f, const char *path, uint32_t magic,
   if (read_full(f, path, h, need, &got, err, errlen) != 0)
     return -1;
   if (got >= 4 && be32(h) != magic) {
-    errmsg_set(err, errlen,
-               "%s: bad magic 0x%08" PRIx32 ", expected 0x%08" PRIx32
-               " (IDX %s file); is this the right file?",
-               path, be32(h), magic, ndims == 3 ? "image" : "label");
+    worker_errmsg_set(err, errlen,
+                      "%s: bad magic 0x%08" PRIx32 ", expected 0x%08" PRIx32
+                      " (IDX %s file); is this the right file?",
+                      path, be32(h), magic, ndims == 3 ? "image" : "label");
     return -1;
   }
   if (got < need) {
-    errmsg_set(
+    worker_errmsg_set(
         err, errlen,
         "%s: truncated: the IDX header needs %zu bytes, the file has %zu", path,
         need, got);
@@ -134,15 +135,16 @@ static int read_header(gzFile f, const char *path, uint32_t magic,
 
 static int truncated(const char *path, const char *what, uint64_t want,
                      uint64_t got, char *err, size_t errlen) {
-  errmsg_set(err, errlen,
-             "%s: truncated: the header promises %" PRIu64 " bytes of %s, the "
-             "file holds %" PRIu64,
-             path, want, what, got);
+  worker_errmsg_set(err, errlen,
+                    "%s: truncated: the header promises %" PRIu64
+                    " bytes of %s, the "
+                    "file holds %" PRIu64,
+                    path, want, what, got);
   return -1;
 }
 
 /* Reads count pixel bytes into px, kept as bytes (a quarter of floats'
- * memory) and scaled to [0,1] as samples are taken (data_sample). */
+ * memory) and scaled to [0,1] as samples are taken (worker_data_sample). */
 static int read_pixels(gzFile f, const char *path, uint8_t *px, size_t count,
                        char *err, size_t errlen) {
   for (size_t done = 0; done < count;) {
@@ -161,17 +163,17 @@ static int image_count(const char *path, const uint32_t *dims, size_t *count,
                        char *err, size_t errlen) {
   uint64_t per = (uint64_t)dims[1] * dims[2];
   if (dims[0] == 0 || per == 0) {
-    errmsg_set(err, errlen,
-               "%s: empty: header says %" PRIu32 " images of %" PRIu32
-               "x%" PRIu32,
-               path, dims[0], dims[1], dims[2]);
+    worker_errmsg_set(err, errlen,
+                      "%s: empty: header says %" PRIu32 " images of %" PRIu32
+                      "x%" PRIu32,
+                      path, dims[0], dims[1], dims[2]);
     return -1;
   }
   if (per > SIZE_MAX / sizeof(float) / dims[0]) {
-    errmsg_set(err, errlen,
-               "%s: header says %" PRIu32 " images of %" PRIu32 "x%" PRIu32
-               ", too large for this machine",
-               path, dims[0], dims[1], dims[2]);
+    worker_errmsg_set(err, errlen,
+                      "%s: header says %" PRIu32 " images of %" PRIu32
+                      "x%" PRIu32 ", too large for this machine",
+                      path, dims[0], dims[1], dims[2]);
     return -1;
   }
   *count = (size_t)(per * dims[0]);
@@ -191,7 +193,8 @@ static int load_images(const char *path, data_set *out, char *err,
     goto out;
   out->px = malloc(count);
   if (out->px == NULL) {
-    errmsg_set(err, errlen, "%s: out of memory for %zu pixels", path, count);
+    worker_errmsg_set(err, errlen, "%s: out of memory for %zu pixels", path,
+                      count);
     goto out;
   }
   out->n = dims[0], out->rows = dims[1], out->cols = dims[2];
@@ -206,10 +209,11 @@ static int check_labels(const char *path, const uint8_t *y, uint32_t n,
                         char *err, size_t errlen) {
   for (uint32_t i = 0; i < n; i++) {
     if (y[i] >= DATA_IDX_CLASSES) {
-      errmsg_set(err, errlen,
-                 "%s: label %u of sample %" PRIu32 " is out of range (must be "
-                 "below %u)",
-                 path, y[i], i, DATA_IDX_CLASSES);
+      worker_errmsg_set(err, errlen,
+                        "%s: label %u of sample %" PRIu32
+                        " is out of range (must be "
+                        "below %u)",
+                        path, y[i], i, DATA_IDX_CLASSES);
       return -1;
     }
   }
@@ -228,15 +232,16 @@ static int load_labels(const char *path, const char *images_path, data_set *out,
   if (read_header(f, path, IDX_LABELS_MAGIC, 1, &n, err, errlen) != 0)
     goto out;
   if (n != out->n) {
-    errmsg_set(err, errlen,
-               "%s holds %" PRIu32 " labels but %s holds %" PRIu32 " images; "
-               "are they from the same set?",
-               path, n, images_path, out->n);
+    worker_errmsg_set(err, errlen,
+                      "%s holds %" PRIu32 " labels but %s holds %" PRIu32
+                      " images; "
+                      "are they from the same set?",
+                      path, n, images_path, out->n);
     goto out;
   }
   if ((out->y = malloc(n)) == NULL) {
-    errmsg_set(err, errlen, "%s: out of memory for %" PRIu32 " labels", path,
-               n);
+    worker_errmsg_set(err, errlen, "%s: out of memory for %" PRIu32 " labels",
+                      path, n);
     goto out;
   }
   if (read_full(f, path, out->y, n, &got, err, errlen) != 0)
@@ -250,12 +255,12 @@ out:
   return rc;
 }
 
-int data_load_idx(const char *images_path, const char *labels_path,
-                  data_set *out, char *err, size_t errlen) {
+int worker_data_load_idx(const char *images_path, const char *labels_path,
+                         data_set *out, char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
   if (load_images(images_path, out, err, errlen) != 0 ||
       load_labels(labels_path, images_path, out, err, errlen) != 0) {
-    data_free(out);
+    worker_data_free(out);
     return -1;
   }
   out->classes = DATA_IDX_CLASSES;
@@ -268,7 +273,7 @@ static int fashion_path(char *buf, size_t len, const char *dir,
                         const char *name, char *err, size_t errlen) {
   int w = snprintf(buf, len, "%s/%s", dir, name);
   if (w < 0 || (size_t)w >= len) {
-    errmsg_set(err, errlen, "%s: directory name too long", dir);
+    worker_errmsg_set(err, errlen, "%s: directory name too long", dir);
     return -1;
   }
   if (access(buf, F_OK) != 0) {
@@ -279,8 +284,8 @@ static int fashion_path(char *buf, size_t len, const char *dir,
   return 0;
 }
 
-int data_load_fashion(const char *dir, bool train, data_set *out, char *err,
-                      size_t errlen) {
+int worker_data_load_fashion(const char *dir, bool train, data_set *out,
+                             char *err, size_t errlen) {
   char images[4096], labels[4096];
   const char *set = train ? "train" : "t10k";
   char name[64];
@@ -293,10 +298,10 @@ int data_load_fashion(const char *dir, bool train, data_set *out, char *err,
   snprintf(name, sizeof name, "%s-labels-idx1-ubyte.gz", set);
   if (fashion_path(labels, sizeof labels, dir, name, err, errlen) != 0)
     return -1;
-  return data_load_idx(images, labels, out, err, errlen);
+  return worker_data_load_idx(images, labels, out, err, errlen);
 }
 
-void data_free(data_set *ds) {
+void worker_data_free(data_set *ds) {
   if (ds == NULL)
     return;
   free(ds->px);
@@ -306,7 +311,7 @@ void data_free(data_set *ds) {
   memset(ds, 0, sizeof *ds);
 }
 
-void data_normalize(data_set *ds, float mean, float std) {
+void worker_data_normalize(data_set *ds, float mean, float std) {
   float inv = 1.0f / std;
   ds->add = (ds->add - mean) * inv;
   ds->mul *= inv;
@@ -331,8 +336,8 @@ static void noise_walk(const data_set *ds, uint32_t i, uint32_t *start,
   *stride = ((uint32_t)(h >> 32) & (DATA_NOISE_TABLE - 1)) | 1u;
 }
 
-int data_synthetic(uint32_t n, uint32_t dim, uint32_t classes, uint64_t seed,
-                   data_set *out) {
+int worker_data_synthetic(uint32_t n, uint32_t dim, uint32_t classes,
+                          uint64_t seed, data_set *out) {
   memset(out, 0, sizeof *out);
   if (n == 0 || dim == 0 || classes < 2 || classes > 256)
     return -1;
@@ -340,7 +345,7 @@ int data_synthetic(uint32_t n, uint32_t dim, uint32_t classes, uint64_t seed,
   out->noise = malloc(DATA_NOISE_TABLE * sizeof(float));
   out->y = malloc(n);
   if (out->proto == NULL || out->noise == NULL || out->y == NULL) {
-    data_free(out);
+    worker_data_free(out);
     return -1;
   }
   uint64_t st = mix64(seed);
@@ -356,7 +361,7 @@ int data_synthetic(uint32_t n, uint32_t dim, uint32_t classes, uint64_t seed,
   return 0;
 }
 
-void data_sample(const data_set *ds, uint32_t i, float *x) {
+void worker_data_sample(const data_set *ds, uint32_t i, float *x) {
   size_t dim = (size_t)ds->rows * ds->cols;
   const float mul = ds->mul, add = ds->add;
   if (ds->px != NULL) {
@@ -372,11 +377,11 @@ void data_sample(const data_set *ds, uint32_t i, float *x) {
     x[j] = (p[j] + ds->noise[at]) * mul + add;
 }
 
-void data_gather(const data_set *ds, const uint32_t *idx, uint32_t b, float *x,
-                 uint8_t *y) {
+void worker_data_gather(const data_set *ds, const uint32_t *idx, uint32_t b,
+                        float *x, uint8_t *y) {
   size_t dim = (size_t)ds->rows * ds->cols;
   for (uint32_t i = 0; i < b; i++) {
-    data_sample(ds, idx[i], x + i * dim);
+    worker_data_sample(ds, idx[i], x + i * dim);
     if (y != NULL)
       y[i] = ds->y[idx[i]];
   }
@@ -384,8 +389,8 @@ void data_gather(const data_set *ds, const uint32_t *idx, uint32_t b, float *x,
 
 /* ---- Sampler ------------------------------------------------------------ */
 
-int data_sampler_init(data_sampler *s, uint32_t n, uint32_t world,
-                      uint32_t rank, uint32_t batch, uint64_t seed) {
+int worker_data_sampler_init(data_sampler *s, uint32_t n, uint32_t world,
+                             uint32_t rank, uint32_t batch, uint64_t seed) {
   memset(s, 0, sizeof *s);
   if (world == 0 || rank >= world || batch == 0 || (uint64_t)world * batch > n)
     return -1;
@@ -393,15 +398,15 @@ int data_sampler_init(data_sampler *s, uint32_t n, uint32_t world,
     return -1;
   s->n = n, s->world = world, s->rank = rank, s->batch = batch;
   s->seed = seed;
-  data_sampler_epoch(s, 0);
+  worker_data_sampler_epoch(s, 0);
   return 0;
 }
 
-uint32_t data_sampler_steps(const data_sampler *s) {
+uint32_t worker_data_sampler_steps(const data_sampler *s) {
   return s->n / (s->world * s->batch);
 }
 
-void data_sampler_epoch(data_sampler *s, uint32_t epoch) {
+void worker_data_sampler_epoch(data_sampler *s, uint32_t epoch) {
   /* Seeded by (seed, epoch) only: every rank draws the same permutation. */
   uint64_t st = mix64(s->seed ^ mix64(0xE90C0000ULL + epoch));
   for (uint32_t i = 0; i < s->n; i++)
@@ -414,14 +419,15 @@ void data_sampler_epoch(data_sampler *s, uint32_t epoch) {
   s->epoch = epoch;
 }
 
-const uint32_t *data_sampler_batch(const data_sampler *s, uint32_t step) {
-  if (step >= data_sampler_steps(s))
+const uint32_t *worker_data_sampler_batch(const data_sampler *s,
+                                          uint32_t step) {
+  if (step >= worker_data_sampler_steps(s))
     return NULL;
   size_t g = (size_t)s->world * s->batch;
   return s->perm + step * g + (size_t)s->rank * s->batch;
 }
 
-void data_sampler_free(data_sampler *s) {
+void worker_data_sampler_free(data_sampler *s) {
   if (s == NULL)
     return;
   free(s->perm);

@@ -4,7 +4,7 @@
 
 #include "errmsg.h"
 
-void errmsg_set(char *err, size_t errlen, const char *fmt, ...) {
+void worker_errmsg_set(char *err, size_t errlen, const char *fmt, ...) {
   if (err == NULL || errlen == 0)
     return;
   va_list ap;

@@ -5,8 +5,8 @@
 
 #include <stddef.h>
 
-/* errmsg_set formats into err (nothing when err is NULL or errlen 0). */
-void errmsg_set(char *err, size_t errlen, const char *fmt, ...)
+/* worker_errmsg_set formats into err (nothing when err is NULL or errlen 0). */
+void worker_errmsg_set(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -13,16 +13,18 @@ static int load_data(trainer *t, uint32_t in, uint32_t classes, char *err,
                      size_t errlen) {
   const worker_opts *o = t->opts;
   if (o->synthetic) {
-    if (data_synthetic(o->synthetic, in, classes, o->seed, &t->train) != 0 ||
-        data_synthetic(o->synthetic / 5 + 1, in, classes, o->seed, &t->test) !=
-            0) {
+    if (worker_data_synthetic(o->synthetic, in, classes, o->seed, &t->train) !=
+            0 ||
+        worker_data_synthetic(o->synthetic / 5 + 1, in, classes, o->seed,
+                              &t->test) != 0) {
       snprintf(err, errlen, "out of memory for synthetic data");
       return -1;
     }
     return 0;
   }
-  if (data_load_fashion(o->data_dir, true, &t->train, err, errlen) != 0 ||
-      data_load_fashion(o->data_dir, false, &t->test, err, errlen) != 0)
+  if (worker_data_load_fashion(o->data_dir, true, &t->train, err, errlen) !=
+          0 ||
+      worker_data_load_fashion(o->data_dir, false, &t->test, err, errlen) != 0)
     return -1;
   if (t->train.rows * t->train.cols != in) {
     snprintf(err, errlen,
@@ -34,8 +36,8 @@ static int load_data(trainer *t, uint32_t in, uint32_t classes, char *err,
   if (o->train_limit && o->train_limit < t->train.n)
     t->train.n = o->train_limit;
   if (o->normalize) {
-    data_normalize(&t->train, 0.2860f, 0.3530f);
-    data_normalize(&t->test, 0.2860f, 0.3530f);
+    worker_data_normalize(&t->train, 0.2860f, 0.3530f);
+    worker_data_normalize(&t->test, 0.2860f, 0.3530f);
   }
   return 0;
 }
@@ -45,15 +47,15 @@ static int setup(trainer *t, const uint32_t *w, uint32_t nw, char *err,
   const worker_opts *o = t->opts;
   if (load_data(t, w[0], w[nw - 1], err, errlen) != 0)
     return -1;
-  if (data_sampler_init(&t->sampler, t->train.n, o->world, o->rank, o->batch,
-                        o->seed) != 0) {
+  if (worker_data_sampler_init(&t->sampler, t->train.n, o->world, o->rank,
+                               o->batch, o->seed) != 0) {
     snprintf(err, errlen,
              "%u workers x batch %u = %u samples per step, more than the "
              "%u training samples",
              o->world, o->batch, o->world * o->batch, t->train.n);
     return -1;
   }
-  t->net = mlp_create(w, nw, o->batch);
+  t->net = worker_mlp_create(w, nw, o->batch);
   t->layers = nw - 1;
   t->x = malloc((size_t)o->batch * w[0] * sizeof(float));
   t->y = malloc(o->batch);
@@ -97,7 +99,7 @@ static int local_params(trainer *t) {
   uint64_t most = 0;
   int rc = train_alloc_params(t);
   for (uint32_t l = 0; rc == FSPS_OK && l < t->layers; l++) {
-    uint64_t n = mlp_layer_size(t->net, l);
+    uint64_t n = worker_mlp_layer_size(t->net, l);
     for (uint64_t i = 0; i < n; i++)
       t->params[l][i] = 0.01f * (float)((int)(i % 7) - 3);
     most = n > most ? n : most;
@@ -112,10 +114,10 @@ static void cleanup(trainer *t) {
   for (uint32_t l = 0; t->params && l < t->layers; l++)
     free(t->params[l]);
   free(t->params);
-  mlp_destroy(t->net);
-  data_sampler_free(&t->sampler);
-  data_free(&t->train);
-  data_free(&t->test);
+  worker_mlp_destroy(t->net);
+  worker_data_sampler_free(&t->sampler);
+  worker_data_free(&t->train);
+  worker_data_free(&t->test);
   free(t->x);
   free(t->y);
   free(t->eval_idx);
@@ -125,7 +127,7 @@ static void cleanup(trainer *t) {
 
 static int run(trainer *t, char *err, size_t errlen) {
   uint32_t w[MAX_WIDTHS], nw;
-  if (mlp_parse(t->opts->model, w, MAX_WIDTHS, &nw, err, errlen) != 0 ||
+  if (worker_mlp_parse(t->opts->model, w, MAX_WIDTHS, &nw, err, errlen) != 0 ||
       setup(t, w, nw, err, errlen) != 0)
     return 2;
   fsps_spec *spec =

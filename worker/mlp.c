@@ -46,32 +46,33 @@ static int parse_width(const char **p, uint32_t *out) {
   return 0;
 }
 
-int mlp_parse(const char *desc, uint32_t *widths, uint32_t max,
-              uint32_t *nwidths, char *err, size_t errlen) {
+int worker_mlp_parse(const char *desc, uint32_t *widths, uint32_t max,
+                     uint32_t *nwidths, char *err, size_t errlen) {
   static const char eg[] = "e.g. mlp:784,512,256,10";
   if (desc == NULL || strncmp(desc, "mlp:", 4) != 0) {
-    errmsg_set(err, errlen,
-               "model '%s': expected 'mlp:' and comma-separated "
-               "layer widths, %s",
-               desc ? desc : "(null)", eg);
+    worker_errmsg_set(err, errlen,
+                      "model '%s': expected 'mlp:' and comma-separated "
+                      "layer widths, %s",
+                      desc ? desc : "(null)", eg);
     return -1;
   }
   uint32_t n = 0;
   for (const char *p = desc + 4;; p++) {
     if (n == max) {
-      errmsg_set(err, errlen, "model '%s': more than %u widths", desc, max);
+      worker_errmsg_set(err, errlen, "model '%s': more than %u widths", desc,
+                        max);
       return -1;
     }
     if (parse_width(&p, &widths[n]) != 0) {
-      errmsg_set(err, errlen,
-                 "model '%s': width %u is not a positive decimal "
-                 "integer, %s",
-                 desc, n + 1, eg);
+      worker_errmsg_set(err, errlen,
+                        "model '%s': width %u is not a positive decimal "
+                        "integer, %s",
+                        desc, n + 1, eg);
       return -1;
     }
     if (widths[n] == 0 || widths[n] > MLP_MAX_WIDTH) {
-      errmsg_set(err, errlen, "model '%s': width %u must be 1..%u", desc, n + 1,
-                 MLP_MAX_WIDTH);
+      worker_errmsg_set(err, errlen, "model '%s': width %u must be 1..%u", desc,
+                        n + 1, MLP_MAX_WIDTH);
       return -1;
     }
     n++;
@@ -79,10 +80,10 @@ int mlp_parse(const char *desc, uint32_t *widths, uint32_t max,
       break;
   }
   if (n < 2) {
-    errmsg_set(err, errlen,
-               "model '%s': needs at least 2 widths (inputs and "
-               "classes), %s",
-               desc, eg);
+    worker_errmsg_set(err, errlen,
+                      "model '%s': needs at least 2 widths (inputs and "
+                      "classes), %s",
+                      desc, eg);
     return -1;
   }
   *nwidths = n;
@@ -106,8 +107,8 @@ static uint64_t floats_per_row(const uint32_t *widths, uint32_t nwidths) {
   return sum + 2 * widest;
 }
 
-uint64_t mlp_workspace_bytes(const uint32_t *widths, uint32_t nwidths,
-                             uint32_t max_batch) {
+uint64_t worker_mlp_workspace_bytes(const uint32_t *widths, uint32_t nwidths,
+                                    uint32_t max_batch) {
   uint64_t per = floats_per_row(widths, nwidths);
   if (per == 0 || max_batch == 0 ||
       per > UINT64_MAX / sizeof(float) / max_batch)
@@ -128,8 +129,9 @@ static void carve(mlp *m) {
   m->dy[1] = p + (size_t)m->max_batch * widest;
 }
 
-mlp *mlp_create(const uint32_t *widths, uint32_t nwidths, uint32_t max_batch) {
-  uint64_t bytes = mlp_workspace_bytes(widths, nwidths, max_batch);
+mlp *worker_mlp_create(const uint32_t *widths, uint32_t nwidths,
+                       uint32_t max_batch) {
+  uint64_t bytes = worker_mlp_workspace_bytes(widths, nwidths, max_batch);
   if (bytes == 0 || bytes > SIZE_MAX)
     return NULL;
   mlp *m = calloc(1, sizeof *m);
@@ -141,7 +143,7 @@ mlp *mlp_create(const uint32_t *widths, uint32_t nwidths, uint32_t max_batch) {
   m->act = malloc(m->layers * sizeof *m->act);
   m->slab = malloc((size_t)bytes);
   if (m->w == NULL || m->act == NULL || m->slab == NULL) {
-    mlp_destroy(m);
+    worker_mlp_destroy(m);
     return NULL;
   }
   memcpy(m->w, widths, nwidths * sizeof *m->w);
@@ -152,7 +154,7 @@ mlp *mlp_create(const uint32_t *widths, uint32_t nwidths, uint32_t max_batch) {
   return m;
 }
 
-void mlp_destroy(mlp *m) {
+void worker_mlp_destroy(mlp *m) {
   if (m == NULL)
     return;
   free(m->slab);
@@ -161,22 +163,22 @@ void mlp_destroy(mlp *m) {
   free(m);
 }
 
-uint32_t mlp_num_layers(const mlp *m) {
+uint32_t worker_mlp_num_layers(const mlp *m) {
   return m->layers;
 }
 
-uint32_t mlp_width(const mlp *m, uint32_t i) {
+uint32_t worker_mlp_width(const mlp *m, uint32_t i) {
   assert(i <= m->layers);
   return m->w[i];
 }
 
-uint64_t mlp_layer_size(const mlp *m, uint32_t l) {
+uint64_t worker_mlp_layer_size(const mlp *m, uint32_t l) {
   assert(l < m->layers);
   uint64_t in = m->w[l], out = m->w[l + 1];
   return out * in + out;
 }
 
-const float *mlp_output(const mlp *m) {
+const float *worker_mlp_output(const mlp *m) {
   return m->act[m->layers - 1];
 }
 
@@ -187,8 +189,8 @@ static void relu(float *y, size_t n) {
     y[i] = y[i] > 0.0f ? y[i] : 0.0f;
 }
 
-void mlp_forward_layer(mlp *m, uint32_t l, const float *params,
-                       const float *x_in, uint32_t b) {
+void worker_mlp_forward_layer(mlp *m, uint32_t l, const float *params,
+                              const float *x_in, uint32_t b) {
   assert(l < m->layers && b >= 1 && b <= m->max_batch);
   if (l == 0) {
     m->x0 = x_in;
@@ -228,7 +230,8 @@ static double row_loss(const float *z, uint32_t c, uint32_t y, float scale,
   return log(sum) - (double)(z[y] - max);
 }
 
-float mlp_loss(mlp *m, const uint8_t *labels, uint32_t b, uint32_t *correct) {
+float worker_mlp_loss(mlp *m, const uint8_t *labels, uint32_t b,
+                      uint32_t *correct) {
   assert(b == m->batch);
   const uint32_t c = m->w[m->layers];
   const float *z = m->act[m->layers - 1];
@@ -293,18 +296,18 @@ static void backward_input(mlp *m, uint32_t l, const float *params,
   relu_mask(dx, m->act[l - 1], (size_t)b * in);
 }
 
-void mlp_backward_layer(mlp *m, uint32_t l, const float *params, float *grad,
-                        uint32_t b) {
+void worker_mlp_backward_layer(mlp *m, uint32_t l, const float *params,
+                               float *grad, uint32_t b) {
   assert(l < m->layers && b == m->batch);
   backward_grad(m, l, grad, b);
   if (l > 0)
     backward_input(m, l, params, b);
 }
 
-void mlp_backward_layer_inplace(mlp *m, uint32_t l, float *params_grad,
-                                uint32_t b) {
+void worker_mlp_backward_layer_inplace(mlp *m, uint32_t l, float *params_grad,
+                                       uint32_t b) {
   assert(l < m->layers && b == m->batch);
-  /* The same two products as mlp_backward_layer, in the other order:
+  /* The same two products as worker_mlp_backward_layer, in the other order:
    * neither reads what the other writes, so the results are the same. */
   if (l > 0)
     backward_input(m, l, params_grad, b);
@@ -313,8 +316,9 @@ void mlp_backward_layer_inplace(mlp *m, uint32_t l, float *params_grad,
 
 /* ---- Layers in pieces --------------------------------------------------- */
 
-void mlp_forward_rows(mlp *m, uint32_t l, uint32_t r0, uint32_t r1,
-                      const float *w_rows, const float *x_in, uint32_t b) {
+void worker_mlp_forward_rows(mlp *m, uint32_t l, uint32_t r0, uint32_t r1,
+                             const float *w_rows, const float *x_in,
+                             uint32_t b) {
   assert(l < m->layers && r0 < r1 && r1 <= m->w[l + 1]);
   assert(b >= 1 && b <= m->max_batch);
   if (l == 0 && r0 == 0) {
@@ -329,7 +333,8 @@ void mlp_forward_rows(mlp *m, uint32_t l, uint32_t r0, uint32_t r1,
               in, 1.0f, x, in, w_rows, in, 0.0f, m->act[l] + r0, out);
 }
 
-void mlp_forward_bias(mlp *m, uint32_t l, const float *bias, uint32_t b) {
+void worker_mlp_forward_bias(mlp *m, uint32_t l, const float *bias,
+                             uint32_t b) {
   assert(l < m->layers && b == m->batch);
   const uint32_t out = m->w[l + 1];
   float *y = m->act[l];
@@ -340,21 +345,20 @@ void mlp_forward_bias(mlp *m, uint32_t l, const float *bias, uint32_t b) {
     relu(y, (size_t)b * out);
 }
 
-void mlp_backward_bias(mlp *m, uint32_t l, float *db, uint32_t b) {
+void worker_mlp_backward_bias(mlp *m, uint32_t l, float *db, uint32_t b) {
   assert(l < m->layers && b == m->batch);
   column_sums(m->dy[l & 1], b, m->w[l + 1], db);
 }
 
-void mlp_backward_rows(mlp *m, uint32_t l, uint32_t r0, uint32_t r1,
-                       const float *w_rows, float *g_rows, uint32_t b) {
+void worker_mlp_backward_rows(mlp *m, uint32_t l, uint32_t r0, uint32_t r1,
+                              const float *w_rows, float *g_rows, uint32_t b) {
   assert(l < m->layers && r0 < r1 && r1 <= m->w[l + 1] && b == m->batch);
   const int in = (int)m->w[l], out = (int)m->w[l + 1], k = (int)(r1 - r0);
   const float *dy = m->dy[l & 1] + r0, *x = l == 0 ? m->x0 : m->act[l - 1];
   if (l > 0) { /* dX [b][in] (+)= dY[:, r0:r1] * W_rows: reads W first */
     float *dx = m->dy[(l - 1) & 1];
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, in, k, 1.0f,
-                dy, out, w_rows, in, r1 == (uint32_t)out ? 0.0f : 1.0f, dx,
-                in);
+                dy, out, w_rows, in, r1 == (uint32_t)out ? 0.0f : 1.0f, dx, in);
     if (r0 == 0)
       relu_mask(dx, m->act[l - 1], (size_t)b * in);
   }
@@ -363,9 +367,9 @@ void mlp_backward_rows(mlp *m, uint32_t l, uint32_t r0, uint32_t r1,
               out, x, in, 0.0f, g_rows, in);
 }
 
-float mlp_eval_batch(mlp *m, const float *const *params, const float *x,
-                     const uint8_t *y, uint32_t b, uint32_t *correct) {
+float worker_mlp_eval_batch(mlp *m, const float *const *params, const float *x,
+                            const uint8_t *y, uint32_t b, uint32_t *correct) {
   for (uint32_t l = 0; l < m->layers; l++)
-    mlp_forward_layer(m, l, params[l], x, b);
-  return mlp_loss(m, y, b, correct);
+    worker_mlp_forward_layer(m, l, params[l], x, b);
+  return worker_mlp_loss(m, y, b, correct);
 }

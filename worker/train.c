@@ -82,32 +82,34 @@ fsps_spec *train_spec(const uint32_t *w, uint32_t nw, const worker_opts *o,
  * weight in the layer's vector. */
 static uint32_t piece_rows(const trainer *t, uint32_t l) {
   double cap = t->opts->piece_mb * 1048576.0 / sizeof(float);
-  uint32_t in = mlp_width(t->net, l), out = mlp_width(t->net, l + 1);
-  if (cap <= 0 || (double)mlp_layer_size(t->net, l) <= cap)
+  uint32_t in = worker_mlp_width(t->net, l),
+           out = worker_mlp_width(t->net, l + 1);
+  if (cap <= 0 || (double)worker_mlp_layer_size(t->net, l) <= cap)
     return 0;
   double r = floor(cap / in);
   return r < 1 ? 1 : r >= out ? out : (uint32_t)r;
 }
 
 static uint32_t num_pieces(const trainer *t, uint32_t l) {
-  uint32_t r = piece_rows(t, l), out = mlp_width(t->net, l + 1);
+  uint32_t r = piece_rows(t, l), out = worker_mlp_width(t->net, l + 1);
   return r ? (out + r - 1) / r : 1;
 }
 
 /* piece_row0 returns piece p's first weight row; p = num_pieces gives the
  * row count. */
 static uint32_t piece_row0(const trainer *t, uint32_t l, uint32_t p) {
-  return p < num_pieces(t, l) ? p * piece_rows(t, l) : mlp_width(t->net, l + 1);
+  return p < num_pieces(t, l) ? p * piece_rows(t, l)
+                              : worker_mlp_width(t->net, l + 1);
 }
 
 /* piece_start returns where piece p of layer l starts (in elements). */
 static uint64_t piece_start(const trainer *t, uint32_t l, uint32_t p) {
-  return (uint64_t)piece_row0(t, l, p) * mlp_width(t->net, l);
+  return (uint64_t)piece_row0(t, l, p) * worker_mlp_width(t->net, l);
 }
 
 /* piece_len returns piece p's length (the last one has the bias). */
 static uint64_t piece_len(const trainer *t, uint32_t l, uint32_t p) {
-  uint64_t end = p + 1 == num_pieces(t, l) ? mlp_layer_size(t->net, l)
+  uint64_t end = p + 1 == num_pieces(t, l) ? worker_mlp_layer_size(t->net, l)
                                            : piece_start(t, l, p + 1);
   return end - piece_start(t, l, p);
 }
@@ -142,7 +144,7 @@ int train_set_pieces(trainer *t) {
       return FSPS_NOMEM;
     for (uint32_t p = 0; p < np; p++)
       b[p] = piece_start(t, l, p);
-    b[np] = mlp_layer_size(t->net, l);
+    b[np] = worker_mlp_layer_size(t->net, l);
     int rc = fsps_set_pieces(t->client, l, np, b);
     free(b);
     if (rc != FSPS_OK)
@@ -161,10 +163,10 @@ static int forward_pieces(trainer *t, uint32_t l, const float *x) {
     int rc = local ? FSPS_OK : fsps_forward_piece(t->client, l, p, &w);
     if (rc != FSPS_OK)
       return rc;
-    mlp_forward_rows(t->net, l, r0, r1, w, x, b);
+    worker_mlp_forward_rows(t->net, l, r0, r1, w, x, b);
     if (p + 1 == np) /* the bias follows the last rows */
-      mlp_forward_bias(t->net, l, w + (size_t)(r1 - r0) * mlp_width(t->net, l),
-                       b);
+      worker_mlp_forward_bias(
+          t->net, l, w + (size_t)(r1 - r0) * worker_mlp_width(t->net, l), b);
     if (!local && (rc = fsps_forward_piece_done(t->client, l, p)) != FSPS_OK)
       return rc;
   }
@@ -187,9 +189,9 @@ static int backward_pieces(trainer *t, uint32_t l) {
       return rc;
     g = local ? g : w;
     if (p + 1 == np) /* reads no parameters */
-      mlp_backward_bias(t->net, l, g + (size_t)(r1 - r0) * mlp_width(t->net, l),
-                        b);
-    mlp_backward_rows(t->net, l, r0, r1, w, g, b);
+      worker_mlp_backward_bias(
+          t->net, l, g + (size_t)(r1 - r0) * worker_mlp_width(t->net, l), b);
+    worker_mlp_backward_rows(t->net, l, r0, r1, w, g, b);
     if (!local && (rc = fsps_backward_piece_done(t->client, l, p)) != FSPS_OK)
       return rc;
   }
@@ -213,7 +215,7 @@ static int forward(trainer *t, const float *x) {
     int rc = local ? FSPS_OK : fsps_forward(t->client, l, &w);
     if (rc != FSPS_OK)
       return rc;
-    mlp_forward_layer(t->net, l, w, x, t->opts->batch);
+    worker_mlp_forward_layer(t->net, l, w, x, t->opts->batch);
     if (!local && (rc = fsps_forward_done(t->client, l)) != FSPS_OK)
       return rc;
   }
@@ -232,15 +234,15 @@ static int backward(trainer *t) {
       continue;
     }
     if (local) {
-      mlp_backward_layer(t->net, l, t->params[l], t->local_grad,
-                         t->opts->batch);
+      worker_mlp_backward_layer(t->net, l, t->params[l], t->local_grad,
+                                t->opts->batch);
       continue;
     }
     float *wg;
     int rc = fsps_backward_inplace(t->client, l, &wg);
     if (rc != FSPS_OK)
       return rc;
-    mlp_backward_layer_inplace(t->net, l, wg, t->opts->batch);
+    worker_mlp_backward_layer_inplace(t->net, l, wg, t->opts->batch);
     if ((rc = fsps_backward_done(t->client, l)) != FSPS_OK)
       return rc;
   }
@@ -249,13 +251,13 @@ static int backward(trainer *t) {
 
 static int step(trainer *t, uint64_t gstep, const uint32_t *idx) {
   uint32_t b = t->opts->batch, correct;
-  data_gather(&t->train, idx, b, t->x, t->y);
+  worker_data_gather(&t->train, idx, b, t->x, t->y);
   int rc = t->opts->local ? FSPS_OK : fsps_step_begin(t->client, gstep);
   if (rc == FSPS_OK)
     rc = forward(t, t->x);
   if (rc != FSPS_OK)
     return rc;
-  t->last_loss = mlp_loss(t->net, t->y, b, &correct);
+  t->last_loss = worker_mlp_loss(t->net, t->y, b, &correct);
   t->loss_sum += t->last_loss;
   t->loss_n++;
   rc = backward(t);
@@ -284,7 +286,7 @@ int train_alloc_params(trainer *t) {
   if (t->params == NULL)
     return FSPS_NOMEM;
   for (uint32_t l = 0; l < t->layers; l++)
-    if ((t->params[l] = malloc(mlp_layer_size(t->net, l) * 4)) == NULL)
+    if ((t->params[l] = malloc(worker_mlp_layer_size(t->net, l) * 4)) == NULL)
       return FSPS_NOMEM;
   return FSPS_OK;
 }
@@ -302,14 +304,14 @@ static int eval_layer_pieces(trainer *t, uint32_t l, uint64_t version,
     if (rc != FSPS_OK)
       return rc;
     if (np == 1) {
-      mlp_forward_layer(t->net, l, w, t->x, b);
+      worker_mlp_forward_layer(t->net, l, w, t->x, b);
       break;
     }
     uint32_t r0 = piece_row0(t, l, p), r1 = piece_row0(t, l, p + 1);
-    mlp_forward_rows(t->net, l, r0, r1, w, t->x, b);
+    worker_mlp_forward_rows(t->net, l, r0, r1, w, t->x, b);
     if (p + 1 == np)
-      mlp_forward_bias(t->net, l, w + (size_t)(r1 - r0) * mlp_width(t->net, l),
-                       b);
+      worker_mlp_forward_bias(
+          t->net, l, w + (size_t)(r1 - r0) * worker_mlp_width(t->net, l), b);
   }
   return FSPS_OK;
 }
@@ -322,7 +324,7 @@ static int eval_forward(trainer *t, uint64_t version, uint32_t b) {
     if (rc != FSPS_OK)
       return rc;
     if (t->piece_buf == NULL)
-      mlp_forward_layer(t->net, l, t->params[l], t->x, b);
+      worker_mlp_forward_layer(t->net, l, t->params[l], t->x, b);
   }
   return FSPS_OK;
 }
@@ -345,11 +347,11 @@ int train_evaluate(trainer *t, uint64_t version, double *accuracy) {
   for (uint32_t start = 0; start + b <= t->test.n; start += b) {
     for (uint32_t i = 0; i < b; i++)
       t->eval_idx[i] = start + i;
-    data_gather(&t->test, t->eval_idx, b, t->x, t->y);
+    worker_data_gather(&t->test, t->eval_idx, b, t->x, t->y);
     if ((rc = eval_forward(t, version, b)) != FSPS_OK)
       return rc;
     uint32_t c;
-    mlp_loss(t->net, t->y, b, &c);
+    worker_mlp_loss(t->net, t->y, b, &c);
     correct += c;
     seen += b;
   }
@@ -402,7 +404,8 @@ static uint64_t min_version_after(const trainer *t, uint64_t steps_done) {
 }
 
 uint64_t train_total_steps(const trainer *t) {
-  uint64_t total = (uint64_t)data_sampler_steps(&t->sampler) * t->opts->epochs;
+  uint64_t total =
+      (uint64_t)worker_data_sampler_steps(&t->sampler) * t->opts->epochs;
   if (t->opts->max_steps && t->opts->max_steps < total)
     total = t->opts->max_steps;
   return total;
@@ -442,7 +445,7 @@ static int first_step(trainer *t, uint64_t *g) {
 }
 
 int train_run(trainer *t) {
-  uint32_t steps = data_sampler_steps(&t->sampler), epoch = UINT32_MAX;
+  uint32_t steps = worker_data_sampler_steps(&t->sampler), epoch = UINT32_MAX;
   uint32_t tries = 0;
   t->total_steps = train_total_steps(t);
   t->start = t->last_report = now_s();
@@ -451,8 +454,8 @@ int train_run(trainer *t) {
   while (rc == FSPS_OK && g < t->total_steps) {
     uint32_t e = (uint32_t)(g / steps), k = (uint32_t)(g % steps);
     if (e != epoch)
-      data_sampler_epoch(&t->sampler, epoch = e);
-    rc = step(t, g, data_sampler_batch(&t->sampler, k));
+      worker_data_sampler_epoch(&t->sampler, epoch = e);
+    rc = step(t, g, worker_data_sampler_batch(&t->sampler, k));
     if (rc != FSPS_OK) {
       if (t->opts->local || !recoverable(rc) || ++tries > MAX_RECOVERIES)
         return rc;
@@ -527,7 +530,7 @@ static int dump_whole(trainer *t, uint64_t version, FILE *f) {
   if (rc == FSPS_OK)
     rc = gather_all(t, version);
   for (uint32_t l = 0; rc == FSPS_OK && l < t->layers; l++) {
-    uint64_t n = mlp_layer_size(t->net, l);
+    uint64_t n = worker_mlp_layer_size(t->net, l);
     if (fwrite(t->params[l], sizeof(float), n, f) != n)
       rc = FSPS_IO;
   }
@@ -538,7 +541,8 @@ static int dump_whole(trainer *t, uint64_t version, FILE *f) {
  * failed gather or write never leaves a truncated file at path. */
 int train_dump(trainer *t, const char *path) {
   uint64_t version = min_version_after(t, t->steps_done);
-  char tmp[sizeof t->opts->dump + 32]; /* one per process: ranks may share path */
+  char tmp[sizeof t->opts->dump +
+           32]; /* one per process: ranks may share path */
   snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
   FILE *f = fopen(tmp, "wb");
   if (f == NULL)

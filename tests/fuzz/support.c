@@ -195,7 +195,7 @@ uint8_t *fuzz_init_request(const fuzz_model *model, size_t *len) {
 
 const rpc_method *fuzz_method(service *svc, const char *path) {
   size_t n;
-  const rpc_method *m = service_methods(svc, &n);
+  const rpc_method *m = server_service_methods(svc, &n);
   for (size_t i = 0; i < n; i++)
     if (strcmp(m[i].path, path) == 0)
       return &m[i];
@@ -267,8 +267,7 @@ int fuzz_push_step(service *svc, uint32_t layer, uint64_t step, uint32_t worker,
   fuzz_check(buf != NULL);
   for (uint64_t i = 0; i < most; i++)
     buf[i] = g;
-  rpc_call *c = fuzz_call_new(fuzz_method(svc, WIRE_PATH_PUSH),
-                              NULL, NULL);
+  rpc_call *c = fuzz_call_new(fuzz_method(svc, WIRE_PATH_PUSH), NULL, NULL);
   fuzz_call_start(c, NULL);
   bool go = true;
   for (uint64_t i = 0; go && i < shard_num_chunks(in.count); i++)
@@ -357,6 +356,6 @@ uint32_t fuzz_crc32c(const void *p, size_t n) {
 void fuzz_quiet(void) {
   static bool done;
   if (!done)
-    log_set(getenv("FSPS_FUZZ_LOG") ? LOG_DEBUG : LOG_ERROR, "fuzz");
+    server_log_set(getenv("FSPS_FUZZ_LOG") ? LOG_DEBUG : LOG_ERROR, "fuzz");
   done = true;
 }
