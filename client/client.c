@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <malloc.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +12,17 @@
 
 #include "client_int.h"
 
+#define FSPS_STR_(x) #x
+#define FSPS_STR(x) FSPS_STR_(x)
+
+const char *fsps_version(void) {
+  return FSPS_STR(FSPS_VERSION_MAJOR) "." FSPS_STR(
+      FSPS_VERSION_MINOR) "." FSPS_STR(FSPS_VERSION_PATCH);
+}
+
 void fsps_options_init(fsps_options *o) {
   memset(o, 0, sizeof *o);
+  o->size = sizeof *o;
   o->rank = 0;
   o->world = 1;
   o->mode = FSPS_BSP;
@@ -48,7 +58,7 @@ const char *fsps_last_error(const fsps_client *c) {
 }
 
 uint32_t client_retries(const fsps_client *c) {
-  return c->o.retries ? c->o.retries : CLIENT_DEFAULT_RETRIES;
+  return c->o.retries;
 }
 
 int64_t client_timeout_ms(const fsps_client *c) {
@@ -267,12 +277,33 @@ static int open_channels(fsps_client *c, char *err, size_t errlen) {
   return FSPS_OK;
 }
 
+/* copy_options reads the caller's options into *dst: the fields a caller
+ * built against an older header knows (o->size bytes) over the defaults. */
+static int copy_options(const fsps_options *o, fsps_options *dst, char *err,
+                        size_t errlen) {
+  if (o->size < offsetof(fsps_options, io_threads) + sizeof o->io_threads)
+    return say(err, errlen, FSPS_INVALID_ARGUMENT,
+               "fsps_options.size is %u: fill the options with "
+               "fsps_options_init before setting them",
+               o->size);
+  if (o->size > sizeof *o)
+    return say(err, errlen, FSPS_INVALID_ARGUMENT,
+               "fsps_options.size is %u but this libfsps %s knows %zu bytes: "
+               "the program was built against a newer libfsps",
+               o->size, fsps_version(), sizeof *o);
+  fsps_options_init(dst);
+  memcpy(dst, o, o->size);
+  dst->size = sizeof *dst;
+  return check_options(dst, err, errlen);
+}
+
 int fsps_connect(const fsps_options *o, fsps_client **out, char *err,
                  size_t errlen) {
   if (out == NULL || o == NULL)
     return say(err, errlen, FSPS_INVALID_ARGUMENT, "NULL options or out");
   *out = NULL;
-  int rc = check_options(o, err, errlen);
+  fsps_options opt;
+  int rc = copy_options(o, &opt, err, errlen);
   if (rc != FSPS_OK)
     return rc;
   fsps_client *c = calloc(1, sizeof *c);
@@ -280,8 +311,7 @@ int fsps_connect(const fsps_options *o, fsps_client **out, char *err,
     free(c);
     return say(err, errlen, FSPS_NOMEM, "out of memory");
   }
-  c->o = *o;
-  c->o.servers = o->servers;
+  c->o = opt;
   rc = split_servers(c, err, errlen);
   if (rc == FSPS_OK)
     rc = start_threads(c, err, errlen);

@@ -38,30 +38,22 @@ typedef enum {
 #undef FSPS_ERR_ENUM
 } fsps_err;
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+#pragma GCC visibility push(default)
+
 /* fsps_strerror returns a static, human-readable description of err, or
  * "unrecognised error code" for a value outside the list. Thread-safe. */
-static inline const char *fsps_strerror(int err) {
-  switch (err) {
-#define FSPS_ERR_CASE(name, value, desc)                                       \
-  case value:                                                                  \
-    return desc;
-    FSPS_ERR_MAP(FSPS_ERR_CASE)
-#undef FSPS_ERR_CASE
-  }
-  return "unrecognised error code";
-}
+const char *fsps_strerror(int err);
 
 /* fsps_err_name returns the code's symbolic name without the prefix, e.g.
  * "INVALID_ARGUMENT", or "?" for a value outside the list. Thread-safe. */
-static inline const char *fsps_err_name(int err) {
-  switch (err) {
-#define FSPS_ERR_NAME(name, value, desc)                                       \
-  case value:                                                                  \
-    return #name;
-    FSPS_ERR_MAP(FSPS_ERR_NAME)
-#undef FSPS_ERR_NAME
-  }
-  return "?";
+const char *fsps_err_name(int err);
+
+#pragma GCC visibility pop
+#ifdef __cplusplus
 }
+#endif
 
 #endif

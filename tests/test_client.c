@@ -81,12 +81,13 @@ static void dead_address(char *out, size_t len) {
   snprintf(out, len, "127.0.0.1:%u", ntohs(a.sin_port));
 }
 
-static fsps_client *connect_dead(const char *servers, uint32_t prefetch) {
+static fsps_client *connect_dead_retries(const char *servers, uint32_t prefetch,
+                                         uint32_t retries) {
   fsps_options o;
   fsps_options_init(&o);
   o.servers = servers;
   o.timeout_ms = 2000;
-  o.retries = 1;
+  o.retries = retries;
   o.prefetch = prefetch;
   fsps_client *c = NULL;
   char err[256] = "";
@@ -94,6 +95,10 @@ static fsps_client *connect_dead(const char *servers, uint32_t prefetch) {
   assert_non_null(c);
   assert_string_equal(fsps_last_error(c), "");
   return c;
+}
+
+static fsps_client *connect_dead(const char *servers, uint32_t prefetch) {
+  return connect_dead_retries(servers, prefetch, 1);
 }
 
 static double seconds(void) {
@@ -338,6 +343,61 @@ static void test_options_defaults(void **state) {
   assert_true(o.reshard_after_forward);
   assert_int_equal(o.timeout_ms, 120000);
   assert_int_equal(o.retries, 8);
+  assert_int_equal(o.size, sizeof o);
+}
+
+/* Options not filled by fsps_options_init, or from a newer header, are
+ * refused with a message saying what to do. */
+static void test_options_size(void **state) {
+  (void)state;
+  fsps_options o;
+  fsps_options_init(&o);
+  o.servers = "127.0.0.1:7000";
+  fsps_client *c = NULL;
+  char err[256] = "";
+  o.size = 0;
+  assert_int_equal(fsps_connect(&o, &c, err, sizeof err),
+                   FSPS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err, "fsps_options_init"));
+  o.size = sizeof o + 8;
+  assert_int_equal(fsps_connect(&o, &c, err, sizeof err),
+                   FSPS_INVALID_ARGUMENT);
+  assert_non_null(strstr(err, "newer libfsps"));
+  assert_null(c);
+  o.size = sizeof o;
+  assert_int_equal(fsps_connect(&o, &c, err, sizeof err), FSPS_OK);
+  fsps_close(c);
+}
+
+static void test_version(void **state) {
+  (void)state;
+  char want[32];
+  snprintf(want, sizeof want, "%d.%d.%d", FSPS_VERSION_MAJOR,
+           FSPS_VERSION_MINOR, FSPS_VERSION_PATCH);
+  assert_string_equal(fsps_version(), want);
+  assert_string_equal(fsps_err_name(FSPS_UNAVAILABLE), "UNAVAILABLE");
+  assert_string_equal(fsps_strerror(FSPS_NOMEM), "out of memory");
+  assert_string_equal(fsps_err_name(1000), "?");
+}
+
+/* retries = 0 asks for none: a gather from a dead server fails on its
+ * first attempt (its message says no retries ran out). */
+static void test_zero_retries(void **state) {
+  (void)state;
+  char a0[64];
+  dead_address(a0, sizeof a0);
+  for (uint32_t retries = 0; retries < 2; retries++) {
+    fsps_client *c = connect_dead_retries(a0, 1, retries);
+    shard_spec *s = two_layer_shard();
+    assert_int_equal(client_adopt_spec(c, s), FSPS_OK);
+    float buf[16];
+    int rc = fsps_gather(c, 0, 0, buf, NULL);
+    assert_true(rc == FSPS_UNAVAILABLE || rc == FSPS_DEADLINE_EXCEEDED);
+    bool exhausted = strstr(fsps_last_error(c), "retries exhausted") != NULL;
+    if (exhausted != (retries > 0))
+      fail_msg("retries %u: '%s'", retries, fsps_last_error(c));
+    fsps_close(c);
+  }
 }
 
 /* ---- plans ---- */
@@ -736,6 +796,9 @@ int main(void) {
       cmocka_unit_test(test_connect_validates_arguments),
       cmocka_unit_test(test_connect_accepts_addresses),
       cmocka_unit_test(test_options_defaults),
+      cmocka_unit_test(test_options_size),
+      cmocka_unit_test(test_version),
+      cmocka_unit_test(test_zero_retries),
       cmocka_unit_test(test_plan_skips_empty_slices),
       cmocka_unit_test(test_plan_tiles_big_layer_in_chunks),
       cmocka_unit_test(test_min_versions),

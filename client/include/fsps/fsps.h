@@ -27,6 +27,27 @@
 extern "C" {
 #endif
 
+/* libfsps.so is built with hidden visibility; what this header declares is
+ * its API, exported. */
+#pragma GCC visibility push(default)
+
+/* ---- version -----------------------------------------------------------
+ * The version of this header; CMake's project version is read from here.
+ * ABI promise: within one major version (the SONAME libfsps.so.MAJOR)
+ * a program built against an older header runs with a newer library:
+ * functions are only added, never removed or changed in meaning; enum
+ * values and error codes are only added; fsps_options only grows at its
+ * end (its size field tells the library how much the caller knows). Opaque
+ * types (fsps_client, fsps_spec) may change freely. A new major version
+ * may break any of this. */
+#define FSPS_VERSION_MAJOR 0
+#define FSPS_VERSION_MINOR 2
+#define FSPS_VERSION_PATCH 0
+
+/* fsps_version returns the library's version, "MAJOR.MINOR.PATCH" (which
+ * may be newer than the FSPS_VERSION_* a program was compiled with). */
+const char *fsps_version(void);
+
 /* ---- model spec --------------------------------------------------------
  * Layers in order, each a list of named tensors; the optimizer; a seed. */
 typedef struct fsps_spec fsps_spec;
@@ -90,6 +111,7 @@ typedef enum {
 } fsps_mode;
 
 typedef struct {
+  uint32_t size;              /* sizeof(fsps_options): set by _init */
   const char *servers;        /* "host:port,host:port": server 0 first */
   uint32_t rank;              /* this worker, 0 <= rank < world */
   uint32_t world;             /* W, the number of workers */
@@ -98,7 +120,7 @@ typedef struct {
   uint32_t prefetch;          /* layers gathered ahead (default 1) */
   bool reshard_after_forward; /* free each layer after forward */
   int64_t timeout_ms;         /* per call; 0 = default 120000 */
-  uint32_t retries;           /* retries on UNAVAILABLE; 0 = default 8 */
+  uint32_t retries;           /* retries on UNAVAILABLE; 0 = none */
   uint32_t io_threads;        /* threads receiving and copying; 0 = 1 */
 } fsps_options;
 
@@ -106,11 +128,14 @@ typedef struct fsps_client fsps_client;
 
 /* fsps_options_init fills o with defaults (rank 0 of 1, BSP, prefetch 1,
  * reshard_after_forward on, timeout 120000 ms, 8 retries, one I/O thread;
- * servers NULL). A call to a server that answers UNAVAILABLE (down,
- * restarting) is made again up to `retries` more times, after 100 ms
- * doubling to at most 5 s (8 retries span about 16 s); a retried push is
- * never counted twice. One I/O thread serves every server connection and
- * copies what they bring, which costs the least CPU per byte; more (at most
+ * servers NULL) and sets o->size, which fsps_connect requires: always start
+ * from fsps_options_init, then set fields (new fields are added at the end,
+ * and a library reading options from an older program takes defaults for
+ * the fields that program did not know). A call to a server that answers
+ * UNAVAILABLE (down, restarting) is made again up to `retries` more times,
+ * after 100 ms doubling to at most 5 s (8 retries span about 16 s); a retried
+ * push is never counted twice. One I/O thread serves every server connection
+ * and copies what they bring, which costs the least CPU per byte; more (at most
  * one per server) spread the copies of many fast links over cores. */
 void fsps_options_init(fsps_options *o);
 
@@ -309,6 +334,8 @@ uint64_t fsps_peak_buffer_bytes(const fsps_client *c);
  * call on c. */
 void fsps_bytes_moved(const fsps_client *c, uint64_t *gathered,
                       uint64_t *pushed);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }
