@@ -17,8 +17,18 @@
  * and FMA), where fmaf is one instruction and vectorises, and the loader
  * picks the clone the CPU runs (an ifunc). Both clones compute the same
  * bits: fmaf is exact either way. Elsewhere (e.g. AArch64, where FMA is
- * baseline) there is one version. */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+ * baseline) there is one version, and so under ThreadSanitizer. */
+#if defined(__SANITIZE_THREAD__)
+#define OPTIM_TSAN 1 /* GCC's -fsanitize=thread */
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define OPTIM_TSAN 1 /* Clang's */
+#endif
+#endif
+/* Not under ThreadSanitizer: the loader runs ifunc resolvers before the
+ * sanitizer's runtime is up, and an instrumented resolver crashes there. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) &&        \
+    !defined(OPTIM_TSAN)
 #define OPTIM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define OPTIM_CLONES
