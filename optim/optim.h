@@ -15,10 +15,13 @@
  *   FMA (ATen's AVX2 and AVX512 kernels agree): element-wise work in
  *   float32, and where those kernels fuse a multiply-add into one rounding
  *   (add with alpha, i.e. Vectorized fmadd, and addcmul) so does fsps, with
- *   fmaf; everything else (mul, div, sqrt, addcdiv) is rounded per
- *   operation. Results are therefore bit for bit torch's, on every machine:
- *   fmaf is exact whatever the instruction set (tests/optim_torch.py
- *   checks it against torch itself).
+ *   fmaf (whose scalar tails fuse too, so an element's result does not
+ *   depend on its position); everything else (mul, div, sqrt, addcdiv) is
+ *   rounded per operation. fsps's results are the same on every machine
+ *   (fmaf is exact whatever the instruction set) and equal torch's wherever
+ *   torch runs those kernels (tests/optim_torch.py checks it against torch
+ *   itself). torch's DEFAULT kernels (a CPU without AVX2, or
+ *   ATEN_CPU_CAPABILITY=default) fuse nothing and differ in last bits.
  * - Hyper-parameters are doubles, as PyTorch's Python floats are. Each
  *   coefficient derived from them (1 - beta1, lr / (1 - beta1^t), ...) is
  *   computed in double, as PyTorch computes it in Python, and rounded to
