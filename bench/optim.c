@@ -15,7 +15,7 @@ enum { DEFAULT_ELEMENTS = 64 * 1024 * 1024, DEFAULT_REPS = 5 };
 typedef struct {
   const char *name;
   optim_kind kind;
-  float momentum;
+  double momentum;
   int floats_moved; /* floats read + written per element */
 } bench_case;
 
@@ -23,9 +23,9 @@ typedef struct {
  * STREAM counts its own loops: SGD reads p, g and writes p; momentum adds
  * b read and written; Adam reads p, g, m, v and writes p, m, v. */
 static const bench_case CASES[] = {
-    {"sgd", OPTIM_SGD, 0.0f, 3},         {"sgd_momentum", OPTIM_SGD, 0.9f, 5},
-    {"adam", OPTIM_ADAM, 0.0f, 7},       {"adamw", OPTIM_ADAMW, 0.0f, 7},
-    {"adagrad", OPTIM_ADAGRAD, 0.0f, 5},
+    {"sgd", OPTIM_SGD, 0.0, 3},         {"sgd_momentum", OPTIM_SGD, 0.9, 5},
+    {"adam", OPTIM_ADAM, 0.0, 7},       {"adamw", OPTIM_ADAMW, 0.0, 7},
+    {"adagrad", OPTIM_ADAGRAD, 0.0, 5},
 };
 
 typedef struct {

@@ -12,8 +12,12 @@
  * for the whole call (weight decay on or off, momentum mode, ...). Forcing
  * them inline and calling them with literal flags makes the compiler emit one
  * branch-free, vectorised loop per combination instead of testing the flags
- * per element. Rounding as PyTorch's requires a*b + c to stay unfused: GCC
- * guarantees that in ISO C mode (-std=c11 implies -ffp-contract=off). */
+ * per element. Where PyTorch rounds a*b + c once the code says fmaf; every
+ * other a*b + c must stay two roundings: GCC guarantees that in ISO C mode
+ * (-std=c11 implies -ffp-contract=off), Clang needs to be told. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
 #if defined(__GNUC__)
 #define KERNEL static inline __attribute__((always_inline))
 #else
@@ -30,19 +34,19 @@ void optim_config_defaults(optim_kind kind, optim_config *cfg) {
   cfg->kind = kind;
   switch (kind) {
   case OPTIM_SGD:
-    cfg->lr = 1e-3f;
+    cfg->lr = 1e-3;
     break;
   case OPTIM_ADAM:
   case OPTIM_ADAMW:
-    cfg->lr = 1e-3f;
-    cfg->beta1 = 0.9f;
-    cfg->beta2 = 0.999f;
-    cfg->eps = 1e-8f;
-    cfg->weight_decay = kind == OPTIM_ADAMW ? 1e-2f : 0.0f;
+    cfg->lr = 1e-3;
+    cfg->beta1 = 0.9;
+    cfg->beta2 = 0.999;
+    cfg->eps = 1e-8;
+    cfg->weight_decay = kind == OPTIM_ADAMW ? 1e-2 : 0.0;
     break;
   case OPTIM_ADAGRAD:
-    cfg->lr = 1e-2f;
-    cfg->eps = 1e-10f;
+    cfg->lr = 1e-2;
+    cfg->eps = 1e-10;
     break;
   }
 }
@@ -50,7 +54,7 @@ void optim_config_defaults(optim_kind kind, optim_config *cfg) {
 size_t optim_state_per_elem(const optim_config *cfg) {
   switch (cfg->kind) {
   case OPTIM_SGD:
-    return cfg->momentum != 0.0f ? 1 : 0;
+    return cfg->momentum != 0.0 ? 1 : 0;
   case OPTIM_ADAM:
   case OPTIM_ADAMW:
     return 2;
@@ -63,28 +67,11 @@ size_t optim_state_per_elem(const optim_config *cfg) {
 void optim_state_init(const optim_config *cfg, float *state, size_t n) {
   size_t len = optim_state_per_elem(cfg) * n;
   if (cfg->kind == OPTIM_ADAGRAD) {
+    const float init = (float)cfg->initial_accumulator_value; /* full_like */
     for (size_t i = 0; i < len; i++)
-      state[i] = cfg->initial_accumulator_value;
+      state[i] = init;
   } else if (len > 0) {
     memset(state, 0, len * sizeof *state); /* all-zero bits is 0.0f */
-  }
-}
-
-void optim_step(const optim_config *cfg, uint64_t t, float lr, float grad_scale,
-                float *param, const float *grad, float *state, size_t n) {
-  assert(t >= 1);
-  switch (cfg->kind) {
-  case OPTIM_SGD:
-    optim_sgd_step(cfg, t, lr, grad_scale, param, grad, state, n);
-    break;
-  case OPTIM_ADAM:
-  case OPTIM_ADAMW:
-    optim_adam_step(cfg, t, lr, grad_scale, param, grad, state, state + n, n,
-                    cfg->kind == OPTIM_ADAMW);
-    break;
-  case OPTIM_ADAGRAD:
-    optim_adagrad_step(cfg, t, lr, grad_scale, param, grad, state, n);
-    break;
   }
 }
 
@@ -101,6 +88,7 @@ typedef struct {
 
 typedef enum { MOM_NONE, MOM_FIRST, MOM_LATER } mom_mode;
 
+/* Every add with alpha is ATen's fmadd(other, alpha, self): one fmaf. */
 KERNEL void sgd_loop(const sgd_coef *k, float *restrict p,
                      const float *restrict g, float *restrict b, size_t n,
                      bool l2, mom_mode mode, bool nesterov) {
@@ -109,13 +97,13 @@ KERNEL void sgd_loop(const sgd_coef *k, float *restrict p,
   for (size_t i = 0; i < n; i++) {
     float d = g[i] * scale;
     if (l2)
-      d = d + wd * p[i];
+      d = fmaf(p[i], wd, d);
     if (mode != MOM_NONE) {
-      float buf = mode == MOM_FIRST ? d : b[i] * mom + damp1 * d;
+      float buf = mode == MOM_FIRST ? d : fmaf(d, damp1, b[i] * mom);
       b[i] = buf;
-      d = nesterov ? d + mom * buf : buf;
+      d = nesterov ? fmaf(buf, mom, d) : buf;
     }
-    p[i] = p[i] + nlr * d;
+    p[i] = fmaf(d, nlr, p[i]);
   }
 }
 
@@ -143,20 +131,21 @@ KERNEL void sgd_by_mode(const sgd_coef *k, float *p, const float *g, float *b,
   }
 }
 
-void optim_sgd_step(const optim_config *cfg, uint64_t t, float lr,
+OPTIM_CLONES
+void optim_sgd_step(const optim_config *cfg, uint64_t t, double lr,
                     float grad_scale, float *param, const float *grad,
                     float *buf, size_t n) {
   sgd_coef k = {
       .scale = signed_scale(cfg, grad_scale),
-      .wd = cfg->weight_decay,
-      .mom = cfg->momentum,
-      .damp1 = (float)(1.0 - (double)cfg->dampening),
-      .nlr = -lr,
+      .wd = (float)cfg->weight_decay,
+      .mom = (float)cfg->momentum,
+      .damp1 = (float)(1.0 - cfg->dampening),
+      .nlr = (float)-lr,
   };
-  mom_mode mode = cfg->momentum == 0.0f ? MOM_NONE
-                  : t <= 1              ? MOM_FIRST
-                                        : MOM_LATER;
-  if (cfg->weight_decay != 0.0f)
+  mom_mode mode = cfg->momentum == 0.0 ? MOM_NONE
+                  : t <= 1             ? MOM_FIRST
+                                       : MOM_LATER;
+  if (cfg->weight_decay != 0.0)
     sgd_by_mode(&k, param, grad, buf, n, true, mode, cfg->nesterov);
   else
     sgd_by_mode(&k, param, grad, buf, n, false, mode, cfg->nesterov);
@@ -169,32 +158,28 @@ typedef struct {
   float scale; /* signed grad_scale */
   float decay; /* AdamW: param.mul_(1 - lr*wd); exactly 1 for Adam */
   float wd;    /* Adam: grad.add(param, alpha=weight_decay) */
-  float w1;    /* exp_avg.lerp_(grad, 1 - beta1) */
-  float omw1;  /* lerp's 1 - weight, in float, for the large-weight form */
+  float beta1; /* exp_avg.mul_(beta1) */
+  float c1;    /* .add_(grad, alpha=1 - beta1) */
   float beta2; /* exp_avg_sq.mul_(beta2) */
   float c2;    /* .addcmul_(grad, grad, value=1 - beta2) */
-  float bc2s;  /* sqrt(1 - beta2^t) */
+  float bc2s;  /* / math.sqrt(1 - beta2^t) */
   float eps;   /* .add_(eps) */
   float nstep; /* param.addcdiv_(exp_avg, denom, value=-lr/(1 - beta1^t)) */
 } adam_coef;
 
-/* Four elements of Adam or AdamW at p, g, m, v. `small` is PyTorch's
- * is_lerp_weight_small(1 - beta1), |w| < 0.5: both branches of its lerp are
- * kept so m is rounded exactly as PyTorch rounds it. Multiplying p by
- * decay == 1 (Adam) returns p unchanged, NaN and inf included, so Adam and
- * AdamW share the code without a flag. */
+/* Four elements of Adam or AdamW at p, g, m, v. ATen's addcmul computes
+ * self + value*t1*t2, which GCC contracts in torch's build into
+ * fma(value*t1, t2, self); addcdiv's self + value*t1/t2 has no product to
+ * fuse. Multiplying p by decay == 1 (Adam) returns p unchanged, NaN and inf
+ * included, so Adam and AdamW share the code without a flag. */
 KERNEL void adam4(const adam_coef *k, float *p, const float *g, float *m,
-                  float *v, bool l2, bool small) {
+                  float *v, bool l2) {
   v4f pi = v4_load(p) * k->decay;
   v4f d = v4_load(g) * k->scale;
   if (l2)
-    d = d + k->wd * pi;
-  v4f mi = v4_load(m);
-  if (small)
-    mi = mi + k->w1 * (d - mi);
-  else
-    mi = d - (d - mi) * k->omw1;
-  v4f vi = v4_load(v) * k->beta2 + (k->c2 * d) * d;
+    d = v4_fma(pi, v4_splat(k->wd), d);
+  v4f mi = v4_fma(d, v4_splat(k->c1), v4_load(m) * k->beta1);
+  v4f vi = v4_fma(k->c2 * d, d, v4_load(v) * k->beta2);
   v4f denom = v4_sqrt(vi) / k->bc2s + k->eps;
   v4_store(m, mi);
   v4_store(v, vi);
@@ -203,13 +188,13 @@ KERNEL void adam4(const adam_coef *k, float *p, const float *g, float *m,
 
 /* The last n % 4 elements go through adam4 via zero-padded copies. */
 KERNEL void adam_tail(const adam_coef *k, float *p, const float *g, float *m,
-                      float *v, size_t r, bool l2, bool small) {
+                      float *v, size_t r, bool l2) {
   float tp[V4] = {0}, tg[V4] = {0}, tm[V4] = {0}, tv[V4] = {0};
   memcpy(tp, p, r * sizeof *p);
   memcpy(tg, g, r * sizeof *g);
   memcpy(tm, m, r * sizeof *m);
   memcpy(tv, v, r * sizeof *v);
-  adam4(k, tp, tg, tm, tv, l2, small);
+  adam4(k, tp, tg, tm, tv, l2);
   memcpy(p, tp, r * sizeof *p);
   memcpy(m, tm, r * sizeof *m);
   memcpy(v, tv, r * sizeof *v);
@@ -217,48 +202,43 @@ KERNEL void adam_tail(const adam_coef *k, float *p, const float *g, float *m,
 
 KERNEL void adam_loop(const adam_coef *k, float *restrict p,
                       const float *restrict g, float *restrict m,
-                      float *restrict v, size_t n, bool l2, bool small) {
+                      float *restrict v, size_t n, bool l2) {
   size_t i = 0;
   for (; i + V4 <= n; i += V4)
-    adam4(k, p + i, g + i, m + i, v + i, l2, small);
+    adam4(k, p + i, g + i, m + i, v + i, l2);
   if (i < n)
-    adam_tail(k, p + i, g + i, m + i, v + i, n - i, l2, small);
+    adam_tail(k, p + i, g + i, m + i, v + i, n - i, l2);
 }
 
-static adam_coef adam_coefs(const optim_config *cfg, uint64_t t, float lr,
+/* The double arithmetic of _single_tensor_adam(w) before its tensor ops. */
+static adam_coef adam_coefs(const optim_config *cfg, uint64_t t, double lr,
                             float grad_scale, bool decoupled) {
   double b1 = cfg->beta1, b2 = cfg->beta2, dt = (double)t;
   double bc1 = 1.0 - pow(b1, dt), bc2 = 1.0 - pow(b2, dt);
-  float w1 = (float)(1.0 - b1);
   adam_coef k = {
       .scale = signed_scale(cfg, grad_scale),
-      .decay = decoupled ? (float)(1.0 - (double)lr * cfg->weight_decay) : 1.0f,
-      .wd = cfg->weight_decay,
-      .w1 = w1,
-      .omw1 = 1.0f - w1,
-      .beta2 = cfg->beta2,
+      .decay = decoupled ? (float)(1.0 - lr * cfg->weight_decay) : 1.0f,
+      .wd = (float)cfg->weight_decay,
+      .beta1 = (float)b1,
+      .c1 = (float)(1.0 - b1),
+      .beta2 = (float)b2,
       .c2 = (float)(1.0 - b2),
       .bc2s = (float)sqrt(bc2),
-      .eps = cfg->eps,
-      .nstep = (float)-((double)lr / bc1),
+      .eps = (float)cfg->eps,
+      .nstep = (float)-(lr / bc1),
   };
   return k;
 }
 
-void optim_adam_step(const optim_config *cfg, uint64_t t, float lr,
+OPTIM_CLONES
+void optim_adam_step(const optim_config *cfg, uint64_t t, double lr,
                      float grad_scale, float *param, const float *grad,
                      float *m, float *v, size_t n, bool decoupled) {
   adam_coef k = adam_coefs(cfg, t, lr, grad_scale, decoupled);
-  bool l2 = !decoupled && cfg->weight_decay != 0.0f;
-  bool small = fabsf(k.w1) < 0.5f;
-  if (l2 && small)
-    adam_loop(&k, param, grad, m, v, n, true, true);
-  else if (l2)
-    adam_loop(&k, param, grad, m, v, n, true, false);
-  else if (small)
-    adam_loop(&k, param, grad, m, v, n, false, true);
+  if (!decoupled && cfg->weight_decay != 0.0)
+    adam_loop(&k, param, grad, m, v, n, true);
   else
-    adam_loop(&k, param, grad, m, v, n, false, false);
+    adam_loop(&k, param, grad, m, v, n, false);
 }
 
 /* ---- Adagrad ------------------------------------------------------------ */
@@ -271,14 +251,15 @@ typedef struct {
   float nclr;  /* param.addcdiv_(grad, std, value=-clr) */
 } adagrad_coef;
 
-/* Four elements of Adagrad at p, g, sum. */
+/* Four elements of Adagrad at p, g, sum; addcmul_(g, g, value=1) is
+ * fma(1*g, g, sum) = fma(g, g, sum). */
 KERNEL void adagrad4(const adagrad_coef *k, float *p, const float *g,
                      float *sum, bool l2) {
   v4f pi = v4_load(p);
   v4f d = v4_load(g) * k->scale;
   if (l2)
-    d = d + k->wd * pi;
-  v4f s = v4_load(sum) + d * d; /* addcmul_(grad, grad, value=1) */
+    d = v4_fma(pi, v4_splat(k->wd), d);
+  v4f s = v4_fma(d, d, v4_load(sum));
   v4f std = v4_sqrt(s) + k->eps;
   v4_store(sum, s);
   v4_store(p, pi + (k->nclr * d) / std);
@@ -305,20 +286,44 @@ KERNEL void adagrad_loop(const adagrad_coef *k, float *restrict p,
     adagrad_tail(k, p + i, g + i, sum + i, n - i, l2);
 }
 
-void optim_adagrad_step(const optim_config *cfg, uint64_t t, float lr,
+OPTIM_CLONES
+void optim_adagrad_step(const optim_config *cfg, uint64_t t, double lr,
                         float grad_scale, float *param, const float *grad,
                         float *sum, size_t n) {
-  double clr = (double)lr / (1.0 + (double)(t - 1) * cfg->lr_decay);
+  double clr = lr / (1.0 + (double)(t - 1) * cfg->lr_decay);
   adagrad_coef k = {
       .scale = signed_scale(cfg, grad_scale),
-      .wd = cfg->weight_decay,
-      .eps = cfg->eps,
+      .wd = (float)cfg->weight_decay,
+      .eps = (float)cfg->eps,
       .nclr = (float)-clr,
   };
-  if (k.wd != 0.0f)
+  if (cfg->weight_decay != 0.0)
     adagrad_loop(&k, param, grad, sum, n, true);
   else
     adagrad_loop(&k, param, grad, sum, n, false);
+}
+
+/* ---- dispatch ----------------------------------------------------------- */
+
+/* Defined after the kernels: Clang accepts target_clones only on a
+ * function's first declaration, before any call to it. */
+void optim_step(const optim_config *cfg, uint64_t t, double lr,
+                float grad_scale, float *param, const float *grad, float *state,
+                size_t n) {
+  assert(t >= 1);
+  switch (cfg->kind) {
+  case OPTIM_SGD:
+    optim_sgd_step(cfg, t, lr, grad_scale, param, grad, state, n);
+    break;
+  case OPTIM_ADAM:
+  case OPTIM_ADAMW:
+    optim_adam_step(cfg, t, lr, grad_scale, param, grad, state, state + n, n,
+                    cfg->kind == OPTIM_ADAMW);
+    break;
+  case OPTIM_ADAGRAD:
+    optim_adagrad_step(cfg, t, lr, grad_scale, param, grad, state, n);
+    break;
+  }
 }
 
 /* ---- clipping ----------------------------------------------------------- */

@@ -9,16 +9,23 @@
 
 /* Conventions shared by every function below.
  *
- * - Arithmetic follows PyTorch's single-tensor (foreach=False, fused=False)
- *   CPU path operation for operation: element-wise work in float32, scalar
- *   coefficients (bias corrections, step sizes) computed once per call in
- *   double and rounded to float where PyTorch hands a Python float to a
- *   float32 tensor op. Nothing is fused into an FMA, so results do not depend
- *   on the instruction set. (PyTorch's own AVX2 kernels fuse some a + s*b
- *   into FMAs, so it may differ from itself, and from us, by one ulp.)
- * - Hyper-parameters are floats: a coefficient PyTorch derives from the
- *   Python double 0.9 is derived here from 0.9f (1 - beta1 is 0.100000024,
- *   not 0.1), a difference below one float ulp of that coefficient.
+ * - Arithmetic is PyTorch 1.13's single-tensor CPU path (foreach=None,
+ *   fused=False: what Debian's python3-torch runs), operation for operation,
+ *   with the rounding of the kernels it dispatches to on a CPU with AVX2 and
+ *   FMA (ATen's AVX2 and AVX512 kernels agree): element-wise work in
+ *   float32, and where those kernels fuse a multiply-add into one rounding
+ *   (add with alpha, i.e. Vectorized fmadd, and addcmul) so does fsps, with
+ *   fmaf (whose scalar tails fuse too, so an element's result does not
+ *   depend on its position); everything else (mul, div, sqrt, addcdiv) is
+ *   rounded per operation. fsps's results are the same on every machine
+ *   (fmaf is exact whatever the instruction set) and equal torch's wherever
+ *   torch runs those kernels (tests/optim_torch.py checks it against torch
+ *   itself). torch's DEFAULT kernels (a CPU without AVX2, or
+ *   ATEN_CPU_CAPABILITY=default) fuse nothing and differ in last bits.
+ * - Hyper-parameters are doubles, as PyTorch's Python floats are. Each
+ *   coefficient derived from them (1 - beta1, lr / (1 - beta1^t), ...) is
+ *   computed in double, as PyTorch computes it in Python, and rounded to
+ *   float once, where PyTorch hands it to a float32 tensor op.
  * - Hyper-parameters are not validated here (the server validates the model
  *   spec); out-of-range values give IEEE results (inf, NaN), never UB.
  * - Spans of n floats must not overlap one another (the kernels are written
@@ -30,18 +37,20 @@ typedef enum { OPTIM_SGD, OPTIM_ADAM, OPTIM_ADAMW, OPTIM_ADAGRAD } optim_kind;
 
 typedef struct {
   optim_kind kind;
-  float lr; /* base learning rate (the schedule scales it) */
-  float momentum, dampening;
-  bool nesterov;           /* SGD */
-  float weight_decay;      /* SGD/Adam/Adagrad: L2 added to the gradient;
-                              AdamW: decoupled, p *= 1 - lr*weight_decay */
-  float beta1, beta2, eps; /* Adam/AdamW; eps also Adagrad */
-  float lr_decay, initial_accumulator_value; /* Adagrad */
+  double lr; /* base learning rate (the schedule scales it) */
+  double momentum, dampening;
+  bool nesterov;            /* SGD */
+  double weight_decay;      /* SGD/Adam/Adagrad: L2 added to the gradient;
+                               AdamW: decoupled, p *= 1 - lr*weight_decay */
+  double beta1, beta2, eps; /* Adam/AdamW; eps also Adagrad */
+  double lr_decay, initial_accumulator_value; /* Adagrad */
   bool maximize; /* PyTorch's maximize flag: ascend instead of descend */
 } optim_config;
 
-/* Fills *cfg with PyTorch's defaults for `kind` (torch.optim, 2.x):
+/* Fills *cfg with PyTorch 1.13's defaults for `kind` (torch.optim):
  *   SGD     lr 1e-3, momentum 0, dampening 0, nesterov off, weight_decay 0
+ *           (torch 1.13 has no default lr for SGD, it is required; 1e-3 is
+ *           torch 2's, a placeholder for callers that set their own)
  *   Adam    lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0
  *   AdamW   as Adam but weight_decay 1e-2
  *   Adagrad lr 1e-2, lr_decay 0, weight_decay 0, initial_accumulator_value 0,
@@ -63,29 +72,38 @@ void optim_state_init(const optim_config *cfg, float *state, size_t n);
 
 /* Applies one update of cfg->kind to n parameters, dispatching to the kernels
  * below (state laid out as optim_state_init describes).
- *   t          1-based number of this update (t >= 1): bias correction, SGD's
- *              first-step momentum buffer, Adagrad's lr decay.
- *   lr         learning rate of this step (the scheduled one; cfg->lr is not
- *              read).
+ *   t          1-based number of this update (t >= 1), PyTorch's state
+ *              "step" after its increment: bias correction, SGD's first-step
+ *              momentum buffer, Adagrad's lr decay.
+ *   lr         learning rate of this step, a double as PyTorch's group["lr"]
+ *              (the scheduled one; cfg->lr is not read).
  *   grad_scale multiplies the gradient before anything else (the server
- *              passes 1/W to average W workers' summed gradients).
+ *              passes 1/W to average W workers' summed gradients; 1 leaves
+ *              the gradient exactly as it is, as PyTorch sees it).
  * grad is read only; param and state are updated in place, in one pass. */
-void optim_step(const optim_config *cfg, uint64_t t, float lr, float grad_scale,
-                float *param, const float *grad, float *state, size_t n);
+void optim_step(const optim_config *cfg, uint64_t t, double lr,
+                float grad_scale, float *param, const float *grad, float *state,
+                size_t n);
+
+/* In the formulas below, every variable is a float32 and every operation is
+ * rounded to float32, except where noted: fma(a, b, c) is a*b + c rounded
+ * once, and "(f)" marks a coefficient computed in double from the
+ * hyper-parameters and rounded to float once. */
 
 /* SGD, torch.optim.SGD. With mu = momentum, tau = dampening,
  * lambda = weight_decay, gamma = lr, s = grad_scale, per element:
  *   g = s * grad;  if maximize: g = -g
- *   if lambda != 0: g = g + lambda * p
+ *   if lambda != 0: g = fma(p, lambda, g)           grad.add(p, alpha=lambda)
  *   if mu != 0:
- *     b = (t == 1) ? g : mu * b + (1 - tau) * g
- *     g = nesterov ? g + mu * b : b
- *   p = p - gamma * g
+ *     b = (t == 1) ? g : fma(g, (f)(1 - tau), b * mu)
+ *                          buf.mul_(mu).add_(g, alpha=1 - tau)
+ *     g = nesterov ? fma(b, mu, g) : b              g.add(buf, alpha=mu)
+ *   p = fma(g, (f)(-gamma), p)                      p.add_(g, alpha=-lr)
  * (PyTorch negates g at the start for maximize, as here; its documentation's
  * "p = p + gamma*g" at the end would differ once weight_decay != 0.)
  * `buf` is the momentum buffer b (n floats); it may be NULL when mu == 0, and
  * its contents are ignored (overwritten) when t == 1. */
-void optim_sgd_step(const optim_config *cfg, uint64_t t, float lr,
+void optim_sgd_step(const optim_config *cfg, uint64_t t, double lr,
                     float grad_scale, float *param, const float *grad,
                     float *buf, size_t n);
 
@@ -93,33 +111,31 @@ void optim_sgd_step(const optim_config *cfg, uint64_t t, float lr,
  * With beta1, beta2, eps, lambda = weight_decay, gamma = lr, s = grad_scale,
  * per element:
  *   g = s * grad;  if maximize: g = -g
- *   AdamW (decoupled):        p = p * (1 - gamma * lambda)
- *   Adam, if lambda != 0:     g = g + lambda * p
- *   m = lerp(m, g, 1 - beta1) = m + (1 - beta1) * (g - m)
- *       (when 1 - beta1 >= 0.5, PyTorch's lerp computes
- *        g - (g - m) * (1 - (1 - beta1)), and so do we)
- *   v = beta2 * v + (1 - beta2) * g * g
- *   bc1 = 1 - beta1^t,  bc2 = 1 - beta2^t            (double, once per call)
- *   step_size = gamma / bc1                          (double, once per call)
- *   denom = sqrt(v) / sqrt(bc2) + eps
- *   p = p - step_size * m / denom
+ *   AdamW (decoupled):     p = p * (f)(1 - gamma * lambda)
+ *   Adam, if lambda != 0:  g = fma(p, lambda, g)
+ *   m = fma(g, (f)(1 - beta1), m * beta1)     mul_(beta1).add_(g, alpha=..)
+ *   v = fma((f)(1 - beta2) * g, g, v * beta2) mul_(beta2).addcmul_(g, g, ..)
+ *   bc1 = 1 - beta1^t,  bc2 = 1 - beta2^t     (double)
+ *   denom = sqrt(v) / (f)sqrt(bc2) + eps
+ *   p = p + ((f)(-gamma / bc1) * m) / denom   addcdiv_(m, denom, value=..)
  * which is the documented m_hat = m / bc1, v_hat = v / bc2,
- * p = p - gamma * m_hat / (sqrt(v_hat) + eps) with PyTorch's evaluation order.
+ * p = p - gamma * m_hat / (sqrt(v_hat) + eps) in PyTorch's evaluation order.
+ * (PyTorch 2 moved m to lerp_; 1.13, matched here, has mul_ and add_.)
  * `decoupled` selects AdamW; cfg->kind is not read. m (exp_avg) and v
  * (exp_avg_sq) are n floats each. */
-void optim_adam_step(const optim_config *cfg, uint64_t t, float lr,
+void optim_adam_step(const optim_config *cfg, uint64_t t, double lr,
                      float grad_scale, float *param, const float *grad,
                      float *m, float *v, size_t n, bool decoupled);
 
 /* Adagrad, torch.optim.Adagrad. With eta = lr_decay, lambda = weight_decay,
  * gamma = lr, s = grad_scale, per element:
  *   g = s * grad;  if maximize: g = -g
- *   clr = gamma / (1 + (t - 1) * eta)                 (double, once per call)
- *   if lambda != 0: g = g + lambda * p
- *   sum = sum + g * g
- *   p = p - clr * g / (sqrt(sum) + eps)
- * `sum` (state_sum) is n floats. */
-void optim_adagrad_step(const optim_config *cfg, uint64_t t, float lr,
+ *   if lambda != 0: g = fma(p, lambda, g)
+ *   clr = gamma / (1 + (t - 1) * eta)                 (double)
+ *   sum = fma(g, g, sum)                              addcmul_(g, g, value=1)
+ *   p = p + ((f)(-clr) * g) / (sqrt(sum) + eps)       addcdiv_(g, std, ..)
+ * `sum` (state_sum) is n floats, initially (f)initial_accumulator_value. */
+void optim_adagrad_step(const optim_config *cfg, uint64_t t, double lr,
                         float grad_scale, float *param, const float *grad,
                         float *sum, size_t n);
 
@@ -152,16 +168,16 @@ typedef enum {
 
 typedef struct {
   optim_sched_kind kind;
-  uint64_t step_size;        /* STEP: decay every step_size steps */
-  float gamma;               /* STEP: decay factor */
-  uint64_t t_max;            /* COSINE: steps from base_lr down to eta_min */
-  float eta_min;             /* COSINE: floor */
-  uint64_t warmup_steps;     /* 0 = no warm-up */
-  float warmup_start_factor; /* warm-up factor at step 0, rising to 1 */
+  uint64_t step_size;         /* STEP: decay every step_size steps */
+  double gamma;               /* STEP: decay factor */
+  uint64_t t_max;             /* COSINE: steps from base_lr down to eta_min */
+  double eta_min;             /* COSINE: floor */
+  uint64_t warmup_steps;      /* 0 = no warm-up */
+  double warmup_start_factor; /* warm-up factor at step 0, rising to 1 */
 } optim_schedule;
 
-/* Returns the learning rate of 0-based step `step`, in closed form (computed
- * in double, rounded to float), as PyTorch's schedulers give it:
+/* Returns the learning rate of 0-based step `step`, in closed form, in
+ * double (a Python float in PyTorch), as PyTorch's schedulers give it:
  *   CONSTANT  base_lr
  *   STEP      base_lr * gamma^floor(step / step_size)            (StepLR)
  *   COSINE    eta_min + (base_lr - eta_min) * (1 + cos(pi * k / t_max)) / 2,
@@ -171,7 +187,9 @@ typedef struct {
  *   f = start + (1 - start) * min(step, warmup_steps) / warmup_steps
  * (start = warmup_start_factor; ChainedScheduler semantics). step_size 0
  * means no decay and t_max 0 means eta_min from step 0 (PyTorch would divide
- * by zero). */
-float optim_schedule_lr(const optim_schedule *s, float base_lr, uint64_t step);
+ * by zero). PyTorch's schedulers update lr recursively, step by step, so
+ * their lr can differ from this closed form in the last bits of a double. */
+double optim_schedule_lr(const optim_schedule *s, double base_lr,
+                         uint64_t step);
 
 #endif /* FSPS_OPTIM_H */

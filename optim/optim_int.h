@@ -1,5 +1,6 @@
 /* optim_int.h: private to optim.c — four-lane float vectors (GCC/Clang vector
- * extensions) for the kernels whose square root GCC will not vectorise. */
+ * extensions) for the kernels whose square root GCC will not vectorise, and
+ * the per-CPU clones of the kernels. */
 #ifndef FSPS_OPTIM_INT_H
 #define FSPS_OPTIM_INT_H
 
@@ -8,6 +9,29 @@
 
 #if defined(__SSE__)
 #include <xmmintrin.h>
+#endif
+
+/* The kernels round a*b + c once wherever PyTorch's kernels do, with fmaf.
+ * Built for baseline x86-64, fmaf is a call into libm (exact, but a call per
+ * element), so on x86-64 each kernel is also compiled for x86-64-v3 (AVX2
+ * and FMA), where fmaf is one instruction and vectorises, and the loader
+ * picks the clone the CPU runs (an ifunc). Both clones compute the same
+ * bits: fmaf is exact either way. Elsewhere (e.g. AArch64, where FMA is
+ * baseline) there is one version, and so under ThreadSanitizer. */
+#if defined(__SANITIZE_THREAD__)
+#define OPTIM_TSAN 1 /* GCC's -fsanitize=thread */
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define OPTIM_TSAN 1 /* Clang's */
+#endif
+#endif
+/* Not under ThreadSanitizer: the loader runs ifunc resolvers before the
+ * sanitizer's runtime is up, and an instrumented resolver crashes there. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) &&        \
+    !defined(OPTIM_TSAN)
+#define OPTIM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define OPTIM_CLONES
 #endif
 
 /* GCC only vectorises sqrtf under -fno-math-errno, which neither the build
@@ -39,6 +63,19 @@ static inline v4f v4_sqrt(v4f x) {
     x[i] = sqrtf(x[i]);
   return x;
 #endif
+}
+
+/* x in every lane. */
+static inline v4f v4_splat(float x) {
+  return (v4f){x, x, x, x};
+}
+
+/* a*b + c rounded once in each lane; one vfmadd in an x86-64-v3 clone. */
+static inline v4f v4_fma(v4f a, v4f b, v4f c) {
+  v4f r;
+  for (int i = 0; i < V4; i++)
+    r[i] = fmaf(a[i], b[i], c[i]);
+  return r;
 }
 
 #endif /* FSPS_OPTIM_INT_H */

@@ -11,7 +11,7 @@ static const double PI = 3.14159265358979323846;
 static double step_lr(const optim_schedule *s, double base, uint64_t step) {
   if (s->step_size == 0)
     return base;
-  return base * pow((double)s->gamma, (double)(step / s->step_size));
+  return base * pow(s->gamma, (double)(step / s->step_size));
 }
 
 /* CosineAnnealingLR's closed form, held at eta_min once step >= t_max. */
@@ -31,7 +31,8 @@ static double warmup_factor(const optim_schedule *s, uint64_t step) {
   return start + (1.0 - start) * (double)step / (double)s->warmup_steps;
 }
 
-float optim_schedule_lr(const optim_schedule *s, float base_lr, uint64_t step) {
+double optim_schedule_lr(const optim_schedule *s, double base_lr,
+                         uint64_t step) {
   double base = base_lr, lr = base;
   switch (s->kind) {
   case OPTIM_SCHED_CONSTANT:
@@ -43,5 +44,5 @@ float optim_schedule_lr(const optim_schedule *s, float base_lr, uint64_t step) {
     lr = cosine_lr(s, base, step);
     break;
   }
-  return (float)(lr * warmup_factor(s, step));
+  return lr * warmup_factor(s, step);
 }

@@ -24,23 +24,25 @@ _Static_assert(sizeof scheds / sizeof *scheds == SHARD_SCHED_COSINE + 1,
 void server_spec_optim_config(const shard_optim_spec *o, optim_config *c,
                               optim_schedule *s) {
   optim_config_defaults(kinds[o->kind], c);
-  c->lr = (float)o->lr;
-  c->momentum = (float)o->momentum;
-  c->dampening = (float)o->dampening;
+  /* Doubles both sides: optim rounds what it derives from them once, as
+   * PyTorch does with its Python floats. */
+  c->lr = o->lr;
+  c->momentum = o->momentum;
+  c->dampening = o->dampening;
   c->nesterov = o->nesterov;
-  c->weight_decay = (float)o->weight_decay;
-  c->beta1 = (float)o->beta1;
-  c->beta2 = (float)o->beta2;
-  c->eps = (float)o->eps;
-  c->lr_decay = (float)o->lr_decay;
-  c->initial_accumulator_value = (float)o->initial_accumulator_value;
+  c->weight_decay = o->weight_decay;
+  c->beta1 = o->beta1;
+  c->beta2 = o->beta2;
+  c->eps = o->eps;
+  c->lr_decay = o->lr_decay;
+  c->initial_accumulator_value = o->initial_accumulator_value;
   *s = (optim_schedule){scheds[o->schedule],
                         o->step_size,
-                        (float)o->gamma,
+                        o->gamma,
                         o->t_max,
-                        (float)o->eta_min,
+                        o->eta_min,
                         o->warmup_steps,
-                        (float)o->warmup_start_factor};
+                        o->warmup_start_factor};
 }
 
 size_t server_spec_optim_state_per_elem(const shard_optim_spec *o) {

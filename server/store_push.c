@@ -200,7 +200,7 @@ static void apply(store_layer *L, const float *grad, uint32_t contributors) {
     L->cur = L->spare;
     L->spare = NULL;
   }
-  float lr = optim_schedule_lr(&st->sched, st->ocfg.lr, L->version);
+  double lr = optim_schedule_lr(&st->sched, st->ocfg.lr, L->version);
   optim_step(&st->ocfg, L->version + 1, lr, 1.0f / (float)contributors,
              L->cur->data, grad, L->state, L->cnt);
   L->version++;

@@ -127,14 +127,17 @@ typedef struct {
   double warmup_start_factor;
 } shard_optim_spec;
 
-/* shard_optim_defaults fills *o (every field) with PyTorch's defaults for
- * kind: sgd lr 0.01, momentum 0, dampening 0; adam/adamw lr 1e-3, betas 0.9
- * and 0.999, eps 1e-8, weight_decay 0 (adam) or 0.01 (adamw); adagrad lr
- * 0.01, lr_decay 0, eps 1e-10, initial_accumulator_value 0. Fields the kind
- * does not use are 0. Schedule constant, gamma 0.1, warmup_start_factor 1/3,
- * other schedule fields 0. Returns FSPS_OK, or FSPS_INVALID_ARGUMENT when o
- * is NULL or kind is out of range (then *o holds the SGD defaults with
- * o->kind = kind, which validation refuses). Thread-safe. */
+/* shard_optim_defaults fills *o (every field) with PyTorch's (1.13)
+ * defaults for kind: sgd momentum 0, dampening 0; adam/adamw lr 1e-3, betas
+ * 0.9 and 0.999, eps 1e-8, weight_decay 0 (adam) or 0.01 (adamw); adagrad
+ * lr 0.01, lr_decay 0, eps 1e-10, initial_accumulator_value 0. torch.optim.SGD
+ * has no default lr; sgd's lr here is 0.01, fsps's own, for a spec built
+ * without one (a ModelSpec that leaves it unset is refused by wire/). Fields
+ * the kind does not use are 0. Schedule constant, gamma 0.1 (StepLR),
+ * warmup_start_factor 1/3 (LinearLR), other schedule fields 0. Returns FSPS_OK,
+ * or FSPS_INVALID_ARGUMENT when o is NULL or kind is out of range (then *o
+ * holds the SGD defaults with o->kind = kind, which validation refuses).
+ * Thread-safe. */
 int shard_optim_defaults(shard_opt_kind kind, shard_optim_spec *o);
 
 /* An opaque model spec: seed, ordered layers of tensors, optimizer. It owns

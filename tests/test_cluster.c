@@ -88,8 +88,8 @@ static float *reference(uint32_t l, uint32_t W, uint64_t *n_out) {
   shard_spec_destroy(ss);
   optim_config cfg;
   optim_config_defaults(OPTIM_ADAM, &cfg);
-  cfg.lr = (float)LR;
-  cfg.weight_decay = (float)WD;
+  cfg.lr = LR;
+  cfg.weight_decay = WD;
   optim_state_init(&cfg, state, n);
   for (uint64_t t = 0; t < STEPS; t++) {
     fill_grad(acc, n, 0, t, l);

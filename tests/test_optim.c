@@ -58,19 +58,19 @@ static void test_config_defaults(void **unused) {
   optim_config c;
   optim_config_defaults(OPTIM_SGD, &c);
   assert_int_equal(c.kind, OPTIM_SGD);
-  assert_true(c.lr == 1e-3f && c.momentum == 0.0f && c.dampening == 0.0f);
-  assert_true(!c.nesterov && c.weight_decay == 0.0f && !c.maximize);
-  optim_config_defaults(OPTIM_ADAM, &c);
-  assert_true(c.lr == 1e-3f && c.beta1 == 0.9f && c.beta2 == 0.999f);
-  assert_true(c.eps == 1e-8f && c.weight_decay == 0.0f);
+  assert_true(c.lr == 1e-3 && c.momentum == 0.0 && c.dampening == 0.0);
+  assert_true(!c.nesterov && c.weight_decay == 0.0 && !c.maximize);
+  optim_config_defaults(OPTIM_ADAM, &c); /* PyTorch's doubles, not floats */
+  assert_true(c.lr == 1e-3 && c.beta1 == 0.9 && c.beta2 == 0.999);
+  assert_true(c.eps == 1e-8 && c.weight_decay == 0.0);
   optim_config_defaults(OPTIM_ADAMW, &c);
   assert_int_equal(c.kind, OPTIM_ADAMW);
-  assert_true(c.lr == 1e-3f && c.beta1 == 0.9f && c.beta2 == 0.999f);
-  assert_true(c.eps == 1e-8f && c.weight_decay == 1e-2f);
+  assert_true(c.lr == 1e-3 && c.beta1 == 0.9 && c.beta2 == 0.999);
+  assert_true(c.eps == 1e-8 && c.weight_decay == 1e-2);
   optim_config_defaults(OPTIM_ADAGRAD, &c);
-  assert_true(c.lr == 1e-2f && c.lr_decay == 0.0f && c.eps == 1e-10f);
-  assert_true(c.weight_decay == 0.0f && c.initial_accumulator_value == 0.0f);
-  assert_true(c.beta1 == 0.0f && c.momentum == 0.0f); /* unused: zero */
+  assert_true(c.lr == 1e-2 && c.lr_decay == 0.0 && c.eps == 1e-10);
+  assert_true(c.weight_decay == 0.0 && c.initial_accumulator_value == 0.0);
+  assert_true(c.beta1 == 0.0 && c.momentum == 0.0); /* unused: zero */
 }
 
 static void test_state_per_elem(void **unused) {
@@ -296,14 +296,13 @@ static void test_adamw(void **unused) {
   assert_close(p[1], -0.29701181, 1e-6);
 }
 
-/* beta1 0.25 makes lerp's weight 0.75 >= 0.5, PyTorch's other branch
- * m = g - (g - m) * 0.25; same data as test_adam:
+/* beta1 0.25, same data as test_adam: m = 0.25 m + 0.75 g.
  * t=1: m = 0.75 g = (0.375, -1.5); p = (0.875, -0.375) again
- * t=2: m = g - (g - m)/4 = (0.28125, 0.375), bc1 = 1 - 1/16 = 0.9375
+ * t=2: m = 0.25 m + 0.75 g = (0.28125, 0.375), bc1 = 1 - 1/16 = 0.9375
  *   p = (0.875 - (0.125/0.9375)(0.28125)/0.35355339,
  *        -0.375 - (0.125/0.9375)(0.375)/1.4142136)
  *     = (0.76893399, -0.41035534) */
-static void test_adam_lerp_large_weight(void **unused) {
+static void test_adam_small_beta1(void **unused) {
   (void)unused;
   optim_config c;
   optim_config_defaults(OPTIM_ADAM, &c);
@@ -523,52 +522,78 @@ static void test_reference_adagrad(void **unused) {
 
 /* ---- float32 order, tails, grad_scale ------------------------------------ */
 
-/* PyTorch's lerp (ATen/native/Lerp.h) in float. */
-static float torch_lerp(float self, float end, float w) {
-  return fabsf(w) < 0.5f ? self + w * (end - self)
-                         : end - (end - self) * (1.0f - w);
+/* PyTorch 1.13's _single_tensor_* paths written out scalar, op by op in
+ * float, with the rounding of ATen's AVX2 kernels: add with alpha and
+ * addcmul fused (fmaf), everything else rounded per op, double scalars
+ * rounded to float once. The library must agree bit for bit, whichever of
+ * its vector body and tail computes an element. (tests/optim_torch.py
+ * checks the library against torch itself where torch is installed.) */
+static void torch_order_sgd(const optim_config *c, uint64_t t, float *p,
+                            const float *grad, float *b, size_t n) {
+  float wd = (float)c->weight_decay, mom = (float)c->momentum;
+  float damp1 = (float)(1.0 - c->dampening), nlr = (float)-c->lr;
+  for (size_t i = 0; i < n; i++) {
+    float g = c->maximize ? -grad[i] : grad[i];
+    if (c->weight_decay != 0.0)
+      g = fmaf(p[i], wd, g);
+    if (c->momentum != 0.0) {
+      b[i] = t == 1 ? g : fmaf(g, damp1, b[i] * mom);
+      g = c->nesterov ? fmaf(b[i], mom, g) : b[i];
+    }
+    p[i] = fmaf(g, nlr, p[i]);
+  }
 }
 
-/* Adam/AdamW written out scalar, PyTorch's _single_tensor_adam op by op in
- * float (neg, mul_, add, lerp_, mul_, addcmul_, sqrt, div, add_, addcdiv_)
- * with its double scalars rounded to float: the library must agree bit for
- * bit, whichever of its vector body and tail computes an element. */
+/* Adam/AdamW (neg, add, mul_, add_, mul_, addcmul_, sqrt, div, add_,
+ * addcdiv_). */
 static void torch_order_adam(const optim_config *c, uint64_t t, float *p,
                              const float *grad, float *m, float *v, size_t n) {
   double bc1 = 1.0 - pow(c->beta1, (double)t);
   double bc2 = 1.0 - pow(c->beta2, (double)t);
-  float w = (float)(1.0 - c->beta1), c2 = (float)(1.0 - c->beta2);
-  float bc2s = (float)sqrt(bc2), neg_step = (float)(-(double)c->lr / bc1);
-  float decay = (float)(1.0 - (double)c->lr * c->weight_decay);
+  float c1 = (float)(1.0 - c->beta1), c2 = (float)(1.0 - c->beta2);
+  float b1 = (float)c->beta1, b2 = (float)c->beta2, eps = (float)c->eps;
+  float bc2s = (float)sqrt(bc2), neg_step = (float)-(c->lr / bc1);
+  float decay = (float)(1.0 - c->lr * c->weight_decay);
+  float wd = (float)c->weight_decay;
   bool adamw = c->kind == OPTIM_ADAMW;
   for (size_t i = 0; i < n; i++) {
     float g = c->maximize ? -grad[i] : grad[i];
     if (adamw)
       p[i] = p[i] * decay;
-    else
-      g = g + c->weight_decay * p[i];
-    m[i] = torch_lerp(m[i], g, w);
-    v[i] = v[i] * c->beta2;
-    v[i] = v[i] + c2 * g * g;
+    else if (c->weight_decay != 0.0)
+      g = fmaf(p[i], wd, g);
+    m[i] = fmaf(g, c1, m[i] * b1);
+    v[i] = fmaf(c2 * g, g, v[i] * b2);
     float denom = sqrtf(v[i]) / bc2s;
-    denom = denom + c->eps;
+    denom = denom + eps;
     p[i] = p[i] + neg_step * m[i] / denom;
   }
 }
 
-/* Adagrad likewise (_single_tensor_adagrad). */
+/* Adagrad (neg, add, addcmul_, sqrt, add_, addcdiv_). */
 static void torch_order_adagrad(const optim_config *c, uint64_t t, float *p,
                                 const float *grad, float *sum, size_t n) {
-  double clr = (double)c->lr / (1.0 + (double)(t - 1) * c->lr_decay);
-  float neg_clr = (float)-clr;
+  double clr = c->lr / (1.0 + (double)(t - 1) * c->lr_decay);
+  float neg_clr = (float)-clr, wd = (float)c->weight_decay;
   for (size_t i = 0; i < n; i++) {
     float g = c->maximize ? -grad[i] : grad[i];
-    g = g + c->weight_decay * p[i];
-    sum[i] = sum[i] + 1.0f * g * g;
+    if (c->weight_decay != 0.0)
+      g = fmaf(p[i], wd, g);
+    sum[i] = fmaf(1.0f * g, g, sum[i]);
     float std = sqrtf(sum[i]);
-    std = std + c->eps;
+    std = std + (float)c->eps;
     p[i] = p[i] + neg_clr * g / std;
   }
+}
+
+static void torch_order_step(const optim_config *c, uint64_t t, float *p,
+                             const float *g, float *s, size_t n) {
+  if (c->kind == OPTIM_SGD)
+    torch_order_sgd(c, t, p, g, s, n);
+  else if (c->kind == OPTIM_ADAGRAD)
+    torch_order_adagrad(c, t, p, g, s, n);
+  else
+    torch_order_adam(c, t, p, g, s, s + n, n);
 }
 
 /* 5 steps of the library and of the scalar float emulation on N elements
@@ -583,10 +608,7 @@ static void check_torch_order(const optim_config *c) {
   for (uint64_t t = 1; t <= 5; t++) {
     fill_uniform(g, N, 10 + t, 1.0f);
     optim_step(c, t, c->lr, 1.0f, p, g, s, N);
-    if (c->kind == OPTIM_ADAGRAD)
-      torch_order_adagrad(c, t, q, g, ref_s, N);
-    else
-      torch_order_adam(c, t, q, g, ref_s, ref_s + N, N);
+    torch_order_step(c, t, q, g, ref_s, N);
   }
   assert_same_floats(p, q, N);
   assert_same_floats(s, ref_s, optim_state_per_elem(c) * N);
@@ -595,20 +617,30 @@ static void check_torch_order(const optim_config *c) {
 static void test_bitwise_torch_order(void **unused) {
   (void)unused;
   optim_config c;
-  optim_config_defaults(OPTIM_ADAM, &c);
-  c.lr = 0.01f;
-  c.weight_decay = 0.01f;
+  optim_config_defaults(OPTIM_SGD, &c);
+  c.lr = 0.1;
+  c.momentum = 0.9;
+  c.dampening = 0.1;
+  c.weight_decay = 0.01;
   check_torch_order(&c);
-  optim_config_defaults(OPTIM_ADAMW, &c); /* lerp weight 0.7: other branch */
-  c.lr = 0.01f;
-  c.beta1 = 0.3f;
+  c.dampening = 0.0;
+  c.nesterov = true;
+  c.maximize = true;
+  check_torch_order(&c);
+  optim_config_defaults(OPTIM_ADAM, &c);
+  c.lr = 0.01;
+  c.weight_decay = 0.01;
+  check_torch_order(&c);
+  optim_config_defaults(OPTIM_ADAMW, &c);
+  c.lr = 0.01;
+  c.beta1 = 0.3;
   c.maximize = true;
   check_torch_order(&c);
   optim_config_defaults(OPTIM_ADAGRAD, &c);
-  c.lr_decay = 0.1f;
-  c.weight_decay = 0.01f;
-  c.initial_accumulator_value = 0.1f;
-  c.eps = 1e-3f; /* large enough to tell sqrt(s) + eps from sqrt(s + eps) */
+  c.lr_decay = 0.1;
+  c.weight_decay = 0.01;
+  c.initial_accumulator_value = 0.1;
+  c.eps = 1e-3; /* large enough to tell sqrt(s) + eps from sqrt(s + eps) */
   check_torch_order(&c);
 }
 
@@ -800,7 +832,7 @@ int main(void) {
       cmocka_unit_test(test_adam),
       cmocka_unit_test(test_adam_wd),
       cmocka_unit_test(test_adamw),
-      cmocka_unit_test(test_adam_lerp_large_weight),
+      cmocka_unit_test(test_adam_small_beta1),
       cmocka_unit_test(test_adagrad_lr_decay),
       cmocka_unit_test(test_reference_sgd_momentum),
       cmocka_unit_test(test_reference_sgd_nesterov),

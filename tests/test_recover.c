@@ -104,7 +104,7 @@ static int step(fsps_client *c, uint32_t w, uint64_t t, bool half) {
 static void reference(float *p0, float *p1) {
   optim_config cfg;
   optim_config_defaults(OPTIM_SGD, &cfg);
-  cfg.lr = (float)LR;
+  cfg.lr = LR;
   float acc0[L0], acc1[L1], g0[L0], g1[L1];
   for (uint64_t t = 0; t < STEPS; t++) {
     float s1 = sum(p1, L1);

@@ -83,7 +83,7 @@ static void reference(float *p, uint64_t n, uint32_t l, uint32_t W) {
   float *acc = malloc(n * 4), *g = malloc(n * 4), *state = calloc(2 * n, 4);
   optim_config cfg;
   optim_config_defaults(OPTIM_ADAM, &cfg);
-  cfg.lr = (float)LR;
+  cfg.lr = LR;
   optim_state_init(&cfg, state, n);
   for (uint64_t t = 0; t < STEPS; t++) {
     fill_grad(acc, n, 0, t, l);

@@ -315,6 +315,149 @@ static void test_spec_from_proto_refusals(void **state) {
   assert_non_null(strstr(msg, "not a ModelSpec"));
 }
 
+/* ---- optimizer defaults ------------------------------------------------ */
+
+/* Every double of OptimizerSpec has presence (a oneof of its own) and is
+ * in WIRE_OPTIM_PRESENT_FIELDS, and every field listed is such a double:
+ * a hyper-parameter added without presence would read unset as 0. */
+static void test_optim_fields_have_presence(void **state) {
+  (void)state;
+  const ProtobufCMessageDescriptor *d = &fsps__v1__optimizer_spec__descriptor;
+#define NAME(f, F) #f,
+  const char *listed[] = {WIRE_OPTIM_PRESENT_FIELDS(NAME)};
+#undef NAME
+  size_t doubles = 0;
+  for (unsigned i = 0; i < d->n_fields; i++) {
+    const ProtobufCFieldDescriptor *f = &d->fields[i];
+    if (f->type != PROTOBUF_C_TYPE_DOUBLE)
+      continue;
+    doubles++;
+    if (!(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF))
+      fail_msg("OptimizerSpec.%s has no presence (not in a oneof)", f->name);
+  }
+  assert_int_equal(doubles, COUNT(listed));
+  for (size_t i = 0; i < COUNT(listed); i++) {
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(d, listed[i]);
+    assert_non_null(f);
+    assert_int_equal(f->type, PROTOBUF_C_TYPE_DOUBLE);
+  }
+}
+
+/* spec_of decodes a ModelSpec of one small layer around optimizer o. */
+static shard_spec *spec_of(Fsps__V1__OptimizerSpec *o, char *msg,
+                           size_t msglen) {
+  uint64_t dims[] = {3};
+  Fsps__V1__TensorSpec t = FSPS__V1__TENSOR_SPEC__INIT, *tp = &t;
+  t.name = "w";
+  t.n_dims = 1;
+  t.dims = dims;
+  Fsps__V1__LayerSpec l = FSPS__V1__LAYER_SPEC__INIT, *lp = &l;
+  l.name = "l";
+  l.n_tensors = 1;
+  l.tensors = &tp;
+  Fsps__V1__ModelSpec m = FSPS__V1__MODEL_SPEC__INIT;
+  m.n_layers = 1;
+  m.layers = &lp;
+  m.optimizer = o;
+  m.seed = 3;
+  return wire_spec_from_proto(&m, msg, msglen);
+}
+
+/* Only the name set: every hyper-parameter is PyTorch's default for it, and
+ * the spec is the one with those defaults written out (same hash). */
+static void check_unset_is_default(const char *name, shard_opt_kind kind) {
+  Fsps__V1__OptimizerSpec o = FSPS__V1__OPTIMIZER_SPEC__INIT;
+  o.name = (char *)name;
+  char msg[256];
+  shard_spec *unset = spec_of(&o, msg, sizeof msg);
+  assert_non_null(unset);
+  shard_optim_spec want;
+  shard_optim_defaults(kind, &want);
+  const shard_optim_spec *got = shard_spec_optim(unset);
+  assert_true(got->lr == want.lr && got->beta1 == want.beta1);
+  assert_true(got->beta2 == want.beta2 && got->eps == want.eps);
+  assert_true(got->weight_decay == want.weight_decay);
+  assert_true(got->gamma == 0.1 && got->warmup_start_factor == 1.0 / 3.0);
+  shard_spec *explicit = shard_spec_create(3);
+  const uint64_t dims[] = {3};
+  shard_spec_add_layer(explicit, "l");
+  shard_spec_add_tensor(explicit, "w", 1, dims, SHARD_INIT_ZEROS, 0, 0);
+  shard_spec_set_optim(explicit, &want);
+  assert_true(shard_spec_equal(unset, explicit));
+  assert_true(shard_spec_hash(unset) == shard_spec_hash(explicit));
+  assert_int_equal(shard_spec_validate(unset, msg, sizeof msg), FSPS_OK);
+  shard_spec_destroy(explicit);
+  shard_spec_destroy(unset);
+}
+
+static void test_optim_unset_fields_take_torch_defaults(void **state) {
+  (void)state;
+  check_unset_is_default("adam", SHARD_OPT_ADAM);
+  check_unset_is_default("adamw", SHARD_OPT_ADAMW);
+  check_unset_is_default("adagrad", SHARD_OPT_ADAGRAD);
+  /* The values PyTorch 1.13's signatures give, spelled out once here. */
+  shard_optim_spec o;
+  shard_optim_defaults(SHARD_OPT_ADAMW, &o);
+  assert_true(o.lr == 1e-3 && o.beta1 == 0.9 && o.beta2 == 0.999);
+  assert_true(o.eps == 1e-8 && o.weight_decay == 1e-2);
+  shard_optim_defaults(SHARD_OPT_ADAGRAD, &o);
+  assert_true(o.lr == 1e-2 && o.eps == 1e-10 && o.lr_decay == 0);
+}
+
+/* A field set to 0 is 0, not the default: AdamW's weight_decay 0 stays 0. */
+static void test_optim_explicit_zero_is_kept(void **state) {
+  (void)state;
+  Fsps__V1__OptimizerSpec o = FSPS__V1__OPTIMIZER_SPEC__INIT;
+  o.name = "adamw";
+  o.weight_decay = 0.0;
+  o._weight_decay_case = FSPS__V1__OPTIMIZER_SPEC___WEIGHT_DECAY_WEIGHT_DECAY;
+  o.beta1 = 0.5;
+  o._beta1_case = FSPS__V1__OPTIMIZER_SPEC___BETA1_BETA1;
+  char msg[256];
+  shard_spec *s = spec_of(&o, msg, sizeof msg);
+  assert_non_null(s);
+  assert_true(shard_spec_optim(s)->weight_decay == 0.0);
+  assert_true(shard_spec_optim(s)->beta1 == 0.5);
+  assert_true(shard_spec_optim(s)->beta2 == 0.999); /* unset: default */
+  shard_spec_destroy(s);
+}
+
+/* torch.optim.SGD has no default lr (1.13): unset, the spec is refused,
+ * naming the field; set (even to 0), it is taken. */
+static void test_optim_sgd_needs_lr(void **state) {
+  (void)state;
+  Fsps__V1__OptimizerSpec o = FSPS__V1__OPTIMIZER_SPEC__INIT;
+  o.name = "sgd";
+  o.momentum = 0.9;
+  o._momentum_case = FSPS__V1__OPTIMIZER_SPEC___MOMENTUM_MOMENTUM;
+  char msg[256];
+  assert_null(spec_of(&o, msg, sizeof msg));
+  assert_non_null(strstr(msg, "lr is not set"));
+  o._lr_case = FSPS__V1__OPTIMIZER_SPEC___LR_LR;
+  o.lr = 0.0;
+  shard_spec *s = spec_of(&o, msg, sizeof msg);
+  assert_non_null(s);
+  assert_true(shard_spec_optim(s)->lr == 0.0);
+  assert_true(shard_spec_optim(s)->momentum == 0.9);
+  shard_spec_destroy(s);
+}
+
+/* wire_spec_to_proto sends every hyper-parameter set, with the value in
+ * effect, so a server never substitutes a default of its own. */
+static void test_optim_round_trip_sets_every_field(void **state) {
+  (void)state;
+  shard_spec *s = full_spec();
+  wire_spec_msg m;
+  assert_int_equal(wire_spec_to_proto(&m, s), FSPS_OK);
+#define IS_SET(f, F)                                                           \
+  assert_int_equal(m.optim._##f##_case, FSPS__V1__OPTIMIZER_SPEC___##F##_##F);
+  WIRE_OPTIM_PRESENT_FIELDS(IS_SET)
+#undef IS_SET
+  wire_spec_msg_free(&m);
+  shard_spec_destroy(s);
+}
+
 /* ---- size limits ------------------------------------------------------- */
 
 static void test_full_chunk_fits_in_a_message(void **state) {
@@ -367,6 +510,11 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_pull_chunk_fields),
       cmocka_unit_test(test_push_chunk_fields),
+      cmocka_unit_test(test_optim_fields_have_presence),
+      cmocka_unit_test(test_optim_unset_fields_take_torch_defaults),
+      cmocka_unit_test(test_optim_explicit_zero_is_kept),
+      cmocka_unit_test(test_optim_sgd_needs_lr),
+      cmocka_unit_test(test_optim_round_trip_sets_every_field),
       cmocka_unit_test(test_paths_match_fsps_proto),
       cmocka_unit_test(test_health_path_matches_health_proto),
       cmocka_unit_test(test_init_kinds_match_by_name),

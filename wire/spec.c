@@ -9,26 +9,24 @@
 
 /* ---- shard spec -> ModelSpec ---- */
 
+/* The set value of field f's presence case (see WIRE_OPTIM_PRESENT_FIELDS). */
+#define OPTIM_SET(F) FSPS__V1__OPTIMIZER_SPEC___##F##_##F
+
+/* Every hyper-parameter is sent, set, with the value in effect: the
+ * receiver never falls back on a default of its own. */
 static void optim_msg(Fsps__V1__OptimizerSpec *m, const shard_optim_spec *o) {
   fsps__v1__optimizer_spec__init(m);
   m->name = (char *)wire_optimizer_name(o->kind);
-  m->lr = o->lr;
-  m->momentum = o->momentum;
-  m->dampening = o->dampening;
+#define PUT(f, F)                                                              \
+  m->f = o->f;                                                                 \
+  m->_##f##_case = OPTIM_SET(F);
+  WIRE_OPTIM_PRESENT_FIELDS(PUT)
+#undef PUT
   m->nesterov = o->nesterov;
-  m->weight_decay = o->weight_decay;
-  m->beta1 = o->beta1;
-  m->beta2 = o->beta2;
-  m->eps = o->eps;
-  m->lr_decay = o->lr_decay;
-  m->initial_accumulator_value = o->initial_accumulator_value;
   m->schedule = wire_schedule_to_proto(o->schedule);
   m->step_size = o->step_size;
-  m->gamma = o->gamma;
   m->t_max = o->t_max;
-  m->eta_min = o->eta_min;
   m->warmup_steps = o->warmup_steps;
-  m->warmup_start_factor = o->warmup_start_factor;
 }
 
 /* The message only reads names and dims, so it points into the spec; the
@@ -126,25 +124,20 @@ static int add_layers(shard_spec *spec, const Fsps__V1__ModelSpec *m, char *msg,
   return FSPS_OK;
 }
 
-/* optim_fields copies the hyper-parameters, which keep their meaning. */
+/* optim_fields copies the hyper-parameters, which keep their meaning, over
+ * s's defaults: a field the message leaves unset keeps PyTorch's default
+ * for the optimizer (s comes from shard_optim_defaults). */
 static void optim_fields(shard_optim_spec *s,
                          const Fsps__V1__OptimizerSpec *o) {
-  s->lr = o->lr;
-  s->momentum = o->momentum;
-  s->dampening = o->dampening;
+#define TAKE(f, F)                                                             \
+  if (o->_##f##_case == OPTIM_SET(F))                                          \
+    s->f = o->f;
+  WIRE_OPTIM_PRESENT_FIELDS(TAKE)
+#undef TAKE
   s->nesterov = o->nesterov;
-  s->weight_decay = o->weight_decay;
-  s->beta1 = o->beta1;
-  s->beta2 = o->beta2;
-  s->eps = o->eps;
-  s->lr_decay = o->lr_decay;
-  s->initial_accumulator_value = o->initial_accumulator_value;
   s->step_size = o->step_size;
-  s->gamma = o->gamma;
   s->t_max = o->t_max;
-  s->eta_min = o->eta_min;
   s->warmup_steps = o->warmup_steps;
-  s->warmup_start_factor = o->warmup_start_factor;
 }
 
 static int set_optim(shard_spec *spec, const Fsps__V1__OptimizerSpec *o,
@@ -161,6 +154,12 @@ static int set_optim(shard_spec *spec, const Fsps__V1__OptimizerSpec *o,
     return rc;
   if (!wire_schedule_from_proto(o->schedule, &sched)) {
     snprintf(msg, msglen, "unknown schedule %d", (int)o->schedule);
+    return FSPS_INVALID_ARGUMENT;
+  }
+  if (kind == SHARD_OPT_SGD && o->_lr_case != OPTIM_SET(LR)) {
+    snprintf(msg, msglen,
+             "optimizer: lr is not set, and sgd has no default learning "
+             "rate (torch.optim.SGD requires one)");
     return FSPS_INVALID_ARGUMENT;
   }
   shard_optim_defaults(kind, &s);

@@ -77,6 +77,27 @@ const char *wire_optimizer_name(shard_opt_kind kind);
 
 /* ---- spec <-> ModelSpec ------------------------------------------------ */
 
+/* The OptimizerSpec fields with presence, as X(field, FIELD): each is the
+ * only member of a oneof named `_field` (proto3 `optional` spelled out), so
+ * protoc-c gives it a `_field_case` whose set value is
+ * FSPS__V1__OPTIMIZER_SPEC___FIELD_FIELD. wire_spec_to_proto sets every one;
+ * wire_spec_from_proto gives an unset one PyTorch's default for the
+ * optimizer named (shard_optim_defaults). test_wire checks the list against
+ * the descriptors. */
+#define WIRE_OPTIM_PRESENT_FIELDS(X)                                           \
+  X(lr, LR)                                                                    \
+  X(momentum, MOMENTUM)                                                        \
+  X(dampening, DAMPENING)                                                      \
+  X(weight_decay, WEIGHT_DECAY)                                                \
+  X(beta1, BETA1)                                                              \
+  X(beta2, BETA2)                                                              \
+  X(eps, EPS)                                                                  \
+  X(lr_decay, LR_DECAY)                                                        \
+  X(initial_accumulator_value, INITIAL_ACCUMULATOR_VALUE)                      \
+  X(gamma, GAMMA)                                                              \
+  X(eta_min, ETA_MIN)                                                          \
+  X(warmup_start_factor, WARMUP_START_FACTOR)
+
 /* A ModelSpec message built over a shard spec: names and dims point into
  * the shard spec, which must outlive it. */
 typedef struct {
@@ -92,9 +113,11 @@ int wire_spec_to_proto(wire_spec_msg *m, const shard_spec *spec);
 void wire_spec_msg_free(wire_spec_msg *m);
 
 /* wire_spec_from_proto builds a shard spec from a ModelSpec (the caller
- * owns it; shard_spec_validate checks its values later). Returns NULL with
- * a sentence in msg when a value has no shard equivalent (unknown init
- * kind, optimizer or schedule, too many dims, no optimizer) or out of
+ * owns it; shard_spec_validate checks its values later). An unset
+ * optimizer hyper-parameter takes PyTorch's default for the optimizer.
+ * Returns NULL with a sentence in msg when a value has no shard equivalent
+ * (unknown init kind, optimizer or schedule, too many dims, no optimizer),
+ * when sgd comes without lr (PyTorch has no default for it), or out of
  * memory. */
 shard_spec *wire_spec_from_proto(const Fsps__V1__ModelSpec *m, char *msg,
                                  size_t msglen);

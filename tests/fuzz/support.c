@@ -146,19 +146,21 @@ static void layer(Fsps__V1__LayerSpec *L, const char *name, size_t n,
   L->tensors = t;
 }
 
+/* Sets the hyper-parameters each kind needs and leaves the others unset
+ * (PyTorch's defaults); sgd must carry its lr. */
 static void optimizer(Fsps__V1__OptimizerSpec *o, fuzz_optim kind) {
   static char *names[] = {"sgd", "sgd", "adam", "adagrad"};
   fsps__v1__optimizer_spec__init(o);
   o->name = names[kind];
   o->lr = kind == FUZZ_ADAM ? 1e-3 : 1e-2;
-  o->momentum = kind == FUZZ_MOMENTUM ? 0.9 : 0;
-  o->beta1 = kind == FUZZ_ADAM ? 0.9 : 0;
-  o->beta2 = kind == FUZZ_ADAM ? 0.999 : 0;
-  o->eps = kind == FUZZ_ADAM ? 1e-8 : kind == FUZZ_ADAGRAD ? 1e-10 : 0;
+  o->_lr_case = FSPS__V1__OPTIMIZER_SPEC___LR_LR;
+  if (kind == FUZZ_MOMENTUM) {
+    o->momentum = 0.9;
+    o->_momentum_case = FSPS__V1__OPTIMIZER_SPEC___MOMENTUM_MOMENTUM;
+  }
   o->schedule = kind == FUZZ_ADAM ? FSPS__V1__SCHEDULE__SCHEDULE_COSINE
                                   : FSPS__V1__SCHEDULE__SCHEDULE_CONSTANT;
   o->t_max = kind == FUZZ_ADAM ? 100 : 0;
-  o->warmup_start_factor = 1.0 / 3;
 }
 
 uint8_t *fuzz_init_request(const fuzz_model *model, size_t *len) {

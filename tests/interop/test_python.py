@@ -118,8 +118,8 @@ def model_spec(lr=0.1):
         PB.TensorSpec(name="weight", dims=[3, 5], init=PB.INIT_CONSTANT,
                       init_a=0.5),
         PB.TensorSpec(name="bias", dims=[3], init=PB.INIT_ZEROS)])
-    opt = PB.OptimizerSpec(name="sgd", lr=lr, gamma=0.1, eps=1e-8,
-                           beta1=0.9, beta2=0.999, warmup_start_factor=1.0)
+    # Only what differs from PyTorch's defaults: sgd has no default lr.
+    opt = PB.OptimizerSpec(name="sgd", lr=lr)
     return PB.ModelSpec(layers=[layer], optimizer=opt, seed=7)
 
 
@@ -283,6 +283,88 @@ class PythonClientTest(unittest.TestCase):
                         lambda: self.srv.pull(0, min_version=2, timeout=0.3))
         self.assertGreaterEqual(time.monotonic() - t0, 0.25)
         self.assertEqual(self.srv.status().layers[0].version, 1)
+
+
+def one_tensor_spec(n, **optimizer):
+    """A model of one layer of n N(0, 1) values and the OptimizerSpec built
+    from exactly the keywords given: the others are left unset."""
+    layer = PB.LayerSpec(name="w", tensors=[
+        PB.TensorSpec(name="w", dims=[n], init=PB.INIT_NORMAL, init_b=1.0)])
+    return PB.ModelSpec(layers=[layer], seed=11,
+                        optimizer=PB.OptimizerSpec(**optimizer))
+
+
+class OptimizerDefaultsTest(unittest.TestCase):
+    """An OptimizerSpec that leaves hyper-parameters unset gets PyTorch's
+    defaults for its optimizer, not 0: a server (W=1) trains as
+    torch.optim.Adam(params) with nothing but the params does, bit for bit,
+    and the spec is the one with the defaults written out (same hash)."""
+
+    N, STEPS = 1001, 6  # odd: vector bodies and tails
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.srv = Server(self.tmp.name, "--workers", "1")
+
+    def tearDown(self):
+        code = self.srv.stop()
+        self.tmp.cleanup()
+        self.assertEqual(code, 0, "fsps-server exited %d after SIGTERM" % code)
+
+    def init(self, spec):
+        return self.srv.unary("Init", PB.InitRequest(spec=spec, num_servers=1),
+                              PB.InitReply)
+
+    def test_sgd_without_lr_is_refused(self):
+        """torch.optim.SGD (1.13) has no default learning rate."""
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.init(one_tensor_spec(self.N, name="sgd", momentum=0.9))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("lr is not set", cm.exception.details())
+        self.assertFalse(self.srv.status().initialized)
+
+    def test_unset_adam_fields_train_as_torch_defaults(self):
+        spec = one_tensor_spec(self.N, name="adam")
+        for field in ("lr", "beta1", "beta2", "eps", "weight_decay"):
+            self.assertFalse(spec.optimizer.HasField(field), field)
+        first = self.init(spec)
+        self.assertTrue(first.created)
+        explicit = one_tensor_spec(self.N, name="adam", lr=1e-3, beta1=0.9,
+                                   beta2=0.999, eps=1e-8, weight_decay=0.0,
+                                   gamma=0.1, warmup_start_factor=1 / 3)
+        again = self.init(explicit)
+        self.assertFalse(again.created)
+        self.assertEqual(again.spec_hash, first.spec_hash)
+        # beta1 set to 0 is 0, another spec than the default's.
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.init(one_tensor_spec(self.N, name="adam", beta1=0.0))
+        self.assertEqual(cm.exception.code(),
+                         grpc.StatusCode.FAILED_PRECONDITION)
+        try:
+            import numpy as np
+            import torch
+        except ImportError as e:
+            self.skipTest("%s: torch (python3-torch) is needed for the "
+                          "reference update" % e)
+        p0 = self.srv.pull(0)[0]
+        rng = np.random.default_rng(13)
+        grads = [rng.standard_normal(self.N).astype("<f4")
+                 for _ in range(self.STEPS)]
+        for t, g in enumerate(grads):
+            self.srv.push([PB.PushChunk(layer=0, step=t, worker=0,
+                                        data=g.tobytes())])
+        got, _ = self.srv.pull(0, min_version=self.STEPS)
+        p = torch.nn.Parameter(torch.tensor(p0, dtype=torch.float32))
+        opt = torch.optim.Adam([p])
+        for g in grads:
+            p.grad = torch.from_numpy(g.astype(np.float32))
+            opt.step()
+        want = p.detach().numpy().astype("<f4").tobytes()
+        diff = [i for i in range(self.N)
+                if pack(got[i:i + 1]) != want[4 * i:4 * i + 4]]
+        self.assertEqual(diff, [], "%d of %d differ; first: fsps %r, torch %r"
+                         % (len(diff), self.N, got[diff[0]] if diff else 0,
+                            floats(want)[diff[0]] if diff else 0))
 
 
 def push_step(srv, step, value, workers=1):
