@@ -1,7 +1,7 @@
 /* rollback.c: the Rollback method — bring every layer back to a version
  * from this server's checkpoint of it (or the initial values for version
- * 0, values a client gave included), so that after a server restarted from an older checkpoint all
- * servers are at the same step again. */
+ * 0, values a client gave included), so that after a server restarted from an
+ * older checkpoint all servers are at the same step again. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
