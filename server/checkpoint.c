@@ -146,12 +146,32 @@ static int write_file(ckpt *k, uint64_t tag, bool snapshot, char *path,
   return FSPS_OK;
 }
 
+/* complete refuses a checkpoint of a model with a layer still awaiting
+ * its values: the file would hold none for it, and a server restored from
+ * it would take the placeholder zeros for them. Values, once there, stay,
+ * so a model complete now is complete when written. */
+static int complete(ckpt *k, char *msg, size_t msglen) {
+  uint32_t first = 0, n = store_awaiting(k->st, &first);
+  if (n == 0)
+    return FSPS_OK;
+  store_layer_info in;
+  store_info(store_layer_get(k->st, first), &in);
+  snprintf(msg, msglen,
+           "layer %u '%s' (and %u more) awaits its values (init client): "
+           "give them (SetValues) before checkpointing",
+           first, in.name, n - 1);
+  return FSPS_FAILED_PRECONDITION;
+}
+
 int ckpt_write_now(ckpt *k, char *path, size_t pathlen, uint64_t *bytes,
                    uint64_t *min_version, char *msg, size_t msglen) {
   if (!store_ready(k->st)) {
     snprintf(msg, msglen, "no model is declared on this server yet (Init)");
     return FSPS_FAILED_PRECONDITION;
   }
+  int rc = complete(k, msg, msglen);
+  if (rc != FSPS_OK)
+    return rc;
   pthread_mutex_lock(&k->mu);
   uint64_t lowest = UINT64_MAX;
   for (uint32_t l = 0; l < store_num_layers(k->st); l++) {
@@ -160,8 +180,8 @@ int ckpt_write_now(ckpt *k, char *path, size_t pathlen, uint64_t *bytes,
     if (in.count && in.version < lowest)
       lowest = in.version;
   }
-  int rc = write_file(k, lowest == UINT64_MAX ? 0 : lowest, false, path,
-                      pathlen, bytes, min_version, msg, msglen);
+  rc = write_file(k, lowest == UINT64_MAX ? 0 : lowest, false, path, pathlen,
+                  bytes, min_version, msg, msglen);
   pthread_mutex_unlock(&k->mu);
   return rc;
 }

@@ -32,7 +32,9 @@ int ckpt_restore(ckpt *k, char *msg, size_t msglen);
 /* ckpt_write_now writes a checkpoint of the store as it is (each layer at
  * its current version). Returns FSPS_OK with the file's path, size and
  * lowest layer version, or an error with msg; a failed write leaves the
- * previous checkpoints intact. Thread-safe. */
+ * previous checkpoints intact. FSPS_FAILED_PRECONDITION while a layer
+ * awaits values from a client: a file never holds a layer without them.
+ * Thread-safe. */
 int ckpt_write_now(ckpt *k, char *path, size_t pathlen, uint64_t *bytes,
                    uint64_t *min_version, char *msg, size_t msglen);
 

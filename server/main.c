@@ -96,6 +96,13 @@ static int wait_for_signal(server_config *cfg, store *st) {
 static int final_checkpoint(service *svc) {
   if (svc->ck == NULL || !store_ready(svc->st))
     return 0;
+  uint32_t awaiting = store_awaiting(svc->st, NULL);
+  if (awaiting > 0) { /* a file never holds a layer without its values */
+    LOGW("no final checkpoint: %u layers still await their values "
+         "(SetValues); the last checkpoint, if any, stays",
+         awaiting);
+    return 0;
+  }
   char path[1200], err[512];
   uint64_t bytes, version;
   if (ckpt_write_now(svc->ck, path, sizeof path, &bytes, &version, err,

@@ -1,7 +1,7 @@
 /* rollback.c: the Rollback method — bring every layer back to a version
  * from this server's checkpoint of it (or the initial values for version
- * 0), so that after a server restarted from an older checkpoint all
- * servers are at the same step again. */
+ * 0, values a client gave included), so that after a server restarted from an
+ * older checkpoint all servers are at the same step again. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -66,7 +66,27 @@ static int check(service *svc, const Fsps__V1__RollbackRequest *req, char *err,
   return FSPS_OK;
 }
 
-/* to_initial rolls every layer past version 0 back to its initial values. */
+/* initial_held checks, before any layer changes, that every layer past
+ * version 0 can go back to its initial values: a layer whose values a
+ * client gave cannot when this server holds no copy of them. */
+static int initial_held(store *st, char *err, size_t errlen) {
+  for (uint32_t l = 0; l < store_num_layers(st); l++) {
+    store_layer *L = store_layer_get(st, l);
+    store_layer_info in;
+    store_info(L, &in);
+    if (in.count && in.version > 0 && !store_initial_held(L))
+      return refuse(err, errlen, FSPS_FAILED_PRECONDITION,
+                    "layer %u '%s' took its values from a client and this "
+                    "server holds no copy of them (it was restored from a "
+                    "checkpoint of a later version): it cannot go back to "
+                    "version 0 without a checkpoint of version 0",
+                    l, in.name);
+  }
+  return FSPS_OK;
+}
+
+/* to_initial rolls every layer past version 0 back to its initial values
+ * (the values given by a client, for a client layer). */
 static uint32_t to_initial(store *st) {
   uint32_t n = 0;
   for (uint32_t l = 0; l < store_num_layers(st); l++) {
@@ -104,10 +124,10 @@ static int roll(service *svc, uint64_t version, uint32_t *restored, char *src,
     rc = ckpt_rollback(svc->ck, version, restored, src, srclen, err, errlen);
   else
     snprintf(err, errlen, "this server has no --checkpoint-dir");
-  if (rc == FSPS_NOT_FOUND && version == 0) {
+  if (rc == FSPS_NOT_FOUND && version == 0 &&
+      (rc = initial_held(svc->st, err, errlen)) == FSPS_OK) {
     *restored = to_initial(svc->st);
     snprintf(src, srclen, "initial values");
-    rc = FSPS_OK;
   }
   return rc == FSPS_NOT_FOUND ? FSPS_FAILED_PRECONDITION : rc;
 }

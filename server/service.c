@@ -127,6 +127,7 @@ static void layer_status(store_layer *Lp, uint32_t W, bool *flags,
   ls->slice_offset = info.offset;
   ls->slice_count = info.count;
   ls->version = info.version;
+  ls->awaiting_values = info.awaiting;
   ls->pending_step = store_pushed(Lp, pushed, absent);
   ls->pushed = ids;
   ls->missing = ids + W;
@@ -287,7 +288,8 @@ static void health_start(rpc_call *call, rpc_msg *msg, void *ctx) {
 }
 
 const rpc_method *server_service_methods(service *svc, size_t *n) {
-  static const rpc_method m[SERVICE_METHODS] = {
+  /* One entry per path of wire's list (asserted below). */
+  static const rpc_method m[] = {
       {.path = WIRE_PATH_INIT, .kind = RPC_UNARY, .on_start = init_start},
       {.path = WIRE_PATH_PULL,
        .kind = RPC_SERVER_STREAMING,
@@ -307,10 +309,17 @@ const rpc_method *server_service_methods(service *svc, size_t *n) {
       {.path = WIRE_PATH_ROLLBACK,
        .kind = RPC_UNARY,
        .on_start = server_rollback_start},
+      {.path = WIRE_PATH_SET_VALUES,
+       .kind = RPC_CLIENT_STREAMING,
+       .on_start = server_values_start,
+       .on_message = server_values_message,
+       .on_done = server_values_done},
       {.path = WIRE_PATH_HEALTH_CHECK,
        .kind = RPC_UNARY,
        .on_start = health_start},
   };
+  _Static_assert(sizeof m / sizeof m[0] == SERVICE_METHODS,
+                 "one handler per method path of wire.h");
   *n = SERVICE_METHODS;
   for (size_t i = 0; i < *n; i++) { /* each service its own table */
     svc->methods[i] = m[i];

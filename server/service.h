@@ -1,5 +1,6 @@
-/* service.h: fsps-server's gRPC methods — Init, Pull, Push, Status and
- * grpc.health.v1.Health/Check — bridging protobuf and the shard store. */
+/* service.h: fsps-server's gRPC methods — Init, Pull, Push, Status,
+ * Checkpoint, Rollback, SetValues and grpc.health.v1.Health/Check —
+ * bridging protobuf and the shard store. */
 #ifndef FSPS_SERVER_SERVICE_H
 #define FSPS_SERVER_SERVICE_H
 
@@ -26,7 +27,7 @@ typedef struct {
  * as their context, and returns it (it lives as long as svc). */
 const rpc_method *server_service_methods(service *svc, size_t *n);
 
-/* Handlers of the streaming methods, in pull.c and push.c. */
+/* Handlers of the streaming methods, in pull.c, push.c and values.c. */
 void server_pull_start(rpc_call *call, rpc_msg *msg, void *ctx);
 void server_pull_sent(rpc_call *call, bool ok, void *ctx);
 void server_pull_cancel(rpc_call *call, void *ctx);
@@ -34,6 +35,9 @@ void server_pull_done(rpc_call *call, void *ctx);
 void server_push_start(rpc_call *call, rpc_msg *msg, void *ctx);
 void server_push_message(rpc_call *call, rpc_msg *msg, void *ctx);
 void server_push_done(rpc_call *call, void *ctx);
+void server_values_start(rpc_call *call, rpc_msg *msg, void *ctx);
+void server_values_message(rpc_call *call, rpc_msg *msg, void *ctx);
+void server_values_done(rpc_call *call, void *ctx);
 void server_rollback_start(rpc_call *call, rpc_msg *msg, void *ctx);
 
 /* server_service_later runs fn(svc, call, req) on the checkpoint thread

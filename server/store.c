@@ -90,6 +90,7 @@ static void layer_free(store *st, store_layer *L) {
   free(L->snap);
   free(L->asp_next);
   free(L->absent);
+  free(L->given);
   pthread_mutex_destroy(&L->mu);
   pthread_mutex_destroy(&L->pool_mu);
 }
@@ -148,23 +149,26 @@ static int layer_init(store *st, uint32_t l, store_layer *L) {
     return rc;
   if (k)
     optim_state_init(&st->ocfg, L->state, L->cnt);
+  L->client = shard_layer_client(L->spec);
+  L->awaiting = L->client && L->cnt > 0; /* until SetValues brings them */
   return slots_init(st, L);
 }
 
 /* fits checks, before anything is allocated, that this server's slices
- * (parameters, optimizer state and one staging buffer per layer) take at
- * most 3/4 of the memory it may use (the container's limit, if lower): a
- * model too large is refused, rather than the server being killed by the
- * OOM killer while it initialises. */
+ * (parameters, optimizer state, one staging buffer per layer, and the copy
+ * of values given by a client) take at most 3/4 of the memory it may use (the
+ * container's limit, if lower): a model too large is refused, rather than the
+ * server being killed by the OOM killer while it initialises. */
 static bool fits(const shard_spec *spec, const server_config *cfg,
                  const optim_config *oc, double have, char *msg,
                  size_t msglen) {
   double need = 0;
   for (uint32_t l = 0; l < shard_spec_num_layers(spec); l++) {
+    const shard_layer *L = shard_spec_layer(spec, l);
     uint64_t off, cnt;
-    shard_slice(shard_spec_layer(spec, l)->n, cfg->num_servers, cfg->index,
-                &off, &cnt);
-    need += (double)cnt * 4.0 * (double)(2 + optim_state_per_elem(oc));
+    shard_slice(L->n, cfg->num_servers, cfg->index, &off, &cnt);
+    size_t copies = 2 + optim_state_per_elem(oc) + shard_layer_client(L);
+    need += (double)cnt * 4.0 * (double)copies;
   }
   if (need <= 0.75 * have)
     return true;
@@ -275,8 +279,12 @@ store_layer *store_layer_get(store *st, uint32_t l) {
 
 void store_info(store_layer *L, store_layer_info *info) {
   pthread_mutex_lock(&L->mu);
-  *info =
-      (store_layer_info){L->spec->name, L->spec->n, L->off, L->cnt, L->version};
+  *info = (store_layer_info){.name = L->spec->name,
+                             .n = L->spec->n,
+                             .offset = L->off,
+                             .count = L->cnt,
+                             .version = L->version,
+                             .awaiting = L->awaiting};
   pthread_mutex_unlock(&L->mu);
 }
 
@@ -337,7 +345,7 @@ int store_pull(store_layer *L, store_waiter *w, fbuf **params,
     rc = STORE_PULL_FAILED;
     w->failed_code = FSPS_FAILED_PRECONDITION;
     store_epoch_why(L->st, w->epoch, w->failed, sizeof w->failed);
-  } else if (L->version >= w->min_version) {
+  } else if (L->version >= w->min_version && !L->awaiting) {
     rc = STORE_PULL_READY;
     store_fbuf_ref(L->cur);
     *params = L->cur;
@@ -387,10 +395,12 @@ bool store_unpark(store_layer *L, store_waiter *w) {
 }
 
 /* store_take_ready moves the waiters the current version satisfies onto a
- * private list, each holding a reference to the parameters. */
+ * private list, each holding a reference to the parameters; none while the
+ * layer awaits its values. */
 store_waiter *store_take_ready(store_layer *L) {
   store_waiter *ready = NULL;
-  for (store_waiter *w = L->waiters, *next; w != NULL; w = next) {
+  for (store_waiter *w = L->awaiting ? NULL : L->waiters, *next; w != NULL;
+       w = next) {
     next = w->next;
     if (w->min_version > L->version)
       continue;

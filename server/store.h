@@ -38,11 +38,13 @@ typedef struct store_waiter {
   char failed[256];
 } store_waiter;
 
-/* What one layer's slice on this server looks like. */
+/* What one layer's slice on this server looks like; awaiting: its values
+ * are to be given by a client and have not arrived (store_values_*). */
 typedef struct {
   const char *name;
   uint64_t n, offset, count;
   uint64_t version;
+  bool awaiting;
 } store_layer_info;
 
 /* store_memory_bytes returns the memory this process may use: the
@@ -171,6 +173,47 @@ int store_push_commit(store_push *p, store_ack_fn fn, void *arg, char *msg,
 /* store_push_abort releases what a push holds (after any failure). */
 void store_push_abort(store_push *p);
 
+/* ---- values given by a client ----
+ * A layer whose tensors' init is client (shard_layer_client) awaits its
+ * values until a client gives them (SetValues): until then its pulls park,
+ * as for a version not reached yet, and its pushes are refused. The values
+ * arrive as a push does, chunk by chunk into a staging buffer (a store_push
+ * filled through store_push_chunk), and are taken whole or not at all. */
+
+/* store_values_begin checks that L takes values now (its init is client,
+ * this server holds part of it, it has not begun training, epoch is the
+ * store's) and takes a staging buffer. FSPS_OK, or an error with msg
+ * (FSPS_FAILED_PRECONDITION, FSPS_INVALID_ARGUMENT for an empty slice,
+ * FSPS_RESOURCE_EXHAUSTED); release p with store_push_abort either way. */
+int store_values_begin(store_layer *L, uint64_t epoch, store_push *p, char *msg,
+                       size_t msglen);
+
+/* store_values_check refuses a chunk just copied to dst that holds a NaN
+ * or an Inf (FSPS_INVALID_ARGUMENT naming the first, whatever
+ * --nan-policy says): given values must be finite. */
+int store_values_check(store_push *p, const float *dst, uint64_t count,
+                       char *msg, size_t msglen);
+
+/* store_values_commit takes the complete values staged in p: L's version-0
+ * parameters become them, a copy is kept for rollbacks to version 0, and
+ * the pulls waiting for them are answered. *duplicate: L held exactly
+ * these values already, and nothing changes. Refused, changing nothing,
+ * with msg: chunks missing (FSPS_INVALID_ARGUMENT); L began training, or
+ * the epoch changed (FSPS_FAILED_PRECONDITION); L holds other values
+ * (FSPS_ALREADY_EXISTS); no memory for the copy (FSPS_RESOURCE_EXHAUSTED).
+ * Releases what p holds. */
+int store_values_commit(store_push *p, bool *duplicate, char *msg,
+                        size_t msglen);
+
+/* store_awaiting returns how many layers of this server await their
+ * values, and sets *first (if not NULL) to the first of them. */
+uint32_t store_awaiting(store *st, uint32_t *first);
+
+/* store_initial_held tells whether L can go back to its initial values
+ * (store_rollback_layer with no data): always, unless its values were
+ * given by a client and this server holds no copy of them. */
+bool store_initial_held(store_layer *L);
+
 /* store_expire applies --worker-timeout to every layer: a step that has
  * waited longer than it for its last workers' pushes (counting from its
  * first push or the previous step, whichever is later) either goes on
@@ -185,9 +228,11 @@ int64_t store_now_ns(void);
 
 /* store_rollback_layer brings L back to `version` while serving: its
  * parameters and state become data (as written by store_copy_now), or the
- * initial values when data is NULL; pending pushes are dropped, and pulls
- * parked for versions past version + 1 or of another epoch fail. FSPS_OK, or
- * FSPS_NOMEM (L unchanged). */
+ * initial values when data is NULL (a client layer's given values);
+ * pending pushes are dropped, and pulls parked for versions past version +
+ * 1 or of another epoch fail. FSPS_OK, FSPS_NOMEM, or
+ * FSPS_FAILED_PRECONDITION for initial values that are not held
+ * (store_initial_held); L is then unchanged. */
 int store_rollback_layer(store_layer *L, const float *data, uint64_t version);
 
 /* ---- checkpoints ----
@@ -219,7 +264,8 @@ const float *store_snapshot_hold(store_layer *L, uint64_t version);
 void store_snapshot_release(store_layer *L);
 
 /* store_restore_layer sets L's parameters and state (as written by
- * store_copy_now) and its version; before serving only. */
+ * store_copy_now) and its version; before serving only. A client layer
+ * then holds its values (at version 0 they are kept as the given ones). */
 void store_restore_layer(store_layer *L, const float *data, uint64_t version);
 
 /* store_fbuf_ref / store_fbuf_unref manage published parameter buffers. */

@@ -47,6 +47,12 @@ struct store_layer {
   bool timed_out;
   char timeout_msg[256];
   store_waiter *waiters;
+  /* Values given by a client (a layer of init client tensors): whether
+   * they are still awaited here, and the copy kept of them, which a
+   * rollback to version 0 restores (NULL until they arrive, and when the
+   * layer was restored from a checkpoint of a later version). */
+  bool client, awaiting;
+  float *given;
   pthread_mutex_t pool_mu; /* nests inside mu */
   fbuf *free_list;
 };
@@ -115,6 +121,10 @@ void store_epoch_why(const store *st, uint64_t epoch, char *why, size_t len);
 
 /* ---- push slots and apply (store_push.c) ---- */
 
+/* store_first_nonfinite returns the index of the first NaN/Inf of d[0..n),
+ * or n when there is none. */
+uint64_t store_first_nonfinite(const float *d, uint64_t n);
+
 /* store_slot_release drops what slot s holds and frees it for a new step. */
 void store_slot_release(slot *s, uint32_t W);
 
@@ -124,6 +134,17 @@ int store_spare_ready(store_layer *L);
 
 /* store_advance applies every complete step in order. L->mu held. */
 void store_advance(store_layer *L);
+
+/* ---- values given by a client (store_values.c) ---- */
+
+/* store_values_started returns whether L has begun training: a version
+ * past 0, or a push of it counted. L->mu held. */
+bool store_values_started(const store_layer *L);
+
+/* store_values_keep copies L's parameters into its copy of the given
+ * values (taking memory for it if need be: without it, none is kept), for
+ * a client layer that reaches version 0 from a checkpoint. L->mu held. */
+void store_values_keep(store_layer *L);
 
 /* ---- snapshots (store_snap.c) ---- */
 

@@ -24,10 +24,11 @@ void store_slot_release(slot *s, uint32_t W) {
   s->step = FREE_STEP;
 }
 
-int store_push_begin(store_layer *L, uint64_t step, uint32_t worker,
-                     uint64_t epoch, store_push *p, char *msg, size_t msglen) {
+/* push_fits checks a push's header against the server: its epoch, step,
+ * worker, and that this server holds part of the layer. */
+static int push_fits(store_layer *L, uint64_t step, uint32_t worker,
+                     uint64_t epoch, char *msg, size_t msglen) {
   const server_config *cfg = &L->st->cfg;
-  memset(p, 0, sizeof *p);
   if (!store_epoch_current(L->st, epoch)) {
     store_epoch_why(L->st, epoch, msg, msglen);
     return FSPS_FAILED_PRECONDITION;
@@ -48,9 +49,24 @@ int store_push_begin(store_layer *L, uint64_t step, uint32_t worker,
              cfg->index, L->spec->name);
     return FSPS_INVALID_ARGUMENT;
   }
+  return FSPS_OK;
+}
+
+/* push_due checks that the layer can take a push for step now: it holds
+ * its values, and the step is within the staleness of its version. */
+static int push_due(store_layer *L, uint64_t step, char *msg, size_t msglen) {
+  const server_config *cfg = &L->st->cfg;
   pthread_mutex_lock(&L->mu);
   uint64_t version = L->version;
+  bool awaiting = L->awaiting;
   pthread_mutex_unlock(&L->mu);
+  if (awaiting) {
+    snprintf(msg, msglen,
+             "layer '%s' awaits its values (init client): give them "
+             "(SetValues, fsps_set_values) before pushing to it",
+             L->spec->name);
+    return FSPS_FAILED_PRECONDITION;
+  }
   if (cfg->mode != MODE_ASP && step > version + cfg->staleness) {
     snprintf(msg, msglen,
              "push for step %" PRIu64 " of layer '%s' is ahead of its version "
@@ -58,6 +74,17 @@ int store_push_begin(store_layer *L, uint64_t step, uint32_t worker,
              step, L->spec->name, version, cfg->staleness);
     return FSPS_FAILED_PRECONDITION;
   }
+  return FSPS_OK;
+}
+
+int store_push_begin(store_layer *L, uint64_t step, uint32_t worker,
+                     uint64_t epoch, store_push *p, char *msg, size_t msglen) {
+  memset(p, 0, sizeof *p);
+  int rc = push_fits(L, step, worker, epoch, msg, msglen);
+  if (rc == FSPS_OK)
+    rc = push_due(L, step, msg, msglen);
+  if (rc != FSPS_OK)
+    return rc;
   p->layer = L;
   p->step = step;
   p->worker = worker;
@@ -133,8 +160,7 @@ bool store_any_nonfinite(const float *d, uint64_t n) {
   return nonfinite_bits(d, n);
 }
 
-/* first_nonfinite returns the index of the first NaN/Inf, or n. */
-static uint64_t first_nonfinite(const float *d, uint64_t n) {
+uint64_t store_first_nonfinite(const float *d, uint64_t n) {
   if (!store_any_nonfinite(d, n))
     return n;
   for (uint64_t i = 0; i < n; i++)
@@ -145,7 +171,7 @@ static uint64_t first_nonfinite(const float *d, uint64_t n) {
 
 int store_push_check(store_push *p, float *dst, uint64_t count, char *msg,
                      size_t msglen) {
-  uint64_t bad = first_nonfinite(dst, count);
+  uint64_t bad = store_first_nonfinite(dst, count);
   if (bad == count)
     return FSPS_OK;
   if (!p->layer->st->cfg.nan_skip) {

@@ -33,7 +33,9 @@ static store_waiter *take_abandoned(store_layer *L) {
 }
 
 /* reset_locked sets L's parameters and state to data (params then state),
- * or to the initial values when data is NULL, and drops every pending push. */
+ * or to the initial values when data is NULL (for a client layer the
+ * values it was given, which the caller made sure it holds), and drops
+ * every pending push. */
 static void reset_locked(store_layer *L, const float *data) {
   store *st = L->st;
   if (data != NULL) {
@@ -42,7 +44,10 @@ static void reset_locked(store_layer *L, const float *data) {
       memcpy(L->state, data + L->cnt,
              (store_floats(L) - L->cnt) * sizeof(float));
   } else {
-    shard_init_fill(st->spec, L->index, L->off, L->cnt, L->cur->data);
+    if (L->client && L->given != NULL)
+      memcpy(L->cur->data, L->given, L->cnt * sizeof(float));
+    else
+      shard_init_fill(st->spec, L->index, L->off, L->cnt, L->cur->data);
     if (L->state)
       optim_state_init(&st->ocfg, L->state, L->cnt);
   }
@@ -59,9 +64,12 @@ static void reset_locked(store_layer *L, const float *data) {
 
 int store_rollback_layer(store_layer *L, const float *data, uint64_t version) {
   pthread_mutex_lock(&L->mu);
-  if (store_spare_ready(L) != FSPS_OK) {
+  int rc = data == NULL && L->client && L->cnt > 0 && L->given == NULL
+               ? FSPS_FAILED_PRECONDITION /* store_initial_held */
+               : store_spare_ready(L);
+  if (rc != FSPS_OK) {
     pthread_mutex_unlock(&L->mu);
-    return FSPS_NOMEM;
+    return rc;
   }
   if (atomic_load(&L->cur->refs) > 1) { /* pulls still send the old ones */
     store_fbuf_unref(L->cur);
@@ -70,6 +78,8 @@ int store_rollback_layer(store_layer *L, const float *data, uint64_t version) {
   }
   reset_locked(L, data);
   L->version = version;
+  if (data != NULL && version == 0) /* a checkpoint's copy of them */
+    store_values_keep(L);
   if (!L->snap_busy) /* a copy of the abandoned timeline is void */
     L->snap_version = FREE_STEP;
   store_waiter *gone = take_abandoned(L);
@@ -166,5 +176,8 @@ void store_restore_layer(store_layer *L, const float *data, uint64_t version) {
   if (store_floats(L) > L->cnt)
     memcpy(L->state, data + L->cnt, (store_floats(L) - L->cnt) * sizeof(float));
   L->version = version;
+  L->awaiting = false; /* a client layer's values came with the file */
+  if (version == 0)
+    store_values_keep(L);
   pthread_mutex_unlock(&L->mu);
 }

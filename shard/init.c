@@ -86,6 +86,7 @@ static gen make_gen(const shard_tensor *t) {
     fans(t, &fan_in, &fan_out);
   switch (t->init) {
   case SHARD_INIT_ZEROS:
+  case SHARD_INIT_CLIENT: /* a placeholder until a client gives them */
     break;
   case SHARD_INIT_CONSTANT:
     return (gen){GEN_CONSTANT, t->init_a, 0};

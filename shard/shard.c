@@ -7,7 +7,8 @@
 
 static const char *const opt_names[] = {"sgd", "adam", "adamw", "adagrad"};
 static const char *const init_names[] = {
-    "zeros", "constant", "uniform", "normal", "xavier_uniform", "he_uniform"};
+    "zeros",          "constant",   "uniform", "normal",
+    "xavier_uniform", "he_uniform", "client"};
 static const char *const sched_names[] = {"constant", "step", "cosine"};
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))

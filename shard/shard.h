@@ -35,16 +35,20 @@
  *   NORMAL          N(mean a, std b), b >= 0
  *   XAVIER_UNIFORM  gain a (0 means 1); bound = gain*sqrt(6/(fan_in+fan_out))
  *   HE_UNIFORM      kaiming_uniform_ for relu; bound = sqrt(6/fan_in)
+ *   CLIENT          (unused) the values are given by a client (SetValues),
+ *                   not drawn; shard_init_fill writes zeros for them
  * fan_in/fan_out follow PyTorch: dims[0] is out, dims[1] is in, each times
  * the product of dims[2..] (the receptive field). A 1-D tensor has no fan, so
- * validation refuses xavier/he on it. */
+ * validation refuses xavier/he on it. A client gives a whole layer's values
+ * at once, so validation refuses a layer mixing CLIENT with other kinds. */
 typedef enum {
   SHARD_INIT_ZEROS,
   SHARD_INIT_CONSTANT,
   SHARD_INIT_UNIFORM,
   SHARD_INIT_NORMAL,
   SHARD_INIT_XAVIER_UNIFORM,
-  SHARD_INIT_HE_UNIFORM
+  SHARD_INIT_HE_UNIFORM,
+  SHARD_INIT_CLIENT
 } shard_init_kind;
 
 typedef enum {
@@ -62,8 +66,8 @@ typedef enum {
 
 /* The *_parse functions map a lower-case name ("sgd", "adam", "adamw",
  * "adagrad"; "zeros", "constant", "uniform", "normal", "xavier_uniform",
- * "he_uniform"; "constant", "step", "cosine") to its enum value. They return
- * FSPS_OK and set *out, or FSPS_INVALID_ARGUMENT (NULL or unknown name,
+ * "he_uniform", "client"; "constant", "step", "cosine") to its enum value. They
+ * return FSPS_OK and set *out, or FSPS_INVALID_ARGUMENT (NULL or unknown name,
  * *out untouched). Thread-safe. */
 int shard_opt_kind_parse(const char *name, shard_opt_kind *out);
 int shard_init_kind_parse(const char *name, shard_init_kind *out);
@@ -186,6 +190,11 @@ uint32_t shard_spec_num_layers(const shard_spec *spec);
 const shard_layer *shard_spec_layer(const shard_spec *spec, uint32_t l);
 const shard_optim_spec *shard_spec_optim(const shard_spec *spec);
 
+/* shard_layer_client returns whether layer L's values are given by a
+ * client (its tensors' init is SHARD_INIT_CLIENT; validation makes it all
+ * or none of them) rather than drawn by the servers. Thread-safe. */
+bool shard_layer_client(const shard_layer *L);
+
 /* shard_spec_find_layer sets *index to the first layer named name and
  * returns FSPS_OK, or returns FSPS_NOT_FOUND (FSPS_INVALID_ARGUMENT for NULL
  * arguments). Linear in the number of layers. */
@@ -255,10 +264,11 @@ void shard_chunk(uint64_t count, uint64_t i, uint64_t *offset, uint64_t *len);
  * needed. Element i's value depends only on the seed, l, i and the owning
  * tensor's init kind and parameters (Philox4x32-10 keyed by the seed, with
  * counter (i, l)), never on offset, count or S, so every slicing yields the
- * same bits. The spec should have passed shard_spec_validate. Returns FSPS_OK,
- * or FSPS_INVALID_ARGUMENT when spec is NULL, l is out of range, the range
- * exceeds the layer, or out is NULL with count > 0. The caller owns out.
- * Thread-safe on a spec nobody mutates. */
+ * same bits. Elements of SHARD_INIT_CLIENT tensors are 0: a placeholder
+ * until a client gives the values. The spec should have passed
+ * shard_spec_validate. Returns FSPS_OK, or FSPS_INVALID_ARGUMENT when spec is
+ * NULL, l is out of range, the range exceeds the layer, or out is NULL with
+ * count > 0. The caller owns out. Thread-safe on a spec nobody mutates. */
 int shard_init_fill(const shard_spec *spec, uint32_t l, uint64_t offset,
                     uint64_t count, float *out);
 

@@ -202,6 +202,11 @@ const shard_optim_spec *shard_spec_optim(const shard_spec *spec) {
   return &spec->optim;
 }
 
+bool shard_layer_client(const shard_layer *L) {
+  return L != NULL && L->ntensors > 0 &&
+         L->tensors[0].init == SHARD_INIT_CLIENT;
+}
+
 int shard_spec_find_layer(const shard_spec *spec, const char *name,
                           uint32_t *index) {
   if (spec == NULL || name == NULL || index == NULL)
@@ -386,6 +391,7 @@ static int check_init_kind(const char *where, const shard_tensor *t, char *msg,
   switch (t->init) {
   case SHARD_INIT_ZEROS:
   case SHARD_INIT_CONSTANT:
+  case SHARD_INIT_CLIENT:
     return FSPS_OK;
   case SHARD_INIT_UNIFORM:
     if (a > b)
@@ -414,7 +420,8 @@ static int check_init_kind(const char *where, const shard_tensor *t, char *msg,
   }
   return fail(msg, len, "%s: init kind %d is unknown; expected %s", where,
               (int)t->init,
-              "zeros, constant, uniform, normal, xavier_uniform or he_uniform");
+              "zeros, constant, uniform, normal, xavier_uniform, he_uniform or "
+              "client");
 }
 
 static int check_init(const char *where, const shard_tensor *t, char *msg,
@@ -454,6 +461,27 @@ static int check_tensor(const shard_layer *L, uint32_t l, uint32_t i, char *msg,
   return check_init(where, t, msg, len);
 }
 
+/* Refuses a layer mixing client-given tensors with drawn ones: a client
+ * gives a whole layer's values (SetValues), so a drawn tensor in it would
+ * be overwritten. */
+static int check_client_layer(const shard_layer *L, uint32_t l, char *msg,
+                              size_t len) {
+  bool first = L->tensors[0].init == SHARD_INIT_CLIENT;
+  for (uint32_t i = 1; i < L->ntensors; i++) {
+    const shard_tensor *t = &L->tensors[i];
+    if ((t->init == SHARD_INIT_CLIENT) != first)
+      return fail(msg, len,
+                  "layer %" PRIu32 " '%s': tensor '%s' has init %s but "
+                  "tensor '%s' has init %s; a client gives a whole layer's "
+                  "values, so either every tensor of a layer has init client "
+                  "or none has",
+                  l, L->name, L->tensors[0].name,
+                  shard_init_kind_name(L->tensors[0].init), t->name,
+                  shard_init_kind_name(t->init));
+  }
+  return FSPS_OK;
+}
+
 static int check_layer(const shard_layer *L, uint32_t l, char *msg,
                        size_t len) {
   if (L->name[0] == '\0')
@@ -467,6 +495,9 @@ static int check_layer(const shard_layer *L, uint32_t l, char *msg,
     if (rc != FSPS_OK)
       return rc;
   }
+  int rc = check_client_layer(L, l, msg, len);
+  if (rc != FSPS_OK)
+    return rc;
   if (L->n == UINT64_MAX)
     return fail(msg, len,
                 "layer %" PRIu32 " '%s' has more than 2^64 elements (its "

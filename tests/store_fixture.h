@@ -84,4 +84,8 @@ void fx_on_snap(void *arg, uint32_t layer, uint64_t version);
  * failures); returns how many of its tests failed. */
 int store_alloc_tests(void);
 
+/* store_values_tests runs test_store_values.c's group (values a client
+ * gives); returns how many of its tests failed. */
+int store_values_tests(void);
+
 #endif

@@ -345,6 +345,39 @@ static void test_init_constant_and_zeros_exact(void **state) {
   shard_spec_destroy(s);
 }
 
+static void expect_invalid(shard_spec *s, const char *frag1, const char *frag2);
+
+/* A client-given layer: its name, its placeholder zeros, its own hash,
+ * and validation refusing a layer that mixes it with drawn tensors. */
+static void test_init_client(void **state) {
+  static const uint64_t d[2] = {3, 5};
+  (void)state;
+  shard_init_kind k = SHARD_INIT_ZEROS;
+  assert_int_equal(shard_init_kind_parse("client", &k), FSPS_OK);
+  assert_int_equal(k, SHARD_INIT_CLIENT);
+  shard_spec *s = one_tensor_spec(2, d, SHARD_INIT_CLIENT, 0, 0);
+  shard_spec *z = one_tensor_spec(2, d, SHARD_INIT_ZEROS, 0, 0);
+  assert_int_equal(shard_spec_validate(s, NULL, 0), FSPS_OK);
+  assert_true(shard_layer_client(shard_spec_layer(s, 0)));
+  assert_false(shard_layer_client(shard_spec_layer(z, 0)));
+  assert_true(shard_spec_hash(s) != shard_spec_hash(z));
+  float *v = fill_all(s, 0);
+  for (size_t i = 0; i < 15; i++)
+    assert_true(v[i] == 0.0f);
+  free(v);
+  assert_int_equal(shard_spec_add_tensor(s, "b", 1, d, SHARD_INIT_CLIENT, 0, 0),
+                   FSPS_OK);
+  assert_int_equal(shard_spec_validate(s, NULL, 0), FSPS_OK);
+  assert_int_equal(shard_spec_add_tensor(s, "c", 1, d, SHARD_INIT_ZEROS, 0, 0),
+                   FSPS_OK);
+  expect_invalid(s, "layer 0 'l': tensor 't' has init client but tensor 'c'",
+                 "either every tensor of a layer has init client");
+  assert_int_equal(shard_spec_add_tensor(z, "c", 1, d, SHARD_INIT_CLIENT, 0, 0),
+                   FSPS_OK);
+  expect_invalid(z, "tensor 't' has init zeros but tensor 'c' has init client",
+                 NULL);
+}
+
 static void test_rand_uniform_unit_interval(void **state) {
   double sum = 0;
   (void)state;
@@ -593,7 +626,7 @@ static void test_kind_names_round_trip(void **state) {
     assert_int_equal(shard_opt_kind_parse(shard_opt_kind_name(k), &out), 0);
     assert_int_equal(out, k);
   }
-  for (int k = SHARD_INIT_ZEROS; k <= SHARD_INIT_HE_UNIFORM; k++) {
+  for (int k = SHARD_INIT_ZEROS; k <= SHARD_INIT_CLIENT; k++) {
     shard_init_kind out = SHARD_INIT_ZEROS;
     assert_int_equal(shard_init_kind_parse(shard_init_kind_name(k), &out), 0);
     assert_int_equal(out, k);
@@ -844,6 +877,7 @@ int main(void) {
       cmocka_unit_test(test_init_uniform_many),
       cmocka_unit_test(test_init_normal_moments),
       cmocka_unit_test(test_init_constant_and_zeros_exact),
+      cmocka_unit_test(test_init_client),
       cmocka_unit_test(test_rand_uniform_unit_interval),
       cmocka_unit_test(test_hash_same_spec_same_hash),
       cmocka_unit_test(test_hash_every_field_matters),

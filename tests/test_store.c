@@ -1,6 +1,7 @@
 /* test_store.c: unit tests of server/store.h without a network — declaring
  * a model, pushes from W workers, the version barrier, deterministic sums,
- * rollback, snapshots and --worker-timeout on a fake clock. */
+ * rollback, snapshots and --worker-timeout on a fake clock (values a client
+ * gives: test_store_values.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -580,5 +581,5 @@ int main(void) {
       cmocka_unit_test(test_expire_proceed),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
-  return failed + store_alloc_tests();
+  return failed + store_values_tests() + store_alloc_tests();
 }

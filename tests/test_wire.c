@@ -33,6 +33,17 @@ _Static_assert(WIRE_PUSH_LAYER <= RPC_TENSOR_MAX_VARINT &&
                    WIRE_PUSH_OFFSET <= RPC_TENSOR_MAX_VARINT &&
                    WIRE_PUSH_EPOCH <= RPC_TENSOR_MAX_VARINT,
                "PushChunk's varints are among rpc's");
+_Static_assert(WIRE_VALUES_DATA == RPC_TENSOR_FIELD &&
+                   WIRE_VALUES_LAYER <= RPC_TENSOR_MAX_VARINT &&
+                   WIRE_VALUES_OFFSET <= RPC_TENSOR_MAX_VARINT &&
+                   WIRE_VALUES_EPOCH <= RPC_TENSOR_MAX_VARINT,
+               "ValuesChunk's fields are where rpc's framing puts them");
+/* A values stream is cut and checked as a push is: the same numbers. */
+_Static_assert((int)WIRE_VALUES_LAYER == (int)WIRE_PUSH_LAYER &&
+                   (int)WIRE_VALUES_OFFSET == (int)WIRE_PUSH_OFFSET &&
+                   (int)WIRE_VALUES_EPOCH == (int)WIRE_PUSH_EPOCH &&
+                   (int)WIRE_VALUES_DATA == (int)WIRE_PUSH_DATA,
+               "ValuesChunk shares PushChunk's field numbers");
 _Static_assert(RPC_TENSOR_HDR_MAX <= WIRE_TENSOR_HEADER_MAX,
                "wire's header bound covers rpc's framing");
 
@@ -58,6 +69,13 @@ static const field push_fields[] = {
     {"offset", WIRE_PUSH_OFFSET, PROTOBUF_C_TYPE_UINT64},
     {"epoch", WIRE_PUSH_EPOCH, PROTOBUF_C_TYPE_UINT64},
     {"data", WIRE_PUSH_DATA, PROTOBUF_C_TYPE_BYTES},
+};
+
+static const field values_fields[] = {
+    {"layer", WIRE_VALUES_LAYER, PROTOBUF_C_TYPE_UINT32},
+    {"offset", WIRE_VALUES_OFFSET, PROTOBUF_C_TYPE_UINT64},
+    {"epoch", WIRE_VALUES_EPOCH, PROTOBUF_C_TYPE_UINT64},
+    {"data", WIRE_VALUES_DATA, PROTOBUF_C_TYPE_BYTES},
 };
 
 /* check_fields looks every field up by name and checks its number, type
@@ -88,6 +106,12 @@ static void test_push_chunk_fields(void **state) {
   (void)state;
   check_fields(&fsps__v1__push_chunk__descriptor, push_fields,
                COUNT(push_fields));
+}
+
+static void test_values_chunk_fields(void **state) {
+  (void)state;
+  check_fields(&fsps__v1__values_chunk__descriptor, values_fields,
+               COUNT(values_fields));
 }
 
 /* ---- method paths ------------------------------------------------------ */
@@ -181,8 +205,8 @@ static int proto_value(const ProtobufCEnumDescriptor *d, const char *prefix,
 static void test_init_kinds_match_by_name(void **state) {
   (void)state;
   const ProtobufCEnumDescriptor *d = &fsps__v1__init_kind__descriptor;
-  assert_int_equal(d->n_values, SHARD_INIT_HE_UNIFORM + 1);
-  for (int k = SHARD_INIT_ZEROS; k <= SHARD_INIT_HE_UNIFORM; k++) {
+  assert_int_equal(d->n_values, SHARD_INIT_CLIENT + 1);
+  for (int k = SHARD_INIT_ZEROS; k <= SHARD_INIT_CLIENT; k++) {
     int v = proto_value(d, "INIT_", shard_init_kind_name(k));
     assert_int_equal(wire_init_to_proto(k), v);
     shard_init_kind back;
@@ -190,7 +214,7 @@ static void test_init_kinds_match_by_name(void **state) {
     assert_int_equal(back, k);
   }
   shard_init_kind out = SHARD_INIT_ZEROS;
-  assert_false(wire_init_from_proto(SHARD_INIT_HE_UNIFORM + 1, &out));
+  assert_false(wire_init_from_proto(SHARD_INIT_CLIENT + 1, &out));
   assert_false(wire_init_from_proto(-1, &out));
   assert_int_equal(out, SHARD_INIT_ZEROS);
 }
@@ -297,7 +321,7 @@ static void test_spec_from_proto_refusals(void **state) {
   shard_spec *s = full_spec();
   wire_spec_msg m;
   assert_int_equal(wire_spec_to_proto(&m, s), FSPS_OK);
-  m.tensors[1].init = (Fsps__V1__InitKind)(SHARD_INIT_HE_UNIFORM + 1);
+  m.tensors[1].init = (Fsps__V1__InitKind)(SHARD_INIT_CLIENT + 1);
   from_proto_fails(&m.model, "bad init kind");
   m.tensors[1].init = FSPS__V1__INIT_KIND__INIT_ZEROS;
   m.optim.schedule = (Fsps__V1__Schedule)7;
@@ -515,6 +539,7 @@ int main(void) {
       cmocka_unit_test(test_optim_explicit_zero_is_kept),
       cmocka_unit_test(test_optim_sgd_needs_lr),
       cmocka_unit_test(test_optim_round_trip_sets_every_field),
+      cmocka_unit_test(test_values_chunk_fields),
       cmocka_unit_test(test_paths_match_fsps_proto),
       cmocka_unit_test(test_health_path_matches_health_proto),
       cmocka_unit_test(test_init_kinds_match_by_name),

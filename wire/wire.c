@@ -5,9 +5,9 @@
 #include "wire.h"
 
 const char *const wire_method_paths[WIRE_NUM_METHODS] = {
-    WIRE_PATH_INIT,         WIRE_PATH_PULL,       WIRE_PATH_PUSH,
-    WIRE_PATH_STATUS,       WIRE_PATH_CHECKPOINT, WIRE_PATH_ROLLBACK,
-    WIRE_PATH_HEALTH_CHECK,
+    WIRE_PATH_INIT,       WIRE_PATH_PULL,         WIRE_PATH_PUSH,
+    WIRE_PATH_STATUS,     WIRE_PATH_CHECKPOINT,   WIRE_PATH_ROLLBACK,
+    WIRE_PATH_SET_VALUES, WIRE_PATH_HEALTH_CHECK,
 };
 
 /* A chunk must fit in one message, or every pull and push of a full
@@ -28,6 +28,7 @@ SAME(SHARD_INIT_UNIFORM, FSPS__V1__INIT_KIND__INIT_UNIFORM);
 SAME(SHARD_INIT_NORMAL, FSPS__V1__INIT_KIND__INIT_NORMAL);
 SAME(SHARD_INIT_XAVIER_UNIFORM, FSPS__V1__INIT_KIND__INIT_XAVIER_UNIFORM);
 SAME(SHARD_INIT_HE_UNIFORM, FSPS__V1__INIT_KIND__INIT_HE_UNIFORM);
+SAME(SHARD_INIT_CLIENT, FSPS__V1__INIT_KIND__INIT_CLIENT);
 SAME(SHARD_SCHED_CONSTANT, FSPS__V1__SCHEDULE__SCHEDULE_CONSTANT);
 SAME(SHARD_SCHED_STEP, FSPS__V1__SCHEDULE__SCHEDULE_STEP);
 SAME(SHARD_SCHED_COSINE, FSPS__V1__SCHEDULE__SCHEDULE_COSINE);
@@ -41,7 +42,7 @@ Fsps__V1__Schedule wire_schedule_to_proto(shard_sched_kind kind) {
 }
 
 bool wire_init_from_proto(int value, shard_init_kind *out) {
-  if (value < SHARD_INIT_ZEROS || value > SHARD_INIT_HE_UNIFORM)
+  if (value < SHARD_INIT_ZEROS || value > SHARD_INIT_CLIENT)
     return false;
   *out = (shard_init_kind)value;
   return true;

@@ -23,16 +23,18 @@
 #define WIRE_PATH_STATUS "/" WIRE_SERVICE "/Status"
 #define WIRE_PATH_CHECKPOINT "/" WIRE_SERVICE "/Checkpoint"
 #define WIRE_PATH_ROLLBACK "/" WIRE_SERVICE "/Rollback"
+#define WIRE_PATH_SET_VALUES "/" WIRE_SERVICE "/SetValues"
 #define WIRE_PATH_HEALTH_CHECK "/" WIRE_HEALTH_SERVICE "/Check"
 
-#define WIRE_NUM_METHODS 7 /* the paths above */
+#define WIRE_NUM_METHODS 8 /* the paths above */
 extern const char *const wire_method_paths[WIRE_NUM_METHODS];
 
 /* ---- tensor messages ---------------------------------------------------
- * PullChunk and PushChunk travel hand-framed (rpc's tensor messages: varint
- * fields, then the float32 payload last). These are their field numbers in
- * proto/fsps.proto; tests/test_wire.c checks each against the protobuf-c
- * descriptors, as a build step, and that rpc's framing can carry them. */
+ * PullChunk, PushChunk and ValuesChunk travel hand-framed (rpc's tensor
+ * messages: varint fields, then the float32 payload last). These are their
+ * field numbers in proto/fsps.proto; tests/test_wire.c checks each against the
+ * protobuf-c descriptors, as a build step, and that rpc's framing can carry
+ * them. */
 enum {
   WIRE_PULL_LAYER = 1,
   WIRE_PULL_VERSION = 2,
@@ -46,6 +48,14 @@ enum {
   WIRE_PUSH_OFFSET = 4,
   WIRE_PUSH_EPOCH = 5,
   WIRE_PUSH_DATA = 8,
+};
+/* ValuesChunk: PushChunk's numbers for the fields it has (a values stream
+ * is cut and checked as a push is). */
+enum {
+  WIRE_VALUES_LAYER = 1,
+  WIRE_VALUES_OFFSET = 4,
+  WIRE_VALUES_EPOCH = 5,
+  WIRE_VALUES_DATA = 8,
 };
 
 /* ---- size limits -------------------------------------------------------

@@ -115,7 +115,9 @@ int fuzz_unary(const rpc_method *m, const uint8_t *in, size_t n, unsigned split,
 /* The model the fixtures declare, as server 1 of 2 with 2 workers:
  * layer 0 "fc1" (weight 4x6 he_uniform, bias 4: 28 elements, 12 here),
  * layer 1 "tiny" (8 elements, none here), and, with big, layer 2 "big"
- * (524320 zeros, 262160 here: two push chunks, 262144 + 16). */
+ * (524320 zeros, 262160 here: two push chunks, 262144 + 16). With client,
+ * every tensor's init is client (values given by SetValues), but fc1's
+ * with drawn_fc1. */
 #define FUZZ_SERVERS 2
 #define FUZZ_INDEX 1
 #define FUZZ_WORKERS 2
@@ -125,6 +127,7 @@ typedef enum { FUZZ_SGD, FUZZ_MOMENTUM, FUZZ_ADAM, FUZZ_ADAGRAD } fuzz_optim;
 typedef struct {
   bool big;
   fuzz_optim optim;
+  bool client, drawn_fc1;
 } fuzz_model;
 
 /* fuzz_config fills c for server FUZZ_INDEX of FUZZ_SERVERS; bits of

@@ -102,6 +102,13 @@ static void edit_placement(Fsps__V1__InitRequest *r) {
 static void edit_init_kind(Fsps__V1__InitRequest *r) {
   r->spec->layers[0]->tensors[1]->init = (Fsps__V1__InitKind)9;
 }
+static void edit_client(Fsps__V1__InitRequest *r) {
+  r->spec->layers[0]->tensors[0]->init = FSPS__V1__INIT_KIND__INIT_CLIENT;
+  r->spec->layers[0]->tensors[1]->init = FSPS__V1__INIT_KIND__INIT_CLIENT;
+}
+static void edit_client_mixed(Fsps__V1__InitRequest *r) {
+  r->spec->layers[0]->tensors[0]->init = FSPS__V1__INIT_KIND__INIT_CLIENT;
+}
 static void edit_nan_lr(Fsps__V1__InitRequest *r) {
   r->spec->optimizer->lr = NAN;
 }
@@ -175,6 +182,8 @@ static void init_seeds(void) {
   init_seed("no-spec", 0x00, FUZZ_SGD, edit_no_spec);
   init_seed("wrong-placement", 0x00, FUZZ_SGD, edit_placement);
   init_seed("bad-init-kind", 0x00, FUZZ_SGD, edit_init_kind);
+  init_seed("client-layer", 0x80, FUZZ_SGD, edit_client);
+  init_seed("client-mixed", 0x00, FUZZ_SGD, edit_client_mixed);
   init_seed("nan-lr", 0x00, FUZZ_ADAM, edit_nan_lr);
   init_seed("step-size-0", 0x00, FUZZ_SGD, edit_step_sched);
   init_seed("five-dims", 0x00, FUZZ_SGD, edit_five_dims);
@@ -355,6 +364,110 @@ static void push_seeds(void) {
   push_bad_seed("chunk-past-slice", 2, 0, 0, 2, 0, 0);
 }
 
+/* ---- SetValues ---- */
+
+/* vframed appends a record of a values chunk framed as libfsps frames it
+ * (fill 2: a ramp; 3 | k << 2: a NaN at element k; 0x80 more: an Inf). */
+static void vframed(recs *r, unsigned layer, unsigned chunk, int doff,
+                    int dcount, unsigned epoch, unsigned how) {
+  unsigned v[] = {1, layer, chunk, (uint8_t)doff, (uint8_t)dcount, epoch, how};
+  for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+    r8(r, v[i]);
+}
+
+/* vgive appends whole values of layer (filled as `how`) and the close. */
+static void vgive(recs *r, unsigned layer, unsigned how) {
+  unsigned chunks = layer == 2 ? 2 : 1;
+  for (unsigned i = 0; i < chunks; i++)
+    vframed(r, layer, i, 0, 0, 0, how);
+  r8(r, 2);
+}
+
+static void vseed(const char *name, const recs *r) {
+  seed("fuzz_values", name, r->b[0], r->b + 1, r->n - 1);
+}
+
+/* Given, again (a duplicate), other values (refused) then a push from
+ * worker 0, the same values once training began (refused), worker 1. */
+static void values_once_seed(uint8_t cfg, const char *name) {
+  recs r = {.n = 0};
+  r8(&r, cfg);
+  r8(&r, 2 | 4 | 8); /* an empty stream; pushes before the values */
+  vgive(&r, 0, 2);
+  vgive(&r, 0, 2);
+  vframed(&r, 0, 0, 0, 0, 0, 1);
+  r8(&r, 2 | 4);
+  vgive(&r, 0, 2);
+  r8(&r, 2 | 8);
+  vseed(name, &r);
+}
+
+static void values_raw_seed(void) {
+  float v[12] = {0.5f, -0.5f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  Fsps__V1__ValuesChunk c = FSPS__V1__VALUES_CHUNK__INIT;
+  c.offset = 16;
+  c.data.data = (uint8_t *)v;
+  c.data.len = sizeof v;
+  size_t len = fsps__v1__values_chunk__get_packed_size(&c);
+  recs r = {.n = 0};
+  r8(&r, 0);
+  r8(&r, 3 << 2); /* raw, cut into four slices */
+  r8(&r, len & 0xff);
+  r8(&r, len >> 8);
+  fuzz_check(r.n + len < sizeof r.b);
+  r.n += fsps__v1__values_chunk__pack(&c, r.b + r.n);
+  r8(&r, 2);
+  vseed("raw-chunk", &r);
+}
+
+/* values_bad_seed writes one stream the server must refuse, then the
+ * layer's values in full. */
+static void values_bad_seed(const char *name, uint8_t cfg, unsigned layer,
+                            unsigned chunk, int doff, int dcount,
+                            unsigned epoch, unsigned how) {
+  recs r = {.n = 0};
+  r8(&r, cfg);
+  vframed(&r, layer, chunk, doff, dcount, epoch, how);
+  r8(&r, 2);
+  vgive(&r, layer < 3 ? layer : 0, 2);
+  vseed(name, &r);
+}
+
+static void values_stream_seeds(void) {
+  recs r = {.n = 0};
+  r8(&r, 0x20);
+  vframed(&r, 2, 0, 0, 0, 0, 2); /* one chunk of two */
+  r8(&r, 2);
+  vframed(&r, 2, 0, 0, 0, 0, 2); /* mixed layers */
+  vframed(&r, 0, 0, 0, 0, 0, 2);
+  r8(&r, 2);
+  vframed(&r, 0, 0, 0, 0, 0, 2); /* a chunk twice */
+  vframed(&r, 0, 0, 0, 0, 0, 2);
+  r8(&r, 2);
+  vframed(&r, 2, 1, 0, 0, 0, 2); /* cancelled */
+  r8(&r, 3);
+  vgive(&r, 2, 2);
+  r8(&r, 2 | 4 | 8 | 2 << 4); /* both workers push the big layer */
+  vseed("big-missing-mixed-twice-cancel-given", &r);
+}
+
+static void values_seeds(void) {
+  values_once_seed(0, "given-once-bsp");
+  values_once_seed(2 | FUZZ_ADAM << 3, "given-once-asp-adam");
+  values_once_seed(3 | FUZZ_MOMENTUM << 3, "given-once-deterministic");
+  values_raw_seed();
+  values_stream_seeds();
+  values_bad_seed("nan", 0, 0, 0, 0, 0, 0, 3 | 5 << 2);
+  values_bad_seed("inf-under-nan-skip", 4, 0, 0, 0, 0, 0, 0x83 | 2 << 2);
+  values_bad_seed("short-chunk", 0, 0, 0, 0, -1, 0, 2);
+  values_bad_seed("offset-off-by-one", 0, 0, 0, 1, 0, 0, 2);
+  values_bad_seed("other-epoch", 0, 0, 0, 0, 0, 7, 2);
+  values_bad_seed("no-such-layer", 0, 9, 0, 0, 0, 0, 2);
+  values_bad_seed("empty-slice", 0, 1, 0, 0, 0, 0, 2);
+  values_bad_seed("drawn-layer", 0x40, 0, 0, 0, 0, 0, 2);
+  values_bad_seed("chunk-past-slice", 0x20, 2, 2, 0, 0, 0, 2);
+}
+
 /* ---- Status, Checkpoint, health ---- */
 
 static void empty_seeds(const char *target) {
@@ -509,6 +622,7 @@ int main(int argc, char **argv) {
   init_seeds();
   pull_seeds();
   push_seeds();
+  values_seeds();
   unary_seeds();
   msg_seeds();
   ckpt_seeds();

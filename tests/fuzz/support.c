@@ -170,6 +170,12 @@ uint8_t *fuzz_init_request(const fuzz_model *model, size_t *len) {
   tensor(&b, "bias", 1, bd, FSPS__V1__INIT_KIND__INIT_ZEROS, 0);
   tensor(&t, "w", 1, td, FSPS__V1__INIT_KIND__INIT_CONSTANT, 0.5);
   tensor(&g, "w", 2, gd, FSPS__V1__INIT_KIND__INIT_ZEROS, 0);
+  if (model->client) {
+    Fsps__V1__InitKind k = FSPS__V1__INIT_KIND__INIT_CLIENT;
+    t.init = g.init = k;
+    if (!model->drawn_fc1)
+      w.init = b.init = k;
+  }
   Fsps__V1__TensorSpec *fc1_t[] = {&w, &b}, *tiny_t[] = {&t}, *big_t[] = {&g};
   Fsps__V1__LayerSpec fc1, tiny, big, *layers[] = {&fc1, &tiny, &big};
   layer(&fc1, "fc1", 2, fc1_t);

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Interoperability: a client on an independent gRPC stack (Python's grpcio
 from Debian) drives a real fsps-server over loopback: health, Init, Pull,
-Push, Status, and the bad-input cases, checking codes and server state.
+Push, Status, Checkpoint, Rollback, SetValues, and the bad-input cases,
+checking codes and server state.
 
 Usage: test_python.py --server PATH/fsps-server --proto PATH/fsps.proto
 """
@@ -13,6 +14,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -709,6 +711,240 @@ class EpochTest(CheckpointBase):
                          grpc.StatusCode.FAILED_PRECONDITION)
         req = PB.PullRequest(layer=0, epoch=99)  # the new epoch's pull
         self.assertEqual(len(list(call(req, timeout=10))), 1)
+
+
+def values_spec(big=True):
+    """Layer 0 "given" (client: 3x5 weight and bias, 18 values), layer 1
+    "drawn" (constant 0.5, 4 values) and, with big, layer 2 "bigc" (client,
+    524388 values: several chunks a slice for S <= 2)."""
+    given = PB.LayerSpec(name="given", tensors=[
+        PB.TensorSpec(name="weight", dims=[3, 5], init=PB.INIT_CLIENT),
+        PB.TensorSpec(name="bias", dims=[3], init=PB.INIT_CLIENT)])
+    drawn = PB.LayerSpec(name="drawn", tensors=[
+        PB.TensorSpec(name="w", dims=[4], init=PB.INIT_CONSTANT, init_a=0.5)])
+    bigc = PB.LayerSpec(name="bigc", tensors=[
+        PB.TensorSpec(name="w", dims=[2 * CHUNK + 100], init=PB.INIT_CLIENT)])
+    opt = PB.OptimizerSpec(name="sgd", lr=0.1, gamma=0.1,
+                           warmup_start_factor=1.0)
+    return PB.ModelSpec(layers=[given, drawn] + ([bigc] if big else []),
+                        optimizer=opt, seed=3)
+
+
+def slice_of(n, S, s):
+    """Server s's slice [lo, hi) of a layer of n elements over S servers."""
+    c = (n + S - 1) // S
+    c = (c + 15) // 16 * 16
+    return min(n, s * c), min(n, (s + 1) * c)
+
+
+def set_values(srv, layer, values, lo=0, epoch=0, raw=None):
+    """Gives values (the slice starting at element lo) in chunks cut as a
+    push's; raw: a list of chunks to send instead."""
+    chunks = raw if raw is not None else [
+        PB.ValuesChunk(layer=layer, offset=lo + i, epoch=epoch,
+                       data=pack(values[i:i + CHUNK]))
+        for i in range(0, len(values), CHUNK)]
+    call = srv.channel.stream_unary(
+        SVC + "SetValues",
+        request_serializer=lambda m: m if isinstance(m, bytes) else
+        m.SerializeToString(),
+        response_deserializer=PB.ValuesReply.FromString)
+    return call(iter(chunks), timeout=30)
+
+
+def ramp(n, base):
+    return [f32(base + 0.001 * i) for i in range(n)]
+
+
+class ValuesTest(CheckpointBase):
+    """Explicit values (SetValues, INIT_CLIENT): a layer awaits them, its
+    pulls wait until they arrive on that server, so that a gather (which
+    needs every server) succeeds only once every server holds its slice;
+    every bad stream is refused and changes nothing; the same values again
+    are a duplicate, others and a layer that began training are refused;
+    checkpoints and rollbacks never turn them into zeros."""
+
+    def refused(self, code, fn, *args, text=None):
+        with self.assertRaises(grpc.RpcError) as cm:
+            fn(*args)
+        self.assertEqual(cm.exception.code(), code, cm.exception.details())
+        if text:
+            self.assertIn(text, cm.exception.details())
+
+    def declared(self, S=1, W=1, big=True, *flags, ckpt=False):
+        srvs = []
+        for s in range(S):
+            args = ["--num-servers", str(S), "--index", str(s), "--workers",
+                    str(W)] + list(flags)
+            if ckpt:
+                srv = self.start(*args)
+            else:
+                srv = Server(self.tmp.name, *args)
+                self.servers.append(srv)
+            srv.unary("Init", PB.InitRequest(spec=values_spec(big),
+                                             num_servers=S, server_index=s),
+                      PB.InitReply)
+            srvs.append(srv)
+        return srvs
+
+    def test_gather_waits_for_every_server(self):
+        srvs = self.declared(S=2)
+        for srv in srvs:
+            st = srv.status()
+            self.assertEqual([l.awaiting_values for l in st.layers],
+                             [True, False, True])
+            self.refused(grpc.StatusCode.DEADLINE_EXCEEDED, srv.pull, 0, 0,
+                         0, 0, 0.3)
+        self.assertEqual(srvs[0].pull(1)[0], [0.5] * 4)  # drawn: readable
+        n, values = 18, ramp(18, 1.0)
+        lo, hi = slice_of(n, 2, 0)
+        r = set_values(srvs[0], 0, values[lo:hi], lo)
+        self.assertFalse(r.duplicate)
+        self.assertEqual(r.layers_awaiting, 1)  # bigc
+        self.assertEqual(srvs[0].pull(0)[0], values[lo:hi])
+        # Server 1 has not got its slice: its pull, and so any gather,
+        # waits; it is answered as soon as the slice arrives.
+        self.refused(grpc.StatusCode.DEADLINE_EXCEEDED, srvs[1].pull, 0, 0,
+                     0, 0, 0.3)
+        self.assertTrue(srvs[1].status().layers[0].awaiting_values)
+        got = []
+        t = threading.Thread(target=lambda: got.append(srvs[1].pull(0)[0]))
+        t.start()
+        time.sleep(0.3)
+        self.assertEqual(got, [])
+        lo, hi = slice_of(n, 2, 1)
+        set_values(srvs[1], 0, values[lo:hi], lo)
+        t.join(10)
+        self.assertEqual(got, [values[lo:hi]])
+        # A layer of several chunks a slice.
+        n = 2 * CHUNK + 100
+        big = ramp(n, -7.0)
+        self.refused(grpc.StatusCode.FAILED_PRECONDITION, srvs[1].push,
+                     [PB.PushChunk(layer=2, data=pack([1.0] * 16))],
+                     text="awaits its values")
+        whole = []
+        for s, srv in enumerate(srvs):
+            lo, hi = slice_of(n, 2, s)
+            self.assertEqual(set_values(srv, 2, big[lo:hi], lo)
+                             .layers_awaiting, 0)
+            whole += srv.pull(2)[0]
+        self.assertEqual(whole, big)
+
+    def test_refusals_change_nothing(self):
+        srv, = self.declared(W=2)
+        v = ramp(18, 2.0)
+        nan, inf = list(v), list(v)
+        nan[5], inf[17] = float("nan"), float("-inf")
+        ok = PB.ValuesChunk(layer=0, data=pack(v))
+        C = grpc.StatusCode
+        cases = [
+            (C.INVALID_ARGUMENT, [PB.ValuesChunk(layer=0, data=pack(v[:17]))],
+             "expected chunk 0 at offset 0 with 18 floats"),
+            (C.INVALID_ARGUMENT,
+             [PB.ValuesChunk(layer=0, offset=1, data=pack(v[:17]))], None),
+            (C.INVALID_ARGUMENT, [PB.ValuesChunk(layer=0, data=pack(nan))],
+             "hold NaN at element 5"),
+            (C.INVALID_ARGUMENT, [PB.ValuesChunk(layer=0, data=pack(inf))],
+             "Inf at element 17"),
+            (C.FAILED_PRECONDITION, [PB.ValuesChunk(layer=1,
+                                                    data=pack([1.0] * 4))],
+             "'drawn' is initialised by the servers (init constant)"),
+            (C.NOT_FOUND, [PB.ValuesChunk(layer=7, data=pack(v))], None),
+            (C.INVALID_ARGUMENT, [], "carried no chunks"),
+            (C.INVALID_ARGUMENT, [ok, ok], "sent twice"),
+            (C.INVALID_ARGUMENT,
+             [PB.ValuesChunk(layer=2, data=pack([1.0] * CHUNK))],
+             "ended after 1 of 3 chunks"),
+            (C.INVALID_ARGUMENT, [ok, PB.ValuesChunk(layer=2, offset=CHUNK,
+                                                     data=pack([1.0] * 100))],
+             "share layer and epoch"),
+            (C.FAILED_PRECONDITION, [PB.ValuesChunk(layer=0, epoch=5,
+                                                    data=pack(v))], "epoch"),
+            (C.INVALID_ARGUMENT, [b"\x42\xff"], None),
+            # layer (field 1) as bytes: a wrong wire type, not layer 0
+            (C.INVALID_ARGUMENT, [b"\x0a\x01\x00\x42\x48" + pack(v)],
+             None),
+        ]
+        for code, chunks, text in cases:
+            with self.subTest(code=code, text=text):
+                self.refused(code, set_values, srv, 0, None, 0, 0, chunks,
+                             text=text)
+        st = srv.status()
+        self.assertEqual([l.awaiting_values for l in st.layers],
+                         [True, False, True])
+        self.refused(C.DEADLINE_EXCEEDED, srv.pull, 0, 0, 0, 0, 0.3)
+        self.assertFalse(set_values(srv, 0, v).duplicate)
+        self.assertTrue(set_values(srv, 0, v).duplicate)  # a retry
+        other = list(v)
+        other[4] += 1.0
+        self.refused(C.ALREADY_EXISTS, set_values, srv, 0, other,
+                     text="'given' holds other values already (element 4")
+        self.assertEqual(srv.pull(0)[0], v)
+        push = [PB.PushChunk(layer=0, step=0, worker=0, data=pack([1.0] * 18))]
+        srv.push(push)  # counted: training has begun
+        self.refused(C.FAILED_PRECONDITION, set_values, srv, 0, v,
+                     text="a push of step 0 counted")
+        push[0].worker = 1
+        self.assertTrue(srv.push(push).applied)
+        self.refused(C.FAILED_PRECONDITION, set_values, srv, 0, v,
+                     text="'given' has begun training (version 1)")
+        self.assertEqual(srv.pull(0, 1)[0], [f32(x - f32(0.1)) for x in v])
+
+    def test_checkpoints_and_rollbacks_keep_the_values(self):
+        # A checkpoint never holds a layer without its values.
+        srv, = self.declared(big=False, ckpt=True)
+        self.refused(grpc.StatusCode.FAILED_PRECONDITION, self.checkpoint,
+                     srv, text="layer 0 'given' (and 0 more) awaits")
+        self.assertEqual(srv.stop(), 0)
+        self.assertIn("no final checkpoint", srv.logged())
+        self.assertEqual(self.files(), [])
+        srv, = self.declared(big=False, ckpt=True)
+        v = ramp(18, 3.0)
+        set_values(srv, 0, v)
+        rollback = lambda version: srv.unary("Rollback", PB.RollbackRequest(
+            version=version, spec_hash=srv.status().spec_hash),
+            PB.RollbackReply)
+
+        def train(t0, steps):
+            for t in range(t0, t0 + steps):
+                for layer, n in ((0, 18), (1, 4)):
+                    srv.push([PB.PushChunk(layer=layer, step=t,
+                                           data=pack([1.0] * n))])
+        train(0, 2)
+        self.assertNotEqual(srv.pull(0, 2)[0], v)
+        r = rollback(0)  # no file of version 0: the values kept in memory
+        self.assertEqual(r.source, "initial values")
+        self.assertEqual(srv.pull(0)[0], v)
+        self.assertEqual(srv.pull(1)[0], [0.5] * 4)
+        v0 = self.checkpoint(srv).path
+        train(0, 2)
+        at2, _ = srv.pull(0, 2)
+        self.checkpoint(srv)
+        with open(v0, "rb") as f:
+            saved = f.read()
+        srv.stop(signal.SIGKILL)
+        os.unlink(v0)
+        # Restored from version 2, the server holds the values trained from
+        # the given ones, but no copy of those: going back to version 0
+        # without its file is refused and changes nothing.
+        srv = self.start("--workers", "1")
+        st = srv.status()
+        self.assertEqual([l.version for l in st.layers], [2, 2])
+        self.assertFalse(st.layers[0].awaiting_values)
+        self.assertEqual(srv.pull(0, 2)[0], at2)
+        self.refused(grpc.StatusCode.FAILED_PRECONDITION, rollback, 0,
+                     text="layer 0 'given' took its values from a client")
+        self.assertEqual(srv.status().layers[0].version, 2)
+        self.assertEqual(srv.pull(0, 2)[0], at2)
+        with open(v0, "wb") as f:  # with the file of version 0 it can
+            f.write(saved)
+        r = rollback(0)
+        self.assertTrue(r.source.endswith("v00000000000000000000.fsps"))
+        self.assertEqual(srv.pull(0)[0], v)
+        train(0, 1)
+        os.unlink(v0)
+        self.assertEqual(rollback(0).source, "initial values")
+        self.assertEqual(srv.pull(0)[0], v)  # the copy the file brought
 
 
 class MemoryLimitTest(unittest.TestCase):

@@ -68,8 +68,9 @@ int fsps_spec_add_layer(fsps_spec *spec, const char *name);
 
 /* fsps_spec_add_tensor appends a tensor to the last layer added. init is
  * "zeros", "constant" (a), "uniform" (a, b), "normal" (mean a, std b),
- * "xavier_uniform" (gain a, 0 = 1) or "he_uniform"; dims in PyTorch order
- * ([out, in] for a weight). */
+ * "xavier_uniform" (gain a, 0 = 1), "he_uniform", or "client" (the values
+ * are given by fsps_set_values; every tensor of the layer must have it, or
+ * none); dims in PyTorch order ([out, in] for a weight). */
 int fsps_spec_add_tensor(fsps_spec *spec, const char *name, uint32_t ndims,
                          const uint64_t *dims, const char *init, double a,
                          double b);
@@ -194,6 +195,26 @@ int fsps_layer_version(fsps_client *c, uint32_t layer, uint64_t *version);
  * back, 0. Call it from the trainer thread, outside a step; every worker
  * of the cluster may call it at once. */
 int fsps_recover(fsps_client *c, uint64_t *step);
+
+/* fsps_set_values gives the version-0 values of layer l, whose tensors
+ * all have init "client": values holds its n floats (all finite), read
+ * only, the caller's again when the call returns. Each server is sent its
+ * slice, streamed in 1 MiB chunks like a push, and takes it whole or not at
+ * all; a server's pulls of the layer wait until its slice is there, so a
+ * gather of it succeeds only once every server holds the values. One
+ * worker (rank 0, say) gives them and every worker gathers; giving the
+ * same values again (a retry, or several workers giving the same) is OK.
+ * Blocking; a server answering UNAVAILABLE is asked again as a push is.
+ * Returns FSPS_OK, or: FSPS_INVALID_ARGUMENT (no such layer, values NULL
+ * or holding NaN or Inf), FSPS_FAILED_PRECONDITION (the layer's init is not
+ * "client"; it has begun training, a push of it counted; no model),
+ * FSPS_ALREADY_EXISTS (a server holds other values for it), or what a
+ * server said; a refusal changes nothing on that server. The servers keep
+ * the values through checkpoints and rollbacks to version 0; a server that
+ * restarts without a checkpoint holding them has lost them and awaits them
+ * again (its gathers wait): call fsps_set_values again after fsps_recover,
+ * the other servers take the same values as a duplicate. */
+int fsps_set_values(fsps_client *c, uint32_t layer, const float *values);
 
 /* ---- gather and push ---------------------------------------------------
  * The building blocks; most trainers use the step scheduler below. */
