@@ -9,6 +9,9 @@ PACKAGES=(
   libopenblas-dev libuv1-dev libcmocka-dev zlib1g-dev
   grpc-proto python3-grpcio python3-protobuf protobuf-compiler
   dataset-fashion-mnist
+  # the optimizers are checked bit for bit against torch.optim (optim_torch,
+  # interop_python), and the Python package's tests
+  python3-torch python3-numpy python3-cffi python3-pytest
   universal-ctags clang-format
   # libFuzzer targets (tests/fuzz): Debian's default clang, its compiler-rt
   # (libFuzzer and the sanitizer runtimes, only recommended by clang) and
