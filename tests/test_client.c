@@ -397,6 +397,7 @@ static void test_zero_retries(void **state) {
     if (exhausted != (retries > 0))
       fail_msg("retries %u: '%s'", retries, fsps_last_error(c));
     fsps_close(c);
+    shard_spec_destroy(s);
   }
 }
 

@@ -29,11 +29,14 @@ PREFIXES = {
 
 
 def defined(path, dynamic=False):
-    """The global symbols path defines (nm's third column)."""
+    """The global symbols path defines (nm's third column), less the
+    toolchain's own: names starting with "__" are reserved to it (the
+    sanitizers' __odr_asan.*, for one)."""
     args = ["nm", "--defined-only", "-g"] + (["-D"] if dynamic else [])
     out = subprocess.run(args + [path], check=True, capture_output=True,
                          text=True).stdout
-    return {f[2] for f in (l.split() for l in out.splitlines()) if len(f) == 3}
+    return {f[2] for f in (l.split() for l in out.splitlines())
+            if len(f) == 3 and not f[2].startswith("__")}
 
 
 def main():

@@ -2,7 +2,8 @@
 # Installs the build into a temporary prefix, then compiles the README's
 # libfsps example against the installed fsps.pc twice — shared (it must load
 # libfsps.so.MAJOR) and static (fsps-static.pc) — and runs both against a real fsps-server.
-# Usage: installed_lib.sh BUILD_DIR EXAMPLE_SOURCE FSPS_SERVER
+# Usage: [CC=cc] [CFLAGS=...] installed_lib.sh BUILD_DIR EXAMPLE_SOURCE FSPS_SERVER
+# (CFLAGS: what a sanitized build's libraries need at link time)
 set -euo pipefail
 build=$1 src=$2 server=$3
 dir=$(mktemp -d)
@@ -14,10 +15,10 @@ libdir=$(pkg-config --variable=libdir fsps)
 major=$(sed -n 's/^#define FSPS_VERSION_MAJOR \([0-9]*\)$/\1/p' \
         "$dir/prefix/include/fsps/fsps.h")
 [ -e "$libdir/libfsps.so.$major" ] || { echo "no libfsps.so.$major"; exit 1; }
-# shellcheck disable=SC2046
-cc -std=c11 -o "$dir/shared" "$src" $(pkg-config --cflags --libs fsps)
-# shellcheck disable=SC2046
-cc -std=c11 -o "$dir/static" "$src" $(pkg-config --cflags --libs fsps-static)
+# shellcheck disable=SC2046,SC2086
+"${CC:-cc}" -std=c11 ${CFLAGS:-} -o "$dir/shared" "$src" $(pkg-config --cflags --libs fsps)
+# shellcheck disable=SC2046,SC2086
+"${CC:-cc}" -std=c11 ${CFLAGS:-} -o "$dir/static" "$src" $(pkg-config --cflags --libs fsps-static)
 LD_LIBRARY_PATH=$libdir ldd "$dir/shared" | grep -q "libfsps.so.$major" ||
   { echo "the shared build does not load libfsps.so.$major"; exit 1; }
 if ldd "$dir/static" | grep -q libfsps; then
