@@ -19,10 +19,15 @@ major=$(sed -n 's/^#define FSPS_VERSION_MAJOR \([0-9]*\)$/\1/p' \
 "${CC:-cc}" -std=c11 ${CFLAGS:-} -o "$dir/shared" "$src" $(pkg-config --cflags --libs fsps)
 # shellcheck disable=SC2046,SC2086
 "${CC:-cc}" -std=c11 ${CFLAGS:-} -o "$dir/static" "$src" $(pkg-config --cflags --libs fsps-static)
-LD_LIBRARY_PATH=$libdir ldd "$dir/shared" | grep -q "libfsps.so.$major" ||
-  { echo "the shared build does not load libfsps.so.$major"; exit 1; }
-if ldd "$dir/static" | grep -q libfsps; then
-  echo "the --static build loads libfsps.so"; exit 1
+# ldd's output is taken whole before grep reads it: `ldd | grep -q` under
+# pipefail fails whenever grep exits on its match before ldd has written the
+# rest (SIGPIPE), which a fresh-clone CI run hit once.
+shared_deps=$(LD_LIBRARY_PATH=$libdir ldd "$dir/shared")
+static_deps=$(ldd "$dir/static")
+grep -q "libfsps.so.$major" <<<"$shared_deps" ||
+  { echo "the shared build does not load libfsps.so.$major:"; echo "$shared_deps"; exit 1; }
+if grep -q libfsps <<<"$static_deps"; then
+  echo "the --static build loads libfsps.so:"; echo "$static_deps"; exit 1
 fi
 LD_LIBRARY_PATH=$libdir bash "$(dirname "$0")/readme_example.sh" "$server" "$dir/shared"
 bash "$(dirname "$0")/readme_example.sh" "$server" "$dir/static"
