@@ -10,8 +10,9 @@ PACKAGES=(
   grpc-proto python3-grpcio python3-protobuf protobuf-compiler
   dataset-fashion-mnist
   # the optimizers are checked bit for bit against torch.optim (optim_torch,
-  # interop_python), and the Python package's tests
-  python3-torch python3-numpy python3-cffi python3-pytest
+  # interop_python), and the Python package's tests; pip checks the package
+  # installs as in a virtual environment (installed_lib)
+  python3-torch python3-numpy python3-cffi python3-pytest python3-pip
   universal-ctags clang-format
   # libFuzzer targets (tests/fuzz): Debian's default clang, its compiler-rt
   # (libFuzzer and the sanitizer runtimes, only recommended by clang) and

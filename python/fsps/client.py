@@ -1,0 +1,506 @@
+"""fsps.Client: one worker's connection to every fsps server, its gathers,
+pushes and FSDP step scheduler."""
+import numbers
+
+import numpy as np
+
+from ._ffi import ffi, lib
+from ._runner import Runner
+from .errors import Cancelled, FailedPrecondition, InvalidArgument, error_for
+from .spec import Spec
+from .views import Lease, View, make_view
+
+MODES = {"bsp": 0, "ssp": 1, "asp": 2}
+_U32 = 2 ** 32
+
+
+def _uint(value, what, limit=_U32):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError("%s must be an int, not %r" % (what, value))
+    if not 0 <= value < limit:
+        raise InvalidArgument("%s = %d is out of range [0, %d)"
+                              % (what, value, limit))
+    return int(value)
+
+
+def _seconds_ms(value, what):
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not value > 0:
+        raise InvalidArgument("%s must be a positive number of seconds, "
+                              "not %r" % (what, value))
+    return max(1, int(round(value * 1000)))
+
+
+def _servers(servers):
+    if isinstance(servers, str):
+        text = servers
+    elif isinstance(servers, (list, tuple)) and servers and \
+            all(isinstance(s, str) for s in servers):
+        text = ",".join(servers)
+    else:
+        raise TypeError("servers must be 'host:port,host:port' or a list of "
+                        "'host:port' strings, not %r" % (servers,))
+    if not text or any(":" not in s for s in text.split(",")):
+        raise InvalidArgument("servers %r: each must be host:port" % (text,))
+    return text
+
+
+def _float32(arr, count, what, writable):
+    """arr's data as a cffi float pointer, after checking that it is a
+    C-contiguous float32 ndarray of count elements (and writable)."""
+    if isinstance(arr, View):
+        arr._lease.check() if arr._lease is not None else None
+        arr = arr.view(np.ndarray)
+    if not isinstance(arr, np.ndarray):
+        raise TypeError("%s must be a numpy.ndarray of float32, not %s"
+                        % (what, type(arr).__name__))
+    if arr.dtype != np.float32:
+        raise TypeError("%s must have dtype float32, not %s (use "
+                        ".astype(numpy.float32))" % (what, arr.dtype))
+    if not arr.flags.c_contiguous:
+        raise InvalidArgument("%s must be C-contiguous (use "
+                              "numpy.ascontiguousarray)" % (what,))
+    if arr.size != count:
+        raise InvalidArgument("%s has %d elements, the layer range has %d"
+                              % (what, arr.size, count))
+    if writable and not arr.flags.writeable:
+        raise InvalidArgument("%s is read-only" % (what,))
+    return ffi.from_buffer("float[]", arr, require_writable=writable)
+
+
+class Client:
+    """One worker's connection to the fsps servers (``fsps_connect``).
+
+    Use it as a context manager, or call ``close()``::
+
+        with fsps.Client("127.0.0.1:7070,127.0.0.1:7071") as c:
+            c.declare(spec)
+            ...
+
+    Arguments (the defaults are libfsps's):
+        servers: ``"host:port,host:port"`` or a list, server 0 first.
+        rank, world: this worker's index and the number of workers W.
+        mode: "bsp", "ssp" or "asp" (must match the servers' --mode).
+        staleness: SSP's tau.
+        prefetch: layers gathered ahead by the step scheduler.
+        reshard_after_forward: free each layer after forward (FSDP).
+        timeout: seconds each call may take (None: 120).
+        retries: calls made again when a server answers UNAVAILABLE.
+        io_threads: threads receiving and copying (1 suits most).
+        interruptible: run blocking calls on a helper thread so Ctrl-C
+            interrupts them (the default); False calls libfsps directly,
+            which saves the hand-over (~13 us a call) but waits out a
+            blocked call.
+
+    Errors are raised as ``fsps.Error`` subclasses (``code``, ``message``).
+    Calls on one client must not overlap (one trainer thread at a time);
+    distinct clients are independent.
+    """
+
+    def __init__(self, servers, rank=0, world=1, mode="bsp", staleness=0,
+                 prefetch=1, reshard_after_forward=True, timeout=None,
+                 retries=8, io_threads=1, interruptible=True):
+        o = ffi.new("fsps_options *")
+        lib.fsps_options_init(o)
+        servers_c = ffi.new("char[]", _servers(servers).encode())
+        o.servers = servers_c
+        o.rank = _uint(rank, "rank")
+        o.world = _uint(world, "world")
+        if mode not in MODES:
+            raise InvalidArgument("mode %r is not one of bsp, ssp, asp"
+                                  % (mode,))
+        o.mode = MODES[mode]
+        o.staleness = _uint(staleness, "staleness")
+        o.prefetch = _uint(prefetch, "prefetch")
+        if not isinstance(reshard_after_forward, bool):
+            raise TypeError("reshard_after_forward must be a bool")
+        o.reshard_after_forward = reshard_after_forward
+        o.timeout_ms = _seconds_ms(timeout, "timeout")
+        o.retries = _uint(retries, "retries")
+        o.io_threads = _uint(io_threads, "io_threads")
+        out = ffi.new("fsps_client **")
+        err = ffi.new("char[]", 512)
+        rc = lib.fsps_connect(o, out, err, 512)
+        if rc != 0:
+            raise error_for(rc, ffi.string(err).decode(errors="replace"))
+        self._c = out[0]
+        self._closed = False
+        self._interrupted = False
+        self._spec = None
+        self._sizes = []
+        self._bounds = {}
+        self._leases = {}
+        self._pinned = []
+        self._runner = Runner("fsps-call") if interruptible else None
+
+    # ---- plumbing ----
+
+    def _open(self):
+        if self._closed:
+            raise FailedPrecondition("the client is closed")
+        if self._interrupted:
+            raise Cancelled("a call on this client was interrupted "
+                            "(KeyboardInterrupt); close() it and connect "
+                            "again")
+
+    def _call(self, fn, *args):
+        """fn(self._c, *args) -> rc, raised as fsps.Error when not 0."""
+        self._open()
+        if self._runner is None:
+            rc = fn(self._c, *args)
+        else:
+            try:
+                rc = self._runner.call(fn, self._c, *args)
+            except KeyboardInterrupt:
+                self._interrupted = True
+                self._end_leases("an interrupted call")
+                raise
+        if rc != 0:
+            raise error_for(rc, ffi.string(lib.fsps_last_error(self._c))
+                            .decode(errors="replace"))
+
+    def _layer(self, layer):
+        self._open()
+        if self._spec is None:
+            raise FailedPrecondition("no model: call declare() or attach() "
+                                     "first")
+        return self._spec._layer(layer)
+
+    def _lease(self, key, what):
+        lease = Lease(what)
+        self._leases.setdefault(key, []).append(lease)
+        return lease
+
+    def _end_leases(self, by, key=None):
+        keys = list(self._leases) if key is None else [key]
+        for k in keys:
+            for lease in self._leases.pop(k, ()):
+                lease.end(by)
+
+    def _view(self, ptr, count, key, what, writable):
+        return make_view(ffi, ptr, (count,), self._lease(key, what), writable)
+
+    # ---- lifetime ----
+
+    def close(self):
+        """Waits for pushes in flight, closes the connections and frees
+        every buffer the client handed out; every view becomes stale.
+        Calling it again does nothing. After an interrupted call it
+        returns at once, and the client is closed in the background when
+        that call has ended (at the latest when its timeout passes)."""
+        if self._closed:
+            return
+        self._end_leases("close()")
+        self._closed = True
+        c, self._c = self._c, ffi.NULL
+        if self._runner is not None and self._runner.busy:
+            # An interrupted call still runs: the runner closes the client
+            # once it has ended (by its timeout at the latest), so close()
+            # does not wait for it. Its arrays stay referenced till then.
+            self._runner.post(lib.fsps_close, c)
+            self._runner.stop()
+            return
+        if self._runner is not None:
+            self._runner.stop()
+        lib.fsps_close(c)
+        self._pinned = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "_closed", True):
+            return
+        if self._runner is not None and self._runner.busy:
+            return  # a call still runs on it: leaking beats a crash
+        self._end_leases("the client's deletion")
+        self._closed = True
+        lib.fsps_close(self._c)
+
+    @property
+    def closed(self):
+        """True after close()."""
+        return self._closed
+
+    # ---- model ----
+
+    def _adopt(self, spec):
+        self._spec = spec
+        self._sizes = [spec.layer_size(i) for i in range(len(spec.layers))]
+
+    def declare(self, spec):
+        """Declares spec on every server (Init); the same spec again is
+        fine, another raises FailedPrecondition naming both hashes."""
+        if not isinstance(spec, Spec):
+            raise TypeError("spec must be an fsps.Spec, not %s"
+                            % type(spec).__name__)
+        self._call(lib.fsps_declare, spec._ptr)
+        self._adopt(spec)
+
+    def attach(self, spec, timeout=None):
+        """Waits (up to timeout seconds; None: the client's timeout) until
+        every server has a model, and checks it is spec (by hash): what
+        workers other than the declaring one call."""
+        if not isinstance(spec, Spec):
+            raise TypeError("spec must be an fsps.Spec, not %s"
+                            % type(spec).__name__)
+        self._call(lib.fsps_attach, spec._ptr, _seconds_ms(timeout,
+                                                           "timeout"))
+        self._adopt(spec)
+
+    @property
+    def spec(self):
+        """The spec declared or attached (None before)."""
+        return self._spec
+
+    def layer_version(self, layer):
+        """The lowest version of layer over the servers."""
+        layer = self._layer(layer)
+        out = ffi.new("uint64_t *")
+        self._call(lib.fsps_layer_version, layer, out)
+        return int(out[0])
+
+    def recover(self):
+        """Brings the cluster back to a step every worker can go on from,
+        after a step failed (see fsps_recover); returns that step. Every
+        view becomes stale."""
+        self._end_leases("recover()")
+        out = ffi.new("uint64_t *")
+        self._call(lib.fsps_recover, out)
+        return int(out[0])
+
+    def set_values(self, layer, values):
+        """Gives layer's version-0 values (its tensors have init "client"):
+        a C-contiguous float32 array of the layer's size (any shape),
+        all finite. Blocking; every server takes its slice whole or not at
+        all; the same values again are fine, others raise AlreadyExists."""
+        layer = self._layer(layer)
+        ptr = _float32(values, self._sizes[layer], "values", False)
+        self._call(lib.fsps_set_values, layer, ptr)
+
+    # ---- gather and push ----
+
+    def gather(self, layer, min_version=0, out=None, offset=0, count=None):
+        """Pulls elements [offset, offset + count) of layer (all of it by
+        default) from every server, once each slice is at version >=
+        min_version, into out (a new float32 array when None). Returns
+        ``(array, version)``, version being the lowest received."""
+        layer = self._layer(layer)
+        n = self._sizes[layer]
+        offset = _uint(offset, "offset", 2 ** 64)
+        count = n - offset if count is None else _uint(count, "count",
+                                                       2 ** 64)
+        if count == 0 or offset + count > n:
+            raise InvalidArgument("range [%d, +%d) is empty or outside layer "
+                                  "%d of %d elements" % (offset, count,
+                                                         layer, n))
+        if out is None:
+            out = np.empty(count, dtype=np.float32)
+        ptr = _float32(out, count, "out", True)
+        version = ffi.new("uint64_t *")
+        self._call(lib.fsps_gather_range, layer,
+                   _uint(min_version, "min_version", 2 ** 64), offset, count,
+                   ptr, version)
+        return out, int(version[0])
+
+    def push(self, layer, step, grad):
+        """Sends grad (the layer's gradient, float32, the layer's size) for
+        step without waiting: slice s to server s. The client keeps a
+        reference to grad; do not change it before ``push_wait()``."""
+        layer = self._layer(layer)
+        ptr = _float32(grad, self._sizes[layer], "grad", False)
+        self._call(lib.fsps_push, layer, _uint(step, "step", 2 ** 64), ptr)
+        self._pinned.append((grad, ptr))
+
+    def push_wait(self):
+        """Waits for every push in flight; raises the first error."""
+        try:
+            self._call(lib.fsps_push_wait)
+        finally:
+            if not self._interrupted:
+                self._pinned = []
+
+    # ---- the step scheduler ----
+
+    def step(self, step):
+        """A context manager around one step: ``step_begin(step)`` on
+        entry, ``step_end()`` on exit (when the block raised, step_end's
+        own error is dropped and the block's propagates)::
+
+            with c.step(t):
+                w = c.forward(0); ...; c.forward_done(0)
+                ...
+        """
+        return _Step(self, step)
+
+    def step_begin(self, step):
+        """Starts step t: gathers ask for version t (BSP), t - tau (SSP) or
+        0 (ASP); the first layer's gather starts now."""
+        self._open()
+        self._call(lib.fsps_step_begin, _uint(step, "step", 2 ** 64))
+
+    def step_end(self):
+        """Waits for the step's pushes; raises the first error. Every view
+        of the step becomes stale."""
+        self._end_leases("step_end()")
+        self._call(lib.fsps_step_end)
+
+    def forward(self, layer):
+        """Layer's parameters for forward: a read-only flat float32 View of
+        the library's buffer (no copy), valid until ``forward_done(layer)``.
+        ``spec.split(layer, view)`` gives its tensors."""
+        layer = self._layer(layer)
+        p = ffi.new("float **")
+        self._call(lib.fsps_forward, layer, p)
+        return self._view(p[0], self._sizes[layer], ("f", layer, None),
+                          "layer %d's forward parameters" % layer, False)
+
+    def forward_done(self, layer):
+        """Releases layer after forward; its forward View becomes stale."""
+        layer = self._layer(layer)
+        self._end_leases("forward_done(%d)" % layer, ("f", layer, None))
+        self._call(lib.fsps_forward_done, layer)
+
+    def backward(self, layer):
+        """Layer's parameters (read-only) and a writable buffer for its
+        gradient (contents undefined: overwrite all of it), as
+        ``(params, grad)`` Views valid until ``backward_done(layer)``."""
+        layer = self._layer(layer)
+        p = ffi.new("float **")
+        g = ffi.new("float **")
+        self._call(lib.fsps_backward, layer, p, g)
+        n = self._sizes[layer]
+        key = ("b", layer, None)
+        return (self._view(p[0], n, key, "layer %d's backward parameters"
+                           % layer, False),
+                self._view(g[0], n, key, "layer %d's gradient buffer" % layer,
+                           True))
+
+    def backward_inplace(self, layer):
+        """Layer's parameters in a writable View the trainer overwrites
+        with the gradient (saves a layer-sized buffer); valid until
+        ``backward_done(layer)``, which pushes it."""
+        layer = self._layer(layer)
+        p = ffi.new("float **")
+        self._call(lib.fsps_backward_inplace, layer, p)
+        return self._view(p[0], self._sizes[layer], ("b", layer, None),
+                          "layer %d's in-place gradient buffer" % layer, True)
+
+    def backward_done(self, layer):
+        """Pushes layer's gradient (without waiting) and releases its
+        buffers; its backward Views become stale."""
+        layer = self._layer(layer)
+        self._end_leases("backward_done(%d)" % layer, ("b", layer, None))
+        self._call(lib.fsps_backward_done, layer)
+
+    # ---- layers in pieces ----
+
+    def set_pieces(self, layer, bounds):
+        """Cuts layer into pieces at bounds (``[0, b1, ..., size]``,
+        increasing); ``None`` makes it whole again. Between steps."""
+        layer = self._layer(layer)
+        if bounds is None:
+            self._call(lib.fsps_set_pieces, layer, 1, ffi.NULL)
+            self._bounds.pop(layer, None)
+            return
+        b = [_uint(x, "bound", 2 ** 64) for x in bounds]
+        if len(b) < 2:
+            raise InvalidArgument("bounds needs at least [0, size]")
+        self._call(lib.fsps_set_pieces, layer, len(b) - 1,
+                   ffi.new("uint64_t[]", b))
+        self._bounds[layer] = b
+
+    def num_pieces(self, layer):
+        """How many pieces layer is in."""
+        return int(lib.fsps_num_pieces(self._c, self._layer(layer)))
+
+    def _piece(self, layer, piece):
+        layer = self._layer(layer)
+        b = self._bounds.get(layer, [0, self._sizes[layer]])
+        piece = _uint(piece, "piece")
+        if piece >= len(b) - 1:
+            raise InvalidArgument("piece %d is out of range (layer %d has %d)"
+                                  % (piece, layer, len(b) - 1))
+        return layer, piece, b[piece + 1] - b[piece]
+
+    def forward_piece(self, layer, piece):
+        """``forward`` for piece p of layer: a read-only View of its
+        elements, valid until ``forward_piece_done(layer, piece)``."""
+        layer, piece, n = self._piece(layer, piece)
+        p = ffi.new("float **")
+        self._call(lib.fsps_forward_piece, layer, piece, p)
+        return self._view(p[0], n, ("f", layer, piece),
+                          "piece %d of layer %d (forward)" % (piece, layer),
+                          False)
+
+    def forward_piece_done(self, layer, piece):
+        """Releases piece p of layer after forward."""
+        layer, piece, _ = self._piece(layer, piece)
+        self._end_leases("forward_piece_done(%d, %d)" % (layer, piece),
+                         ("f", layer, piece))
+        self._call(lib.fsps_forward_piece_done, layer, piece)
+
+    def backward_piece(self, layer, piece):
+        """Piece p's parameters in a writable View to overwrite with its
+        gradient, valid until ``backward_piece_done(layer, piece)``."""
+        layer, piece, n = self._piece(layer, piece)
+        p = ffi.new("float **")
+        self._call(lib.fsps_backward_piece, layer, piece, p)
+        return self._view(p[0], n, ("b", layer, piece),
+                          "piece %d of layer %d (backward)" % (piece, layer),
+                          True)
+
+    def backward_piece_done(self, layer, piece):
+        """Streams piece p's gradient to the servers and releases it."""
+        layer, piece, _ = self._piece(layer, piece)
+        self._end_leases("backward_piece_done(%d, %d)" % (layer, piece),
+                         ("b", layer, piece))
+        self._call(lib.fsps_backward_piece_done, layer, piece)
+
+    # ---- counters ----
+
+    @property
+    def wait_seconds(self):
+        """Seconds spent blocked on the network since connect."""
+        self._open()
+        return float(lib.fsps_wait_seconds(self._c))
+
+    @property
+    def peak_buffer_bytes(self):
+        """The most bytes of layer and gradient buffers held at once."""
+        self._open()
+        return int(lib.fsps_peak_buffer_bytes(self._c))
+
+    @property
+    def bytes_moved(self):
+        """``(gathered, pushed)``: bytes of layers gathered and gradients
+        pushed since connect, each counted once."""
+        self._open()
+        g = ffi.new("uint64_t *")
+        p = ffi.new("uint64_t *")
+        lib.fsps_bytes_moved(self._c, g, p)
+        return int(g[0]), int(p[0])
+
+
+class _Step:
+    def __init__(self, client, step):
+        self.client = client
+        self.step = step
+
+    def __enter__(self):
+        self.client.step_begin(self.step)
+        return self.client
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.client.step_end()
+            return
+        try:
+            self.client.step_end()
+        except Exception:  # the block's error is the one to see
+            pass

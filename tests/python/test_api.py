@@ -1,0 +1,343 @@
+"""The fsps package's API against real servers: errors, bad input of every
+kind (a Python exception with the reason, never a crash), views and their
+lifetime, Ctrl-C, and that the package, the header and the library agree."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fsps
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def small_spec(init="client", optimizer="sgd"):
+    spec = fsps.Spec(seed=3)
+    spec.add_layer("fc1", {"weight": (4, 3), "bias": (4,)}, init=init)
+    spec.add_layer("fc2", [("weight", (2, 4)), ("bias", 2)], init=init)
+    return spec.set_optimizer(optimizer, lr=0.5)
+
+
+def ramp(n, base=0.0):
+    return (base + np.arange(n, dtype=np.float32) / 8).astype(np.float32)
+
+
+@pytest.fixture
+def client(cluster):
+    with fsps.Client(cluster(S=2).addr, timeout=20) as c:
+        c.declare(small_spec())
+        c.set_values(0, ramp(16))
+        c.set_values(1, ramp(10, 1.0))
+        yield c
+
+
+def header_defines(name):
+    with open(os.path.join(ROOT, name)) as f:
+        return f.read()
+
+
+def test_versions_agree():
+    h = header_defines("client/include/fsps/fsps.h")
+    v = [re.search(r"#define FSPS_VERSION_%s (\d+)" % k, h).group(1)
+         for k in ("MAJOR", "MINOR", "PATCH")]
+    assert fsps.__version__ == ".".join(v) == fsps.library_version()
+
+
+def test_import_from_any_folder(tmp_path):
+    out = subprocess.run([sys.executable, "-c",
+                          "import fsps; print(fsps.__version__)"],
+                         cwd=tmp_path, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == fsps.__version__
+
+
+def test_missing_library_is_a_clear_import_error(tmp_path):
+    env = dict(os.environ, FSPS_LIBRARY=str(tmp_path / "libfsps.so.0"))
+    out = subprocess.run([sys.executable, "-c", "import fsps"], env=env,
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "cannot load libfsps.so.0" in out.stderr
+    assert "FSPS_LIBRARY" in out.stderr
+
+
+def normalise(text):
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    text = re.sub(r"^#(?:.*\\\n)*.*$", "", text, flags=re.M)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def test_cdef_matches_header():
+    """Every declaration cffi is given stands in fsps.h or fsps_err.h, and
+    every function of the headers is declared (comments and spacing
+    aside; the enum and struct are compared field by field)."""
+    headers = normalise(header_defines("client/include/fsps/fsps.h") +
+                        header_defines("err/fsps_err.h"))
+    protos = re.findall(r"(?:^|(?<=[;{}] ))([a-z_0-9 ]+\*? ?fsps_[a-z_]+"
+                        r"\([^;]*\);)", headers)
+    assert len(protos) > 40  # the whole API was found
+    cdef = normalise(fsps._ffi.CDEF)
+    for p in protos:
+        assert p.strip() in cdef, p
+    fields = re.search(r"typedef struct \{(.*?)\} fsps_options;",
+                       headers).group(1)
+    assert normalise(fields) in cdef
+    assert len(re.findall(r"fsps_[a-z_]+\(", cdef)) == len(protos)
+
+
+def test_every_error_code_has_a_class():
+    text = header_defines("err/fsps_err.h")
+    codes = [int(c) for c in re.findall(r"X\([A-Z_]+, (\d+),", text)]
+    for code in codes:
+        if code == 0:
+            continue
+        e = fsps.error_for(code, "why")
+        assert type(e) is not fsps.Error and e.code == code
+        assert e.message == "why" and e.name in str(e)
+
+
+def test_spec_bad_input():
+    s = fsps.Spec()
+    with pytest.raises(fsps.InvalidArgument, match="add a layer"):
+        s.add_tensor("w", (2,))
+    with pytest.raises(TypeError):
+        fsps.Spec(seed=-1)
+    with pytest.raises(TypeError):
+        s.add_layer(5)
+    s.add_layer("fc")
+    with pytest.raises(fsps.InvalidArgument, match="positive"):
+        s.add_tensor("w", (2, 0))
+    with pytest.raises(TypeError, match="shape"):
+        s.add_tensor("w", object())
+    with pytest.raises(fsps.InvalidArgument, match="init"):
+        s.add_tensor("w", (2,), init="gaussian")
+    with pytest.raises(TypeError):
+        s.add_layer("fc2", {"w": (2,)}, a="x")
+    with pytest.raises(fsps.InvalidArgument, match="finite"):
+        s.add_tensor("w", (2,), init="constant", a=float("nan"))
+    with pytest.raises(fsps.InvalidArgument, match="optimizer"):
+        s.set_optimizer("rmsprop")
+    with pytest.raises(fsps.InvalidArgument, match="needs lr"):
+        s.set_optimizer("sgd")
+    with pytest.raises(fsps.InvalidArgument, match="unknown"):
+        s.set_param("betaa", 0.5)
+    with pytest.raises(fsps.InvalidArgument, match="schedule"):
+        s.set_schedule("linear")
+    with pytest.raises(fsps.InvalidArgument, match="out of range"):
+        s.layer_size(3)
+    with pytest.raises(fsps.InvalidArgument):  # a layer without tensors
+        s.validate()
+
+
+def test_spec_defaults_and_split():
+    s = small_spec(optimizer="adam")
+    assert s.params == {"lr": 0.5}
+    assert [l.size for l in s.layers] == [16, 10] and len(s) == 2
+    assert s.layer_size(1) == 10 and s.hash == small_spec("client",
+                                                          "adam").hash
+    parts = s.split(0, ramp(16))
+    assert parts["weight"].shape == (4, 3) and parts["bias"][0] == 1.5
+    with pytest.raises(fsps.InvalidArgument):
+        s.split(0, ramp(15))
+
+
+def test_client_bad_options():
+    with pytest.raises(TypeError, match="servers"):
+        fsps.Client(5)
+    with pytest.raises(fsps.InvalidArgument, match="host:port"):
+        fsps.Client("localhost")
+    with pytest.raises(TypeError, match="rank"):
+        fsps.Client("127.0.0.1:1", rank="0")
+    with pytest.raises(fsps.InvalidArgument, match="out of range"):
+        fsps.Client("127.0.0.1:1", world=-1)
+    with pytest.raises(fsps.InvalidArgument, match="mode"):
+        fsps.Client("127.0.0.1:1", mode="sync")
+    with pytest.raises(fsps.InvalidArgument, match="timeout"):
+        fsps.Client("127.0.0.1:1", timeout=0)
+    with pytest.raises(fsps.InvalidArgument) as e:  # libfsps's own check
+        fsps.Client("127.0.0.1:1", rank=2, world=2)
+    assert e.value.code == 3 and "rank" in e.value.message
+
+
+def test_arrays_are_checked(client):
+    with pytest.raises(TypeError, match="ndarray"):
+        client.set_values(0, [0.0] * 16)
+    with pytest.raises(TypeError, match="float32"):
+        client.set_values(0, np.zeros(16))
+    with pytest.raises(fsps.InvalidArgument, match="15 elements"):
+        client.set_values(0, np.zeros(15, dtype=np.float32))
+    with pytest.raises(fsps.InvalidArgument, match="C-contiguous"):
+        client.set_values(0, np.zeros(32, dtype=np.float32)[::2])
+    with pytest.raises(fsps.InvalidArgument, match="read-only"):
+        ro = np.zeros(16, dtype=np.float32)
+        ro.flags.writeable = False
+        client.gather(0, out=ro)
+    with pytest.raises(fsps.InvalidArgument, match="out of range"):
+        client.gather(2)
+    with pytest.raises(TypeError, match="layer"):
+        client.gather("0")
+    with pytest.raises(fsps.InvalidArgument, match="outside"):
+        client.gather(0, offset=10, count=7)
+    with pytest.raises(fsps.InvalidArgument, match="NaN"):  # the library's
+        bad = ramp(16)
+        bad[5] = np.nan
+        client.push(0, 0, bad)
+        client.push_wait()
+    # None of it changed anything:
+    values, version = client.gather(0)
+    assert version == 0 and np.array_equal(values, ramp(16))
+
+
+def test_values_refusals(client):
+    with pytest.raises(fsps.AlreadyExists):
+        client.set_values(0, ramp(16, 2.0))
+    client.set_values(0, ramp(16))  # the same again: fine
+    with pytest.raises(fsps.InvalidArgument, match="NaN|Inf|finite"):
+        v = ramp(10, 1.0)
+        v[3] = np.inf
+        client.set_values(1, v)
+    with pytest.raises(ValueError):  # InvalidArgument is a ValueError
+        client.set_values(1, np.zeros((2, 4), dtype=np.float32))
+
+
+def test_closed_client_and_no_model(cluster):
+    c = fsps.Client(cluster().addr)
+    with pytest.raises(fsps.FailedPrecondition, match="no model"):
+        c.gather(0)
+    with pytest.raises(TypeError, match="fsps.Spec"):
+        c.declare("model")
+    c.close()
+    c.close()  # twice is fine
+    assert c.closed
+    for call in (lambda: c.gather(0), lambda: c.declare(small_spec()),
+                 lambda: c.step_begin(0), lambda: c.bytes_moved):
+        with pytest.raises(fsps.FailedPrecondition, match="closed"):
+            call()
+
+
+def one_step(c, t, grad_value=1.0):
+    with c.step(t):
+        seen = []
+        for l in range(2):
+            w = c.forward(l)
+            seen.append(w.copy())
+            c.forward_done(l)
+        for l in (1, 0):
+            p, g = c.backward(l)
+            g[:] = grad_value
+            c.backward_done(l)
+    return seen
+
+
+def test_views_lifetime(client):
+    with client.step(0):
+        w = client.forward(0)
+        tensors = client.spec.split(0, w)
+        assert isinstance(w, fsps.View) and w.valid
+        assert np.array_equal(w, ramp(16)) and not w.flags.writeable
+        with pytest.raises(ValueError):  # forward parameters: read-only
+            w[0] = 1.0
+        doubled, total = w * 2, w.sum()
+        part = w[2:5]
+        client.forward_done(0)
+        assert not w.valid and not part.valid
+        for touch in (lambda: w[0], lambda: w + 1, lambda: np.sum(w),
+                      lambda: w.tolist(), lambda: str(w), lambda: list(w),
+                      lambda: part[0], lambda: tensors["bias"] * 1,
+                      lambda: w.astype(np.float64), lambda: w.copy()):
+            with pytest.raises(fsps.StaleView, match="forward_done"):
+                touch()
+        assert "released by forward_done(0)" in repr(w)
+        # What was computed from it lives on.
+        assert doubled[1] == 0.25 and total == ramp(16).sum()
+        w1 = client.forward(1)
+        client.forward_done(1)
+        for l in (1, 0):
+            p, g = client.backward(l)
+            assert p.shape == g.shape == (client.spec.layer_size(l),)
+            g[:] = 1.0
+            client.backward_done(l)
+            with pytest.raises(fsps.StaleView):
+                g[0] = 2.0
+    assert not w1.valid
+    values, version = client.gather(0, min_version=1)
+    assert version == 1
+    assert np.array_equal(values, ramp(16) - np.float32(0.5))
+
+
+def test_push_and_gather_building_blocks(client):
+    grad = np.full(16, 2.0, dtype=np.float32)
+    client.push(0, 0, grad)
+    client.push(1, 0, np.ones(10, dtype=np.float32))
+    client.push_wait()
+    out = np.empty(3, dtype=np.float32)
+    got, version = client.gather(0, min_version=1, out=out, offset=13,
+                                 count=3)
+    assert got is out and version == 1
+    assert np.array_equal(out, ramp(16)[13:] - np.float32(1.0))
+    assert client.layer_version(0) == 1
+    gathered, pushed = client.bytes_moved
+    assert pushed == 26 * 4 and gathered >= 12
+
+
+def test_pieces(client):
+    client.set_pieces(0, [0, 5, 16])
+    assert client.num_pieces(0) == 2
+    with pytest.raises(fsps.InvalidArgument, match="piece 2"):
+        client.forward_piece(0, 2)
+    with client.step(0):
+        for p in range(2):
+            v = client.forward_piece(0, p)
+            assert v.shape == ((5,), (11,))[p]
+            client.forward_piece_done(0, p)
+        w = client.forward(1)
+        client.forward_done(1)
+        _, g = client.backward(1)
+        g[:] = 0
+        client.backward_done(1)
+        for p in (1, 0):
+            b = client.backward_piece(0, p)
+            b[:] = 4.0
+            client.backward_piece_done(0, p)
+    values, _ = client.gather(0, min_version=1)
+    assert np.array_equal(values, ramp(16) - np.float32(2.0))
+    client.set_pieces(0, None)
+    assert client.num_pieces(0) == 1
+
+
+def test_ctrl_c_interrupts_a_blocked_gather(cluster):
+    """A gather parked on the next version, which no one pushes, blocks in libfsps; SIGINT
+    reaches Python at once (while the call still runs), the client is
+    then refused, and close() returns without waiting for it."""
+    c = fsps.Client(cluster().addr, timeout=4)
+    c.declare(small_spec(init="zeros"))
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        c.gather(0, min_version=1)
+    assert c._runner.busy  # interrupted before libfsps returned
+    with pytest.raises(fsps.Cancelled, match="interrupted"):
+        c.gather(0)
+    c.close()
+    assert c.closed
+    c._runner._thread.join(timeout=30)  # the background close ends too
+    assert not c._runner._thread.is_alive()
+
+
+def test_error_carries_code_and_server_message(cluster):
+    addr = cluster().addr
+    with fsps.Client(addr) as c:
+        c.declare(small_spec())
+        other = small_spec(optimizer="adam")
+        with pytest.raises(fsps.FailedPrecondition) as e:
+            c.declare(other)
+        assert e.value.code == 9 and "hash" in e.value.message
+    with fsps.Client(addr, timeout=2) as c:
+        c.declare(small_spec())
+        c.set_values(0, ramp(16))
+        with pytest.raises(fsps.DeadlineExceeded):
+            c.gather(1)  # layer 1 still awaits its values
