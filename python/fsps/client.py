@@ -1,6 +1,7 @@
 """fsps.Client: one worker's connection to every fsps server, its gathers,
 pushes and FSDP step scheduler."""
 import numbers
+import threading
 
 import numpy as np
 
@@ -134,6 +135,7 @@ class Client:
         self._leases = {}
         self._pinned = []
         self._runner = Runner("fsps-call") if interruptible else None
+        self._mu = threading.Lock()
 
     # ---- plumbing ----
 
@@ -149,8 +151,9 @@ class Client:
         """fn(self._c, *args) -> rc, raised as fsps.Error when not 0."""
         self._open()
         if self._runner is None:
-            rc = fn(self._c, *args)
-        else:
+            with self._mu:  # calls on one client must not overlap
+                rc = fn(self._c, *args)
+        else:  # the runner's queue makes them one at a time
             try:
                 rc = self._runner.call(fn, self._c, *args)
             except KeyboardInterrupt:
@@ -220,7 +223,10 @@ class Client:
             return  # a call still runs on it: leaking beats a crash
         self._end_leases("the client's deletion")
         self._closed = True
-        lib.fsps_close(self._c)
+        try:
+            lib.fsps_close(self._c)
+        except Exception:  # interpreter shutdown: lib may be gone
+            pass
 
     @property
     def closed(self):

@@ -65,6 +65,7 @@ class Layer:
 
     @property
     def size(self):
+        """The layer's number of float32 elements."""
         return sum(math.prod(shape) for _, shape in self.tensors)
 
     def __repr__(self):

@@ -341,3 +341,30 @@ def test_error_carries_code_and_server_message(cluster):
         c.set_values(0, ramp(16))
         with pytest.raises(fsps.DeadlineExceeded):
             c.gather(1)  # layer 1 still awaits its values
+
+
+def test_every_public_name_has_a_docstring():
+    import inspect
+    missing = []
+    for name in fsps.__all__:
+        obj = getattr(fsps, name)
+        if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+            continue  # constants
+        if not inspect.getdoc(obj):
+            missing.append(name)
+        if inspect.isclass(obj) and not issubclass(obj, BaseException):
+            for attr, member in vars(obj).items():
+                if attr.startswith("_"):
+                    continue
+                if callable(member) or isinstance(member, property):
+                    if not inspect.getdoc(member):
+                        missing.append("%s.%s" % (name, attr))
+    assert not missing, missing
+
+
+def test_direct_calls_without_the_runner(cluster):
+    with fsps.Client(cluster().addr, interruptible=False) as c:
+        c.declare(small_spec())
+        c.set_values(0, ramp(16))
+        c.set_values(1, ramp(10))
+        assert c.gather(1)[1] == 0
