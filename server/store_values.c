@@ -63,8 +63,8 @@ int store_values_begin(store_layer *L, uint64_t epoch, store_push *p, char *msg,
   return store_push_stage(L, epoch, p, "the values", msg, msglen);
 }
 
-int store_values_check(store_push *p, const float *dst, uint64_t count,
-                       char *msg, size_t msglen) {
+int store_values_check(store_push *p, float *dst, uint64_t count, char *msg,
+                       size_t msglen) {
   uint64_t bad = store_first_nonfinite(dst, count);
   if (bad == count)
     return FSPS_OK;
