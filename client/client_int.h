@@ -269,6 +269,41 @@ void client_push_wait_below(fsps_client *c, uint32_t max);
  * or c->push_next when none is (c->mu held). */
 uint64_t client_push_low_water_locked(const fsps_client *c);
 
+/* ---- slices streamed from the caller's array (slice.c) ---- */
+
+/* One server's slice of a layer, sent on a client-streaming call in chunks
+ * that point into the caller's array: a push's part (push.c) or a part of
+ * fsps_set_values (values.c). Each chunk handed to gRPC is counted in
+ * releases under *mu; released(arg) runs when gRPC lets go of one, and
+ * takes it off under *mu. */
+typedef struct {
+  uint64_t off, cnt;      /* the server's slice */
+  uint64_t nchunks, next; /* chunks in the slice; next to send */
+  uint32_t releases;      /* payloads gRPC still references; under *mu */
+  pthread_mutex_t *mu;
+  rpc_release_fn released;
+  void *arg;
+} client_slice;
+
+/* client_slice_init makes sl the slice [off, off + cnt), nothing sent. */
+void client_slice_init(client_slice *sl, uint64_t off, uint64_t cnt,
+                       pthread_mutex_t *mu, rpc_release_fn released, void *arg);
+
+/* client_slice_send sends sl's next chunk on s (from on_sent, or to begin
+ * an attempt with sl->next = 0): the chunk of layer (the caller's array,
+ * element i at layer[i]) with header h, whose field offset_field it sets to
+ * the chunk's offset in the layer. After the last chunk it half-closes s;
+ * so it does when a send fails, and on_done then says why. */
+void client_slice_send(client_slice *sl, rpc_stream *s, rpc_tensor_hdr *h,
+                       unsigned offset_field, const float *layer);
+
+/* client_slice_reply checks a finished stream's outcome st (the server's
+ * addr for messages): an OK status counts only if every chunk of sl went
+ * out and the server answered with a well-formed message of type d. */
+void client_slice_reply(const client_slice *sl, const char *addr,
+                        rpc_msg *reply, const ProtobufCMessageDescriptor *d,
+                        rpc_status *st);
+
 /* ---- buffer pool (pool.c) ---- */
 
 /* client_pool_get returns a buffer of at least n floats (reused or allocated),

@@ -13,11 +13,9 @@
 typedef struct {
   push *p;
   uint32_t s;
-  uint64_t off, cnt;      /* the server's slice */
-  uint64_t nchunks, next; /* chunks in the slice; next to send */
+  client_slice sl; /* the server's slice; its releases under c->mu */
   uint32_t attempts;
-  uint32_t releases; /* payloads gRPC still references; under c->mu */
-  bool ended;        /* final outcome known; under c->mu */
+  bool ended; /* final outcome known; under c->mu */
   retry_item retry;
   /* streamed pushes only */
   rpc_stream *stream;        /* the one attempt, until close_sent */
@@ -84,7 +82,7 @@ static void drop_pending_locked(push *p) {
 /* A part is complete when its outcome is known and gRPC has let go of
  * every payload it was handed, so the caller may reuse the buffer. */
 static void part_check_locked(push_part *pp) {
-  if (pp->ended && pp->releases == 0)
+  if (pp->ended && pp->sl.releases == 0)
     drop_pending_locked(pp->p);
 }
 
@@ -92,7 +90,7 @@ static void payload_released(void *arg) {
   push_part *pp = arg;
   fsps_client *c = pp->p->c;
   pthread_mutex_lock(&c->mu);
-  pp->releases--;
+  pp->sl.releases--;
   part_check_locked(pp);
   pthread_mutex_unlock(&c->mu);
 }
@@ -131,25 +129,12 @@ static void part_result(push_part *pp, const rpc_status *st) {
 /* send_next sends pp's next chunk, or half-closes after the last one. */
 static void send_next(push_part *pp, rpc_stream *s) {
   push *p = pp->p;
-  if (pp->next == pp->nchunks) {
-    rpc_stream_close_send(s);
-    return;
-  }
-  uint64_t o, len;
-  shard_chunk(pp->cnt, pp->next, &o, &len);
   rpc_tensor_hdr h = {0};
   rpc_hdr_set(&h, WIRE_PUSH_LAYER, p->layer);
   rpc_hdr_set(&h, WIRE_PUSH_STEP, p->step);
   rpc_hdr_set(&h, WIRE_PUSH_WORKER, p->c->o.rank);
-  rpc_hdr_set(&h, WIRE_PUSH_OFFSET, pp->off + o);
   rpc_hdr_set(&h, WIRE_PUSH_EPOCH, p->epoch);
-  pp->next++;
-  pthread_mutex_lock(&p->c->mu);
-  pp->releases++;
-  pthread_mutex_unlock(&p->c->mu);
-  if (rpc_stream_send_tensor(s, &h, p->grad + pp->off + o, len * sizeof(float),
-                             payload_released, pp) != FSPS_OK)
-    rpc_stream_close_send(s); /* on_done follows with the reason */
+  client_slice_send(&pp->sl, s, &h, WIRE_PUSH_OFFSET, p->grad);
 }
 
 static void push_sent(rpc_stream *s, bool ok, void *ctx) {
@@ -159,36 +144,19 @@ static void push_sent(rpc_stream *s, bool ok, void *ctx) {
     rpc_stream_close_send(s);
 }
 
-/* reply_status checks a finished push's reply; the server counted the
- * contribution only if every chunk went out and it answered. */
-static void reply_status(const push_part *pp, rpc_msg *reply, rpc_status *st) {
-  if (st->code != FSPS_OK)
-    return;
-  const char *addr = pp->p->c->addr[pp->s];
-  ProtobufCMessage *m = NULL;
-  if (pp->next != pp->nchunks)
-    rpc_status_set(st, FSPS_INTERNAL, "server %s: stream ended early", addr);
-  else if (reply == NULL)
-    rpc_status_set(st, FSPS_INTERNAL, "server %s: no PushReply", addr);
-  else if (rpc_msg_unpack(reply, &fsps__v1__push_reply__descriptor, &m, NULL) !=
-           FSPS_OK)
-    rpc_status_set(st, FSPS_DATA_LOSS, "server %s: malformed PushReply", addr);
-  if (m != NULL)
-    protobuf_c_message_free_unpacked(m, NULL);
-}
-
 static void push_done(rpc_stream *s, const rpc_status *st, rpc_msg *reply,
                       void *ctx) {
   (void)s;
   push_part *pp = ctx;
   rpc_status res = *st;
-  reply_status(pp, reply, &res);
+  client_slice_reply(&pp->sl, pp->p->c->addr[pp->s], reply,
+                     &fsps__v1__push_reply__descriptor, &res);
   part_result(pp, &res);
 }
 
 static void part_start(push_part *pp) {
   fsps_client *c = pp->p->c;
-  pp->next = 0;
+  pp->sl.next = 0;
   pp->attempts++;
   rpc_stream_cbs cbs = {.on_sent = push_sent, .on_done = push_done, .ctx = pp};
   rpc_status st;
@@ -219,8 +187,8 @@ static push *push_new(fsps_client *c, uint32_t layer, uint64_t n) {
     return NULL;
   push_part *pp = p->parts;
   for (uint32_t s = 0; client_plan_next(n, c->S, &s, &off, &cnt); s++, pp++) {
-    *pp = (push_part){.p = p, .s = s, .off = off, .cnt = cnt};
-    pp->nchunks = shard_num_chunks(cnt);
+    *pp = (push_part){.p = p, .s = s};
+    client_slice_init(&pp->sl, off, cnt, &c->mu, payload_released, pp);
     pp->retry.fire = push_retry;
   }
   p->c = c;
@@ -297,7 +265,7 @@ static void stage_released(void *arg) {
   fsps_client *c = pp->p->c;
   pthread_mutex_lock(&c->mu);
   stage_put_locked(c, st);
-  pp->releases--;
+  pp->sl.releases--;
   part_check_locked(pp); /* may free pp */
   pthread_mutex_unlock(&c->mu);
 }
@@ -375,7 +343,7 @@ static stage *next_action(push_part *pp, bool *close) {
   *close = false;
   if (pp->sending || pp->close_sent)
     return NULL;
-  if (pp->closing || pp->next == pp->nchunks) {
+  if (pp->closing || pp->sl.next == pp->sl.nchunks) {
     drain_locked(pp);
     pp->close_sent = *close = true;
     return NULL;
@@ -386,8 +354,8 @@ static stage *next_action(push_part *pp, bool *close) {
   if ((pp->ready = st->next) == NULL)
     pp->ready_tail = NULL;
   pp->sending = true;
-  pp->next++;
-  pp->releases++;
+  pp->sl.next++;
+  pp->sl.releases++;
   return st;
 }
 
@@ -408,7 +376,7 @@ static void stream_kick(push_part *pp) {
     rpc_hdr_set(&h, WIRE_PUSH_LAYER, pp->p->layer);
     rpc_hdr_set(&h, WIRE_PUSH_STEP, pp->p->step);
     rpc_hdr_set(&h, WIRE_PUSH_WORKER, c->o.rank);
-    rpc_hdr_set(&h, WIRE_PUSH_OFFSET, pp->off + st->idx * SHARD_CHUNK_ELEMS);
+    rpc_hdr_set(&h, WIRE_PUSH_OFFSET, pp->sl.off + st->idx * SHARD_CHUNK_ELEMS);
     rpc_hdr_set(&h, WIRE_PUSH_EPOCH, pp->p->epoch);
     if (rpc_stream_send_tensor(pp->stream, &h, st->data,
                                st->len * sizeof(float), stage_released,
@@ -457,7 +425,7 @@ static stage *find_stage(push_part *pp, uint64_t idx) {
     if (st->idx == idx)
       return st;
   uint64_t len;
-  shard_chunk(pp->cnt, idx, &(uint64_t){0}, &len);
+  shard_chunk(pp->sl.cnt, idx, &(uint64_t){0}, &len);
   stage *st = stage_get(pp->p->c, len);
   if (st == NULL)
     return NULL;
@@ -482,7 +450,7 @@ static void unlink_partial(push_part *pp, stage *st) {
  * which holds element a, into pp's chunks. */
 static int part_write(push_part *pp, uint64_t a, uint64_t b, const float *src) {
   while (a < b) {
-    uint64_t rel = a - pp->off, idx = rel / SHARD_CHUNK_ELEMS;
+    uint64_t rel = a - pp->sl.off, idx = rel / SHARD_CHUNK_ELEMS;
     stage *st = find_stage(pp, idx);
     if (st == NULL)
       return FSPS_NOMEM;
@@ -503,8 +471,8 @@ static int part_write(push_part *pp, uint64_t a, uint64_t b, const float *src) {
 int client_push_write(push *p, uint64_t a, const float *src, uint64_t n) {
   for (uint32_t i = 0; i < p->nparts; i++) {
     push_part *pp = &p->parts[i];
-    uint64_t lo = a > pp->off ? a : pp->off;
-    uint64_t hi = a + n < pp->off + pp->cnt ? a + n : pp->off + pp->cnt;
+    uint64_t lo = a > pp->sl.off ? a : pp->sl.off;
+    uint64_t end = pp->sl.off + pp->sl.cnt, hi = a + n < end ? a + n : end;
     if (lo < hi && part_write(pp, lo, hi, src + (lo - a)) != FSPS_OK)
       return client_fail(p->c, FSPS_NOMEM,
                          "out of memory staging the gradient of layer %u",
@@ -559,7 +527,7 @@ void client_push_close(push *p) {
       stage_put_locked(c, st);
       pthread_mutex_unlock(&c->mu);
     }
-    if (pp->staged == pp->nchunks)
+    if (pp->staged == pp->sl.nchunks)
       continue;
     pthread_mutex_lock(&c->mu);
     pp->closing = true; /* the server hears a short stream, counts nothing */

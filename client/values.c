@@ -17,12 +17,11 @@ typedef struct values_call values_call;
 typedef struct {
   values_call *v;
   uint32_t s;
-  uint64_t off, cnt, nchunks, next; /* the slice; its next chunk to send */
+  client_slice sl; /* the server's slice; its releases under v->mu */
   uint32_t attempts;
-  bool running;      /* under v->mu: an attempt is in flight */
-  uint32_t releases; /* under v->mu: payloads gRPC still holds */
-  rpc_status st;     /* the last attempt's outcome (FSPS_UNAVAILABLE before
-                        the first) */
+  bool running;  /* under v->mu: an attempt is in flight */
+  rpc_status st; /* the last attempt's outcome (FSPS_UNAVAILABLE before
+                    the first) */
 } values_part;
 
 struct values_call {
@@ -34,6 +33,15 @@ struct values_call {
   pthread_cond_t cv;
   values_part parts[];
 };
+
+/* released: gRPC let go of one of p's chunks. */
+static void released(void *arg) {
+  values_part *p = arg;
+  pthread_mutex_lock(&p->v->mu);
+  p->sl.releases--;
+  pthread_cond_broadcast(&p->v->cv);
+  pthread_mutex_unlock(&p->v->mu);
+}
 
 static values_call *call_new(fsps_client *c, uint32_t layer,
                              const float *values) {
@@ -50,8 +58,8 @@ static values_call *call_new(fsps_client *c, uint32_t layer,
   pthread_cond_init(&v->cv, NULL);
   values_part *p = v->parts;
   for (uint32_t s = 0; client_plan_next(n, c->S, &s, &off, &cnt); s++, p++) {
-    *p = (values_part){.v = v, .s = s, .off = off, .cnt = cnt};
-    p->nchunks = shard_num_chunks(cnt);
+    *p = (values_part){.v = v, .s = s};
+    client_slice_init(&p->sl, off, cnt, &v->mu, released, p);
     p->st.code = FSPS_UNAVAILABLE; /* not sent yet */
   }
   return v;
@@ -63,34 +71,12 @@ static void call_free(values_call *v) {
   free(v);
 }
 
-static void released(void *arg) {
-  values_part *p = arg;
-  pthread_mutex_lock(&p->v->mu);
-  p->releases--;
-  pthread_cond_broadcast(&p->v->cv);
-  pthread_mutex_unlock(&p->v->mu);
-}
-
 /* send_next sends p's next chunk, or half-closes after the last one. */
 static void send_next(values_part *p, rpc_stream *s) {
-  values_call *v = p->v;
-  if (p->next == p->nchunks) {
-    rpc_stream_close_send(s);
-    return;
-  }
-  uint64_t o, len;
-  shard_chunk(p->cnt, p->next, &o, &len);
   rpc_tensor_hdr h = {0};
-  rpc_hdr_set(&h, WIRE_VALUES_LAYER, v->layer);
-  rpc_hdr_set(&h, WIRE_VALUES_OFFSET, p->off + o);
-  rpc_hdr_set(&h, WIRE_VALUES_EPOCH, v->epoch);
-  p->next++;
-  pthread_mutex_lock(&v->mu);
-  p->releases++;
-  pthread_mutex_unlock(&v->mu);
-  if (rpc_stream_send_tensor(s, &h, v->values + p->off + o, len * sizeof(float),
-                             released, p) != FSPS_OK)
-    rpc_stream_close_send(s); /* on_done follows with the reason */
+  rpc_hdr_set(&h, WIRE_VALUES_LAYER, p->v->layer);
+  rpc_hdr_set(&h, WIRE_VALUES_EPOCH, p->v->epoch);
+  client_slice_send(&p->sl, s, &h, WIRE_VALUES_OFFSET, p->v->values);
 }
 
 static void values_sent(rpc_stream *s, bool ok, void *ctx) {
@@ -98,25 +84,6 @@ static void values_sent(rpc_stream *s, bool ok, void *ctx) {
     send_next(ctx, s);
   else
     rpc_stream_close_send(s);
-}
-
-/* reply_status checks a finished stream's reply: the server took the
- * values only if every chunk went out and it answered. */
-static void reply_status(const values_part *p, rpc_msg *reply, rpc_status *st) {
-  if (st->code != FSPS_OK)
-    return;
-  const char *addr = p->v->c->addr[p->s];
-  ProtobufCMessage *m = NULL;
-  if (p->next != p->nchunks)
-    rpc_status_set(st, FSPS_INTERNAL, "server %s: stream ended early", addr);
-  else if (reply == NULL)
-    rpc_status_set(st, FSPS_INTERNAL, "server %s: no ValuesReply", addr);
-  else if (rpc_msg_unpack(reply, &fsps__v1__values_reply__descriptor, &m,
-                          NULL) != FSPS_OK)
-    rpc_status_set(st, FSPS_DATA_LOSS, "server %s: malformed ValuesReply",
-                   addr);
-  if (m != NULL)
-    protobuf_c_message_free_unpacked(m, NULL);
 }
 
 /* ended records an attempt's outcome and wakes the caller. */
@@ -133,13 +100,14 @@ static void values_done(rpc_stream *s, const rpc_status *st, rpc_msg *reply,
   (void)s;
   values_part *p = ctx;
   rpc_status res = *st;
-  reply_status(p, reply, &res);
+  client_slice_reply(&p->sl, p->v->c->addr[p->s], reply,
+                     &fsps__v1__values_reply__descriptor, &res);
   ended(p, &res);
 }
 
 static void part_start(values_part *p) {
   fsps_client *c = p->v->c;
-  p->next = 0;
+  p->sl.next = 0;
   p->attempts++;
   pthread_mutex_lock(&p->v->mu);
   p->running = true;
@@ -164,7 +132,7 @@ static void run_round(values_call *v) {
       part_start(&v->parts[i]);
   pthread_mutex_lock(&v->mu);
   for (uint32_t i = 0; i < v->nparts; i++)
-    while (v->parts[i].running || v->parts[i].releases > 0)
+    while (v->parts[i].running || v->parts[i].sl.releases > 0)
       pthread_cond_wait(&v->cv, &v->mu);
   pthread_mutex_unlock(&v->mu);
 }

@@ -3,57 +3,36 @@
  * broken or bad stream changes nothing. */
 #include <inttypes.h>
 #include <stdio.h>
-#include <stdlib.h>
 
+#include "chunk_stream.h"
 #include "fsps.pb-c.h"
 #include "log.h"
-#include "service.h"
-
-typedef struct {
-  store_push p;
-  bool begun;
-  uint32_t layer;
-} push_state;
 
 void server_push_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   (void)msg;
   service *svc = ctx;
   atomic_fetch_add(&svc->pushes, 1);
-  push_state *ps = calloc(1, sizeof *ps);
-  if (ps == NULL) {
-    server_service_reject(svc, call, FSPS_RESOURCE_EXHAUSTED, "out of memory");
-    return;
-  }
-  rpc_call_set_user(call, ps);
+  server_chunks_start(svc, call);
 }
 
-/* begin handles the first chunk's header: which layer, step, worker and
- * epoch. */
-static int begin(service *svc, push_state *ps, const uint64_t *v, char *err,
+/* in_range: the layer and worker fit the store's 32-bit numbers. */
+static int in_range(const uint64_t *v, char *err, size_t errlen) {
+  if (v[WIRE_PUSH_LAYER] <= UINT32_MAX && v[WIRE_PUSH_WORKER] <= UINT32_MAX)
+    return FSPS_OK;
+  snprintf(err, errlen, "layer or worker number out of range");
+  return FSPS_INVALID_ARGUMENT;
+}
+
+/* begin reads the first chunk's step, worker and epoch. */
+static int begin(store_layer *L, const uint64_t *v, store_push *p, char *err,
                  size_t errlen) {
-  if (!store_ready(svc->st)) {
-    snprintf(err, errlen, "no model is declared on this server yet (Init)");
-    return FSPS_FAILED_PRECONDITION;
-  }
-  if (v[WIRE_PUSH_LAYER] > UINT32_MAX || v[WIRE_PUSH_WORKER] > UINT32_MAX) {
-    snprintf(err, errlen, "layer or worker number out of range");
-    return FSPS_INVALID_ARGUMENT;
-  }
-  ps->layer = (uint32_t)v[WIRE_PUSH_LAYER];
-  store_layer *L = store_layer_get(svc->st, ps->layer);
-  if (L == NULL) {
-    snprintf(err, errlen, "layer %u does not exist: the model has %u layers",
-             ps->layer, store_num_layers(svc->st));
-    return FSPS_NOT_FOUND;
-  }
-  ps->begun = true;
   return store_push_begin(L, v[WIRE_PUSH_STEP], (uint32_t)v[WIRE_PUSH_WORKER],
-                          v[WIRE_PUSH_EPOCH], &ps->p, err, errlen);
+                          v[WIRE_PUSH_EPOCH], p, err, errlen);
 }
 
 /* same_push checks that a later chunk's header names the push the first
  * one began. */
-static int same_push(const push_state *ps, const uint64_t *v, char *err,
+static int same_push(const chunk_stream *ps, const uint64_t *v, char *err,
                      size_t errlen) {
   if (v[WIRE_PUSH_LAYER] == ps->layer && v[WIRE_PUSH_STEP] == ps->p.step &&
       v[WIRE_PUSH_WORKER] == ps->p.worker && v[WIRE_PUSH_EPOCH] == ps->p.epoch)
@@ -66,47 +45,6 @@ static int same_push(const push_state *ps, const uint64_t *v, char *err,
            v[WIRE_PUSH_EPOCH], ps->layer, ps->p.step, ps->p.worker,
            ps->p.epoch);
   return FSPS_INVALID_ARGUMENT;
-}
-
-/* scan_piece notes whether a piece of a chunk, just copied and still in
- * cache, holds NaN/Inf. */
-static void scan_piece(void *arg, void *piece, size_t len) {
-  bool *nonfinite = arg;
-  if (store_any_nonfinite(piece, len / sizeof(float)))
-    *nonfinite = true;
-}
-
-/* chunk checks one message and copies its payload into the staging
- * buffer: the one copy a receive makes. */
-static int chunk(service *svc, push_state *ps, rpc_msg *msg, char *err,
-                 size_t errlen) {
-  rpc_tensor_hdr h;
-  size_t bytes;
-  rpc_status st;
-  if (rpc_msg_tensor(msg, &h, &bytes, &st) != FSPS_OK) {
-    snprintf(err, errlen, "%s", st.msg);
-    return st.code;
-  }
-  if (bytes % sizeof(float) != 0) {
-    snprintf(err, errlen, "payload of %zu bytes is not whole float32s", bytes);
-    return FSPS_INVALID_ARGUMENT;
-  }
-  int rc = ps->begun ? FSPS_OK : begin(svc, ps, h.v, err, errlen);
-  if (rc == FSPS_OK)
-    rc = same_push(ps, h.v, err, errlen);
-  if (rc != FSPS_OK)
-    return rc;
-  uint64_t count = bytes / sizeof(float);
-  float *dst =
-      store_push_chunk(&ps->p, h.v[WIRE_PUSH_OFFSET], count, err, errlen);
-  if (dst == NULL)
-    return FSPS_INVALID_ARGUMENT;
-  bool nonfinite = false;
-  rpc_msg_copy_payload_each(msg, dst, scan_piece, &nonfinite);
-  /* Only a chunk with NaN/Inf takes the full check that rejects or zeroes
-   * them, naming the first. */
-  return nonfinite ? store_push_check(&ps->p, dst, count, err, errlen)
-                   : FSPS_OK;
 }
 
 /* lose_reply decides, for --inject-reply-drops, whether this reply is
@@ -144,13 +82,8 @@ static void ack(void *arg, bool duplicate, bool applied, uint64_t version) {
   rpc_call_finish(a->call, &reply.base, FSPS_OK, NULL);
 }
 
-static void finish(service *svc, rpc_call *call, push_state *ps) {
+static void finish(service *svc, rpc_call *call, chunk_stream *ps) {
   char err[512];
-  if (!ps->begun) {
-    server_service_reject(svc, call, FSPS_INVALID_ARGUMENT,
-                          "push stream carried no chunks");
-    return;
-  }
   uint64_t nonfinite = ps->p.nonfinite;
   ack_ctx a = {svc, call};
   int rc = store_push_commit(&ps->p, ack, &a, err, sizeof err);
@@ -164,26 +97,22 @@ static void finish(service *svc, rpc_call *call, push_state *ps) {
          nonfinite, ps->layer, ps->p.worker);
 }
 
+static const chunk_kind push_kind = {
+    .name = "push",
+    .layer_field = WIRE_PUSH_LAYER,
+    .offset_field = WIRE_PUSH_OFFSET,
+    .in_range = in_range,
+    .begin = begin,
+    .same = same_push,
+    .check = store_push_check,
+    .finish = finish,
+};
+
 void server_push_message(rpc_call *call, rpc_msg *msg, void *ctx) {
-  service *svc = ctx;
-  push_state *ps = rpc_call_user(call);
-  if (ps == NULL)
-    return;
-  if (msg == NULL) {
-    finish(svc, call, ps);
-    return;
-  }
-  char err[512];
-  int rc = chunk(svc, ps, msg, err, sizeof err);
-  if (rc != FSPS_OK)
-    server_service_reject(svc, call, rc, err);
+  server_chunks_message(ctx, call, msg, &push_kind);
 }
 
 void server_push_done(rpc_call *call, void *ctx) {
   (void)ctx;
-  push_state *ps = rpc_call_user(call);
-  if (ps == NULL)
-    return;
-  store_push_abort(&ps->p);
-  free(ps);
+  server_chunks_done(call);
 }

@@ -190,9 +190,11 @@ int store_values_begin(store_layer *L, uint64_t epoch, store_push *p, char *msg,
 
 /* store_values_check refuses a chunk just copied to dst that holds a NaN
  * or an Inf (FSPS_INVALID_ARGUMENT naming the first, whatever
- * --nan-policy says): given values must be finite. */
-int store_values_check(store_push *p, const float *dst, uint64_t count,
-                       char *msg, size_t msglen);
+ * --nan-policy says): given values must be finite. It never writes dst;
+ * dst is not const so that it has store_push_check's type, and the
+ * handlers can name either as their stream's check. */
+int store_values_check(store_push *p, float *dst, uint64_t count, char *msg,
+                       size_t msglen);
 
 /* store_values_commit takes the complete values staged in p: L's version-0
  * parameters become them, a copy is kept for rollbacks to version 0, and

@@ -125,6 +125,13 @@ void store_epoch_why(const store *st, uint64_t epoch, char *why, size_t len);
  * or n when there is none. */
 uint64_t store_first_nonfinite(const float *d, uint64_t n);
 
+/* store_push_stage takes the staging buffer and chunk flags for a stream
+ * of L's slice into p (zeroed, or holding only the caller's fields), for
+ * pushes and given values alike. FSPS_OK, or FSPS_RESOURCE_EXHAUSTED with
+ * msg naming `what` was being staged (p released). */
+int store_push_stage(store_layer *L, uint64_t epoch, store_push *p,
+                     const char *what, char *msg, size_t msglen);
+
 /* store_slot_release drops what slot s holds and frees it for a new step. */
 void store_slot_release(slot *s, uint32_t W);
 

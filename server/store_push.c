@@ -85,16 +85,21 @@ int store_push_begin(store_layer *L, uint64_t step, uint32_t worker,
     rc = push_due(L, step, msg, msglen);
   if (rc != FSPS_OK)
     return rc;
-  p->layer = L;
   p->step = step;
   p->worker = worker;
+  return store_push_stage(L, epoch, p, "a push", msg, msglen);
+}
+
+int store_push_stage(store_layer *L, uint64_t epoch, store_push *p,
+                     const char *what, char *msg, size_t msglen) {
+  p->layer = L;
   p->epoch = epoch;
   p->chunks = shard_num_chunks(L->cnt);
   p->buf = store_fbuf_get(L);
   p->got = calloc(p->chunks, 1);
   if (p->buf == NULL || p->got == NULL) {
     store_push_abort(p);
-    snprintf(msg, msglen, "out of memory staging a push");
+    snprintf(msg, msglen, "out of memory staging %s", what);
     return FSPS_RESOURCE_EXHAUSTED;
   }
   return FSPS_OK;

@@ -60,21 +60,11 @@ int store_values_begin(store_layer *L, uint64_t epoch, store_push *p, char *msg,
   int rc = values_allowed(L, epoch, msg, msglen);
   if (rc != FSPS_OK)
     return rc;
-  p->layer = L;
-  p->epoch = epoch;
-  p->chunks = shard_num_chunks(L->cnt);
-  p->buf = store_fbuf_get(L);
-  p->got = calloc(p->chunks, 1);
-  if (p->buf == NULL || p->got == NULL) {
-    store_push_abort(p);
-    snprintf(msg, msglen, "out of memory staging the values");
-    return FSPS_RESOURCE_EXHAUSTED;
-  }
-  return FSPS_OK;
+  return store_push_stage(L, epoch, p, "the values", msg, msglen);
 }
 
-int store_values_check(store_push *p, const float *dst, uint64_t count,
-                       char *msg, size_t msglen) {
+int store_values_check(store_push *p, float *dst, uint64_t count, char *msg,
+                       size_t msglen) {
   uint64_t bad = store_first_nonfinite(dst, count);
   if (bad == count)
     return FSPS_OK;

@@ -154,6 +154,45 @@ const rpc_method *fuzz_method(service *svc, const char *path);
 int fuzz_push_step(service *svc, uint32_t layer, uint64_t step, uint32_t worker,
                    float g);
 
+/* ---- client streams of chunks (support.c) ---- */
+
+/* fuzz_send_tensor sends a tensor message of header h and payload
+ * data[0..nbytes) on client stream c, as libfsps frames one; returns
+ * whether it was delivered (false once the call has finished). */
+bool fuzz_send_tensor(rpc_call *c, const rpc_tensor_hdr *h, const void *data,
+                      size_t nbytes);
+
+/* A chunk record of the stream targets (fuzz_push, fuzz_values): chunk
+ * `chunk` of layer's slice here, its offset and length off by doff and
+ * dcount floats, filled as `how` says (bits 0-1: zeros, ones, a ramp, or a
+ * NaN/Inf at element bits 2-6; bit 7: Inf instead of NaN). */
+typedef struct {
+  uint8_t layer, chunk;
+  int8_t doff, dcount;
+  unsigned how;
+} fuzz_chunk;
+
+/* fuzz_chunk_send sends ch on c with header h (the method's other fields
+ * set), setting h's offset_field to the chunk's layer offset; returns
+ * whether it was delivered. */
+bool fuzz_chunk_send(service *svc, rpc_call *c, const fuzz_chunk *ch,
+                     rpc_tensor_hdr *h, unsigned offset_field);
+
+/* Reads a chunk record's fields from in and sends it (fuzz_chunk_send). */
+typedef bool (*fuzz_framed_fn)(service *svc, rpc_call *c, fuzz_in *in);
+
+/* fuzz_stream_records feeds c the stream targets' records, each a byte
+ * whose low two bits say what it is: 0 a raw message (u16 length, then
+ * that many bytes, cut into slices as the other six bits say), 1 a chunk
+ * that framed reads, 2 the client closes its side, 3 it gives up. It stops
+ * at a 2 or 3, or when the input or `most` records all told (counted in
+ * *records) are used up, and then closes the client's side unless the
+ * last record was 3. Returns the last record's kind (2 when there was
+ * none), and sets *last (if not NULL) to its byte (0 when none). */
+unsigned fuzz_stream_records(service *svc, rpc_call *c, fuzz_in *in,
+                             int *records, int most, fuzz_framed_fn framed,
+                             unsigned *last);
+
 /* fuzz_model_fits returns false for a model spec that validation accepts
  * and whose slices here would exceed the harness's memory and time budget
  * yet fit the machine (a real server would declare it: it is a resource

@@ -18,7 +18,6 @@
  * Checks: a refused, cancelled or duplicate push changes no layer's
  * version or record of who pushed; `applied` says whether a version moved;
  * an accepted new push (BSP, ASP) leaves a trace. */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,54 +55,20 @@ static int moved(const state *a, const state *b) {
   return memcmp(a->pushed, b->pushed, sizeof a->pushed) != 0;
 }
 
-static float g_payload[SHARD_CHUNK_ELEMS + 128];
-
-static void fill(float *d, uint64_t n, unsigned how) {
-  for (uint64_t i = 0; i < n; i++)
-    d[i] = (how & 3) == 1 ? 1.0f : (how & 3) == 2 ? (float)i * 1e-3f : 0.0f;
-  uint64_t at = (how >> 2) & 31;
-  if ((how & 3) == 3 && at < n)
-    d[at] = how & 0x80 ? INFINITY : NAN;
-}
-
-/* framed sends a chunk built from the record's fields. */
+/* framed reads a chunk record's fields and sends the chunk. */
 static bool framed(service *svc, rpc_call *c, fuzz_in *in) {
-  uint8_t layer = fuzz_u8(in), step = fuzz_u8(in), worker = fuzz_u8(in);
-  uint8_t chunk = fuzz_u8(in);
-  int8_t doff = (int8_t)fuzz_u8(in), dcount = (int8_t)fuzz_u8(in);
-  unsigned how = fuzz_u8(in);
-  store_layer *L = store_layer_get(svc->st, layer);
-  store_layer_info info = {0};
-  if (L)
-    store_info(L, &info);
-  uint64_t o, len;
-  shard_chunk(info.count, chunk, &o, &len);
-  int64_t count = (int64_t)len + dcount;
-  count = count < 0 ? 0 : count;
-  fill(g_payload, (uint64_t)count, how);
+  fuzz_chunk ch;
+  ch.layer = fuzz_u8(in);
+  uint8_t step = fuzz_u8(in), worker = fuzz_u8(in);
+  ch.chunk = fuzz_u8(in);
+  ch.doff = (int8_t)fuzz_u8(in);
+  ch.dcount = (int8_t)fuzz_u8(in);
+  ch.how = fuzz_u8(in);
   rpc_tensor_hdr h = {0};
-  rpc_hdr_set(&h, WIRE_PUSH_LAYER, layer);
+  rpc_hdr_set(&h, WIRE_PUSH_LAYER, ch.layer);
   rpc_hdr_set(&h, WIRE_PUSH_STEP, step);
   rpc_hdr_set(&h, WIRE_PUSH_WORKER, worker);
-  rpc_hdr_set(&h, WIRE_PUSH_OFFSET,
-              info.offset + chunk * (uint64_t)SHARD_CHUNK_ELEMS + doff);
-  fuzz_msg fm;
-  fuzz_check(fuzz_msg_tensor(&fm, &h, g_payload,
-                             (size_t)count * sizeof(float)) == FSPS_OK);
-  bool delivered = fuzz_call_message(c, &fm.m);
-  fuzz_msg_close(&fm);
-  return delivered;
-}
-
-static bool raw(rpc_call *c, fuzz_in *in, unsigned split) {
-  const uint8_t *p;
-  size_t n = fuzz_bytes(in, fuzz_u16(in), &p);
-  fuzz_msg fm;
-  if (fuzz_msg_bytes(&fm, p, n, split) != FSPS_OK)
-    return false;
-  bool delivered = fuzz_call_message(c, &fm.m);
-  fuzz_msg_close(&fm);
-  return delivered;
+  return fuzz_chunk_send(svc, c, &ch, &h, WIRE_PUSH_OFFSET);
 }
 
 /* check_end checks a push that ended with code against the store. */
@@ -132,21 +97,9 @@ static bool stream(service *svc, const server_config *cfg, fuzz_in *in,
                    int *records) {
   state before, after;
   snapshot(svc, &before);
-  rpc_call *c = fuzz_call_new(fuzz_method(svc, WIRE_PATH_PUSH),
-                              NULL, NULL);
+  rpc_call *c = fuzz_call_new(fuzz_method(svc, WIRE_PATH_PUSH), NULL, NULL);
   fuzz_call_start(c, NULL);
-  unsigned op = 2;
-  while (in->n > 0 && (*records)++ < MAX_RECORDS) {
-    unsigned rec = fuzz_u8(in);
-    if ((op = rec & 3) >= 2)
-      break;
-    if (op == 0)
-      raw(c, in, rec >> 2);
-    else
-      framed(svc, c, in);
-  }
-  if (op != 3)
-    fuzz_call_message(c, NULL);
+  fuzz_stream_records(svc, c, in, records, MAX_RECORDS, framed, NULL);
   bool finished = fuzz_call_finished(c);
   snapshot(svc, &after);
   if (finished)

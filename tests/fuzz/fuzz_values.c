@@ -23,7 +23,6 @@
  * gives exactly one layer its values; ValuesReply counts the layers still
  * awaiting; a layer awaiting values never answers a pull and refuses every
  * push, one holding them answers and takes them. */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,53 +95,19 @@ static int given(const state *a, const state *b) {
   return n;
 }
 
-static float g_payload[SHARD_CHUNK_ELEMS + 128];
-
-static void fill(float *d, uint64_t n, unsigned how) {
-  for (uint64_t i = 0; i < n; i++)
-    d[i] = (how & 3) == 1 ? 1.0f : (how & 3) == 2 ? (float)i * 1e-3f : 0.0f;
-  uint64_t at = (how >> 2) & 31;
-  if ((how & 3) == 3 && at < n)
-    d[at] = how & 0x80 ? INFINITY : NAN;
-}
-
-/* framed sends a chunk built from the record's fields. */
+/* framed reads a chunk record's fields and sends the chunk. */
 static bool framed(service *svc, rpc_call *c, fuzz_in *in) {
-  uint8_t layer = fuzz_u8(in), chunk = fuzz_u8(in);
-  int8_t doff = (int8_t)fuzz_u8(in), dcount = (int8_t)fuzz_u8(in);
+  fuzz_chunk ch;
+  ch.layer = fuzz_u8(in);
+  ch.chunk = fuzz_u8(in);
+  ch.doff = (int8_t)fuzz_u8(in);
+  ch.dcount = (int8_t)fuzz_u8(in);
   uint8_t epoch = fuzz_u8(in);
-  unsigned how = fuzz_u8(in);
-  store_layer *L = store_layer_get(svc->st, layer);
-  store_layer_info info = {0};
-  if (L)
-    store_info(L, &info);
-  uint64_t o, len;
-  shard_chunk(info.count, chunk, &o, &len);
-  int64_t count = (int64_t)len + dcount;
-  count = count < 0 ? 0 : count;
-  fill(g_payload, (uint64_t)count, how);
+  ch.how = fuzz_u8(in);
   rpc_tensor_hdr h = {0};
-  rpc_hdr_set(&h, WIRE_VALUES_LAYER, layer);
-  rpc_hdr_set(&h, WIRE_VALUES_OFFSET,
-              info.offset + chunk * (uint64_t)SHARD_CHUNK_ELEMS + doff);
+  rpc_hdr_set(&h, WIRE_VALUES_LAYER, ch.layer);
   rpc_hdr_set(&h, WIRE_VALUES_EPOCH, epoch);
-  fuzz_msg fm;
-  fuzz_check(fuzz_msg_tensor(&fm, &h, g_payload,
-                             (size_t)count * sizeof(float)) == FSPS_OK);
-  bool delivered = fuzz_call_message(c, &fm.m);
-  fuzz_msg_close(&fm);
-  return delivered;
-}
-
-static bool raw(rpc_call *c, fuzz_in *in, unsigned split) {
-  const uint8_t *p;
-  size_t n = fuzz_bytes(in, fuzz_u16(in), &p);
-  fuzz_msg fm;
-  if (fuzz_msg_bytes(&fm, p, n, split) != FSPS_OK)
-    return false;
-  bool delivered = fuzz_call_message(c, &fm.m);
-  fuzz_msg_close(&fm);
-  return delivered;
+  return fuzz_chunk_send(svc, c, &ch, &h, WIRE_VALUES_OFFSET);
 }
 
 /* check_end checks a stream that ended with its call's code. */
@@ -214,18 +179,9 @@ static bool stream(service *svc, fuzz_in *in, int *records) {
   rpc_call *c =
       fuzz_call_new(fuzz_method(svc, WIRE_PATH_SET_VALUES), NULL, NULL);
   fuzz_call_start(c, NULL);
-  unsigned op = 2, rec = 0;
-  while (in->n > 0 && (*records)++ < MAX_RECORDS) {
-    rec = fuzz_u8(in);
-    if ((op = rec & 3) >= 2)
-      break;
-    if (op == 0)
-      raw(c, in, rec >> 2);
-    else
-      framed(svc, c, in);
-  }
-  if (op != 3)
-    fuzz_call_message(c, NULL);
+  unsigned rec;
+  unsigned op =
+      fuzz_stream_records(svc, c, in, records, MAX_RECORDS, framed, &rec);
   bool finished = fuzz_call_finished(c);
   snapshot(svc, &after);
   if (finished)

@@ -2,6 +2,7 @@
  * made of fuzz bytes, the fixture model, services over real stores, temp
  * folders and CRC32C (see fuzz.h). */
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,11 +258,7 @@ static bool push_chunk(rpc_call *c, uint32_t layer, uint64_t step,
   rpc_hdr_set(&h, WIRE_PUSH_STEP, step);
   rpc_hdr_set(&h, WIRE_PUSH_WORKER, worker);
   rpc_hdr_set(&h, WIRE_PUSH_OFFSET, off + o);
-  fuzz_msg fm;
-  fuzz_check(fuzz_msg_tensor(&fm, &h, g, len * sizeof(float)) == FSPS_OK);
-  bool delivered = fuzz_call_message(c, &fm.m);
-  fuzz_msg_close(&fm);
-  return delivered;
+  return fuzz_send_tensor(c, &h, g, len * sizeof(float));
 }
 
 int fuzz_push_step(service *svc, uint32_t layer, uint64_t step, uint32_t worker,
@@ -283,6 +280,79 @@ int fuzz_push_step(service *svc, uint32_t layer, uint64_t step, uint32_t worker,
   fuzz_call_message(c, NULL);
   free(buf);
   return fuzz_call_end(c);
+}
+
+/* ---- client streams of chunks ---- */
+
+bool fuzz_send_tensor(rpc_call *c, const rpc_tensor_hdr *h, const void *data,
+                      size_t nbytes) {
+  fuzz_msg fm;
+  fuzz_check(fuzz_msg_tensor(&fm, h, data, nbytes) == FSPS_OK);
+  bool delivered = fuzz_call_message(c, &fm.m);
+  fuzz_msg_close(&fm);
+  return delivered;
+}
+
+/* A chunk's payload: the longest chunk, and more for a count too long. */
+static float g_payload[SHARD_CHUNK_ELEMS + 128];
+
+/* fill writes n floats as the record's fill byte says: zeros, ones, a
+ * ramp, or zeros with a NaN (Inf with bit 7) at element bits 2-6. */
+static void fill(float *d, uint64_t n, unsigned how) {
+  for (uint64_t i = 0; i < n; i++)
+    d[i] = (how & 3) == 1 ? 1.0f : (how & 3) == 2 ? (float)i * 1e-3f : 0.0f;
+  uint64_t at = (how >> 2) & 31;
+  if ((how & 3) == 3 && at < n)
+    d[at] = how & 0x80 ? INFINITY : NAN;
+}
+
+bool fuzz_chunk_send(service *svc, rpc_call *c, const fuzz_chunk *ch,
+                     rpc_tensor_hdr *h, unsigned offset_field) {
+  store_layer *L = store_layer_get(svc->st, ch->layer);
+  store_layer_info info = {0};
+  if (L)
+    store_info(L, &info);
+  uint64_t o, len;
+  shard_chunk(info.count, ch->chunk, &o, &len);
+  int64_t count = (int64_t)len + ch->dcount;
+  count = count < 0 ? 0 : count;
+  fill(g_payload, (uint64_t)count, ch->how);
+  rpc_hdr_set(h, offset_field,
+              info.offset + ch->chunk * (uint64_t)SHARD_CHUNK_ELEMS + ch->doff);
+  return fuzz_send_tensor(c, h, g_payload, (size_t)count * sizeof(float));
+}
+
+/* raw sends a message of the input's next u16-counted bytes, cut as split
+ * says. */
+static bool raw(rpc_call *c, fuzz_in *in, unsigned split) {
+  const uint8_t *p;
+  size_t n = fuzz_bytes(in, fuzz_u16(in), &p);
+  fuzz_msg fm;
+  if (fuzz_msg_bytes(&fm, p, n, split) != FSPS_OK)
+    return false;
+  bool delivered = fuzz_call_message(c, &fm.m);
+  fuzz_msg_close(&fm);
+  return delivered;
+}
+
+unsigned fuzz_stream_records(service *svc, rpc_call *c, fuzz_in *in,
+                             int *records, int most, fuzz_framed_fn framed,
+                             unsigned *last) {
+  unsigned op = 2, rec = 0;
+  while (in->n > 0 && (*records)++ < most) {
+    rec = fuzz_u8(in);
+    if ((op = rec & 3) >= 2)
+      break;
+    if (op == 0)
+      raw(c, in, rec >> 2);
+    else
+      framed(svc, c, in);
+  }
+  if (op != 3)
+    fuzz_call_message(c, NULL);
+  if (last != NULL)
+    *last = rec;
+  return op;
 }
 
 /* slice_elems returns the elements of a layer of n on server c->index. */
