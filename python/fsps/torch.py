@@ -90,10 +90,32 @@ def _torch_settings(hp):
     return hp
 
 
-def has_own_parameters(module):
-    """The default wrap policy: a module holding parameters itself (a
-    Linear, a Conv2d, a BatchNorm2d with affine weights, ...)."""
-    return any(True for _ in module.parameters(recurse=False))
+CONTAINERS = (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
+
+
+def children_policy(root):
+    """The default wrap policy: every child of the root that holds
+    parameters is a unit, where containers (Sequential, ModuleList,
+    ModuleDict) stand for their children. A unit covers its whole subtree,
+    so modules that use their children's parameters without calling them
+    (nn.MultiheadAttention and its out_proj) stay whole."""
+    chosen = set()
+
+    def take(m):
+        for child in m.children():
+            if isinstance(child, CONTAINERS):
+                take(child)
+            elif any(True for _ in child.parameters()):
+                chosen.add(id(child))
+    take(root)
+    return lambda m: id(m) in chosen
+
+
+def wrap_classes(*classes):
+    """A wrap policy like FSDP's transformer_auto_wrap_policy: modules of
+    these classes are units (the rest goes to the enclosing unit, finally
+    the root)."""
+    return lambda m: isinstance(m, classes)
 
 
 class Unit:
@@ -160,11 +182,11 @@ def find_units(module, wrap=None):
     depth-first walk (children before their parent, which gets what its
     unit children did not take; the root takes what is left). wrap(m) ->
     bool picks the modules that become units (default:
-    ``has_own_parameters``). Raises ValueError for a module without
+    ``children_policy(module)``). Raises ValueError for a module without
     trainable parameters, a non-float32 parameter, or a parameter shared
     by two units (tied weights: choose a wrap that keeps their users in one
     unit, e.g. leave both to the root)."""
-    wrap = wrap or has_own_parameters
+    wrap = wrap or children_policy(module)
     names = {id(p): n for n, p in module.named_parameters()}
     owner = {}
     units = []
@@ -231,8 +253,9 @@ def shard(module, servers, rank=0, world=1, optimizer="adam", schedule=None,
         schedule: None, "constant", ("step", {"step_size":, "gamma":}) or
             ("cosine", {"t_max":, "eta_min":}), with optional warmup_steps
             and warmup_start_factor.
-        wrap: wrap policy, module -> bool (default: modules with
-            parameters of their own).
+        wrap: wrap policy, module -> bool (default: the root's children,
+            ``children_policy``; ``wrap_classes(Block)`` for one unit per
+            transformer block).
         client_options: the other fsps.Client arguments (mode, prefetch,
             reshard_after_forward, timeout, retries, ...).
     """
@@ -284,7 +307,13 @@ class ShardedModule(torch.nn.Module):
                                     for _, p in u.params])
                 self.client.set_values(u.index, values.numpy())
         else:
-            self.client.attach(self.spec)
+            try:
+                self.client.attach(self.spec)
+            except errors.FailedPrecondition as e:
+                raise errors.FailedPrecondition(
+                    e.message + ": every rank must shard the same module "
+                    "(parameter names and shapes, wrap policy, optimizer)"
+                ) from None
         self.step_index = self.client.recover()
 
     # ---- hooks ----
