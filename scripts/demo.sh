@@ -8,15 +8,16 @@ cd "$(dirname "$0")/.."
 
 SERVERS=2
 WORKERS=2
-EPOCHS=10
+EPOCHS=""
 MODEL=mlp:784,512,256,10
 BATCH=64
 MIN_ACC=""
+TORCH=""
 EXTRA=()
 
 usage() {
   cat <<EOF
-Usage: scripts/demo.sh [--servers N] [--workers N] [--epochs N]
+Usage: scripts/demo.sh [--torch] [--servers N] [--workers N] [--epochs N]
                        [--model mlp:784,...,10] [--batch N]
                        [--min-accuracy A] [-- worker flags]
 
@@ -27,6 +28,10 @@ $MODEL, batch $BATCH per worker, Adam lr 0.001 with a cosine schedule,
 inputs normalised.
 With --min-accuracy, exits 1 if the final test accuracy is below A.
 Flags after -- go to every fsps-worker (see fsps-worker --help).
+
+--torch trains examples/torch_fashion_cnn.py instead (PyTorch, through
+fsps.torch): a CNN, 6 epochs unless --epochs, batch 64 per worker unless
+--batch, Adam lr 0.002 with a cosine schedule; flags after -- go to it.
 EOF
 }
 
@@ -38,11 +43,13 @@ while [ $# -gt 0 ]; do
     --model) MODEL=$2; shift 2 ;;
     --batch) BATCH=$2; shift 2 ;;
     --min-accuracy) MIN_ACC=$2; shift 2 ;;
+    --torch) TORCH=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; EXTRA=("$@"); break ;;
     *) echo "demo: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+[ -n "$EPOCHS" ] || { [ -n "$TORCH" ] && EPOCHS=6 || EPOCHS=10; }
 for v in "$SERVERS" "$WORKERS" "$EPOCHS" "$BATCH"; do
   case "$v" in
     ''|*[!0-9]*|0) echo "demo: counts must be positive integers, not '$v'" >&2; exit 2 ;;
@@ -80,18 +87,31 @@ for ((s = 0; s < SERVERS; s++)); do
 done
 echo "demo: servers at $list"
 
-echo "demo: training $MODEL for $EPOCHS epochs on Fashion-MNIST"
-WPIDS=()
-for ((r = 0; r < WORKERS; r++)); do
-  out=/dev/null
-  [ "$r" -eq 0 ] && out="$RUN_DIR/summary.json"
-  "$BUILD_DIR/worker/fsps-worker" --servers "$list" --rank "$r" \
-    --world "$WORKERS" --model "$MODEL" --batch "$BATCH" \
-    --epochs "$EPOCHS" --normalize --schedule cosine --progress-secs 5 \
-    ${EXTRA[@]+"${EXTRA[@]}"} >"$out" &
+start_worker() { # start_worker RANK OUTPUT
+  if [ -n "$TORCH" ]; then
+    FSPS_LIBRARY="$BUILD_DIR/client/libfsps.so.0" PYTHONPATH=python \
+      /usr/bin/python3 examples/torch_fashion_cnn.py --servers "$list" \
+      --rank "$1" --world "$WORKERS" --batch "$BATCH" --epochs "$EPOCHS" \
+      ${EXTRA[@]+"${EXTRA[@]}"} >"$2" &
+  else
+    "$BUILD_DIR/worker/fsps-worker" --servers "$list" --rank "$1" \
+      --world "$WORKERS" --model "$MODEL" --batch "$BATCH" \
+      --epochs "$EPOCHS" --normalize --schedule cosine --progress-secs 5 \
+      ${EXTRA[@]+"${EXTRA[@]}"} >"$2" &
+  fi
   WPIDS+=($!)
   PIDS+=($!)
-done
+}
+
+if [ -n "$TORCH" ]; then
+  echo "demo: training examples/torch_fashion_cnn.py (PyTorch through fsps.torch) for $EPOCHS epochs"
+else
+  echo "demo: training $MODEL for $EPOCHS epochs on Fashion-MNIST"
+fi
+WPIDS=()
+# Workers show progress on stderr; worker 0's stdout is its JSON summary.
+start_worker 0 "$RUN_DIR/summary.json"
+for ((r = 1; r < WORKERS; r++)); do start_worker "$r" /dev/null; done
 status=0
 for pid in "${WPIDS[@]}"; do wait "$pid" || status=1; done
 if [ "$status" -ne 0 ]; then
@@ -100,7 +120,7 @@ if [ "$status" -ne 0 ]; then
 fi
 echo "demo: summary of worker 0:"
 cat "$RUN_DIR/summary.json"
-acc=$(sed -n 's/.*"test_accuracy":\([0-9.]*\).*/\1/p' "$RUN_DIR/summary.json")
+acc=$(sed -n 's/.*"test_accuracy": *\([0-9.]*\).*/\1/p' "$RUN_DIR/summary.json")
 echo "demo: final test accuracy $acc"
 if [ -n "$MIN_ACC" ] && ! awk -v a="$acc" -v m="$MIN_ACC" 'BEGIN { exit !(a >= m) }'; then
   echo "demo: accuracy $acc is below the required $MIN_ACC" >&2

@@ -2,6 +2,8 @@
 plain PyTorch process of batch 2b ends (10 steps, SGD and Adam, a CNN and
 a transformer); with --deterministic servers the result is bit-identical
 for S = 1, 2, 3; and every bad input is a clear error, never a hang."""
+import os
+import sys
 import threading
 
 import numpy as np
@@ -12,7 +14,12 @@ import fsps
 torch = pytest.importorskip(
     "torch", reason="python3-torch is missing: scripts/setup.sh installs it")
 import fsps.torch as ft  # noqa: E402
-from torch_models import CNN, Block, TinyLM  # noqa: E402
+
+# The models are the examples' own (examples/torch_*.py).
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..",
+                                "examples"))
+from torch_char_lm import Block, TinyLM  # noqa: E402
+from torch_fashion_cnn import CNN  # noqa: E402
 
 STEPS = 10
 OPTIMIZERS = {"sgd": (("sgd", {"lr": 0.1, "momentum": 0.9}),
@@ -24,9 +31,9 @@ OPTIMIZERS = {"sgd": (("sgd", {"lr": 0.1, "momentum": 0.9}),
 def cnn_case(batch):
     def make():
         torch.manual_seed(0)
-        return CNN()
+        return CNN(width=4, hidden=16, batch_norm=False)
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(STEPS, batch, 1, 12, 12, generator=g)
+    x = torch.randn(STEPS, batch, 1, 28, 28, generator=g)
     y = torch.randint(0, 10, (STEPS, batch), generator=g)
 
     def loss(model, t, lo, hi):
@@ -38,7 +45,7 @@ def cnn_case(batch):
 def lm_case(batch, tied=False):
     def make():
         torch.manual_seed(0)
-        return TinyLM(vocab=20, tied=tied)
+        return TinyLM(vocab=20, d=16, heads=2, context=16, tied=tied)
     g = torch.Generator().manual_seed(2)
     text = torch.randint(0, 20, (STEPS, batch, 17), generator=g)
 
@@ -127,14 +134,14 @@ def test_deterministic_servers_bit_identical_for_any_S(cluster):
 
 
 def test_units_follow_the_policy():
-    units = ft.find_units(TinyLM(vocab=20))
+    units = ft.find_units(TinyLM(vocab=20, tied=False))
     # embed, each block (its attention's out_proj inside it), ln_f, head,
     # and the root's own pos.
     assert [u.name for u in units] == ["embed", "blocks.0", "blocks.1",
                                        "ln_f", "head", ""]
     assert [n for n, _ in units[-1].params] == ["pos"]
     assert "blocks.0.attn.out_proj.weight" in [n for n, _ in units[1].params]
-    tied = ft.find_units(TinyLM(vocab=20, tied=True),
+    tied = ft.find_units(TinyLM(vocab=20),
                          wrap=ft.wrap_classes(Block))
     assert [u.name for u in tied] == ["blocks.0", "blocks.1", ""]
     assert {"embed.weight", "pos", "ln_f.weight"} <= \
@@ -145,7 +152,7 @@ def test_bad_modules_are_refused():
     with pytest.raises(ValueError, match="no trainable parameters"):
         ft.find_units(torch.nn.ReLU())
     with pytest.raises(ValueError, match="tied"):
-        ft.find_units(TinyLM(vocab=20, tied=True))
+        ft.find_units(TinyLM(vocab=20))
     with pytest.raises(ValueError, match="float32"):
         ft.find_units(torch.nn.Linear(2, 2).double())
     with pytest.raises(fsps.InvalidArgument, match="RMSprop"):
@@ -185,7 +192,7 @@ def test_frozen_parameters_stay_local(cluster):
 
 def test_ranks_with_different_models_are_refused(cluster):
     addr = cluster(W=2).addr
-    with ft.shard(CNN(), addr, rank=0, world=2, timeout=30):
+    with ft.shard(CNN(width=4), addr, rank=0, world=2, timeout=30):
         with pytest.raises(fsps.FailedPrecondition,
                            match="holds model .*every rank must shard"):
             ft.shard(CNN(width=6), addr, rank=1, world=2, timeout=30)
@@ -212,7 +219,7 @@ def test_step_order_is_checked(cluster):
         # Freed parameters hold nothing; evaluation gathers them.
         assert model.module.fc2.weight.numel() == 0
         with torch.no_grad():
-            logits = model(torch.zeros(2, 1, 12, 12))
+            logits = model(torch.zeros(2, 1, 28, 28))
         assert logits.shape == (2, 10)
         assert model.module.fc2.weight.numel() == 0
 
