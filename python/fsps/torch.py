@@ -285,6 +285,7 @@ class ShardedModule(torch.nn.Module):
         self.units = find_units(module, wrap)
         self.spec = spec_for(self.units, optimizer, schedule)
         self.reshard = client_options.get("reshard_after_forward", True)
+        self.prefetch = client_options.get("prefetch", 1)
         self.client = Client(servers, rank=rank, world=world,
                              **client_options)
         try:
@@ -355,8 +356,12 @@ class ShardedModule(torch.nn.Module):
         for t in _tensors(out):
             if t.requires_grad:
                 t.register_hook(lambda g, u=u: self._before_backward(u))
-        last = u.index == len(self.units) - 1 or u.module is self.module
-        if self.reshard and not last:
+        # Backward starts with the last unit and the `prefetch` before it:
+        # libfsps keeps those gathered (as the root's unit, used throughout),
+        # so their flats stay too, which saves a copy and costs no memory.
+        kept = u.index + 1 + self.prefetch >= len(self.units) or \
+            u.module is self.module
+        if self.reshard and not kept:
             u.free()
 
     def _before_backward(self, u):

@@ -98,13 +98,20 @@ def train_sharded(addr, make, loss, batch, world, optimizer, **kw):
     return out[0]
 
 
-def assert_close(got, want, rel=1e-5):
+def assert_close(got, want, rel=1e-5, elementwise=1e-4):
+    """Each tensor within rel of the reference as a whole (the norm of the
+    difference over the reference's norm), and no element off by more than
+    elementwise of the tensor's largest value: Adam turns the rounding
+    noise of a different summation order into relative noise of its own on
+    elements whose gradient is near zero, so single elements may stray a
+    little further than the tensor does."""
     for name, w in want.items():
-        g = got[name]
-        scale = w.abs().max().item()
-        err = (g - w).abs().max().item()
-        assert err <= rel * scale, "%s: max error %g, %g of its scale" % (
-            name, err, err / scale)
+        d = got[name] - w
+        whole = (d.norm() / w.norm()).item()
+        worst = (d.abs().max() / w.abs().max()).item()
+        assert whole <= rel and worst <= elementwise, (
+            "%s: relative error %.3g (largest element's %.3g)"
+            % (name, whole, worst))
 
 
 @pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
