@@ -367,7 +367,9 @@ class ShardedModule(torch.nn.Module):
     def _before_backward(self, u):
         self._state = "backward"
         self._free_done()
-        if u.in_backward or u.done:
+        if u.done:
+            raise self._second_backward(u)
+        if u.in_backward:
             return
         u.in_backward = True
         u.pending = len(u.params)
@@ -377,7 +379,15 @@ class ShardedModule(torch.nn.Module):
             u.load(buf)
         u.grad = buf
 
+    def _second_backward(self, u):
+        return RuntimeError(
+            "fsps.torch: unit %r got a second gradient in step %d: one "
+            "backward per step (accumulate in the loss instead)"
+            % (u.name or "root", self.step_index))
+
     def _on_grad(self, u, at, grad):
+        if u.done:
+            raise self._second_backward(u)
         if not u.in_backward:  # a gradient whose unit's output had none
             self._before_backward(u)
         n = grad.numel()

@@ -220,7 +220,9 @@ def test_step_order_is_checked(cluster):
             loss(model, 0, 0, 4)
         with pytest.raises(RuntimeError, match="loss.backward"):
             model.step()  # forward, no backward
-        out.backward()
+        out.backward(retain_graph=True)
+        with pytest.raises(RuntimeError, match="second gradient"):
+            out.backward()
         model.step()
         assert model.step_index == 1
         # Freed parameters hold nothing; evaluation gathers them.
