@@ -346,9 +346,13 @@ class Client:
 
     def step_begin(self, step):
         """Starts step t: gathers ask for version t (BSP), t - tau (SSP) or
-        0 (ASP); the first layer's gather starts now."""
+        0 (ASP); the first layer's gather starts now. Views of a step
+        left without ``step_end()`` become stale: libfsps takes their
+        buffers back here."""
+        step = _uint(step, "step", 2 ** 64)
         self._open()
-        self._call(lib.fsps_step_begin, _uint(step, "step", 2 ** 64))
+        self._end_leases("step_begin(%d)" % step)
+        self._call(lib.fsps_step_begin, step)
 
     def step_end(self):
         """Waits for the step's pushes; raises the first error. Every view

@@ -368,3 +368,15 @@ def test_direct_calls_without_the_runner(cluster):
         c.set_values(0, ramp(16))
         c.set_values(1, ramp(10))
         assert c.gather(1)[1] == 0
+
+
+def test_step_begin_ends_the_views_of_an_abandoned_step(client):
+    """fsps_step_begin takes back every buffer of a step left without
+    fsps_step_end, so the views of that step must go stale with them."""
+    client.step_begin(0)
+    w = client.forward(0)
+    client.step_begin(0)  # the first step abandoned
+    assert not w.valid
+    with pytest.raises(fsps.StaleView, match="step_begin"):
+        w[0]
+    client.step_end()
