@@ -380,3 +380,14 @@ def test_step_begin_ends_the_views_of_an_abandoned_step(client):
     with pytest.raises(fsps.StaleView, match="step_begin"):
         w[0]
     client.step_end()
+
+
+def test_a_call_does_not_keep_its_arrays(client):
+    """Once gather returned, its out array is the caller's alone (the
+    runner's thread must not hold it until the next call)."""
+    import weakref
+    out = np.empty(16, dtype=np.float32)
+    client.gather(0, out=out)
+    alive = weakref.ref(out)
+    del out
+    assert alive() is None
