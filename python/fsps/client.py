@@ -71,6 +71,13 @@ def _float32(arr, count, what, writable):
     return ffi.from_buffer("float[]", arr, require_writable=writable)
 
 
+def _close(c, pinned):
+    """fsps_close(c). pinned holds the arrays that pushes in flight read:
+    passed along so that they outlive the wait for those pushes, even when
+    the Client is gone before a background close ends."""
+    lib.fsps_close(c)
+
+
 class Client:
     """One worker's connection to the fsps servers (``fsps_connect``).
 
@@ -96,8 +103,9 @@ class Client:
             blocked call.
 
     Errors are raised as ``fsps.Error`` subclasses (``code``, ``message``).
-    Calls on one client must not overlap (one trainer thread at a time);
-    distinct clients are independent.
+    Calls on one client are made one at a time: a call from another thread
+    (``close()`` too) waits for the one in progress. Use one client from
+    one trainer thread; distinct clients are independent.
     """
 
     def __init__(self, servers, rank=0, world=1, mode="bsp", staleness=0,
@@ -148,21 +156,26 @@ class Client:
                             "again")
 
     def _call(self, fn, *args):
-        """fn(self._c, *args) -> rc, raised as fsps.Error when not 0."""
-        self._open()
-        if self._runner is None:
-            with self._mu:  # calls on one client must not overlap
-                rc = fn(self._c, *args)
-        else:  # the runner's queue makes them one at a time
-            try:
-                rc = self._runner.call(fn, self._c, *args)
-            except KeyboardInterrupt:
-                self._interrupted = True
-                self._end_leases("an interrupted call")
-                raise
-        if rc != 0:
-            raise error_for(rc, ffi.string(lib.fsps_last_error(self._c))
-                            .decode(errors="replace"))
+        """fn(self._c, *args) -> rc, raised as fsps.Error when not 0.
+
+        Holds _mu throughout: calls on one client must not overlap in
+        libfsps, and close() from another thread must not free the client
+        under a call (nor stop the runner before the call is queued)."""
+        with self._mu:
+            self._open()
+            c = self._c
+            if self._runner is None:
+                rc = fn(c, *args)
+            else:
+                try:
+                    rc = self._runner.call(fn, c, *args)
+                except KeyboardInterrupt:
+                    self._interrupted = True
+                    self._end_leases("an interrupted call")
+                    raise
+            if rc != 0:
+                raise error_for(rc, ffi.string(lib.fsps_last_error(c))
+                                .decode(errors="replace"))
 
     def _layer(self, layer):
         self._open()
@@ -192,23 +205,34 @@ class Client:
         every buffer the client handed out; every view becomes stale.
         Calling it again does nothing. After an interrupted call it
         returns at once, and the client is closed in the background when
-        that call has ended (at the latest when its timeout passes)."""
-        if self._closed:
-            return
-        self._end_leases("close()")
-        self._closed = True
-        c, self._c = self._c, ffi.NULL
-        if self._runner is not None and self._runner.busy:
-            # An interrupted call still runs: the runner closes the client
-            # once it has ended (by its timeout at the latest), so close()
-            # does not wait for it. Its arrays stay referenced till then.
-            self._runner.post(lib.fsps_close, c)
-            self._runner.stop()
-            return
-        if self._runner is not None:
-            self._runner.stop()
-        lib.fsps_close(c)
-        self._pinned = []
+        that call has ended (at the latest when its timeout passes); the
+        wait for pushes in flight is interrupted by Ctrl-C the same way.
+        Called from another thread, it waits for the call in progress."""
+        with self._mu:
+            if self._closed:
+                return
+            self._end_leases("close()")
+            self._closed = True
+            c, self._c = self._c, ffi.NULL
+            pinned, self._pinned = self._pinned, []
+            if self._runner is None:
+                _close(c, pinned)
+            else:
+                self._close_on_runner(c, pinned)
+
+    def _close_on_runner(self, c, pinned):
+        """Closes c on the runner's thread, which then ends. After an
+        interrupted call, which still runs, the close is queued behind it
+        without waiting; else waited for, interruptibly (Ctrl-C leaves it
+        to end in the background)."""
+        runner = self._runner
+        try:
+            if runner.busy:
+                runner.post(_close, c, pinned)
+            else:
+                runner.call(_close, c, pinned)
+        finally:
+            runner.stop()
 
     def __enter__(self):
         return self
@@ -219,12 +243,14 @@ class Client:
     def __del__(self):
         if getattr(self, "_closed", True):
             return
-        if self._runner is not None and self._runner.busy:
-            return  # a call still runs on it: leaking beats a crash
         self._end_leases("the client's deletion")
         self._closed = True
         try:
-            lib.fsps_close(self._c)
+            if self._runner is None:
+                _close(self._c, self._pinned)
+            else:  # behind any call still running; the thread ends then
+                self._runner.post(_close, self._c, self._pinned)
+                self._runner.stop()
         except Exception:  # interpreter shutdown: lib may be gone
             pass
 
@@ -320,8 +346,11 @@ class Client:
         reference to grad; do not change it before ``push_wait()``."""
         layer = self._layer(layer)
         ptr = _float32(grad, self._sizes[layer], "grad", False)
-        self._call(lib.fsps_push, layer, _uint(step, "step", 2 ** 64), ptr)
+        step = _uint(step, "step", 2 ** 64)
+        # Pinned before the call: the push is in flight once fsps_push has
+        # started it, even if Ctrl-C cuts the wait for its return.
         self._pinned.append((grad, ptr))
+        self._call(lib.fsps_push, layer, step, ptr)
 
     def push_wait(self):
         """Waits for every push in flight; raises the first error."""
@@ -427,7 +456,8 @@ class Client:
 
     def num_pieces(self, layer):
         """How many pieces layer is in."""
-        return int(lib.fsps_num_pieces(self._c, self._layer(layer)))
+        layer = self._layer(layer)
+        return self._peek(lambda c: int(lib.fsps_num_pieces(c, layer)))
 
     def _piece(self, layer, piece):
         layer = self._layer(layer)
@@ -474,26 +504,31 @@ class Client:
 
     # ---- counters ----
 
+    def _peek(self, fn):
+        """fn(c) for a quick read of the client's state, under _mu like
+        every call (set_pieces replaces what num_pieces reads; close frees
+        it)."""
+        with self._mu:
+            self._open()
+            return fn(self._c)
+
     @property
     def wait_seconds(self):
         """Seconds spent blocked on the network since connect."""
-        self._open()
-        return float(lib.fsps_wait_seconds(self._c))
+        return self._peek(lambda c: float(lib.fsps_wait_seconds(c)))
 
     @property
     def peak_buffer_bytes(self):
         """The most bytes of layer and gradient buffers held at once."""
-        self._open()
-        return int(lib.fsps_peak_buffer_bytes(self._c))
+        return self._peek(lambda c: int(lib.fsps_peak_buffer_bytes(c)))
 
     @property
     def bytes_moved(self):
         """``(gathered, pushed)``: bytes of layers gathered and gradients
         pushed since connect, each counted once."""
-        self._open()
         g = ffi.new("uint64_t *")
         p = ffi.new("uint64_t *")
-        lib.fsps_bytes_moved(self._c, g, p)
+        self._peek(lambda c: lib.fsps_bytes_moved(c, g, p))
         return int(g[0]), int(p[0])
 
 

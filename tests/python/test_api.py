@@ -382,6 +382,103 @@ def test_step_begin_ends_the_views_of_an_abandoned_step(client):
     client.step_end()
 
 
+def runner_threads():
+    return [t for t in threading.enumerate() if t.name == "fsps-call"]
+
+
+def test_clients_left_to_the_garbage_collector_end_their_threads(cluster):
+    """A Client deleted without close() is closed, runner thread and all:
+    a loop making clients must not pile up threads."""
+    import gc
+    import time
+    addr = cluster().addr
+    before = len(runner_threads())
+    for _ in range(5):
+        c = fsps.Client(addr)
+        c.declare(small_spec())
+        del c
+    gc.collect()
+    deadline = time.monotonic() + 30
+    while len(runner_threads()) > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(runner_threads()) == before
+
+
+@pytest.mark.parametrize("interruptible", [False, True])
+def test_close_from_another_thread_waits_for_the_call(cluster,
+                                                      interruptible):
+    """close() while another thread's call runs in libfsps waits for it
+    instead of freeing the client under it; later calls are refused."""
+    import time
+    c = fsps.Client(cluster().addr, timeout=1.5, interruptible=interruptible)
+    c.declare(small_spec(init="zeros"))
+    errors = []
+
+    def blocked():
+        try:
+            c.gather(0, min_version=1)  # no one pushes: times out
+        except fsps.Error as e:
+            errors.append(e)
+    t = threading.Thread(target=blocked)
+    t.start()
+    time.sleep(0.3)
+    c.close()
+    assert not t.is_alive()
+    t.join()
+    assert [type(e) for e in errors] == [fsps.DeadlineExceeded]
+    with pytest.raises(fsps.FailedPrecondition, match="closed"):
+        c.gather(0)
+
+
+def test_push_keeps_its_array_through_an_interrupted_call(client):
+    """A push is in flight once fsps_push started it: its gradient must
+    stay referenced even if Ctrl-C lands before the call returned."""
+    import weakref
+    runner, real_call = client._runner, client._runner.call
+
+    def interrupted(fn, *args):
+        real_call(fn, *args)
+        raise KeyboardInterrupt  # as if SIGINT came as fsps_push returned
+    runner.call = interrupted
+    grad = np.ones(16, dtype=np.float32)
+    alive = weakref.ref(grad)
+    try:  # not pytest.raises, whose traceback would keep grad alive
+        client.push(0, 0, grad)
+    except KeyboardInterrupt:
+        pass
+    else:
+        pytest.fail("no KeyboardInterrupt")
+    del runner.call
+    del grad
+    assert alive() is not None
+    client.close()
+
+
+def test_background_close_keeps_the_pushed_arrays(cluster):
+    """After an interrupted call, close() returns at once and the client
+    is closed behind the call; the arrays of pushes in flight must live
+    until then, even when the Client object is gone."""
+    import gc
+    import weakref
+    c = fsps.Client(cluster().addr, timeout=3)
+    c.declare(small_spec(init="zeros"))
+    grad = np.ones(16, dtype=np.float32)
+    alive = weakref.ref(grad)
+    c.push(0, 0, grad)
+    del grad
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        c.gather(0, min_version=2)
+    thread = c._runner._thread
+    c.close()
+    del c
+    gc.collect()
+    assert thread.is_alive() and alive() is not None
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
 def test_a_call_does_not_keep_its_arrays(client):
     """Once gather returned, its out array is the caller's alone (the
     runner's thread must not hold it until the next call)."""
@@ -391,3 +488,25 @@ def test_a_call_does_not_keep_its_arrays(client):
     alive = weakref.ref(out)
     del out
     assert alive() is None
+
+
+def test_ctrl_c_interrupts_close_waiting_for_pushes(cluster):
+    """close() waits for pushes in flight; with their server stopped that
+    is the whole timeout, which Ctrl-C cuts short like any blocking call."""
+    import time
+    servers = cluster()
+    c = fsps.Client(servers.addr, timeout=6, retries=0)
+    c.declare(small_spec(init="zeros"))
+    os.kill(servers.procs[0].pid, signal.SIGSTOP)
+    try:
+        c.push(0, 0, np.ones(16, dtype=np.float32))
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            c.close()
+        assert time.monotonic() - start < 3
+        assert c.closed
+    finally:
+        os.kill(servers.procs[0].pid, signal.SIGCONT)
+    c._runner._thread.join(timeout=30)
