@@ -510,3 +510,22 @@ def test_ctrl_c_interrupts_close_waiting_for_pushes(cluster):
     finally:
         os.kill(servers.procs[0].pid, signal.SIGCONT)
     c._runner._thread.join(timeout=30)
+
+
+def test_copies_of_a_view_check_it_and_outlive_it(client):
+    """copy.copy and copy.deepcopy go past View.__getattribute__: they
+    must still refuse a stale view (after close() its buffer is freed:
+    copying it crashed), and copies of a valid one, like astype's, own
+    their data and stay usable after the lease."""
+    import copy
+    with client.step(0):
+        w = client.forward(0)
+        copies = [copy.copy(w), copy.deepcopy(w), w.astype(np.float64),
+                  w.flatten()]
+        client.forward_done(0)
+        for made in copies:
+            assert np.array_equal(made, ramp(16))
+        for copier in (copy.copy, copy.deepcopy):
+            with pytest.raises(fsps.StaleView):
+                copier(w)
+
