@@ -1,5 +1,6 @@
 """fsps.Client: one worker's connection to every fsps server, its gathers,
 pushes and FSDP step scheduler."""
+import math
 import numbers
 import threading
 
@@ -8,7 +9,7 @@ import numpy as np
 from ._ffi import ffi, lib
 from ._runner import Runner
 from .errors import Cancelled, FailedPrecondition, InvalidArgument, error_for
-from .spec import Spec
+from .spec import Spec, layer_index
 from .views import Lease, View, make_view
 
 MODES = {"bsp": 0, "ssp": 1, "asp": 2}
@@ -28,9 +29,10 @@ def _seconds_ms(value, what):
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not value > 0:
-        raise InvalidArgument("%s must be a positive number of seconds, "
-                              "not %r" % (what, value))
+            or not 0 < value < 2 ** 53 or not math.isfinite(value):
+        # 2**53 s: far beyond any wait, and an int64 of milliseconds.
+        raise InvalidArgument("%s must be a positive number of seconds "
+                              "below 2**53, not %r" % (what, value))
     return max(1, int(round(value * 1000)))
 
 
@@ -45,6 +47,8 @@ def _servers(servers):
                         "'host:port' strings, not %r" % (servers,))
     if not text or any(":" not in s for s in text.split(",")):
         raise InvalidArgument("servers %r: each must be host:port" % (text,))
+    if "\0" in text:  # C would see only what precedes it
+        raise InvalidArgument("servers %r holds a NUL character" % (text,))
     return text
 
 
@@ -63,6 +67,9 @@ def _float32(arr, count, what, writable):
     if not arr.flags.c_contiguous:
         raise InvalidArgument("%s must be C-contiguous (use "
                               "numpy.ascontiguousarray)" % (what,))
+    if not arr.flags.aligned:  # libfsps reads and writes it as float *
+        raise InvalidArgument("%s is not aligned to 4 bytes (use .copy())"
+                              % (what,))
     if arr.size != count:
         raise InvalidArgument("%s has %d elements, the layer range has %d"
                               % (what, arr.size, count))
@@ -117,7 +124,7 @@ class Client:
         o.servers = servers_c
         o.rank = _uint(rank, "rank")
         o.world = _uint(world, "world")
-        if mode not in MODES:
+        if not isinstance(mode, str) or mode not in MODES:
             raise InvalidArgument("mode %r is not one of bsp, ssp, asp"
                                   % (mode,))
         o.mode = MODES[mode]
@@ -182,7 +189,9 @@ class Client:
         if self._spec is None:
             raise FailedPrecondition("no model: call declare() or attach() "
                                      "first")
-        return self._spec._layer(layer)
+        # The model as declared: layers added to the spec since are not
+        # the servers' (nor the library's copy of it).
+        return layer_index(layer, len(self._sizes))
 
     def _lease(self, key, what):
         lease = Lease(what)
@@ -325,8 +334,8 @@ class Client:
         layer = self._layer(layer)
         n = self._sizes[layer]
         offset = _uint(offset, "offset", 2 ** 64)
-        count = n - offset if count is None else _uint(count, "count",
-                                                       2 ** 64)
+        count = max(n - offset, 0) if count is None else \
+            _uint(count, "count", 2 ** 64)
         if count == 0 or offset + count > n:
             raise InvalidArgument("range [%d, +%d) is empty or outside layer "
                                   "%d of %d elements" % (offset, count,

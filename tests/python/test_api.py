@@ -529,3 +529,42 @@ def test_copies_of_a_view_check_it_and_outlive_it(client):
             with pytest.raises(fsps.StaleView):
                 copier(w)
 
+
+
+def test_odd_arguments_get_clear_errors(client):
+    """Values C would truncate, or Python could not convert, are refused
+    with the reason (not an OverflowError, IndexError or a numpy error),
+    and nothing reaches libfsps."""
+    spec = fsps.Spec()
+    with pytest.raises(fsps.InvalidArgument, match="NUL"):
+        spec.add_layer("fc\0x")  # C would name it "fc"
+    spec.add_layer("fc")
+    with pytest.raises(fsps.InvalidArgument, match="NUL"):
+        spec.add_tensor("w\0", 2)
+    with pytest.raises(fsps.InvalidArgument, match="2\\*\\*64"):
+        spec.add_tensor("w", (2 ** 70,))
+    with pytest.raises(fsps.InvalidArgument, match="range"):
+        spec.add_tensor("w", 2, init="constant", a=10 ** 400)
+    with pytest.raises(fsps.InvalidArgument, match="NUL"):
+        fsps.Client("127.0.0.1:1" + "\0junk")
+    for timeout in (float("inf"), 1e300):
+        with pytest.raises(fsps.InvalidArgument, match="timeout"):
+            fsps.Client("127.0.0.1:1", timeout=timeout)
+    with pytest.raises(fsps.InvalidArgument, match="mode"):
+        fsps.Client("127.0.0.1:1", mode=["bsp"])
+    with pytest.raises(fsps.InvalidArgument, match="outside"):
+        client.gather(0, offset=20)  # past the end: count would be < 0
+    raw = np.zeros(17 * 4, dtype=np.uint8)
+    unaligned = np.frombuffer(raw.data, dtype=np.float32, count=16, offset=1)
+    with pytest.raises(fsps.InvalidArgument, match="aligned"):
+        client.gather(0, out=unaligned)
+    with pytest.raises(fsps.InvalidArgument, match="aligned"):
+        client.set_values(0, unaligned)
+
+
+def test_layers_added_after_declare_are_not_the_models(client):
+    """The client serves the model as declared: a layer added to the Spec
+    afterwards is out of range (it was an IndexError)."""
+    client.spec.add_layer("fc3", {"w": 2})
+    with pytest.raises(fsps.InvalidArgument, match="layer 2 is out of range"):
+        client.gather(2)
