@@ -117,10 +117,24 @@ class Spec:
         self.layers = []
         self.optimizer = "adam"
         self.params = {}
+        self._refused = None
 
     def _check(self, rc, what):
-        if rc != 0:
-            raise InvalidArgument(what)
+        """Raises InvalidArgument when libfsps refused a builder call. The
+        C spec keeps its first refusal for good (validate() and declare()
+        report it), so say why, and that this spec cannot be mended."""
+        if rc == 0:
+            return
+        if self._refused is not None:
+            raise InvalidArgument("%s; this spec already holds an earlier "
+                                  "refusal (%s): build a new one"
+                                  % (what, self._refused))
+        msg = ffi.new("char[]", 512)
+        lib.fsps_spec_validate(self._ptr, msg, 512)  # reports the refusal
+        self._refused = ffi.string(msg).decode(errors="replace")
+        raise InvalidArgument("%s: %s; the spec keeps this error "
+                              "(validate() and declare() report it): build "
+                              "a new one" % (what, self._refused))
 
     def add_layer(self, name, tensors=None, init="zeros", a=0.0, b=0.0):
         """Appends a layer named name; its index is ``len(spec)`` before

@@ -568,3 +568,17 @@ def test_layers_added_after_declare_are_not_the_models(client):
     client.spec.add_layer("fc3", {"w": 2})
     with pytest.raises(fsps.InvalidArgument, match="layer 2 is out of range"):
         client.gather(2)
+
+
+def test_a_refused_builder_call_says_why_and_that_it_sticks():
+    """libfsps refuses some values Python lets through (nesterov 0.5);
+    the error must give its reason, and say the spec keeps it, since
+    every later validate() and declare() fails with it."""
+    spec = small_spec()
+    with pytest.raises(fsps.InvalidArgument, match="expected 0 or 1.*new"):
+        spec.set_param("nesterov", 0.5)
+    spec.set_param("nesterov", 1)  # accepted, but the spec stays refused
+    with pytest.raises(fsps.InvalidArgument, match="nesterov"):
+        spec.validate()
+    with pytest.raises(fsps.InvalidArgument, match="earlier.*nesterov"):
+        spec.set_param("step_size", 1.5)
