@@ -27,15 +27,20 @@ class Runner:
             job = self._jobs.get()
             if job is None:
                 return
-            fn, args, box, done = job
-            try:
-                box.append(fn(*args))
-            except BaseException as e:  # handed to the caller
-                box.append(e)
-                box.append(None)
-            self.busy = False
-            if done.locked():
-                done.release()
+            self._run(*job)
+            # Dropped here, not when the next job comes: a call's arrays
+            # are its caller's again once it returned.
+            del job
+
+    def _run(self, fn, args, box, done):
+        try:
+            box.append(fn(*args))
+        except BaseException as e:  # handed to the caller
+            box.append(e)
+            box.append(None)
+        self.busy = False
+        if done.locked():
+            done.release()
 
     def call(self, fn, *args):
         """Returns fn(*args), run on the runner's thread. A

@@ -1,5 +1,6 @@
 """fsps.Client: one worker's connection to every fsps server, its gathers,
 pushes and FSDP step scheduler."""
+import math
 import numbers
 import threading
 
@@ -8,7 +9,7 @@ import numpy as np
 from ._ffi import ffi, lib
 from ._runner import Runner
 from .errors import Cancelled, FailedPrecondition, InvalidArgument, error_for
-from .spec import Spec
+from .spec import Spec, layer_index
 from .views import Lease, View, make_view
 
 MODES = {"bsp": 0, "ssp": 1, "asp": 2}
@@ -28,9 +29,10 @@ def _seconds_ms(value, what):
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not value > 0:
-        raise InvalidArgument("%s must be a positive number of seconds, "
-                              "not %r" % (what, value))
+            or not 0 < value < 2 ** 53 or not math.isfinite(value):
+        # 2**53 s: far beyond any wait, and an int64 of milliseconds.
+        raise InvalidArgument("%s must be a positive number of seconds "
+                              "below 2**53, not %r" % (what, value))
     return max(1, int(round(value * 1000)))
 
 
@@ -45,6 +47,8 @@ def _servers(servers):
                         "'host:port' strings, not %r" % (servers,))
     if not text or any(":" not in s for s in text.split(",")):
         raise InvalidArgument("servers %r: each must be host:port" % (text,))
+    if "\0" in text:  # C would see only what precedes it
+        raise InvalidArgument("servers %r holds a NUL character" % (text,))
     return text
 
 
@@ -63,12 +67,22 @@ def _float32(arr, count, what, writable):
     if not arr.flags.c_contiguous:
         raise InvalidArgument("%s must be C-contiguous (use "
                               "numpy.ascontiguousarray)" % (what,))
+    if not arr.flags.aligned:  # libfsps reads and writes it as float *
+        raise InvalidArgument("%s is not aligned to 4 bytes (use .copy())"
+                              % (what,))
     if arr.size != count:
         raise InvalidArgument("%s has %d elements, the layer range has %d"
                               % (what, arr.size, count))
     if writable and not arr.flags.writeable:
         raise InvalidArgument("%s is read-only" % (what,))
     return ffi.from_buffer("float[]", arr, require_writable=writable)
+
+
+def _close(c, pinned):
+    """fsps_close(c). pinned holds the arrays that pushes in flight read:
+    passed along so that they outlive the wait for those pushes, even when
+    the Client is gone before a background close ends."""
+    lib.fsps_close(c)
 
 
 class Client:
@@ -96,8 +110,9 @@ class Client:
             blocked call.
 
     Errors are raised as ``fsps.Error`` subclasses (``code``, ``message``).
-    Calls on one client must not overlap (one trainer thread at a time);
-    distinct clients are independent.
+    Calls on one client are made one at a time: a call from another thread
+    (``close()`` too) waits for the one in progress. Use one client from
+    one trainer thread; distinct clients are independent.
     """
 
     def __init__(self, servers, rank=0, world=1, mode="bsp", staleness=0,
@@ -109,7 +124,7 @@ class Client:
         o.servers = servers_c
         o.rank = _uint(rank, "rank")
         o.world = _uint(world, "world")
-        if mode not in MODES:
+        if not isinstance(mode, str) or mode not in MODES:
             raise InvalidArgument("mode %r is not one of bsp, ssp, asp"
                                   % (mode,))
         o.mode = MODES[mode]
@@ -148,28 +163,35 @@ class Client:
                             "again")
 
     def _call(self, fn, *args):
-        """fn(self._c, *args) -> rc, raised as fsps.Error when not 0."""
-        self._open()
-        if self._runner is None:
-            with self._mu:  # calls on one client must not overlap
-                rc = fn(self._c, *args)
-        else:  # the runner's queue makes them one at a time
-            try:
-                rc = self._runner.call(fn, self._c, *args)
-            except KeyboardInterrupt:
-                self._interrupted = True
-                self._end_leases("an interrupted call")
-                raise
-        if rc != 0:
-            raise error_for(rc, ffi.string(lib.fsps_last_error(self._c))
-                            .decode(errors="replace"))
+        """fn(self._c, *args) -> rc, raised as fsps.Error when not 0.
+
+        Holds _mu throughout: calls on one client must not overlap in
+        libfsps, and close() from another thread must not free the client
+        under a call (nor stop the runner before the call is queued)."""
+        with self._mu:
+            self._open()
+            c = self._c
+            if self._runner is None:
+                rc = fn(c, *args)
+            else:
+                try:
+                    rc = self._runner.call(fn, c, *args)
+                except KeyboardInterrupt:
+                    self._interrupted = True
+                    self._end_leases("an interrupted call")
+                    raise
+            if rc != 0:
+                raise error_for(rc, ffi.string(lib.fsps_last_error(c))
+                                .decode(errors="replace"))
 
     def _layer(self, layer):
         self._open()
         if self._spec is None:
             raise FailedPrecondition("no model: call declare() or attach() "
                                      "first")
-        return self._spec._layer(layer)
+        # The model as declared: layers added to the spec since are not
+        # the servers' (nor the library's copy of it).
+        return layer_index(layer, len(self._sizes))
 
     def _lease(self, key, what):
         lease = Lease(what)
@@ -192,23 +214,34 @@ class Client:
         every buffer the client handed out; every view becomes stale.
         Calling it again does nothing. After an interrupted call it
         returns at once, and the client is closed in the background when
-        that call has ended (at the latest when its timeout passes)."""
-        if self._closed:
-            return
-        self._end_leases("close()")
-        self._closed = True
-        c, self._c = self._c, ffi.NULL
-        if self._runner is not None and self._runner.busy:
-            # An interrupted call still runs: the runner closes the client
-            # once it has ended (by its timeout at the latest), so close()
-            # does not wait for it. Its arrays stay referenced till then.
-            self._runner.post(lib.fsps_close, c)
-            self._runner.stop()
-            return
-        if self._runner is not None:
-            self._runner.stop()
-        lib.fsps_close(c)
-        self._pinned = []
+        that call has ended (at the latest when its timeout passes); the
+        wait for pushes in flight is interrupted by Ctrl-C the same way.
+        Called from another thread, it waits for the call in progress."""
+        with self._mu:
+            if self._closed:
+                return
+            self._end_leases("close()")
+            self._closed = True
+            c, self._c = self._c, ffi.NULL
+            pinned, self._pinned = self._pinned, []
+            if self._runner is None:
+                _close(c, pinned)
+            else:
+                self._close_on_runner(c, pinned)
+
+    def _close_on_runner(self, c, pinned):
+        """Closes c on the runner's thread, which then ends. After an
+        interrupted call, which still runs, the close is queued behind it
+        without waiting; else waited for, interruptibly (Ctrl-C leaves it
+        to end in the background)."""
+        runner = self._runner
+        try:
+            if runner.busy:
+                runner.post(_close, c, pinned)
+            else:
+                runner.call(_close, c, pinned)
+        finally:
+            runner.stop()
 
     def __enter__(self):
         return self
@@ -219,12 +252,14 @@ class Client:
     def __del__(self):
         if getattr(self, "_closed", True):
             return
-        if self._runner is not None and self._runner.busy:
-            return  # a call still runs on it: leaking beats a crash
         self._end_leases("the client's deletion")
         self._closed = True
         try:
-            lib.fsps_close(self._c)
+            if self._runner is None:
+                _close(self._c, self._pinned)
+            else:  # behind any call still running; the thread ends then
+                self._runner.post(_close, self._c, self._pinned)
+                self._runner.stop()
         except Exception:  # interpreter shutdown: lib may be gone
             pass
 
@@ -299,8 +334,8 @@ class Client:
         layer = self._layer(layer)
         n = self._sizes[layer]
         offset = _uint(offset, "offset", 2 ** 64)
-        count = n - offset if count is None else _uint(count, "count",
-                                                       2 ** 64)
+        count = max(n - offset, 0) if count is None else \
+            _uint(count, "count", 2 ** 64)
         if count == 0 or offset + count > n:
             raise InvalidArgument("range [%d, +%d) is empty or outside layer "
                                   "%d of %d elements" % (offset, count,
@@ -320,8 +355,11 @@ class Client:
         reference to grad; do not change it before ``push_wait()``."""
         layer = self._layer(layer)
         ptr = _float32(grad, self._sizes[layer], "grad", False)
-        self._call(lib.fsps_push, layer, _uint(step, "step", 2 ** 64), ptr)
+        step = _uint(step, "step", 2 ** 64)
+        # Pinned before the call: the push is in flight once fsps_push has
+        # started it, even if Ctrl-C cuts the wait for its return.
         self._pinned.append((grad, ptr))
+        self._call(lib.fsps_push, layer, step, ptr)
 
     def push_wait(self):
         """Waits for every push in flight; raises the first error."""
@@ -346,9 +384,13 @@ class Client:
 
     def step_begin(self, step):
         """Starts step t: gathers ask for version t (BSP), t - tau (SSP) or
-        0 (ASP); the first layer's gather starts now."""
+        0 (ASP); the first layer's gather starts now. Views of a step
+        left without ``step_end()`` become stale: libfsps takes their
+        buffers back here."""
+        step = _uint(step, "step", 2 ** 64)
         self._open()
-        self._call(lib.fsps_step_begin, _uint(step, "step", 2 ** 64))
+        self._end_leases("step_begin(%d)" % step)
+        self._call(lib.fsps_step_begin, step)
 
     def step_end(self):
         """Waits for the step's pushes; raises the first error. Every view
@@ -423,7 +465,8 @@ class Client:
 
     def num_pieces(self, layer):
         """How many pieces layer is in."""
-        return int(lib.fsps_num_pieces(self._c, self._layer(layer)))
+        layer = self._layer(layer)
+        return self._peek(lambda c: int(lib.fsps_num_pieces(c, layer)))
 
     def _piece(self, layer, piece):
         layer = self._layer(layer)
@@ -470,26 +513,31 @@ class Client:
 
     # ---- counters ----
 
+    def _peek(self, fn):
+        """fn(c) for a quick read of the client's state, under _mu like
+        every call (set_pieces replaces what num_pieces reads; close frees
+        it)."""
+        with self._mu:
+            self._open()
+            return fn(self._c)
+
     @property
     def wait_seconds(self):
         """Seconds spent blocked on the network since connect."""
-        self._open()
-        return float(lib.fsps_wait_seconds(self._c))
+        return self._peek(lambda c: float(lib.fsps_wait_seconds(c)))
 
     @property
     def peak_buffer_bytes(self):
         """The most bytes of layer and gradient buffers held at once."""
-        self._open()
-        return int(lib.fsps_peak_buffer_bytes(self._c))
+        return self._peek(lambda c: int(lib.fsps_peak_buffer_bytes(c)))
 
     @property
     def bytes_moved(self):
         """``(gathered, pushed)``: bytes of layers gathered and gradients
         pushed since connect, each counted once."""
-        self._open()
         g = ffi.new("uint64_t *")
         p = ffi.new("uint64_t *")
-        lib.fsps_bytes_moved(self._c, g, p)
+        self._peek(lambda c: lib.fsps_bytes_moved(c, g, p))
         return int(g[0]), int(p[0])
 
 

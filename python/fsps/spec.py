@@ -19,6 +19,8 @@ PARAMS = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "beta1",
 def _name(value, what):
     if not isinstance(value, str) or not value:
         raise TypeError("%s must be a non-empty str, not %r" % (what, value))
+    if "\0" in value:  # C would see only what precedes it
+        raise InvalidArgument("%s %r holds a NUL character" % (what, value))
     try:
         return value.encode("ascii")
     except UnicodeEncodeError:
@@ -28,7 +30,11 @@ def _name(value, what):
 def _number(value, what):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError("%s must be a number, not %r" % (what, value))
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond a double's range
+        raise InvalidArgument("%s = %r is beyond a double's range"
+                              % (what, value)) from None
     if not math.isfinite(value):
         raise InvalidArgument("%s must be finite, not %r" % (what, value))
     return value
@@ -43,10 +49,22 @@ def _shape(shape, what):
         raise TypeError("%s's shape must be a tuple of ints, not %r"
                         % (what, shape)) from None
     if not dims or not all(isinstance(d, numbers.Integral) and
-                           not isinstance(d, bool) and d > 0 for d in dims):
-        raise InvalidArgument("%s's shape %r must be positive ints"
-                              % (what, shape))
+                           not isinstance(d, bool) and 0 < d < 2 ** 64
+                           for d in dims):
+        raise InvalidArgument("%s's shape %r must be positive ints below "
+                              "2**64" % (what, shape))
     return tuple(int(d) for d in dims)
+
+
+def layer_index(layer, count):
+    """layer as an int index into count layers, or TypeError or
+    InvalidArgument."""
+    if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+        raise TypeError("layer must be an int index, not %r" % (layer,))
+    if not 0 <= layer < count:
+        raise InvalidArgument("layer %d is out of range (the model has %d)"
+                              % (layer, count))
+    return int(layer)
 
 
 class Layer:
@@ -99,10 +117,24 @@ class Spec:
         self.layers = []
         self.optimizer = "adam"
         self.params = {}
+        self._refused = None
 
     def _check(self, rc, what):
-        if rc != 0:
-            raise InvalidArgument(what)
+        """Raises InvalidArgument when libfsps refused a builder call. The
+        C spec keeps its first refusal for good (validate() and declare()
+        report it), so say why, and that this spec cannot be mended."""
+        if rc == 0:
+            return
+        if self._refused is not None:
+            raise InvalidArgument("%s; this spec already holds an earlier "
+                                  "refusal (%s): build a new one"
+                                  % (what, self._refused))
+        msg = ffi.new("char[]", 512)
+        lib.fsps_spec_validate(self._ptr, msg, 512)  # reports the refusal
+        self._refused = ffi.string(msg).decode(errors="replace")
+        raise InvalidArgument("%s: %s; the spec keeps this error "
+                              "(validate() and declare() report it): build "
+                              "a new one" % (what, self._refused))
 
     def add_layer(self, name, tensors=None, init="zeros", a=0.0, b=0.0):
         """Appends a layer named name; its index is ``len(spec)`` before
@@ -212,16 +244,10 @@ class Spec:
 
     def layer_size(self, layer):
         """The number of float32 elements of layer (an index)."""
-        self._layer(layer)
-        return int(lib.fsps_spec_layer_size(self._ptr, layer))
+        return int(lib.fsps_spec_layer_size(self._ptr, self._layer(layer)))
 
     def _layer(self, layer):
-        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
-            raise TypeError("layer must be an int index, not %r" % (layer,))
-        if not 0 <= layer < len(self.layers):
-            raise InvalidArgument("layer %d is out of range (the model has "
-                                  "%d)" % (layer, len(self.layers)))
-        return int(layer)
+        return layer_index(layer, len(self.layers))
 
     def split(self, layer, flat):
         """The tensors of layer in flat (its values, e.g. a View from

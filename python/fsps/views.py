@@ -9,8 +9,10 @@ raises ``fsps.StaleView`` instead of reading memory that may hold another
 layer, or none. What NumPy computes *from* a view (``v * 2``, ``v.sum()``,
 ``v.copy()``) is an ordinary array that lives on. NumPy's and others' C
 code can reach the buffer without asking the view: ``np.asarray(v)``,
-``np.array(v)``, ``memoryview(v)`` and ``torch.from_numpy(v)`` are not
-checked, so use them only while the lease lasts (``v.copy()`` is).
+``np.array(v)``, ``memoryview(v)``, ``bytes(v)``, ``np.frombuffer(v)``,
+``torch.from_numpy(v)`` and assigning it into a plain array (``a[:] = v``)
+are not checked, so use them only while the lease lasts (``v.copy()``
+is). After ``close()`` the buffer is freed: such a read then may crash.
 """
 import numpy as np
 
@@ -50,7 +52,7 @@ _FREE = frozenset(("shape", "dtype", "size", "ndim", "itemsize", "nbytes",
 def _plain(x):
     """x as a plain ndarray (no lease checks inside NumPy's own code)."""
     if isinstance(x, View):
-        x._lease.check()
+        x._checked()  # a View of memory of its own has no lease
         return x.view(np.ndarray)
     if isinstance(x, (list, tuple)):
         return type(x)(_plain(y) for y in x)
@@ -66,7 +68,11 @@ class View(np.ndarray):
     """
 
     def __array_finalize__(self, obj):
-        self._lease = getattr(obj, "_lease", None)
+        # Only an array over obj's memory (a slice, a reshape) shares its
+        # lease; one with memory of its own (astype, flatten) never
+        # touches the library's buffer.
+        owns = self.flags.owndata
+        self._lease = None if owns else getattr(obj, "_lease", None)
 
     def __getattribute__(self, name):
         if name not in _FREE:
@@ -130,6 +136,15 @@ class View(np.ndarray):
         """A plain ndarray with the view's data, which outlives the lease."""
         self._checked()
         return self.view(np.ndarray).copy(order=order)
+
+    # copy.copy and copy.deepcopy look these up on the class, past
+    # __getattribute__: without them a stale view was copied from a
+    # buffer that close() may have unmapped.
+    def __copy__(self):
+        return self.copy()
+
+    def __deepcopy__(self, memo):
+        return self.copy()
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         inputs = _plain(inputs)

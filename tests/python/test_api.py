@@ -368,3 +368,217 @@ def test_direct_calls_without_the_runner(cluster):
         c.set_values(0, ramp(16))
         c.set_values(1, ramp(10))
         assert c.gather(1)[1] == 0
+
+
+def test_step_begin_ends_the_views_of_an_abandoned_step(client):
+    """fsps_step_begin takes back every buffer of a step left without
+    fsps_step_end, so the views of that step must go stale with them."""
+    client.step_begin(0)
+    w = client.forward(0)
+    client.step_begin(0)  # the first step abandoned
+    assert not w.valid
+    with pytest.raises(fsps.StaleView, match="step_begin"):
+        w[0]
+    client.step_end()
+
+
+def runner_threads():
+    return [t for t in threading.enumerate() if t.name == "fsps-call"]
+
+
+def test_clients_left_to_the_garbage_collector_end_their_threads(cluster):
+    """A Client deleted without close() is closed, runner thread and all:
+    a loop making clients must not pile up threads."""
+    import gc
+    import time
+    addr = cluster().addr
+    before = len(runner_threads())
+    for _ in range(5):
+        c = fsps.Client(addr)
+        c.declare(small_spec())
+        del c
+    gc.collect()
+    deadline = time.monotonic() + 30
+    while len(runner_threads()) > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(runner_threads()) == before
+
+
+@pytest.mark.parametrize("interruptible", [False, True])
+def test_close_from_another_thread_waits_for_the_call(cluster,
+                                                      interruptible):
+    """close() while another thread's call runs in libfsps waits for it
+    instead of freeing the client under it; later calls are refused."""
+    import time
+    c = fsps.Client(cluster().addr, timeout=1.5, interruptible=interruptible)
+    c.declare(small_spec(init="zeros"))
+    errors = []
+
+    def blocked():
+        try:
+            c.gather(0, min_version=1)  # no one pushes: times out
+        except fsps.Error as e:
+            errors.append(e)
+    t = threading.Thread(target=blocked)
+    t.start()
+    time.sleep(0.3)
+    c.close()
+    assert not t.is_alive()
+    t.join()
+    assert [type(e) for e in errors] == [fsps.DeadlineExceeded]
+    with pytest.raises(fsps.FailedPrecondition, match="closed"):
+        c.gather(0)
+
+
+def test_push_keeps_its_array_through_an_interrupted_call(client):
+    """A push is in flight once fsps_push started it: its gradient must
+    stay referenced even if Ctrl-C lands before the call returned."""
+    import weakref
+    runner, real_call = client._runner, client._runner.call
+
+    def interrupted(fn, *args):
+        real_call(fn, *args)
+        raise KeyboardInterrupt  # as if SIGINT came as fsps_push returned
+    runner.call = interrupted
+    grad = np.ones(16, dtype=np.float32)
+    alive = weakref.ref(grad)
+    try:  # not pytest.raises, whose traceback would keep grad alive
+        client.push(0, 0, grad)
+    except KeyboardInterrupt:
+        pass
+    else:
+        pytest.fail("no KeyboardInterrupt")
+    del runner.call
+    del grad
+    assert alive() is not None
+    client.close()
+
+
+def test_background_close_keeps_the_pushed_arrays(cluster):
+    """After an interrupted call, close() returns at once and the client
+    is closed behind the call; the arrays of pushes in flight must live
+    until then, even when the Client object is gone."""
+    import gc
+    import weakref
+    c = fsps.Client(cluster().addr, timeout=3)
+    c.declare(small_spec(init="zeros"))
+    grad = np.ones(16, dtype=np.float32)
+    alive = weakref.ref(grad)
+    c.push(0, 0, grad)
+    del grad
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        c.gather(0, min_version=2)
+    thread = c._runner._thread
+    c.close()
+    del c
+    gc.collect()
+    assert thread.is_alive() and alive() is not None
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+def test_a_call_does_not_keep_its_arrays(client):
+    """Once gather returned, its out array is the caller's alone (the
+    runner's thread must not hold it until the next call)."""
+    import weakref
+    out = np.empty(16, dtype=np.float32)
+    client.gather(0, out=out)
+    alive = weakref.ref(out)
+    del out
+    assert alive() is None
+
+
+def test_ctrl_c_interrupts_close_waiting_for_pushes(cluster):
+    """close() waits for pushes in flight; with their server stopped that
+    is the whole timeout, which Ctrl-C cuts short like any blocking call."""
+    import time
+    servers = cluster()
+    c = fsps.Client(servers.addr, timeout=6, retries=0)
+    c.declare(small_spec(init="zeros"))
+    os.kill(servers.procs[0].pid, signal.SIGSTOP)
+    try:
+        c.push(0, 0, np.ones(16, dtype=np.float32))
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            c.close()
+        assert time.monotonic() - start < 3
+        assert c.closed
+    finally:
+        os.kill(servers.procs[0].pid, signal.SIGCONT)
+    c._runner._thread.join(timeout=30)
+
+
+def test_copies_of_a_view_check_it_and_outlive_it(client):
+    """copy.copy and copy.deepcopy go past View.__getattribute__: they
+    must still refuse a stale view (after close() its buffer is freed:
+    copying it crashed), and copies of a valid one, like astype's, own
+    their data and stay usable after the lease."""
+    import copy
+    with client.step(0):
+        w = client.forward(0)
+        copies = [copy.copy(w), copy.deepcopy(w), w.astype(np.float64),
+                  w.flatten()]
+        client.forward_done(0)
+        for made in copies:
+            assert np.array_equal(made, ramp(16))
+        for copier in (copy.copy, copy.deepcopy):
+            with pytest.raises(fsps.StaleView):
+                copier(w)
+
+
+
+def test_odd_arguments_get_clear_errors(client):
+    """Values C would truncate, or Python could not convert, are refused
+    with the reason (not an OverflowError, IndexError or a numpy error),
+    and nothing reaches libfsps."""
+    spec = fsps.Spec()
+    with pytest.raises(fsps.InvalidArgument, match="NUL"):
+        spec.add_layer("fc\0x")  # C would name it "fc"
+    spec.add_layer("fc")
+    with pytest.raises(fsps.InvalidArgument, match="NUL"):
+        spec.add_tensor("w\0", 2)
+    with pytest.raises(fsps.InvalidArgument, match="2\\*\\*64"):
+        spec.add_tensor("w", (2 ** 70,))
+    with pytest.raises(fsps.InvalidArgument, match="range"):
+        spec.add_tensor("w", 2, init="constant", a=10 ** 400)
+    with pytest.raises(fsps.InvalidArgument, match="NUL"):
+        fsps.Client("127.0.0.1:1" + "\0junk")
+    for timeout in (float("inf"), 1e300):
+        with pytest.raises(fsps.InvalidArgument, match="timeout"):
+            fsps.Client("127.0.0.1:1", timeout=timeout)
+    with pytest.raises(fsps.InvalidArgument, match="mode"):
+        fsps.Client("127.0.0.1:1", mode=["bsp"])
+    with pytest.raises(fsps.InvalidArgument, match="outside"):
+        client.gather(0, offset=20)  # past the end: count would be < 0
+    raw = np.zeros(17 * 4, dtype=np.uint8)
+    unaligned = np.frombuffer(raw.data, dtype=np.float32, count=16, offset=1)
+    with pytest.raises(fsps.InvalidArgument, match="aligned"):
+        client.gather(0, out=unaligned)
+    with pytest.raises(fsps.InvalidArgument, match="aligned"):
+        client.set_values(0, unaligned)
+
+
+def test_layers_added_after_declare_are_not_the_models(client):
+    """The client serves the model as declared: a layer added to the Spec
+    afterwards is out of range (it was an IndexError)."""
+    client.spec.add_layer("fc3", {"w": 2})
+    with pytest.raises(fsps.InvalidArgument, match="layer 2 is out of range"):
+        client.gather(2)
+
+
+def test_a_refused_builder_call_says_why_and_that_it_sticks():
+    """libfsps refuses some values Python lets through (nesterov 0.5);
+    the error must give its reason, and say the spec keeps it, since
+    every later validate() and declare() fails with it."""
+    spec = small_spec()
+    with pytest.raises(fsps.InvalidArgument, match="expected 0 or 1.*new"):
+        spec.set_param("nesterov", 0.5)
+    spec.set_param("nesterov", 1)  # accepted, but the spec stays refused
+    with pytest.raises(fsps.InvalidArgument, match="nesterov"):
+        spec.validate()
+    with pytest.raises(fsps.InvalidArgument, match="earlier.*nesterov"):
+        spec.set_param("step_size", 1.5)
