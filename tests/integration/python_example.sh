@@ -5,18 +5,8 @@
 # python_example.sh SOURCE_DIR
 set -euo pipefail
 src=$1
-dir=$(mktemp -d)
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
-for i in 0 1; do
-  "$FSPS_SERVER" --listen 127.0.0.1:0 --port-file "$dir/port$i" \
-    --num-servers 2 --index $i --log-level warn &
-  pids+=($!)
-done
-for i in 0 1; do
-  for _ in $(seq 400); do [ -s "$dir/port$i" ] && break; sleep 0.05; done
-done
-servers="127.0.0.1:$(cat "$dir/port0"),127.0.0.1:$(cat "$dir/port1")"
+source "$(dirname "$0")/servers.sh"
+start_servers 2 1
 out=$(cd "$dir" && /usr/bin/python3 "$src/examples/quickstart.py" --servers "$servers")
 echo "$out"
 grep -qx "version 60: weight \[ 2.  -1.   0.5  3. \], bias 1.00" <<<"$out" ||

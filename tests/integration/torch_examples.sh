@@ -5,18 +5,8 @@
 # Usage (FSPS_SERVER, FSPS_LIBRARY, PYTHONPATH set): torch_examples.sh SRC
 set -euo pipefail
 src=$1
-dir=$(mktemp -d)
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
-for i in 0 1; do
-  "$FSPS_SERVER" --listen 127.0.0.1:0 --port-file "$dir/port$i" \
-    --num-servers 2 --index $i --workers 2 --log-level warn &
-  pids+=($!)
-done
-for i in 0 1; do
-  for _ in $(seq 400); do [ -s "$dir/port$i" ] && break; sleep 0.05; done
-done
-servers="127.0.0.1:$(cat "$dir/port0"),127.0.0.1:$(cat "$dir/port1")"
+source "$(dirname "$0")/servers.sh"
+start_servers 2 2
 for r in 0 1; do
   /usr/bin/python3 "$src/examples/torch_char_lm.py" --servers "$servers" \
     --rank $r --world 2 --steps 120 >"$dir/out$r" &
