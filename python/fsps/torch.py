@@ -188,32 +188,32 @@ def find_units(module, wrap=None):
     unit, e.g. leave both to the root)."""
     wrap = wrap or children_policy(module)
     names = {id(p): n for n, p in module.named_parameters()}
-    owner = {}
-    units = []
+    order, unit_of = [], {}  # unit modules children first; param -> unit
 
-    def visit(prefix, m, is_root):
-        for child_name, child in m.named_children():
-            visit(prefix + child_name + ".", child, False)
-        if not (is_root or wrap(m)):
-            return
-        inside = set(map(id, m.modules()))
-        params = []
-        for _, p in m.named_parameters():
+    def visit(m, unit, is_root):
+        if is_root or wrap(m):
+            unit = m
+        for child in m.children():
+            visit(child, unit, False)
+        if unit is m:
+            order.append(m)
+        for p in m.parameters(recurse=False):
             if not p.requires_grad:
                 continue
-            if id(p) in owner:
-                if id(owner[id(p)]) not in inside:
-                    raise ValueError(
-                        "parameter %r is shared by two wrap units (tied "
-                        "weights): pass a wrap policy that keeps all its "
-                        "users in one unit" % names[id(p)])
-                continue
-            owner[id(p)] = m
-            params.append((names[id(p)], p))
-        if params:
-            units.append(Unit(len(units), prefix.rstrip("."), m, params))
+            if unit_of.setdefault(id(p), unit) is not unit:
+                raise ValueError(
+                    "parameter %r is used by modules of two wrap units "
+                    "(tied weights): pass a wrap policy that keeps all its "
+                    "users in one unit" % names[id(p)])
 
-    visit("", module, True)
+    visit(module, None, True)
+    qualified = {id(m): n for n, m in module.named_modules()}
+    units = []
+    for m in order:
+        params = [(names[id(p)], p) for p in _unique(module.parameters())
+                  if unit_of.get(id(p)) is m]
+        if params:
+            units.append(Unit(len(units), qualified[id(m)], m, params))
     if not units:
         raise ValueError("the module has no trainable parameters to shard")
     for u in units:
@@ -222,6 +222,14 @@ def find_units(module, wrap=None):
                 raise ValueError("parameter %r is %s: fsps shards float32 "
                                  "parameters" % (name, p.dtype))
     return units
+
+
+def _unique(params):
+    seen = set()
+    for p in params:
+        if id(p) not in seen:
+            seen.add(id(p))
+            yield p
 
 
 def spec_for(units, optimizer, schedule=None):

@@ -160,6 +160,10 @@ def test_bad_modules_are_refused():
         ft.find_units(torch.nn.ReLU())
     with pytest.raises(ValueError, match="tied"):
         ft.find_units(TinyLM(vocab=20))
+    with pytest.raises(ValueError, match="embed.weight.*tied"):
+        # the embedding a unit, the head (same weight) left to the root
+        ft.find_units(TinyLM(vocab=20),
+                      wrap=ft.wrap_classes(torch.nn.Embedding))
     with pytest.raises(ValueError, match="float32"):
         ft.find_units(torch.nn.Linear(2, 2).double())
     with pytest.raises(fsps.InvalidArgument, match="RMSprop"):
