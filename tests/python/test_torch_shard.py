@@ -255,3 +255,16 @@ def test_unused_unit_gets_a_zero_gradient(cluster):
         after = model.full_state_dict()
         assert torch.equal(after["b.weight"], start["b.weight"])
         assert not torch.equal(after["a.weight"], start["a.weight"])
+
+
+@pytest.mark.parametrize("options", [{"prefetch": 2},
+                                     {"reshard_after_forward": False},
+                                     {"prefetch": 0}])
+def test_scheduling_options_change_nothing(cluster, options):
+    """Prefetch depth and resharding decide when units are gathered and
+    freed, never what is computed: bit-identical to the defaults."""
+    case = lm_case(8)
+    runs = [train_sharded(cluster(2, 2, "--deterministic").addr, *case, 8,
+                          2, "adam", **kw) for kw in ({}, options)]
+    for name, value in runs[0].items():
+        assert torch.equal(value, runs[1][name]), name
