@@ -18,6 +18,10 @@ PACKAGES=(
   # (libFuzzer and the sanitizer runtimes, only recommended by clang) and
   # llvm-symbolizer, which puts file:line in sanitizer reports
   clang libclang-rt-dev llvm
+  # /metrics on fsps-server and fsps-worker is served by libmicrohttpd (no
+  # hand-written HTTP); the tests check every scrape with promtool, which
+  # ships in Debian's prometheus package
+  libmicrohttpd-dev prometheus
 )
 
 missing=()

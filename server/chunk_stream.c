@@ -12,6 +12,8 @@ void server_chunks_start(service *svc, rpc_call *call) {
     server_service_reject(svc, call, FSPS_RESOURCE_EXHAUSTED, "out of memory");
     return;
   }
+  if (svc->m != NULL)
+    cs->t0 = metrics_now_s();
   rpc_call_set_user(call, cs);
 }
 
@@ -70,6 +72,7 @@ static int chunk(service *svc, chunk_stream *cs, const chunk_kind *k,
       store_push_chunk(&cs->p, h.v[k->offset_field], count, err, errlen);
   if (dst == NULL)
     return FSPS_INVALID_ARGUMENT;
+  metrics_add(SM(svc->m, rx_bytes), bytes);
   bool nonfinite = false;
   rpc_msg_copy_payload_each(msg, dst, scan_piece, &nonfinite);
   /* Only a chunk with NaN/Inf takes the method's full check, which

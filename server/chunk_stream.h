@@ -11,6 +11,7 @@ typedef struct {
   store_push p; /* the staging (store_push_begin, store_values_begin) */
   bool begun;
   uint32_t layer;
+  double t0; /* metrics_now_s() at the call's start, with metrics on */
 } chunk_stream;
 
 /* What a method makes of its stream. The functions return FSPS_OK or an

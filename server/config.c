@@ -41,6 +41,11 @@ static const char usage[] =
     "                       [FSPS_GRACE_MS] (5000)\n"
     "  --port-file PATH     write the bound port here once listening\n"
     "                       [FSPS_PORT_FILE]\n"
+    "  --metrics-listen ADDR serve Prometheus metrics at http://ADDR/metrics\n"
+    "                       (host:port; port 0 picks a free one) [FSPS_METRICS_LISTEN]\n"
+    "                       (off)\n"
+    "  --metrics-port-file PATH  write the metrics port here once listening\n"
+    "                       [FSPS_METRICS_PORT_FILE]\n"
     "  --checkpoint-dir DIR restore the newest valid checkpoint from DIR at\n"
     "                       start; write one on the Checkpoint call and on\n"
     "                       SIGTERM [FSPS_CHECKPOINT_DIR]\n"
@@ -89,6 +94,8 @@ enum {
   OPT_ON_WORKER_TIMEOUT,
   OPT_REPLY_DROPS,
   OPT_CKPT_DELAY,
+  OPT_METRICS_LISTEN,
+  OPT_METRICS_PORT_FILE,
   OPT_HELP,
   OPT_VERSION,
 };
@@ -114,6 +121,8 @@ static const struct option options[] = {
     {"on-worker-timeout", required_argument, NULL, OPT_ON_WORKER_TIMEOUT},
     {"inject-reply-drops", required_argument, NULL, OPT_REPLY_DROPS},
     {"inject-checkpoint-delay-ms", required_argument, NULL, OPT_CKPT_DELAY},
+    {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
+    {"metrics-port-file", required_argument, NULL, OPT_METRICS_PORT_FILE},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -140,6 +149,8 @@ static const char *env_names[] = {
     "FSPS_ON_WORKER_TIMEOUT",
     "FSPS_INJECT_REPLY_DROPS",
     "FSPS_INJECT_CHECKPOINT_DELAY_MS",
+    "FSPS_METRICS_LISTEN",
+    "FSPS_METRICS_PORT_FILE",
 };
 _Static_assert(sizeof env_names / sizeof env_names[0] == OPT_HELP - OPT_LISTEN,
                "one environment variable per option, in the enum's order");
@@ -285,6 +296,16 @@ static int set_word(int opt, const char *v, server_config *c) {
 
 /* set applies one option's value; -1 when the value is not acceptable. */
 static int set(int opt, const char *v, server_config *c) {
+  if (opt == OPT_METRICS_LISTEN || opt == OPT_METRICS_PORT_FILE) {
+    char *dst = opt == OPT_METRICS_LISTEN ? c->metrics_listen
+                                          : c->metrics_port_file;
+    size_t cap = opt == OPT_METRICS_LISTEN ? sizeof c->metrics_listen
+                                           : sizeof c->metrics_port_file;
+    if (strlen(v) >= cap)
+      return -1;
+    strcpy(dst, v);
+    return 0;
+  }
   if (opt == OPT_LISTEN || opt == OPT_PORT_FILE || opt == OPT_CKPT_DIR) {
     char *dst = opt == OPT_LISTEN      ? c->listen
                 : opt == OPT_PORT_FILE ? c->port_file

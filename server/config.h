@@ -27,6 +27,8 @@ typedef struct {
   bool timeout_proceed;      /* else the waiting calls fail */
   double reply_drops;        /* testing: lose this share of push replies */
   uint32_t ckpt_delay_ms;    /* testing: each checkpoint file takes longer */
+  char metrics_listen[256];  /* "" : no /metrics endpoint */
+  char metrics_port_file[1024];
 } server_config;
 
 /* server_config_parse fills c from the environment (FSPS_LISTEN, ...) and then

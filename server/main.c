@@ -170,6 +170,27 @@ static int serve(server_config *cfg, service *svc) {
   return rc;
 }
 
+/* start_metrics serves /metrics with --metrics-listen, before anything
+ * else serves: a bad address stops the server before it starts. */
+static int start_metrics(const server_config *cfg, service *svc) {
+  if (!cfg->metrics_listen[0])
+    return 0;
+  char err[512];
+  svc->m = server_metrics_create(svc->st, cfg);
+  if (svc->m == NULL) {
+    LOGE("out of memory for metrics");
+    return 1;
+  }
+  store_set_metrics(svc->st, svc->m);
+  if (server_metrics_listen(svc->m, cfg, err, sizeof err) != 0) {
+    LOGE("%s", err);
+    return 1;
+  }
+  LOGI("metrics on http://%s/metrics (port %d)", cfg->metrics_listen,
+       metrics_http_port(svc->m->http));
+  return 0;
+}
+
 /* incarnation draws this process's random, non-zero identity. */
 static uint64_t incarnation(void) {
   uint64_t v = 0;
@@ -199,10 +220,13 @@ int main(int argc, char **argv) {
     LOGE("out of memory");
     return 1;
   }
-  rc = restore(&cfg, &svc);
+  rc = start_metrics(&cfg, &svc);
+  if (rc == 0)
+    rc = restore(&cfg, &svc);
   if (rc == 0)
     rc = serve(&cfg, &svc);
   ckpt_destroy(svc.ck);
+  server_metrics_destroy(svc.m); /* before the store its scrapes read */
   store_destroy(svc.st);
   return rc;
 }

@@ -18,6 +18,8 @@ typedef struct {
   fbuf *params;
   uint64_t version;
   uint64_t slice_off, next, end; /* layer coordinates */
+  server_metrics *m;             /* NULL: metrics off */
+  double t0;                     /* metrics_now_s() at the start */
 } pull_state;
 
 static void release_params(void *arg) {
@@ -27,6 +29,8 @@ static void release_params(void *arg) {
 /* send_next sends the next chunk, or finishes once all are sent. */
 static void send_next(pull_state *ps) {
   if (ps->next >= ps->end) {
+    if (ps->m != NULL)
+      metrics_observe(ps->m->pull_seconds, metrics_now_s() - ps->t0);
     rpc_call_finish(ps->call, NULL, FSPS_OK, NULL);
     return;
   }
@@ -39,6 +43,7 @@ static void send_next(pull_state *ps) {
   rpc_hdr_set(&h, WIRE_PULL_OFFSET, ps->next);
   const float *data = ps->params->data + (ps->next - ps->slice_off);
   ps->next += len;
+  metrics_add(SM(ps->m, tx_bytes), len * sizeof(float));
   store_fbuf_ref(ps->params);
   rpc_call_send_tensor(ps->call, &h, data, len * sizeof(float), release_params,
                        ps->params);
@@ -105,6 +110,7 @@ void server_pull_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   ProtobufCMessage *m;
   rpc_status st;
   atomic_fetch_add(&svc->pulls, 1);
+  metrics_add(SM(svc->m, pulls), 1);
   if (rpc_msg_unpack(msg, &fsps__v1__pull_request__descriptor, &m, &st)) {
     server_service_reject(svc, call, st.code, st.msg);
     return;
@@ -120,6 +126,9 @@ void server_pull_start(rpc_call *call, rpc_msg *msg, void *ctx) {
     return;
   }
   ps->call = call;
+  ps->m = svc->m;
+  if (ps->m != NULL)
+    ps->t0 = metrics_now_s();
   rpc_call_set_user(call, ps);
   rpc_call_ref(call); /* held by the waiter list if the pull parks */
   rc = store_pull(ps->layer, &ps->w, &ps->params, &ps->version);

@@ -12,6 +12,7 @@ void server_push_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   (void)msg;
   service *svc = ctx;
   atomic_fetch_add(&svc->pushes, 1);
+  metrics_add(SM(svc->m, pushes), 1);
   server_chunks_start(svc, call);
 }
 
@@ -75,6 +76,9 @@ static void ack(void *arg, bool duplicate, bool applied, uint64_t version) {
                     "reply dropped on purpose (--inject-reply-drops)");
     return;
   }
+  metrics_add(duplicate ? SM(a->svc->m, pushes_duplicate)
+                        : SM(a->svc->m, pushes_counted),
+              1);
   Fsps__V1__PushReply reply = FSPS__V1__PUSH_REPLY__INIT;
   reply.version = version;
   reply.duplicate = duplicate;
@@ -91,6 +95,8 @@ static void finish(service *svc, rpc_call *call, chunk_stream *ps) {
     server_service_reject(svc, call, rc, err);
     return;
   }
+  if (svc->m != NULL)
+    metrics_observe(svc->m->push_seconds, metrics_now_s() - ps->t0);
   if (nonfinite)
     LOGW("zeroed %" PRIu64 " NaN/Inf gradient elements of layer %u from "
          "worker %u (--nan-policy skip)",

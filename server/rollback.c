@@ -172,6 +172,8 @@ static void run(service *svc, rpc_call *call, void *arg) {
   Fsps__V1__RollbackReply r = FSPS__V1__ROLLBACK_REPLY__INIT;
   int rc = perform(svc, req, &r, src, sizeof src, err, sizeof err);
   if (rc == FSPS_OK && r.layers_restored)
+    metrics_add(SM(svc->m, rollbacks), 1);
+  if (rc == FSPS_OK && r.layers_restored)
     LOGW("rolled back %u layers to version %" PRIu64 " from %s",
          r.layers_restored, req->version, src);
   uint64_t version = req->version;

@@ -14,6 +14,7 @@
 void server_service_reject(service *svc, rpc_call *call, int code,
                            const char *msg) {
   atomic_fetch_add(&svc->rejected, 1);
+  server_metrics_reject(svc->m, code);
   LOGD("refused a request: %s: %s", fsps_err_name(code), msg);
   rpc_call_finish(call, NULL, code, msg);
 }

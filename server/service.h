@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "rpc.h"
+#include "smetrics.h"
 #include "store.h"
 #include "wire.h"
 
@@ -18,6 +19,7 @@ struct ckpt;
 typedef struct {
   store *st;
   struct ckpt *ck; /* NULL without --checkpoint-dir */
+  server_metrics *m; /* NULL without --metrics-listen */
   atomic_ullong pulls, pushes, rejected;
   uint64_t incarnation; /* random, drawn at start (StatusReply) */
   rpc_method methods[SERVICE_METHODS]; /* see server_service_methods */

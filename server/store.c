@@ -255,6 +255,14 @@ int store_init(store *st, shard_spec *spec, const void *blob, size_t bloblen,
   return rc;
 }
 
+void store_set_metrics(store *st, struct server_metrics *m) {
+  st->metrics = m;
+}
+
+struct server_metrics *store_metrics(const store *st) {
+  return st->metrics;
+}
+
 bool store_ready(const store *st) {
   return atomic_load(&st->ready);
 }

@@ -270,6 +270,11 @@ void store_snapshot_release(store_layer *L);
  * then holds its values (at version 0 they are kept as the given ones). */
 void store_restore_layer(store_layer *L, const float *data, uint64_t version);
 
+/* store_set_metrics makes the store time its sums and optimizer steps
+ * into m (NULL: off). Set before serving; store_metrics returns it. */
+struct server_metrics;
+void store_set_metrics(store *st, struct server_metrics *m);
+struct server_metrics *store_metrics(const store *st);
 /* store_fbuf_ref / store_fbuf_unref manage published parameter buffers. */
 void store_fbuf_ref(fbuf *b);
 void store_fbuf_unref(fbuf *b);

@@ -76,6 +76,7 @@ struct store {
   uint64_t every;
   void (*snap_hook)(void *arg, uint32_t layer, uint64_t version);
   void *snap_arg;
+  struct server_metrics *metrics; /* NULL: off (store_set_metrics) */
 };
 
 /* store_floats is the number of floats of L's checkpoint data: its slice

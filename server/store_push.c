@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "smetrics.h"
 #include "store_int.h"
 
 void store_slot_release(slot *s, uint32_t W) {
@@ -219,6 +220,17 @@ int store_spare_ready(store_layer *L) {
                                                              : FSPS_NOMEM;
 }
 
+/* tic reads the clock for toc, which adds the seconds since to a metric;
+ * with the store's metrics off neither reads the clock. */
+static double tic(const store *st) {
+  return st->metrics != NULL ? metrics_now_s() : 0.0;
+}
+
+static void toc(metrics_series *s, double t0) {
+  if (s != NULL)
+    metrics_add_f(s, metrics_now_s() - t0);
+}
+
 /* apply runs the optimizer on the layer with the step's summed gradient.
  * Parameters still being sent by pulls are copied first (into the buffer
  * store_spare_ready took), never changed under them. Called with L->mu held. */
@@ -232,8 +244,10 @@ static void apply(store_layer *L, const float *grad, uint32_t contributors) {
     L->spare = NULL;
   }
   double lr = optim_schedule_lr(&st->sched, st->ocfg.lr, L->version);
+  double t0 = tic(st);
   optim_step(&st->ocfg, L->version + 1, lr, 1.0f / (float)contributors,
              L->cur->data, grad, L->state, L->cnt);
+  toc(SM(st->metrics, optim_seconds), t0);
   L->version++;
   L->version_ns = store_now_ns();
   L->timed_out = false;
@@ -278,7 +292,10 @@ static bool slot_complete(const store_layer *L, uint64_t k) {
 void store_advance(store_layer *L) {
   while (slot_complete(L, 0)) {
     slot *s = &L->slots[L->version % L->nslots];
-    apply(L, slot_sum(L, s), s->count);
+    double t0 = tic(L->st);
+    const float *sum = slot_sum(L, s);
+    toc(SM(L->st->metrics, sum_seconds), t0);
+    apply(L, sum, s->count);
     store_slot_release(s, L->st->cfg.workers);
   }
 }
@@ -324,7 +341,9 @@ static int count(store_push *p, ack a) {
   } else if (s->acc == NULL) {
     s->acc = p->buf;
   } else {
+    double t0 = tic(L->st);
     add_into(s->acc->data, p->buf->data, L->cnt);
+    toc(SM(L->st->metrics, sum_seconds), t0);
     store_fbuf_unref(p->buf);
   }
   p->buf = NULL;
