@@ -164,9 +164,17 @@ int main(int argc, char **argv) {
   /* gRPC's receive buffers then reuse pages already faulted in. */
   fsps_tune_malloc();
   trainer t = {.opts = &o};
+  /* Metrics first: a bad address stops the worker before it starts. */
+  if (o.metrics_listen[0] &&
+      (t.metrics = worker_metrics_start(o.metrics_listen, o.metrics_port_file,
+                                        err, sizeof err)) == NULL) {
+    fprintf(stderr, "fsps-worker %u: %s\n", o.rank, err);
+    return 1;
+  }
   rc = run(&t, err, sizeof err);
   if (rc != 0)
     fprintf(stderr, "fsps-worker %u: %s\n", o.rank, err);
   cleanup(&t);
+  worker_metrics_stop(t.metrics);
   return rc;
 }

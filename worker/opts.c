@@ -91,6 +91,13 @@ static const opt_def defs[] = {
      F(timeout_ms), 1, 1e9},
     {"dump", "FSPS_DUMP", "write the final parameters to this file", T_STR,
      F(dump), 0, 0},
+    {"metrics-listen", "FSPS_METRICS_LISTEN",
+     "serve Prometheus metrics at http://ADDR/metrics (host:port; port 0 "
+     "picks a free one; off)",
+     T_STR, F(metrics_listen), 0, 0},
+    {"metrics-port-file", "FSPS_METRICS_PORT_FILE",
+     "write the metrics port here once listening", T_STR,
+     F(metrics_port_file), 0, 0},
 };
 
 #define NDEFS (sizeof defs / sizeof defs[0])

@@ -30,6 +30,8 @@ typedef struct {
   double progress_secs;
   int64_t timeout_ms;
   char dump[1024]; /* write the final parameters here */
+  char metrics_listen[256];     /* "": no /metrics endpoint */
+  char metrics_port_file[1024]; /* where the metrics port is written */
 } worker_opts;
 
 /* opts_parse fills o from FSPS_* variables, then argv. Returns 0 to run,

@@ -382,6 +382,29 @@ static void progress(trainer *t, uint32_t epoch, uint32_t k, uint32_t steps,
   t->last_report = now;
 }
 
+/* set_metrics publishes the trainer's figures after a step (on the
+ * trainer thread: libfsps's counters are read only from here). */
+static void set_metrics(trainer *t, uint64_t steps, uint32_t epoch) {
+  worker_metrics *m = t->metrics;
+  if (m == NULL)
+    return;
+  double el = now_s() - t->start;
+  metrics_set(m->step, (double)steps);
+  metrics_set(m->epoch, epoch + 1);
+  metrics_set(m->samples, (double)t->samples);
+  metrics_set(m->rate, el > 0 ? (double)t->samples / el : 0);
+  metrics_set(m->loss, t->loss_n ? t->loss_sum / t->loss_n : t->last_loss);
+  metrics_set(m->wait_seconds, wait_s(t));
+  metrics_set(m->wait_fraction, el > 0 ? wait_s(t) / el : 0);
+  if (t->client == NULL)
+    return;
+  uint64_t gathered, pushed;
+  fsps_bytes_moved(t->client, &gathered, &pushed);
+  metrics_set(m->gathered, (double)gathered);
+  metrics_set(m->pushed, (double)pushed);
+  metrics_set(m->peak_buffer, (double)fsps_peak_buffer_bytes(t->client));
+}
+
 static void epoch_end(trainer *t, uint32_t epoch, uint64_t version) {
   t->final_loss = t->loss_n ? t->loss_sum / t->loss_n : t->last_loss;
   t->loss_sum = 0;
@@ -389,6 +412,8 @@ static void epoch_end(trainer *t, uint32_t epoch, uint64_t version) {
   if (t->opts->rank != 0 || !t->opts->eval || t->test.n == 0 || t->opts->local)
     return;
   t->evaluated = train_evaluate(t, version, &t->accuracy) == FSPS_OK;
+  if (t->evaluated && t->metrics != NULL)
+    metrics_set(t->metrics->accuracy, t->accuracy);
   if (t->evaluated)
     fprintf(stderr, "worker 0: epoch %u test accuracy %.4f\n", epoch + 1,
             t->accuracy);
@@ -424,7 +449,10 @@ static bool recoverable(int rc) {
 static int recover(trainer *t, uint64_t g, uint64_t *next) {
   fprintf(stderr, "worker %u: step %" PRIu64 " failed: %s; recovering\n",
           t->opts->rank, g, fsps_last_error(t->client));
+  metrics_add(t->metrics ? t->metrics->failures : NULL, 1);
   int rc = fsps_recover(t->client, next);
+  if (rc == FSPS_OK)
+    metrics_add(t->metrics ? t->metrics->recoveries : NULL, 1);
   if (rc == FSPS_OK)
     fprintf(stderr, "worker %u: going on from step %" PRIu64 "\n",
             t->opts->rank, *next);
@@ -469,6 +497,7 @@ int train_run(trainer *t) {
       t->warm_samples = t->samples;
     }
     bool last = k + 1 == steps || g == t->total_steps;
+    set_metrics(t, g, e);
     progress(t, e, k + 1, steps, last);
     if (last) {
       epoch_end(t, e, min_version_after(t, g));

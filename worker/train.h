@@ -11,6 +11,7 @@
 #include "data.h"
 #include "mlp.h"
 #include "opts.h"
+#include "wmetrics.h"
 
 typedef struct {
   const worker_opts *opts;
@@ -33,6 +34,7 @@ typedef struct {
   bool evaluated;
   double loss_sum, last_loss, final_loss, accuracy;
   uint64_t loss_n;
+  worker_metrics *metrics; /* NULL without --metrics-listen */
 } trainer;
 
 /* train_spec builds the fsps model spec of an MLP with widths w: layer l
