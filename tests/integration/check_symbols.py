@@ -24,6 +24,7 @@ PREFIXES = {
     "libfsps_server_core.a": ("server_", "store_", "ckpt_"),
     "libfsps_server_files.a": ("server_", "ckpt_"),
     "libfsps_worker_core.a": ("worker_",),
+    "libfsps_metrics.a": ("metrics_",),
     "libfsps_test_cluster.a": ("test_cluster_",),
 }
 
