@@ -1,7 +1,8 @@
 /* wire.c: bench/wire — GB/s of gathering and pushing one layer through real
  * fsps-server processes on loopback, beside a raw TCP baseline that moves
  * the same bytes with the same request/response pattern over plain sockets
- * (large writes) in the same run. One JSON object per line. */
+ * (large writes) in the same run; with --metrics, also servers serving
+ * /metrics, beside the same servers without. One JSON object per line. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -147,8 +148,13 @@ typedef struct {
   uint64_t step;
 } fsps_bench;
 
-static int fsps_setup(fsps_bench *b, int S, uint64_t n) {
-  if (test_cluster_start(&b->cl, S, 1, NULL) != 0)
+/* With metrics on, the servers serve /metrics (nothing scrapes them here:
+ * what is measured is the cost of counting on the hot path). */
+static const char *const metrics_flags[] = {"--metrics-listen", "127.0.0.1:0",
+                                            NULL};
+
+static int fsps_setup(fsps_bench *b, int S, uint64_t n, bool metrics) {
+  if (test_cluster_start(&b->cl, S, 1, metrics ? metrics_flags : NULL) != 0)
     return -1;
   fsps_options o;
   fsps_options_init(&o);
@@ -190,6 +196,7 @@ static double fsps_time(fsps_bench *b, int op, float *buf) {
 
 typedef struct {
   int reps;
+  bool metrics; /* also time servers with --metrics-listen, interleaved */
   int sizes[8], nsizes;
   int servers[4], nservers;
 } bench_opts;
@@ -203,36 +210,63 @@ static void report(const char *op, size_t bytes, int S, double t,
   fflush(stdout);
 }
 
+static void report_metrics(const char *op, size_t bytes, int S, double off,
+                           double on) {
+  double g_off = (double)bytes / off / 1e9, g_on = (double)bytes / on / 1e9;
+  printf("{\"bench\":\"wire\",\"op\":\"%s\",\"bytes\":%zu,\"servers\":%d,"
+         "\"gbps_metrics_off\":%.3f,\"gbps_metrics_on\":%.3f,"
+         "\"on_off_ratio\":%.3f}\n",
+         op, bytes, S, g_off, g_on, g_on / g_off);
+  fflush(stdout);
+}
+
+/* measure times each op on raw TCP, on fsps and (--metrics) on fsps with
+ * metrics on, interleaved so that all see the same machine state. */
 static void measure(const bench_opts *o, int S, size_t bytes, int *fds,
-                    fsps_bench *fb, char *buf) {
+                    fsps_bench *fb, fsps_bench *fm, char *buf) {
   static const int ops[2] = {OP_PULL, OP_PUSH};
   for (int k = 0; k < 2; k++) {
-    double tr[64], tf[64];
+    double tr[64], tf[64], tm[64];
     raw_time(fds, S, ops[k], buf, bytes); /* warm-up */
     fsps_time(fb, ops[k], (float *)buf);
-    /* Interleave the two so both see the same machine state. */
+    if (o->metrics)
+      fsps_time(fm, ops[k], (float *)buf);
     for (int r = 0; r < o->reps; r++) {
       tr[r] = raw_time(fds, S, ops[k], buf, bytes);
+      /* Which of off and on goes first alternates, so neither always
+       * follows the raw baseline. */
+      if (o->metrics && r % 2)
+        tm[r] = fsps_time(fm, ops[k], (float *)buf);
       tf[r] = fsps_time(fb, ops[k], (float *)buf);
+      if (o->metrics && r % 2 == 0)
+        tm[r] = fsps_time(fm, ops[k], (float *)buf);
     }
-    report(ops[k] == OP_PULL ? "pull" : "push", bytes, S, median(tf, o->reps),
-           median(tr, o->reps));
+    const char *name = ops[k] == OP_PULL ? "pull" : "push";
+    double off = median(tf, o->reps);
+    report(name, bytes, S, off, median(tr, o->reps));
+    if (o->metrics)
+      report_metrics(name, bytes, S, off, median(tm, o->reps));
   }
 }
 
 static int run_size(const bench_opts *o, int S, size_t bytes, char *buf) {
   int fds[MAX_S], ports[MAX_S];
   pid_t pids[MAX_S];
-  fsps_bench fb = {0};
+  fsps_bench fb = {0}, fm = {0};
   for (int s = 0; s < S; s++) {
     pids[s] = raw_server(bytes, &ports[s]);
     fds[s] = raw_connect(ports[s]);
   }
-  int rc = fsps_setup(&fb, S, bytes / 4);
+  int rc = fsps_setup(&fb, S, bytes / 4, false);
+  if (rc == 0 && o->metrics)
+    rc = fsps_setup(&fm, S, bytes / 4, true);
   if (rc == 0)
-    measure(o, S, bytes, fds, &fb, buf);
+    measure(o, S, bytes, fds, &fb, &fm, buf);
   fsps_close(fb.c);
+  fsps_close(fm.c);
   test_cluster_stop(&fb.cl);
+  if (fm.cl.n > 0)
+    test_cluster_stop(&fm.cl);
   /* Close every connection before waiting: raw server s+1 was forked while
    * fds[0..s] were open and holds copies, so server s sees EOF only once
    * its later siblings have exited too. */
@@ -261,7 +295,9 @@ static int parse(int argc, char **argv, bench_opts *o) {
                     .nservers = 2};
   for (int i = 1; i < argc; i++) {
     const char *v = i + 1 < argc ? argv[i + 1] : "";
-    if (!strcmp(argv[i], "--reps") && (o->reps = atoi(v)) > 0 && o->reps <= 64)
+    if (!strcmp(argv[i], "--metrics"))
+      o->metrics = true;
+    else if (!strcmp(argv[i], "--reps") && (o->reps = atoi(v)) > 0 && o->reps <= 64)
       i++;
     else if (!strcmp(argv[i], "--mib") &&
              (o->nsizes = parse_list(v, o->sizes, 8)) > 0)
@@ -282,7 +318,11 @@ int main(int argc, char **argv) {
   bench_opts o;
   if (parse(argc, argv, &o) != 0) {
     fprintf(stderr, "usage: wire [--mib 1,4,16,64] [--servers 1,2] "
-                    "[--reps 7 (1..64)]\n");
+                    "[--reps 7 (1..64)] [--metrics]\n"
+                    "  --metrics  also time servers with --metrics-listen, "
+                    "interleaved, and print\n"
+                    "             metrics-on beside metrics-off and their "
+                    "ratio\n");
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
