@@ -502,13 +502,26 @@ def test_a_call_does_not_keep_its_arrays(client):
     assert alive() is None
 
 
+def stop_process(pid):
+    """SIGSTOP, then wait until the process is stopped: kill() returns
+    before it is, and a loaded machine left the server running long enough
+    to answer the push that was meant to find it stopped."""
+    import time
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 30
+    while open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] \
+            != "T":
+        assert time.monotonic() < deadline, "the server did not stop"
+        time.sleep(0.005)
+
+
 def test_ctrl_c_interrupts_close_waiting_for_pushes(cluster):
     """close() waits for pushes in flight; with their server stopped that
     is the whole timeout, which Ctrl-C cuts short like any blocking call."""
     servers = cluster()
     c = fsps.Client(servers.addr, timeout=60, retries=0)
     c.declare(small_spec(init="zeros"))
-    os.kill(servers.procs[0].pid, signal.SIGSTOP)
+    stop_process(servers.procs[0].pid)
     try:
         c.push(0, 0, np.ones(16, dtype=np.float32))
         with sigint_after(0.3), pytest.raises(KeyboardInterrupt):
