@@ -25,8 +25,10 @@ static const char *state(const fsps_status *st, uint32_t s, char *buf,
     snprintf(buf, len, "no model");
   else if (fsps_status_server_index(st, s) != s ||
            fsps_status_server_count(st, s) != fsps_status_num_servers(st))
-    snprintf(buf, len, "says it is %" PRIu32 " of %" PRIu32,
-             fsps_status_server_index(st, s), fsps_status_server_count(st, s));
+    snprintf(buf, len, "is %" PRIu32 " of %" PRIu32 ", listed %" PRIu32
+             " of %" PRIu32,
+             fsps_status_server_index(st, s), fsps_status_server_count(st, s),
+             s, fsps_status_num_servers(st));
   else
     snprintf(buf, len, "ok");
   return buf;
