@@ -603,3 +603,60 @@ def test_a_refused_builder_call_says_why_and_that_it_sticks():
         spec.validate()
     with pytest.raises(fsps.InvalidArgument, match="earlier.*nesterov"):
         spec.set_param("step_size", 1.5)
+
+
+def test_status_checkpoint_and_rollback(cluster, tmp_path):
+    cl = cluster(2, 2, "--checkpoint-dir", str(tmp_path))
+    with fsps.Client(cl.addr, world=2, timeout=20) as admin:
+        before = admin.status()
+        assert [s["initialized"] for s in before] == [False, False]
+        with pytest.raises(fsps.FailedPrecondition, match="no model"):
+            admin.rollback(0)
+    spec = small_spec(init="zeros")
+    w0 = fsps.Client(cl.addr, rank=0, world=2, timeout=20)
+    w1 = fsps.Client(cl.addr, rank=1, world=2, timeout=20)
+    w0.declare(spec)
+    w1.attach(spec)
+    for t in range(2):
+        for w in (w0, w1):
+            w.push(0, t, np.ones(16, dtype=np.float32))
+            w.push(1, t, np.ones(10, dtype=np.float32))
+            w.push_wait()
+    w0.push(0, 2, np.ones(16, dtype=np.float32))
+    w0.push_wait()
+    st = w0.status()
+    assert [s["address"] for s in st] == cl.addr.split(",")
+    for s, srv in enumerate(st):
+        assert srv["error"] is None and srv["initialized"]
+        assert srv["server_index"] == s and srv["num_workers"] == 2
+        assert srv["spec_hash"] == spec.hash and srv["epoch"] == 0
+        l0, l1 = srv["layers"]
+        assert (l0["name"], l0["size"], l1["size"]) == ("fc1", 16, 10)
+        # 16-element slices: server 0 holds both layers, server 1 nothing
+        assert l0["slice_count"] == (16 if s == 0 else 0)
+        if s == 0:
+            assert (l0["version"], l0["pending_step"]) == (2, 2)
+            assert (l0["pushed"], l0["missing"]) == ([0], [1])
+            assert (l1["pushed"], l1["missing"]) == ([], [0, 1])
+    files = w0.checkpoint()
+    assert [f["min_version"] for f in files] == [2, 0]  # 1 holds no slice
+    assert all(os.path.exists(f["path"]) for f in files)
+    assert w0.checkpoint(server=1)[0]["path"] == files[1]["path"]
+    w0.push(1, 2, np.ones(10, dtype=np.float32))
+    w0.push_wait()
+    for l, n in ((0, 16), (1, 10)):
+        w1.push(l, 2, np.ones(n, dtype=np.float32))
+    w1.push_wait()
+    assert w0.layer_version(0) == 3
+    with pytest.raises(fsps.FailedPrecondition, match="no checkpoint of it"):
+        w0.rollback(1)
+    epoch = w0.rollback(2)
+    assert epoch != 0
+    assert all(s["epoch"] == epoch for s in w0.status())
+    assert w0.layer_version(0) == 2 and w0.layer_version(1) == 2
+    with pytest.raises(fsps.FailedPrecondition):
+        w1.push(0, 2, np.ones(16, dtype=np.float32))
+        w1.push_wait()
+    assert w1.recover() == 2
+    w0.close()
+    w1.close()
