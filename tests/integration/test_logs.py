@@ -135,7 +135,7 @@ class JsonTrainingTest(unittest.TestCase):
         outs = []
         try:
             for r, p in enumerate(procs):
-                out, err = p.communicate(timeout=600)
+                out, err = p.communicate(timeout=300)
                 self.assertEqual(p.returncode, 0, err)
                 outs.append((json.loads(out.splitlines()[-1]), err))
         finally:
