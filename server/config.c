@@ -67,9 +67,8 @@ static const char usage[] =
     "  --log-level L        error, warn, info or debug [FSPS_LOG_LEVEL] "
     "(info)\n"
     "  --log-format F       text, or json: one JSON object per line (time,\n"
-    "                       level, process, message, fields) "
-    "[FSPS_LOG_FORMAT]\n"
-    "                       (text)\n"
+    "                       level, process, message, fields)\n"
+    "                       [FSPS_LOG_FORMAT] (text)\n"
     "  --help               print this help and exit\n"
     "  --version            print the version and exit\n";
 
