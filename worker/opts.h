@@ -29,7 +29,9 @@ typedef struct {
   bool local; /* no servers: compute alone, on a local copy */
   double progress_secs;
   int64_t timeout_ms;
-  char dump[1024]; /* write the final parameters here */
+  char dump[1024];      /* write the final parameters here */
+  char log_format[8];   /* text or json (stderr) */
+  char log_jsonl[1024]; /* progress and epoch lines as JSON, for plot.py */
 } worker_opts;
 
 /* opts_parse fills o from FSPS_* variables, then argv. Returns 0 to run,
