@@ -173,6 +173,10 @@ int client_unary(fsps_client *c, uint32_t s, const char *path,
                  const ProtobufCMessageDescriptor *desc,
                  ProtobufCMessage **reply, rpc_status *st);
 
+/* client_mix folds x into the hash h (recover.c): how epochs are named
+ * from what a client saw. */
+uint64_t client_mix(uint64_t h, uint64_t x);
+
 /* client_init_one declares the client's model on server s (Init) and
  * records its incarnation. */
 int client_init_one(fsps_client *c, uint32_t s);

@@ -171,7 +171,7 @@ static uint64_t target(const recovery *r, uint32_t S, uint64_t below) {
   return best;
 }
 
-static uint64_t mix(uint64_t h, uint64_t x) {
+uint64_t client_mix(uint64_t h, uint64_t x) {
   h ^= x + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
   h ^= h >> 31;
   h *= 0xbf58476d1ce4e5b9ull;
@@ -182,9 +182,9 @@ static uint64_t mix(uint64_t h, uint64_t x) {
  * what was seen, so that workers who saw the same choose the same. */
 static uint64_t new_epoch(const fsps_client *c, const server_view *v,
                           uint64_t version) {
-  uint64_t h = mix(shard_spec_hash(c->spec), version);
+  uint64_t h = client_mix(shard_spec_hash(c->spec), version);
   for (uint32_t s = 0; s < c->S; s++)
-    h = mix(mix(h, v[s].incarnation), v[s].epoch);
+    h = client_mix(client_mix(h, v[s].incarnation), v[s].epoch);
   return h == 0 || h == EPOCH_CHANGING ? 1 : h;
 }
 

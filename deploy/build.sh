@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds what the container image ships, into PREFIX/usr/local/bin:
 # fsps-server, fsps-worker, fsps-health (the `helm test` health client) and
-# fsps-reslice (re-slices checkpoints for another number of servers),
-# stripped. deploy/Dockerfile's build stage runs exactly this, and so does
+# fsps-reslice (re-slices checkpoints for another number of servers) and
+# fsps-ctl (the operator's tool: status, checkpoint, rollback), stripped. deploy/Dockerfile's build stage runs exactly this, and so does
 # tests/deploy/check_dockerfile.py on a copy of the Docker build context, so
 # the image's build is exercised without a Docker engine.
 #
@@ -17,9 +17,9 @@ jobs=${JOBS:-$(nproc)}
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j "$jobs" --target fsps-server fsps-worker fsps-health \
-  fsps-reslice
+  fsps-reslice fsps-ctl
 for bin in server/fsps-server worker/fsps-worker tests/fsps-health \
-           server/fsps-reslice; do
+           server/fsps-reslice ctl/fsps-ctl; do
   install -D -s -m 0755 "$build/$bin" "$prefix/usr/local/bin/${bin##*/}"
 done
-echo "build.sh: installed fsps-server fsps-worker fsps-health fsps-reslice into $prefix/usr/local/bin"
+echo "build.sh: installed fsps-server fsps-worker fsps-health fsps-reslice fsps-ctl into $prefix/usr/local/bin"

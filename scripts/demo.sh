@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # README command one: install what is missing, build, then train an MLP on
 # Fashion-MNIST with a local fsps cluster (servers and workers on loopback),
-# show progress and the final test accuracy, and stop every process it
-# started, also on Ctrl-C.
+# show progress and the final test accuracy, draw worker 0's run into a
+# picture kept under demo-runs/, and stop every process it started, also on
+# Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,11 +28,15 @@ test accuracy after each epoch. Defaults: 2 servers, 2 workers, 10 epochs,
 $MODEL, batch $BATCH per worker, Adam lr 0.001 with a cosine schedule,
 inputs normalised.
 With --min-accuracy, exits 1 if the final test accuracy is below A.
+Worker 0's progress (fsps-worker --log-jsonl) and its picture (scripts/plot.py)
+are kept in demo-runs/<UTC time>/ (or under \$DEMO_RUNS_DIR), whose path is
+printed at the end.
 Flags after -- go to every fsps-worker (see fsps-worker --help).
 
 --torch trains examples/torch_fashion_cnn.py instead (PyTorch, through
 fsps.torch): a CNN, 6 epochs unless --epochs, batch 64 per worker unless
 --batch, Adam lr 0.002 with a cosine schedule; flags after -- go to it.
+It draws no picture: the example writes no --log-jsonl file.
 EOF
 }
 
@@ -63,6 +68,9 @@ cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$BUILD_DIR" -j "$(nproc)" >/dev/null
 
 RUN_DIR=$(mktemp -d /tmp/fsps-demo.XXXXXX)
+# Kept after the run (RUN_DIR is not): worker 0's log and its picture.
+LOG_DIR="${DEMO_RUNS_DIR:-demo-runs}/$(date -u +%Y%m%dT%H%M%SZ)"
+[ -n "$TORCH" ] || { mkdir -p "$LOG_DIR" && LOG_DIR=$(cd "$LOG_DIR" && pwd); }
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -87,7 +95,7 @@ for ((s = 0; s < SERVERS; s++)); do
 done
 echo "demo: servers at $list"
 
-start_worker() { # start_worker RANK OUTPUT
+start_worker() { # start_worker RANK OUTPUT [worker flags]
   if [ -n "$TORCH" ]; then
     FSPS_LIBRARY="$BUILD_DIR/client/libfsps.so.0" PYTHONPATH=python \
       /usr/bin/python3 examples/torch_fashion_cnn.py --servers "$list" \
@@ -97,7 +105,7 @@ start_worker() { # start_worker RANK OUTPUT
     "$BUILD_DIR/worker/fsps-worker" --servers "$list" --rank "$1" \
       --world "$WORKERS" --model "$MODEL" --batch "$BATCH" \
       --epochs "$EPOCHS" --normalize --schedule cosine --progress-secs 5 \
-      ${EXTRA[@]+"${EXTRA[@]}"} >"$2" &
+      "${@:3}" ${EXTRA[@]+"${EXTRA[@]}"} >"$2" &
   fi
   WPIDS+=($!)
   PIDS+=($!)
@@ -110,7 +118,7 @@ else
 fi
 WPIDS=()
 # Workers show progress on stderr; worker 0's stdout is its JSON summary.
-start_worker 0 "$RUN_DIR/summary.json"
+start_worker 0 "$RUN_DIR/summary.json" --log-jsonl "$LOG_DIR/worker0.jsonl"
 for ((r = 1; r < WORKERS; r++)); do start_worker "$r" /dev/null; done
 status=0
 for pid in "${WPIDS[@]}"; do wait "$pid" || status=1; done
@@ -122,6 +130,15 @@ echo "demo: summary of worker 0:"
 cat "$RUN_DIR/summary.json"
 acc=$(sed -n 's/.*"test_accuracy": *\([0-9.]*\).*/\1/p' "$RUN_DIR/summary.json")
 echo "demo: final test accuracy $acc"
+if [ -z "$TORCH" ]; then
+  if ! /usr/bin/python3 scripts/plot.py "$LOG_DIR/worker0.jsonl" \
+      -o "$LOG_DIR/run.png"; then
+    echo "demo: could not draw the run (log kept in $LOG_DIR)" >&2
+    exit 1
+  fi
+  echo "demo: worker 0's log: $LOG_DIR/worker0.jsonl"
+  echo "demo: picture of the run: $LOG_DIR/run.png"
+fi
 if [ -n "$MIN_ACC" ] && ! awk -v a="$acc" -v m="$MIN_ACC" 'BEGIN { exit !(a >= m) }'; then
   echo "demo: accuracy $acc is below the required $MIN_ACC" >&2
   exit 1

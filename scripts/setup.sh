@@ -14,6 +14,8 @@ PACKAGES=(
   # installs as in a virtual environment (installed_lib)
   python3-torch python3-numpy python3-cffi python3-pytest python3-pip
   universal-ctags clang-format
+  # scripts/plot.py draws fsps-worker --log-jsonl runs (the demo's picture)
+  python3-matplotlib
   # libFuzzer targets (tests/fuzz): Debian's default clang, its compiler-rt
   # (libFuzzer and the sanitizer runtimes, only recommended by clang) and
   # llvm-symbolizer, which puts file:line in sanitizer reports

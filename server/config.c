@@ -71,6 +71,9 @@ static const char usage[] =
     "                       [FSPS_INJECT_CHECKPOINT_DELAY_MS] (0)\n"
     "  --log-level L        error, warn, info or debug [FSPS_LOG_LEVEL] "
     "(info)\n"
+    "  --log-format F       text, or json: one JSON object per line (time,\n"
+    "                       level, process, message, fields)\n"
+    "                       [FSPS_LOG_FORMAT] (text)\n"
     "  --help               print this help and exit\n"
     "  --version            print the version and exit\n";
 
@@ -87,6 +90,7 @@ enum {
   OPT_GRACE,
   OPT_PORT_FILE,
   OPT_LOG_LEVEL,
+  OPT_LOG_FORMAT,
   OPT_CKPT_DIR,
   OPT_CKPT_EVERY,
   OPT_KEEP,
@@ -114,6 +118,7 @@ static const struct option options[] = {
     {"grace-ms", required_argument, NULL, OPT_GRACE},
     {"port-file", required_argument, NULL, OPT_PORT_FILE},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
     {"checkpoint-dir", required_argument, NULL, OPT_CKPT_DIR},
     {"checkpoint-every", required_argument, NULL, OPT_CKPT_EVERY},
     {"keep", required_argument, NULL, OPT_KEEP},
@@ -142,6 +147,7 @@ static const char *env_names[] = {
     "FSPS_GRACE_MS",
     "FSPS_PORT_FILE",
     "FSPS_LOG_LEVEL",
+    "FSPS_LOG_FORMAT",
     "FSPS_CHECKPOINT_DIR",
     "FSPS_CHECKPOINT_EVERY",
     "FSPS_KEEP",
@@ -280,6 +286,9 @@ static int set_word(int opt, const char *v, server_config *c) {
   case OPT_LOG_LEVEL:
     c->log_level = server_log_parse_level(v);
     return c->log_level < 0 ? -1 : 0;
+  case OPT_LOG_FORMAT:
+    c->log_format = logfmt_parse_format(v);
+    return c->log_format < 0 ? -1 : 0;
   case OPT_DETERMINISTIC:
     return parse_bool(v, &c->deterministic) ? 0 : -1;
   case OPT_ON_WORKER_TIMEOUT:

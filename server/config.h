@@ -18,6 +18,7 @@ typedef struct {
   bool deterministic;
   bool nan_skip;
   int log_level;
+  int log_format; /* logfmt_format: text or json */
   int64_t grace_ms;
   char port_file[1024];
   char checkpoint_dir[1024];

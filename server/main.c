@@ -133,6 +133,23 @@ static int restore(const server_config *cfg, service *svc) {
   return rc == FSPS_OK || rc == FSPS_NOT_FOUND ? 0 : 1;
 }
 
+/* log_serving says the server is up, with its set-up as fields. */
+static void log_serving(const server_config *cfg, int port) {
+  logfmt_fields f;
+  logfmt_fields_init(&f);
+  logfmt_field_str(&f, "listen", cfg->listen);
+  logfmt_field_u64(&f, "port", (uint64_t)port);
+  logfmt_field_u64(&f, "workers", cfg->workers);
+  logfmt_field_str(&f, "mode", server_config_mode_name(cfg->mode));
+  server_log_fields(
+      LOG_INFO, &f,
+      "serving on %s (port %d): server %u of %u, %u workers, %s%s%s",
+      cfg->listen, port, cfg->index, cfg->num_servers, cfg->workers,
+      server_config_mode_name(cfg->mode),
+      cfg->deterministic ? ", deterministic" : "",
+      cfg->reply_drops > 0 ? ", DROPPING PUSH REPLIES (testing)" : "");
+}
+
 static int serve(server_config *cfg, service *svc) {
   size_t n;
   const rpc_method *methods = server_service_methods(svc, &n);
@@ -153,11 +170,7 @@ static int serve(server_config *cfg, service *svc) {
   }
   if (cfg->port_file[0] && write_port_file(cfg->port_file, port) != 0)
     LOGW("cannot write the port to %s", cfg->port_file);
-  LOGI("serving on %s (port %d): server %u of %u, %u workers, %s%s%s",
-       cfg->listen, port, cfg->index, cfg->num_servers, cfg->workers,
-       server_config_mode_name(cfg->mode),
-       cfg->deterministic ? ", deterministic" : "",
-       cfg->reply_drops > 0 ? ", DROPPING PUSH REPLIES (testing)" : "");
+  log_serving(cfg, port);
   int waited = wait_for_signal(cfg, svc->st);
   if (svc->ck != NULL) /* answer the calls whose file work is queued */
     ckpt_drain(svc->ck);
@@ -215,6 +228,8 @@ int main(int argc, char **argv) {
   char tag[64];
   snprintf(tag, sizeof tag, "server %u/%u", cfg.index, cfg.num_servers);
   server_log_set((log_level)cfg.log_level, tag);
+  server_log_set_format((logfmt_format)cfg.log_format, cfg.index,
+                        cfg.num_servers);
   service svc = {.st = store_create(&cfg), .incarnation = incarnation()};
   if (svc.st == NULL) {
     LOGE("out of memory");

@@ -123,12 +123,18 @@ static void cleanup(trainer *t) {
   free(t->eval_idx);
   free(t->local_grad);
   free(t->piece_buf);
+  if (t->jsonl != NULL)
+    fclose(t->jsonl);
 }
 
 static int run(trainer *t, char *err, size_t errlen) {
   uint32_t w[MAX_WIDTHS], nw;
   if (worker_mlp_parse(t->opts->model, w, MAX_WIDTHS, &nw, err, errlen) != 0 ||
       setup(t, w, nw, err, errlen) != 0)
+    return 2;
+  /* Before any server is asked: a bad path leaves no model declared. */
+  if (t->opts->log_jsonl[0] &&
+      (t->jsonl = worker_jsonl_open(t->opts->log_jsonl, err, errlen)) == NULL)
     return 2;
   fsps_spec *spec =
       train_spec(w, nw, t->opts, train_total_steps(t), err, errlen);
@@ -163,6 +169,7 @@ int main(int argc, char **argv) {
   }
   /* gRPC's receive buffers then reuse pages already faulted in. */
   fsps_tune_malloc();
+  worker_log_setup(o.rank, (logfmt_format)logfmt_parse_format(o.log_format));
   trainer t = {.opts = &o};
   /* Metrics first: a bad address stops the worker before it starts. */
   if (o.metrics_listen[0] &&
@@ -173,7 +180,7 @@ int main(int argc, char **argv) {
   }
   rc = run(&t, err, sizeof err);
   if (rc != 0)
-    fprintf(stderr, "fsps-worker %u: %s\n", o.rank, err);
+    worker_log_fatal(err);
   cleanup(&t);
   worker_metrics_stop(t.metrics);
   return rc;

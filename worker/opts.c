@@ -91,6 +91,13 @@ static const opt_def defs[] = {
      F(timeout_ms), 1, 1e9},
     {"dump", "FSPS_DUMP", "write the final parameters to this file", T_STR,
      F(dump), 0, 0},
+    {"log-format", "FSPS_LOG_FORMAT",
+     "stderr as text, or json: one object per line (text)", T_STR,
+     F(log_format), 0, 0},
+    {"log-jsonl", "FSPS_LOG_JSONL",
+     "write a JSON line per progress tick and per epoch to this file "
+     "(scripts/plot.py draws it)",
+     T_STR, F(log_jsonl), 0, 0},
     {"metrics-listen", "FSPS_METRICS_LISTEN",
      "serve Prometheus metrics at http://ADDR/metrics (host:port; port 0 "
      "picks a free one; off)",
@@ -118,6 +125,7 @@ static void defaults(worker_opts *o) {
   o->eval = true;
   o->progress_secs = 5;
   o->timeout_ms = 120000;
+  strcpy(o->log_format, "text");
 }
 
 static void usage(void) {
@@ -242,6 +250,9 @@ static int check(const worker_opts *o, char *err, size_t errlen) {
   if (strcmp(o->schedule, "constant") && strcmp(o->schedule, "cosine"))
     return fail(err, errlen, "--schedule must be constant or cosine, not '%s'",
                 o->schedule);
+  if (strcmp(o->log_format, "text") && strcmp(o->log_format, "json"))
+    return fail(err, errlen, "--log-format must be text or json, not '%s'",
+                o->log_format);
   if (strcmp(o->mode, "bsp") && strcmp(o->mode, "ssp") &&
       strcmp(o->mode, "asp"))
     return fail(err, errlen, "--mode must be bsp, ssp or asp, not '%s'",

@@ -29,7 +29,9 @@ typedef struct {
   bool local; /* no servers: compute alone, on a local copy */
   double progress_secs;
   int64_t timeout_ms;
-  char dump[1024]; /* write the final parameters here */
+  char dump[1024];              /* write the final parameters here */
+  char log_format[8];           /* text or json (stderr) */
+  char log_jsonl[1024];         /* progress and epoch lines as JSON */
   char metrics_listen[256];     /* "": no /metrics endpoint */
   char metrics_port_file[1024]; /* where the metrics port is written */
 } worker_opts;

@@ -365,6 +365,22 @@ static double wait_s(const trainer *t) {
   return t->client ? fsps_wait_seconds(t->client) : 0.0;
 }
 
+/* run_fields starts the fields a progress and an epoch line share: the
+ * rank, epoch (1-based), global step, loss, this worker's samples/s and
+ * the share of time it waited on the network, all since the start. */
+static void run_fields(const trainer *t, logfmt_fields *f, uint32_t epoch,
+                       uint64_t step, double loss) {
+  double el = now_s() - t->start;
+  logfmt_fields_init(f);
+  logfmt_field_u64(f, "rank", t->opts->rank);
+  logfmt_field_u64(f, "epoch", epoch + 1);
+  logfmt_field_u64(f, "step", step);
+  logfmt_field_num(f, "loss", loss, 6);
+  logfmt_field_num(f, "samples_per_s", el > 0 ? t->samples / el : 0, 6);
+  logfmt_field_num(f, "wait_fraction", el > 0 ? wait_s(t) / el : 0, 4);
+  logfmt_field_num(f, "seconds", el, 6);
+}
+
 static void progress(trainer *t, uint32_t epoch, uint32_t k, uint32_t steps,
                      bool force) {
   double now = now_s();
@@ -373,12 +389,16 @@ static void progress(trainer *t, uint32_t epoch, uint32_t k, uint32_t steps,
   double el = now - t->start, rate = el > 0 ? (double)t->samples / el : 0;
   uint64_t done = (uint64_t)epoch * steps + k, total = t->total_steps;
   double eta = done ? el * (double)(total - done) / (double)done : 0;
-  fprintf(stderr,
-          "worker %u: epoch %u/%u step %u/%u loss %.4f samples/s %.0f "
-          "comm-wait %.0f%% eta %.0fs\n",
-          t->opts->rank, epoch + 1, t->opts->epochs, k, steps,
-          t->loss_n ? t->loss_sum / t->loss_n : 0.0, rate,
-          el > 0 ? 100 * wait_s(t) / el : 0.0, eta);
+  double loss = t->loss_n ? t->loss_sum / t->loss_n : 0.0;
+  logfmt_fields f;
+  run_fields(t, &f, epoch, done, loss);
+  worker_jsonl_write(t->jsonl, "progress", &f);
+  logfmt_field_num(&f, "eta_s", eta, 4);
+  worker_log(WORKER_LOG_INFO, &f,
+             "epoch %u/%u step %u/%u loss %.4f samples/s %.0f "
+             "comm-wait %.0f%% eta %.0fs",
+             epoch + 1, t->opts->epochs, k, steps, loss, rate,
+             el > 0 ? 100 * wait_s(t) / el : 0.0, eta);
   t->last_report = now;
 }
 
@@ -405,21 +425,39 @@ static void set_metrics(trainer *t, uint64_t steps, uint32_t epoch) {
   metrics_set(m->peak_buffer, (double)fsps_peak_buffer_bytes(t->client));
 }
 
-static void epoch_end(trainer *t, uint32_t epoch, uint64_t version) {
+/* evaluate_epoch evaluates on rank 0 and says so; true if it did. */
+static bool evaluate_epoch(trainer *t, uint32_t epoch, uint64_t version) {
+  if (t->opts->rank != 0 || !t->opts->eval || t->test.n == 0 || t->opts->local)
+    return false;
+  t->evaluated = train_evaluate(t, version, &t->accuracy) == FSPS_OK;
+  logfmt_fields f;
+  logfmt_fields_init(&f);
+  logfmt_field_u64(&f, "epoch", epoch + 1);
+  if (t->evaluated) {
+    logfmt_field_num(&f, "test_accuracy", t->accuracy, 6);
+    worker_log(WORKER_LOG_INFO, &f, "epoch %u test accuracy %.4f", epoch + 1,
+               t->accuracy);
+  } else
+    worker_log(WORKER_LOG_ERROR, &f, "evaluation failed: %s",
+               fsps_last_error(t->client));
+  return t->evaluated;
+}
+
+static void epoch_end(trainer *t, uint32_t epoch, uint64_t step,
+                      uint64_t version) {
   t->final_loss = t->loss_n ? t->loss_sum / t->loss_n : t->last_loss;
   t->loss_sum = 0;
   t->loss_n = 0;
-  if (t->opts->rank != 0 || !t->opts->eval || t->test.n == 0 || t->opts->local)
-    return;
-  t->evaluated = train_evaluate(t, version, &t->accuracy) == FSPS_OK;
-  if (t->evaluated && t->metrics != NULL)
+  bool evaluated = evaluate_epoch(t, epoch, version);
+  if (evaluated && t->metrics != NULL)
     metrics_set(t->metrics->accuracy, t->accuracy);
-  if (t->evaluated)
-    fprintf(stderr, "worker 0: epoch %u test accuracy %.4f\n", epoch + 1,
-            t->accuracy);
+  logfmt_fields f;
+  run_fields(t, &f, epoch, step, t->final_loss);
+  if (evaluated)
+    logfmt_field_num(&f, "test_accuracy", t->accuracy, 6);
   else
-    fprintf(stderr, "worker 0: evaluation failed: %s\n",
-            fsps_last_error(t->client));
+    logfmt_field_str(&f, "test_accuracy", NULL);
+  worker_jsonl_write(t->jsonl, "epoch", &f);
 }
 
 /* ---- the loop ---- */
@@ -447,15 +485,20 @@ static bool recoverable(int rc) {
 
 /* recover finds the step to go on from after step g failed. */
 static int recover(trainer *t, uint64_t g, uint64_t *next) {
-  fprintf(stderr, "worker %u: step %" PRIu64 " failed: %s; recovering\n",
-          t->opts->rank, g, fsps_last_error(t->client));
+  logfmt_fields f;
+  logfmt_fields_init(&f);
+  logfmt_field_u64(&f, "step", g);
+  logfmt_field_str(&f, "error", fsps_last_error(t->client));
+  worker_log(WORKER_LOG_WARN, &f, "step %" PRIu64 " failed: %s; recovering", g,
+             fsps_last_error(t->client));
   metrics_add(t->metrics ? t->metrics->failures : NULL, 1);
   int rc = fsps_recover(t->client, next);
-  if (rc == FSPS_OK)
+  logfmt_fields_init(&f);
+  logfmt_field_u64(&f, "step", *next);
+  if (rc == FSPS_OK) {
     metrics_add(t->metrics ? t->metrics->recoveries : NULL, 1);
-  if (rc == FSPS_OK)
-    fprintf(stderr, "worker %u: going on from step %" PRIu64 "\n",
-            t->opts->rank, *next);
+    worker_log(WORKER_LOG_INFO, &f, "going on from step %" PRIu64, *next);
+  }
   return rc;
 }
 
@@ -467,8 +510,8 @@ static int first_step(trainer *t, uint64_t *g) {
     return FSPS_OK;
   int rc = fsps_recover(t->client, g);
   if (rc == FSPS_OK && *g > 0)
-    fprintf(stderr, "worker %u: joining the cluster at step %" PRIu64 "\n",
-            t->opts->rank, *g);
+    worker_log(WORKER_LOG_INFO, NULL, "joining the cluster at step %" PRIu64,
+               *g);
   return rc;
 }
 
@@ -500,7 +543,7 @@ int train_run(trainer *t) {
     set_metrics(t, g, e);
     progress(t, e, k + 1, steps, last);
     if (last) {
-      epoch_end(t, e, min_version_after(t, g));
+      epoch_end(t, e, g, min_version_after(t, g));
       t->epochs_done = e + 1;
     }
   }

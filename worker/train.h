@@ -9,6 +9,7 @@
 #include <fsps/fsps.h>
 
 #include "data.h"
+#include "logging.h"
 #include "mlp.h"
 #include "opts.h"
 #include "wmetrics.h"
@@ -26,8 +27,9 @@ typedef struct {
   float **params;     /* full model, only for evaluation and --dump */
   float *local_grad;  /* --local: where gradients go */
   float *piece_buf;   /* --piece-mb: one piece, for evaluation and --dump */
+  FILE *jsonl;        /* --log-jsonl, or NULL */
   double start, last_report, elapsed;
-  double warm_end;      /* when the first step ended (buffers faulted in) */
+  double warm_end;       /* when the first step ended (buffers faulted in) */
   uint64_t warm_samples; /* samples by then */
   uint64_t samples, total_steps, steps_done;
   uint32_t epochs_done;

@@ -82,6 +82,44 @@ int fsps_backward_piece(fsps_client *c, uint32_t layer, uint32_t piece,
                         float **buf);
 int fsps_backward_piece_done(fsps_client *c, uint32_t layer, uint32_t piece);
 int fsps_step_end(fsps_client *c);
+uint32_t fsps_num_servers(const fsps_client *c);
+typedef struct fsps_status fsps_status;
+int fsps_status_get(fsps_client *c, fsps_status **out);
+void fsps_status_free(fsps_status *st);
+uint32_t fsps_status_num_servers(const fsps_status *st);
+const char *fsps_status_address(const fsps_status *st, uint32_t s);
+int fsps_status_error(const fsps_status *st, uint32_t s, const char **msg);
+bool fsps_status_initialized(const fsps_status *st, uint32_t s);
+uint32_t fsps_status_server_index(const fsps_status *st, uint32_t s);
+uint32_t fsps_status_server_count(const fsps_status *st, uint32_t s);
+uint32_t fsps_status_num_workers(const fsps_status *st, uint32_t s);
+const char *fsps_status_mode(const fsps_status *st, uint32_t s);
+uint64_t fsps_status_spec_hash(const fsps_status *st, uint32_t s);
+uint64_t fsps_status_incarnation(const fsps_status *st, uint32_t s);
+uint64_t fsps_status_epoch(const fsps_status *st, uint32_t s);
+uint32_t fsps_status_checkpoints(const fsps_status *st, uint32_t s,
+                                 const uint64_t **versions);
+uint32_t fsps_status_num_layers(const fsps_status *st, uint32_t s);
+const char *fsps_status_layer_name(const fsps_status *st, uint32_t s,
+                                   uint32_t l);
+uint64_t fsps_status_layer_size(const fsps_status *st, uint32_t s, uint32_t l);
+uint64_t fsps_status_layer_slice_count(const fsps_status *st, uint32_t s,
+                                       uint32_t l);
+uint64_t fsps_status_layer_version(const fsps_status *st, uint32_t s,
+                                   uint32_t l);
+uint64_t fsps_status_layer_pending_step(const fsps_status *st, uint32_t s,
+                                        uint32_t l);
+bool fsps_status_layer_awaiting_values(const fsps_status *st, uint32_t s,
+                                       uint32_t l);
+uint32_t fsps_status_layer_pushed(const fsps_status *st, uint32_t s,
+                                  uint32_t l, const uint32_t **workers);
+uint32_t fsps_status_layer_missing(const fsps_status *st, uint32_t s,
+                                   uint32_t l, const uint32_t **workers);
+uint32_t fsps_status_layer_absent(const fsps_status *st, uint32_t s,
+                                  uint32_t l, const uint32_t **workers);
+int fsps_checkpoint(fsps_client *c, uint32_t s, char *path, size_t pathlen,
+                    uint64_t *min_version, uint64_t *bytes);
+int fsps_rollback(fsps_client *c, uint64_t version, uint64_t *epoch);
 double fsps_wait_seconds(const fsps_client *c);
 uint64_t fsps_peak_buffer_bytes(const fsps_client *c);
 void fsps_bytes_moved(const fsps_client *c, uint64_t *gathered,

@@ -85,6 +85,53 @@ def _close(c, pinned):
     lib.fsps_close(c)
 
 
+def _ids(fn, st, s, l):
+    """A layer's list of worker ranks (pushed, missing or absent)."""
+    out = ffi.new("const uint32_t **")
+    n = fn(st, s, l, out)
+    return [int(out[0][i]) for i in range(n)]
+
+
+def _layer_status(st, s, l):
+    """Layer l of server s in a status object, as a dict."""
+    return {
+        "name": ffi.string(lib.fsps_status_layer_name(st, s, l)).decode(),
+        "size": int(lib.fsps_status_layer_size(st, s, l)),
+        "slice_count": int(lib.fsps_status_layer_slice_count(st, s, l)),
+        "version": int(lib.fsps_status_layer_version(st, s, l)),
+        "pending_step": int(lib.fsps_status_layer_pending_step(st, s, l)),
+        "awaiting_values": bool(lib.fsps_status_layer_awaiting_values(st, s,
+                                                                      l)),
+        "pushed": _ids(lib.fsps_status_layer_pushed, st, s, l),
+        "missing": _ids(lib.fsps_status_layer_missing, st, s, l),
+        "absent": _ids(lib.fsps_status_layer_absent, st, s, l),
+    }
+
+
+def _server_status(st, s):
+    """Server s in a status object, as a dict (see Client.status)."""
+    msg = ffi.new("const char **")
+    rc = lib.fsps_status_error(st, s, msg)
+    ck = ffi.new("const uint64_t **")
+    nck = lib.fsps_status_checkpoints(st, s, ck)
+    return {
+        "address": ffi.string(lib.fsps_status_address(st, s)).decode(),
+        "error": error_for(rc, ffi.string(msg[0]).decode(errors="replace"))
+        if rc != 0 else None,
+        "initialized": bool(lib.fsps_status_initialized(st, s)),
+        "server_index": int(lib.fsps_status_server_index(st, s)),
+        "num_servers": int(lib.fsps_status_server_count(st, s)),
+        "num_workers": int(lib.fsps_status_num_workers(st, s)),
+        "mode": ffi.string(lib.fsps_status_mode(st, s)).decode(),
+        "spec_hash": int(lib.fsps_status_spec_hash(st, s)),
+        "incarnation": int(lib.fsps_status_incarnation(st, s)),
+        "epoch": int(lib.fsps_status_epoch(st, s)),
+        "checkpoints": [int(ck[0][i]) for i in range(nck)],
+        "layers": [_layer_status(st, s, l)
+                   for l in range(lib.fsps_status_num_layers(st, s))],
+    }
+
+
 class Client:
     """One worker's connection to the fsps servers (``fsps_connect``).
 
@@ -514,6 +561,58 @@ class Client:
         self._end_leases("backward_piece_done(%d, %d)" % (layer, piece),
                          ("b", layer, piece))
         self._call(lib.fsps_backward_piece_done, layer, piece)
+
+    # ---- operating the cluster ----
+
+    def status(self):
+        """Every server's state (Status), a list of dicts in server order:
+        ``address``, ``error`` (None, or the fsps.Error of a server that
+        did not answer; its other fields are then empty), ``initialized``,
+        ``server_index``, ``num_servers``, ``num_workers``, ``mode``,
+        ``spec_hash``, ``incarnation``, ``epoch``, ``checkpoints`` (versions,
+        newest first) and ``layers``: dicts of ``name``, ``size``,
+        ``slice_count``, ``version``, ``pending_step``, ``awaiting_values``
+        and the worker ranks ``pushed``, ``missing`` (what the pending step
+        still waits for) and ``absent``. Needs no model."""
+        out = ffi.new("fsps_status **")
+
+        def get(c, out):
+            rc = lib.fsps_status_get(c, out)
+            return rc if out[0] == ffi.NULL else 0
+        self._call(get, out)
+        st = out[0]
+        try:
+            return [_server_status(st, s)
+                    for s in range(lib.fsps_status_num_servers(st))]
+        finally:
+            lib.fsps_status_free(st)
+
+    def checkpoint(self, server=None):
+        """Asks server ``server`` (None: every server, in order) to write a
+        checkpoint now (the server needs --checkpoint-dir). Returns a list
+        of dicts, one per server asked: ``path``, ``min_version``,
+        ``bytes``. Raises at the first server that fails."""
+        n = self._peek(lib.fsps_num_servers)
+        servers = range(n) if server is None else [_uint(server, "server")]
+        done = []
+        for s in servers:
+            path = ffi.new("char[]", 4096)
+            v = ffi.new("uint64_t *")
+            b = ffi.new("uint64_t *")
+            self._call(lib.fsps_checkpoint, s, path, 4096, v, b)
+            done.append({"path": ffi.string(path).decode(errors="replace"),
+                         "min_version": int(v[0]), "bytes": int(b[0])})
+        return done
+
+    def rollback(self, version):
+        """Takes every server back to ``version`` in a new epoch (see
+        fsps_rollback); returns the new epoch. Nothing changes unless every
+        server can go back to it (a checkpoint of it, all its layers at it,
+        or 0). Workers of the old epoch are refused and recover()."""
+        self._end_leases("rollback()")
+        out = ffi.new("uint64_t *")
+        self._call(lib.fsps_rollback, _uint(version, "version", 2 ** 64), out)
+        return int(out[0])
 
     # ---- counters ----
 

@@ -38,7 +38,8 @@ DATA_PACKAGES = {"dataset-fashion-mnist"}
 BUILD_TOOLS = {"build-essential", "gcc", "g++", "cpp", "clang", "cmake",
                "make", "ninja-build", "pkg-config", "pkgconf", "git",
                "protobuf-c-compiler", "protobuf-compiler", "libtool"}
-BINARIES = ("fsps-server", "fsps-worker", "fsps-health", "fsps-reslice")
+BINARIES = ("fsps-server", "fsps-worker", "fsps-health", "fsps-reslice",
+            "fsps-ctl")
 
 failures = []
 

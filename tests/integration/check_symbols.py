@@ -16,6 +16,7 @@ import sys
 PREFIXES = {
     "libfsps.a": ("fsps_", "client_"),
     "libfsps_err.a": ("fsps_",),
+    "libfsps_logfmt.a": ("logfmt_",),
     "libfsps_rpc.a": ("rpc_",),
     "libfsps_wire.a": ("wire_",),
     "libfsps_shard.a": ("shard_",),

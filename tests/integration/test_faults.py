@@ -15,7 +15,6 @@ loopback, with the servers' fault-injection and --worker-timeout flags.
 Usage: test_faults.py --bin BUILD_DIR --proto PATH/fsps.proto [TestClass...]
 """
 import argparse
-import ctypes
 import json
 import math
 import os
@@ -40,10 +39,12 @@ PB = None  # the generated fsps_pb2 module
 SVC = "/fsps.v1.ParameterServer/"
 
 
-def die_with_parent():
-    """Runs in each child: SIGKILL it if this test process dies, so no
-    server outlives its test (and holds ctest's output pipe)."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PDEATHSIG
+# Every child is started through setpriv(1) with PDEATHSIG set, so that no
+# server or worker outlives its test (and holds ctest's output pipe). Not
+# with a preexec_fn doing prctl: that makes subprocess fork() this threaded
+# process (gRPC's threads) and run Python in the child, which hung a launch
+# for good now and then under load; without it subprocess uses vfork.
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
 
 
 def generate_pb(tmp):
@@ -77,10 +78,10 @@ class Server:
         port_file = os.path.join(tmp, name + ".port")
         with open(self.log, "w") as err:
             self.proc = subprocess.Popen(
+                DIE_WITH_PARENT +
                 [os.path.join(ARGS.bin, "server", "fsps-server"),
                  "--listen", "127.0.0.1:0", "--port-file", port_file,
-                 "--log-level", "warn"] + list(flags),
-                stderr=err, preexec_fn=die_with_parent)
+                 "--log-level", "warn"] + list(flags), stderr=err)
         deadline = time.monotonic() + 30
         while not os.path.exists(port_file):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -158,11 +159,11 @@ class Cluster:
 
 def start_worker(addrs, rank, W, flags):
     return subprocess.Popen(
+        DIE_WITH_PARENT +
         [os.path.join(ARGS.bin, "worker", "fsps-worker"), "--servers", addrs,
          "--rank", str(rank), "--world", str(W), "--progress-secs", "1000",
          "--timeout-ms", "60000"] + flags,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=die_with_parent)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def summary(stdout):

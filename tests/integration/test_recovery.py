@@ -56,9 +56,9 @@ class Server:
     def start(self):
         pf = os.path.join(self.tmp, "port-%d-%d" % (self.s,
                                                     time.monotonic_ns()))
-        self.proc = subprocess.Popen(self.args + ["--port-file", pf],
-                                     stderr=self.log,
-                                     preexec_fn=tt.die_with_parent)
+        self.proc = subprocess.Popen(
+            tt.DIE_WITH_PARENT + self.args + ["--port-file", pf],
+            stderr=self.log)
         deadline = time.monotonic() + 20
         while not os.path.exists(pf):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -77,10 +77,10 @@ def start_worker(servers, r, W, flags, tmp):
     err = open(os.path.join(tmp, "worker%d-%d.log" % (r, time.monotonic_ns())),
                "w+")
     p = subprocess.Popen(
+        tt.DIE_WITH_PARENT +
         [os.path.join(tt.ARGS.bin, "worker", "fsps-worker"), "--servers",
          servers, "--rank", str(r), "--world", str(W)] + flags,
-        stdout=subprocess.PIPE, stderr=err, text=True,
-        preexec_fn=tt.die_with_parent)
+        stdout=subprocess.PIPE, stderr=err, text=True)
     p.errlog = err
     return p
 

@@ -10,7 +10,6 @@ loopback, on Fashion-MNIST.
 Usage: test_training.py --bin BUILD_DIR
 """
 import argparse
-import ctypes
 import json
 import os
 import signal
@@ -24,10 +23,12 @@ import unittest
 ARGS = None
 
 
-def die_with_parent():
-    """Runs in each child: SIGKILL it if this test process dies, so no
-    server outlives its test (and holds ctest's output pipe)."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PDEATHSIG
+# Every child is started through setpriv(1) with PDEATHSIG set, so that no
+# server or worker outlives its test (and holds ctest's output pipe). Not
+# with a preexec_fn doing prctl: that makes subprocess fork() this threaded
+# process (gRPC's threads) and run Python in the child, which hung a launch
+# for good now and then under load; without it subprocess uses vfork.
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
 
 
 class Cluster:
@@ -38,11 +39,11 @@ class Cluster:
         for s in range(S):
             pf = os.path.join(tmp, "port-%d-%d" % (s, time.monotonic_ns()))
             self.procs.append(subprocess.Popen(
+                DIE_WITH_PARENT +
                 [os.path.join(ARGS.bin, "server", "fsps-server"),
                  "--listen", "127.0.0.1:0", "--index", str(s),
                  "--num-servers", str(S), "--workers", str(W),
-                 "--port-file", pf, "--log-level", "warn"] + list(flags),
-                preexec_fn=die_with_parent))
+                 "--port-file", pf, "--log-level", "warn"] + list(flags)))
             ports.append(pf)
         self.servers = ",".join("127.0.0.1:%d" % self.wait_port(p, i)
                                 for i, p in enumerate(ports))
@@ -70,11 +71,11 @@ class Cluster:
 def run_workers(servers, W, flags, timeout=600):
     """Runs W fsps-workers to completion; returns their JSON summaries."""
     procs = [subprocess.Popen(
+        DIE_WITH_PARENT +
         [os.path.join(ARGS.bin, "worker", "fsps-worker"), "--servers",
          servers, "--rank", str(r), "--world", str(W),
          "--progress-secs", "1000"] + flags,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=die_with_parent)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for r in range(W)]
     out = []
     try:

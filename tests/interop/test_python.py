@@ -7,7 +7,6 @@ checking codes and server state.
 Usage: test_python.py --server PATH/fsps-server --proto PATH/fsps.proto
 """
 import argparse
-import ctypes
 import os
 import signal
 import struct
@@ -29,10 +28,12 @@ import grpc  # noqa: E402
 ARGS = None
 
 
-def die_with_parent():
-    """Runs in each child: SIGKILL it if this test process dies, so no
-    server outlives its test (and holds ctest's output pipe)."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PDEATHSIG
+# Every child is started through setpriv(1) with PDEATHSIG set, so that no
+# server or worker outlives its test (and holds ctest's output pipe). Not
+# with a preexec_fn doing prctl: that makes subprocess fork() this threaded
+# process (gRPC's threads) and run Python in the child, which hung a launch
+# for good now and then under load; without it subprocess uses vfork.
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
 PB = None  # the generated fsps_pb2 module
 SVC = "/fsps.v1.ParameterServer/"
 CHUNK = 262144
@@ -68,9 +69,10 @@ class Server:
         self.log = log
         err = open(log, "w") if log else None
         self.proc = subprocess.Popen(
+            DIE_WITH_PARENT +
             [ARGS.server, "--listen", "127.0.0.1:0", "--port-file",
              self.port_file, "--log-level", "info" if log else "warn"] +
-            list(flags), stderr=err, preexec_fn=die_with_parent)
+            list(flags), stderr=err)
         if err:
             err.close()
         deadline = time.monotonic() + 20
@@ -991,14 +993,13 @@ class MemoryLimitTest(unittest.TestCase):
     def test_init_sized_by_the_cgroup_limit(self):
         procs = os.path.join(self.cg, "cgroup.procs")
 
-        def enter():
-            die_with_parent()
-            with open(procs, "w") as f:
-                f.write(str(os.getpid()))
         port_file = os.path.join(self.tmp.name, "port")
+        # The shell joins the cgroup, then becomes the server.
         proc = subprocess.Popen(
+            ["sh", "-c", 'echo $$ > "$0" && exec "$@"', procs] +
+            DIE_WITH_PARENT +
             [ARGS.server, "--listen", "127.0.0.1:0", "--port-file", port_file,
-             "--log-level", "warn"], preexec_fn=enter)
+             "--log-level", "warn"])
         try:
             while not os.path.exists(port_file) and proc.poll() is None:
                 time.sleep(0.02)

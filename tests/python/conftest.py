@@ -2,9 +2,7 @@
 processes on loopback ports (the binary named by $FSPS_SERVER), and the
 package itself (python/ on sys.path, libfsps.so from $FSPS_LIBRARY), both
 set by ctest (tests/CMakeLists.txt)."""
-import ctypes
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -12,9 +10,12 @@ import time
 import pytest
 
 
-def _die_with_parent():
-    """Each server gets SIGKILL if the test process dies."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+# Every child is started through setpriv(1) with PDEATHSIG set, so that no
+# server or worker outlives its test (and holds ctest's output pipe). Not
+# with a preexec_fn doing prctl: that makes subprocess fork() this threaded
+# process (gRPC's threads) and run Python in the child, which hung a launch
+# for good now and then under load; without it subprocess uses vfork.
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
 
 
 class Cluster:
@@ -26,10 +27,11 @@ class Cluster:
         for s in range(S):
             port_file = os.path.join(self.tmp.name, "port-%d" % s)
             self.procs.append(subprocess.Popen(
+                DIE_WITH_PARENT +
                 [os.environ["FSPS_SERVER"], "--listen", "127.0.0.1:0",
                  "--port-file", port_file, "--log-level", "warn",
                  "--num-servers", str(S), "--index", str(s), "--workers",
-                 str(W)] + list(flags), preexec_fn=_die_with_parent))
+                 str(W)] + list(flags)))
             ports.append(self._port(port_file, self.procs[-1]))
         self.addr = ",".join("127.0.0.1:%d" % p for p in ports)
 

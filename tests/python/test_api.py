@@ -1,6 +1,7 @@
 """The fsps package's API against real servers: errors, bad input of every
 kind (a Python exception with the reason, never a crash), views and their
 lifetime, Ctrl-C, and that the package, the header and the library agree."""
+import contextlib
 import os
 import re
 import signal
@@ -14,6 +15,18 @@ import pytest
 import fsps
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+@contextlib.contextmanager
+def sigint_after(seconds):
+    """Ctrl-C (SIGINT to this process) after seconds, unless the block
+    ended first: never a stray one into the next test."""
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def small_spec(init="client", optimizer="sgd"):
@@ -310,14 +323,13 @@ def test_pieces(client):
 
 
 def test_ctrl_c_interrupts_a_blocked_gather(cluster):
-    """A gather parked on the next version, which no one pushes, blocks in libfsps; SIGINT
-    reaches Python at once (while the call still runs), the client is
-    then refused, and close() returns without waiting for it."""
-    c = fsps.Client(cluster().addr, timeout=4)
+    """A gather parked on the next version, which no one pushes, blocks
+    in libfsps; SIGINT reaches Python at once (while the call still runs),
+    the client is then refused, and close() returns without waiting for
+    it."""
+    c = fsps.Client(cluster().addr, timeout=10)
     c.declare(small_spec(init="zeros"))
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
+    with sigint_after(0.3), pytest.raises(KeyboardInterrupt):
         c.gather(0, min_version=1)
     assert c._runner.busy  # interrupted before libfsps returned
     with pytest.raises(fsps.Cancelled, match="interrupted"):
@@ -460,22 +472,22 @@ def test_background_close_keeps_the_pushed_arrays(cluster):
     until then, even when the Client object is gone."""
     import gc
     import weakref
-    c = fsps.Client(cluster().addr, timeout=3)
+    c = fsps.Client(cluster().addr, timeout=8)
     c.declare(small_spec(init="zeros"))
     grad = np.ones(16, dtype=np.float32)
     alive = weakref.ref(grad)
     c.push(0, 0, grad)
     del grad
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        c.gather(0, min_version=2)
+    with sigint_after(0.3), pytest.raises(KeyboardInterrupt):
+        # Layer 1, which no one pushes: a wait for its next version is
+        # legal and lasts the whole timeout.
+        c.gather(1, min_version=1)
     thread = c._runner._thread
     c.close()
     del c
     gc.collect()
     assert thread.is_alive() and alive() is not None
-    thread.join(timeout=30)
+    thread.join(timeout=60)
     assert not thread.is_alive()
 
 
@@ -490,26 +502,35 @@ def test_a_call_does_not_keep_its_arrays(client):
     assert alive() is None
 
 
+def stop_process(pid):
+    """SIGSTOP, then wait until the process is stopped: kill() returns
+    before it is, and a loaded machine left the server running long enough
+    to answer the push that was meant to find it stopped."""
+    import time
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 30
+    while open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] \
+            != "T":
+        assert time.monotonic() < deadline, "the server did not stop"
+        time.sleep(0.005)
+
+
 def test_ctrl_c_interrupts_close_waiting_for_pushes(cluster):
     """close() waits for pushes in flight; with their server stopped that
     is the whole timeout, which Ctrl-C cuts short like any blocking call."""
-    import time
     servers = cluster()
-    c = fsps.Client(servers.addr, timeout=6, retries=0)
+    c = fsps.Client(servers.addr, timeout=60, retries=0)
     c.declare(small_spec(init="zeros"))
-    os.kill(servers.procs[0].pid, signal.SIGSTOP)
+    stop_process(servers.procs[0].pid)
     try:
         c.push(0, 0, np.ones(16, dtype=np.float32))
-        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
-        timer.start()
-        start = time.monotonic()
-        with pytest.raises(KeyboardInterrupt):
-            c.close()
-        assert time.monotonic() - start < 3
-        assert c.closed
+        with sigint_after(0.3), pytest.raises(KeyboardInterrupt):
+            c.close()  # would wait the push's 60 s
+        assert c.closed and c._runner._thread.is_alive()
     finally:
         os.kill(servers.procs[0].pid, signal.SIGCONT)
-    c._runner._thread.join(timeout=30)
+    c._runner._thread.join(timeout=90)
+    assert not c._runner._thread.is_alive()
 
 
 def test_copies_of_a_view_check_it_and_outlive_it(client):
@@ -582,3 +603,60 @@ def test_a_refused_builder_call_says_why_and_that_it_sticks():
         spec.validate()
     with pytest.raises(fsps.InvalidArgument, match="earlier.*nesterov"):
         spec.set_param("step_size", 1.5)
+
+
+def test_status_checkpoint_and_rollback(cluster, tmp_path):
+    cl = cluster(2, 2, "--checkpoint-dir", str(tmp_path))
+    with fsps.Client(cl.addr, world=2, timeout=20) as admin:
+        before = admin.status()
+        assert [s["initialized"] for s in before] == [False, False]
+        with pytest.raises(fsps.FailedPrecondition, match="no model"):
+            admin.rollback(0)
+    spec = small_spec(init="zeros")
+    w0 = fsps.Client(cl.addr, rank=0, world=2, timeout=20)
+    w1 = fsps.Client(cl.addr, rank=1, world=2, timeout=20)
+    w0.declare(spec)
+    w1.attach(spec)
+    for t in range(2):
+        for w in (w0, w1):
+            w.push(0, t, np.ones(16, dtype=np.float32))
+            w.push(1, t, np.ones(10, dtype=np.float32))
+            w.push_wait()
+    w0.push(0, 2, np.ones(16, dtype=np.float32))
+    w0.push_wait()
+    st = w0.status()
+    assert [s["address"] for s in st] == cl.addr.split(",")
+    for s, srv in enumerate(st):
+        assert srv["error"] is None and srv["initialized"]
+        assert srv["server_index"] == s and srv["num_workers"] == 2
+        assert srv["spec_hash"] == spec.hash and srv["epoch"] == 0
+        l0, l1 = srv["layers"]
+        assert (l0["name"], l0["size"], l1["size"]) == ("fc1", 16, 10)
+        # 16-element slices: server 0 holds both layers, server 1 nothing
+        assert l0["slice_count"] == (16 if s == 0 else 0)
+        if s == 0:
+            assert (l0["version"], l0["pending_step"]) == (2, 2)
+            assert (l0["pushed"], l0["missing"]) == ([0], [1])
+            assert (l1["pushed"], l1["missing"]) == ([], [0, 1])
+    files = w0.checkpoint()
+    assert [f["min_version"] for f in files] == [2, 0]  # 1 holds no slice
+    assert all(os.path.exists(f["path"]) for f in files)
+    assert w0.checkpoint(server=1)[0]["path"] == files[1]["path"]
+    w0.push(1, 2, np.ones(10, dtype=np.float32))
+    w0.push_wait()
+    for l, n in ((0, 16), (1, 10)):
+        w1.push(l, 2, np.ones(n, dtype=np.float32))
+    w1.push_wait()
+    assert w0.layer_version(0) == 3
+    with pytest.raises(fsps.FailedPrecondition, match="no checkpoint of it"):
+        w0.rollback(1)
+    epoch = w0.rollback(2)
+    assert epoch != 0
+    assert all(s["epoch"] == epoch for s in w0.status())
+    assert w0.layer_version(0) == 2 and w0.layer_version(1) == 2
+    with pytest.raises(fsps.FailedPrecondition):
+        w1.push(0, 2, np.ones(16, dtype=np.float32))
+        w1.push_wait()
+    assert w1.recover() == 2
+    w0.close()
+    w1.close()

@@ -41,7 +41,7 @@ extern "C" {
  * types (fsps_client, fsps_spec) may change freely. A new major version
  * may break any of this. */
 #define FSPS_VERSION_MAJOR 0
-#define FSPS_VERSION_MINOR 2
+#define FSPS_VERSION_MINOR 3
 #define FSPS_VERSION_PATCH 0
 
 /* fsps_version returns the library's version, "MAJOR.MINOR.PATCH" (which
@@ -340,6 +340,129 @@ int fsps_backward_piece_done(fsps_client *c, uint32_t layer, uint32_t piece);
 
 /* fsps_step_end waits for the step's pushes; returns the first error. */
 int fsps_step_end(fsps_client *c);
+
+/* ---- operating a cluster ----------------------------------------------
+ * What an operator's tool (fsps-ctl) calls: each server's state, and the
+ * Checkpoint and Rollback calls. A client for these needs no model: connect
+ * with the servers' addresses (rank 0 of world 1 is fine) and call them.
+ * Added in 0.3. */
+
+/* fsps_num_servers returns S, the number of servers c was given. */
+uint32_t fsps_num_servers(const fsps_client *c);
+
+/* What every server said to one Status call: opaque, read with the
+ * fsps_status_* accessors below, freed with fsps_status_free. Strings and
+ * arrays it hands out live as long as it does. */
+typedef struct fsps_status fsps_status;
+
+/* fsps_status_get asks every server, in order, for its state (Status;
+ * UNAVAILABLE is retried as c's options say). Returns FSPS_OK when every
+ * server answered; otherwise the code of the first server that did not,
+ * with fsps_last_error naming it. In both cases *out is a new status
+ * object holding what each server said or why it did not answer
+ * (fsps_status_error); only when out of memory or given NULL is *out NULL.
+ * Free it with fsps_status_free. */
+int fsps_status_get(fsps_client *c, fsps_status **out);
+
+/* fsps_status_free frees st and everything its accessors handed out. NULL
+ * is fine. */
+void fsps_status_free(fsps_status *st);
+
+/* Accessors. s is the server's position in the client's list (0..S-1), l a
+ * layer index. Out of range, or for a server that did not answer, they
+ * return 0, false, "" or an empty list. Each takes a const status and may
+ * be called from any thread while none frees it. */
+
+/* fsps_status_num_servers returns S; fsps_status_address server s's
+ * address as the client was given it. */
+uint32_t fsps_status_num_servers(const fsps_status *st);
+const char *fsps_status_address(const fsps_status *st, uint32_t s);
+
+/* fsps_status_error returns FSPS_OK if server s answered, else the error
+ * of its call; *msg (if msg is not NULL) gets a message ("" when OK). */
+int fsps_status_error(const fsps_status *st, uint32_t s, const char **msg);
+
+/* Server s as it describes itself: whether a model is declared, its index
+ * and S (which fsps_status_get does not check against the list), the
+ * number of workers W it waits for, its mode ("bsp", "ssp", "asp"), the
+ * declared model's hash, its incarnation (random, drawn at start: a
+ * change means a restart) and the cluster epoch it is in (UINT64_MAX while
+ * a rollback runs). */
+bool fsps_status_initialized(const fsps_status *st, uint32_t s);
+uint32_t fsps_status_server_index(const fsps_status *st, uint32_t s);
+uint32_t fsps_status_server_count(const fsps_status *st, uint32_t s);
+uint32_t fsps_status_num_workers(const fsps_status *st, uint32_t s);
+const char *fsps_status_mode(const fsps_status *st, uint32_t s);
+uint64_t fsps_status_spec_hash(const fsps_status *st, uint32_t s);
+uint64_t fsps_status_incarnation(const fsps_status *st, uint32_t s);
+uint64_t fsps_status_epoch(const fsps_status *st, uint32_t s);
+
+/* fsps_status_checkpoints returns how many checkpoint versions server s
+ * holds files of and sets *versions (if not NULL) to them, newest first:
+ * the versions fsps_rollback can take it back to (besides 0). */
+uint32_t fsps_status_checkpoints(const fsps_status *st, uint32_t s,
+                                 const uint64_t **versions);
+
+/* fsps_status_num_layers returns the number of layers server s holds. */
+uint32_t fsps_status_num_layers(const fsps_status *st, uint32_t s);
+
+/* Layer l on server s: its name, its element count n and server s's
+ * slice of it (count 0: an empty slice, whose version never moves), its
+ * version (optimizer updates applied), the step being collected, and
+ * whether it awaits its values (init "client", fsps_set_values). */
+const char *fsps_status_layer_name(const fsps_status *st, uint32_t s,
+                                   uint32_t l);
+uint64_t fsps_status_layer_size(const fsps_status *st, uint32_t s, uint32_t l);
+uint64_t fsps_status_layer_slice_count(const fsps_status *st, uint32_t s,
+                                       uint32_t l);
+uint64_t fsps_status_layer_version(const fsps_status *st, uint32_t s,
+                                   uint32_t l);
+uint64_t fsps_status_layer_pending_step(const fsps_status *st, uint32_t s,
+                                        uint32_t l);
+bool fsps_status_layer_awaiting_values(const fsps_status *st, uint32_t s,
+                                       uint32_t l);
+
+/* Workers (ranks, ascending) of layer l's pending step on server s: those
+ * whose push arrived, those it still waits for, and those it stopped
+ * waiting for (--on-worker-timeout proceed). Each returns the count and
+ * sets *workers (if not NULL) to the array. */
+uint32_t fsps_status_layer_pushed(const fsps_status *st, uint32_t s,
+                                  uint32_t l, const uint32_t **workers);
+uint32_t fsps_status_layer_missing(const fsps_status *st, uint32_t s,
+                                   uint32_t l, const uint32_t **workers);
+uint32_t fsps_status_layer_absent(const fsps_status *st, uint32_t s,
+                                  uint32_t l, const uint32_t **workers);
+
+/* fsps_checkpoint asks server s (0..S-1) to write a checkpoint of its
+ * slices now (Checkpoint; the server needs --checkpoint-dir). path (if
+ * not NULL) gets the file's path, truncated to pathlen; *min_version and
+ * *bytes (each may be NULL) the lowest layer version the file holds and
+ * its size. Blocking. Taken while workers push, the file may hold layers
+ * at different versions, which a rollback cannot use; files written by
+ * --checkpoint-every are step boundaries. Returns FSPS_OK or what the
+ * server said (FSPS_FAILED_PRECONDITION without --checkpoint-dir or while
+ * a layer awaits its values, FSPS_IO and the like), fsps_last_error naming
+ * the server. */
+int fsps_checkpoint(fsps_client *c, uint32_t s, char *path, size_t pathlen,
+                    uint64_t *min_version, uint64_t *bytes);
+
+/* fsps_rollback takes every server back to version and into a new cluster
+ * epoch (Rollback), so that nothing computed before counts after: workers'
+ * pulls and pushes of the old epoch are refused (FSPS_FAILED_PRECONDITION)
+ * and fsps_recover takes them on from version. It first asks every server
+ * for its state and changes nothing unless all answered, hold the same
+ * model (c's, if it has one) and can go back to version: a version their
+ * layers have not passed and that they hold a checkpoint of, or all their
+ * layers are at, or 0 (the initial values). The spec hash and the new
+ * epoch (*epoch, if not NULL; c's pulls and pushes carry it from then on)
+ * are derived from the servers' states, so a call repeated after a
+ * failure on the same states chooses the same epoch. Blocking. Returns
+ * FSPS_OK; FSPS_FAILED_PRECONDITION (nothing changed: no model, models
+ * differ, a server cannot go back to version; or a server refused,
+ * fsps_last_error then says which servers were rolled back already);
+ * FSPS_ABORTED (a rollback by someone else is running: try again); or the
+ * error of a server that did not answer. */
+int fsps_rollback(fsps_client *c, uint64_t version, uint64_t *epoch);
 
 /* Counters for progress reports: seconds the trainer thread spent blocked
  * on the network (gather waits, push waits) since connect. */

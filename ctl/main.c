@@ -1,0 +1,49 @@
+/* main.c: fsps-ctl, the operator's tool: `status`, `checkpoint` and
+ * `rollback` of a running cluster over libfsps's public API. */
+#include <string.h>
+
+#include "ctl.h"
+
+#define CTL_RETRIES 2 /* UNAVAILABLE asked again after 100 and 200 ms */
+
+int ctl_exit_code(int rc) {
+  if (rc == FSPS_OK)
+    return CTL_OK;
+  if (rc == FSPS_UNAVAILABLE || rc == FSPS_DEADLINE_EXCEEDED)
+    return CTL_UNREACHABLE;
+  return CTL_FAILED;
+}
+
+static int connect_all(const ctl_opts *o, fsps_client **c) {
+  fsps_options fo;
+  fsps_options_init(&fo);
+  fo.servers = o->servers;
+  fo.timeout_ms = (int64_t)(o->timeout_s * 1000.0 + 0.5);
+  fo.retries = CTL_RETRIES;
+  char err[512];
+  int rc = fsps_connect(&fo, c, err, sizeof err);
+  if (rc == FSPS_OK)
+    return CTL_OK;
+  fprintf(stderr, "fsps-ctl %s: --servers '%s': %s\n", o->cmd, o->servers,
+          err);
+  return rc == FSPS_INVALID_ARGUMENT ? CTL_USAGE : CTL_FAILED;
+}
+
+int main(int argc, char **argv) {
+  ctl_opts o;
+  int code = ctl_parse(argc, argv, &o);
+  if (code >= 0)
+    return code;
+  fsps_client *c = NULL;
+  code = connect_all(&o, &c);
+  if (code != CTL_OK)
+    return code;
+  if (strcmp(o.cmd, "status") == 0)
+    code = ctl_status(c, &o);
+  else if (strcmp(o.cmd, "checkpoint") == 0)
+    code = ctl_checkpoint(c, &o);
+  else
+    code = ctl_rollback(c, &o);
+  fsps_close(c);
+  return code;
+}
