@@ -10,7 +10,6 @@ pushes steps as both workers, or as worker 0 alone.
 Usage: test_ctl.py --ctl FSPS_CTL --driver CTL_DRIVER --server FSPS_SERVER
 """
 import argparse
-import ctypes
 import json
 import os
 import re
@@ -25,18 +24,20 @@ ARGS = None
 S = 2
 
 
-def die_with_parent():
-    """SIGKILL this child if the test process dies."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+# Every child is started through setpriv(1) with PDEATHSIG set, so that no
+# server or worker outlives its test. Not with a preexec_fn doing prctl:
+# that makes subprocess fork() the test process and run Python in the
+# child, which hung a launch for good now and then under load.
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
 
 
 def start_server(tmp, s, ckpt):
     pf = os.path.join(tmp, "port-%d" % s)
     p = subprocess.Popen(
+        DIE_WITH_PARENT +
         [ARGS.server, "--listen", "127.0.0.1:0", "--port-file", pf,
          "--index", str(s), "--num-servers", str(S), "--workers", "2",
-         "--checkpoint-dir", ckpt, "--log-level", "warn"],
-        preexec_fn=die_with_parent)
+         "--checkpoint-dir", ckpt, "--log-level", "warn"])
     deadline = time.monotonic() + 30
     while not os.path.exists(pf) or not os.path.getsize(pf):
         if p.poll() is not None or time.monotonic() > deadline:

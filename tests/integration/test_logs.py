@@ -14,7 +14,6 @@ on loopback, on Fashion-MNIST.
 Usage: test_logs.py --bin BUILD_DIR --src SOURCE_DIR
 """
 import argparse
-import ctypes
 import json
 import os
 import re
@@ -30,9 +29,11 @@ TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 LEVELS = {"error", "warn", "info", "debug"}
 
 
-def die_with_parent():
-    """SIGKILL the child if this test dies, so no server outlives it."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PDEATHSIG
+# Every child is started through setpriv(1) with PDEATHSIG set, so that no
+# server or worker outlives its test. Not with a preexec_fn doing prctl:
+# that makes subprocess fork() the test process and run Python in the
+# child, which hung a launch for good now and then under load.
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
 
 
 def binary(name):
@@ -45,9 +46,10 @@ def start_server(tmp, s, S, W, *flags, env=None):
     err = open(os.path.join(tmp, "server-%d-%d.err" % (s, time.monotonic_ns())),
                "w+b")
     p = subprocess.Popen(
+        DIE_WITH_PARENT +
         [binary("fsps-server"), "--listen", "127.0.0.1:0", "--index", str(s),
          "--num-servers", str(S), "--workers", str(W), "--port-file", pf]
-        + list(flags), stderr=err, env=env, preexec_fn=die_with_parent)
+        + list(flags), stderr=err, env=env)
     deadline = time.monotonic() + 30
     while not os.path.exists(pf):
         if p.poll() is not None or time.monotonic() > deadline:
@@ -125,13 +127,13 @@ class JsonTrainingTest(unittest.TestCase):
         for r in range(W):
             env = dict(os.environ, FSPS_LOG_FORMAT="json")  # the variable too
             procs.append(subprocess.Popen(
+                DIE_WITH_PARENT +
                 [binary("fsps-worker"), "--servers", addrs, "--rank", str(r),
                  "--world", str(W), "--model", "mlp:784,64,10",
                  "--train-limit", "2560", "--batch", "32", "--epochs", "2",
                  "--normalize", "--progress-secs", "0.05", "--log-jsonl",
                  os.path.join(self.tmp.name, "rank%d.jsonl" % r)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                preexec_fn=die_with_parent))
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env))
         outs = []
         try:
             for r, p in enumerate(procs):

@@ -14,7 +14,6 @@
 Usage: test_metrics.py --bin BUILD_DIR
 """
 import argparse
-import ctypes
 import os
 import re
 import signal
@@ -31,9 +30,11 @@ ARGS = None
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
 
 
-def die_with_parent():
-    """SIGKILL the child if this test dies, so no process outlives it."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PDEATHSIG
+# Every child is started through setpriv(1) with PDEATHSIG set, so that no
+# server or worker outlives its test. Not with a preexec_fn doing prctl:
+# that makes subprocess fork() the test process and run Python in the
+# child, which hung a launch for good now and then under load.
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
 
 
 def wait_file(path, proc, what, timeout=30):
@@ -84,10 +85,9 @@ class Proc:
         self.mport_file = os.path.join(tmp, "mport-" + tag)
         self.log = open(os.path.join(tmp, tag + ".log"), "w+")
         self.proc = subprocess.Popen(
-            argv + ["--metrics-listen", "127.0.0.1:0",
-                    "--metrics-port-file", self.mport_file],
-            stdout=self.log, stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent)
+            DIE_WITH_PARENT + argv + ["--metrics-listen", "127.0.0.1:0",
+                                      "--metrics-port-file", self.mport_file],
+            stdout=self.log, stderr=subprocess.STDOUT)
         self.tag = tag
         self.port = wait_file(self.mport_file, self.proc, tag)
 
@@ -224,9 +224,9 @@ class BadAddressTest(unittest.TestCase):
     def refused(self, argv, addr, expect):
         with tempfile.TemporaryDirectory() as tmp:
             grpc_port = os.path.join(tmp, "port-0")
-            p = subprocess.run(argv(tmp) + ["--metrics-listen", addr],
-                               capture_output=True, timeout=60,
-                               preexec_fn=die_with_parent)
+            p = subprocess.run(DIE_WITH_PARENT + argv(tmp) +
+                               ["--metrics-listen", addr],
+                               capture_output=True, timeout=60)
             err = p.stderr.decode()
             self.assertNotEqual(p.returncode, 0, err)
             self.assertIn(expect, err)
