@@ -10,9 +10,12 @@
 #
 # Differences from a cluster, all printed: each server listens on its own
 # loopback address rather than 0.0.0.0 (they share one network namespace),
-# and workers stop after a few steps on part of the data, without the
-# final evaluation, to keep the run short (and give up on a call after 60 s
-# rather than 120 s if something hangs).
+# and so serves its metrics (with metrics on) and each worker its own on
+# 127.0.2.<r+1>, on the rendered metrics port; workers stop after a few steps
+# on part of the data, without the final evaluation, to keep the run short
+# (and give up on a call after 60 s rather than 120 s if something hangs).
+# With metrics on, each server's rendered metrics port is scraped once the
+# workers are done: it must show every layer's version.
 #
 #   smoke.sh DIR FSPS_SERVER FSPS_WORKER FSPS_HEALTH     (DIR from validate.mjs --emit)
 set -euo pipefail
@@ -26,7 +29,7 @@ done
 
 ip link set lo up
 mount --bind "$dir/hosts" /etc/hosts
-read -r S W port <"$dir/counts"
+read -r S W port mport <"$dir/counts"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
@@ -64,10 +67,15 @@ if [ -f "$dir/init.cmd" ]; then
   sleep 0.5
 fi
 
+# metrics_at HOST: the metrics address override for the process on HOST.
+metrics_at() {
+  if [ "$mport" -ne 0 ]; then echo "FSPS_METRICS_LISTEN=$1:$mport"; fi
+}
 for ((i = 0; i < S; i++)); do
   # The rendered checkpoint folder is the pod's volume: use one of ours.
   run_env "$dir/server-$i.env" "$dir/server-$i.log" "$server_bin" \
-    FSPS_LISTEN="127.0.1.$((i + 1)):$port" FSPS_CHECKPOINT_DIR="$dir/ckpt-$i" &
+    FSPS_LISTEN="127.0.1.$((i + 1)):$port" FSPS_CHECKPOINT_DIR="$dir/ckpt-$i" \
+    $(metrics_at "127.0.1.$((i + 1))") &
   pids+=($!)
   server_pids[i]=$!
 done
@@ -108,7 +116,8 @@ echo "smoke: helm test command passed"
 echo "smoke: starting $W worker(s) with overrides ${OVERRIDES[*]}"
 wpids=()
 for ((r = 0; r < W; r++)); do
-  run_env "$dir/worker-$r.env" "$dir/worker-$r.log" "$worker_bin" "${OVERRIDES[@]}" &
+  run_env "$dir/worker-$r.env" "$dir/worker-$r.log" "$worker_bin" "${OVERRIDES[@]}" \
+    $(metrics_at "127.0.2.$((r + 1))") &
   wpids+=($!)
   pids+=($!)
 done
@@ -123,6 +132,28 @@ done
 [ "$status" -eq 0 ] || exit 1
 echo "smoke: all $W worker(s) trained and exited 0; rank 0 said:"
 tail -n 3 "$dir/worker-0.log" | sed 's/^/  /'
+
+# What the ServiceMonitor scrapes: each server's /metrics on the rendered
+# port, which must show every layer's version, trained.
+if [ "$mport" -ne 0 ]; then
+  for ((i = 0; i < S; i++)); do
+    if ! /usr/bin/python3 - "http://127.0.1.$((i + 1)):$mport/metrics" >"$dir/scrape-$i.log" 2>&1 <<'EOF'
+import re, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=30) as r:
+    text = r.read().decode()
+v = [float(x) for x in re.findall(r"^fsps_layer_version\{[^}]*\} (\S+)$", text, re.M)]
+if not v or min(v) < 1:
+    sys.exit("%s: layer versions %s" % (sys.argv[1], v))
+print("%s: %d layer versions, %g..%g" % (sys.argv[1], len(v), min(v), max(v)))
+EOF
+    then
+      echo "smoke: server $i's metrics port answered no trained layer versions:"
+      cat "$dir/scrape-$i.log"
+      exit 1
+    fi
+    echo "smoke: $(cat "$dir/scrape-$i.log")"
+  done
+fi
 
 # SIGTERM, as the kubelet sends it: each server must stop cleanly.
 for ((i = 0; i < S; i++)); do kill -TERM "${server_pids[i]}"; done

@@ -14,13 +14,19 @@
 //     an Indexed Job of M workers whose FSPS_SERVERS are exactly the
 //     servers' stable DNS names, counts and modes that agree, gRPC probes on
 //     the gRPC port, selectors that pick the right pods, the NetworkPolicy,
-//     PDB, ServiceMonitor and helm test pod when the scenario expects them,
-//     and only environment variables and flags the binaries document.
+//     PDB, ServiceMonitor, PodMonitor, dashboard ConfigMap and helm test pod
+//     when the scenario expects them, and only environment variables and
+//     flags the binaries document.
+//  3b. Metrics: FSPS_METRICS_LISTEN on servers and workers exactly when the
+//     scenario has metrics, on the port their "metrics" container port
+//     opens; the ServiceMonitor's and PodMonitor's ports name those ports
+//     (through the Service for the servers); the dashboard ConfigMap carries
+//     the sidecar's label and the chart's dashboards/fsps.json, valid JSON.
 //  4. With --emit DIR: what smoke.sh needs to run the rendered servers and
 //     workers on loopback under their DNS names.
 //
 //   node validate.mjs --manifests FILE --scenario JSON --help-dir DIR
-//                     --dockerfile FILE [--emit DIR]
+//                     --dockerfile FILE --dashboard FILE [--emit DIR]
 import fs from "node:fs";
 import path from "node:path";
 import { parseAllDocuments } from "yaml";
@@ -28,7 +34,7 @@ import { parseAllDocuments } from "yaml";
 const args = {};
 for (let i = 2; i < process.argv.length; i += 2)
   args[process.argv[i].replace(/^--/, "")] = process.argv[i + 1];
-for (const k of ["manifests", "scenario", "help-dir", "dockerfile"])
+for (const k of ["manifests", "scenario", "help-dir", "dockerfile", "dashboard"])
   if (!args[k]) {
     console.error(`validate.mjs: --${k} is required`);
     process.exit(2);
@@ -256,8 +262,6 @@ const metricsPort = (server.ports || []).find((p) => p.name === "metrics");
 check(!!metricsPort === !!sc.metrics, `metrics port ${metricsPort ? "open" : "closed"}, expected ${sc.metrics ? "open" : "closed"}`);
 check(val(se, "FSPS_CHECKPOINT_DIR") === ckMount?.mountPath,
       `FSPS_CHECKPOINT_DIR ${val(se, "FSPS_CHECKPOINT_DIR")} is not the checkpoints volume's ${ckMount?.mountPath}`);
-check(!(server.command.slice(1).concat(server.args || [])).some((a) => /metrics/.test(a)),
-      "the server command passes a metrics flag fsps-server does not have yet");
 
 // Workers.
 const js = job.spec;
@@ -286,6 +290,110 @@ const testCmd = testPod.spec.containers[0].command;
 check(binOf(testCmd) === "fsps-health" && JSON.stringify(testCmd.slice(3)) === JSON.stringify(expected),
       "the helm test pod does not check exactly the servers");
 check(testPod.spec.restartPolicy === "Never", "the helm test pod restarts");
+
+// ---- 3b. metrics ----------------------------------------------------------
+// Each binary listens for scrapes (FSPS_METRICS_LISTEN, on all addresses)
+// exactly when the scenario has metrics, on the port its container opens
+// as "metrics"; no metrics flag hides in a command line.
+const workerMetricsPort = (worker.ports || []).find((p) => p.name === "metrics");
+for (const [what, c, e, port] of [["server", server, se, metricsPort], ["worker", worker, we, workerMetricsPort]]) {
+  const listen = val(e, "FSPS_METRICS_LISTEN");
+  if (sc.metrics) {
+    check(port?.containerPort > 0, `${what}: no container port named metrics`);
+    check(listen === `0.0.0.0:${port?.containerPort}`,
+          `${what}: FSPS_METRICS_LISTEN ${listen}, expected 0.0.0.0:${port?.containerPort} (its metrics port)`);
+  } else {
+    check(!port, `${what}: a metrics port is open without metrics`);
+    check(e.FSPS_METRICS_LISTEN === undefined, `${what}: FSPS_METRICS_LISTEN is set without metrics`);
+  }
+  check(!c.command.slice(1).concat(c.args || []).some((a) => /metrics/.test(a)),
+        `${what}: a metrics flag on the command line (the chart sets FSPS_METRICS_LISTEN)`);
+}
+if (sc.metrics) {
+  check(metricsPort?.containerPort === workerMetricsPort?.containerPort, "servers and workers serve metrics on different ports");
+  const svcPort = headless.spec.ports.find((p) => p.name === "metrics");
+  check(svcPort && svcPort.targetPort === "metrics" && svcPort.port === metricsPort?.containerPort,
+        "the headless Service's metrics port does not lead to the servers' metrics port");
+  if (!failed) ok(`metrics: servers and workers serve /metrics on port ${metricsPort.containerPort}`);
+}
+
+// A monitor's relabelings must label every series release=<release>, the
+// dashboard's selector.
+const labelsRelease = (ep) => (ep.relabelings || []).some(
+  (r) => r.targetLabel === "release" && r.replacement === sc.release && (r.action ?? "replace") === "replace" &&
+         !(r.sourceLabels || []).length);
+const sms = byKind.ServiceMonitor || [];
+check(sms.length === (sc.serviceMonitor ? 1 : 0), `${sms.length} ServiceMonitors, expected ${sc.serviceMonitor ? 1 : 0}`);
+for (const m of sms) {
+  check(JSON.stringify(m.spec.namespaceSelector?.matchNames) === JSON.stringify([sc.namespace]),
+        `the ServiceMonitor looks in ${JSON.stringify(m.spec.namespaceSelector)}, not in ${sc.namespace}`);
+  check(matches(m.spec.selector.matchLabels, headless.metadata.labels), "the ServiceMonitor does not select the server Service");
+  const others = (byKind.Service || []).filter((x) => x !== headless && matches(m.spec.selector.matchLabels, x.metadata.labels));
+  check(!others.length, "the ServiceMonitor selects other Services too");
+  check(m.spec.endpoints.length === 1, `the ServiceMonitor has ${m.spec.endpoints.length} endpoints, expected 1`);
+  for (const e of m.spec.endpoints) {
+    const p = headless.spec.ports.find((x) => x.name === e.port);
+    check(p, `ServiceMonitor endpoint port ${e.port} is not a port of the Service`);
+    check(p && p.targetPort === "metrics" && p.port === metricsPort?.containerPort,
+          `ServiceMonitor endpoint port ${e.port} does not lead to the servers' metrics port ${metricsPort?.containerPort}`);
+    check((e.path ?? "/metrics") === "/metrics", `ServiceMonitor path ${e.path}: the servers serve /metrics`);
+    check(labelsRelease(e), `the ServiceMonitor does not label series release=${sc.release}`);
+  }
+}
+const pms = byKind.PodMonitor || [];
+check(pms.length === (sc.serviceMonitor ? 1 : 0), `${pms.length} PodMonitors, expected ${sc.serviceMonitor ? 1 : 0}`);
+for (const m of pms) {
+  check(JSON.stringify(m.spec.namespaceSelector?.matchNames) === JSON.stringify([sc.namespace]),
+        `the PodMonitor looks in ${JSON.stringify(m.spec.namespaceSelector)}, not in ${sc.namespace}`);
+  check(matches(m.spec.selector.matchLabels, js.template.metadata.labels), "the PodMonitor does not select the worker pods");
+  check(!matches(m.spec.selector.matchLabels, sc_.template.metadata.labels), "the PodMonitor selects server pods too");
+  check(!matches(m.spec.selector.matchLabels, testPod.metadata.labels), "the PodMonitor selects the helm test pod");
+  check(m.spec.podMetricsEndpoints.length === 1, `the PodMonitor has ${m.spec.podMetricsEndpoints.length} endpoints, expected 1`);
+  for (const e of m.spec.podMetricsEndpoints) {
+    check(e.port && e.port === workerMetricsPort?.name,
+          `PodMonitor endpoint port ${e.port} is not the workers' metrics container port`);
+    check((e.path ?? "/metrics") === "/metrics", `PodMonitor path ${e.path}: the workers serve /metrics`);
+    check(labelsRelease(e), `the PodMonitor does not label series release=${sc.release}`);
+  }
+}
+if (sc.serviceMonitor && !failed) ok("the ServiceMonitor scrapes the servers' and the PodMonitor the workers' metrics ports");
+
+// The dashboard: one ConfigMap with the sidecar's label, holding the chart's
+// dashboards/fsps.json byte for byte: a Grafana dashboard with queries, all
+// on the $datasource variable.
+const dashSrc = fs.readFileSync(args.dashboard, "utf8");
+const cms = (byKind.ConfigMap || []).filter((c) => c.metadata.labels?.["app.kubernetes.io/component"] === "dashboard");
+check(cms.length === (sc.dashboard ? 1 : 0), `${cms.length} dashboard ConfigMaps, expected ${sc.dashboard ? 1 : 0}`);
+for (const cm of cms) {
+  const label = sc.dashboardLabel ?? "grafana_dashboard", want = sc.dashboardLabelValue ?? "1";
+  check(cm.metadata.labels[label] === want, `the dashboard ConfigMap's label ${label} is ${cm.metadata.labels[label]}, expected "${want}"`);
+  check(cm.metadata.namespace === sc.dashboardNamespace,
+        `the dashboard ConfigMap's namespace is ${cm.metadata.namespace}, expected ${sc.dashboardNamespace}`);
+  for (const [k, v] of Object.entries(sc.dashboardAnnotations || {}))
+    check(cm.metadata.annotations?.[k] === v, `the dashboard ConfigMap lacks the annotation ${k}: ${v}`);
+  const keys = Object.keys(cm.data || {});
+  check(keys.length === 1 && keys[0].endsWith(".json"), `the dashboard ConfigMap holds ${keys}, expected one .json file`);
+  let d;
+  try {
+    d = JSON.parse(cm.data[keys[0]]);
+  } catch (e) {
+    fail(`the dashboard ConfigMap's ${keys[0]} is not JSON: ${e.message}`);
+    continue;
+  }
+  check(cm.data[keys[0]].trimEnd() === dashSrc.trimEnd(), `${keys[0]} is not ${args.dashboard} byte for byte`);
+  const panels = (d.panels || []).flatMap((p) => [p, ...(p.panels || [])]);
+  const exprs = panels.flatMap((p) => (p.targets || []).map((t) => t.expr)).filter((x) => typeof x === "string" && x.trim());
+  check(d.uid && d.title && typeof d.schemaVersion === "number", "the dashboard lacks a uid, title or schemaVersion");
+  check(exprs.length > 0, "the dashboard has no queries");
+  const ids = panels.map((p) => p.id);
+  check(new Set(ids).size === ids.length, "the dashboard's panel ids are not unique");
+  const vars = (d.templating?.list || []).map((v) => v.name);
+  for (const v of ["datasource", "namespace", "release"]) check(vars.includes(v), `the dashboard has no $${v} variable`);
+  for (const p of panels.filter((p) => p.type !== "row"))
+    check(p.datasource?.uid === "${datasource}" && (p.targets || []).every((t) => t.datasource?.uid === "${datasource}"),
+          `dashboard panel "${p.title}" does not query the $datasource variable`);
+  if (!failed) ok(`dashboard ConfigMap ${cm.metadata.name}: ${label}="${want}", ${panels.length} panels, ${exprs.length} queries`);
+}
 
 // Optional objects.
 const pdbs = byKind.PodDisruptionBudget || [];
@@ -316,14 +424,19 @@ if (sc.networkPolicy) {
     const want = sc.metrics ? [grpcPort, metricsPort?.containerPort] : [grpcPort];
     check(JSON.stringify(ports.sort()) === JSON.stringify(want.sort()), `ingress ports ${ports}, expected ${want}`);
   }
-  if (check(wnp, "no NetworkPolicy selects the workers"))
-    check(wnp.spec.policyTypes?.includes("Ingress") && !(wnp.spec.ingress || []).length, "workers accept connections");
-}
-const sms = byKind.ServiceMonitor || [];
-check(sms.length === (sc.serviceMonitor ? 1 : 0), `${sms.length} ServiceMonitors, expected ${sc.serviceMonitor ? 1 : 0}`);
-for (const m of sms) {
-  check(matches(m.spec.selector.matchLabels, headless.metadata.labels), "the ServiceMonitor does not select the server Service");
-  check(m.spec.endpoints.every((e) => headless.spec.ports.some((p) => p.name === e.port)), "ServiceMonitor endpoint port not on the Service");
+  if (check(wnp, "no NetworkPolicy selects the workers")) {
+    check(wnp.spec.policyTypes?.includes("Ingress"), "worker NetworkPolicy does not police ingress");
+    const wports = (wnp.spec.ingress || []).flatMap((x) => (x.ports || []).map((p) => p.port));
+    const open = (wnp.spec.ingress || []).some((x) => !(x.ports || []).length);
+    const wwant = sc.metrics ? [workerMetricsPort?.containerPort] : [];
+    check(!open && JSON.stringify(wports) === JSON.stringify(wwant),
+          `workers accept connections on ${open ? "every port" : `ports [${wports}]`}, expected [${wwant}]`);
+    if (sc.metrics) {
+      const srule = snp?.spec.ingress.find((r) => r.ports?.some((p) => p.port === metricsPort?.containerPort));
+      check(JSON.stringify(wnp.spec.ingress[0]?.from) === JSON.stringify(srule?.from),
+            "workers' metrics port admits other sources than the servers' does");
+    }
+  }
 }
 const sas = byKind.ServiceAccount || [];
 check(sas.length === (sc.serviceAccount ? 1 : 0), `${sas.length} ServiceAccounts, expected ${sc.serviceAccount ? 1 : 0}`);
@@ -359,7 +472,7 @@ if (args.emit && !failed) {
       "metadata.annotations['batch.kubernetes.io/job-completion-index']": String(r) })));
   if (init) fs.writeFileSync(path.join(dir, "init.cmd"), lines(init.command));
   fs.writeFileSync(path.join(dir, "test.cmd"), lines(testCmd));
-  fs.writeFileSync(path.join(dir, "counts"), `${S} ${W} ${grpcPort}\n`);
+  fs.writeFileSync(path.join(dir, "counts"), `${S} ${W} ${grpcPort} ${sc.metrics ? metricsPort.containerPort : 0}\n`);
 }
 
 console.log(failed ? `validate.mjs ${tag}: ${failed} failed` : `validate.mjs ${tag}: ${objs.length} objects, all checks passed`);

