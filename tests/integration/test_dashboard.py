@@ -5,9 +5,10 @@ reads (panels, variables, annotations) must be in the /metrics of a real
 2-server, 2-worker training run, as a sample and not only declared.
 
 The run is test_metrics.py's harness (its processes, scrape and parser):
-servers with --checkpoint-every (so the checkpoint series are real) and
-one worker started with another model, which the servers refuse (so
-fsps_rejected_requests_total has a series). The dashboard must hold
+servers with --checkpoint-dir, each writing one checkpoint on
+`fsps-ctl checkpoint` (so the checkpoint series are real), and once
+training runs, one more worker with another model, which the servers
+refuse (so fsps_rejected_requests_total has a series). The dashboard must hold
 queries (no vacuous pass), each reading at least one metric, each selector
 picking $namespace and $release, and every expression, with Grafana's
 variables filled in, must parse with promtool (Debian's prometheus).
@@ -102,8 +103,7 @@ class LiveScrapeTest(unittest.TestCase):
         servers = []
         for s in range(S):
             argv = harness.server_argv(tmp, s, S, W) + [
-                "--checkpoint-dir", os.path.join(tmp, "ckpt-%d" % s),
-                "--checkpoint-every", "5"]
+                "--checkpoint-dir", os.path.join(tmp, "ckpt-%d" % s)]
             servers.append(harness.Proc(tmp, "server%d" % s, argv))
             cls.procs.append(servers[-1])
         addrs = ",".join("127.0.0.1:%d" % harness.wait_file(
@@ -112,11 +112,14 @@ class LiveScrapeTest(unittest.TestCase):
         for r in range(W):
             cls.procs.append(harness.Proc(tmp, "worker%d" % r,
                                           harness.worker_argv(addrs, r, W)))
-        cls.refused_worker(addrs)
         cls.wait_until(lambda t: t["fsps_worker_step"] >= 6, "every worker made 6 steps",
                        cls.procs[S:])
+        # Only now: a worker refused before rank 0's Init would have
+        # declared its own model instead.
+        cls.checkpoint(addrs)
+        cls.refused_worker(addrs)
         cls.wait_until(lambda t: t["fsps_checkpoints_total"] >= 1,
-                       "every server wrote a checkpoint", servers)
+                       "every server counted its checkpoint", servers)
         cls.wait_until(lambda t: t["fsps_rejected_requests_total"] >= 1,
                        "the servers counted the refused worker", servers, every=False)
         samples, declared = {}, {}
@@ -125,6 +128,15 @@ class LiveScrapeTest(unittest.TestCase):
             samples[p.tag] = {n for n, _ in harness.parse(text)}
             declared[p.tag] = {m.group(1) for m in map(TYPE_LINE.match, text.splitlines()) if m}
         return samples, declared
+
+    @classmethod
+    def checkpoint(cls, addrs):
+        """fsps-ctl checkpoint: every server writes one checkpoint file."""
+        p = subprocess.run(harness.DIE_WITH_PARENT + [
+            os.path.join(ARGS.bin, "ctl", "fsps-ctl"), "checkpoint", "--servers", addrs,
+            "--timeout", "120"], capture_output=True, timeout=300)
+        assert p.returncode == 0, "fsps-ctl checkpoint: exit %d: %s" % (
+            p.returncode, (p.stdout + p.stderr).decode(errors="replace"))
 
     @classmethod
     def refused_worker(cls, addrs):
