@@ -94,8 +94,15 @@ class LiveScrapeTest(unittest.TestCase):
 
     @classmethod
     def stop_all(cls):
+        """Stops every process; a server must exit 0 on SIGTERM (under a
+        sanitizer, a report makes it exit otherwise)."""
+        bad = []
         for p in reversed(cls.procs):
-            p.stop()
+            rc = p.stop()
+            if p.tag.startswith("server") and rc != 0:
+                with open(p.log.name, errors="replace") as f:
+                    bad.append("%s exited %s on SIGTERM:\n%s" % (p.tag, rc, f.read()[-4000:]))
+        assert not bad, "\n".join(bad)
 
     @classmethod
     def run_cluster(cls, tmp):
