@@ -8,24 +8,31 @@
   moved rise.
 - A scrape as the server starts and while it shuts down answers or fails
   cleanly (never a malformed answer).
+- Scrapes in a tight loop while fsps-ctl rolls a training cluster back:
+  each answers whole or fails cleanly, never hangs, and the scrapes after
+  the rollback show the rolled-back versions and fsps_rollbacks_total.
 - A metrics port in use or an address not this machine's: a clear error,
   a non-zero exit, and the gRPC port is never opened (no half start).
 
 Usage: test_metrics.py --bin BUILD_DIR
 """
 import argparse
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import unittest
 import urllib.error
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 from metrics_harness import (DIE_WITH_PARENT, Cluster, Proc,  # noqa: E402
-                             parse, promtool, scrape, total, wait_file)
+                             families, parse, promtool, scrape, total,
+                             wait_file)
 import metrics_harness  # noqa: E402
 
 ARGS = None
@@ -37,6 +44,14 @@ def server_argv(tmp, s, S, W, extra=()):
 
 def worker_argv(servers, r, W):
     return metrics_harness.worker_argv(ARGS.bin, servers, r, W)
+
+
+def ctl(*args):
+    """Runs fsps-ctl; returns (exit code, stdout, stderr)."""
+    r = subprocess.run([os.path.join(ARGS.bin, "ctl", "fsps-ctl")] +
+                       list(args), capture_output=True, text=True,
+                       timeout=120)
+    return r.returncode, r.stdout, r.stderr
 
 
 class ClusterMetricsTest(unittest.TestCase):
@@ -116,6 +131,160 @@ class LifecycleTest(unittest.TestCase):
                 self.assertFalse(self.scrape_or_refused(p.port))
             finally:
                 p.stop()
+
+
+class Hammer(threading.Thread):
+    """Scrapes the given ports in turn, as fast as they answer, until
+    halted. Each scrape is answered (a complete, well-formed 200 answer:
+    every line parses, it ends with a newline and it declares every metric
+    family the port's previous answer did: a family, once shown, stays),
+    refused (a clean connection error) or bad (anything else, a hang
+    included: no answer within HANG_S)."""
+    HANG_S = 30
+
+    def __init__(self, ports):
+        super().__init__(daemon=True)
+        self.ports = ports
+        self.halt = threading.Event()
+        self.answered = []  # (port, start, end) of each answered scrape
+        self.refused = 0
+        self.bad = []  # (port, what went wrong)
+        self.want = {}  # port -> the families of its last answer
+
+    def run(self):
+        while not self.halt.is_set():
+            for port in self.ports:
+                self.once(port)
+
+    def once(self, port):
+        start = time.monotonic()
+        try:
+            text = scrape(port, timeout=self.HANG_S)
+        except (ConnectionError, urllib.error.URLError) as e:
+            if isinstance(getattr(e, "reason", e), ConnectionError):
+                self.refused += 1
+            else:
+                self.bad.append((port, repr(e)))
+            return
+        except Exception as e:  # a timeout, a cut answer, a bad header
+            self.bad.append((port, repr(e)))
+            return
+        try:
+            parse(text)
+            got = families(text)
+            lost = self.want.get(port, set()) - got
+            assert not lost, "families missing: %s" % sorted(lost)
+            self.want[port] = got
+        except AssertionError as e:
+            self.bad.append((port, str(e)))
+            return
+        self.answered.append((port, start, time.monotonic()))
+
+
+class RollbackScrapeTest(unittest.TestCase):
+    """Servers scraped in a tight loop while fsps-ctl rolls a training
+    2-server, 2-worker cluster back three times: every scrape answers
+    whole or fails cleanly, and the scrapes after each rollback show its
+    versions and one more rollback. The workers are paused (SIGSTOP) for
+    the rollbacks, so that the versions are exactly the rolled-back ones,
+    and then recover and train on."""
+    EVERY = 10  # --checkpoint-every
+
+    def test_scrape_during_rollback(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = os.path.join(tmp, "ckpt")
+            os.mkdir(ckpt)
+            extra = ["--checkpoint-dir", ckpt, "--checkpoint-every",
+                     str(self.EVERY), "--keep", "1000"]
+            with Cluster(ARGS.bin, tmp, server_extra=extra,
+                         model="mlp:784,32,10") as c:
+                hammer = Hammer([p.port for p in c.servers])
+                hammer.start()
+                try:
+                    self.roll_back(c, hammer)
+                finally:
+                    hammer.halt.set()
+                    hammer.join(Hammer.HANG_S + 30)
+                self.assertFalse(hammer.is_alive(), "a scrape hangs")
+                self.assertEqual(hammer.bad[:5], [], "%d bad scrapes of %d"
+                                 % (len(hammer.bad), len(hammer.answered) +
+                                    hammer.refused + len(hammer.bad)))
+
+    def roll_back(self, c, hammer):
+        targets = self.wait_checkpoints(c, 3)
+        for w in c.workers:
+            w.pause()
+        start = time.monotonic()
+        for n, version in enumerate(targets, 1):
+            code, out, err = ctl("rollback", "--servers", c.addrs,
+                                 "--version", str(version))
+            self.assertEqual(code, 0, err)
+            self.assertIn("rolled 2 server(s) back to version %d" % version,
+                          out)
+            for p in c.servers:
+                self.check_rolled_back(parse(scrape(p.port)), version, n)
+        end = time.monotonic()
+        for p in c.servers:
+            during = [a for a in hammer.answered
+                      if a[0] == p.port and a[2] > start and a[1] < end]
+            self.assertTrue(during, "no scrape of %s during the rollbacks"
+                            % p.tag)
+            sys.stderr.write("%s: %d scrapes answered during the rollbacks\n"
+                             % (p.tag, len(during)))
+        for w in c.workers:
+            w.resume()
+        self.wait_recovered(c, targets[-1])
+
+    def check_rolled_back(self, m, version, n):
+        versions = [v for (name, _), v in m.items()
+                    if name == "fsps_layer_version"]
+        self.assertEqual(versions, [version, version])
+        self.assertEqual(m[("fsps_rollbacks_total", "")], n)
+        # the step the rollback left waits for both workers, on both layers
+        self.assertEqual(total(m, "fsps_layer_missing_workers"), 4)
+
+    def status(self, c):
+        code, out, err = ctl("status", "--servers", c.addrs, "--json")
+        self.assertEqual(code, 0, err)
+        return json.loads(out)["servers"]
+
+    def wait_checkpoints(self, c, n, timeout=180):
+        """The n newest versions of which both servers hold a checkpoint,
+        all below every layer's version, newest first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            servers = self.status(c)
+            lo = min(l["version"] for s in servers for l in s["layers"])
+            held = set.intersection(*(set(s["checkpoints"]) for s in servers))
+            below = sorted((v for v in held if 0 < v < lo), reverse=True)
+            if len(below) >= n:
+                return below[:n]
+            for w in c.workers:
+                self.assertIsNone(w.proc.poll(), "%s stopped" % w.tag)
+            self.assertLess(time.monotonic(), deadline,
+                            "no %d checkpoints in %d s: %s" % (n, timeout,
+                                                               servers))
+            time.sleep(0.2)
+
+    def wait_recovered(self, c, version, timeout=180):
+        """Polls until every worker recovered and the layers moved past
+        version; the workers' recoveries made no rollback of their own."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ws = [parse(scrape(w.port)) for w in c.workers]
+            ss = [parse(scrape(p.port)) for p in c.servers]
+            lo = min(v for m in ss for (name, _), v in m.items()
+                     if name == "fsps_layer_version")
+            if (all(m[("fsps_worker_recoveries_total", "")] >= 1 for m in ws)
+                    and lo > version + self.EVERY):
+                break
+            for w in c.workers:
+                self.assertIsNone(w.proc.poll(), "%s stopped" % w.tag)
+            self.assertLess(time.monotonic(), deadline,
+                            "no recovery in %d s: layers at %d" % (timeout, lo))
+            time.sleep(0.2)
+        for m in ss:
+            self.assertEqual(m[("fsps_rollbacks_total", "")], 3)
 
 
 class BadAddressTest(unittest.TestCase):
