@@ -45,22 +45,29 @@ static const char STATUS_HELP[] =
     "  --json          one JSON document on stdout\n";
 
 static const char CHECKPOINT_HELP[] =
-    "usage: fsps-ctl checkpoint --servers LIST [--timeout SEC]\n"
+    "usage: fsps-ctl checkpoint --servers LIST [--json] [--timeout SEC]\n"
     "\n"
     "Asks every server to write a checkpoint of its slices now (the server\n"
     "needs --checkpoint-dir) and prints each file written. Taken while\n"
     "workers push, the files may hold layers at different versions.\n"
-    "\n";
+    "\n"
+    "  --json          one JSON document on stdout: {\"servers\": [{\"server\",\n"
+    "                  \"ok\", \"path\", \"version\", \"bytes\"} or {\"server\",\n"
+    "                  \"ok\": false, \"error\", \"message\"}], \"ok\"}\n";
 
 static const char ROLLBACK_HELP[] =
-    "usage: fsps-ctl rollback --servers LIST --version N [--timeout SEC]\n"
+    "usage: fsps-ctl rollback --servers LIST --version N [--json]\n"
+    "                         [--timeout SEC]\n"
     "\n"
     "Takes every server back to version N and into a new epoch: running\n"
     "workers are refused and recover from version N. Every server must hold\n"
     "the same model and be able to go back to N (a checkpoint of N, all its\n"
     "layers at N, or N = 0, the initial values); otherwise nothing changes.\n"
     "\n"
-    "  --version N     the version to go back to\n";
+    "  --version N     the version to go back to\n"
+    "  --json          one JSON document on stdout: {\"ok\", \"version\",\n"
+    "                  \"epoch\", \"servers\"} or {\"ok\": false, \"version\",\n"
+    "                  \"error\", \"message\"}\n";
 
 static void print_help(const char *cmd) {
   const char *text = cmd == NULL                      ? TOOL_HELP
@@ -122,9 +129,7 @@ static int one_flag(int f, const char *arg, ctl_opts *o) {
                : usage(o->cmd, "--timeout wants seconds > 0, not '", arg);
   case OPT_JSON:
     o->json = true;
-    return strcmp(o->cmd, "status") == 0
-               ? -1
-               : usage(o->cmd, "--json is an option of status only", NULL);
+    return -1;
   case OPT_VERSION:
     if (!rollback)
       return usage(o->cmd, "--version is an option of rollback only", NULL);

@@ -4,7 +4,9 @@ sharded on fsps servers, each worker training on its own part of the data.
 
 Every worker runs this program with its rank; rank 0 declares the model
 and prints progress and the test accuracy after each epoch (stderr) and a
-final JSON line (stdout). scripts/demo.sh --torch starts servers and workers for you; by hand:
+final JSON line (stdout); with --log-jsonl FILE it also writes the
+progress and epoch lines fsps-worker --log-jsonl writes, which
+scripts/plot.py draws. scripts/demo.sh --torch starts servers and workers for you; by hand:
 
   fsps-server --listen 127.0.0.1:7070 --num-servers 2 --index 0 --workers 2 &
   fsps-server --listen 127.0.0.1:7071 --num-servers 2 --index 1 --workers 2 &
@@ -75,6 +77,41 @@ def accuracy(model, x, y, batch=1000):
     return correct / len(x)
 
 
+class JsonlLog:
+    """fsps-worker's --log-jsonl lines: "progress" every tick, "epoch" at
+    each epoch's end, with the mean loss over the epoch so far and this
+    worker's samples/s since the start, as fsps-worker writes them. None
+    writes nothing."""
+
+    def __init__(self, path):
+        self.f = open(path, "w") if path else None
+        self.loss_sum, self.loss_n = 0.0, 0
+
+    def add_loss(self, loss):
+        self.loss_sum += loss
+        self.loss_n += 1
+
+    def write(self, event, epoch, step, samples, seconds, **extra):
+        if self.f is None or self.loss_n == 0:
+            return
+        rec = {"event": event,
+               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "rank": 0, "epoch": epoch + 1, "step": step,
+               "loss": round(self.loss_sum / self.loss_n, 6),
+               "samples_per_s": round(samples / seconds, 3) if seconds > 0
+               else 0.0,
+               "seconds": round(seconds, 6)}
+        rec.update(extra)
+        self.f.write(json.dumps(rec) + "\n")
+        self.f.flush()
+        if event == "epoch":
+            self.loss_sum, self.loss_n = 0.0, 0
+
+    def close(self):
+        if self.f is not None:
+            self.f.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--servers", default="127.0.0.1:7070")
@@ -88,6 +125,10 @@ def main():
     ap.add_argument("--progress-secs", type=float, default=5.0)
     ap.add_argument("--min-accuracy", type=float, default=None,
                     help="exit 1 if the final test accuracy is below")
+    ap.add_argument("--log-jsonl", metavar="FILE",
+                    help="rank 0 writes a JSON line per progress tick and "
+                         "per epoch here, as fsps-worker does (for "
+                         "scripts/plot.py)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # every rank builds the same model
@@ -104,7 +145,12 @@ def main():
     log("rank 0 of %d: %d units, %d parameters, %d steps an epoch"
         % (args.world, len(model.units), sum(u.size for u in model.units),
            steps_per_epoch))
-    train_s, samples, acc = 0.0, 0, 0.0
+    try:
+        jsonl = JsonlLog(args.log_jsonl if args.rank == 0 else None)
+    except OSError as e:
+        sys.exit("cannot write --log-jsonl %s: %s" % (args.log_jsonl,
+                                                      e.strerror))
+    train_s, samples, acc, step = 0.0, 0, 0.0, 0
     for epoch in range(args.epochs):
         # One shuffle for all ranks (same seed); rank r takes every
         # world-th sample of it: each worker its own part of the data.
@@ -117,8 +163,12 @@ def main():
             loss.backward()
             model.step()
             samples += len(idx) * args.world
+            step += 1
+            jsonl.add_loss(loss.item())
             if time.monotonic() - shown >= args.progress_secs:
                 shown = time.monotonic()
+                jsonl.write("progress", epoch, step, samples // args.world,
+                            train_s + shown - t0)
                 log("epoch %d step %d/%d loss %.4f" % (epoch + 1, i + 1,
                                                       steps_per_epoch,
                                                       loss.item()))
@@ -126,6 +176,9 @@ def main():
         if args.rank == 0:
             acc = accuracy(model, tx, ty)
             log("epoch %d: test accuracy %.4f" % (epoch + 1, acc))
+            jsonl.write("epoch", epoch, step, samples // args.world,
+                        train_s, test_accuracy=acc)
+    jsonl.close()
     if args.rank == 0:
         print(json.dumps({"event": "done", "test_accuracy": round(acc, 4),
                           "samples_per_s": round(samples / train_s, 1),

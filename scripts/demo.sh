@@ -36,7 +36,7 @@ Flags after -- go to every fsps-worker (see fsps-worker --help).
 --torch trains examples/torch_fashion_cnn.py instead (PyTorch, through
 fsps.torch): a CNN, 6 epochs unless --epochs, batch 64 per worker unless
 --batch, Adam lr 0.002 with a cosine schedule; flags after -- go to it.
-It draws no picture: the example writes no --log-jsonl file.
+Its rank 0 writes the same --log-jsonl file, drawn the same way.
 EOF
 }
 
@@ -70,7 +70,7 @@ cmake --build "$BUILD_DIR" -j "$(nproc)" >/dev/null
 RUN_DIR=$(mktemp -d /tmp/fsps-demo.XXXXXX)
 # Kept after the run (RUN_DIR is not): worker 0's log and its picture.
 LOG_DIR="${DEMO_RUNS_DIR:-demo-runs}/$(date -u +%Y%m%dT%H%M%SZ)"
-[ -n "$TORCH" ] || { mkdir -p "$LOG_DIR" && LOG_DIR=$(cd "$LOG_DIR" && pwd); }
+mkdir -p "$LOG_DIR" && LOG_DIR=$(cd "$LOG_DIR" && pwd)
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -100,7 +100,7 @@ start_worker() { # start_worker RANK OUTPUT [worker flags]
     FSPS_LIBRARY="$BUILD_DIR/client/libfsps.so.0" PYTHONPATH=python \
       /usr/bin/python3 examples/torch_fashion_cnn.py --servers "$list" \
       --rank "$1" --world "$WORKERS" --batch "$BATCH" --epochs "$EPOCHS" \
-      ${EXTRA[@]+"${EXTRA[@]}"} >"$2" &
+      "${@:3}" ${EXTRA[@]+"${EXTRA[@]}"} >"$2" &
   else
     "$BUILD_DIR/worker/fsps-worker" --servers "$list" --rank "$1" \
       --world "$WORKERS" --model "$MODEL" --batch "$BATCH" \
@@ -120,8 +120,19 @@ WPIDS=()
 # Workers show progress on stderr; worker 0's stdout is its JSON summary.
 start_worker 0 "$RUN_DIR/summary.json" --log-jsonl "$LOG_DIR/worker0.jsonl"
 for ((r = 1; r < WORKERS; r++)); do start_worker "$r" /dev/null; done
+# Wait for the workers; the first that fails ends the demo at once (the
+# others would wait for its pushes until their deadline).
 status=0
-for pid in "${WPIDS[@]}"; do wait "$pid" || status=1; done
+left=("${WPIDS[@]}")
+while [ "${#left[@]}" -gt 0 ] && [ "$status" -eq 0 ]; do
+  next=()
+  for pid in "${left[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then next+=("$pid")
+    else wait "$pid" || status=1; fi
+  done
+  left=(${next[@]+"${next[@]}"})
+  [ "${#left[@]}" -eq 0 ] || sleep 0.2
+done
 if [ "$status" -ne 0 ]; then
   echo "demo: a worker failed (see its messages above)" >&2
   exit 1
@@ -130,15 +141,13 @@ echo "demo: summary of worker 0:"
 cat "$RUN_DIR/summary.json"
 acc=$(sed -n 's/.*"test_accuracy": *\([0-9.]*\).*/\1/p' "$RUN_DIR/summary.json")
 echo "demo: final test accuracy $acc"
-if [ -z "$TORCH" ]; then
-  if ! /usr/bin/python3 scripts/plot.py "$LOG_DIR/worker0.jsonl" \
-      -o "$LOG_DIR/run.png"; then
-    echo "demo: could not draw the run (log kept in $LOG_DIR)" >&2
-    exit 1
-  fi
-  echo "demo: worker 0's log: $LOG_DIR/worker0.jsonl"
-  echo "demo: picture of the run: $LOG_DIR/run.png"
+if ! /usr/bin/python3 scripts/plot.py "$LOG_DIR/worker0.jsonl" \
+    -o "$LOG_DIR/run.png"; then
+  echo "demo: could not draw the run (log kept in $LOG_DIR)" >&2
+  exit 1
 fi
+echo "demo: worker 0's log: $LOG_DIR/worker0.jsonl"
+echo "demo: picture of the run: $LOG_DIR/run.png"
 if [ -n "$MIN_ACC" ] && ! awk -v a="$acc" -v m="$MIN_ACC" 'BEGIN { exit !(a >= m) }'; then
   echo "demo: accuracy $acc is below the required $MIN_ACC" >&2
   exit 1

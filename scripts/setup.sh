@@ -21,8 +21,9 @@ PACKAGES=(
   # llvm-symbolizer, which puts file:line in sanitizer reports
   clang libclang-rt-dev llvm
   # /metrics on fsps-server and fsps-worker is served by libmicrohttpd (no
-  # hand-written HTTP); the tests check every scrape with promtool, which
-  # ships in Debian's prometheus package
+  # hand-written HTTP); the tests check every scrape with promtool and run
+  # the Prometheus server itself against a live run, both in Debian's
+  # prometheus package
   libmicrohttpd-dev prometheus
 )
 

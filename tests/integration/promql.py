@@ -222,7 +222,8 @@ def dashboard_queries(d):
         for p in ps:
             for t in p.get("targets", []):
                 if t.get("expr", "").strip():
-                    out.append(("panel %r query %s" % (p.get("title"), t.get("refId")), t["expr"]))
+                    out.append(("panel %s %r query %s" % (p.get("id"), p.get("title"), t.get("refId")),
+                                t["expr"]))
             panels(p.get("panels", []))
 
     panels(d.get("panels", []))

@@ -158,6 +158,15 @@ class CtlTest(unittest.TestCase):
             self.assertTrue(os.path.exists(m.group(1)))
         self.assertEqual(
             self.status_json()["servers"][0]["checkpoints"], [3])
+        code, out, err = ctl("checkpoint", "--servers", self.servers, "--json")
+        self.assertEqual(code, 0, err)
+        doc = json.loads(out)
+        self.assertTrue(doc["ok"])
+        self.assertEqual([e["server"] for e in doc["servers"]], list(range(S)))
+        for e in doc["servers"]:
+            self.assertEqual((e["ok"], e["version"]), (True, 3), e)
+            self.assertGreater(e["bytes"], 0)
+            self.assertTrue(os.path.exists(e["path"]), e)
 
         self.drive(3, 6, partial=False)  # worker 1 completes 3; then 4, 5
         self.assert_versions(6)
@@ -167,7 +176,16 @@ class CtlTest(unittest.TestCase):
         self.assertRegex(out, r"rolled 2 server\(s\) back to version 3; "
                               r"new epoch [0-9a-f]{16}")
         self.assert_versions(3)
+        code, out, err = ctl("rollback", "--servers", self.servers,
+                             "--version", "3", "--json")
+        self.assertEqual(code, 0, err)
+        doc = json.loads(out)
+        self.assertEqual((doc["ok"], doc["version"], doc["servers"]),
+                         (True, 3, S), doc)
+        self.assertRegex(doc["epoch"], r"^[0-9a-f]{16}$")
         doc = self.status_json()
+        self.assertEqual({srv["epoch"] for srv in doc["servers"]},
+                         {json.loads(out)["epoch"]})
         epochs = {srv["epoch"] for srv in doc["servers"]}
         self.assertEqual(len(epochs), 1)
         self.assertNotEqual(epochs, {"0" * 16})
@@ -185,6 +203,13 @@ class CtlTest(unittest.TestCase):
                              "--version", "9")
         self.assertEqual(code, 1, err)
         self.assertIn("cannot go forward to version 9", err)
+        code, out, err = ctl("rollback", "--servers", self.servers,
+                             "--version", "9", "--json")
+        self.assertEqual(code, 1, err)
+        doc = json.loads(out)
+        self.assertEqual((doc["ok"], doc["version"], doc["error"]),
+                         (False, 9, "FAILED_PRECONDITION"), doc)
+        self.assertIn("cannot go forward to version 9", doc["message"])
         self.assert_versions(3)
 
     def test_3_bad_usage(self):
@@ -204,8 +229,6 @@ class CtlTest(unittest.TestCase):
             (["status", "--servers"], "missing argument: '--servers'"),
             (["status", "--servers", self.servers, "--timeout", "0"],
              "--timeout wants seconds > 0"),
-            (["checkpoint", "--servers", self.servers, "--json"],
-             "--json is an option of status only"),
             (["status", "--servers", "a,,b"], "--servers 'a,,b'"),
         ]
         env = dict(os.environ)
@@ -247,6 +270,13 @@ class CtlTest(unittest.TestCase):
             code, out, err = ctl(*cmd, "--servers", "127.0.0.1:1")
             self.assertEqual(code, 3, (cmd, err))
             self.assertIn("127.0.0.1:1", err)
+        code, out, err = ctl("checkpoint", "--servers", dead, "--json",
+                             "--timeout", "5")
+        self.assertEqual(code, 3, err)
+        doc = json.loads(out)
+        self.assertFalse(doc["ok"])
+        self.assertEqual(doc["servers"][2]["error"], "UNAVAILABLE", doc)
+        self.assertIn("127.0.0.1:1", doc["servers"][2]["message"])
 
 
 def main():

@@ -4,11 +4,12 @@ against a live scrape: every metric that any of its PromQL expressions
 reads (panels, variables, annotations) must be in the /metrics of a real
 2-server, 2-worker training run, as a sample and not only declared.
 
-The run is test_metrics.py's harness (its processes, scrape and parser):
-servers with --checkpoint-dir, each writing one checkpoint on
-`fsps-ctl checkpoint` (so the checkpoint series are real), and once
-training runs, one more worker with another model, which the servers
-refuse (so fsps_rejected_requests_total has a series). The dashboard must hold
+The run is metrics_harness.py's cluster (its processes, scrape and parser,
+and its exit-status check: servers 0 on SIGTERM, so a sanitizer's report
+fails the test): servers with --checkpoint-dir, each writing one checkpoint
+on `fsps-ctl checkpoint` (so the checkpoint series are real), and once
+training runs, one more worker with another model, which the servers refuse
+(so fsps_rejected_requests_total has a series). The dashboard must hold
 queries (no vacuous pass), each reading at least one metric, each selector
 picking $namespace and $release, and every expression, with Grafana's
 variables filled in, must parse with promtool (Debian's prometheus).
@@ -19,7 +20,6 @@ Usage: test_dashboard.py --bin BUILD_DIR --dashboard FILE
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -27,11 +27,10 @@ import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import metrics_harness as harness  # noqa: E402
 import promql  # noqa: E402
-import test_metrics as harness  # noqa: E402
 
 ARGS = None
-TYPE_LINE = re.compile(r"^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) ")
 
 
 class TokenizerTest(unittest.TestCase):
@@ -86,55 +85,21 @@ class LiveScrapeTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        cls.addClassCleanup(cls.tmp.cleanup)
-        cls.procs = []
-        cls.addClassCleanup(cls.stop_all)
-        cls.samples, cls.declared = cls.run_cluster(cls.tmp.name)
-
-    @classmethod
-    def stop_all(cls):
-        """Stops every process; a server must exit 0 on SIGTERM (under a
-        sanitizer, a report makes it exit otherwise)."""
-        bad = []
-        for p in reversed(cls.procs):
-            rc = p.stop()
-            if p.tag.startswith("server") and rc != 0:
-                with open(p.log.name, errors="replace") as f:
-                    bad.append("%s exited %s on SIGTERM:\n%s" % (p.tag, rc, f.read()[-4000:]))
-        assert not bad, "\n".join(bad)
-
-    @classmethod
-    def run_cluster(cls, tmp):
-        S = W = 2
-        servers = []
-        for s in range(S):
-            argv = harness.server_argv(tmp, s, S, W) + [
-                "--checkpoint-dir", os.path.join(tmp, "ckpt-%d" % s)]
-            servers.append(harness.Proc(tmp, "server%d" % s, argv))
-            cls.procs.append(servers[-1])
-        addrs = ",".join("127.0.0.1:%d" % harness.wait_file(
-            os.path.join(tmp, "port-%d" % s), servers[s].proc, "server",
-            timeout=120) for s in range(S))
-        for r in range(W):
-            cls.procs.append(harness.Proc(tmp, "worker%d" % r,
-                                          harness.worker_argv(addrs, r, W)))
-        cls.wait_until(lambda t: t["fsps_worker_step"] >= 6, "every worker made 6 steps",
-                       cls.procs[S:])
-        # Only now: a worker refused before rank 0's Init would have
-        # declared its own model instead.
-        cls.checkpoint(addrs)
-        cls.refused_worker(addrs)
-        cls.wait_until(lambda t: t["fsps_checkpoints_total"] >= 1,
-                       "every server counted its checkpoint", servers)
-        cls.wait_until(lambda t: t["fsps_rejected_requests_total"] >= 1,
-                       "the servers counted the refused worker", servers, every=False)
-        samples, declared = {}, {}
-        for p in cls.procs:
-            text = harness.scrape(p.port)
-            samples[p.tag] = {n for n, _ in harness.parse(text)}
-            declared[p.tag] = {m.group(1) for m in map(TYPE_LINE.match, text.splitlines()) if m}
-        return samples, declared
+        cls.tmp = cls.enterClassContext(tempfile.TemporaryDirectory())
+        ckpt = os.path.join(cls.tmp, "ckpt")  # files carry the server's index
+        with harness.Cluster(ARGS.bin, cls.tmp, server_extra=["--checkpoint-dir", ckpt]) as c:
+            # Steps first: a worker refused before rank 0's Init would have
+            # declared its own model instead.
+            c.wait_steps(6)
+            cls.checkpoint(c.addrs)
+            cls.refused_worker(c.addrs)
+            cls.wait_until(lambda t: t["fsps_checkpoints_total"] >= 1,
+                           "every server counted its checkpoint", c.servers)
+            cls.wait_until(lambda t: t["fsps_rejected_requests_total"] >= 1,
+                           "the servers counted the refused worker", c.servers, every=False)
+            texts = {p.tag: harness.scrape(p.port) for p in c.procs}
+        cls.samples = {tag: {n for n, _ in harness.parse(t)} for tag, t in texts.items()}
+        cls.declared = {tag: harness.families(t) for tag, t in texts.items()}
 
     @classmethod
     def checkpoint(cls, addrs):
@@ -149,8 +114,7 @@ class LiveScrapeTest(unittest.TestCase):
     def refused_worker(cls, addrs):
         """A rank-0 worker with another model: its Init is refused
         (FAILED_PRECONDITION), and it must exit non-zero."""
-        argv = harness.worker_argv(addrs, 0, 2)
-        argv[argv.index("--model") + 1] = "mlp:784,16,10"
+        argv = harness.worker_argv(ARGS.bin, addrs, 0, 2, model="mlp:784,16,10")
         p = subprocess.run(harness.DIE_WITH_PARENT + argv, capture_output=True,
                            timeout=300)
         err = p.stderr.decode(errors="replace")
@@ -222,7 +186,7 @@ class LiveScrapeTest(unittest.TestCase):
     def test_promtool_parses_every_query(self):
         queries = promql.dashboard_queries(load_dashboard())
         self.assertGreater(len(queries), 0, "the dashboard has no queries")
-        path = os.path.join(self.tmp.name, "dashboard-rules.yml")
+        path = os.path.join(self.tmp, "dashboard-rules.yml")
         with open(path, "w") as f:
             f.write("groups:\n  - name: dashboard\n    rules:\n")
             for i, (where, expr) in enumerate(queries):
@@ -253,7 +217,6 @@ def main():
     ap.add_argument("--bin", required=True)
     ap.add_argument("--dashboard", required=True)
     ARGS, rest = ap.parse_known_args()
-    harness.ARGS = ARGS  # its argv builders find the binaries in ARGS.bin
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
 
 

@@ -8,157 +8,70 @@
   moved rise.
 - A scrape as the server starts and while it shuts down answers or fails
   cleanly (never a malformed answer).
+- Scrapes in a tight loop while fsps-ctl rolls a training cluster back:
+  each answers whole or fails cleanly, never hangs, and the scrapes after
+  the rollback show the rolled-back versions and fsps_rollbacks_total.
 - A metrics port in use or an address not this machine's: a clear error,
   a non-zero exit, and the gRPC port is never opened (no half start).
 
 Usage: test_metrics.py --bin BUILD_DIR
 """
 import argparse
+import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.error
-import urllib.request
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+from metrics_harness import (DIE_WITH_PARENT, Cluster, Proc,  # noqa: E402
+                             families, parse, promtool, scrape, total,
+                             wait_file)
+import metrics_harness  # noqa: E402
 
 ARGS = None
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
 
 
-# Every child is started through setpriv(1) with PDEATHSIG set, so that no
-# server or worker outlives its test. Not with a preexec_fn doing prctl:
-# that makes subprocess fork() the test process and run Python in the
-# child, which hung a launch for good now and then under load.
-DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
-
-
-def wait_file(path, proc, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("%s did not start (exit %s)" % (what, proc.poll()))
-        time.sleep(0.02)
-    with open(path) as f:
-        return int(f.read())
-
-
-def scrape(port, timeout=10):
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port,
-                                timeout=timeout) as r:
-        assert r.status == 200, r.status
-        ctype = r.headers["Content-Type"]
-        assert ctype.startswith("text/plain; version=0.0.4"), ctype
-        return r.read().decode()
-
-
-def parse(text):
-    """{(name, labels): value} of every sample line."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = SAMPLE.match(line)
-        assert m, "malformed line: %r" % line
-        out[(m.group(1), m.group(2) or "")] = float(m.group(3))
-    return out
-
-
-def promtool(text):
-    p = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
-                       capture_output=True, timeout=60)
-    return p.returncode, (p.stdout + p.stderr).decode()
-
-
-def total(samples, name):
-    return sum(v for (n, _), v in samples.items() if n == name)
-
-
-class Proc:
-    """One fsps process with --metrics-listen 127.0.0.1:0."""
-
-    def __init__(self, tmp, tag, argv, port_file=None):
-        self.mport_file = os.path.join(tmp, "mport-" + tag)
-        self.log = open(os.path.join(tmp, tag + ".log"), "w+")
-        self.proc = subprocess.Popen(
-            DIE_WITH_PARENT + argv + ["--metrics-listen", "127.0.0.1:0",
-                                      "--metrics-port-file", self.mport_file],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        self.tag = tag
-        self.port = wait_file(self.mport_file, self.proc, tag)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-        finally:
-            self.log.close()
-
-
-def server_argv(tmp, s, S, W):
-    return [os.path.join(ARGS.bin, "server", "fsps-server"),
-            "--listen", "127.0.0.1:0", "--index", str(s), "--num-servers",
-            str(S), "--workers", str(W), "--log-level", "warn",
-            "--port-file", os.path.join(tmp, "port-%d" % s)]
+def server_argv(tmp, s, S, W, extra=()):
+    return metrics_harness.server_argv(ARGS.bin, tmp, s, S, W, extra)
 
 
 def worker_argv(servers, r, W):
-    return [os.path.join(ARGS.bin, "worker", "fsps-worker"),
-            "--servers", servers, "--rank", str(r), "--world", str(W),
-            "--model", "mlp:784,128,10", "--synthetic", "4096",
-            "--epochs", "100000", "--batch", "32", "--no-eval",
-            "--progress-secs", "1000"]
+    return metrics_harness.worker_argv(ARGS.bin, servers, r, W)
+
+
+def ctl(*args):
+    """Runs fsps-ctl; returns (exit code, stdout, stderr)."""
+    r = subprocess.run([os.path.join(ARGS.bin, "ctl", "fsps-ctl")] +
+                       list(args), capture_output=True, text=True,
+                       timeout=120)
+    return r.returncode, r.stdout, r.stderr
 
 
 class ClusterMetricsTest(unittest.TestCase):
     def test_scrapes_rise_and_pass_promtool(self):
         with tempfile.TemporaryDirectory() as tmp:
-            procs = []
-            try:
-                self.run_cluster(tmp, procs)
-            finally:
-                for p in reversed(procs):
-                    p.stop()
+            with Cluster(ARGS.bin, tmp) as c:
+                self.run_cluster(c)
 
-    def run_cluster(self, tmp, procs):
-        S = W = 2
-        servers = [Proc(tmp, "server%d" % s, server_argv(tmp, s, S, W))
-                   for s in range(S)]
-        procs.extend(servers)
-        addrs = ",".join("127.0.0.1:%d" % wait_file(
-            os.path.join(tmp, "port-%d" % s), servers[s].proc, "server")
-            for s in range(S))
-        workers = [Proc(tmp, "worker%d" % r, worker_argv(addrs, r, W))
-                   for r in range(W)]
-        procs.extend(workers)
-        self.wait_steps(workers[0], 5)
-        first = {p.tag: scrape(p.port) for p in procs}
-        time.sleep(1.5)
-        second = {p.tag: scrape(p.port) for p in procs}
+    def run_cluster(self, c):
+        c.wait_steps(5)
+        first = {p.tag: scrape(p.port) for p in c.procs}
+        c.wait_steps(parse(first["worker0"])[("fsps_worker_step", "")] + 5)
+        second = {p.tag: scrape(p.port) for p in c.procs}
         for tag, text in second.items():
             rc, out = promtool(text)
             self.assertEqual(rc, 0, "promtool on %s:\n%s" % (tag, out))
-        for p in servers:
+        for p in c.servers:
             self.check_server(parse(first[p.tag]), parse(second[p.tag]))
-        for p in workers:
+        for p in c.workers:
             self.check_worker(parse(first[p.tag]), parse(second[p.tag]))
-
-    def wait_steps(self, w, n):
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            self.assertIsNone(w.proc.poll(), "the worker stopped")
-            if parse(scrape(w.port)).get(("fsps_worker_step", ""), 0) >= n:
-                return
-            time.sleep(0.1)
-        self.fail("the worker made no %d steps in 120 s" % n)
 
     def check_server(self, a, b):
         versions = [(k, v) for k, v in b.items() if k[0] == "fsps_layer_version"]
@@ -218,6 +131,160 @@ class LifecycleTest(unittest.TestCase):
                 self.assertFalse(self.scrape_or_refused(p.port))
             finally:
                 p.stop()
+
+
+class Hammer(threading.Thread):
+    """Scrapes the given ports in turn, as fast as they answer, until
+    halted. Each scrape is answered (a complete, well-formed 200 answer:
+    every line parses, it ends with a newline and it declares every metric
+    family the port's previous answer did: a family, once shown, stays),
+    refused (a clean connection error) or bad (anything else, a hang
+    included: no answer within HANG_S)."""
+    HANG_S = 30
+
+    def __init__(self, ports):
+        super().__init__(daemon=True)
+        self.ports = ports
+        self.halt = threading.Event()
+        self.answered = []  # (port, start, end) of each answered scrape
+        self.refused = 0
+        self.bad = []  # (port, what went wrong)
+        self.want = {}  # port -> the families of its last answer
+
+    def run(self):
+        while not self.halt.is_set():
+            for port in self.ports:
+                self.once(port)
+
+    def once(self, port):
+        start = time.monotonic()
+        try:
+            text = scrape(port, timeout=self.HANG_S)
+        except (ConnectionError, urllib.error.URLError) as e:
+            if isinstance(getattr(e, "reason", e), ConnectionError):
+                self.refused += 1
+            else:
+                self.bad.append((port, repr(e)))
+            return
+        except Exception as e:  # a timeout, a cut answer, a bad header
+            self.bad.append((port, repr(e)))
+            return
+        try:
+            parse(text)
+            got = families(text)
+            lost = self.want.get(port, set()) - got
+            assert not lost, "families missing: %s" % sorted(lost)
+            self.want[port] = got
+        except AssertionError as e:
+            self.bad.append((port, str(e)))
+            return
+        self.answered.append((port, start, time.monotonic()))
+
+
+class RollbackScrapeTest(unittest.TestCase):
+    """Servers scraped in a tight loop while fsps-ctl rolls a training
+    2-server, 2-worker cluster back three times: every scrape answers
+    whole or fails cleanly, and the scrapes after each rollback show its
+    versions and one more rollback. The workers are paused (SIGSTOP) for
+    the rollbacks, so that the versions are exactly the rolled-back ones,
+    and then recover and train on."""
+    EVERY = 10  # --checkpoint-every
+
+    def test_scrape_during_rollback(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = os.path.join(tmp, "ckpt")
+            os.mkdir(ckpt)
+            extra = ["--checkpoint-dir", ckpt, "--checkpoint-every",
+                     str(self.EVERY), "--keep", "1000"]
+            with Cluster(ARGS.bin, tmp, server_extra=extra,
+                         model="mlp:784,32,10") as c:
+                hammer = Hammer([p.port for p in c.servers])
+                hammer.start()
+                try:
+                    self.roll_back(c, hammer)
+                finally:
+                    hammer.halt.set()
+                    hammer.join(Hammer.HANG_S + 30)
+                self.assertFalse(hammer.is_alive(), "a scrape hangs")
+                self.assertEqual(hammer.bad[:5], [], "%d bad scrapes of %d"
+                                 % (len(hammer.bad), len(hammer.answered) +
+                                    hammer.refused + len(hammer.bad)))
+
+    def roll_back(self, c, hammer):
+        targets = self.wait_checkpoints(c, 3)
+        for w in c.workers:
+            w.pause()
+        start = time.monotonic()
+        for n, version in enumerate(targets, 1):
+            code, out, err = ctl("rollback", "--servers", c.addrs,
+                                 "--version", str(version))
+            self.assertEqual(code, 0, err)
+            self.assertIn("rolled 2 server(s) back to version %d" % version,
+                          out)
+            for p in c.servers:
+                self.check_rolled_back(parse(scrape(p.port)), version, n)
+        end = time.monotonic()
+        for p in c.servers:
+            during = [a for a in hammer.answered
+                      if a[0] == p.port and a[2] > start and a[1] < end]
+            self.assertTrue(during, "no scrape of %s during the rollbacks"
+                            % p.tag)
+            sys.stderr.write("%s: %d scrapes answered during the rollbacks\n"
+                             % (p.tag, len(during)))
+        for w in c.workers:
+            w.resume()
+        self.wait_recovered(c, targets[-1])
+
+    def check_rolled_back(self, m, version, n):
+        versions = [v for (name, _), v in m.items()
+                    if name == "fsps_layer_version"]
+        self.assertEqual(versions, [version, version])
+        self.assertEqual(m[("fsps_rollbacks_total", "")], n)
+        # the step the rollback left waits for both workers, on both layers
+        self.assertEqual(total(m, "fsps_layer_missing_workers"), 4)
+
+    def status(self, c):
+        code, out, err = ctl("status", "--servers", c.addrs, "--json")
+        self.assertEqual(code, 0, err)
+        return json.loads(out)["servers"]
+
+    def wait_checkpoints(self, c, n, timeout=180):
+        """The n newest versions of which both servers hold a checkpoint,
+        all below every layer's version, newest first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            servers = self.status(c)
+            lo = min(l["version"] for s in servers for l in s["layers"])
+            held = set.intersection(*(set(s["checkpoints"]) for s in servers))
+            below = sorted((v for v in held if 0 < v < lo), reverse=True)
+            if len(below) >= n:
+                return below[:n]
+            for w in c.workers:
+                self.assertIsNone(w.proc.poll(), "%s stopped" % w.tag)
+            self.assertLess(time.monotonic(), deadline,
+                            "no %d checkpoints in %d s: %s" % (n, timeout,
+                                                               servers))
+            time.sleep(0.2)
+
+    def wait_recovered(self, c, version, timeout=180):
+        """Polls until every worker recovered and the layers moved past
+        version; the workers' recoveries made no rollback of their own."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ws = [parse(scrape(w.port)) for w in c.workers]
+            ss = [parse(scrape(p.port)) for p in c.servers]
+            lo = min(v for m in ss for (name, _), v in m.items()
+                     if name == "fsps_layer_version")
+            if (all(m[("fsps_worker_recoveries_total", "")] >= 1 for m in ws)
+                    and lo > version + self.EVERY):
+                break
+            for w in c.workers:
+                self.assertIsNone(w.proc.poll(), "%s stopped" % w.tag)
+            self.assertLess(time.monotonic(), deadline,
+                            "no recovery in %d s: layers at %d" % (timeout, lo))
+            time.sleep(0.2)
+        for m in ss:
+            self.assertEqual(m[("fsps_rollbacks_total", "")], 3)
 
 
 class BadAddressTest(unittest.TestCase):
