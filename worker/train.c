@@ -402,6 +402,20 @@ static void progress(trainer *t, uint32_t epoch, uint32_t k, uint32_t steps,
   t->last_report = now;
 }
 
+/* record_page records the step just done for the status page. */
+static void record_page(trainer *t, uint64_t steps, uint32_t epoch, double el) {
+  worker_now now = {.seconds = el,
+                    .step = steps,
+                    .total_steps = t->total_steps,
+                    .samples = t->samples,
+                    .epoch = epoch + 1,
+                    .epochs = t->opts->epochs,
+                    .loss = t->loss_n ? t->loss_sum / t->loss_n : t->last_loss,
+                    .samples_per_s = el > 0 ? (double)t->samples / el : 0,
+                    .wait_fraction = el > 0 ? wait_s(t) / el : 0};
+  worker_history_record(t->metrics->history, &now, t->last_loss);
+}
+
 /* set_metrics publishes the trainer's figures after a step (on the
  * trainer thread: libfsps's counters are read only from here). */
 static void set_metrics(trainer *t, uint64_t steps, uint32_t epoch) {
@@ -409,6 +423,7 @@ static void set_metrics(trainer *t, uint64_t steps, uint32_t epoch) {
   if (m == NULL)
     return;
   double el = now_s() - t->start;
+  record_page(t, steps, epoch, el);
   metrics_set(m->step, (double)steps);
   metrics_set(m->epoch, epoch + 1);
   metrics_set(m->samples, (double)t->samples);
@@ -449,8 +464,10 @@ static void epoch_end(trainer *t, uint32_t epoch, uint64_t step,
   t->loss_sum = 0;
   t->loss_n = 0;
   bool evaluated = evaluate_epoch(t, epoch, version);
-  if (evaluated && t->metrics != NULL)
+  if (evaluated && t->metrics != NULL) {
     metrics_set(t->metrics->accuracy, t->accuracy);
+    worker_history_accuracy(t->metrics->history, t->accuracy);
+  }
   logfmt_fields f;
   run_fields(t, &f, epoch, step, t->final_loss);
   if (evaluated)
