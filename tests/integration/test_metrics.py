@@ -15,7 +15,6 @@ Usage: test_metrics.py --bin BUILD_DIR
 """
 import argparse
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -24,48 +23,12 @@ import tempfile
 import time
 import unittest
 import urllib.error
-import urllib.request
+
+from metrics_harness import (DIE_WITH_PARENT, Proc, parse, scrape,
+                             start_cluster, stop_all, wait_file)
+import metrics_harness
 
 ARGS = None
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
-
-
-# Every child is started through setpriv(1) with PDEATHSIG set, so that no
-# server or worker outlives its test. Not with a preexec_fn doing prctl:
-# that makes subprocess fork() the test process and run Python in the
-# child, which hung a launch for good now and then under load.
-DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"]
-
-
-def wait_file(path, proc, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("%s did not start (exit %s)" % (what, proc.poll()))
-        time.sleep(0.02)
-    with open(path) as f:
-        return int(f.read())
-
-
-def scrape(port, timeout=10):
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port,
-                                timeout=timeout) as r:
-        assert r.status == 200, r.status
-        ctype = r.headers["Content-Type"]
-        assert ctype.startswith("text/plain; version=0.0.4"), ctype
-        return r.read().decode()
-
-
-def parse(text):
-    """{(name, labels): value} of every sample line."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = SAMPLE.match(line)
-        assert m, "malformed line: %r" % line
-        out[(m.group(1), m.group(2) or "")] = float(m.group(3))
-    return out
 
 
 def promtool(text):
@@ -78,44 +41,12 @@ def total(samples, name):
     return sum(v for (n, _), v in samples.items() if n == name)
 
 
-class Proc:
-    """One fsps process with --metrics-listen 127.0.0.1:0."""
-
-    def __init__(self, tmp, tag, argv, port_file=None):
-        self.mport_file = os.path.join(tmp, "mport-" + tag)
-        self.log = open(os.path.join(tmp, tag + ".log"), "w+")
-        self.proc = subprocess.Popen(
-            DIE_WITH_PARENT + argv + ["--metrics-listen", "127.0.0.1:0",
-                                      "--metrics-port-file", self.mport_file],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        self.tag = tag
-        self.port = wait_file(self.mport_file, self.proc, tag)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-        finally:
-            self.log.close()
-
-
 def server_argv(tmp, s, S, W):
-    return [os.path.join(ARGS.bin, "server", "fsps-server"),
-            "--listen", "127.0.0.1:0", "--index", str(s), "--num-servers",
-            str(S), "--workers", str(W), "--log-level", "warn",
-            "--port-file", os.path.join(tmp, "port-%d" % s)]
+    return metrics_harness.server_argv(ARGS.bin, tmp, s, S, W)
 
 
 def worker_argv(servers, r, W):
-    return [os.path.join(ARGS.bin, "worker", "fsps-worker"),
-            "--servers", servers, "--rank", str(r), "--world", str(W),
-            "--model", "mlp:784,128,10", "--synthetic", "4096",
-            "--epochs", "100000", "--batch", "32", "--no-eval",
-            "--progress-secs", "1000"]
+    return metrics_harness.worker_argv(ARGS.bin, servers, r, W)
 
 
 class ClusterMetricsTest(unittest.TestCase):
@@ -125,20 +56,10 @@ class ClusterMetricsTest(unittest.TestCase):
             try:
                 self.run_cluster(tmp, procs)
             finally:
-                for p in reversed(procs):
-                    p.stop()
+                stop_all(procs)
 
     def run_cluster(self, tmp, procs):
-        S = W = 2
-        servers = [Proc(tmp, "server%d" % s, server_argv(tmp, s, S, W))
-                   for s in range(S)]
-        procs.extend(servers)
-        addrs = ",".join("127.0.0.1:%d" % wait_file(
-            os.path.join(tmp, "port-%d" % s), servers[s].proc, "server")
-            for s in range(S))
-        workers = [Proc(tmp, "worker%d" % r, worker_argv(addrs, r, W))
-                   for r in range(W)]
-        procs.extend(workers)
+        servers, workers = start_cluster(ARGS.bin, tmp, procs, S=2, W=2)
         self.wait_steps(workers[0], 5)
         first = {p.tag: scrape(p.port) for p in procs}
         time.sleep(1.5)
