@@ -24,6 +24,9 @@ PACKAGES=(
   # hand-written HTTP); the tests check every scrape with promtool, which
   # ships in Debian's prometheus package
   libmicrohttpd-dev prometheus
+  # the status page beside /metrics is tested in Debian's headless
+  # Chromium: its scripts run, the rendered values checked, a screenshot
+  chromium
 )
 
 missing=()
