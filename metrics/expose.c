@@ -2,38 +2,11 @@
  * 0.0.4 — # HELP and # TYPE per family, then one line per series (and per
  * bucket, _sum and _count for histograms). */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "metrics_int.h"
-
-typedef struct {
-  char *p;
-  size_t len, cap;
-  bool failed;
-} buf;
-
-static void put(buf *b, const char *fmt, ...) {
-  for (int tries = 0; tries < 2 && !b->failed; tries++) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    if (n >= 0 && (size_t)n < b->cap - b->len) {
-      b->len += (size_t)n;
-      return;
-    }
-    size_t cap = (b->cap + (size_t)n + 1) * 2;
-    char *p = n < 0 ? NULL : realloc(b->p, cap);
-    b->failed = p == NULL;
-    if (p != NULL) {
-      b->p = p;
-      b->cap = cap;
-    }
-  }
-}
 
 /* fmt_num writes v as the format wants a float: Go's +Inf, -Inf, NaN, and
  * integers without a fraction. */
@@ -50,24 +23,26 @@ static const char *fmt_num(char *out, size_t n, double v) {
 }
 
 /* put_help writes HELP text escaped: backslash and newline. */
-static void put_help(buf *b, const metrics_family *f) {
-  put(b, "# HELP %s ", f->name);
-  for (const char *c = f->help; *c; c++)
-    put(b, *c == '\\' ? "\\\\" : *c == '\n' ? "\\n" : "%c", *c);
-  put(b, "\n");
+static void put_help(metrics_text *b, const metrics_family *f) {
+  metrics_text_printf(b, "# HELP %s ", f->name);
+  for (const char *c = f->help; *c; c++) {
+    char one[2] = {*c, '\0'};
+    metrics_text_put(b, *c == '\\' ? "\\\\" : *c == '\n' ? "\\n" : one);
+  }
+  metrics_text_put(b, "\n");
 }
 
-static void put_value(buf *b, const metrics_family *f,
+static void put_value(metrics_text *b, const metrics_family *f,
                       const metrics_series *s) {
   char num[64];
   const char *v = fmt_num(num, sizeof num, metrics_value(s));
   if (s->labels[0])
-    put(b, "%s{%s} %s\n", f->name, s->labels, v);
+    metrics_text_printf(b, "%s{%s} %s\n", f->name, s->labels, v);
   else
-    put(b, "%s %s\n", f->name, v);
+    metrics_text_printf(b, "%s %s\n", f->name, v);
 }
 
-static void put_histogram(buf *b, const metrics_family *f,
+static void put_histogram(metrics_text *b, const metrics_family *f,
                           const metrics_series *s) {
   char num[64], sum[64];
   const char *sep = s->labels[0] ? "," : "";
@@ -75,23 +50,23 @@ static void put_histogram(buf *b, const metrics_family *f,
   for (size_t i = 0; i <= f->nb; i++) {
     cum += atomic_load_explicit(&s->buckets[i], memory_order_relaxed);
     const char *le = i < f->nb ? fmt_num(num, sizeof num, f->bounds[i]) : "+Inf";
-    put(b, "%s_bucket{%s%sle=\"%s\"} %llu\n", f->name, s->labels, sep, le,
+    metrics_text_printf(b, "%s_bucket{%s%sle=\"%s\"} %llu\n", f->name, s->labels, sep, le,
         (unsigned long long)cum);
   }
   /* _count is the +Inf bucket, read once, so the two always agree. */
   const char *open = s->labels[0] ? "{" : "", *close = s->labels[0] ? "}" : "";
-  put(b, "%s_sum%s%s%s %s\n", f->name, open, s->labels, close,
+  metrics_text_printf(b, "%s_sum%s%s%s %s\n", f->name, open, s->labels, close,
       fmt_num(sum, sizeof sum, metrics_dbl_load(&s->d)));
-  put(b, "%s_count%s%s%s %llu\n", f->name, open, s->labels, close,
+  metrics_text_printf(b, "%s_count%s%s%s %llu\n", f->name, open, s->labels, close,
       (unsigned long long)cum);
 }
 
-static void put_family(buf *b, const metrics_family *f) {
+static void put_family(metrics_text *b, const metrics_family *f) {
   static const char *types[] = {"counter", "gauge", "histogram"};
   if (f->series == NULL)
     return; /* a family with no series yet says nothing */
   put_help(b, f);
-  put(b, "# TYPE %s %s\n", f->name, types[f->type]);
+  metrics_text_printf(b, "# TYPE %s %s\n", f->name, types[f->type]);
   for (const metrics_series *s = f->series; s != NULL; s = s->next) {
     if (f->type == METRICS_HISTOGRAM)
       put_histogram(b, f, s);
@@ -106,12 +81,9 @@ static void collect(metrics_registry *r) {
 }
 
 char *metrics_render(metrics_registry *r, size_t *len) {
-  buf b = {.p = malloc(4096), .cap = 4096};
-  if (r == NULL || b.p == NULL) {
-    free(b.p);
+  if (r == NULL)
     return NULL;
-  }
-  b.p[0] = '\0';
+  metrics_text b = {0};
   pthread_mutex_lock(&r->collect_lock);
   collect(r);
   pthread_mutex_lock(&r->lock);
@@ -119,11 +91,5 @@ char *metrics_render(metrics_registry *r, size_t *len) {
     put_family(&b, f);
   pthread_mutex_unlock(&r->lock);
   pthread_mutex_unlock(&r->collect_lock);
-  if (b.failed) {
-    free(b.p);
-    return NULL;
-  }
-  if (len != NULL)
-    *len = b.len;
-  return b.p;
+  return metrics_text_take(&b, len);
 }

@@ -1,6 +1,7 @@
-/* http.c: the /metrics endpoint — a socket we bind ourselves (so that a bad
- * address or a port in use is a clear error before anything serves), handed
- * to libmicrohttpd, which does all of HTTP on a thread of its own. */
+/* http.c: the /metrics endpoint and the pages beside it — a socket we bind
+ * ourselves (so that a bad address or a port in use is a clear error before
+ * anything serves), handed to libmicrohttpd, which does all of HTTP on a
+ * thread of its own. */
 #include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -17,7 +18,17 @@ struct metrics_http {
   struct MHD_Daemon *daemon;
   metrics_registry *reg;
   int port;
+  metrics_page pages[METRICS_MAX_PAGES]; /* fixed before the daemon starts */
+  size_t npages;
 };
+
+/* Every answer may load nothing from elsewhere (no script, style, font or
+ * image of another origin; inline ones and fetches of this server only),
+ * is never cached, and is taken for the type it says it is. */
+#define CSP                                                                    \
+  "default-src 'none'; script-src 'unsafe-inline'; "                          \
+  "style-src 'unsafe-inline'; img-src data:; connect-src 'self'; "            \
+  "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 /* split_addr cuts "host:port", "[v6]:port" or ":port" into host (NULL for
  * any) and port; false if it is not of that form. */
@@ -101,6 +112,9 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned code,
     return MHD_NO;
   }
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+  MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+  MHD_add_response_header(r, "Content-Security-Policy", CSP);
   enum MHD_Result rc = MHD_queue_response(conn, code, r);
   MHD_destroy_response(r);
   return rc;
@@ -111,7 +125,28 @@ static enum MHD_Result text(struct MHD_Connection *conn, unsigned code,
   return reply(conn, code, strdup(msg), strlen(msg), "text/plain");
 }
 
-/* on_request answers GET (and HEAD) /metrics; 404 or 405 otherwise. */
+/* not_found answers 404 naming what is served here. */
+static enum MHD_Result not_found(struct MHD_Connection *conn,
+                                 const metrics_http *h) {
+  metrics_text t = {0};
+  metrics_text_put(&t, "not found: try /metrics");
+  for (size_t i = 0; i < h->npages; i++)
+    metrics_text_printf(&t, ", %s", h->pages[i].path);
+  metrics_text_put(&t, "\n");
+  size_t len = 0;
+  char *body = metrics_text_take(&t, &len);
+  return reply(conn, MHD_HTTP_NOT_FOUND, body, len, "text/plain");
+}
+
+static const metrics_page *find_page(const metrics_http *h, const char *url) {
+  for (size_t i = 0; i < h->npages; i++)
+    if (strcmp(h->pages[i].path, url) == 0)
+      return &h->pages[i];
+  return NULL;
+}
+
+/* on_request answers GET (and HEAD, which libmicrohttpd answers without
+ * the body) of /metrics and of the pages; 404 or 405 otherwise. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                                   const char *url, const char *method,
                                   const char *version, const char *upload,
@@ -120,17 +155,30 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
   metrics_http *h = cls;
   if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
     return text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET\n");
-  if (strcmp(url, "/metrics") != 0)
-    return text(conn, MHD_HTTP_NOT_FOUND, "not found: try /metrics\n");
-  size_t len;
-  char *body = metrics_render(h->reg, &len);
+  const metrics_page *p = find_page(h, url);
+  if (p == NULL && strcmp(url, "/metrics") != 0)
+    return not_found(conn, h);
+  size_t len = 0;
+  char *body = p ? p->render(p->arg, &len) : metrics_render(h->reg, &len);
   if (body == NULL)
     return text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
-  return reply(conn, MHD_HTTP_OK, body, len, METRICS_CONTENT_TYPE);
+  return reply(conn, MHD_HTTP_OK, body, len,
+               p ? p->content_type : METRICS_CONTENT_TYPE);
 }
 
 metrics_http *metrics_http_start(metrics_registry *r, const char *addr,
                                  char *err, size_t errlen) {
+  return metrics_http_start_pages(r, addr, NULL, 0, err, errlen);
+}
+
+metrics_http *metrics_http_start_pages(metrics_registry *r, const char *addr,
+                                       const metrics_page *pages,
+                                       size_t npages, char *err,
+                                       size_t errlen) {
+  if (npages > METRICS_MAX_PAGES) {
+    snprintf(err, errlen, "too many pages for the metrics server");
+    return NULL;
+  }
   metrics_http *h = calloc(1, sizeof *h);
   int fd = h ? open_listener(addr, err, errlen) : -1;
   if (h == NULL)
@@ -141,6 +189,9 @@ metrics_http *metrics_http_start(metrics_registry *r, const char *addr,
   }
   h->reg = r;
   h->port = bound_port(fd);
+  if (npages > 0)
+    memcpy(h->pages, pages, npages * sizeof *pages);
+  h->npages = npages;
   h->daemon = MHD_start_daemon(
       MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO, 0, NULL, NULL,
       on_request, h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,

@@ -1,8 +1,10 @@
 /* metrics.h: a small Prometheus metrics registry — counters, gauges and
  * histograms with fixed buckets and labels, cheap atomics on the hot path,
  * the text exposition format (0.0.4), the standard process_* metrics, and
- * an HTTP endpoint (libmicrohttpd) serving /metrics. Depends on libc,
- * pthreads and libmicrohttpd only. */
+ * an HTTP endpoint (libmicrohttpd) serving /metrics and the pages its
+ * users register (fsps-server's and fsps-worker's status pages), with the
+ * escaping and the shared look those need. Depends on libc, pthreads and
+ * libmicrohttpd only. */
 #ifndef FSPS_METRICS_H
 #define FSPS_METRICS_H
 
@@ -100,6 +102,69 @@ double metrics_now_s(void);
 /* The content type of metrics_render's text. */
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
+/* ---- text for pages ----
+ * A growing text buffer: zero-initialise it, append, then take the text.
+ * An allocation that fails sticks (failed), and metrics_text_take then
+ * returns NULL, so that appends need no checks. */
+typedef struct {
+  char *p;
+  size_t len, cap;
+  bool failed;
+} metrics_text;
+
+/* metrics_text_put appends s as it is; metrics_text_printf formats. */
+void metrics_text_put(metrics_text *t, const char *s);
+void metrics_text_printf(metrics_text *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* metrics_text_html appends s (NULL: "") escaped for HTML text and quoted
+ * attribute values (& < > " '); metrics_text_json appends it as a JSON
+ * string, quotes included, with <, > and & as \u00XX escapes, so that it
+ * is also safe inside HTML. Both take any bytes: invalid UTF-8 becomes
+ * U+FFFD, and control characters are escaped (JSON) or U+FFFD (HTML). */
+void metrics_text_html(metrics_text *t, const char *s);
+void metrics_text_json(metrics_text *t, const char *s);
+
+/* metrics_text_json_num appends v as a JSON number: integers without a
+ * fraction, null for NaN and infinities (which JSON cannot hold). */
+void metrics_text_json_num(metrics_text *t, double v);
+
+/* metrics_text_take returns the text (malloc'd, NUL-terminated, "" if
+ * nothing was appended; the caller frees it; *len its length if len is not
+ * NULL) and resets t; NULL if an allocation failed. */
+char *metrics_text_take(metrics_text *t, size_t *len);
+
+/* metrics_page_begin starts a self-contained status page: doctype, title
+ * (escaped), the shared inline style, and a header with the title and an
+ * element #live saying when the page was rendered, which the script's
+ * poll() then keeps saying whether the process answers. Nothing is loaded
+ * from elsewhere: the pages must work on clusters cut off from the
+ * Internet. Then the page writes its body (inside <main>). */
+void metrics_page_begin(metrics_text *t, const char *title);
+
+/* metrics_page_end closes the page: a footer linking json_path (the
+ * page's data) and /metrics, the shared inline script — helpers el(id),
+ * setText(id, s), fix(v, digits), poll(url, ms, show) — then script (the
+ * page's own: static, trusted text). */
+void metrics_page_end(metrics_text *t, const char *json_path,
+                      const char *script);
+
+/* ---- the HTTP endpoint ---- */
+
+/* A page served beside /metrics on the same address, such as a status
+ * page and its JSON. render(arg, &len) returns the body, malloc'd (the
+ * server frees it), or NULL (answered 500). It runs on the HTTP thread,
+ * concurrently with the rest of the process: read only what is safe to
+ * read from there. path and content_type must outlive the server. */
+typedef struct {
+  const char *path;
+  const char *content_type;
+  char *(*render)(void *arg, size_t *len);
+  void *arg;
+} metrics_page;
+
+#define METRICS_MAX_PAGES 8
+
 /* metrics_http_start listens on addr ("host:port", "[v6]:port" or ":port";
  * port 0 picks a free one) and serves GET /metrics from r on a thread of
  * its own. Returns the server, or NULL with a message in err (address that
@@ -107,6 +172,14 @@ double metrics_now_s(void);
  * left listening. r must outlive the server. */
 metrics_http *metrics_http_start(metrics_registry *r, const char *addr,
                                  char *err, size_t errlen);
+/* metrics_http_start_pages is metrics_http_start that also serves pages
+ * [0, npages) (npages <= METRICS_MAX_PAGES; their array is copied), each
+ * at its path, for GET and HEAD. Every answer carries a
+ * Content-Security-Policy that lets a page load nothing from elsewhere. */
+metrics_http *metrics_http_start_pages(metrics_registry *r, const char *addr,
+                                       const metrics_page *pages,
+                                       size_t npages, char *err,
+                                       size_t errlen);
 /* metrics_http_port returns the port it listens on. */
 int metrics_http_port(const metrics_http *h);
 /* metrics_http_stop stops listening, waits for the scrapes in flight and

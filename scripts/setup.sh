@@ -25,6 +25,9 @@ PACKAGES=(
   # the Prometheus server itself against a live run, both in Debian's
   # prometheus package
   libmicrohttpd-dev prometheus
+  # the status page beside /metrics is tested in Debian's headless
+  # Chromium: its scripts run, the rendered values checked, a screenshot
+  chromium
 )
 
 missing=()

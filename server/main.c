@@ -67,6 +67,23 @@ static int watch(uv_loop_t *loop, uv_signal_t *term, uv_signal_t *intr,
   return 0;
 }
 
+static void on_sample(uv_timer_t *h) {
+  server_metrics_tick(h->data);
+}
+
+/* sample_rates samples, once a second, the counters the status page's
+ * rates come from (with --metrics-listen only). */
+static int sample_rates(uv_loop_t *loop, uv_timer_t *t, server_metrics *m) {
+  if (m == NULL)
+    return 0;
+  t->data = m;
+  if (uv_failed(uv_timer_init(loop, t), "make the metrics timer") ||
+      uv_failed(uv_timer_start(t, on_sample, 1000, 1000),
+                "start the metrics timer"))
+    return -1;
+  return 0;
+}
+
 /* log_serving says the server is up, with its set-up as fields. */
 static void log_serving(const server_config *cfg, int port) {
   logfmt_fields f;
@@ -97,21 +114,23 @@ static void announce(const server_config *cfg, int port) {
 /* wait_for_signal runs the libuv loop until SIGTERM or SIGINT. Returns 0,
  * or -1 (logged) when the loop could not be set up: the server then stops
  * at once rather than run without its signals or timeouts. */
-static int wait_for_signal(server_config *cfg, store *st, int port) {
+static int wait_for_signal(server_config *cfg, service *svc, int port) {
   uv_loop_t loop;
   uv_signal_t term = {0}, intr = {0};
-  uv_timer_t tick = {0};
+  uv_timer_t tick = {0}, sample = {0};
   if (uv_failed(uv_loop_init(&loop), "start the event loop"))
     return -1;
   term.data = intr.data = cfg;
-  tick.data = st;
+  tick.data = svc->st;
   int rc = watch(&loop, &term, &intr, &tick, cfg);
+  if (rc == 0)
+    rc = sample_rates(&loop, &sample, svc->m);
   if (rc == 0) {
     announce(cfg, port); /* SIGTERM is handled from here on */
     uv_run(&loop, UV_RUN_DEFAULT);
   }
   uv_handle_t *h[] = {(uv_handle_t *)&term, (uv_handle_t *)&intr,
-                      (uv_handle_t *)&tick};
+                      (uv_handle_t *)&tick, (uv_handle_t *)&sample};
   for (size_t i = 0; i < sizeof h / sizeof h[0]; i++)
     if (h[i]->loop == &loop && !uv_is_closing(h[i]))
       uv_close(h[i], NULL);
@@ -180,7 +199,7 @@ static int serve(server_config *cfg, service *svc) {
     rpc_server_destroy(srv);
     return 1;
   }
-  int waited = wait_for_signal(cfg, svc->st, port);
+  int waited = wait_for_signal(cfg, svc, port);
   if (svc->ck != NULL) /* answer the calls whose file work is queued */
     ckpt_drain(svc->ck);
   rpc_server_shutdown(srv, cfg->grace_ms);

@@ -1,5 +1,6 @@
 /* smetrics.c: declares fsps-server's metrics, reads the per-layer ones
- * from the store at each scrape, and runs the /metrics endpoint. */
+ * from the store at each scrape, and runs the /metrics endpoint with the
+ * status page beside it. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 
 #include "fsps_err.h"
 #include "smetrics.h"
+#include "spage.h"
 #include "store.h"
 
 /* Latency buckets, 100 µs to 30 s: a push or pull of a small layer on
@@ -120,7 +122,8 @@ server_metrics *server_metrics_create(struct store *st,
   m->st = st;
   declare_calls(m);
   declare_work(m);
-  if (metrics_process_register(m->reg) != 0 ||
+  m->page = server_page_create(m);
+  if (m->page == NULL || metrics_process_register(m->reg) != 0 ||
       metrics_on_collect(m->reg, collect_layers, m) != 0 ||
       m->rollbacks == NULL || m->rx_bytes == NULL || m->pull_seconds == NULL) {
     server_metrics_destroy(m);
@@ -143,7 +146,11 @@ int server_metrics_write_port(const char *path, int port) {
 
 int server_metrics_listen(server_metrics *m, const server_config *cfg,
                           char *err, size_t errlen) {
-  m->http = metrics_http_start(m->reg, cfg->metrics_listen, err, errlen);
+  const metrics_page pages[] = {
+      {"/", "text/html; charset=utf-8", server_page_html, m->page},
+      {"/status.json", "application/json", server_page_json, m->page}};
+  m->http = metrics_http_start_pages(m->reg, cfg->metrics_listen, pages, 2,
+                                     err, errlen);
   if (m->http == NULL)
     return -1;
   const char *pf = cfg->metrics_port_file;
@@ -158,8 +165,14 @@ void server_metrics_destroy(server_metrics *m) {
   if (m == NULL)
     return;
   metrics_http_stop(m->http);
+  server_page_destroy(m->page);
   metrics_registry_destroy(m->reg);
   free(m);
+}
+
+void server_metrics_tick(server_metrics *m) {
+  if (m != NULL)
+    server_page_sample(m->page);
 }
 
 void server_metrics_reject(server_metrics *m, int code) {

@@ -1,5 +1,6 @@
 /* smetrics.h: fsps-server's Prometheus metrics — what each part of the
- * server counts and times, and the /metrics endpoint (--metrics-listen). */
+ * server counts and times, and the /metrics endpoint (--metrics-listen),
+ * beside which the status page (spage.h) is served. */
 #ifndef FSPS_SERVER_SMETRICS_H
 #define FSPS_SERVER_SMETRICS_H
 
@@ -10,6 +11,7 @@
 #include "metrics.h"
 
 struct store;
+struct server_page;
 
 typedef struct server_metrics {
   metrics_registry *reg;
@@ -21,6 +23,7 @@ typedef struct server_metrics {
   metrics_series *sum_seconds, *optim_seconds;
   metrics_series *ckpt_last_success, *ckpt_duration, *ckpt_failures;
   metrics_series *ckpt_writes, *rollbacks;
+  struct server_page *page; /* `/` and `/status.json` */
 } server_metrics;
 
 /* SM(m, field) is the series m->field, or NULL (a no-op for metrics_*)
@@ -32,14 +35,19 @@ typedef struct server_metrics {
 server_metrics *server_metrics_create(struct store *st,
                                       const server_config *cfg);
 
-/* server_metrics_listen serves /metrics on cfg->metrics_listen and writes
- * the port to cfg->metrics_port_file if set. 0, or -1 with err. */
+/* server_metrics_listen serves /metrics and the status page (`/`,
+ * `/status.json`) on cfg->metrics_listen and writes the port to
+ * cfg->metrics_port_file if set. 0, or -1 with err. */
 int server_metrics_listen(server_metrics *m, const server_config *cfg,
                           char *err, size_t errlen);
 
 /* server_metrics_destroy stops the endpoint (scrapes in flight finish) and
  * frees m; NULL is a no-op. Call before the store is destroyed. */
 void server_metrics_destroy(server_metrics *m);
+
+/* server_metrics_tick samples the counters the status page's rates come
+ * from; call it once a second from the main loop (NULL is a no-op). */
+void server_metrics_tick(server_metrics *m);
 
 /* server_metrics_reject counts a refused request by its fsps_err code. */
 void server_metrics_reject(server_metrics *m, int code);

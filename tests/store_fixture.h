@@ -88,4 +88,8 @@ int store_alloc_tests(void);
  * gives); returns how many of its tests failed. */
 int store_values_tests(void);
 
+/* store_page_tests runs test_store_page.c's group (the status page);
+ * returns how many of its tests failed. */
+int store_page_tests(void);
+
 #endif

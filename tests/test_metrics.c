@@ -1,6 +1,7 @@
 /* test_metrics.c: the metrics registry (counters, gauges, histograms,
- * labels), its text exposition, the process_* metrics and the /metrics
- * HTTP endpoint. */
+ * labels), its text exposition, the process_* metrics, the /metrics
+ * HTTP endpoint and the pages served beside it, and the HTML and JSON
+ * escaping those pages use. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -179,16 +180,17 @@ static void test_collector_and_process(void **state) {
   metrics_registry_destroy(r);
 }
 
-/* get fetches path from 127.0.0.1:port; returns the whole response. */
-static char *get(int port, const char *path) {
+/* request sends `method path` to 127.0.0.1:port; returns the whole
+ * response (the test frees it). */
+static char *request(int port, const char *method, const char *path) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
   char req[256];
   int n = snprintf(req, sizeof req,
-                   "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                   path);
+                   "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                   method, path);
   assert_int_equal(write(fd, req, (size_t)n), n);
   size_t cap = 1 << 16, len = 0;
   char *out = malloc(cap);
@@ -197,6 +199,10 @@ static char *get(int port, const char *path) {
   out[len] = '\0';
   close(fd);
   return out;
+}
+
+static char *get(int port, const char *path) {
+  return request(port, "GET", path);
 }
 
 static void test_http(void **state) {
@@ -240,6 +246,154 @@ static void test_http_bad_addresses(void **state) {
   metrics_registry_destroy(r);
 }
 
+/* html and json return s escaped (the test frees it). */
+static char *html(const char *s) {
+  metrics_text t = {0};
+  metrics_text_html(&t, s);
+  return metrics_text_take(&t, NULL);
+}
+
+static char *json(const char *s) {
+  metrics_text t = {0};
+  metrics_text_json(&t, s);
+  return metrics_text_take(&t, NULL);
+}
+
+static void same(char *got, const char *want) {
+  if (strcmp(got, want) != 0)
+    fail_msg("got \"%s\", want \"%s\"", got, want);
+  free(got);
+}
+
+static void test_escaping(void **state) {
+  (void)state;
+  same(html("<img src=x onerror=\"a('b')\">&amp;"),
+       "&lt;img src=x onerror=&quot;a(&#39;b&#39;)&quot;&gt;&amp;amp;");
+  same(json("</script>\"q\" \\ \n\t\x01&"),
+       "\"\\u003c/script\\u003e\\\"q\\\" \\\\ \\n\\t\\u0001\\u0026\"");
+  /* Valid UTF-8 stays; invalid bytes (a stray continuation, an overlong
+   * '/', a surrogate, a cut sequence, past U+10FFFF) become U+FFFD. */
+  const char *ok = "caf\xc3\xa9 \xe2\x80\x93 \xf0\x9f\x99\x82";
+  same(html(ok), ok);
+  same(html("a\x80" "b\xc0\xaf" "c\xed\xa0\x80" "d\xe2\x82"),
+       "a\xef\xbf\xbd" "b\xef\xbf\xbd\xef\xbf\xbd" "c\xef\xbf\xbd\xef\xbf\xbd"
+       "\xef\xbf\xbd" "d\xef\xbf\xbd\xef\xbf\xbd");
+  same(json("\xf4\x90\x80\x80!"),
+       "\"\\ufffd\\ufffd\\ufffd\\ufffd!\"");
+  same(html("bell\x07" "del\x7f"), "bell\xef\xbf\xbd" "del\xef\xbf\xbd");
+  same(html(NULL), "");
+  same(json(NULL), "\"\"");
+}
+
+static void test_text_numbers(void **state) {
+  (void)state;
+  metrics_text t = {0};
+  char *empty = metrics_text_take(&t, NULL);
+  assert_non_null(empty);
+  assert_string_equal(empty, "");
+  free(empty);
+  double v[] = {3, -0.5, 1e300 * 1e300, 0.0 / 0.0, 123456789012.0, 0.1};
+  for (size_t i = 0; i < 6; i++) {
+    metrics_text_json_num(&t, v[i]);
+    metrics_text_put(&t, " ");
+  }
+  size_t len = 0;
+  char *s = metrics_text_take(&t, &len);
+  assert_string_equal(s, "3 -0.5 null null 123456789012 0.1 ");
+  assert_int_equal(len, strlen(s));
+  free(s);
+  for (int i = 0; i < 2000; i++) /* grows past any first guess */
+    metrics_text_printf(&t, "%d,", i);
+  s = metrics_text_take(&t, &len);
+  assert_int_equal(strncmp(s, "0,1,2,", 6), 0);
+  assert_int_equal(strcmp(s + len - 5, "1999,"), 0);
+  free(s);
+}
+
+/* The shared look: every page says what it is, escapes its title, and
+ * loads nothing from anywhere (no src, stylesheet link, import or url()). */
+static void test_page_chrome(void **state) {
+  (void)state;
+  metrics_text t = {0};
+  metrics_page_begin(&t, "<b>\"x\"</b>");
+  metrics_text_put(&t, "<p>body</p>\n");
+  metrics_page_end(&t, "/status.json", "poll('/status.json',2000,show);\n");
+  char *s = metrics_text_take(&t, NULL);
+  has(s, "<!DOCTYPE html>");
+  has(s, "<meta charset=\"utf-8\">");
+  has(s, "<title>&lt;b&gt;&quot;x&quot;&lt;/b&gt;</title>");
+  has(s, "<span id=\"live\">");
+  has(s, "<a href=\"/status.json\">/status.json</a>");
+  has(s, "function poll(url,ms,show)");
+  has(s, "poll('/status.json',2000,show);\n</script>\n</body></html>\n");
+  const char *external[] = {"<b>", " src=", "stylesheet", "@import", "url(",
+                            "http:", "https:", "@font-face"};
+  for (size_t i = 0; i < sizeof external / sizeof external[0]; i++)
+    if (strstr(s, external[i]) != NULL)
+      fail_msg("the page holds \"%s\":\n%s", external[i], s);
+  free(s);
+}
+
+static int renders;
+
+static char *render_page(void *arg, size_t *len) {
+  renders++;
+  const char *body = arg;
+  if (body == NULL)
+    return NULL; /* out of memory, say */
+  *len = strlen(body);
+  return strdup(body);
+}
+
+static void test_http_pages(void **state) {
+  (void)state;
+  metrics_registry *r = metrics_registry_create();
+  metrics_add(metrics_counter_declare(r, "t_served_total", "x"), 9);
+  metrics_page pages[] = {
+      {"/", "text/html; charset=utf-8", render_page, "<p>hello</p>"},
+      {"/status.json", "application/json", render_page, "{\"a\":1}"},
+      {"/broken", "text/plain", render_page, NULL}};
+  char err[256];
+  metrics_http *h =
+      metrics_http_start_pages(r, "127.0.0.1:0", pages, 3, err, sizeof err);
+  assert_non_null(h);
+  int port = metrics_http_port(h);
+  renders = 0;
+  char *resp = get(port, "/");
+  has(resp, "HTTP/1.1 200");
+  has(resp, "Content-Type: text/html; charset=utf-8");
+  has(resp, "Cache-Control: no-store");
+  has(resp, "Content-Security-Policy: default-src 'none'; ");
+  has(resp, "\r\n\r\n<p>hello</p>");
+  free(resp);
+  resp = get(port, "/status.json");
+  has(resp, "Content-Type: application/json");
+  has(resp, "\r\n\r\n{\"a\":1}");
+  free(resp);
+  resp = request(port, "HEAD", "/");
+  has(resp, "HTTP/1.1 200");
+  assert_null(strstr(resp, "hello")); /* no body */
+  free(resp);
+  resp = get(port, "/metrics"); /* still there */
+  has(resp, "\nt_served_total 9\n");
+  free(resp);
+  resp = get(port, "/broken");
+  has(resp, "HTTP/1.1 500");
+  free(resp);
+  resp = request(port, "POST", "/");
+  has(resp, "HTTP/1.1 405");
+  free(resp);
+  resp = get(port, "/status.json/x");
+  has(resp, "HTTP/1.1 404");
+  has(resp, "not found: try /metrics, /, /status.json, /broken\n");
+  free(resp);
+  assert_int_equal(renders, 4); /* GET /, /status.json, HEAD /, /broken */
+  metrics_http_stop(h);
+  assert_null(metrics_http_start_pages(r, "127.0.0.1:0", pages,
+                                       METRICS_MAX_PAGES + 1, err, sizeof err));
+  metrics_registry_destroy(r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_counter_and_gauge),
@@ -250,6 +404,10 @@ int main(void) {
       cmocka_unit_test(test_collector_and_process),
       cmocka_unit_test(test_http),
       cmocka_unit_test(test_http_bad_addresses),
+      cmocka_unit_test(test_escaping),
+      cmocka_unit_test(test_text_numbers),
+      cmocka_unit_test(test_page_chrome),
+      cmocka_unit_test(test_http_pages),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

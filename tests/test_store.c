@@ -581,5 +581,6 @@ int main(void) {
       cmocka_unit_test(test_expire_proceed),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
-  return failed + store_values_tests() + store_alloc_tests();
+  return failed + store_values_tests() + store_alloc_tests() +
+         store_page_tests();
 }

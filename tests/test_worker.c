@@ -1,5 +1,6 @@
 /* test_worker.c: unit tests of worker/ — IDX loading and its errors, the
- * distributed sampler, synthetic data, and the MLP's gradients and training. */
+ * distributed sampler, synthetic data, the MLP's gradients and training,
+ * and the status page's progress history and rendering. */
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,7 +21,9 @@
 #include <zlib.h>
 
 #include "data.h"
+#include "history.h"
 #include "mlp.h"
+#include "wpage.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -750,6 +753,112 @@ static void test_mlp_sgd_learns(void **unused) {
   worker_data_free(&ds);
 }
 
+/* ---- status page ----------------------------------------------------------
+ */
+
+/* The figures after step k of a run at 100 steps/s, 10 samples a step. */
+static worker_now tick(uint64_t k) {
+  return (worker_now){.seconds = (double)k * 0.01,
+                      .step = k,
+                      .total_steps = 10,
+                      .samples = k * 10,
+                      .epoch = 1,
+                      .epochs = 2,
+                      .loss = 0.25,
+                      .samples_per_s = 1000,
+                      .wait_fraction = 0.5,
+                      .accuracy = 0.125};
+}
+
+/* However long the run, the points stay within bounds, in order, and
+ * exact: each the mean loss of its own steps (the batch loss of step k is
+ * k, so the mean over (a, b] is (a + 1 + b) / 2), and the rate of its
+ * interval (1000 samples/s throughout). */
+static void test_history_bounded_and_exact(void **unused) {
+  (void)unused;
+  worker_history *h = worker_history_create(8);
+  worker_point pts[9];
+  worker_now now;
+  assert_int_equal(worker_history_cap(h), 9);
+  assert_int_equal(worker_history_read(h, &now, pts, 9), 0);
+  assert_true(isnan(now.loss) && isnan(now.accuracy) && now.step == 0);
+  for (uint64_t k = 1; k <= 4000; k++) {
+    worker_now w = tick(k);
+    worker_history_record(h, &w, (double)k);
+  }
+  size_t n = worker_history_read(h, &now, pts, 9);
+  assert_true(n >= 4 && n <= 9);
+  assert_int_equal(now.step, 4000);
+  assert_true(isnan(now.accuracy)); /* set only by worker_history_accuracy */
+  assert_int_equal(pts[n - 1].step, 4000);
+  for (size_t i = 0; i < n; i++) {
+    uint64_t prev = i ? pts[i - 1].step : 0;
+    assert_true(pts[i].step > prev);
+    assert_true(fabs(pts[i].loss - (double)(prev + 1 + pts[i].step) / 2) <
+                1e-9);
+    assert_true(fabs(pts[i].samples_per_s - 1000) < 1e-6);
+  }
+  worker_history_accuracy(h, 0.875);
+  worker_now w = tick(4001);
+  worker_history_record(h, &w, 1);
+  worker_history_read(h, &now, pts, 9);
+  assert_true(now.accuracy == 0.875 && now.step == 4001);
+  worker_history_destroy(h);
+  assert_null(worker_history_create(1));
+}
+
+static void contains(const char *text, const char *want) {
+  if (strstr(text, want) == NULL)
+    fail_msg("missing \"%s\" in:\n%s", want, text);
+}
+
+/* A page before any step, then after three (two intervals closed, one
+ * open): its JSON and HTML carry the figures and the chart, and the model
+ * string, which comes from the command line, escaped. */
+static void test_worker_page(void **unused) {
+  (void)unused;
+  worker_history *h = worker_history_create(16);
+  worker_page p = {.rank = 1,
+                   .world = 2,
+                   .model = "mlp:<b>&\"x\"</b>",
+                   .mode = "bsp",
+                   .history = h};
+  size_t len = 0;
+  char *j = worker_page_json(&p, &len);
+  assert_int_equal(len, strlen(j));
+  contains(j,
+           "{\"process\":\"fsps-worker\",\"rank\":1,\"world\":2,"
+           "\"model\":\"mlp:\\u003cb\\u003e\\u0026\\\"x\\\"\\u003c/b\\u003e\"");
+  contains(j, "\"loss\":null,");
+  contains(j, "\"step\":[],\"loss\":[]");
+  free(j);
+  double at[] = {0.6, 1.2, 1.3}, loss[] = {2, 1, 0.5};
+  for (int k = 0; k < 3; k++) {
+    worker_now w = tick((uint64_t)k + 1);
+    w.seconds = at[k];
+    worker_history_record(h, &w, loss[k]);
+  }
+  j = worker_page_json(&p, NULL);
+  contains(j, "\"step\":3,\"total_steps\":10,\"samples\":30,\"loss\":0.25,");
+  contains(j, "\"test_accuracy\":null");
+  contains(j, "\"step\":[1,2,3],\"loss\":[2,1,0.5],\"samples_per_s\":[");
+  free(j);
+  char *html = worker_page_html(&p, NULL);
+  contains(html, "<title>fsps-worker 1 of 2</title>");
+  contains(html, "mlp:&lt;b&gt;&amp;&quot;x&quot;&lt;/b&gt;");
+  assert_null(strstr(html, "<b>"));
+  contains(html, "id=\"step\">3 of 10</div>");
+  contains(html, "id=\"loss\">0.2500</div>");
+  contains(html, "id=\"loss-line\" stroke=\"#c2410c\" "
+                 "points=\"50.0,8.0 300.0,75.0 550.0,108.5\"");
+  contains(html, "<text id=\"loss-ymax\" x=\"46\" y=\"16\" "
+                 "text-anchor=\"end\">2.00</text>");
+  contains(html, "id=\"rate-line\"");
+  contains(html, "poll('/status.json',2000,show);");
+  free(html);
+  worker_history_destroy(h);
+}
+
 int main(void) {
 #define TMP_TEST(f) cmocka_unit_test_setup_teardown(f, tmp_setup, tmp_teardown)
   const struct CMUnitTest tests[] = {
@@ -777,6 +886,8 @@ int main(void) {
       cmocka_unit_test(test_mlp_gradcheck_3_layers),
       cmocka_unit_test(test_mlp_backward_inplace_same_bits),
       cmocka_unit_test(test_mlp_sgd_learns),
+      cmocka_unit_test(test_history_bounded_and_exact),
+      cmocka_unit_test(test_worker_page),
   };
 #undef TMP_TEST
   return cmocka_run_group_tests(tests, NULL, NULL);

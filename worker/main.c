@@ -173,8 +173,7 @@ int main(int argc, char **argv) {
   trainer t = {.opts = &o};
   /* Metrics first: a bad address stops the worker before it starts. */
   if (o.metrics_listen[0] &&
-      (t.metrics = worker_metrics_start(o.metrics_listen, o.metrics_port_file,
-                                        err, sizeof err)) == NULL) {
+      (t.metrics = worker_metrics_start(&o, err, sizeof err)) == NULL) {
     fprintf(stderr, "fsps-worker %u: %s\n", o.rank, err);
     return 1;
   }

@@ -99,8 +99,8 @@ static const opt_def defs[] = {
      "(scripts/plot.py draws it)",
      T_STR, F(log_jsonl), 0, 0},
     {"metrics-listen", "FSPS_METRICS_LISTEN",
-     "serve Prometheus metrics at http://ADDR/metrics (host:port; port 0 "
-     "picks a free one; off)",
+     "serve Prometheus metrics at http://ADDR/metrics and a status page at "
+     "http://ADDR/ (host:port; port 0 picks a free one; off)",
      T_STR, F(metrics_listen), 0, 0},
     {"metrics-port-file", "FSPS_METRICS_PORT_FILE",
      "write the metrics port here once listening", T_STR,

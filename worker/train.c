@@ -402,6 +402,20 @@ static void progress(trainer *t, uint32_t epoch, uint32_t k, uint32_t steps,
   t->last_report = now;
 }
 
+/* record_page records the step just done for the status page. */
+static void record_page(trainer *t, uint64_t steps, uint32_t epoch, double el) {
+  worker_now now = {.seconds = el,
+                    .step = steps,
+                    .total_steps = t->total_steps,
+                    .samples = t->samples,
+                    .epoch = epoch + 1,
+                    .epochs = t->opts->epochs,
+                    .loss = t->loss_n ? t->loss_sum / t->loss_n : t->last_loss,
+                    .samples_per_s = el > 0 ? (double)t->samples / el : 0,
+                    .wait_fraction = el > 0 ? wait_s(t) / el : 0};
+  worker_history_record(t->metrics->history, &now, t->last_loss);
+}
+
 /* set_metrics publishes the trainer's figures after a step (on the
  * trainer thread: libfsps's counters are read only from here). */
 static void set_metrics(trainer *t, uint64_t steps, uint32_t epoch) {
@@ -416,6 +430,9 @@ static void set_metrics(trainer *t, uint64_t steps, uint32_t epoch) {
   metrics_set(m->loss, t->loss_n ? t->loss_sum / t->loss_n : t->last_loss);
   metrics_set(m->wait_seconds, wait_s(t));
   metrics_set(m->wait_fraction, el > 0 ? wait_s(t) / el : 0);
+  /* After fsps_worker_step: the page never shows a step /metrics has not
+   * (the status_page test compares them). */
+  record_page(t, steps, epoch, el);
   if (t->client == NULL)
     return;
   uint64_t gathered, pushed;
@@ -449,8 +466,10 @@ static void epoch_end(trainer *t, uint32_t epoch, uint64_t step,
   t->loss_sum = 0;
   t->loss_n = 0;
   bool evaluated = evaluate_epoch(t, epoch, version);
-  if (evaluated && t->metrics != NULL)
+  if (evaluated && t->metrics != NULL) {
     metrics_set(t->metrics->accuracy, t->accuracy);
+    worker_history_accuracy(t->metrics->history, t->accuracy);
+  }
   logfmt_fields f;
   run_fields(t, &f, epoch, step, t->final_loss);
   if (evaluated)

@@ -1,6 +1,7 @@
-/* wmetrics.c: declares fsps-worker's metrics and serves them. The trainer
- * thread sets them after each step (train.c): libfsps's counters may only
- * be read from the thread that drives the client, never from a scrape. */
+/* wmetrics.c: declares fsps-worker's metrics and serves them with the
+ * status page. The trainer thread sets them, and records the page's
+ * history, after each step (train.c): libfsps's counters may only be read
+ * from the thread that drives the client, never from a scrape. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -63,8 +64,29 @@ static int write_port(const char *path, int port) {
   return fclose(f) != 0 || rename(tmp, path) != 0 ? -1 : 0;
 }
 
-worker_metrics *worker_metrics_start(const char *addr, const char *port_file,
-                                     char *err, size_t errlen) {
+/* serve starts the endpoint with the status page beside /metrics. */
+static int serve(worker_metrics *m, const worker_opts *o, char *err,
+                 size_t errlen) {
+  m->page = (worker_page){.rank = o->rank, .world = o->world,
+                          .model = o->model, .mode = o->mode,
+                          .history = m->history};
+  const metrics_page pages[] = {
+      {"/", "text/html; charset=utf-8", worker_page_html, &m->page},
+      {"/status.json", "application/json", worker_page_json, &m->page}};
+  m->http = metrics_http_start_pages(m->reg, o->metrics_listen, pages, 2, err,
+                                     errlen);
+  if (m->http == NULL)
+    return -1;
+  const char *pf = o->metrics_port_file;
+  if (pf[0] && write_port(pf, metrics_http_port(m->http)) != 0) {
+    snprintf(err, errlen, "cannot write the metrics port to %s", pf);
+    return -1;
+  }
+  return 0;
+}
+
+worker_metrics *worker_metrics_start(const worker_opts *o, char *err,
+                                     size_t errlen) {
   worker_metrics *m = calloc(1, sizeof *m);
   if (m == NULL || (m->reg = metrics_registry_create()) == NULL) {
     free(m);
@@ -73,17 +95,14 @@ worker_metrics *worker_metrics_start(const char *addr, const char *port_file,
   }
   declare_progress(m);
   declare_network(m);
+  m->history = worker_history_create(WORKER_PAGE_POINTS);
   if (metrics_process_register(m->reg) != 0 || m->recoveries == NULL ||
-      m->pushed == NULL) {
+      m->pushed == NULL || m->history == NULL) {
     snprintf(err, errlen, "out of memory for metrics");
     worker_metrics_stop(m);
     return NULL;
   }
-  m->http = metrics_http_start(m->reg, addr, err, errlen);
-  if (m->http != NULL && port_file[0] &&
-      write_port(port_file, metrics_http_port(m->http)) != 0)
-    snprintf(err, errlen, "cannot write the metrics port to %s", port_file);
-  else if (m->http != NULL)
+  if (serve(m, o, err, errlen) == 0)
     return m;
   worker_metrics_stop(m);
   return NULL;
@@ -93,6 +112,7 @@ void worker_metrics_stop(worker_metrics *m) {
   if (m == NULL)
     return;
   metrics_http_stop(m->http);
+  worker_history_destroy(m->history);
   metrics_registry_destroy(m->reg);
   free(m);
 }

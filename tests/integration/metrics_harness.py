@@ -1,5 +1,5 @@
-"""What the /metrics integration tests (test_metrics.py, test_prometheus.py)
-share: fsps-server and fsps-worker processes started with --metrics-listen
+"""What the /metrics integration tests (test_metrics.py, test_prometheus.py,
+test_dashboard.py, test_status_page.py) share: fsps-server and fsps-worker processes started with --metrics-listen
 127.0.0.1:0, a 2-server, 2-worker training run, scraping and parsing the
 text exposition format.
 
@@ -37,14 +37,19 @@ def wait_file(path, proc, what, timeout=START_S):
         return int(f.read())
 
 
+def fetch(port, path, timeout=10):
+    """(status, Content-Type, body as bytes) of GET path."""
+    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path),
+                                timeout=timeout) as r:
+        return r.status, r.headers["Content-Type"], r.read()
+
+
 def scrape(port, timeout=10):
     """The text of one 200 answer of /metrics; raises on anything else."""
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port,
-                                timeout=timeout) as r:
-        assert r.status == 200, r.status
-        ctype = r.headers["Content-Type"]
-        assert ctype.startswith("text/plain; version=0.0.4"), ctype
-        return r.read().decode()
+    status, ctype, body = fetch(port, "/metrics", timeout)
+    assert status == 200, status
+    assert ctype.startswith("text/plain; version=0.0.4"), ctype
+    return body.decode()
 
 
 def parse(text):
@@ -82,7 +87,7 @@ class Proc:
     """One fsps process with --metrics-listen 127.0.0.1:0; its output goes
     to TAG.log in tmp."""
 
-    def __init__(self, tmp, tag, argv):
+    def __init__(self, tmp, tag, argv, timeout=START_S):
         self.mport_file = os.path.join(tmp, "mport-" + tag)
         self.log_path = os.path.join(tmp, tag + ".log")
         self.log = open(self.log_path, "w+")
@@ -93,7 +98,7 @@ class Proc:
         self.tag = tag
         self.port = None
         try:
-            self.port = wait_file(self.mport_file, self.proc, tag)
+            self.port = wait_file(self.mport_file, self.proc, tag, timeout)
         except RuntimeError as e:
             self.stop()
             raise RuntimeError("%s; its output:\n%s" % (e, self.tail())) \
@@ -120,8 +125,21 @@ class Proc:
             self.log.close()
 
     def tail(self, lines=30):
+        return "".join(self.logged().splitlines(True)[-lines:])
+
+    def logged(self):
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
+            return f.read()
+
+    def sanitizer_report(self):
+        """The first line of a sanitizer's report in the log, or None (a
+        sanitized build reports races and memory errors there)."""
+        for line in self.logged().splitlines():
+            if "Sanitizer" in line or "runtime error:" in line:
+                return line
+        return None
 
 
 def server_argv(bindir, tmp, s, S, W, extra=()):
