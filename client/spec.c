@@ -236,5 +236,6 @@ shard_spec *client_spec_clone(const shard_spec *spec) {
     }
   }
   shard_spec_set_optim(dst, shard_spec_optim(spec));
+  shard_spec_set_wire_dtype(dst, shard_spec_wire_dtype(spec));
   return dst;
 }
