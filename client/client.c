@@ -70,6 +70,10 @@ uint64_t client_layer_n(const fsps_client *c, uint32_t l) {
   return L ? L->n : 0;
 }
 
+shard_wire_dtype client_wire_dtype(const fsps_client *c) {
+  return c->spec ? shard_spec_wire_dtype(c->spec) : SHARD_WIRE_FP32;
+}
+
 bool client_plan_next(uint64_t n, uint32_t S, uint32_t *s, uint64_t *off,
                       uint64_t *cnt) {
   for (; *s < S; (*s)++) {
@@ -225,6 +229,11 @@ static int check_options(const fsps_options *o, char *err, size_t errlen) {
   if (o->timeout_ms < 0)
     return say(err, errlen, FSPS_INVALID_ARGUMENT,
                "timeout_ms %lld is negative", (long long)o->timeout_ms);
+  if ((unsigned)o->wire_dtype > FSPS_WIRE_BF16)
+    return say(err, errlen, FSPS_INVALID_ARGUMENT,
+               "unknown wire_dtype %d (FSPS_WIRE_AS_SPEC, FSPS_WIRE_FP32 or "
+               "FSPS_WIRE_BF16)",
+               (int)o->wire_dtype);
   return FSPS_OK;
 }
 
