@@ -2,7 +2,10 @@
  * fsps-server processes on loopback, beside a raw TCP baseline that moves
  * the same bytes with the same request/response pattern over plain sockets
  * (large writes) in the same run; with --metrics, also servers serving
- * /metrics, beside the same servers without. One JSON object per line. */
+ * /metrics, beside the same servers without; with --dtype bf16, also the
+ * layer of a bf16 model (half the bytes on the wire, encoded and decoded
+ * on the way) beside the fp32 one and beside raw TCP moving its half. One
+ * JSON object per line. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -153,7 +156,8 @@ typedef struct {
 static const char *const metrics_flags[] = {"--metrics-listen", "127.0.0.1:0",
                                             NULL};
 
-static int fsps_setup(fsps_bench *b, int S, uint64_t n, bool metrics) {
+static int fsps_setup(fsps_bench *b, int S, uint64_t n, bool metrics,
+                      bool bf16) {
   if (test_cluster_start(&b->cl, S, 1, metrics ? metrics_flags : NULL) != 0)
     return -1;
   fsps_options o;
@@ -168,6 +172,7 @@ static int fsps_setup(fsps_bench *b, int S, uint64_t n, bool metrics) {
   fsps_spec_add_layer(spec, "layer");
   fsps_spec_add_tensor(spec, "w", 1, &n, "zeros", 0, 0);
   fsps_spec_set_optimizer(spec, "sgd", 0.0);
+  fsps_spec_set_wire_dtype(spec, bf16 ? "bf16" : "fp32");
   int rc = fsps_declare(b->c, spec);
   fsps_spec_destroy(spec);
   if (rc != FSPS_OK)
@@ -197,6 +202,7 @@ static double fsps_time(fsps_bench *b, int op, float *buf) {
 typedef struct {
   int reps;
   bool metrics; /* also time servers with --metrics-listen, interleaved */
+  bool bf16;    /* also time a bf16 model and raw TCP of its bytes */
   int sizes[8], nsizes;
   int servers[4], nservers;
 } bench_opts;
@@ -220,53 +226,92 @@ static void report_metrics(const char *op, size_t bytes, int S, double off,
   fflush(stdout);
 }
 
+/* report_bf16 prints a bf16 layer of `bytes` float32 bytes (bytes / 2 on
+ * the wire) taken in t, beside the fp32 layer's time and raw TCP moving
+ * bytes / 2: gbps is the layer's float32 bytes a second (what a trainer
+ * gets), wire_gbps the bytes that travelled, ratio the latter over raw
+ * TCP's, speedup the fp32 time over the bf16 one. */
+static void report_bf16(const char *op, size_t bytes, int S, double fp32_t,
+                        double t, double half_limit_t) {
+  double wire = (double)(bytes / 2) / t / 1e9;
+  double lim = (double)(bytes / 2) / half_limit_t / 1e9;
+  printf("{\"bench\":\"wire\",\"op\":\"%s\",\"dtype\":\"bf16\",\"bytes\":%zu,"
+         "\"wire_bytes\":%zu,\"servers\":%d,\"gbps\":%.3f,\"wire_gbps\":%.3f,"
+         "\"limit_gbps\":%.3f,\"ratio\":%.3f,\"fp32_gbps\":%.3f,"
+         "\"speedup\":%.3f}\n",
+         op, bytes, bytes / 2, S, (double)bytes / t / 1e9, wire, lim,
+         wire / lim, (double)bytes / fp32_t / 1e9, fp32_t / t);
+  fflush(stdout);
+}
+
+/* The runs measure times, one sample of each per repetition. */
+typedef struct {
+  double raw[64], fsps[64], metrics[64], raw_half[64], bf16[64];
+} samples;
+
+/* one_round times op once on each run measure compares: raw TCP, fsps,
+ * and as asked fsps with metrics on, raw TCP of half the bytes and the
+ * bf16 model. */
+static void one_round(const bench_opts *o, int S, size_t bytes, int *fds,
+                      fsps_bench *const *fsps, char *buf, int op, int r,
+                      samples *t) {
+  t->raw[r] = raw_time(fds, S, op, buf, bytes);
+  /* Which of off and on goes first alternates, so neither always
+   * follows the raw baseline. */
+  if (o->metrics && r % 2)
+    t->metrics[r] = fsps_time(fsps[1], op, (float *)buf);
+  t->fsps[r] = fsps_time(fsps[0], op, (float *)buf);
+  if (o->metrics && r % 2 == 0)
+    t->metrics[r] = fsps_time(fsps[1], op, (float *)buf);
+  if (o->bf16) {
+    t->raw_half[r] = raw_time(fds, S, op, buf, bytes / 2);
+    t->bf16[r] = fsps_time(fsps[2], op, (float *)buf);
+  }
+}
+
 /* measure times each op on raw TCP, on fsps and (--metrics) on fsps with
- * metrics on, interleaved so that all see the same machine state. */
+ * metrics on, and (--dtype bf16) on a bf16 model, interleaved so that all
+ * see the same machine state. fsps: the fp32, metrics and bf16 runs. */
 static void measure(const bench_opts *o, int S, size_t bytes, int *fds,
-                    fsps_bench *fb, fsps_bench *fm, char *buf) {
+                    fsps_bench *const *fsps, char *buf) {
   static const int ops[2] = {OP_PULL, OP_PUSH};
   for (int k = 0; k < 2; k++) {
-    double tr[64], tf[64], tm[64];
-    raw_time(fds, S, ops[k], buf, bytes); /* warm-up */
-    fsps_time(fb, ops[k], (float *)buf);
-    if (o->metrics)
-      fsps_time(fm, ops[k], (float *)buf);
-    for (int r = 0; r < o->reps; r++) {
-      tr[r] = raw_time(fds, S, ops[k], buf, bytes);
-      /* Which of off and on goes first alternates, so neither always
-       * follows the raw baseline. */
-      if (o->metrics && r % 2)
-        tm[r] = fsps_time(fm, ops[k], (float *)buf);
-      tf[r] = fsps_time(fb, ops[k], (float *)buf);
-      if (o->metrics && r % 2 == 0)
-        tm[r] = fsps_time(fm, ops[k], (float *)buf);
-    }
+    samples t;
+    one_round(o, S, bytes, fds, fsps, buf, ops[k], 0, &t); /* warm-up */
+    for (int r = 0; r < o->reps; r++)
+      one_round(o, S, bytes, fds, fsps, buf, ops[k], r, &t);
     const char *name = ops[k] == OP_PULL ? "pull" : "push";
-    double off = median(tf, o->reps);
-    report(name, bytes, S, off, median(tr, o->reps));
+    double off = median(t.fsps, o->reps);
+    report(name, bytes, S, off, median(t.raw, o->reps));
     if (o->metrics)
-      report_metrics(name, bytes, S, off, median(tm, o->reps));
+      report_metrics(name, bytes, S, off, median(t.metrics, o->reps));
+    if (o->bf16)
+      report_bf16(name, bytes, S, off, median(t.bf16, o->reps),
+                  median(t.raw_half, o->reps));
   }
 }
 
 static int run_size(const bench_opts *o, int S, size_t bytes, char *buf) {
   int fds[MAX_S], ports[MAX_S];
   pid_t pids[MAX_S];
-  fsps_bench fb = {0}, fm = {0};
+  fsps_bench fb = {0}, fm = {0}, fh = {0};
+  fsps_bench *const runs[3] = {&fb, &fm, &fh};
   for (int s = 0; s < S; s++) {
     pids[s] = raw_server(bytes, &ports[s]);
     fds[s] = raw_connect(ports[s]);
   }
-  int rc = fsps_setup(&fb, S, bytes / 4, false);
+  int rc = fsps_setup(&fb, S, bytes / 4, false, false);
   if (rc == 0 && o->metrics)
-    rc = fsps_setup(&fm, S, bytes / 4, true);
+    rc = fsps_setup(&fm, S, bytes / 4, true, false);
+  if (rc == 0 && o->bf16)
+    rc = fsps_setup(&fh, S, bytes / 4, false, true);
   if (rc == 0)
-    measure(o, S, bytes, fds, &fb, &fm, buf);
-  fsps_close(fb.c);
-  fsps_close(fm.c);
-  test_cluster_stop(&fb.cl);
-  if (fm.cl.n > 0)
-    test_cluster_stop(&fm.cl);
+    measure(o, S, bytes, fds, runs, buf);
+  for (int i = 0; i < 3; i++) {
+    fsps_close(runs[i]->c);
+    if (runs[i]->cl.n > 0)
+      test_cluster_stop(&runs[i]->cl);
+  }
   /* Close every connection before waiting: raw server s+1 was forked while
    * fds[0..s] were open and holds copies, so server s sees EOF only once
    * its later siblings have exited too. */
@@ -297,6 +342,11 @@ static int parse(int argc, char **argv, bench_opts *o) {
     const char *v = i + 1 < argc ? argv[i + 1] : "";
     if (!strcmp(argv[i], "--metrics"))
       o->metrics = true;
+    else if (!strcmp(argv[i], "--dtype") &&
+             (!strcmp(v, "bf16") || !strcmp(v, "fp32"))) {
+      o->bf16 = !strcmp(v, "bf16");
+      i++;
+    }
     else if (!strcmp(argv[i], "--reps") && (o->reps = atoi(v)) > 0 && o->reps <= 64)
       i++;
     else if (!strcmp(argv[i], "--mib") &&
@@ -318,11 +368,15 @@ int main(int argc, char **argv) {
   bench_opts o;
   if (parse(argc, argv, &o) != 0) {
     fprintf(stderr, "usage: wire [--mib 1,4,16,64] [--servers 1,2] "
-                    "[--reps 7 (1..64)] [--metrics]\n"
-                    "  --metrics  also time servers with --metrics-listen, "
+                    "[--reps 7 (1..64)] [--metrics] [--dtype fp32|bf16]\n"
+                    "  --metrics     also time servers with --metrics-listen, "
                     "interleaved, and print\n"
-                    "             metrics-on beside metrics-off and their "
-                    "ratio\n");
+                    "                metrics-on beside metrics-off and their "
+                    "ratio\n"
+                    "  --dtype bf16  also time the layer of a bf16 model "
+                    "(half the bytes on the\n"
+                    "                wire), interleaved, and print it beside "
+                    "fp32 and raw TCP\n");
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);

@@ -125,6 +125,12 @@ static void edit_five_dims(Fsps__V1__InitRequest *r) {
     t->dims[i] = 2;
   t->n_dims = 5;
 }
+static void edit_bf16(Fsps__V1__InitRequest *r) {
+  r->spec->wire_dtype = FSPS__V1__WIRE_DTYPE__WIRE_DTYPE_BF16;
+}
+static void edit_bad_dtype(Fsps__V1__InitRequest *r) {
+  r->spec->wire_dtype = (Fsps__V1__WireDtype)7; /* a newer peer's */
+}
 static void edit_long_name(Fsps__V1__InitRequest *r) {
   set_name(&r->spec->layers[0]->name,
            "a-layer-name-of-exactly-sixty-four-bytes-which-is-one-too-many--");
@@ -188,6 +194,8 @@ static void init_seeds(void) {
   init_seed("step-size-0", 0x00, FUZZ_SGD, edit_step_sched);
   init_seed("five-dims", 0x00, FUZZ_SGD, edit_five_dims);
   init_seed("long-name", 0x00, FUZZ_SGD, edit_long_name);
+  init_seed("bf16-twice", 0x80, FUZZ_ADAM, edit_bf16);
+  init_seed("unknown-wire-dtype", 0x00, FUZZ_SGD, edit_bad_dtype);
   Fsps__V1__InitRequest *r = fixture_init(FUZZ_SGD, true);
   seed_msg("fuzz_init", "big", 0x80, &r->base);
   fsps__v1__init_request__free_unpacked(r, NULL);
@@ -222,6 +230,8 @@ static void pull_seeds(void) {
   pull_seed("fc1-wait-1-wake-1", 0x40, 0, 1, 0, 0);
   pull_seed("big-wait-2-wake-3", 0xe0, 2, 2, 0, 0);
   pull_seed("fc1-wait-5-cancel", 0x00, 0, 5, 0, 0);
+  pull_seed("bf16-fc1-wait-1-wake-1", 0x50, 0, 1, 0, 0);
+  pull_seed("bf16-big-wait-1-wake-2", 0xb0, 2, 1, 262160, 0);
   SEED_LIT("fuzz_pull", "garbage", 0x00, "\x08\x80\x80");
   /* epoch 7 (field 5, fixed64): a pull of an epoch this server is not in */
   SEED_LIT("fuzz_pull", "other-epoch", 0x00,
@@ -332,6 +342,33 @@ static void push_bad_seed(const char *name, unsigned layer, unsigned step,
   seed("fuzz_push", name, r.b[0], r.b + 1, r.n - 1);
 }
 
+/* bf16 models (config bit 6): a step in bf16 chunks, a NaN in one (bit 2
+ * of the config: zeroed), and float32 chunks, which the server refuses
+ * (bit 7). */
+static void push_bf16_seeds(void) {
+  recs r = {.n = 0};
+  r8(&r, 0x40 | 0x20 | FUZZ_ADAM << 3);
+  push(&r, 2, 0, 0);
+  push(&r, 0, 0, 0);
+  push(&r, 2, 0, 1);
+  push(&r, 0, 0, 1);
+  seed("fuzz_push", "bf16-step-big-adam", r.b[0], r.b + 1, r.n - 1);
+  r = (recs){.n = 0};
+  r8(&r, 0x40 | 4);
+  framed(&r, 0, 0, 0, 0, 0, 0, 3 | 7 << 2);
+  r8(&r, 2);
+  push(&r, 0, 0, 1);
+  seed("fuzz_push", "bf16-nan-skip", r.b[0], r.b + 1, r.n - 1);
+  r = (recs){.n = 0};
+  r8(&r, 0x40 | 0x80);
+  push(&r, 0, 0, 0);
+  seed("fuzz_push", "bf16-model-fp32-chunks", r.b[0], r.b + 1, r.n - 1);
+  r = (recs){.n = 0};
+  r8(&r, 0x80);
+  push(&r, 0, 0, 0);
+  seed("fuzz_push", "fp32-model-bf16-chunks", r.b[0], r.b + 1, r.n - 1);
+}
+
 static void push_stream_seeds(void) {
   recs r = {.n = 0};
   r8(&r, 0x20);
@@ -353,6 +390,7 @@ static void push_stream_seeds(void) {
 static void push_seeds(void) {
   push_valid_seeds();
   push_nan_seeds();
+  push_bf16_seeds();
   push_stream_seeds();
   push_bad_seed("worker-out-of-range", 0, 0, 5, 0, 0, 0);
   push_bad_seed("empty-slice", 1, 0, 0, 0, 0, 0);
@@ -529,9 +567,15 @@ static void msg_seeds(void) {
   p.data.len = 8;
   seed_msg("fuzz_msg", "pull-chunk", 0x02, &p.base);
   SEED_LIT("fuzz_msg", "unknown-fields", 0x03,
-           "\x08\x01\x49\1\2\3\4\5\6\7\x08\x55\1\2\3\4\x4a\x01z\x42\x04\0\0\x80"
+           "\x08\x01\x51\1\2\3\4\5\6\7\x08\x5d\1\2\3\4\x52\x01z\x42\x04\0\0\x80"
            "\x3f");
   SEED_LIT("fuzz_msg", "two-payloads", 0x00, "\x42\x04\0\0\0\0\x42\x00");
+  SEED_LIT("fuzz_msg", "data-and-bf16", 0x01, "\x42\x04\0\0\0\0\x4a\x02\0\0");
+  SEED_LIT("fuzz_msg", "bf16-as-varint", 0x00, "\x08\x01\x48\x02");
+  c.data.len = 0;
+  c.data_bf16.data = (uint8_t *)g;
+  c.data_bf16.len = 7; /* odd: whole bf16 elements are the server's check */
+  seed_msg("fuzz_msg", "push-chunk-bf16-sliced", 0x05, &c.base);
   SEED_LIT("fuzz_msg", "payload-truncated", 0x01, "\x08\x02\x42\x08\0\0\0\0");
   SEED_LIT("fuzz_msg", "field-zero", 0x00, "\x00\x01");
   SEED_LIT("fuzz_msg", "long-varint", 0x04,
