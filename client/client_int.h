@@ -236,9 +236,9 @@ void client_gather_free(gather *g);
 /* client_push_start sends grad (layer's n floats) for step to every server with
  * a non-empty slice, asynchronously. owned (may be NULL) is the pool buffer
  * grad lives in, returned to the pool when the push completes (a bf16
- * model's push encodes grad first and returns owned at once). Returns
- * FSPS_OK or FSPS_NOMEM (owned then still the caller's); failures of the
- * pushes show in client_push_wait_all. */
+ * model's push encodes grad over itself there; without owned, into a
+ * buffer of its own). Returns FSPS_OK or FSPS_NOMEM (owned then still the
+ * caller's); failures of the pushes show in client_push_wait_all. */
 int client_push_start(fsps_client *c, uint32_t layer, uint64_t step,
                       const float *grad, pool_buf *owned);
 

@@ -48,8 +48,9 @@ struct push {
   push *prev, *next; /* the client's pushes in flight; under c->mu */
   uint64_t step;
   const float *grad;
-  pool_buf *owned; /* returned to the pool at completion */
-  pool_buf *wire;  /* a bf16 model's: grad encoded, what is sent; likewise */
+  pool_buf *owned;  /* returned to the pool at completion */
+  pool_buf *wire;   /* a bf16 model's encoding of a grad it does not own */
+  const void *sent; /* what the parts send: grad, or its bf16 encoding */
   int rc;
   char msg[CLIENT_MSG_MAX];
   push_part parts[];
@@ -139,8 +140,7 @@ static void send_next(push_part *pp, rpc_stream *s) {
   rpc_hdr_set(&h, WIRE_PUSH_STEP, p->step);
   rpc_hdr_set(&h, WIRE_PUSH_WORKER, p->c->o.rank);
   rpc_hdr_set(&h, WIRE_PUSH_EPOCH, p->epoch);
-  client_slice_send(&pp->sl, s, &h, WIRE_PUSH_OFFSET,
-                    p->wire ? (const void *)p->wire->p : p->grad);
+  client_slice_send(&pp->sl, s, &h, WIRE_PUSH_OFFSET, p->sent);
 }
 
 static void push_sent(rpc_stream *s, bool ok, void *ctx) {
@@ -216,12 +216,20 @@ static void enlist(fsps_client *c, push *p) {
   pthread_mutex_unlock(&c->mu);
 }
 
-/* encode gives p the bf16 encoding of its gradient (n elements) in a pool
- * buffer, which its parts send and retry from. FSPS_OK or FSPS_NOMEM. */
-static int encode(fsps_client *c, push *p, uint64_t n) {
+/* encode gives p the bf16 encoding of its gradient (n elements), which its
+ * parts send and retry from: over the gradient itself when the push owns
+ * its buffer (no memory more than a float32 push), else in a pool buffer.
+ * FSPS_OK or FSPS_NOMEM. */
+static int encode(fsps_client *c, push *p, pool_buf *owned, uint64_t n) {
+  if (owned != NULL && owned->p == p->grad) {
+    wire_bf16_encode_in_place(owned->p, n);
+    p->sent = owned->p;
+    return FSPS_OK;
+  }
   if ((p->wire = client_pool_get(c, (n + 1) / 2)) == NULL)
     return FSPS_NOMEM;
   wire_bf16_encode(p->wire->p, p->grad, n);
+  p->sent = p->wire->p;
   return FSPS_OK;
 }
 
@@ -233,17 +241,11 @@ int client_push_start(fsps_client *c, uint32_t layer, uint64_t step,
     return client_fail(c, FSPS_NOMEM, "out of memory starting a push");
   p->step = step;
   p->epoch = atomic_load(&c->epoch);
-  p->grad = grad;
-  if (client_wire_dtype(c) == SHARD_WIRE_BF16) {
-    if (encode(c, p, n) != FSPS_OK) {
-      free(p);
-      return client_fail(c, FSPS_NOMEM, "out of memory encoding a push");
-    }
-    /* What is sent is the bf16 copy: the float32 gradient's buffer is free
-     * again at once, as a streamed push's pieces are. */
-    if (owned != NULL)
-      client_pool_put(c, owned);
-    owned = NULL;
+  p->grad = p->sent = grad;
+  if (client_wire_dtype(c) == SHARD_WIRE_BF16 &&
+      encode(c, p, owned, n) != FSPS_OK) {
+    free(p);
+    return client_fail(c, FSPS_NOMEM, "out of memory encoding a push");
   }
   p->owned = owned;
   c->pushed += n * wire_dtype_bytes(client_wire_dtype(c));

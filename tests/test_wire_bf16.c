@@ -192,6 +192,29 @@ static void test_arrays_any_alignment(void **state) {
   }
 }
 
+/* Encoding in place gives the bytes encoding into another buffer gives,
+ * over several blocks and a partial one. */
+static void test_encode_in_place(void **state) {
+  (void)state;
+  enum { N = 3 * 1024 + 77 };
+  float *buf = malloc(N * sizeof *buf), *src = malloc(N * sizeof *src);
+  uint16_t *want = malloc(N * sizeof *want);
+  assert_non_null(buf);
+  assert_non_null(src);
+  assert_non_null(want);
+  for (int i = 0; i < N; i++)
+    src[i] = (float)cos(i) * (float)(i + 1);
+  src[17] = NAN;
+  src[2000] = -INFINITY;
+  memcpy(buf, src, N * sizeof *buf);
+  wire_bf16_encode(want, src, N);
+  wire_bf16_encode_in_place(buf, N);
+  assert_memory_equal(buf, want, N * sizeof *want);
+  free(buf);
+  free(src);
+  free(want);
+}
+
 /* A payload read in two or three pieces, cut anywhere (an element split
  * across pieces too), decodes as it does whole. */
 static void test_reader_any_pieces(void **state) {
@@ -228,6 +251,7 @@ int wire_bf16_tests(void) {
       cmocka_unit_test(test_matches_reference),
       cmocka_unit_test(test_decode_is_exact),
       cmocka_unit_test(test_arrays_any_alignment),
+      cmocka_unit_test(test_encode_in_place),
       cmocka_unit_test(test_reader_any_pieces),
   };
   return cmocka_run_group_tests_name("wire_bf16", tests, NULL, NULL);

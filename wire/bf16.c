@@ -90,6 +90,21 @@ void wire_bf16_decode(float *dst, const void *src, size_t n) {
     decode_base(dst, src, n);
 }
 
+/* Each block is copied aside first, so the encoding never reads what it
+ * has overwritten (the bf16 of block i ends where block i's floats began
+ * at the latest) and the loop keeps its non-overlapping, vectorised form;
+ * the copy stays in L1. */
+#define IN_PLACE_BLOCK 1024
+
+void wire_bf16_encode_in_place(float *buf, size_t n) {
+  float tmp[IN_PLACE_BLOCK];
+  for (size_t i = 0; i < n; i += IN_PLACE_BLOCK) {
+    size_t k = n - i < IN_PLACE_BLOCK ? n - i : IN_PLACE_BLOCK;
+    memcpy(tmp, buf + i, k * sizeof *tmp);
+    wire_bf16_encode((char *)buf + 2 * i, tmp, k);
+  }
+}
+
 float wire_bf16_round(float x) {
   uint32_t u;
   memcpy(&u, &x, sizeof u);

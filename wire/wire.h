@@ -84,6 +84,11 @@ unsigned wire_data_field(shard_wire_dtype dtype);
 /* wire_bf16_encode writes n bf16 of src into dst (2n bytes, any alignment). */
 void wire_bf16_encode(void *dst, const float *src, size_t n);
 
+/* wire_bf16_encode_in_place encodes the n floats at buf over themselves:
+ * the bf16 take buf's first 2n bytes (the rest is left as it was), so a
+ * buffer that is sent as bf16 needs no second one. */
+void wire_bf16_encode_in_place(float *buf, size_t n);
+
 /* wire_bf16_decode writes n floats into dst from 2n bytes of bf16 at src
  * (any alignment). */
 void wire_bf16_decode(float *dst, const void *src, size_t n);
