@@ -346,8 +346,8 @@ static int parse(int argc, char **argv, bench_opts *o) {
              (!strcmp(v, "bf16") || !strcmp(v, "fp32"))) {
       o->bf16 = !strcmp(v, "bf16");
       i++;
-    }
-    else if (!strcmp(argv[i], "--reps") && (o->reps = atoi(v)) > 0 && o->reps <= 64)
+    } else if (!strcmp(argv[i], "--reps") && (o->reps = atoi(v)) > 0 &&
+               o->reps <= 64)
       i++;
     else if (!strcmp(argv[i], "--mib") &&
              (o->nsizes = parse_list(v, o->sizes, 8)) > 0)

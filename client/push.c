@@ -458,9 +458,8 @@ static stage *find_stage(push_part *pp, uint64_t idx) {
   uint64_t len;
   shard_chunk(pp->sl.cnt, idx, &(uint64_t){0}, &len);
   /* A bf16 chunk takes half the room: 2 bytes an element. */
-  stage *st = stage_get(pp->p->c, pp->sl.dtype == SHARD_WIRE_BF16
-                                      ? (len + 1) / 2
-                                      : len);
+  stage *st = stage_get(pp->p->c,
+                        pp->sl.dtype == SHARD_WIRE_BF16 ? (len + 1) / 2 : len);
   if (st == NULL)
     return NULL;
   st->pp = pp;

@@ -395,8 +395,7 @@ static void test_other_wire_dtype_refused(void **state) {
   c1 = connect_rank(&cl, 1, FSPS_WIRE_BF16);
   assert_int_equal(fsps_attach(c1, fp, 5000), FSPS_OK);
   fsps_close(c1);
-  assert_int_equal(fsps_spec_set_wire_dtype(fp, "fp16"),
-                   FSPS_INVALID_ARGUMENT);
+  assert_int_equal(fsps_spec_set_wire_dtype(fp, "fp16"), FSPS_INVALID_ARGUMENT);
   char msg[256];
   assert_int_equal(fsps_spec_validate(fp, msg, sizeof msg),
                    FSPS_INVALID_ARGUMENT);

@@ -251,8 +251,8 @@ static void on_message(rpc_stream *s, rpc_msg *msg, void *ctx) {
   size_t n;
   unsigned field = w->msgs % 2 ? RPC_TENSOR_FIELD_LAST : RPC_TENSOR_FIELD;
   if (rpc_msg_tensor(msg, &h, &n, NULL) != FSPS_OK ||
-      n != CHUNK_FLOATS * sizeof(float) || h.v[1] != 7 ||
-      h.v[3] != w->msgs || h.payload_field != field) {
+      n != CHUNK_FLOATS * sizeof(float) || h.v[1] != 7 || h.v[3] != w->msgs ||
+      h.payload_field != field) {
     w->bad++;
     return;
   }

@@ -66,8 +66,8 @@ decode_avx2(float *restrict dst, const unsigned char *restrict src, size_t n) {
   decode_loop(dst, src, n);
 }
 
-static void encode_base(unsigned char *restrict dst,
-                        const float *restrict src, size_t n) {
+static void encode_base(unsigned char *restrict dst, const float *restrict src,
+                        size_t n) {
   encode_loop(dst, src, n);
 }
 

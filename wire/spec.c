@@ -174,8 +174,8 @@ static int set_wire_dtype(shard_spec *spec, int value, char *msg,
                           size_t msglen) {
   shard_wire_dtype dtype;
   if (!wire_dtype_from_proto(value, &dtype)) {
-    snprintf(msg, msglen, "unknown wire dtype %d; expected fp32 (0) or bf16 (1)",
-             value);
+    snprintf(msg, msglen,
+             "unknown wire dtype %d; expected fp32 (0) or bf16 (1)", value);
     return FSPS_INVALID_ARGUMENT;
   }
   shard_spec_set_wire_dtype(spec, dtype);

@@ -89,8 +89,9 @@ static void tensor(fuzz_msg *fm, const uint8_t *in, size_t n) {
   fuzz_check(a != NULL && b != NULL);
   rpc_msg_copy_payload(&fm->m, a);
   fuzz_check((pay == 0) == (h.payload_field == 0) || pay == 0);
-  fuzz_check(h.payload_field == 0 || (h.payload_field >= RPC_TENSOR_FIELD &&
-                                      h.payload_field <= RPC_TENSOR_FIELD_LAST));
+  fuzz_check(h.payload_field == 0 ||
+             (h.payload_field >= RPC_TENSOR_FIELD &&
+              h.payload_field <= RPC_TENSOR_FIELD_LAST));
   pieces p = {a, 0}, s = {a, 0};
   rpc_msg_copy_payload_each(&fm->m, b, on_piece, &p);
   fuzz_check(p.done == pay && (pay == 0 || memcmp(a, b, pay) == 0));

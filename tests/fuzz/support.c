@@ -284,8 +284,8 @@ int fuzz_push_step(service *svc, uint32_t layer, uint64_t step, uint32_t worker,
   fuzz_call_start(c, NULL);
   bool go = true;
   for (uint64_t i = 0; go && i < shard_num_chunks(in.count); i++)
-    go = push_chunk(c, layer, step, worker, in.offset, in.count, i, send,
-                    dtype);
+    go =
+        push_chunk(c, layer, step, worker, in.offset, in.count, i, send, dtype);
   fuzz_call_message(c, NULL);
   free(buf);
   free(b16);
