@@ -56,6 +56,7 @@ typedef struct {
 typedef struct fsps_client fsps_client;
 
 void fsps_options_init(fsps_options *o);
+void fsps_options_init_size(fsps_options *o, size_t size);
 int fsps_connect(const fsps_options *o, fsps_client **out, char *err,
                  size_t errlen);
 void fsps_close(fsps_client *c);

@@ -171,7 +171,9 @@ class Client:
                  retries=8, io_threads=1, interruptible=True,
                  wire_dtype=None):
         o = ffi.new("fsps_options *")
-        lib.fsps_options_init(o)
+        # The header's fsps_options_init is a macro passing the struct's
+        # size; cffi calls the function behind it with that size too.
+        lib.fsps_options_init_size(o, ffi.sizeof("fsps_options"))
         servers_c = ffi.new("char[]", _servers(servers).encode())
         o.servers = servers_c
         o.rank = _uint(rank, "rank")
