@@ -30,6 +30,11 @@ static const char COMMON_HELP[] =
     "  --servers LIST  the servers, server 0 first: host:port,host:port\n"
     "                  (env FSPS_SERVERS)\n"
     "  --timeout SEC   seconds each call may take (default 30)\n"
+    "  --token-file F  read the bearer token for servers with --auth-tokens\n"
+    "                  from file F (env FSPS_TOKEN_FILE; else the token\n"
+    "                  itself in env FSPS_TOKEN; never a flag: ps shows\n"
+    "                  flags). status needs a reader token, checkpoint\n"
+    "                  and rollback an admin one\n"
     "  --help          this text\n";
 
 static const char STATUS_HELP[] =
@@ -113,7 +118,14 @@ static bool known(const char *cmd) {
          strcmp(cmd, "rollback") == 0;
 }
 
-enum { OPT_SERVERS = 1, OPT_TIMEOUT, OPT_JSON, OPT_VERSION, OPT_HELP };
+enum {
+  OPT_SERVERS = 1,
+  OPT_TIMEOUT,
+  OPT_JSON,
+  OPT_VERSION,
+  OPT_HELP,
+  OPT_TOKEN_FILE,
+};
 
 /* one_flag applies flag f (argument arg) to o; -1 to go on, else an exit
  * code. */
@@ -142,6 +154,9 @@ static int one_flag(int f, const char *arg, ctl_opts *o) {
   case OPT_HELP:
     print_help(o->cmd);
     return CTL_OK;
+  case OPT_TOKEN_FILE:
+    o->token_file = arg;
+    return -1;
   default:
     return usage(o->cmd, "unknown option or missing argument: '", arg);
   }
@@ -154,6 +169,7 @@ static int parse_flags(int argc, char **argv, ctl_opts *o) {
       {"json", no_argument, NULL, OPT_JSON},
       {"version", required_argument, NULL, OPT_VERSION},
       {"help", no_argument, NULL, OPT_HELP},
+      {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
       {NULL, 0, NULL, 0}};
   opterr = 0;
   optind = 1;

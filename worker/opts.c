@@ -105,6 +105,11 @@ static const opt_def defs[] = {
     {"metrics-port-file", "FSPS_METRICS_PORT_FILE",
      "write the metrics port here once listening", T_STR,
      F(metrics_port_file), 0, 0},
+    /* The token itself is never a flag: a command line shows in ps. */
+    {"token-file", "FSPS_TOKEN_FILE",
+     "file holding the bearer token for servers with --auth-tokens (else "
+     "the variable FSPS_TOKEN holds it; none: no token)",
+     T_STR, F(token_file), 0, 0},
 };
 
 #define NDEFS (sizeof defs / sizeof defs[0])
