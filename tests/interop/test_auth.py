@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -441,6 +442,55 @@ class ReloadTest(Base):
                                r"\(role reader\): PERMISSION_DENIED")
         for token in TOKENS.values():
             self.assertNotIn(token, text)
+
+
+class ReloadUnderLoadTest(Base):
+    """Calls keep coming on four threads while SIGHUP swaps the table again
+    and again (the TSan build checks the swap): the admin token, in every
+    version of the file, is never refused; the others come and go."""
+
+    def test_swaps_while_calls_run(self):
+
+        tmp = tempfile.TemporaryDirectory()
+        tokens = os.path.join(tmp.name, "tokens")
+        versions = [["admin " + TOKENS["admin"], "worker " + TOKENS["worker"]],
+                    ["reader " + TOKENS["reader"], "admin " + TOKENS["admin"]]]
+        write_tokens(tokens, versions[0])
+        srv = Server(tmp.name, "--auth-tokens", tokens, "--threads", "4")
+        stop, failures, calls = threading.Event(), [], [0]
+
+        def caller():
+            while not stop.is_set():
+                try:
+                    srv.status("admin")
+                    calls[0] += 1
+                except grpc.RpcError as e:
+                    failures.append(e.code())
+        threads = [threading.Thread(target=caller) for _ in range(4)]
+        try:
+            for t in threads:
+                t.start()
+            for i in range(20):
+                write_tokens(tokens, versions[(i + 1) % 2])
+                srv.proc.send_signal(signal.SIGHUP)
+                time.sleep(0.05)
+            # The last version written (versions[0]: the worker, no
+            # reader) is in force once a reload after it is logged.
+            n = srv.logged().count("SIGHUP: reloaded")
+            srv.proc.send_signal(signal.SIGHUP)
+            wait_for("the last reload", lambda:
+                     srv.logged().count("SIGHUP: reloaded") > n)
+            self.assertFalse(srv.status("worker").initialized)
+            self.refused(C.UNAUTHENTICATED, srv.status, "reader")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=DEADLINE_S)
+            code = srv.stop()
+            tmp.cleanup()
+        self.assertEqual(failures, [])
+        self.assertGreater(calls[0], 0)
+        self.assertEqual(code, 0)
 
 
 class StartupTest(Base):

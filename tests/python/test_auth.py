@@ -3,7 +3,6 @@ servers with --auth-tokens (UNAUTHENTICATED and PERMISSION_DENIED raised
 as fsps.Unauthenticated and fsps.PermissionDenied, with a message that
 says what was refused and never the token, and never retried),
 fsps.load_token, and fsps.torch.shard passing the token through."""
-import os
 import secrets
 import time
 
