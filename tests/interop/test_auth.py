@@ -450,7 +450,6 @@ class ReloadUnderLoadTest(Base):
     version of the file, is never refused; the others come and go."""
 
     def test_swaps_while_calls_run(self):
-
         tmp = tempfile.TemporaryDirectory()
         tokens = os.path.join(tmp.name, "tokens")
         versions = [["admin " + TOKENS["admin"], "worker " + TOKENS["worker"]],
