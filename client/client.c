@@ -329,7 +329,7 @@ int fsps_connect(const fsps_options *o, fsps_client **out, char *err,
     return rc;
   }
   c->o.servers = c->servers; /* the caller's string may go away */
-  c->o.token = NULL;          /* likewise; each channel holds a copy */
+  c->o.token = NULL;         /* likewise; each channel holds a copy */
   *out = c;
   return FSPS_OK;
 }

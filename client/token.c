@@ -43,8 +43,7 @@ static int take(const char *token, size_t len, const char *from, char *out,
 
 /* token_line finds the one line of text that is neither blank nor a
  * comment: [*t, *t + *n), trimmed. Returns how many such lines there are. */
-static int token_line(const char *text, size_t len, const char **t,
-                      size_t *n) {
+static int token_line(const char *text, size_t len, const char **t, size_t *n) {
   int lines = 0;
   for (const char *p = text, *end = text + len; p < end;) {
     const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -73,8 +72,8 @@ static int check_file(int fd, const char *path, size_t *size, char *err,
                strerror(errno));
   if (!S_ISREG(st.st_mode) || st.st_size > TOKEN_FILE_MAX)
     return say(err, errlen, FSPS_INVALID_ARGUMENT,
-               "token file %s is not a regular file of at most %d bytes",
-               path, TOKEN_FILE_MAX);
+               "token file %s is not a regular file of at most %d bytes", path,
+               TOKEN_FILE_MAX);
   if (st.st_mode & (S_IROTH | S_IWOTH))
     return say(err, errlen, FSPS_INVALID_ARGUMENT,
                "token file %s can be read or written by every user (mode "
@@ -84,8 +83,8 @@ static int check_file(int fd, const char *path, size_t *size, char *err,
   return FSPS_OK;
 }
 
-static int from_text(const char *text, size_t len, const char *path,
-                     char *out, size_t outlen, char *err, size_t errlen) {
+static int from_text(const char *text, size_t len, const char *path, char *out,
+                     size_t outlen, char *err, size_t errlen) {
   const char *t = NULL;
   size_t n = 0;
   int lines = token_line(text, len, &t, &n);
@@ -145,8 +144,7 @@ int fsps_token_load(const char *path, char *out, size_t outlen, char *err,
     return from_file(file, out, outlen, err, errlen);
   const char *value = getenv("FSPS_TOKEN");
   if (value != NULL && value[0] != '\0')
-    return take(value, strlen(value), "FSPS_TOKEN", out, outlen, err,
-                errlen);
+    return take(value, strlen(value), "FSPS_TOKEN", out, outlen, err, errlen);
   return say(err, errlen, FSPS_NOT_FOUND,
              "no token given (no token file, FSPS_TOKEN_FILE or FSPS_TOKEN)");
 }

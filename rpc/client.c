@@ -56,9 +56,9 @@ struct rpc_channel {
   rpc_stream *live;
   method_entry methods[MAX_METHODS];
   int nmethods;
-  grpc_metadata auth;  /* authorization: Bearer TOKEN */
-  size_t nauth;        /* 1 when a token is set, else 0 */
-  char *auth_value;    /* the value auth's slice points at */
+  grpc_metadata auth; /* authorization: Bearer TOKEN */
+  size_t nauth;       /* 1 when a token is set, else 0 */
+  char *auth_value;   /* the value auth's slice points at */
   size_t auth_len;
 };
 
@@ -232,15 +232,15 @@ static int fill_status(rpc_channel *ch, grpc_status_code code,
     return rpc_status_set(st, FSPS_OK, "OK");
   char *d = grpc_slice_to_c_string(details);
   if (err == FSPS_UNAUTHENTICATED || err == FSPS_PERMISSION_DENIED)
-    rpc_status_set(st, err, "server %s refused the call (%s): %s%s",
-                   ch->target, fsps_err_name(err), d,
+    rpc_status_set(st, err, "server %s refused the call (%s): %s%s", ch->target,
+                   fsps_err_name(err), d,
                    err == FSPS_UNAUTHENTICATED && ch->nauth == 0
                        ? " (this client sends no token)"
                        : "");
   else
     rpc_status_set(st, err, "server %s: %s: %s%s%s", ch->target,
-                 fsps_err_name(err), d, error_string && !*d ? " " : "",
-                 error_string && !*d ? error_string : "");
+                   fsps_err_name(err), d, error_string && !*d ? " " : "",
+                   error_string && !*d ? error_string : "");
   gpr_free(d);
   return err;
 }

@@ -120,8 +120,8 @@ static int add(auth_table *t, const auth_entry *en, const char *where,
   for (size_t i = 0; i < t->n; i++)
     if (memcmp(t->e[i].digest, en->digest, sizeof en->digest) == 0)
       return fail(err, errlen,
-                  "%s: the same token as line %u (a token has one role)",
-                  where, t->e[i].line);
+                  "%s: the same token as line %u (a token has one role)", where,
+                  t->e[i].line);
   if (t->n == t->cap) {
     size_t cap = t->cap ? 2 * t->cap : 8;
     auth_entry *e = realloc(t->e, cap * sizeof *e);
@@ -149,9 +149,8 @@ static int parse_line(auth_table *t, const char *p, const char *e,
   char where[1100];
   snprintf(where, sizeof where, "%s line %u", name, line);
   if (n != 2)
-    return fail(err, errlen,
-                "%s: expected `ROLE TOKEN`, found %s word%s", where,
-                n == 1 ? "one" : "more than two", n == 1 ? "" : "s");
+    return fail(err, errlen, "%s: expected `ROLE TOKEN`, found %s word%s",
+                where, n == 1 ? "one" : "more than two", n == 1 ? "" : "s");
   auth_entry en = {.line = line};
   int role = check_role(w[0], wl[0], where, err, errlen);
   if (role < 0 || check_token(w[1], wl[1], where, err, errlen) != 0)
@@ -207,8 +206,7 @@ static int check_file(int fd, const char *path, size_t *size, char *err,
                 "defaultMode 0440 or 0400)",
                 path, (unsigned)(st.st_mode & 07777));
   if (st.st_size > AUTH_FILE_MAX)
-    return fail(err, errlen, "%s is larger than %d bytes", path,
-                AUTH_FILE_MAX);
+    return fail(err, errlen, "%s is larger than %d bytes", path, AUTH_FILE_MAX);
   *size = (size_t)st.st_size;
   return 0;
 }

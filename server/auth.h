@@ -17,8 +17,8 @@ typedef enum {
   AUTH_ADMIN = 3,  /* everything */
 } auth_role;
 
-#define AUTH_TOKEN_MIN 16    /* bytes; shorter tokens are refused */
-#define AUTH_TOKEN_MAX 4096  /* bytes (RPC_TOKEN_MAX) */
+#define AUTH_TOKEN_MIN 16   /* bytes; shorter tokens are refused */
+#define AUTH_TOKEN_MAX 4096 /* bytes (RPC_TOKEN_MAX) */
 #define AUTH_FILE_MAX (1 << 20)
 
 typedef struct auth_table auth_table;
@@ -55,8 +55,7 @@ int auth_table_find(const auth_table *t, const char *token, size_t len);
 /* auth_bearer finds TOKEN in an authorization value "Bearer TOKEN" (the
  * scheme in any case, then spaces, then one word of visible ASCII):
  * true with *tok and *toklen set, false for anything else. */
-bool auth_bearer(const char *val, size_t len, const char **tok,
-                 size_t *toklen);
+bool auth_bearer(const char *val, size_t len, const char **tok, size_t *toklen);
 
 /* What a role may do with a method. AUTH_JOIN: an Init that declares
  * nothing new — the model the server holds, with the same spec hash —

@@ -117,8 +117,8 @@ static int identify(server_auth *a, const rpc_call *call, char *msg,
   return role;
 }
 
-int server_auth_gate(rpc_call *call, const char *path, char *msg,
-                     size_t msglen, void *ctx) {
+int server_auth_gate(rpc_call *call, const char *path, char *msg, size_t msglen,
+                     void *ctx) {
   service *svc = ctx;
   if (!auth_needs_token(path))
     return FSPS_OK;

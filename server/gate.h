@@ -30,8 +30,8 @@ int server_auth_reload(server_auth *a);
  * table (else UNAUTHENTICATED) whose role may call the method (else
  * PERMISSION_DENIED). An admitted call keeps its role (rpc_call_auth);
  * each refusal is logged, naming peer, method and role, never the token. */
-int server_auth_gate(rpc_call *call, const char *path, char *msg,
-                     size_t msglen, void *ctx);
+int server_auth_gate(rpc_call *call, const char *path, char *msg, size_t msglen,
+                     void *ctx);
 
 /* server_auth_refused logs a refusal as the gate does (and counts it in
  * the metrics, m may be NULL): for a method that refuses a role after

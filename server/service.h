@@ -24,7 +24,8 @@ typedef struct {
   atomic_ullong pulls, pushes, rejected;
   uint64_t incarnation; /* random, drawn at start (StatusReply) */
   rpc_method methods[SERVICE_METHODS]; /* see server_service_methods */
-  struct server_auth *auth; /* NULL without --auth-tokens: no gate */
+  /* The admission gate's tokens; NULL without --auth-tokens: no gate. */
+  struct server_auth *auth;
 } service;
 
 /* server_service_methods fills svc's method table, whose handlers all get svc

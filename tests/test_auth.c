@@ -164,8 +164,8 @@ static void test_bearer(void **unused) {
     bool ok = auth_bearer(cases[i].v, strlen(cases[i].v), &tok, &n);
     if (ok != (cases[i].token != NULL))
       fail_msg("'%s': %s", cases[i].v, ok ? "accepted" : "refused");
-    if (ok && (n != strlen(cases[i].token) ||
-               memcmp(tok, cases[i].token, n) != 0))
+    if (ok &&
+        (n != strlen(cases[i].token) || memcmp(tok, cases[i].token, n) != 0))
       fail_msg("'%s': wrong token", cases[i].v);
   }
 }
@@ -177,10 +177,14 @@ static void test_rights(void **unused) {
   static const struct {
     const char *path, *r; /* open reader worker admin */
   } want[] = {
-      {WIRE_PATH_INIT, "ADJA"},       {WIRE_PATH_PULL, "AAAA"},
-      {WIRE_PATH_PUSH, "ADAA"},       {WIRE_PATH_SET_VALUES, "ADDA"},
-      {WIRE_PATH_STATUS, "AAAA"},     {WIRE_PATH_CHECKPOINT, "ADDA"},
-      {WIRE_PATH_ROLLBACK, "ADDA"},   {WIRE_PATH_HEALTH_CHECK, "AAAA"},
+      {WIRE_PATH_INIT, "ADJA"},
+      {WIRE_PATH_PULL, "AAAA"},
+      {WIRE_PATH_PUSH, "ADAA"},
+      {WIRE_PATH_SET_VALUES, "ADDA"},
+      {WIRE_PATH_STATUS, "AAAA"},
+      {WIRE_PATH_CHECKPOINT, "ADDA"},
+      {WIRE_PATH_ROLLBACK, "ADDA"},
+      {WIRE_PATH_HEALTH_CHECK, "AAAA"},
       {"/fsps.v1.ParameterServer/Nope", "AAAA"},
   };
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)

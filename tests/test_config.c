@@ -343,9 +343,9 @@ static void test_alloc(void **unused) {
 int main(void) {
 #define T(f) cmocka_unit_test_setup(f, clean_env)
   const struct CMUnitTest tests[] = {
-      T(test_defaults),  T(test_every_flag),   T(test_env),
-      T(test_bools),     T(test_bounds),       T(test_bad_values),
-      T(test_bad_usage), T(test_help_version), T(test_alloc),
+      T(test_defaults),    T(test_every_flag),   T(test_env),
+      T(test_bools),       T(test_bounds),       T(test_bad_values),
+      T(test_bad_usage),   T(test_help_version), T(test_alloc),
       T(test_auth_tokens),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -234,9 +234,9 @@ static int from_argv(int argc, char **argv, worker_opts *o, char *err,
       return 1;
     }
     if (c == '?') /* not a value given with '=': it may be a secret */
-      return fail(err, errlen, "unknown or incomplete option '%.*s' (see "
-                  "--help)", (int)strcspn(argv[optind - 1], "="),
-                  argv[optind - 1]);
+      return fail(err, errlen,
+                  "unknown or incomplete option '%.*s' (see --help)",
+                  (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
     if (c == 1002)
       return fail(err, errlen,
                   "no --token flag: a command line shows in ps; give "
