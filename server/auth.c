@@ -22,7 +22,7 @@ typedef struct {
   uint32_t line;
 } auth_entry;
 
-struct auth_table {
+struct server_tokens {
   size_t n, cap;
   auth_entry *e;
 };
@@ -115,7 +115,7 @@ static int check_token(const char *w, size_t n, const char *where, char *err,
 }
 
 /* add appends an entry, refusing a token the table holds already. */
-static int add(auth_table *t, const auth_entry *en, const char *where,
+static int add(server_tokens *t, const auth_entry *en, const char *where,
                char *err, size_t errlen) {
   for (size_t i = 0; i < t->n; i++)
     if (memcmp(t->e[i].digest, en->digest, sizeof en->digest) == 0)
@@ -135,7 +135,7 @@ static int add(auth_table *t, const auth_entry *en, const char *where,
 }
 
 /* parse_line reads line number `line`, [p, e) without its newline. */
-static int parse_line(auth_table *t, const char *p, const char *e,
+static int parse_line(server_tokens *t, const char *p, const char *e,
                       uint32_t line, const char *name, char *err,
                       size_t errlen) {
   if (e > p && e[-1] == '\r')
@@ -162,9 +162,9 @@ static int parse_line(auth_table *t, const char *p, const char *e,
   return rc;
 }
 
-auth_table *auth_table_parse(const char *text, size_t len, const char *name,
-                             char *err, size_t errlen) {
-  auth_table *t = calloc(1, sizeof *t);
+server_tokens *server_tokens_parse(const char *text, size_t len,
+                                   const char *name, char *err, size_t errlen) {
+  server_tokens *t = calloc(1, sizeof *t);
   if (t == NULL) {
     fail(err, errlen, "out of memory");
     return NULL;
@@ -183,7 +183,7 @@ auth_table *auth_table_parse(const char *text, size_t len, const char *name,
               "server would refuse every call",
               name);
   if (rc != 0) {
-    auth_table_free(t);
+    server_tokens_free(t);
     return NULL;
   }
   return t;
@@ -227,7 +227,7 @@ static ssize_t read_all(int fd, char *buf, size_t cap) {
   return (ssize_t)got;
 }
 
-auth_table *auth_table_read(const char *path, char *err, size_t errlen) {
+server_tokens *server_tokens_read(const char *path, char *err, size_t errlen) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     fail(err, errlen, "cannot read %s: %s", path, strerror(errno));
@@ -242,9 +242,9 @@ auth_table *auth_table_read(const char *path, char *err, size_t errlen) {
   if (buf != NULL && (got = read_all(fd, buf, size)) < 0)
     fail(err, errlen, "cannot read %s: %s", path, strerror(errno));
   close(fd);
-  auth_table *t = NULL;
+  server_tokens *t = NULL;
   if (got >= 0)
-    t = auth_table_parse(buf, (size_t)got, path, err, errlen);
+    t = server_tokens_parse(buf, (size_t)got, path, err, errlen);
   if (buf != NULL) {
     OPENSSL_cleanse(buf, size);
     free(buf);
@@ -252,7 +252,7 @@ auth_table *auth_table_read(const char *path, char *err, size_t errlen) {
   return t;
 }
 
-void auth_table_free(auth_table *t) {
+void server_tokens_free(server_tokens *t) {
   if (t == NULL)
     return;
   if (t->e != NULL)
@@ -261,14 +261,14 @@ void auth_table_free(auth_table *t) {
   free(t);
 }
 
-uint32_t auth_table_count(const auth_table *t, auth_role role) {
+uint32_t server_tokens_count(const server_tokens *t, auth_role role) {
   uint32_t n = 0;
   for (size_t i = 0; i < t->n; i++)
     n += role == AUTH_OPEN || t->e[i].role == role;
   return n;
 }
 
-int auth_table_find(const auth_table *t, const char *token, size_t len) {
+int server_tokens_find(const server_tokens *t, const char *token, size_t len) {
   uint8_t d[SHA256_DIGEST_LENGTH];
   SHA256((const unsigned char *)token, len, d);
   unsigned found = 0; /* the matching entry's role + 1; tokens are unique */
@@ -280,8 +280,8 @@ int auth_table_find(const auth_table *t, const char *token, size_t len) {
   return (int)found - 1;
 }
 
-bool auth_bearer(const char *val, size_t len, const char **tok,
-                 size_t *toklen) {
+bool server_auth_bearer(const char *val, size_t len, const char **tok,
+                        size_t *toklen) {
   static const char scheme[] = "Bearer";
   size_t k = sizeof scheme - 1;
   if (len <= k || strncasecmp(val, scheme, k) != 0 || !blank(val[k]))
@@ -318,12 +318,12 @@ static const struct {
 _Static_assert(sizeof rights / sizeof rights[0] == WIRE_NUM_METHODS,
                "a right for every method of wire.h");
 
-bool auth_needs_token(const char *path) {
+bool server_auth_needs_token(const char *path) {
   static const char health[] = "/" WIRE_HEALTH_SERVICE "/";
   return strncmp(path, health, sizeof health - 1) != 0;
 }
 
-auth_right auth_may(auth_role role, const char *path) {
+auth_right server_auth_may(auth_role role, const char *path) {
   if ((unsigned)role > AUTH_ADMIN)
     return AUTH_DENY;
   for (size_t i = 0; i < sizeof rights / sizeof rights[0]; i++)
@@ -332,7 +332,7 @@ auth_right auth_may(auth_role role, const char *path) {
   return AUTH_ALLOW;
 }
 
-const char *auth_role_name(auth_role role) {
+const char *server_auth_role_name(auth_role role) {
   switch (role) {
   case AUTH_READER:
     return "reader";
@@ -345,7 +345,7 @@ const char *auth_role_name(auth_role role) {
   }
 }
 
-const char *auth_role_rights(auth_role role) {
+const char *server_auth_role_rights(auth_role role) {
   switch (role) {
   case AUTH_READER:
     return "Pull and Status";
@@ -356,7 +356,7 @@ const char *auth_role_rights(auth_role role) {
   }
 }
 
-const char *auth_method_name(const char *path) {
+const char *server_auth_method_name(const char *path) {
   const char *slash = strrchr(path, '/');
   return slash ? slash + 1 : path;
 }

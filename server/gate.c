@@ -12,16 +12,17 @@
 
 struct server_auth {
   pthread_rwlock_t mu; /* guards t: calls read, a reload swaps it */
-  auth_table *t;
+  server_tokens *t;
   char path[1024];
 };
 
 /* log_loaded says which tokens are in force. */
 static void log_loaded(const char *what, const char *path,
-                       const auth_table *t) {
+                       const server_tokens *t) {
   LOGI("%s %u tokens from %s (%u admin, %u worker, %u reader)", what,
-       auth_table_count(t, AUTH_OPEN), path, auth_table_count(t, AUTH_ADMIN),
-       auth_table_count(t, AUTH_WORKER), auth_table_count(t, AUTH_READER));
+       server_tokens_count(t, AUTH_OPEN), path,
+       server_tokens_count(t, AUTH_ADMIN), server_tokens_count(t, AUTH_WORKER),
+       server_tokens_count(t, AUTH_READER));
 }
 
 server_auth *server_auth_create(const char *path, char *err, size_t errlen) {
@@ -32,7 +33,7 @@ server_auth *server_auth_create(const char *path, char *err, size_t errlen) {
     return NULL;
   }
   strcpy(a->path, path);
-  if ((a->t = auth_table_read(path, err, errlen)) == NULL) {
+  if ((a->t = server_tokens_read(path, err, errlen)) == NULL) {
     free(a);
     return NULL;
   }
@@ -44,14 +45,14 @@ server_auth *server_auth_create(const char *path, char *err, size_t errlen) {
 void server_auth_destroy(server_auth *a) {
   if (a == NULL)
     return;
-  auth_table_free(a->t);
+  server_tokens_free(a->t);
   pthread_rwlock_destroy(&a->mu);
   free(a);
 }
 
 int server_auth_reload(server_auth *a) {
   char err[1400];
-  auth_table *t = auth_table_read(a->path, err, sizeof err);
+  server_tokens *t = server_tokens_read(a->path, err, sizeof err);
   if (t == NULL) {
     LOGE("SIGHUP: not reloading the tokens, the ones loaded before stay in "
          "force: %s",
@@ -60,10 +61,10 @@ int server_auth_reload(server_auth *a) {
   }
   log_loaded("SIGHUP: reloaded", a->path, t);
   pthread_rwlock_wrlock(&a->mu);
-  auth_table *old = a->t;
+  server_tokens *old = a->t;
   a->t = t;
   pthread_rwlock_unlock(&a->mu);
-  auth_table_free(old);
+  server_tokens_free(old);
   return 0;
 }
 
@@ -79,8 +80,8 @@ void server_auth_refused(struct server_metrics *m, const rpc_call *call,
   logfmt_field_str(&f, "role", role);
   logfmt_field_str(&f, "code", fsps_err_name(code));
   server_log_fields(LOG_WARN, &f, "refused %s from %s (role %s): %s: %s",
-                    auth_method_name(path), peer, role, fsps_err_name(code),
-                    why);
+                    server_auth_method_name(path), peer, role,
+                    fsps_err_name(code), why);
   server_metrics_reject(m, code);
 }
 
@@ -102,33 +103,34 @@ static int identify(server_auth *a, const rpc_call *call, char *msg,
     snprintf(msg, msglen, "more than one authorization metadata entry");
     return -1;
   }
-  if (!auth_bearer(val, len, &tok, &toklen)) {
+  if (!server_auth_bearer(val, len, &tok, &toklen)) {
     snprintf(msg, msglen,
              "the authorization metadata is not of the form `Bearer TOKEN`");
     return -1;
   }
   pthread_rwlock_rdlock(&a->mu);
-  int role = auth_table_find(a->t, tok, toklen);
+  int role = server_tokens_find(a->t, tok, toklen);
   pthread_rwlock_unlock(&a->mu);
   if (role < 0)
     snprintf(msg, msglen, "token not known to this server");
   else
-    *who = auth_role_name((auth_role)role);
+    *who = server_auth_role_name((auth_role)role);
   return role;
 }
 
 int server_auth_gate(rpc_call *call, const char *path, char *msg, size_t msglen,
                      void *ctx) {
   service *svc = ctx;
-  if (!auth_needs_token(path))
+  if (!server_auth_needs_token(path))
     return FSPS_OK;
   const char *who;
   msg[0] = '\0';
   int role = identify(svc->auth, call, msg, msglen, &who);
   int rc = role < 0 ? FSPS_UNAUTHENTICATED : FSPS_OK;
-  if (rc == FSPS_OK && auth_may((auth_role)role, path) == AUTH_DENY) {
+  if (rc == FSPS_OK && server_auth_may((auth_role)role, path) == AUTH_DENY) {
     snprintf(msg, msglen, "role %s may not call %s (it may call %s)", who,
-             auth_method_name(path), auth_role_rights((auth_role)role));
+             server_auth_method_name(path),
+             server_auth_role_rights((auth_role)role));
     rc = FSPS_PERMISSION_DENIED;
   }
   if (rc != FSPS_OK) {

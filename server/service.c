@@ -87,8 +87,8 @@ static int init_store(service *svc, const Fsps__V1__ModelSpec *m,
   return rc;
 }
 
-/* may_join decides a worker's Init (auth_may's AUTH_JOIN): only the model
- * this server holds already, so that a worker token cannot declare one.
+/* may_join decides a worker's Init (server_auth_may's AUTH_JOIN): only the
+ * model this server holds already, so that a worker token cannot declare one.
  * The declared model never changes once set, so this check stays true
  * until store_init runs. */
 static int may_join(service *svc, const shard_spec *spec, char *err,

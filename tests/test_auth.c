@@ -26,19 +26,19 @@
 static char err[1400];
 
 /* parse parses text as file "tokens"; err gets the message. */
-static auth_table *parse(const char *text) {
+static server_tokens *parse(const char *text) {
   err[0] = '\0';
-  return auth_table_parse(text, strlen(text), "tokens", err, sizeof err);
+  return server_tokens_parse(text, strlen(text), "tokens", err, sizeof err);
 }
 
-static int find(const auth_table *t, const char *token) {
-  return auth_table_find(t, token, strlen(token));
+static int find(const server_tokens *t, const char *token) {
+  return server_tokens_find(t, token, strlen(token));
 }
 
 /* refused checks that text is refused with a message holding want and
  * none of the file's tokens. */
 static void refused(const char *text, const char *want) {
-  auth_table *t = parse(text);
+  server_tokens *t = parse(text);
   if (t != NULL)
     fail_msg("accepted: %s", text);
   if (strstr(err, want) == NULL)
@@ -50,17 +50,17 @@ static void refused(const char *text, const char *want) {
 
 static void test_parse(void **unused) {
   (void)unused;
-  auth_table *t = parse("# fsps tokens\n"
-                        "\n"
-                        "admin " ADMIN "\n"
-                        "   # indented comment\n"
-                        "\tworker\t\t" WORKER "   \r\n"
-                        "reader " READER); /* no newline at the end */
+  server_tokens *t = parse("# fsps tokens\n"
+                           "\n"
+                           "admin " ADMIN "\n"
+                           "   # indented comment\n"
+                           "\tworker\t\t" WORKER "   \r\n"
+                           "reader " READER); /* no newline at the end */
   assert_non_null(t);
-  assert_int_equal(auth_table_count(t, AUTH_OPEN), 3);
-  assert_int_equal(auth_table_count(t, AUTH_ADMIN), 1);
-  assert_int_equal(auth_table_count(t, AUTH_WORKER), 1);
-  assert_int_equal(auth_table_count(t, AUTH_READER), 1);
+  assert_int_equal(server_tokens_count(t, AUTH_OPEN), 3);
+  assert_int_equal(server_tokens_count(t, AUTH_ADMIN), 1);
+  assert_int_equal(server_tokens_count(t, AUTH_WORKER), 1);
+  assert_int_equal(server_tokens_count(t, AUTH_READER), 1);
   assert_int_equal(find(t, ADMIN), AUTH_ADMIN);
   assert_int_equal(find(t, WORKER), AUTH_WORKER);
   assert_int_equal(find(t, READER), AUTH_READER);
@@ -69,9 +69,9 @@ static void test_parse(void **unused) {
   assert_int_equal(find(t, ADMIN "f"), -1);
   assert_int_equal(find(t, "ADMIN-TOKEN-0123456789ABCDEF"), -1);
   assert_int_equal(find(t, ""), -1);
-  assert_int_equal(auth_table_find(t, ADMIN "\0xyz", sizeof ADMIN + 3), -1);
-  auth_table_free(t);
-  auth_table_free(NULL);
+  assert_int_equal(server_tokens_find(t, ADMIN "\0xyz", sizeof ADMIN + 3), -1);
+  server_tokens_free(t);
+  server_tokens_free(NULL);
 }
 
 static void test_parse_refusals(void **unused) {
@@ -92,7 +92,8 @@ static void test_parse_refusals(void **unused) {
   refused("", "tokens holds no token");
   refused("# only\n\n   \n# comments\n", "tokens holds no token");
   static const char nul[] = "admin " ADMIN "\nworker wor\0ker-token-0123456\n";
-  assert_null(auth_table_parse(nul, sizeof nul - 1, "tokens", err, sizeof err));
+  assert_null(
+      server_tokens_parse(nul, sizeof nul - 1, "tokens", err, sizeof err));
   assert_non_null(strstr(err, "tokens line 2: character 4 of the token"));
   char big[AUTH_TOKEN_MAX + 20];
   memset(big, 'x', sizeof big);
@@ -116,25 +117,25 @@ static void test_read_file(void **unused) {
   assert_non_null(mkdtemp(dir));
   snprintf(path, sizeof path, "%s/tokens", dir);
   write_file(path, "admin " ADMIN "\nreader " READER "\n", 0640);
-  auth_table *t = auth_table_read(path, err, sizeof err);
+  server_tokens *t = server_tokens_read(path, err, sizeof err);
   assert_non_null(t);
   assert_int_equal(find(t, READER), AUTH_READER);
-  auth_table_free(t);
+  server_tokens_free(t);
   assert_int_equal(chmod(path, 0644), 0); /* every user could read it */
-  assert_null(auth_table_read(path, err, sizeof err));
+  assert_null(server_tokens_read(path, err, sizeof err));
   assert_non_null(strstr(err, "can be read or written by every user"));
   assert_non_null(strstr(err, "0644"));
   assert_int_equal(chmod(path, 0602), 0);
-  assert_null(auth_table_read(path, err, sizeof err));
+  assert_null(server_tokens_read(path, err, sizeof err));
   write_file(path, "admin " ADMIN "\nworker bad\n", 0600);
-  assert_null(auth_table_read(path, err, sizeof err));
+  assert_null(server_tokens_read(path, err, sizeof err));
   assert_non_null(strstr(err, "line 2"));
   assert_non_null(strstr(err, path));
   assert_null(strstr(err, ADMIN));
-  assert_null(auth_table_read(dir, err, sizeof err)); /* a directory */
+  assert_null(server_tokens_read(dir, err, sizeof err)); /* a directory */
   assert_non_null(strstr(err, "not a regular file"));
   unlink(path);
-  assert_null(auth_table_read(path, err, sizeof err));
+  assert_null(server_tokens_read(path, err, sizeof err));
   assert_non_null(strstr(err, "cannot read"));
   rmdir(dir);
 }
@@ -161,7 +162,7 @@ static void test_bearer(void **unused) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     const char *tok = NULL;
     size_t n = 0;
-    bool ok = auth_bearer(cases[i].v, strlen(cases[i].v), &tok, &n);
+    bool ok = server_auth_bearer(cases[i].v, strlen(cases[i].v), &tok, &n);
     if (ok != (cases[i].token != NULL))
       fail_msg("'%s': %s", cases[i].v, ok ? "accepted" : "refused");
     if (ok &&
@@ -189,22 +190,22 @@ static void test_rights(void **unused) {
   };
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
     for (int role = AUTH_OPEN; role <= AUTH_ADMIN; role++) {
-      auth_right r = auth_may((auth_role)role, want[i].path);
+      auth_right r = server_auth_may((auth_role)role, want[i].path);
       char got = r == AUTH_DENY ? 'D' : r == AUTH_JOIN ? 'J' : 'A';
       if (got != want[i].r[role])
         fail_msg("%s for %s: %c, want %c", want[i].path,
-                 auth_role_name((auth_role)role), got, want[i].r[role]);
+                 server_auth_role_name((auth_role)role), got, want[i].r[role]);
     }
-  assert_int_equal(auth_may((auth_role)7, WIRE_PATH_PULL), AUTH_DENY);
-  assert_false(auth_needs_token(WIRE_PATH_HEALTH_CHECK));
-  assert_false(auth_needs_token("/grpc.health.v1.Health/Watch"));
+  assert_int_equal(server_auth_may((auth_role)7, WIRE_PATH_PULL), AUTH_DENY);
+  assert_false(server_auth_needs_token(WIRE_PATH_HEALTH_CHECK));
+  assert_false(server_auth_needs_token("/grpc.health.v1.Health/Watch"));
   for (size_t i = 0; i < WIRE_NUM_METHODS; i++)
     if (strcmp(wire_method_paths[i], WIRE_PATH_HEALTH_CHECK) != 0)
-      assert_true(auth_needs_token(wire_method_paths[i]));
-  assert_true(auth_needs_token("/grpc.health.v1.HealthX/Check"));
-  assert_string_equal(auth_method_name(WIRE_PATH_PUSH), "Push");
-  assert_string_equal(auth_role_name(AUTH_READER), "reader");
-  assert_string_equal(auth_role_rights(AUTH_READER), "Pull and Status");
+      assert_true(server_auth_needs_token(wire_method_paths[i]));
+  assert_true(server_auth_needs_token("/grpc.health.v1.HealthX/Check"));
+  assert_string_equal(server_auth_method_name(WIRE_PATH_PUSH), "Push");
+  assert_string_equal(server_auth_role_name(AUTH_READER), "reader");
+  assert_string_equal(server_auth_role_rights(AUTH_READER), "Pull and Status");
 }
 
 /* load runs fsps_token_load; err gets the message. */

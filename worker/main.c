@@ -74,6 +74,7 @@ static int connect_with_token(const worker_opts *o, fsps_options *fo,
   char token[4097];
   int rc = fsps_token_load(o->token_file, token, sizeof token, err, errlen);
   if (rc == FSPS_OK || rc == FSPS_NOT_FOUND) {
+    err[0] = '\0'; /* "no token given" is no error: none is sent */
     fo->token = token;
     rc = fsps_connect(fo, c, err, errlen);
   }
