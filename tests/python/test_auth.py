@@ -4,6 +4,7 @@ as fsps.Unauthenticated and fsps.PermissionDenied, with a message that
 says what was refused and never the token, and never retried),
 fsps.load_token, and fsps.torch.shard passing the token through."""
 import secrets
+import signal
 import time
 
 import numpy as np
@@ -69,6 +70,26 @@ def test_roles_from_python(cluster, files):
         worker.push(0, 0, np.ones(16, dtype=np.float32))
         worker.push_wait()
         assert worker.gather(0, min_version=1)[1] == 1
+
+
+def test_reload_refuses_a_connected_client(cluster, files):
+    """SIGHUP: a client connected with a token the new file drops is
+    refused on its next call."""
+    cl = cluster(1, 1, "--auth-tokens", files["table"])
+    with fsps.Client(cl.addr, token=TOKENS["worker"]) as worker:
+        assert worker.status()[0]["error"] is None
+        with open(files["table"], "w") as f:  # the worker's token goes
+            f.write("admin %s\n" % TOKENS["admin"])
+        cl.procs[0].send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 120
+        while worker.status()[0]["error"] is None:
+            assert time.monotonic() < deadline, "the reload never came"
+            time.sleep(0.05)
+        err = worker.status()[0]["error"]
+        assert isinstance(err, fsps.Unauthenticated)
+        assert "token not known" in err.message
+    with fsps.Client(cl.addr, token=TOKENS["admin"]) as admin:
+        assert admin.status()[0]["error"] is None
 
 
 def test_refusals_are_not_retried(cluster, files):
