@@ -225,6 +225,10 @@ static int check_options(const fsps_options *o, char *err, size_t errlen) {
   if (o->timeout_ms < 0)
     return say(err, errlen, FSPS_INVALID_ARGUMENT,
                "timeout_ms %lld is negative", (long long)o->timeout_ms);
+  const char *why = o->token && o->token[0] ? rpc_token_check(o->token) : NULL;
+  if (why != NULL) /* never the token itself */
+    return say(err, errlen, FSPS_INVALID_ARGUMENT, "fsps_options.token: %s",
+               why);
   return FSPS_OK;
 }
 
@@ -270,7 +274,8 @@ static int open_channels(fsps_client *c, char *err, size_t errlen) {
     rpc_status st;
     c->ch[s] = rpc_channel_create_on(c->addr[s], c->loops[s % c->nloops],
                                      WIRE_MAX_MESSAGE_BYTES, &st);
-    if (c->ch[s] == NULL)
+    if (c->ch[s] == NULL ||
+        rpc_channel_set_token(c->ch[s], c->o.token, &st) != FSPS_OK)
       return say(err, errlen, st.code, "server %u (%s): %s", s, c->addr[s],
                  st.msg);
   }
@@ -324,6 +329,7 @@ int fsps_connect(const fsps_options *o, fsps_client **out, char *err,
     return rc;
   }
   c->o.servers = c->servers; /* the caller's string may go away */
+  c->o.token = NULL;         /* likewise; each channel holds a copy */
   *out = c;
   return FSPS_OK;
 }

@@ -24,6 +24,7 @@ typedef struct {
   bool json;           /* status --json */
   bool have_version;   /* rollback --version N */
   uint64_t version;
+  const char *token_file; /* --token-file (NULL: FSPS_TOKEN_FILE, FSPS_TOKEN) */
 } ctl_opts;
 
 /* ctl_parse reads argv into o. Returns -1 to go on, or an exit code

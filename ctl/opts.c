@@ -2,6 +2,7 @@
  * FSPS_SERVERS for --servers) and the help texts. */
 #include <errno.h>
 #include <getopt.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +31,11 @@ static const char COMMON_HELP[] =
     "  --servers LIST  the servers, server 0 first: host:port,host:port\n"
     "                  (env FSPS_SERVERS)\n"
     "  --timeout SEC   seconds each call may take (default 30)\n"
+    "  --token-file F  read the bearer token for servers with --auth-tokens\n"
+    "                  from file F (env FSPS_TOKEN_FILE; else the token\n"
+    "                  itself in env FSPS_TOKEN; never a flag: ps shows\n"
+    "                  flags). status needs a reader token, checkpoint\n"
+    "                  and rollback an admin one\n"
     "  --help          this text\n";
 
 static const char STATUS_HELP[] =
@@ -113,7 +119,15 @@ static bool known(const char *cmd) {
          strcmp(cmd, "rollback") == 0;
 }
 
-enum { OPT_SERVERS = 1, OPT_TIMEOUT, OPT_JSON, OPT_VERSION, OPT_HELP };
+enum {
+  OPT_SERVERS = 1,
+  OPT_TIMEOUT,
+  OPT_JSON,
+  OPT_VERSION,
+  OPT_HELP,
+  OPT_TOKEN_FILE,
+  OPT_TOKEN, /* refused: see one_flag */
+};
 
 /* one_flag applies flag f (argument arg) to o; -1 to go on, else an exit
  * code. */
@@ -142,6 +156,15 @@ static int one_flag(int f, const char *arg, ctl_opts *o) {
   case OPT_HELP:
     print_help(o->cmd);
     return CTL_OK;
+  case OPT_TOKEN_FILE:
+    o->token_file = arg;
+    return -1;
+  case OPT_TOKEN: /* named so that getopt does not take it for an
+                     abbreviation of --token-file; its value never shown */
+    return usage(o->cmd,
+                 "no --token flag: a command line shows in ps; give "
+                 "--token-file FILE, FSPS_TOKEN_FILE or FSPS_TOKEN",
+                 NULL);
   default:
     return usage(o->cmd, "unknown option or missing argument: '", arg);
   }
@@ -154,12 +177,19 @@ static int parse_flags(int argc, char **argv, ctl_opts *o) {
       {"json", no_argument, NULL, OPT_JSON},
       {"version", required_argument, NULL, OPT_VERSION},
       {"help", no_argument, NULL, OPT_HELP},
+      {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+      {"token", required_argument, NULL, OPT_TOKEN},
       {NULL, 0, NULL, 0}};
   opterr = 0;
   optind = 1;
   int f, rc = -1;
-  while (rc < 0 && (f = getopt_long(argc, argv, "+", longs, NULL)) != -1)
-    rc = one_flag(f, f == '?' ? argv[optind - 1] : optarg, o);
+  char bad[128]; /* an unknown option, without a value after '=' */
+  while (rc < 0 && (f = getopt_long(argc, argv, "+", longs, NULL)) != -1) {
+    if (f == '?')
+      snprintf(bad, sizeof bad, "%.*s", (int)strcspn(argv[optind - 1], "="),
+               argv[optind - 1]);
+    rc = one_flag(f, f == '?' ? bad : optarg, o);
+  }
   if (rc < 0 && optind < argc)
     rc = usage(o->cmd, "unexpected argument '", argv[optind]);
   return rc;

@@ -145,6 +145,20 @@ rpc_server *rpc_server_create(const rpc_server_opts *opts,
                               const rpc_method *methods, size_t nmethods,
                               rpc_status *st);
 
+/* An admission gate sees every call before its method does (see
+ * rpc_server_set_gate). It returns FSPS_OK to let the call through, or the
+ * code (with a message in msg) the call is refused with: then the method's
+ * on_start never runs, no message of a client stream is read, and only
+ * on_done follows. path is the method's ("/pkg.Service/Method"), also for
+ * methods the server does not know. Runs on completion-queue threads,
+ * concurrently for distinct calls. */
+typedef int (*rpc_gate_fn)(rpc_call *call, const char *path, char *msg,
+                           size_t msglen, void *ctx);
+
+/* rpc_server_set_gate installs gate (NULL: none, every call passes) with
+ * its context. Call before rpc_server_start. */
+void rpc_server_set_gate(rpc_server *srv, rpc_gate_fn gate, void *ctx);
+
 /* rpc_server_port returns the bound port (useful with port 0). */
 int rpc_server_port(const rpc_server *srv);
 
@@ -174,6 +188,21 @@ int64_t rpc_call_deadline_ms(const rpc_call *call);
  * into out; returns false when absent. */
 bool rpc_call_metadata(const rpc_call *call, const char *key, char *out,
                        size_t outlen);
+
+/* rpc_call_metadata_raw finds request metadata `key` (lowercase): returns
+ * how many entries carry it and points *val and *len at the first one's
+ * value (not NUL-terminated, any bytes; valid while the call lives). */
+size_t rpc_call_metadata_raw(const rpc_call *call, const char *key,
+                             const char **val, size_t *len);
+
+/* rpc_call_set_auth / rpc_call_auth: a number the gate keeps with the call
+ * for its method (what the caller may do); 0 until set. */
+void rpc_call_set_auth(rpc_call *call, int auth);
+int rpc_call_auth(const rpc_call *call);
+
+/* rpc_call_peer writes the caller's address as gRPC names it
+ * ("ipv4:127.0.0.1:51234") into out. */
+void rpc_call_peer(const rpc_call *call, char *out, size_t outlen);
 
 /* rpc_call_send_tensor sends one tensor message on a server-streaming call;
  * on_sent follows. data must stay unchanged until release(arg) is called
@@ -226,6 +255,21 @@ rpc_channel *rpc_channel_create_on(const char *target, rpc_loop *loop,
  * own, destroyed with it. */
 rpc_channel *rpc_channel_create(const char *target, int max_message_bytes,
                                 rpc_status *st);
+
+/* Bearer tokens: at most this many bytes, each a visible ASCII character
+ * other than a space (what a gRPC header value can carry unchanged). */
+#define RPC_TOKEN_MAX 4096
+
+/* rpc_token_check returns NULL if token can travel as a bearer token, else
+ * why not (a reason that never quotes the token). */
+const char *rpc_token_check(const char *token);
+
+/* rpc_channel_set_token makes every later call on ch carry the metadata
+ * `authorization: Bearer TOKEN` (token copied; NULL or "" sends none). Call
+ * it before the channel's first call, from the thread that created it.
+ * Returns FSPS_OK, or FSPS_INVALID_ARGUMENT with st filled when
+ * rpc_token_check refuses the token. */
+int rpc_channel_set_token(rpc_channel *ch, const char *token, rpc_status *st);
 
 /* rpc_channel_destroy cancels the channel's streams, waits for their
  * on_done, and frees it (and its own loop, if it has one). */

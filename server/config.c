@@ -74,6 +74,10 @@ static const char usage[] =
     "  --log-format F       text, or json: one JSON object per line (time,\n"
     "                       level, process, message, fields)\n"
     "                       [FSPS_LOG_FORMAT] (text)\n"
+    "  --auth-tokens FILE   take only calls with a bearer token of FILE: one\n"
+    "                       `ROLE TOKEN` per line, ROLE worker, reader or\n"
+    "                       admin; # comments; reloaded on SIGHUP\n"
+    "                       [FSPS_AUTH_TOKENS] (off: no token needed)\n"
     "  --help               print this help and exit\n"
     "  --version            print the version and exit\n";
 
@@ -100,6 +104,7 @@ enum {
   OPT_CKPT_DELAY,
   OPT_METRICS_LISTEN,
   OPT_METRICS_PORT_FILE,
+  OPT_AUTH_TOKENS,
   OPT_HELP,
   OPT_VERSION,
 };
@@ -128,6 +133,7 @@ static const struct option options[] = {
     {"inject-checkpoint-delay-ms", required_argument, NULL, OPT_CKPT_DELAY},
     {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
     {"metrics-port-file", required_argument, NULL, OPT_METRICS_PORT_FILE},
+    {"auth-tokens", required_argument, NULL, OPT_AUTH_TOKENS},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -157,6 +163,7 @@ static const char *env_names[] = {
     "FSPS_INJECT_CHECKPOINT_DELAY_MS",
     "FSPS_METRICS_LISTEN",
     "FSPS_METRICS_PORT_FILE",
+    "FSPS_AUTH_TOKENS",
 };
 _Static_assert(sizeof env_names / sizeof env_names[0] == OPT_HELP - OPT_LISTEN,
                "one environment variable per option, in the enum's order");
@@ -305,6 +312,12 @@ static int set_word(int opt, const char *v, server_config *c) {
 
 /* set applies one option's value; -1 when the value is not acceptable. */
 static int set(int opt, const char *v, server_config *c) {
+  if (opt == OPT_AUTH_TOKENS) { /* the file is read at start (gate.h) */
+    if (!*v || strlen(v) >= sizeof c->auth_tokens)
+      return -1; /* empty is refused: never off by a slip */
+    strcpy(c->auth_tokens, v);
+    return 0;
+  }
   if (opt == OPT_METRICS_LISTEN || opt == OPT_METRICS_PORT_FILE) {
     char *dst = opt == OPT_METRICS_LISTEN ? c->metrics_listen
                                           : c->metrics_port_file;

@@ -30,6 +30,7 @@ typedef struct {
   uint32_t ckpt_delay_ms;    /* testing: each checkpoint file takes longer */
   char metrics_listen[256];  /* "" : no /metrics endpoint */
   char metrics_port_file[1024];
+  char auth_tokens[1024]; /* "": calls need no token */
 } server_config;
 
 /* server_config_parse fills c from the environment (FSPS_LISTEN, ...) and then

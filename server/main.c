@@ -12,6 +12,7 @@
 
 #include "checkpoint.h"
 #include "config.h"
+#include "gate.h"
 #include "log.h"
 #include "service.h"
 #include "wire.h"
@@ -47,6 +48,23 @@ static bool uv_failed(int rc, const char *what) {
     return false;
   LOGE("cannot %s: %s", what, uv_strerror(rc));
   return true;
+}
+
+static void on_hup(uv_signal_t *h, int signum) {
+  (void)signum;
+  server_auth_reload(h->data);
+}
+
+/* watch_hup reloads the token file on SIGHUP, with --auth-tokens only:
+ * without, SIGHUP keeps its default action. */
+static int watch_hup(uv_loop_t *loop, uv_signal_t *hup, server_auth *auth) {
+  if (auth == NULL)
+    return 0;
+  hup->data = auth;
+  if (uv_failed(uv_signal_init(loop, hup), "watch for SIGHUP") ||
+      uv_failed(uv_signal_start(hup, on_hup, SIGHUP), "watch SIGHUP"))
+    return -1;
+  return 0;
 }
 
 /* watch sets the loop's handles up: SIGTERM and SIGINT stop it, and with
@@ -116,7 +134,7 @@ static void announce(const server_config *cfg, int port) {
  * at once rather than run without its signals or timeouts. */
 static int wait_for_signal(server_config *cfg, service *svc, int port) {
   uv_loop_t loop;
-  uv_signal_t term = {0}, intr = {0};
+  uv_signal_t term = {0}, intr = {0}, hup = {0};
   uv_timer_t tick = {0}, sample = {0};
   if (uv_failed(uv_loop_init(&loop), "start the event loop"))
     return -1;
@@ -125,12 +143,15 @@ static int wait_for_signal(server_config *cfg, service *svc, int port) {
   int rc = watch(&loop, &term, &intr, &tick, cfg);
   if (rc == 0)
     rc = sample_rates(&loop, &sample, svc->m);
+  if (rc == 0)
+    rc = watch_hup(&loop, &hup, svc->auth);
   if (rc == 0) {
     announce(cfg, port); /* SIGTERM is handled from here on */
     uv_run(&loop, UV_RUN_DEFAULT);
   }
   uv_handle_t *h[] = {(uv_handle_t *)&term, (uv_handle_t *)&intr,
-                      (uv_handle_t *)&tick, (uv_handle_t *)&sample};
+                      (uv_handle_t *)&tick, (uv_handle_t *)&sample,
+                      (uv_handle_t *)&hup};
   for (size_t i = 0; i < sizeof h / sizeof h[0]; i++)
     if (h[i]->loop == &loop && !uv_is_closing(h[i]))
       uv_close(h[i], NULL);
@@ -194,6 +215,8 @@ static int serve(server_config *cfg, service *svc) {
     return 1;
   }
   int port = rpc_server_port(srv);
+  if (svc->auth != NULL)
+    rpc_server_set_gate(srv, server_auth_gate, svc);
   if (rpc_server_start(srv, &st) != FSPS_OK) {
     LOGE("%s", st.msg);
     rpc_server_destroy(srv);
@@ -232,6 +255,19 @@ static int start_metrics(const server_config *cfg, service *svc) {
   return 0;
 }
 
+/* start_auth loads --auth-tokens: a file that cannot be used stops the
+ * server before it serves (exit 2, as a bad flag). */
+static int start_auth(const server_config *cfg, service *svc) {
+  if (!cfg->auth_tokens[0])
+    return 0;
+  char err[1400];
+  svc->auth = server_auth_create(cfg->auth_tokens, err, sizeof err);
+  if (svc->auth != NULL)
+    return 0;
+  LOGE("--auth-tokens: %s", err);
+  return 2;
+}
+
 /* incarnation draws this process's random, non-zero identity. */
 static uint64_t incarnation(void) {
   uint64_t v = 0;
@@ -263,13 +299,16 @@ int main(int argc, char **argv) {
     LOGE("out of memory");
     return 1;
   }
-  rc = start_metrics(&cfg, &svc);
+  rc = start_auth(&cfg, &svc);
+  if (rc == 0)
+    rc = start_metrics(&cfg, &svc);
   if (rc == 0)
     rc = restore(&cfg, &svc);
   if (rc == 0)
     rc = serve(&cfg, &svc);
   ckpt_destroy(svc.ck);
   server_metrics_destroy(svc.m); /* before the store its scrapes read */
+  server_auth_destroy(svc.auth);
   store_destroy(svc.st);
   return rc;
 }

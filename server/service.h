@@ -13,6 +13,7 @@
 #include "wire.h"
 
 struct ckpt;
+struct server_auth;
 
 #define SERVICE_METHODS WIRE_NUM_METHODS /* wire's paths, each served */
 
@@ -23,6 +24,8 @@ typedef struct {
   atomic_ullong pulls, pushes, rejected;
   uint64_t incarnation; /* random, drawn at start (StatusReply) */
   rpc_method methods[SERVICE_METHODS]; /* see server_service_methods */
+  /* The admission gate's tokens; NULL without --auth-tokens: no gate. */
+  struct server_auth *auth;
 } service;
 
 /* server_service_methods fills svc's method table, whose handlers all get svc

@@ -312,6 +312,28 @@ static void parse_check(void *arg, bool failed) {
 /* The parser allocates nothing of its own (getopt's work is libc's, not
  * counted), so it has no allocation failure to handle: the first run
  * meets none. */
+/* --auth-tokens and FSPS_AUTH_TOKENS: a path (the file is read at
+ * start, not here), off by default, never off by an empty value. */
+static void test_auth_tokens(void **unused) {
+  (void)unused;
+  unsetenv("FSPS_AUTH_TOKENS");
+  server_config c;
+  assert_int_equal(parse(&c, NULL), 0);
+  assert_string_equal(c.auth_tokens, "");
+  assert_int_equal(parse(&c, "--auth-tokens", "/etc/fsps/tokens", NULL), 0);
+  assert_string_equal(c.auth_tokens, "/etc/fsps/tokens");
+  setenv("FSPS_AUTH_TOKENS", "/env/tokens", 1);
+  assert_int_equal(parse(&c, NULL), 0);
+  assert_string_equal(c.auth_tokens, "/env/tokens");
+  assert_int_equal(parse(&c, "--auth-tokens=/flag/tokens", NULL), 0);
+  assert_string_equal(c.auth_tokens, "/flag/tokens");
+  setenv("FSPS_AUTH_TOKENS", "", 1);
+  assert_int_equal(parse(&c, NULL), -1);
+  assert_non_null(strstr(err, "FSPS_AUTH_TOKENS"));
+  unsetenv("FSPS_AUTH_TOKENS");
+  refused("--auth-tokens", "--auth-tokens", "");
+}
+
 static void test_alloc(void **unused) {
   (void)unused;
   alloc_ctx x;
@@ -321,9 +343,10 @@ static void test_alloc(void **unused) {
 int main(void) {
 #define T(f) cmocka_unit_test_setup(f, clean_env)
   const struct CMUnitTest tests[] = {
-      T(test_defaults),  T(test_every_flag),   T(test_env),
-      T(test_bools),     T(test_bounds),       T(test_bad_values),
-      T(test_bad_usage), T(test_help_version), T(test_alloc),
+      T(test_defaults),    T(test_every_flag),   T(test_env),
+      T(test_bools),       T(test_bounds),       T(test_bad_values),
+      T(test_bad_usage),   T(test_help_version), T(test_alloc),
+      T(test_auth_tokens),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -67,6 +67,21 @@ static int setup(trainer *t, const uint32_t *w, uint32_t nw, char *err,
   return 0;
 }
 
+/* connect_with_token connects with the token of --token-file,
+ * FSPS_TOKEN_FILE or FSPS_TOKEN (none: no token), wiped once copied. */
+static int connect_with_token(const worker_opts *o, fsps_options *fo,
+                              fsps_client **c, char *err, size_t errlen) {
+  char token[4097];
+  int rc = fsps_token_load(o->token_file, token, sizeof token, err, errlen);
+  if (rc == FSPS_OK || rc == FSPS_NOT_FOUND) {
+    err[0] = '\0'; /* "no token given" is no error: none is sent */
+    fo->token = token;
+    rc = fsps_connect(fo, c, err, errlen);
+  }
+  explicit_bzero(token, sizeof token);
+  return rc;
+}
+
 static int connect_and_declare(trainer *t, const fsps_spec *spec, char *err,
                                size_t errlen) {
   const worker_opts *o = t->opts;
@@ -82,7 +97,7 @@ static int connect_and_declare(trainer *t, const fsps_spec *spec, char *err,
   fo.prefetch = o->prefetch;
   fo.reshard_after_forward = o->reshard;
   fo.timeout_ms = o->timeout_ms;
-  int rc = fsps_connect(&fo, &t->client, err, errlen);
+  int rc = connect_with_token(o, &fo, &t->client, err, errlen);
   if (rc != FSPS_OK)
     return rc;
   rc = o->rank == 0 ? fsps_declare(t->client, spec)

@@ -34,6 +34,7 @@ typedef struct {
   char log_jsonl[1024];         /* progress and epoch lines as JSON */
   char metrics_listen[256];     /* "": no /metrics endpoint */
   char metrics_port_file[1024]; /* where the metrics port is written */
+  char token_file[1024];        /* the bearer token's file ("": see main.c) */
 } worker_opts;
 
 /* opts_parse fills o from FSPS_* variables, then argv. Returns 0 to run,

@@ -4,7 +4,14 @@
  * For every HOST:PORT given it calls grpc.health.v1.Health/Check through
  * rpc/ and exits 0 only if each answers SERVING.
  *
- *   fsps-health [--timeout-ms MS] [--service NAME] HOST:PORT...
+ *   fsps-health [--timeout-ms MS] [--service NAME] [--token-file FILE]
+ *               HOST:PORT...
+ *
+ * Health checks need no token: a server with --auth-tokens answers them
+ * for anyone (they tell only whether it serves). A token (--token-file,
+ * FSPS_TOKEN_FILE or FSPS_TOKEN, as the other tools) is sent if given, so
+ * one environment serves every tool, and a proxy in front that wants one
+ * gets it.
  *
  * Exit codes: 0 all SERVING, 1 some target not SERVING or unreachable,
  * 2 usage error. */
@@ -15,17 +22,25 @@
 
 #include <time.h>
 
+#include <fsps/fsps.h>
+
 #include "grpc/health/v1/health.pb-c.h"
 #include "rpc.h"
 #include "wire.h"
 
 #define SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
 
+/* The token sent with each check ("" : none). */
+static char token[RPC_TOKEN_MAX + 1];
+
 static void usage(FILE *f) {
-  fputs("Usage: fsps-health [--timeout-ms MS] [--service NAME] HOST:PORT...\n"
+  fputs("Usage: fsps-health [--timeout-ms MS] [--service NAME]\n"
+        "                   [--token-file FILE] HOST:PORT...\n"
         "Calls grpc.health.v1.Health/Check on every target; exits 0 only if\n"
         "each answers SERVING within the timeout (default 5000 ms; the call\n"
-        "waits for the connection to come up until then).\n",
+        "waits for the connection to come up until then). Checks need no\n"
+        "token; one given by --token-file FILE, FSPS_TOKEN_FILE or\n"
+        "FSPS_TOKEN is sent along.\n",
         f);
 }
 
@@ -34,6 +49,10 @@ static int check_once(const char *target, const char *service, long timeout_ms,
                       bool quiet) {
   rpc_status st;
   rpc_channel *ch = rpc_channel_create(target, WIRE_MAX_MESSAGE_BYTES, &st);
+  if (ch != NULL && rpc_channel_set_token(ch, token, &st) != FSPS_OK) {
+    rpc_channel_destroy(ch);
+    ch = NULL;
+  }
   if (ch == NULL) {
     fprintf(stderr, "fsps-health: %s: %s\n", target, st.msg);
     return 1;
@@ -95,17 +114,29 @@ static long parse_timeout(const char *s) {
   return errno || end == s || *end || v < 1 || v > 86400000 ? -1 : v;
 }
 
+/* load_token reads the token of --token-file, FSPS_TOKEN_FILE or
+ * FSPS_TOKEN (none is fine); false with a message when unusable. */
+static bool load_token(const char *path) {
+  char err[1200];
+  int rc = fsps_token_load(path, token, sizeof token, err, sizeof err);
+  if (rc == FSPS_OK || rc == FSPS_NOT_FOUND)
+    return true;
+  fprintf(stderr, "fsps-health: %s\n", err);
+  return false;
+}
+
 int main(int argc, char **argv) {
   long timeout_ms = 5000;
-  const char *service = "";
+  const char *service = "", *token_file = NULL;
   int i = 1;
   for (; i < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
     if (!strcmp(argv[i], "--help")) {
       usage(stdout);
       return 0;
     }
-    bool known =
-        !strcmp(argv[i], "--timeout-ms") || !strcmp(argv[i], "--service");
+    bool known = !strcmp(argv[i], "--timeout-ms") ||
+                 !strcmp(argv[i], "--service") ||
+                 !strcmp(argv[i], "--token-file");
     if (!known || i + 1 >= argc ||
         (!strcmp(argv[i], "--timeout-ms") &&
          (timeout_ms = parse_timeout(argv[i + 1])) < 0)) {
@@ -114,11 +145,15 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[i], "--service"))
       service = argv[i + 1];
+    if (!strcmp(argv[i], "--token-file"))
+      token_file = argv[i + 1];
   }
   if (i >= argc) {
     usage(stderr);
     return 2;
   }
+  if (!load_token(token_file))
+    return 2;
   int failed = 0;
   for (; i < argc; i++)
     failed |= check(argv[i], service, timeout_ms);

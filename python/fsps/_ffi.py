@@ -44,8 +44,12 @@ typedef struct {
   int64_t timeout_ms;
   uint32_t retries;
   uint32_t io_threads;
+  const char *token;
 } fsps_options;
 typedef struct fsps_client fsps_client;
+
+int fsps_token_load(const char *path, char *out, size_t outlen, char *err,
+                    size_t errlen);
 
 void fsps_options_init(fsps_options *o);
 int fsps_connect(const fsps_options *o, fsps_client **out, char *err,

@@ -265,6 +265,7 @@ def shard(module, servers, rank=0, world=1, optimizer="adam", schedule=None,
             ``children_policy``; ``wrap_classes(Block)`` for one unit per
             transformer block).
         client_options: the other fsps.Client arguments (mode, prefetch,
+            token or token_file for servers with --auth-tokens,
             reshard_after_forward, timeout, retries, ...).
     """
     return ShardedModule(module, servers, rank, world, optimizer, schedule,

@@ -41,7 +41,7 @@ extern "C" {
  * types (fsps_client, fsps_spec) may change freely. A new major version
  * may break any of this. */
 #define FSPS_VERSION_MAJOR 0
-#define FSPS_VERSION_MINOR 3
+#define FSPS_VERSION_MINOR 4
 #define FSPS_VERSION_PATCH 0
 
 /* fsps_version returns the library's version, "MAJOR.MINOR.PATCH" (which
@@ -123,6 +123,8 @@ typedef struct {
   int64_t timeout_ms;         /* per call; 0 = default 120000 */
   uint32_t retries;           /* retries on UNAVAILABLE; 0 = none */
   uint32_t io_threads;        /* threads receiving and copying; 0 = 1 */
+  /* Added in 0.4. */
+  const char *token; /* bearer token for servers with --auth-tokens */
 } fsps_options;
 
 typedef struct fsps_client fsps_client;
@@ -139,6 +141,32 @@ typedef struct fsps_client fsps_client;
  * and copies what they bring, which costs the least CPU per byte; more (at most
  * one per server) spread the copies of many fast links over cores. */
 void fsps_options_init(fsps_options *o);
+
+/* Tokens (0.4). Servers started with --auth-tokens take only calls that
+ * carry a known bearer token, and only the calls its role allows. With
+ * o->token set (NULL or "" sends none) every call carries the metadata
+ * `authorization: Bearer TOKEN`; fsps_connect copies the token, and libfsps
+ * never prints it, in messages or anywhere else. A server that refuses a
+ * call answers FSPS_UNAUTHENTICATED (no token, or one it does not know) or
+ * FSPS_PERMISSION_DENIED (the token's role may not make that call), which
+ * are never retried; fsps_last_error says "server ADDR refused the call"
+ * and why. A token is 1 to 4096 visible ASCII characters, no spaces
+ * (servers want at least 16). */
+
+/* fsps_token_load finds a token the way fsps's tools do, for o->token:
+ * from the file `path` if it is neither NULL nor "", else from the file
+ * the environment variable FSPS_TOKEN_FILE names, else from the variable
+ * FSPS_TOKEN itself. A token file holds the token alone on one line;
+ * blank lines and lines starting with # are skipped. The file must be a
+ * regular file other users can neither read nor write (chmod o-rwx).
+ * Returns FSPS_OK with the token in out (outlen bytes, 4097 hold any);
+ * FSPS_NOT_FOUND with out "" when no source is set; FSPS_IO when the file
+ * cannot be read; FSPS_INVALID_ARGUMENT when the token or the file is
+ * unusable (empty, two tokens, a character a header cannot carry, too
+ * long for out, readable by other users). err (if not NULL) names the
+ * source and never quotes the token. Thread-safe. */
+int fsps_token_load(const char *path, char *out, size_t outlen, char *err,
+                    size_t errlen);
 
 /* fsps_connect opens channels to every server (connection is lazy: a server
  * that is down shows on the first call). On success *out is the client;
