@@ -23,8 +23,8 @@
 
 /* vf_mul and vf_add are plain vector arithmetic in GCC's and Clang's
  * intrinsics headers, which a compiler allowed to contract would fuse into
- * an FMA torch does not have: the build says -ffp-contract=off, and Clang
- * hears it here too. */
+ * an FMA torch does not have (AdamW's p*decay + step, for one): the build
+ * says -ffp-contract=off, and Clang hears it here too. */
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #endif
