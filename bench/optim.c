@@ -40,6 +40,7 @@ typedef struct {
 
 typedef struct {
   float *param, *grad, *state; /* state holds 2n floats (Adam's m and v) */
+  double *ratio;               /* one per timed step */
 } buffers;
 
 static double now(void) {
@@ -57,9 +58,12 @@ static void usage(FILE *f) {
           "  separated portable, avx2, avx512; default every one this CPU\n"
           "  runs), beside the memory bandwidth: the best of R STREAM copy,\n"
           "  triad and in-place triad passes over the same buffers, before,\n"
-          "  between the instruction sets and after. One thread throughout.\n"
-          "  Prints one JSON object per line; the first names the path the\n"
-          "  server would run (FSPS_OPTIM_ISA caps it).\n",
+          "  between the instruction sets and after (\"ratio\": best step\n"
+          "  against best bandwidth); and \"paired_ratio\": the median over\n"
+          "  the R steps of each step's bytes/s against an in-place triad's\n"
+          "  run just before it. One thread throughout. Prints one JSON\n"
+          "  object per line; the first names the path the server would\n"
+          "  run (FSPS_OPTIM_ISA caps it).\n",
           DEFAULT_ELEMENTS, DEFAULT_REPS);
 }
 
@@ -148,17 +152,19 @@ static float *alloc_floats(size_t n) {
   return aligned_alloc(64, bytes);
 }
 
-static int alloc_buffers(buffers *b, size_t n) {
+static int alloc_buffers(buffers *b, size_t n, int reps) {
   b->param = alloc_floats(n);
   b->grad = alloc_floats(n);
   b->state = alloc_floats(2 * n);
-  return b->param && b->grad && b->state ? 0 : -1;
+  b->ratio = malloc((size_t)reps * sizeof *b->ratio);
+  return b->param && b->grad && b->state && b->ratio ? 0 : -1;
 }
 
 static void free_buffers(buffers *b) {
   free(b->param);
   free(b->grad);
   free(b->state);
+  free(b->ratio);
 }
 
 /* Deterministic values in [-1, 1) from a 32-bit LCG: parameters of order 1,
@@ -258,24 +264,49 @@ static double bandwidth_limit(const buffers *b, size_t n, int reps) {
   return max3(copy_bw, triad_bw, update_bw);
 }
 
-/* Best wall time of one optim_step over `reps` timed steps after one
- * warm-up step, starting from freshly filled buffers. */
-static double time_case(const bench_case *c, const buffers *b, size_t n,
+/* One case's timing: its best step, and the median over its steps of the
+ * ratio of its bytes/s to an in-place triad's run just before that step. */
+typedef struct {
+  double best;   /* seconds */
+  double paired; /* median back-to-back ratio to the in-place triad */
+} timing;
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Median of r[0..n), n >= 1; sorts r. */
+static double median(double *r, int n) {
+  qsort(r, (size_t)n, sizeof *r, cmp_double);
+  return n % 2 ? r[n / 2] : 0.5 * (r[n / 2 - 1] + r[n / 2]);
+}
+
+/* Times `reps` optim_steps after one warm-up step, from freshly filled
+ * buffers, each right after an in-place triad over p and g: a load that
+ * drifts over seconds slows both alike, so their ratio holds steadier than
+ * a ratio of bests taken minutes apart. (The triad moves p by 3g a pass,
+ * which keeps every value of order 1.) */
+static timing time_case(const bench_case *c, const buffers *b, size_t n,
                         int reps) {
   optim_config cfg;
   optim_config_defaults(c->kind, &cfg);
   cfg.momentum = c->momentum;
   fill(b, n);
   optim_state_init(&cfg, b->state, n);
-  double best = 1e30;
+  timing tm = {1e30, 0.0};
   for (uint64_t t = 1; t <= (uint64_t)reps + 1; t++) {
+    double triad = stream_update(b->param, b->grad, n);
     double t0 = now();
     optim_step(&cfg, t, cfg.lr, 0.5f, b->param, b->grad, b->state, n);
     double dt = now() - t0;
-    if (t > 1 && dt < best)
-      best = dt;
+    if (t == 1)
+      continue;
+    tm.best = dt < tm.best ? dt : tm.best;
+    b->ratio[t - 2] = (c->floats_moved * triad) / (3.0 * dt);
   }
-  return best;
+  tm.paired = median(b->ratio, reps);
+  return tm;
 }
 
 /* Prints s as the contents of a JSON string. */
@@ -297,14 +328,16 @@ static void print_header(void) {
          optim_isa_name(optim_isa_current()));
 }
 
-static void print_case(const bench_case *c, optim_isa isa, size_t n,
-                       double seconds, double limit) {
-  double eps = (double)n / seconds;
+static void print_case(const bench_case *c, optim_isa isa, size_t n, timing tm,
+                       double limit) {
+  double eps = (double)n / tm.best;
   double bps = eps * c->floats_moved * sizeof(float);
   printf("{\"bench\":\"optim\",\"isa\":\"%s\",\"optimizer\":\"%s\","
          "\"elements\":%zu,\"elements_per_s\":%.4e,\"bytes_per_s\":%.4e,"
-         "\"limit_bytes_per_s\":%.4e,\"ratio\":%.3f}\n",
-         optim_isa_name(isa), c->name, n, eps, bps, limit, bps / limit);
+         "\"limit_bytes_per_s\":%.4e,\"ratio\":%.3f,"
+         "\"paired_ratio\":%.3f}\n",
+         optim_isa_name(isa), c->name, n, eps, bps, limit, bps / limit,
+         tm.paired);
   fflush(stdout);
 }
 
@@ -312,15 +345,14 @@ static void print_case(const bench_case *c, optim_isa isa, size_t n,
  * returns the best bandwidth measured before, between and after them. The
  * bandwidth of a shared machine drifts: every figure is held against the
  * best seen, so a lull in the load cannot flatter a ratio. */
-static double run_all(const options *o, const buffers *b,
-                      double seconds[][NCASES]) {
+static double run_all(const options *o, const buffers *b, timing tm[][NCASES]) {
   optim_isa chosen = optim_isa_current();
   fill(b, o->n);
   double limit = bandwidth_limit(b, o->n, o->reps);
   for (int k = 0; k < o->nisa; k++) {
     optim_isa_set(o->isas[k]);
     for (size_t i = 0; i < NCASES; i++)
-      seconds[k][i] = time_case(&CASES[i], b, o->n, o->reps);
+      tm[k][i] = time_case(&CASES[i], b, o->n, o->reps);
     double bw = bandwidth_limit(b, o->n, o->reps);
     limit = bw > limit ? bw : limit;
   }
@@ -337,18 +369,18 @@ int main(int argc, char **argv) {
    * single-threaded C, and BLAS is kept from spawning threads of its own. */
   openblas_set_num_threads(1);
   buffers b;
-  if (alloc_buffers(&b, o.n) != 0) {
+  if (alloc_buffers(&b, o.n, o.reps) != 0) {
     fprintf(stderr, "optim: cannot allocate 4 x %zu floats\n", o.n);
     free_buffers(&b);
     return 1;
   }
   print_header();
   fflush(stdout);
-  double seconds[NISA][NCASES];
-  double limit = run_all(&o, &b, seconds);
+  timing tm[NISA][NCASES];
+  double limit = run_all(&o, &b, tm);
   for (int k = 0; k < o.nisa; k++)
     for (size_t i = 0; i < NCASES; i++)
-      print_case(&CASES[i], o.isas[k], o.n, seconds[k][i], limit);
+      print_case(&CASES[i], o.isas[k], o.n, tm[k][i], limit);
   free_buffers(&b);
   return 0;
 }

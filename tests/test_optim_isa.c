@@ -12,6 +12,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,48 @@ enum { NISA = OPTIM_ISA_AVX512 + 1, STEPS = 4, MAXN = 1001, PAD = 16 };
 
 /* The instruction set chosen before any test forced one. */
 static optim_isa initial;
+
+/* ---- the first choice, raced --------------------------------------------- */
+
+enum { RACERS = 4, RACE_N = 257 };
+
+typedef struct {
+  float p[RACE_N], g[RACE_N], s[2 * RACE_N];
+  optim_isa seen;
+} racer;
+
+/* A step as the process's first use of optim, from several threads at once
+ * (main runs this before anything else): every thread must see the same
+ * choice, and ThreadSanitizer (scripts/test.sh) sees the race on it. */
+static void *race_first_step(void *arg) {
+  racer *r = arg;
+  optim_config c;
+  optim_config_defaults(OPTIM_ADAM, &c);
+  for (size_t i = 0; i < RACE_N; i++) {
+    r->p[i] = (float)i / RACE_N;
+    r->g[i] = 0.5f - r->p[i];
+  }
+  optim_state_init(&c, r->s, RACE_N);
+  optim_step(&c, 1, c.lr, 1.0f, r->p, r->g, r->s, RACE_N);
+  r->seen = optim_isa_current();
+  return NULL;
+}
+
+/* Returns the choice all racers saw, or -1 if they disagree or a thread
+ * could not start. */
+static int race_first_choice(void) {
+  static racer r[RACERS];
+  pthread_t th[RACERS];
+  int started = 0, agreed = 1;
+  for (; started < RACERS; started++)
+    if (pthread_create(&th[started], NULL, race_first_step, &r[started]) != 0)
+      break;
+  for (int i = 0; i < started; i++) {
+    pthread_join(th[i], NULL);
+    agreed &= r[i].seen == r[0].seen;
+  }
+  return started == RACERS && agreed ? (int)r[0].seen : -1;
+}
 
 /* ---- choosing an instruction set ---------------------------------------- */
 
@@ -251,7 +294,16 @@ static void test_data_has_specials(void **unused) {
 }
 
 int main(void) {
+  int raced = race_first_choice();
+  if (raced < 0) {
+    fprintf(stderr, "test_optim_isa: racing first steps disagreed\n");
+    return 1;
+  }
   initial = optim_isa_current();
+  if ((int)initial != raced) {
+    fprintf(stderr, "test_optim_isa: the choice changed after the race\n");
+    return 1;
+  }
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_isa_names),
       cmocka_unit_test(test_isa_choice),
