@@ -132,7 +132,7 @@ static int parse_args(int argc, char **argv, options *o) {
   o->n = DEFAULT_ELEMENTS;
   o->reps = DEFAULT_REPS;
   all_isas(o);
-  for (int i = 1; i < argc; i++) {
+  for (int i = 1; i < argc; i += 2) { /* an option and its value */
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       usage(stdout);
       return 1;
@@ -142,7 +142,6 @@ static int parse_args(int argc, char **argv, options *o) {
       usage(stderr);
       return -1;
     }
-    i++;
   }
   return 0;
 }

@@ -30,8 +30,11 @@
  *   spec); out-of-range values give IEEE results (inf, NaN), never UB.
  * - Spans of n floats must not overlap one another (the kernels are written
  *   with restrict pointers); n == 0 is a no-op.
- * - Thread-safety: no function keeps state of its own, so concurrent calls on
- *   disjoint buffers are safe. None allocates or blocks. */
+ * - With maximize, a NaN gradient keeps its sign here (g * -grad_scale)
+ *   where torch's negation flips it; every number comes out the same.
+ * - Thread-safety: no function keeps state of its own (but for the
+ *   instruction set, chosen once: optim_isa_current), so concurrent calls
+ *   on disjoint buffers are safe. None allocates or blocks. */
 
 typedef enum { OPTIM_SGD, OPTIM_ADAM, OPTIM_ADAMW, OPTIM_ADAGRAD } optim_kind;
 
@@ -87,7 +90,11 @@ void optim_step(const optim_config *cfg, uint64_t t, double lr,
 
 /* Instruction sets the kernels are built for. Every one computes the same
  * bits (the same operations in the same order, on lanes that never mix),
- * so the choice changes only the speed. */
+ * so the choice changes only the speed. One freedom remains: where two
+ * NaNs meet in one operation, the result carries the sign of the one the
+ * compiler put first (IEEE 754 leaves open which NaN propagates); GCC puts
+ * them alike on every path, as torch's build does, and the tests hold it
+ * to that. */
 typedef enum {
   OPTIM_ISA_PORTABLE, /* C with four-lane vectors: any CPU */
   OPTIM_ISA_AVX2,     /* x86-64 with AVX2 and FMA: eight lanes */

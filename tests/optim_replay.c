@@ -13,8 +13,9 @@
  * stdout: for each step t = 1..STEPS, N float32 parameters followed by
  *         optim_state_per_elem x N float32 state (native byte order)
  * The kernels run on the instruction set optim chooses (FSPS_OPTIM_ISA caps
- * it); --isa prints that choice and what the CPU supports, as
- *   isa=NAME supported=NAME,NAME...
+ * it); --isa prints that choice, what the CPU supports and the compiler
+ * that built it (gcc or other), as
+ *   isa=NAME supported=NAME,NAME... compiler=gcc
  * Exits 0, or 2 with a message on stderr for bad arguments or short input. */
 
 #include <stdio.h>
@@ -140,7 +141,11 @@ static int print_isa(void) {
       sep = ",";
     }
   }
-  printf("\n");
+#if defined(__GNUC__) && !defined(__clang__)
+  printf(" compiler=gcc\n");
+#else
+  printf(" compiler=other\n");
+#endif
   return fflush(stdout) == 0 ? 0 : 2;
 }
 

@@ -204,16 +204,42 @@ static void run_on(optim_isa isa, const optim_config *c, const layout *l,
                g + (t - 1) * l->n, s, l->n);
 }
 
+/* Where two NaNs meet in one operation (a NaN parameter plus a NaN step,
+ * say), x86 hands on the first operand's; which operand is first is the
+ * compiler's choice, as IEEE 754 leaves open which NaN propagates. GCC
+ * orders them alike in every path (and as torch's build does), and is held
+ * to it; under another compiler NaNs that differ only in sign are counted
+ * and reported, not failed. */
+#if defined(__GNUC__) && !defined(__clang__)
+enum { NAN_SIGN_FREE = 0 };
+#else
+enum { NAN_SIGN_FREE = 1 };
+#endif
+
+static size_t nan_sign_only; /* NaNs allowed through by NAN_SIGN_FREE */
+
+static bool same_bits(float a, float b) {
+  uint32_t x, y;
+  memcpy(&x, &a, sizeof x);
+  memcpy(&y, &b, sizeof y);
+  if (x == y)
+    return true;
+  if (!NAN_SIGN_FREE || !isnan(a) || !isnan(b) || (x ^ y) != 0x80000000u)
+    return false;
+  nan_sign_only++;
+  return true;
+}
+
 /* Fails, naming the first differing element, unless a and b are the same
  * bits (NaN payloads and signs and the sign of zero included). */
 static void check_same(const float *a, const float *b, size_t n,
                        const char *what, const char *isa, int kase,
                        const layout *l) {
-  if (memcmp(a, b, n * sizeof *a) == 0)
-    return;
   size_t i = 0;
-  while (memcmp(a + i, b + i, sizeof *a) == 0)
+  while (i < n && same_bits(a[i], b[i]))
     i++;
+  if (i == n)
+    return;
   uint32_t x, y;
   memcpy(&x, a + i, sizeof x);
   memcpy(&y, b + i, sizeof y);
@@ -266,6 +292,11 @@ static void test_paths_equal_portable(void **unused) {
     check_isa((optim_isa)i);
     print_message("%s: bit for bit the portable path\n",
                   optim_isa_name((optim_isa)i));
+  }
+  if (nan_sign_only > 0) {
+    print_message("(%zu NaNs differed only in sign: this compiler orders "
+                  "operands as it likes)\n",
+                  nan_sign_only);
   }
   assert_int_equal(optim_isa_set(initial), 0);
 }
