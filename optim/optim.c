@@ -13,7 +13,8 @@
  * that runs. Here: the coefficients, in double as PyTorch computes them and
  * rounded to float once, and the optimizers' state. */
 
-/* Sign and scale folded into one factor: -(g * s) == g * -s exactly. */
+/* Sign and scale folded into one factor: -(g * s) == g * -s exactly for
+ * every number (a NaN keeps its sign, where torch's negation flips it). */
 static float signed_scale(const optim_config *cfg, float grad_scale) {
   return cfg->maximize ? -grad_scale : grad_scale;
 }

@@ -55,8 +55,9 @@ typedef struct {
 /* One instruction set's kernels. Each applies its optimizer's per-element
  * formula (optim.h) to n elements, with `l2` (weight decay added to the
  * gradient), `mode` and `nesterov` constant for the call. Every table
- * computes the same bits: the same operations in the same order, fused
- * exactly where the formulas say fma, on lanes that never mix. */
+ * computes the same bits (but for the NaN sign optim.h allows): the same
+ * operations in the same order, fused exactly where the formulas say fma,
+ * on lanes that never mix. */
 typedef struct {
   void (*sgd)(const sgd_coef *k, float *p, const float *g, float *b, size_t n,
               bool l2, mom_mode mode, bool nesterov);
