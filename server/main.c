@@ -14,6 +14,7 @@
 #include "config.h"
 #include "gate.h"
 #include "log.h"
+#include "optim.h"
 #include "service.h"
 #include "wire.h"
 
@@ -102,21 +103,41 @@ static int sample_rates(uv_loop_t *loop, uv_timer_t *t, server_metrics *m) {
   return 0;
 }
 
-/* log_serving says the server is up, with its set-up as fields. */
+/* log_serving says the server is up, with its set-up as fields; among
+ * them the instruction set the optimizer runs on (optim_isa_current). */
 static void log_serving(const server_config *cfg, int port) {
+  const char *isa = optim_isa_name(optim_isa_current());
   logfmt_fields f;
   logfmt_fields_init(&f);
   logfmt_field_str(&f, "listen", cfg->listen);
   logfmt_field_u64(&f, "port", (uint64_t)port);
   logfmt_field_u64(&f, "workers", cfg->workers);
   logfmt_field_str(&f, "mode", server_config_mode_name(cfg->mode));
+  logfmt_field_str(&f, "optim_isa", isa);
   server_log_fields(
       LOG_INFO, &f,
-      "serving on %s (port %d): server %u of %u, %u workers, %s%s%s",
+      "serving on %s (port %d): server %u of %u, %u workers, %s%s%s, "
+      "optimizer on %s",
       cfg->listen, port, cfg->index, cfg->num_servers, cfg->workers,
       server_config_mode_name(cfg->mode),
       cfg->deterministic ? ", deterministic" : "",
-      cfg->reply_drops > 0 ? ", DROPPING PUSH REPLIES (testing)" : "");
+      cfg->reply_drops > 0 ? ", DROPPING PUSH REPLIES (testing)" : "", isa);
+}
+
+/* warn_optim_isa says when FSPS_OPTIM_ISA (read by optim/, which does no
+ * I/O) names no instruction set, or one this CPU lacks: the optimizer then
+ * runs another, with the same results but not the speed asked for. */
+static void warn_optim_isa(void) {
+  const char *want = getenv("FSPS_OPTIM_ISA");
+  optim_isa isa;
+  if (want == NULL || want[0] == '\0' || strcmp(want, "auto") == 0)
+    return;
+  if (optim_isa_parse(want, &isa) != 0)
+    LOGW("FSPS_OPTIM_ISA=%s is not portable, avx2, avx512 or auto: ignored",
+         want);
+  else if (!optim_isa_supported(isa))
+    LOGW("FSPS_OPTIM_ISA=%s: this CPU cannot run it; the optimizer runs %s",
+         want, optim_isa_name(optim_isa_current()));
 }
 
 /* announce writes the port file and says the server is up: only once
@@ -126,6 +147,7 @@ static void log_serving(const server_config *cfg, int port) {
 static void announce(const server_config *cfg, int port) {
   if (cfg->port_file[0] && write_port_file(cfg->port_file, port) != 0)
     LOGW("cannot write the port to %s", cfg->port_file);
+  warn_optim_isa();
   log_serving(cfg, port);
 }
 
