@@ -30,6 +30,14 @@ static const char COMMON_HELP[] =
     "  --servers LIST  the servers, server 0 first: host:port,host:port\n"
     "                  (env FSPS_SERVERS)\n"
     "  --timeout SEC   seconds each call may take (default 30)\n"
+    "  --tls-ca FILE   TLS: PEM file of the CAs that sign the servers'\n"
+    "                  certificates (env FSPS_TLS_CA)\n"
+    "  --tls-cert FILE mutual TLS: PEM file of this client's certificate\n"
+    "                  chain (env FSPS_TLS_CERT)\n"
+    "  --tls-key FILE  its PEM private key (env FSPS_TLS_KEY)\n"
+    "  --tls-server-name NAME  the name the servers' certificates must\n"
+    "                  carry, instead of each address's host\n"
+    "                  (env FSPS_TLS_SERVER_NAME)\n"
     "  --help          this text\n";
 
 static const char STATUS_HELP[] =
@@ -114,11 +122,26 @@ static bool known(const char *cmd) {
 }
 
 enum { OPT_SERVERS = 1, OPT_TIMEOUT, OPT_JSON, OPT_VERSION, OPT_HELP };
+enum { OPT_TLS_CA = 100, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_SERVER_NAME };
+
+/* tls_flag stores a --tls-* value; false when f is not one. */
+static bool tls_flag(int f, const char *arg, ctl_opts *o) {
+  const char **dst = f == OPT_TLS_CA            ? &o->tls_ca
+                     : f == OPT_TLS_CERT        ? &o->tls_cert
+                     : f == OPT_TLS_KEY         ? &o->tls_key
+                     : f == OPT_TLS_SERVER_NAME ? &o->tls_server_name
+                                                : NULL;
+  if (dst != NULL)
+    *dst = arg;
+  return dst != NULL;
+}
 
 /* one_flag applies flag f (argument arg) to o; -1 to go on, else an exit
  * code. */
 static int one_flag(int f, const char *arg, ctl_opts *o) {
   bool rollback = strcmp(o->cmd, "rollback") == 0;
+  if (tls_flag(f, arg, o))
+    return -1;
   switch (f) {
   case OPT_SERVERS:
     o->servers = arg;
@@ -154,6 +177,10 @@ static int parse_flags(int argc, char **argv, ctl_opts *o) {
       {"json", no_argument, NULL, OPT_JSON},
       {"version", required_argument, NULL, OPT_VERSION},
       {"help", no_argument, NULL, OPT_HELP},
+      {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+      {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+      {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+      {"tls-server-name", required_argument, NULL, OPT_TLS_SERVER_NAME},
       {NULL, 0, NULL, 0}};
   opterr = 0;
   optind = 1;
@@ -176,9 +203,23 @@ static int check_required(ctl_opts *o) {
   return -1;
 }
 
+/* env returns variable name's value, NULL when unset or empty. */
+static const char *env(const char *name) {
+  const char *v = getenv(name);
+  return v && *v ? v : NULL;
+}
+
+static void tls_from_env(ctl_opts *o) {
+  o->tls_ca = env("FSPS_TLS_CA");
+  o->tls_cert = env("FSPS_TLS_CERT");
+  o->tls_key = env("FSPS_TLS_KEY");
+  o->tls_server_name = env("FSPS_TLS_SERVER_NAME");
+}
+
 int ctl_parse(int argc, char **argv, ctl_opts *o) {
   *o = (ctl_opts){.servers = getenv("FSPS_SERVERS"),
                   .timeout_s = DEFAULT_TIMEOUT_S};
+  tls_from_env(o);
   if (argc < 2)
     return usage(NULL, "no command (status, checkpoint, rollback)", NULL);
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {

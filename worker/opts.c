@@ -103,8 +103,20 @@ static const opt_def defs[] = {
      "picks a free one; off)",
      T_STR, F(metrics_listen), 0, 0},
     {"metrics-port-file", "FSPS_METRICS_PORT_FILE",
-     "write the metrics port here once listening", T_STR,
-     F(metrics_port_file), 0, 0},
+     "write the metrics port here once listening", T_STR, F(metrics_port_file),
+     0, 0},
+    {"tls-ca", "FSPS_TLS_CA",
+     "TLS to the servers: PEM file of the CAs that sign their certificates "
+     "(off)",
+     T_STR, F(tls_ca), 0, 0},
+    {"tls-cert", "FSPS_TLS_CERT",
+     "mutual TLS: PEM file of this worker's certificate chain", T_STR,
+     F(tls_cert), 0, 0},
+    {"tls-key", "FSPS_TLS_KEY", "its PEM private key", T_STR, F(tls_key), 0, 0},
+    {"tls-server-name", "FSPS_TLS_SERVER_NAME",
+     "the name every server's certificate must carry (default: the host of "
+     "its address)",
+     T_STR, F(tls_server_name), 0, 0},
 };
 
 #define NDEFS (sizeof defs / sizeof defs[0])

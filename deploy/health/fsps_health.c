@@ -4,10 +4,15 @@
  * For every HOST:PORT given it calls grpc.health.v1.Health/Check through
  * rpc/ and exits 0 only if each answers SERVING.
  *
- *   fsps-health [--timeout-ms MS] [--service NAME] HOST:PORT...
+ *   fsps-health [--timeout-ms MS] [--service NAME] [--tls-ca FILE
+ *               [--tls-cert FILE --tls-key FILE] [--tls-server-name NAME]]
+ *               HOST:PORT...
+ *
+ * The --tls-* flags (or FSPS_TLS_CA, FSPS_TLS_CERT, FSPS_TLS_KEY,
+ * FSPS_TLS_SERVER_NAME) ask over TLS, as libfsps's clients do.
  *
  * Exit codes: 0 all SERVING, 1 some target not SERVING or unreachable,
- * 2 usage error. */
+ * 2 usage error (a TLS file unreadable or wrong included). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,18 +27,32 @@
 #define SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
 
 static void usage(FILE *f) {
-  fputs("Usage: fsps-health [--timeout-ms MS] [--service NAME] HOST:PORT...\n"
+  fputs("Usage: fsps-health [--timeout-ms MS] [--service NAME] [--tls-ca FILE\n"
+        "                   [--tls-cert FILE --tls-key FILE]\n"
+        "                   [--tls-server-name NAME]] HOST:PORT...\n"
         "Calls grpc.health.v1.Health/Check on every target; exits 0 only if\n"
         "each answers SERVING within the timeout (default 5000 ms; the call\n"
-        "waits for the connection to come up until then).\n",
+        "waits for the connection to come up until then).\n"
+        "  --tls-ca FILE          over TLS: the CAs that sign the servers'\n"
+        "                         certificates [FSPS_TLS_CA]\n"
+        "  --tls-cert FILE        mutual TLS: this client's certificate\n"
+        "                         chain [FSPS_TLS_CERT]\n"
+        "  --tls-key FILE         its private key [FSPS_TLS_KEY]\n"
+        "  --tls-server-name NAME the name the certificates must carry\n"
+        "                         instead of each target's host\n"
+        "                         [FSPS_TLS_SERVER_NAME]\n",
         f);
 }
+
+/* TLS credentials, shared by every check; NULL for plaintext. */
+static rpc_creds *g_creds;
 
 /* check asks one target once; returns 0 when it answers SERVING. */
 static int check_once(const char *target, const char *service, long timeout_ms,
                       bool quiet) {
   rpc_status st;
-  rpc_channel *ch = rpc_channel_create(target, WIRE_MAX_MESSAGE_BYTES, &st);
+  rpc_channel *ch = rpc_channel_create_tls(target, NULL, WIRE_MAX_MESSAGE_BYTES,
+                                           g_creds, &st);
   if (ch == NULL) {
     fprintf(stderr, "fsps-health: %s: %s\n", target, st.msg);
     return 1;
@@ -95,32 +114,82 @@ static long parse_timeout(const char *s) {
   return errno || end == s || *end || v < 1 || v > 86400000 ? -1 : v;
 }
 
-int main(int argc, char **argv) {
-  long timeout_ms = 5000;
-  const char *service = "";
+typedef struct {
+  long timeout_ms;
+  const char *service;
+  rpc_client_tls tls;
+} health_opts;
+
+static const char *env(const char *name) {
+  const char *v = getenv(name);
+  return v && *v ? v : NULL;
+}
+
+/* flag_value finds where flag name's value goes; NULL if unknown. */
+static const char **flag_value(const char *name, health_opts *o) {
+  static const char *timeout;
+  const char *names[] = {"--timeout-ms", "--service", "--tls-ca",
+                         "--tls-cert",   "--tls-key", "--tls-server-name"};
+  const char **dst[] = {&timeout,         &o->service,
+                        &o->tls.ca_file,  &o->tls.cert_file,
+                        &o->tls.key_file, &o->tls.server_name};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (!strcmp(name, names[i]))
+      return dst[i];
+  return NULL;
+}
+
+/* parse reads the flags; returns the index of the first target, 0 after
+ * --help, -1 on a usage error. */
+static int parse(int argc, char **argv, health_opts *o) {
+  *o = (health_opts){.timeout_ms = 5000,
+                     .service = "",
+                     .tls = {env("FSPS_TLS_CA"), env("FSPS_TLS_CERT"),
+                             env("FSPS_TLS_KEY"), env("FSPS_TLS_SERVER_NAME")}};
   int i = 1;
   for (; i < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
-    if (!strcmp(argv[i], "--help")) {
-      usage(stdout);
+    if (!strcmp(argv[i], "--help"))
       return 0;
-    }
-    bool known =
-        !strcmp(argv[i], "--timeout-ms") || !strcmp(argv[i], "--service");
-    if (!known || i + 1 >= argc ||
-        (!strcmp(argv[i], "--timeout-ms") &&
-         (timeout_ms = parse_timeout(argv[i + 1])) < 0)) {
-      usage(stderr);
-      return 2;
-    }
-    if (!strcmp(argv[i], "--service"))
-      service = argv[i + 1];
+    const char **dst = flag_value(argv[i], o);
+    if (dst == NULL || i + 1 >= argc)
+      return -1;
+    *dst = argv[i + 1];
+    if (!strcmp(argv[i], "--timeout-ms") &&
+        (o->timeout_ms = parse_timeout(argv[i + 1])) < 0)
+      return -1;
   }
-  if (i >= argc) {
-    usage(stderr);
+  return i < argc ? i : -1;
+}
+
+/* open_tls reads the TLS files when a CA is given; 0 on success. */
+static int open_tls(const health_opts *o) {
+  if (o->tls.ca_file == NULL) {
+    if (o->tls.cert_file || o->tls.key_file || o->tls.server_name) {
+      fprintf(stderr, "fsps-health: --tls-cert, --tls-key and "
+                      "--tls-server-name need --tls-ca\n");
+      return -1;
+    }
+    return 0;
+  }
+  rpc_status st;
+  g_creds = rpc_creds_create(&o->tls, &st);
+  if (g_creds == NULL)
+    fprintf(stderr, "fsps-health: TLS: %s\n", st.msg);
+  return g_creds ? 0 : -1;
+}
+
+int main(int argc, char **argv) {
+  health_opts o;
+  int i = parse(argc, argv, &o);
+  if (i <= 0) {
+    usage(i == 0 ? stdout : stderr);
+    return i == 0 ? 0 : 2;
+  }
+  if (open_tls(&o) != 0)
     return 2;
-  }
   int failed = 0;
   for (; i < argc; i++)
-    failed |= check(argv[i], service, timeout_ms);
+    failed |= check(argv[i], o.service, o.timeout_ms);
+  rpc_creds_destroy(g_creds);
   return failed;
 }

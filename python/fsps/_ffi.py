@@ -44,6 +44,10 @@ typedef struct {
   int64_t timeout_ms;
   uint32_t retries;
   uint32_t io_threads;
+  const char *tls_ca;
+  const char *tls_cert;
+  const char *tls_key;
+  const char *tls_server_name;
 } fsps_options;
 typedef struct fsps_client fsps_client;
 
