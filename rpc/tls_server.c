@@ -139,8 +139,12 @@ fetch(void *arg, grpc_ssl_server_certificate_config **config) {
       GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
   if (w->pending) {
     grpc_ssl_pem_key_cert_pair pair = {w->cur.key, w->cur.cert};
-    /* gRPC copies the texts. */
-    *config = grpc_ssl_server_certificate_config_create(w->cur.ca, &pair, 1);
+    /* gRPC 1.51 asserts (and aborts) when a fetched configuration has no
+     * root certificates, although without client certificates they are
+     * never used: the server's own chain stands in for them then. gRPC
+     * copies the texts. */
+    const char *roots = w->cur.ca ? w->cur.ca : w->cur.cert;
+    *config = grpc_ssl_server_certificate_config_create(roots, &pair, 1);
     w->pending = *config == NULL;
     rc = *config ? GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW
                  : GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;

@@ -2,6 +2,7 @@
 pushes and FSDP step scheduler."""
 import math
 import numbers
+import os
 import threading
 
 import numpy as np
@@ -132,6 +133,21 @@ def _server_status(st, s):
     }
 
 
+def _set_tls(o, **paths):
+    """Sets o's TLS fields from paths (str, bytes, os.PathLike or None);
+    returns the C strings, which must live until fsps_connect returns."""
+    keep = []
+    for name, value in paths.items():
+        if value is None:
+            continue
+        if not isinstance(value, (str, bytes, os.PathLike)):
+            raise TypeError("%s must be a path (str or os.PathLike), not %r"
+                            % (name, type(value).__name__))
+        keep.append(ffi.new("char[]", os.fsencode(value)))
+        setattr(o, name, keep[-1])
+    return keep
+
+
 class Client:
     """One worker's connection to the fsps servers (``fsps_connect``).
 
@@ -151,6 +167,15 @@ class Client:
         timeout: seconds each call may take (None: 120).
         retries: calls made again when a server answers UNAVAILABLE.
         io_threads: threads receiving and copying (1 suits most).
+        tls_ca: path of the PEM file of the CAs that sign the servers'
+            certificates; given, every connection is TLS (None: plaintext).
+        tls_cert, tls_key: mutual TLS: paths of this client's PEM
+            certificate chain and its private key.
+        tls_server_name: the name every server's certificate must carry,
+            instead of the host of its address (None).
+            The files are read once, here; a bad one raises
+            ``fsps.InvalidArgument`` (``fsps.InputOutputError`` when
+            unreadable) naming it.
         interruptible: run blocking calls on a helper thread so Ctrl-C
             interrupts them (the default); False calls libfsps directly,
             which saves the hand-over (~13 us a call) but waits out a
@@ -164,7 +189,8 @@ class Client:
 
     def __init__(self, servers, rank=0, world=1, mode="bsp", staleness=0,
                  prefetch=1, reshard_after_forward=True, timeout=None,
-                 retries=8, io_threads=1, interruptible=True):
+                 retries=8, io_threads=1, interruptible=True, tls_ca=None,
+                 tls_cert=None, tls_key=None, tls_server_name=None):
         o = ffi.new("fsps_options *")
         lib.fsps_options_init(o)
         servers_c = ffi.new("char[]", _servers(servers).encode())
@@ -183,9 +209,12 @@ class Client:
         o.timeout_ms = _seconds_ms(timeout, "timeout")
         o.retries = _uint(retries, "retries")
         o.io_threads = _uint(io_threads, "io_threads")
+        keep = _set_tls(o, tls_ca=tls_ca, tls_cert=tls_cert,
+                        tls_key=tls_key, tls_server_name=tls_server_name)
         out = ffi.new("fsps_client **")
         err = ffi.new("char[]", 512)
         rc = lib.fsps_connect(o, out, err, 512)
+        del keep  # libfsps has read the files
         if rc != 0:
             raise error_for(rc, ffi.string(err).decode(errors="replace"))
         self._c = out[0]
