@@ -24,6 +24,9 @@ PACKAGES=(
   # hand-written HTTP); the tests check every scrape with promtool, which
   # ships in Debian's prometheus package
   libmicrohttpd-dev prometheus
+  # TLS: rpc/ checks PEM files with libcrypto (gRPC core's own OpenSSL);
+  # the TLS tests and bench/wire --tls make certificates with the openssl tool
+  libssl-dev openssl
 )
 
 missing=()

@@ -178,7 +178,16 @@ static int open_tls(const health_opts *o) {
   return g_creds ? 0 : -1;
 }
 
+/* quiet drops gRPC core's own log lines (a refused handshake, again at
+ * every retry): the status reported at the end carries the last error. */
+static void quiet(void *arg, rpc_log_level level, const char *msg) {
+  (void)arg;
+  (void)level;
+  (void)msg;
+}
+
 int main(int argc, char **argv) {
+  rpc_set_log(quiet, NULL);
   health_opts o;
   int i = parse(argc, argv, &o);
   if (i <= 0) {
