@@ -47,40 +47,36 @@ static void usage(FILE *f) {
 /* TLS credentials, shared by every check; NULL for plaintext. */
 static rpc_creds *g_creds;
 
-/* check asks one target once; returns 0 when it answers SERVING. */
+/* check_once asks one target once; returns 0 when it answers SERVING,
+ * else 1 with why in msg (msglen bytes) and the call's code in *code. */
 static int check_once(const char *target, const char *service, long timeout_ms,
-                      bool quiet) {
+                      int *code, char *msg, size_t msglen) {
   rpc_status st;
   rpc_channel *ch = rpc_channel_create_tls(target, NULL, WIRE_MAX_MESSAGE_BYTES,
                                            g_creds, &st);
+  *code = ch ? FSPS_OK : st.code;
   if (ch == NULL) {
-    fprintf(stderr, "fsps-health: %s: %s\n", target, st.msg);
+    snprintf(msg, msglen, "%s: %s", target, st.msg);
     return 1;
   }
   Grpc__Health__V1__HealthCheckRequest req =
       GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
   req.service = (char *)service;
   ProtobufCMessage *reply;
-  int rc = rpc_unary(ch, WIRE_PATH_HEALTH_CHECK, &req.base,
-                     &grpc__health__v1__health_check_response__descriptor,
-                     &reply, timeout_ms, &st);
+  *code = rpc_unary(ch, WIRE_PATH_HEALTH_CHECK, &req.base,
+                    &grpc__health__v1__health_check_response__descriptor,
+                    &reply, timeout_ms, &st);
   int status = -1;
-  if (rc == FSPS_OK) {
+  if (*code == FSPS_OK) {
     status = ((Grpc__Health__V1__HealthCheckResponse *)reply)->status;
     protobuf_c_message_free_unpacked(reply, NULL);
   }
   rpc_channel_destroy(ch);
-  if (quiet && !(rc == FSPS_OK && status == SERVING))
-    return 1;
-  if (rc != FSPS_OK)
-    fprintf(stderr, "fsps-health: %s\n", st.msg);
-  else if (status !=
-           GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING)
-    fprintf(stderr, "fsps-health: %s: not serving (status %d)\n", target,
-            status);
-  else
-    printf("%s: SERVING\n", target);
-  return rc == FSPS_OK && status == SERVING ? 0 : 1;
+  if (*code != FSPS_OK)
+    snprintf(msg, msglen, "%s", st.msg);
+  else if (status != SERVING)
+    snprintf(msg, msglen, "%s: not serving (status %d)", target, status);
+  return *code == FSPS_OK && status == SERVING ? 0 : 1;
 }
 
 static long now_ms(void) {
@@ -91,16 +87,28 @@ static long now_ms(void) {
 
 /* check asks until the target answers SERVING or timeout_ms has passed: a
  * server still starting (connection refused) is asked again every 200 ms,
- * and only the last failure is reported. */
+ * and only the last failure is reported — with, when the last attempt ran
+ * out of time, the last one that said more (a refused handshake). */
 static int check(const char *target, const char *service, long timeout_ms) {
   long deadline = now_ms() + timeout_ms;
+  char msg[600], why[600] = "";
   for (;;) {
     long left = deadline - now_ms();
-    bool last = left <= 200;
-    if (check_once(target, service, left > 0 ? left : 1, !last) == 0)
+    int code;
+    if (check_once(target, service, left > 0 ? left : 1, &code, msg,
+                   sizeof msg) == 0) {
+      printf("%s: SERVING\n", target);
       return 0;
-    if (last)
+    }
+    if (left <= 200) {
+      bool more = code == FSPS_DEADLINE_EXCEEDED && why[0];
+      fprintf(stderr, "fsps-health: %s%s%s%s\n", msg,
+              more ? " (an earlier attempt: " : "", more ? why : "",
+              more ? ")" : "");
       return 1;
+    }
+    if (code != FSPS_DEADLINE_EXCEEDED)
+      snprintf(why, sizeof why, "%s", msg);
     struct timespec pause = {0, 200 * 1000000L};
     nanosleep(&pause, NULL);
   }
