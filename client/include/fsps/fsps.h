@@ -164,8 +164,12 @@ void fsps_options_init(fsps_options *o);
  * tls_key, or an expired client certificate is FSPS_INVALID_ARGUMENT; err
  * names the file. The client keeps what it read for its life: a renewed
  * client certificate is used by clients connected after the renewal. A
- * server that refuses the handshake (wrong CA, no or refused client
- * certificate, a plaintext server) fails calls with FSPS_UNAVAILABLE. */
+ * handshake that fails (a server certificate of another CA, expired, or
+ * not naming the host; a client certificate missing or refused; a
+ * plaintext server) fails calls as a server that is down does:
+ * FSPS_UNAVAILABLE after the retries, with OpenSSL's reason in the
+ * message when the client saw it (FSPS_DEADLINE_EXCEEDED if the call's
+ * time ran out first). */
 int fsps_connect(const fsps_options *o, fsps_client **out, char *err,
                  size_t errlen);
 
