@@ -127,6 +127,11 @@ typedef struct {
   void *log_arg;
 } rpc_server_tls;
 
+/* rpc_server_tls_check reads and checks tls's files as rpc_server_create
+ * does, so that a program refuses bad ones before it starts anything else.
+ * Returns FSPS_OK, or the error with st naming the file. */
+int rpc_server_tls_check(const rpc_server_tls *tls, rpc_status *st);
+
 typedef struct {
   const char *ca_file;     /* the CAs that sign the servers' certificates */
   const char *cert_file;   /* mutual TLS: this client's chain, or NULL */

@@ -199,6 +199,14 @@ rpc_tls_watch *rpc_tls_watch_create(const rpc_server_tls *tls, rpc_status *st) {
   return w;
 }
 
+int rpc_server_tls_check(const rpc_server_tls *tls, rpc_status *st) {
+  rpc_pem_set p;
+  int rc = rpc_tls_load(tls->cert_file, tls->key_file, tls->client_ca_file,
+                        "client CA file", &p, NULL, st);
+  rpc_pem_set_free(&p);
+  return rc;
+}
+
 grpc_server_credentials *rpc_tls_watch_creds(rpc_tls_watch *w) {
   grpc_ssl_server_credentials_options *o =
       grpc_ssl_server_credentials_create_options_using_config_fetcher(

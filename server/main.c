@@ -247,6 +247,18 @@ static int start_metrics(const server_config *cfg, service *svc) {
   return 0;
 }
 
+/* check_tls refuses bad TLS files before anything starts (metrics, a
+ * checkpoint's restore): a server that cannot serve never half-starts. */
+static int check_tls(const server_config *cfg) {
+  rpc_server_tls tls;
+  rpc_status st;
+  if (server_tls_opts(cfg, &tls) == NULL ||
+      rpc_server_tls_check(&tls, &st) == FSPS_OK)
+    return 0;
+  LOGE("%s", st.msg);
+  return 1;
+}
+
 /* incarnation draws this process's random, non-zero identity. */
 static uint64_t incarnation(void) {
   uint64_t v = 0;
@@ -279,7 +291,9 @@ int main(int argc, char **argv) {
     LOGE("out of memory");
     return 1;
   }
-  rc = start_metrics(&cfg, &svc);
+  rc = check_tls(&cfg);
+  if (rc == 0)
+    rc = start_metrics(&cfg, &svc);
   if (rc == 0)
     rc = restore(&cfg, &svc);
   if (rc == 0)

@@ -318,10 +318,15 @@ class BadInputTest(TlsCase):
         err = self.server_fails("--tls-cert", missing, "--tls-key", key)
         self.assertIn("cannot read the TLS certificate " + missing, err)
         self.assertIn("No such file", err)
+        metrics_port = os.path.join(self.tmp, "metrics-port")
         err = self.server_fails("--tls-cert", srv, "--tls-key",
-                                PKI.client.key)
+                                PKI.client.key, "--metrics-listen",
+                                "127.0.0.1:0", "--metrics-port-file",
+                                metrics_port)
         self.assertIn("the key %s does not match the certificate %s"
                       % (PKI.client.key, srv), err)
+        # Refused before anything starts: not even the metrics endpoint.
+        self.assertFalse(os.path.exists(metrics_port))
         err = self.server_fails("--tls-cert", key, "--tls-key", key)
         self.assertIn("%s holds no PEM certificate" % key, err)
         err = self.server_fails("--tls-cert", srv, "--tls-key", srv)
