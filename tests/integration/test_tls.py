@@ -467,7 +467,7 @@ class TrainingTest(TlsCase):
         w0 = self.start_worker(servers, 0, dump, old)
         procs = [w0]
         try:
-            self.wait_step0_pushed(servers, old)
+            self.wait_step0_pushed(servers, old, w0)
             for s in srv:
                 self.assertEqual(served_serial(s.port, PKI.ca.cert,
                                                PKI.client),
@@ -501,10 +501,15 @@ class TrainingTest(TlsCase):
         return {l["version"] for s in json.loads(out)["servers"]
                 for l in s["layers"]}
 
-    def wait_step0_pushed(self, servers, tls):
+    def wait_step0_pushed(self, servers, tls, worker):
         """Waits until every layer on every server holds worker 0's push of
-        step 0 (and so worker 0 waits for step 1)."""
+        step 0 (and so worker 0 waits for step 1); fails at once if the
+        worker exits."""
         def pushed():
+            if worker.poll() is not None:
+                _, err = worker.communicate()
+                raise AssertionError("worker 0 exited %d: %s" %
+                                     (worker.returncode, err))
             code, out, _ = ctl("status", "--servers", servers, "--json",
                                *tls)
             if code != 0:
