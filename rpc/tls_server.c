@@ -67,8 +67,18 @@ static void take_stamps(const rpc_tls_watch *w, stamp *s) {
   }
 }
 
+static bool same_time(struct timespec a, struct timespec b) {
+  return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+/* same_stamps compares field by field (a struct's padding is not data). */
 static bool same_stamps(const stamp *a, const stamp *b) {
-  return memcmp(a, b, NFILES * sizeof *a) == 0;
+  for (int i = 0; i < NFILES; i++)
+    if (a[i].err != b[i].err || a[i].dev != b[i].dev || a[i].ino != b[i].ino ||
+        a[i].size != b[i].size || !same_time(a[i].mtime, b[i].mtime) ||
+        !same_time(a[i].ctime, b[i].ctime))
+      return false;
+  return true;
 }
 
 static bool same_text(const char *a, const char *b) {
