@@ -2,7 +2,8 @@
  * fsps-server processes on loopback, beside a raw TCP baseline that moves
  * the same bytes with the same request/response pattern over plain sockets
  * (large writes) in the same run; with --metrics, also servers serving
- * /metrics, beside the same servers without. One JSON object per line. */
+ * /metrics, beside the same servers without; with --tls, servers and a
+ * client over TLS beside plaintext. One JSON object per line. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -153,12 +154,57 @@ typedef struct {
 static const char *const metrics_flags[] = {"--metrics-listen", "127.0.0.1:0",
                                             NULL};
 
-static int fsps_setup(fsps_bench *b, int S, uint64_t n, bool metrics) {
-  if (test_cluster_start(&b->cl, S, 1, metrics ? metrics_flags : NULL) != 0)
+/* ---- TLS ---- */
+
+/* A self-signed certificate for 127.0.0.1 (P-256, as the tests make),
+ * made with the openssl tool; the servers serve it and the client trusts
+ * it as its CA. */
+typedef struct {
+  char dir[64], cert[96], key[96];
+  const char *flags[5]; /* --tls-cert CERT --tls-key KEY */
+} bench_tls;
+
+static int tls_make(bench_tls *t) {
+  snprintf(t->dir, sizeof t->dir, "/tmp/fsps-wire-XXXXXX");
+  if (mkdtemp(t->dir) == NULL)
+    return -1;
+  snprintf(t->cert, sizeof t->cert, "%s/server.crt", t->dir);
+  snprintf(t->key, sizeof t->key, "%s/server.key", t->dir);
+  char cmd[512];
+  snprintf(cmd, sizeof cmd,
+           "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+           "-nodes -keyout %s -out %s -subj /CN=127.0.0.1 -days 2 "
+           "-addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1",
+           t->key, t->cert);
+  t->flags[0] = "--tls-cert";
+  t->flags[1] = t->cert;
+  t->flags[2] = "--tls-key";
+  t->flags[3] = t->key;
+  t->flags[4] = NULL;
+  if (system(cmd) == 0)
+    return 0;
+  fprintf(stderr, "wire: --tls needs the openssl tool to make a certificate\n");
+  return -1;
+}
+
+static void tls_remove(bench_tls *t) {
+  if (!t->dir[0])
+    return;
+  unlink(t->cert);
+  unlink(t->key);
+  rmdir(t->dir);
+}
+
+/* fsps_setup starts S servers with flags (may be NULL) and connects a
+ * client, over TLS when tls_ca is set, declaring a layer of n floats. */
+static int fsps_setup(fsps_bench *b, int S, uint64_t n,
+                      const char *const *flags, const char *tls_ca) {
+  if (test_cluster_start(&b->cl, S, 1, flags) != 0)
     return -1;
   fsps_options o;
   fsps_options_init(&o);
   o.servers = b->cl.servers;
+  o.tls_ca = tls_ca;
   char err[256];
   if (fsps_connect(&o, &b->c, err, sizeof err) != FSPS_OK) {
     fprintf(stderr, "wire: %s\n", err);
@@ -194,9 +240,12 @@ static double fsps_time(fsps_bench *b, int op, float *buf) {
 
 /* ---- driver ---- */
 
+/* The set-ups timed beside the plaintext fsps one (V_PLAIN). */
+enum { V_PLAIN, V_METRICS, V_TLS, NVARIANTS };
+
 typedef struct {
   int reps;
-  bool metrics; /* also time servers with --metrics-listen, interleaved */
+  bool on[NVARIANTS]; /* V_METRICS: --metrics, V_TLS: --tls */
   int sizes[8], nsizes;
   int servers[4], nservers;
 } bench_opts;
@@ -210,63 +259,72 @@ static void report(const char *op, size_t bytes, int S, double t,
   fflush(stdout);
 }
 
-static void report_metrics(const char *op, size_t bytes, int S, double off,
-                           double on) {
+/* report_beside prints variant v's figure beside plaintext fsps's (off):
+ * metrics on beside off, or TLS beside plaintext. */
+static void report_beside(int v, const char *op, size_t bytes, int S,
+                          double off, double on) {
+  static const char *const names[NVARIANTS][3] = {
+      [V_METRICS] = {"gbps_metrics_off", "gbps_metrics_on", "on_off_ratio"},
+      [V_TLS] = {"gbps_plaintext", "gbps_tls", "tls_plaintext_ratio"}};
   double g_off = (double)bytes / off / 1e9, g_on = (double)bytes / on / 1e9;
   printf("{\"bench\":\"wire\",\"op\":\"%s\",\"bytes\":%zu,\"servers\":%d,"
-         "\"gbps_metrics_off\":%.3f,\"gbps_metrics_on\":%.3f,"
-         "\"on_off_ratio\":%.3f}\n",
-         op, bytes, S, g_off, g_on, g_on / g_off);
+         "\"%s\":%.3f,\"%s\":%.3f,\"%s\":%.3f}\n",
+         op, bytes, S, names[v][0], g_off, names[v][1], g_on, names[v][2],
+         g_on / g_off);
   fflush(stdout);
 }
 
-/* measure times each op on raw TCP, on fsps and (--metrics) on fsps with
- * metrics on, interleaved so that all see the same machine state. */
+/* measure times each op on raw TCP and on every fsps set-up in use,
+ * interleaved so that all see the same machine state; the set-ups' order
+ * turns each repetition, so that none always follows the raw baseline. */
 static void measure(const bench_opts *o, int S, size_t bytes, int *fds,
-                    fsps_bench *fb, fsps_bench *fm, char *buf) {
+                    fsps_bench *fb, char *buf) {
   static const int ops[2] = {OP_PULL, OP_PUSH};
+  int used[NVARIANTS], n = 0;
+  for (int v = 0; v < NVARIANTS; v++)
+    if (v == V_PLAIN || o->on[v])
+      used[n++] = v;
   for (int k = 0; k < 2; k++) {
-    double tr[64], tf[64], tm[64];
+    double tr[64], t[NVARIANTS][64];
     raw_time(fds, S, ops[k], buf, bytes); /* warm-up */
-    fsps_time(fb, ops[k], (float *)buf);
-    if (o->metrics)
-      fsps_time(fm, ops[k], (float *)buf);
+    for (int i = 0; i < n; i++)
+      fsps_time(&fb[used[i]], ops[k], (float *)buf);
     for (int r = 0; r < o->reps; r++) {
       tr[r] = raw_time(fds, S, ops[k], buf, bytes);
-      /* Which of off and on goes first alternates, so neither always
-       * follows the raw baseline. */
-      if (o->metrics && r % 2)
-        tm[r] = fsps_time(fm, ops[k], (float *)buf);
-      tf[r] = fsps_time(fb, ops[k], (float *)buf);
-      if (o->metrics && r % 2 == 0)
-        tm[r] = fsps_time(fm, ops[k], (float *)buf);
+      for (int i = 0; i < n; i++) {
+        int v = used[(i + r) % n];
+        t[v][r] = fsps_time(&fb[v], ops[k], (float *)buf);
+      }
     }
     const char *name = ops[k] == OP_PULL ? "pull" : "push";
-    double off = median(tf, o->reps);
+    double off = median(t[V_PLAIN], o->reps);
     report(name, bytes, S, off, median(tr, o->reps));
-    if (o->metrics)
-      report_metrics(name, bytes, S, off, median(tm, o->reps));
+    for (int i = 1; i < n; i++)
+      report_beside(used[i], name, bytes, S, off, median(t[used[i]], o->reps));
   }
 }
 
-static int run_size(const bench_opts *o, int S, size_t bytes, char *buf) {
+static int run_size(const bench_opts *o, int S, size_t bytes, char *buf,
+                    bench_tls *tls) {
   int fds[MAX_S], ports[MAX_S];
   pid_t pids[MAX_S];
-  fsps_bench fb = {0}, fm = {0};
+  fsps_bench fb[NVARIANTS] = {0};
   for (int s = 0; s < S; s++) {
     pids[s] = raw_server(bytes, &ports[s]);
     fds[s] = raw_connect(ports[s]);
   }
-  int rc = fsps_setup(&fb, S, bytes / 4, false);
-  if (rc == 0 && o->metrics)
-    rc = fsps_setup(&fm, S, bytes / 4, true);
+  int rc = fsps_setup(&fb[V_PLAIN], S, bytes / 4, NULL, NULL);
+  if (rc == 0 && o->on[V_METRICS])
+    rc = fsps_setup(&fb[V_METRICS], S, bytes / 4, metrics_flags, NULL);
+  if (rc == 0 && o->on[V_TLS])
+    rc = fsps_setup(&fb[V_TLS], S, bytes / 4, tls->flags, tls->cert);
   if (rc == 0)
-    measure(o, S, bytes, fds, &fb, &fm, buf);
-  fsps_close(fb.c);
-  fsps_close(fm.c);
-  test_cluster_stop(&fb.cl);
-  if (fm.cl.n > 0)
-    test_cluster_stop(&fm.cl);
+    measure(o, S, bytes, fds, fb, buf);
+  for (int v = 0; v < NVARIANTS; v++) {
+    fsps_close(fb[v].c);
+    if (fb[v].cl.n > 0)
+      test_cluster_stop(&fb[v].cl);
+  }
   /* Close every connection before waiting: raw server s+1 was forked while
    * fds[0..s] were open and holds copies, so server s sees EOF only once
    * its later siblings have exited too. */
@@ -296,7 +354,9 @@ static int parse(int argc, char **argv, bench_opts *o) {
   for (int i = 1; i < argc; i++) {
     const char *v = i + 1 < argc ? argv[i + 1] : "";
     if (!strcmp(argv[i], "--metrics"))
-      o->metrics = true;
+      o->on[V_METRICS] = true;
+    else if (!strcmp(argv[i], "--tls"))
+      o->on[V_TLS] = true;
     else if (!strcmp(argv[i], "--reps") && (o->reps = atoi(v)) > 0 && o->reps <= 64)
       i++;
     else if (!strcmp(argv[i], "--mib") &&
@@ -318,13 +378,21 @@ int main(int argc, char **argv) {
   bench_opts o;
   if (parse(argc, argv, &o) != 0) {
     fprintf(stderr, "usage: wire [--mib 1,4,16,64] [--servers 1,2] "
-                    "[--reps 7 (1..64)] [--metrics]\n"
+                    "[--reps 7 (1..64)] [--metrics] [--tls]\n"
                     "  --metrics  also time servers with --metrics-listen, "
                     "interleaved, and print\n"
                     "             metrics-on beside metrics-off and their "
-                    "ratio\n");
+                    "ratio\n"
+                    "  --tls      also time servers and a client over TLS "
+                    "(a P-256 certificate made\n"
+                    "             with the openssl tool), interleaved, and "
+                    "print TLS beside\n"
+                    "             plaintext and their ratio\n");
     return 2;
   }
+  bench_tls tls = {0};
+  if (o.on[V_TLS] && tls_make(&tls) != 0)
+    return 1;
   signal(SIGPIPE, SIG_IGN);
   /* As fsps-worker does: the recommended set-up for moving large layers.
    * The raw baseline reads and writes one preallocated buffer either way. */
@@ -340,8 +408,12 @@ int main(int argc, char **argv) {
          openblas_get_config(), o.reps);
   for (int si = 0; si < o.nservers; si++)
     for (int i = 0; i < o.nsizes; i++)
-      if (run_size(&o, o.servers[si], (size_t)o.sizes[i] << 20, buf) != 0)
+      if (run_size(&o, o.servers[si], (size_t)o.sizes[i] << 20, buf, &tls) !=
+          0) {
+        tls_remove(&tls);
         return 1;
+      }
   free(buf);
+  tls_remove(&tls);
   return 0;
 }

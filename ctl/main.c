@@ -39,14 +39,21 @@ static int connect_all(const ctl_opts *o, fsps_client **c) {
   fo.servers = o->servers;
   fo.timeout_ms = (int64_t)(o->timeout_s * 1000.0 + 0.5);
   fo.retries = CTL_RETRIES;
+  fo.tls_ca = o->tls_ca;
+  fo.tls_cert = o->tls_cert;
+  fo.tls_key = o->tls_key;
+  fo.tls_server_name = o->tls_server_name;
   char err[512];
   int rc = connect_with_token(o, &fo, c, err, sizeof err);
   if (rc == FSPS_OK)
     return CTL_OK;
   if (rc < 0) /* the token: told already */
     return CTL_USAGE;
-  fprintf(stderr, "fsps-ctl %s: --servers '%s': %s\n", o->cmd, o->servers,
-          err);
+  if (strncmp(err, "TLS: ", 5) == 0) /* the files, not the servers */
+    fprintf(stderr, "fsps-ctl %s: %s\n", o->cmd, err);
+  else
+    fprintf(stderr, "fsps-ctl %s: --servers '%s': %s\n", o->cmd, o->servers,
+            err);
   return rc == FSPS_INVALID_ARGUMENT ? CTL_USAGE : CTL_FAILED;
 }
 

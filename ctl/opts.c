@@ -36,6 +36,14 @@ static const char COMMON_HELP[] =
     "                  itself in env FSPS_TOKEN; never a flag: ps shows\n"
     "                  flags). status needs a reader token, checkpoint\n"
     "                  and rollback an admin one\n"
+    "  --tls-ca FILE   TLS: PEM file of the CAs that sign the servers'\n"
+    "                  certificates (env FSPS_TLS_CA)\n"
+    "  --tls-cert FILE mutual TLS: PEM file of this client's certificate\n"
+    "                  chain (env FSPS_TLS_CERT)\n"
+    "  --tls-key FILE  its PEM private key (env FSPS_TLS_KEY)\n"
+    "  --tls-server-name NAME  the name the servers' certificates must\n"
+    "                  carry, instead of each address's host\n"
+    "                  (env FSPS_TLS_SERVER_NAME)\n"
     "  --help          this text\n";
 
 static const char STATUS_HELP[] =
@@ -128,11 +136,26 @@ enum {
   OPT_TOKEN_FILE,
   OPT_TOKEN, /* refused: see one_flag */
 };
+enum { OPT_TLS_CA = 100, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_SERVER_NAME };
+
+/* tls_flag stores a --tls-* value; false when f is not one. */
+static bool tls_flag(int f, const char *arg, ctl_opts *o) {
+  const char **dst = f == OPT_TLS_CA            ? &o->tls_ca
+                     : f == OPT_TLS_CERT        ? &o->tls_cert
+                     : f == OPT_TLS_KEY         ? &o->tls_key
+                     : f == OPT_TLS_SERVER_NAME ? &o->tls_server_name
+                                                : NULL;
+  if (dst != NULL)
+    *dst = arg;
+  return dst != NULL;
+}
 
 /* one_flag applies flag f (argument arg) to o; -1 to go on, else an exit
  * code. */
 static int one_flag(int f, const char *arg, ctl_opts *o) {
   bool rollback = strcmp(o->cmd, "rollback") == 0;
+  if (tls_flag(f, arg, o))
+    return -1;
   switch (f) {
   case OPT_SERVERS:
     o->servers = arg;
@@ -179,6 +202,10 @@ static int parse_flags(int argc, char **argv, ctl_opts *o) {
       {"help", no_argument, NULL, OPT_HELP},
       {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
       {"token", required_argument, NULL, OPT_TOKEN},
+      {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+      {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+      {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+      {"tls-server-name", required_argument, NULL, OPT_TLS_SERVER_NAME},
       {NULL, 0, NULL, 0}};
   opterr = 0;
   optind = 1;
@@ -206,9 +233,23 @@ static int check_required(ctl_opts *o) {
   return -1;
 }
 
+/* env returns variable name's value, NULL when unset or empty. */
+static const char *env(const char *name) {
+  const char *v = getenv(name);
+  return v && *v ? v : NULL;
+}
+
+static void tls_from_env(ctl_opts *o) {
+  o->tls_ca = env("FSPS_TLS_CA");
+  o->tls_cert = env("FSPS_TLS_CERT");
+  o->tls_key = env("FSPS_TLS_KEY");
+  o->tls_server_name = env("FSPS_TLS_SERVER_NAME");
+}
+
 int ctl_parse(int argc, char **argv, ctl_opts *o) {
   *o = (ctl_opts){.servers = getenv("FSPS_SERVERS"),
                   .timeout_s = DEFAULT_TIMEOUT_S};
+  tls_from_env(o);
   if (argc < 2)
     return usage(NULL, "no command (status, checkpoint, rollback)", NULL);
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {

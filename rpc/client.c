@@ -97,8 +97,23 @@ void rpc_loop_destroy(rpc_loop *l) {
 
 /* ---- channels ---- */
 
-rpc_channel *rpc_channel_create_on(const char *target, rpc_loop *loop,
-                                   int max_message_bytes, rpc_status *st) {
+/* open_channel makes ch's gRPC channel, over TLS when creds are given. */
+static void open_channel(rpc_channel *ch, int max_message_bytes,
+                         const rpc_creds *creds) {
+  rpc_args a;
+  grpc_channel_args *args = rpc_channel_args(&a, max_message_bytes);
+  if (creds != NULL && rpc_creds_server_name(creds) != NULL)
+    rpc_channel_args_name(&a, rpc_creds_server_name(creds));
+  grpc_channel_credentials *c =
+      creds ? rpc_creds_channel(creds) : grpc_insecure_credentials_create();
+  ch->ch = grpc_channel_create(ch->target, c, args);
+  if (creds == NULL)
+    grpc_channel_credentials_release(c);
+}
+
+static rpc_channel *channel_on(const char *target, rpc_loop *loop,
+                               int max_message_bytes, const rpc_creds *creds,
+                               rpc_status *st) {
   rpc_channel *ch = calloc(1, sizeof *ch);
   if (ch == NULL || (ch->target = strdup(target)) == NULL) {
     free(ch);
@@ -106,23 +121,22 @@ rpc_channel *rpc_channel_create_on(const char *target, rpc_loop *loop,
     return NULL;
   }
   rpc_init();
-  grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-  rpc_args a;
-  ch->ch = grpc_channel_create(target, creds,
-                               rpc_channel_args(&a, max_message_bytes));
-  grpc_channel_credentials_release(creds);
+  open_channel(ch, max_message_bytes, creds);
   ch->loop = loop;
   pthread_mutex_init(&ch->mu, NULL);
   pthread_cond_init(&ch->cv, NULL);
   return ch;
 }
 
-rpc_channel *rpc_channel_create(const char *target, int max_message_bytes,
-                                rpc_status *st) {
+rpc_channel *rpc_channel_create_tls(const char *target, rpc_loop *loop,
+                                    int max_message_bytes,
+                                    const rpc_creds *creds, rpc_status *st) {
+  if (loop != NULL)
+    return channel_on(target, loop, max_message_bytes, creds, st);
   rpc_loop *l = rpc_loop_create(st);
   if (l == NULL)
     return NULL;
-  rpc_channel *ch = rpc_channel_create_on(target, l, max_message_bytes, st);
+  rpc_channel *ch = channel_on(target, l, max_message_bytes, creds, st);
   if (ch == NULL) {
     rpc_loop_destroy(l);
     return NULL;
@@ -172,6 +186,16 @@ int rpc_channel_set_token(rpc_channel *ch, const char *token, rpc_status *st) {
   ch->auth.value = grpc_slice_from_static_buffer(ch->auth_value, n);
   ch->nauth = 1;
   return FSPS_OK;
+}
+
+rpc_channel *rpc_channel_create_on(const char *target, rpc_loop *loop,
+                                   int max_message_bytes, rpc_status *st) {
+  return channel_on(target, loop, max_message_bytes, NULL, st);
+}
+
+rpc_channel *rpc_channel_create(const char *target, int max_message_bytes,
+                                rpc_status *st) {
+  return rpc_channel_create_tls(target, NULL, max_message_bytes, NULL, st);
 }
 
 void rpc_channel_destroy(rpc_channel *ch) {

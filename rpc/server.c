@@ -76,6 +76,7 @@ struct rpc_server {
   bool shutdown_done, started, destroyed;
   rpc_gate_fn gate; /* NULL: every call passes */
   void *gate_ctx;
+  rpc_tls_watch *tls; /* NULL: plaintext */
 };
 
 static void unimplemented_start(rpc_call *call, rpc_msg *msg, void *ctx) {
@@ -598,8 +599,26 @@ static int create_queues(rpc_server *srv, rpc_status *st) {
   return FSPS_OK;
 }
 
-static int bind_port(rpc_server *srv, const char *listen, rpc_status *st) {
-  grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+/* server_creds makes the port's credentials: TLS alone when asked for (a
+ * TLS port never takes a plaintext connection), else plaintext. */
+static grpc_server_credentials *
+server_creds(rpc_server *srv, const rpc_server_tls *tls, rpc_status *st) {
+  if (tls == NULL)
+    return grpc_insecure_server_credentials_create();
+  srv->tls = rpc_tls_watch_create(tls, st);
+  if (srv->tls == NULL)
+    return NULL;
+  grpc_server_credentials *c = rpc_tls_watch_creds(srv->tls);
+  if (c == NULL)
+    rpc_status_set(st, FSPS_INTERNAL, "gRPC refused the TLS credentials");
+  return c;
+}
+
+static int bind_port(rpc_server *srv, const char *listen,
+                     const rpc_server_tls *tls, rpc_status *st) {
+  grpc_server_credentials *creds = server_creds(srv, tls, st);
+  if (creds == NULL)
+    return st ? st->code : FSPS_INTERNAL;
   srv->port = grpc_server_add_http2_port(srv->server, listen, creds);
   grpc_server_credentials_release(creds);
   if (srv->port == 0)
@@ -632,7 +651,7 @@ rpc_server *rpc_server_create(const rpc_server_opts *opts,
   srv->server =
       grpc_server_create(rpc_channel_args(&a, opts->max_message_bytes), NULL);
   if (register_all(srv, st) != FSPS_OK || create_queues(srv, st) != FSPS_OK ||
-      bind_port(srv, opts->listen, st) != FSPS_OK) {
+      bind_port(srv, opts->listen, opts->tls, st) != FSPS_OK) {
     rpc_server_destroy(srv);
     return NULL;
   }
@@ -646,6 +665,11 @@ void rpc_server_set_gate(rpc_server *srv, rpc_gate_fn gate, void *ctx) {
 
 int rpc_server_port(const rpc_server *srv) {
   return srv->port;
+}
+
+void rpc_server_tls_poll(rpc_server *srv) {
+  if (srv->tls != NULL)
+    rpc_tls_watch_poll(srv->tls);
 }
 
 int rpc_server_start(rpc_server *srv, rpc_status *st) {
@@ -737,6 +761,8 @@ void rpc_server_destroy(rpc_server *srv) {
   free(srv->cqs);
   free(srv->threads);
   free(srv->reg);
+  /* After grpc_server_destroy: no handshake asks for certificates now. */
+  rpc_tls_watch_destroy(srv->tls);
   pthread_mutex_destroy(&srv->mu);
   pthread_cond_destroy(&srv->cv);
   free(srv);

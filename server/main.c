@@ -15,6 +15,7 @@
 #include "gate.h"
 #include "log.h"
 #include "optim.h"
+#include "secure.h"
 #include "service.h"
 #include "wire.h"
 
@@ -41,6 +42,14 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 static void on_tick(uv_timer_t *h) {
   store_expire(h->data);
+}
+
+/* TLS: certificate files are looked at this often even when no connection
+ * comes, so that a reload (or a refused set) is logged soon after. */
+#define TLS_POLL_MS 2000
+
+static void on_tls_tick(uv_timer_t *h) {
+  rpc_server_tls_poll(h->data);
 }
 
 /* uv_failed logs a libuv call that failed; true if it did. */
@@ -154,26 +163,33 @@ static void announce(const server_config *cfg, int port) {
 /* wait_for_signal runs the libuv loop until SIGTERM or SIGINT. Returns 0,
  * or -1 (logged) when the loop could not be set up: the server then stops
  * at once rather than run without its signals or timeouts. */
-static int wait_for_signal(server_config *cfg, service *svc, int port) {
+static int wait_for_signal(server_config *cfg, service *svc, int port,
+                           rpc_server *srv) {
   uv_loop_t loop;
   uv_signal_t term = {0}, intr = {0}, hup = {0};
-  uv_timer_t tick = {0}, sample = {0};
+  uv_timer_t tick = {0}, sample = {0}, tls = {0};
   if (uv_failed(uv_loop_init(&loop), "start the event loop"))
     return -1;
   term.data = intr.data = cfg;
   tick.data = svc->st;
+  tls.data = srv;
   int rc = watch(&loop, &term, &intr, &tick, cfg);
   if (rc == 0)
     rc = sample_rates(&loop, &sample, svc->m);
   if (rc == 0)
     rc = watch_hup(&loop, &hup, svc->auth);
+  if (rc == 0 && cfg->tls_cert[0] &&
+      (uv_failed(uv_timer_init(&loop, &tls), "make the TLS file timer") ||
+       uv_failed(uv_timer_start(&tls, on_tls_tick, TLS_POLL_MS, TLS_POLL_MS),
+                 "start the TLS file timer")))
+    rc = -1;
   if (rc == 0) {
     announce(cfg, port); /* SIGTERM is handled from here on */
     uv_run(&loop, UV_RUN_DEFAULT);
   }
   uv_handle_t *h[] = {(uv_handle_t *)&term, (uv_handle_t *)&intr,
                       (uv_handle_t *)&tick, (uv_handle_t *)&sample,
-                      (uv_handle_t *)&hup};
+                      (uv_handle_t *)&hup,  (uv_handle_t *)&tls};
   for (size_t i = 0; i < sizeof h / sizeof h[0]; i++)
     if (h[i]->loop == &loop && !uv_is_closing(h[i]))
       uv_close(h[i], NULL);
@@ -224,27 +240,47 @@ static int restore(const server_config *cfg, service *svc) {
   return rc == FSPS_OK || rc == FSPS_NOT_FOUND ? 0 : 1;
 }
 
-static int serve(server_config *cfg, service *svc) {
+/* start_serving starts the gRPC server (and --health-listen's); NULL
+ * (logged) when either fails. */
+static rpc_server *start_serving(server_config *cfg, service *svc,
+                                 rpc_server **health) {
   size_t n;
   const rpc_method *methods = server_service_methods(svc, &n);
+  rpc_server_tls tls;
   rpc_server_opts o = {.listen = cfg->listen,
                        .threads = cfg->threads,
-                       .max_message_bytes = WIRE_MAX_MESSAGE_BYTES};
+                       .max_message_bytes = WIRE_MAX_MESSAGE_BYTES,
+                       .tls = server_tls_opts(cfg, &tls)};
   rpc_status st;
   rpc_server *srv = rpc_server_create(&o, methods, n, &st);
   if (srv == NULL) {
     LOGE("%s", st.msg);
-    return 1;
+    return NULL;
   }
-  int port = rpc_server_port(srv);
+  /* The gate guards this server only: --health-listen's port serves the
+   * health method alone, which needs no token anyway. */
   if (svc->auth != NULL)
     rpc_server_set_gate(srv, server_auth_gate, svc);
-  if (rpc_server_start(srv, &st) != FSPS_OK) {
+  int rc = rpc_server_start(srv, &st);
+  if (rc != FSPS_OK)
     LOGE("%s", st.msg);
+  else if (cfg->health_listen[0] &&
+           (*health = server_health_start(cfg, svc)) == NULL)
+    rc = FSPS_UNAVAILABLE; /* logged */
+  if (rc != FSPS_OK) {
     rpc_server_destroy(srv);
-    return 1;
+    return NULL;
   }
-  int waited = wait_for_signal(cfg, svc, port);
+  return srv;
+}
+
+static int serve(server_config *cfg, service *svc) {
+  rpc_server *health = NULL;
+  rpc_server *srv = start_serving(cfg, svc, &health);
+  if (srv == NULL)
+    return 1;
+  int waited = wait_for_signal(cfg, svc, rpc_server_port(srv), srv);
+  server_health_stop(health);
   if (svc->ck != NULL) /* answer the calls whose file work is queued */
     ckpt_drain(svc->ck);
   rpc_server_shutdown(srv, cfg->grace_ms);
@@ -290,6 +326,18 @@ static int start_auth(const server_config *cfg, service *svc) {
   return 2;
 }
 
+/* check_tls refuses bad TLS files before anything starts (metrics, a
+ * checkpoint's restore): a server that cannot serve never half-starts. */
+static int check_tls(const server_config *cfg) {
+  rpc_server_tls tls;
+  rpc_status st;
+  if (server_tls_opts(cfg, &tls) == NULL ||
+      rpc_server_tls_check(&tls, &st) == FSPS_OK)
+    return 0;
+  LOGE("%s", st.msg);
+  return 1;
+}
+
 /* incarnation draws this process's random, non-zero identity. */
 static uint64_t incarnation(void) {
   uint64_t v = 0;
@@ -316,12 +364,15 @@ int main(int argc, char **argv) {
   server_log_set((log_level)cfg.log_level, tag);
   server_log_set_format((logfmt_format)cfg.log_format, cfg.index,
                         cfg.num_servers);
+  server_rpc_log();
   service svc = {.st = store_create(&cfg), .incarnation = incarnation()};
   if (svc.st == NULL) {
     LOGE("out of memory");
     return 1;
   }
-  rc = start_auth(&cfg, &svc);
+  rc = check_tls(&cfg);
+  if (rc == 0)
+    rc = start_auth(&cfg, &svc);
   if (rc == 0)
     rc = start_metrics(&cfg, &svc);
   if (rc == 0)

@@ -370,3 +370,11 @@ const rpc_method *server_service_methods(service *svc, size_t *n) {
   }
   return svc->methods;
 }
+
+const rpc_method *server_health_method(service *svc) {
+  svc->health[0] = (rpc_method){.path = WIRE_PATH_HEALTH_CHECK,
+                                .kind = RPC_UNARY,
+                                .on_start = health_start,
+                                .ctx = svc};
+  return svc->health;
+}

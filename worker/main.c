@@ -82,6 +82,14 @@ static int connect_with_token(const worker_opts *o, fsps_options *fo,
   return rc;
 }
 
+/* set_tls passes --tls-* on (unset flags stay NULL). */
+static void set_tls(fsps_options *fo, const worker_opts *o) {
+  fo->tls_ca = o->tls_ca[0] ? o->tls_ca : NULL;
+  fo->tls_cert = o->tls_cert[0] ? o->tls_cert : NULL;
+  fo->tls_key = o->tls_key[0] ? o->tls_key : NULL;
+  fo->tls_server_name = o->tls_server_name[0] ? o->tls_server_name : NULL;
+}
+
 static int connect_and_declare(trainer *t, const fsps_spec *spec, char *err,
                                size_t errlen) {
   const worker_opts *o = t->opts;
@@ -97,6 +105,7 @@ static int connect_and_declare(trainer *t, const fsps_spec *spec, char *err,
   fo.prefetch = o->prefetch;
   fo.reshard_after_forward = o->reshard;
   fo.timeout_ms = o->timeout_ms;
+  set_tls(&fo, o);
   int rc = connect_with_token(o, &fo, &t->client, err, errlen);
   if (rc != FSPS_OK)
     return rc;

@@ -110,6 +110,18 @@ static const opt_def defs[] = {
      "file holding the bearer token for servers with --auth-tokens (else "
      "the variable FSPS_TOKEN holds it; none: no token)",
      T_STR, F(token_file), 0, 0},
+    {"tls-ca", "FSPS_TLS_CA",
+     "TLS to the servers: PEM file of the CAs that sign their certificates "
+     "(off)",
+     T_STR, F(tls_ca), 0, 0},
+    {"tls-cert", "FSPS_TLS_CERT",
+     "mutual TLS: PEM file of this worker's certificate chain", T_STR,
+     F(tls_cert), 0, 0},
+    {"tls-key", "FSPS_TLS_KEY", "its PEM private key", T_STR, F(tls_key), 0, 0},
+    {"tls-server-name", "FSPS_TLS_SERVER_NAME",
+     "the name every server's certificate must carry (default: the host of "
+     "its address)",
+     T_STR, F(tls_server_name), 0, 0},
 };
 
 #define NDEFS (sizeof defs / sizeof defs[0])

@@ -45,6 +45,10 @@ typedef struct {
   uint32_t retries;
   uint32_t io_threads;
   const char *token;
+  const char *tls_ca;
+  const char *tls_cert;
+  const char *tls_key;
+  const char *tls_server_name;
 } fsps_options;
 typedef struct fsps_client fsps_client;
 

@@ -185,6 +185,21 @@ def _server_status(st, s):
     }
 
 
+def _set_tls(o, **paths):
+    """Sets o's TLS fields from paths (str, bytes, os.PathLike or None);
+    returns the C strings, which must live until fsps_connect returns."""
+    keep = []
+    for name, value in paths.items():
+        if value is None:
+            continue
+        if not isinstance(value, (str, bytes, os.PathLike)):
+            raise TypeError("%s must be a path (str or os.PathLike), not %r"
+                            % (name, type(value).__name__))
+        keep.append(ffi.new("char[]", os.fsencode(value)))
+        setattr(o, name, keep[-1])
+    return keep
+
+
 class Client:
     """One worker's connection to the fsps servers (``fsps_connect``).
 
@@ -210,6 +225,15 @@ class Client:
             alone on a line, the file private to its owner); see
             ``fsps.load_token`` for the tools' FSPS_TOKEN_FILE and
             FSPS_TOKEN variables.
+        tls_ca: path of the PEM file of the CAs that sign the servers'
+            certificates; given, every connection is TLS (None: plaintext).
+        tls_cert, tls_key: mutual TLS: paths of this client's PEM
+            certificate chain and its private key.
+        tls_server_name: the name every server's certificate must carry,
+            instead of the host of its address (None).
+            The files are read once, here; a bad one raises
+            ``fsps.InvalidArgument`` (``fsps.InputOutputError`` when
+            unreadable) naming it.
         interruptible: run blocking calls on a helper thread so Ctrl-C
             interrupts them (the default); False calls libfsps directly,
             which saves the hand-over (~13 us a call) but waits out a
@@ -224,7 +248,8 @@ class Client:
     def __init__(self, servers, rank=0, world=1, mode="bsp", staleness=0,
                  prefetch=1, reshard_after_forward=True, timeout=None,
                  retries=8, io_threads=1, interruptible=True, token=None,
-                 token_file=None):
+                 token_file=None, tls_ca=None, tls_cert=None, tls_key=None,
+                 tls_server_name=None):
         o = ffi.new("fsps_options *")
         lib.fsps_options_init(o)
         servers_c = ffi.new("char[]", _servers(servers).encode())
@@ -245,9 +270,12 @@ class Client:
         o.io_threads = _uint(io_threads, "io_threads")
         token_c = _token(token, token_file)
         o.token = token_c
+        keep = _set_tls(o, tls_ca=tls_ca, tls_cert=tls_cert,
+                        tls_key=tls_key, tls_server_name=tls_server_name)
         out = ffi.new("fsps_client **")
         err = ffi.new("char[]", 512)
         rc = lib.fsps_connect(o, out, err, 512)
+        del keep  # libfsps has read the files
         if token_c != ffi.NULL:  # libfsps holds its own copy now
             n = len(ffi.string(token_c))
             ffi.memmove(token_c, b"\0" * n, n)

@@ -125,6 +125,14 @@ typedef struct {
   uint32_t io_threads;        /* threads receiving and copying; 0 = 1 */
   /* Added in 0.4. */
   const char *token; /* bearer token for servers with --auth-tokens */
+  /* TLS (libfsps 0.4): paths of PEM files, read by fsps_connect. */
+  const char *tls_ca;          /* the CAs that sign the servers'
+                                  certificates; set: TLS to every server */
+  const char *tls_cert;        /* mutual TLS: this client's certificate
+                                  chain (NULL: none) */
+  const char *tls_key;         /* its private key, unencrypted */
+  const char *tls_server_name; /* the name each server's certificate must
+                                  carry; NULL: its address's host */
 } fsps_options;
 
 typedef struct fsps_client fsps_client;
@@ -170,7 +178,26 @@ int fsps_token_load(const char *path, char *out, size_t outlen, char *err,
 
 /* fsps_connect opens channels to every server (connection is lazy: a server
  * that is down shows on the first call). On success *out is the client;
- * close it with fsps_close. On failure err (if not NULL) says why. */
+ * close it with fsps_close. On failure err (if not NULL) says why.
+ *
+ * With tls_ca set, every connection is TLS (gRPC's SSL credentials), and
+ * the server's certificate must be signed by a CA of that file and name
+ * the host of the server's address (a DNS name or an IP address in its
+ * subjectAltName), or tls_server_name when set (for one certificate shared
+ * by all servers, or addresses the certificates do not name, as through a
+ * port-forward). tls_cert and tls_key add this client's certificate, for
+ * servers that require one (mutual TLS). The files are read and checked
+ * here: an unreadable file is FSPS_IO; a file holding no PEM certificate or
+ * key, a key that is not the certificate's, tls_cert without tls_ca or
+ * tls_key, or an expired client certificate is FSPS_INVALID_ARGUMENT; err
+ * names the file. The client keeps what it read for its life: a renewed
+ * client certificate is used by clients connected after the renewal. A
+ * handshake that fails (a server certificate of another CA, expired, or
+ * not naming the host; a client certificate missing or refused; a
+ * plaintext server) fails calls as a server that is down does:
+ * FSPS_UNAVAILABLE after the retries, with OpenSSL's reason in the
+ * message when the client saw it (FSPS_DEADLINE_EXCEEDED if the call's
+ * time ran out first). */
 int fsps_connect(const fsps_options *o, fsps_client **out, char *err,
                  size_t errlen);
 
