@@ -11,7 +11,10 @@ fsps-ctl and fsps-health, with certificates made here by the openssl tool
   non-zero exit, and no port ever announced.
 - The plaintext health port answers grpc.health.v1 and nothing else.
 - 2 servers and 2 workers over TLS with client certificates reach the
-  parameters of the same plaintext run bit for bit (--deterministic).
+  parameters of the same plaintext run bit for bit (--deterministic); so
+  do they with tokens on too (--auth-tokens; rank 0 admin by --token-file,
+  rank 1 worker by FSPS_TOKEN_FILE), where a client with a certificate but
+  no token, or a token but no certificate, is refused.
 - Certificates replaced (symlink swaps, as the kubelet does with Secrets)
   while training: new connections get the new certificate, the call in
   flight and the old connection finish, the result is still bit-identical;
@@ -388,12 +391,13 @@ TRAIN = ["--model", "mlp:784,32,10", "--optimizer", "sgd", "--lr", "0.05",
 class TrainingTest(TlsCase):
     plain_dump = None
 
-    def start_worker(self, servers, rank, dump, tls):
+    def start_worker(self, servers, rank, dump, tls, env=None):
         return subprocess.Popen(
             DIE_WITH_PARENT +
             [binary("worker", "fsps-worker"), "--servers", servers, "--rank",
              str(rank), "--world", "2", "--dump", dump] + TRAIN + tls,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env)
 
     def finish(self, procs):
         try:
@@ -443,6 +447,59 @@ class TrainingTest(TlsCase):
         versions = {l["version"] for s in json.loads(out)["servers"]
                     for l in s["layers"]}
         self.assertEqual(versions, {12})
+
+    def write_private(self, name, text):
+        path = os.path.join(self.tmp, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return path
+
+    def test_mutual_tls_and_tokens_training_equals_plaintext(self):
+        """TLS, mutual TLS and tokens together: the same parameters as
+        plaintext, bit for bit; each layer of protection still refuses on
+        its own."""
+        plain = self.plaintext()
+        tok = {r: os.urandom(32).hex() for r in ("admin", "worker", "reader")}
+        tokens = self.write_private(
+            "tokens", "".join("%s %s\n" % kv for kv in tok.items()))
+        files = {r: self.write_private(r + ".token", tok[r] + "\n")
+                 for r in tok}
+        flags = ["--tls-cert", PKI.server.cert, "--tls-key", PKI.server.key,
+                 "--tls-client-ca", PKI.ca.cert, "--auth-tokens", tokens]
+        srv = self.cluster(lambda s: flags)
+        servers = ",".join(s.addr for s in srv)
+        dump = os.path.join(self.tmp, "tls-tokens.bin")
+        tls = tls_flags(PKI.ca.cert, PKI.client)
+        env1 = dict(os.environ, FSPS_TOKEN_FILE=files["worker"])
+        self.finish([
+            self.start_worker(servers, 0, dump,
+                              tls + ["--token-file", files["admin"]]),
+            self.start_worker(servers, 1, dump, tls, env=env1)])
+        self.assertEqual(read_floats(dump), plain)
+        # A certificate without a token: UNAUTHENTICATED, exit 1.
+        code, out, err = ctl("status", "--servers", servers, *tls)
+        self.assertEqual(code, 1, err)
+        self.assertIn("UNAUTHENTICATED", err)
+        # A reader token without a client certificate: no handshake, so
+        # the servers are unreachable (exit 3), never asked about a token.
+        code, out, err = ctl("status", "--servers", servers, "--timeout",
+                             "5", "--token-file", files["reader"],
+                             *tls_flags(PKI.ca.cert))
+        self.assertEqual(code, 3, err)
+        self.assertIn("UNAVAILABLE", err)
+        self.assertNotIn("UNAUTHENTICATED", err)
+        # Both: the reader sees every layer at step 12.
+        code, out, err = ctl("status", "--servers", servers, "--json",
+                             "--token-file", files["reader"], *tls)
+        self.assertEqual(code, 0, err)
+        versions = {l["version"] for s in json.loads(out)["servers"]
+                    for l in s["layers"]}
+        self.assertEqual(versions, {12})
+        for s in srv:
+            self.assertNotIn(tok["admin"], s.logged())
+            self.assertNotIn(tok["worker"], s.logged())
+        self.assertIn("refused Status", srv[0].logged())
 
     def test_rotation_during_training(self):
         """Worker 0 starts on certificates of CA 1, pushes step 0 and waits
