@@ -20,7 +20,11 @@ const char *fsps_version(void) {
       FSPS_VERSION_MINOR) "." FSPS_STR(FSPS_VERSION_PATCH);
 }
 
-void fsps_options_init(fsps_options *o) {
+/* The fsps_options of 0.3, the last release before the struct grew: its
+ * fields through io_threads. */
+#define OPTIONS_0_3_SIZE (offsetof(fsps_options, io_threads) + sizeof(uint32_t))
+
+static void options_defaults(fsps_options *o) {
   memset(o, 0, sizeof *o);
   o->size = sizeof *o;
   o->rank = 0;
@@ -30,6 +34,23 @@ void fsps_options_init(fsps_options *o) {
   o->reshard_after_forward = true;
   o->timeout_ms = CLIENT_DEFAULT_TIMEOUT_MS;
   o->retries = CLIENT_DEFAULT_RETRIES;
+}
+
+void fsps_options_init_size(fsps_options *o, size_t size) {
+  if (o == NULL || size < sizeof o->size)
+    return;
+  fsps_options d;
+  options_defaults(&d);
+  memset(o, 0, size); /* a newer caller's fields this library lacks: 0 */
+  memcpy(o, &d, size < sizeof d ? size : sizeof d);
+  o->size = (uint32_t)size;
+}
+
+/* The name is in parentheses so that fsps.h's macro of the same name does
+ * not expand here: this is the symbol programs built before 0.4 call, with
+ * options of 0.3's size. */
+void(fsps_options_init)(fsps_options *o) {
+  fsps_options_init_size(o, OPTIONS_0_3_SIZE);
 }
 
 int client_fail(fsps_client *c, int rc, const char *fmt, ...) {
@@ -318,7 +339,7 @@ static int copy_options(const fsps_options *o, fsps_options *dst, char *err,
                "fsps_options.size is %u but this libfsps %s knows %zu bytes: "
                "the program was built against a newer libfsps",
                o->size, fsps_version(), sizeof *o);
-  fsps_options_init(dst);
+  options_defaults(dst);
   memcpy(dst, o, o->size);
   dst->size = sizeof *dst;
   return check_options(dst, err, errlen);

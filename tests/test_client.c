@@ -346,6 +346,38 @@ static void test_options_defaults(void **state) {
   assert_int_equal(o.size, sizeof o);
 }
 
+/* A program built against 0.3's header calls the function
+ * fsps_options_init (not the macro) on options of 0.3's size: nothing past
+ * them is written, and they connect with the later fields' defaults. */
+static void test_options_of_an_older_program(void **state) {
+  (void)state;
+  size_t old = offsetof(fsps_options, io_threads) + sizeof(uint32_t);
+  union {
+    fsps_options o;
+    unsigned char b[sizeof(fsps_options) + 16];
+  } u;
+  memset(&u, 0xab, sizeof u);
+  (fsps_options_init)(&u.o);
+  assert_int_equal(u.o.size, old);
+  for (size_t i = old; i < sizeof u.b; i++)
+    assert_int_equal(u.b[i], 0xab);
+  assert_int_equal(u.o.retries, 8);
+  u.o.servers = "127.0.0.1:7000";
+  fsps_client *c = NULL;
+  char err[256] = "";
+  assert_int_equal(fsps_connect(&u.o, &c, err, sizeof err), FSPS_OK);
+  fsps_close(c);
+  /* A newer program's longer options: its extra bytes zeroed, refused. */
+  fsps_options_init_size(&u.o, sizeof u.o + 8);
+  assert_int_equal(u.o.size, sizeof u.o + 8);
+  for (size_t i = sizeof u.o; i < sizeof u.o + 8; i++)
+    assert_int_equal(u.b[i], 0);
+  assert_int_equal(u.b[sizeof u.o + 8], 0xab);
+  u.o.servers = "127.0.0.1:7000";
+  assert_int_equal(fsps_connect(&u.o, &c, err, sizeof err),
+                   FSPS_INVALID_ARGUMENT);
+}
+
 /* Options not filled by fsps_options_init, or from a newer header, are
  * refused with a message saying what to do. */
 static void test_options_size(void **state) {
@@ -798,6 +830,7 @@ int main(void) {
       cmocka_unit_test(test_connect_accepts_addresses),
       cmocka_unit_test(test_options_defaults),
       cmocka_unit_test(test_options_size),
+      cmocka_unit_test(test_options_of_an_older_program),
       cmocka_unit_test(test_version),
       cmocka_unit_test(test_zero_retries),
       cmocka_unit_test(test_plan_skips_empty_slices),

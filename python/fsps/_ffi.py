@@ -56,6 +56,7 @@ int fsps_token_load(const char *path, char *out, size_t outlen, char *err,
                     size_t errlen);
 
 void fsps_options_init(fsps_options *o);
+void fsps_options_init_size(fsps_options *o, size_t size);
 int fsps_connect(const fsps_options *o, fsps_client **out, char *err,
                  size_t errlen);
 void fsps_close(fsps_client *c);

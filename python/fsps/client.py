@@ -251,7 +251,9 @@ class Client:
                  token_file=None, tls_ca=None, tls_cert=None, tls_key=None,
                  tls_server_name=None):
         o = ffi.new("fsps_options *")
-        lib.fsps_options_init(o)
+        # The header's fsps_options_init is a macro passing the struct's
+        # size; cffi calls the function behind it with that size too.
+        lib.fsps_options_init_size(o, ffi.sizeof("fsps_options"))
         servers_c = ffi.new("char[]", _servers(servers).encode())
         o.servers = servers_c
         o.rank = _uint(rank, "rank")

@@ -176,6 +176,17 @@ void fsps_options_init(fsps_options *o);
 int fsps_token_load(const char *path, char *out, size_t outlen, char *err,
                     size_t errlen);
 
+/* fsps_options_init_size is fsps_options_init for options of `size` bytes,
+ * sizeof *o as the caller's header has it: it writes none past them, and
+ * o->size = size tells fsps_connect which fields the caller knows. The
+ * macro below makes every fsps_options_init call pass that size, so a
+ * program built against a shorter fsps_options is never written beyond its
+ * end by a newer library; the function fsps_options_init, which programs
+ * built before 0.4 call, fills the fields 0.3 had (through io_threads).
+ * Added in 0.4. */
+void fsps_options_init_size(fsps_options *o, size_t size);
+#define fsps_options_init(o) fsps_options_init_size((o), sizeof *(o))
+
 /* fsps_connect opens channels to every server (connection is lazy: a server
  * that is down shows on the first call). On success *out is the client;
  * close it with fsps_close. On failure err (if not NULL) says why.
