@@ -55,7 +55,7 @@ static int setup(trainer *t, const uint32_t *w, uint32_t nw, char *err,
              o->world, o->batch, o->world * o->batch, t->train.n);
     return -1;
   }
-  t->net = worker_mlp_create(w, nw, o->batch);
+  t->net = model_mlp_create(w, nw, o->batch);
   t->layers = nw - 1;
   t->x = malloc((size_t)o->batch * w[0] * sizeof(float));
   t->y = malloc(o->batch);
@@ -123,7 +123,7 @@ static int local_params(trainer *t) {
   uint64_t most = 0;
   int rc = train_alloc_params(t);
   for (uint32_t l = 0; rc == FSPS_OK && l < t->layers; l++) {
-    uint64_t n = worker_mlp_layer_size(t->net, l);
+    uint64_t n = model_mlp_layer_size(t->net, l);
     for (uint64_t i = 0; i < n; i++)
       t->params[l][i] = 0.01f * (float)((int)(i % 7) - 3);
     most = n > most ? n : most;
@@ -138,7 +138,7 @@ static void cleanup(trainer *t) {
   for (uint32_t l = 0; t->params && l < t->layers; l++)
     free(t->params[l]);
   free(t->params);
-  worker_mlp_destroy(t->net);
+  model_mlp_destroy(t->net);
   worker_data_sampler_free(&t->sampler);
   worker_data_free(&t->train);
   worker_data_free(&t->test);
@@ -153,7 +153,7 @@ static void cleanup(trainer *t) {
 
 static int run(trainer *t, char *err, size_t errlen) {
   uint32_t w[MAX_WIDTHS], nw;
-  if (worker_mlp_parse(t->opts->model, w, MAX_WIDTHS, &nw, err, errlen) != 0 ||
+  if (model_mlp_parse(t->opts->model, w, MAX_WIDTHS, &nw, err, errlen) != 0 ||
       setup(t, w, nw, err, errlen) != 0)
     return 2;
   /* Before any server is asked: a bad path leaves no model declared. */
