@@ -1,5 +1,6 @@
-/* bench/optim.c: optimizer throughput on one large slice, printed beside the
- * single-thread memory bandwidth (STREAM copy and triad) of the same run. */
+/* bench/optim.c: optimizer throughput on one large slice, for each
+ * instruction set the kernels run on here, printed beside the single-thread
+ * memory bandwidth (STREAM copy and triads) of the same run. */
 
 #include "optim.h"
 
@@ -28,13 +29,18 @@ static const bench_case CASES[] = {
     {"adagrad", OPTIM_ADAGRAD, 0.0, 5},
 };
 
+enum { NISA = OPTIM_ISA_AVX512 + 1, NCASES = sizeof CASES / sizeof CASES[0] };
+
 typedef struct {
   size_t n;
   int reps;
+  int nisa;
+  optim_isa isas[NISA]; /* the paths to time, in order */
 } options;
 
 typedef struct {
   float *param, *grad, *state; /* state holds 2n floats (Adam's m and v) */
+  double *ratio;               /* one per timed step */
 } buffers;
 
 static double now(void) {
@@ -45,13 +51,19 @@ static double now(void) {
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: optim [--elements N] [--reps R] [--help]\n"
+          "usage: optim [--elements N] [--reps R] [--isa LIST] [--help]\n"
           "  Times SGD, SGD+momentum, Adam, AdamW and Adagrad on one slice\n"
           "  of N floats (default %d), best of R timed steps (default %d)\n"
-          "  after a warm-up step, beside the memory bandwidth: the best\n"
-          "  of R STREAM copy, triad and in-place triad passes over the\n"
-          "  same buffers, before and after. One thread throughout.\n"
-          "  Prints one JSON object per line.\n",
+          "  after a warm-up step, on each instruction set in LIST (comma-\n"
+          "  separated portable, avx2, avx512; default every one this CPU\n"
+          "  runs), beside the memory bandwidth: the best of R STREAM copy,\n"
+          "  triad and in-place triad passes over the same buffers, before,\n"
+          "  between the instruction sets and after (\"ratio\": best step\n"
+          "  against best bandwidth); and \"paired_ratio\": the median over\n"
+          "  the R steps of each step's bytes/s against an in-place triad's\n"
+          "  run just before it. One thread throughout. Prints one JSON\n"
+          "  object per line; the first names the path the server would\n"
+          "  run (FSPS_OPTIM_ISA caps it).\n",
           DEFAULT_ELEMENTS, DEFAULT_REPS);
 }
 
@@ -68,29 +80,68 @@ static int parse_count(const char *s, unsigned long long max,
   return 0;
 }
 
+/* Every instruction set this CPU runs, narrowest first. */
+static void all_isas(options *o) {
+  o->nisa = 0;
+  for (int i = 0; i < NISA; i++)
+    if (optim_isa_supported((optim_isa)i))
+      o->isas[o->nisa++] = (optim_isa)i;
+}
+
+/* Parses a comma-separated list of supported instruction sets; returns 0,
+ * or -1 after reporting the offending name. */
+static int parse_isas(const char *list, options *o) {
+  char buf[64];
+  if (strlen(list) >= sizeof buf)
+    return -1;
+  strcpy(buf, list);
+  o->nisa = 0;
+  for (char *save, *name = strtok_r(buf, ",", &save); name != NULL;
+       name = strtok_r(NULL, ",", &save)) {
+    optim_isa isa;
+    if (optim_isa_parse(name, &isa) != 0 || !optim_isa_supported(isa) ||
+        o->nisa == NISA) {
+      fprintf(stderr, "optim: '%s' is not an instruction set this CPU runs\n",
+              name);
+      return -1;
+    }
+    o->isas[o->nisa++] = isa;
+  }
+  return o->nisa > 0 ? 0 : -1;
+}
+
+/* Applies one option and its value; returns 0, or -1 if either is bad. */
+static int parse_option(const char *opt, const char *val, options *o) {
+  unsigned long long v;
+  if (strcmp(opt, "--isa") == 0)
+    return parse_isas(val, o);
+  bool elems = strcmp(opt, "--elements") == 0;
+  if (!elems && strcmp(opt, "--reps") != 0)
+    return -1;
+  if (parse_count(val, elems ? (1ULL << 40) : 1000000, &v) != 0)
+    return -1;
+  if (elems)
+    o->n = (size_t)v;
+  else
+    o->reps = (int)v;
+  return 0;
+}
+
 /* Returns 0 to run, 1 after --help, -1 on a bad argument (reported). */
 static int parse_args(int argc, char **argv, options *o) {
-  unsigned long long v;
   o->n = DEFAULT_ELEMENTS;
   o->reps = DEFAULT_REPS;
-  for (int i = 1; i < argc; i++) {
+  all_isas(o);
+  for (int i = 1; i < argc; i += 2) { /* an option and its value */
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       usage(stdout);
       return 1;
     }
-    bool elems = strcmp(argv[i], "--elements") == 0;
-    bool reps = strcmp(argv[i], "--reps") == 0;
-    if ((!elems && !reps) || i + 1 >= argc ||
-        parse_count(argv[i + 1], elems ? (1ULL << 40) : 1000000, &v) != 0) {
+    if (i + 1 >= argc || parse_option(argv[i], argv[i + 1], o) != 0) {
       fprintf(stderr, "optim: bad argument '%s'\n", argv[i]);
       usage(stderr);
       return -1;
     }
-    if (elems)
-      o->n = (size_t)v;
-    else
-      o->reps = (int)v;
-    i++;
   }
   return 0;
 }
@@ -100,17 +151,19 @@ static float *alloc_floats(size_t n) {
   return aligned_alloc(64, bytes);
 }
 
-static int alloc_buffers(buffers *b, size_t n) {
+static int alloc_buffers(buffers *b, size_t n, int reps) {
   b->param = alloc_floats(n);
   b->grad = alloc_floats(n);
   b->state = alloc_floats(2 * n);
-  return b->param && b->grad && b->state ? 0 : -1;
+  b->ratio = malloc((size_t)reps * sizeof *b->ratio);
+  return b->param && b->grad && b->state && b->ratio ? 0 : -1;
 }
 
 static void free_buffers(buffers *b) {
   free(b->param);
   free(b->grad);
   free(b->state);
+  free(b->ratio);
 }
 
 /* Deterministic values in [-1, 1) from a 32-bit LCG: parameters of order 1,
@@ -127,6 +180,26 @@ static void fill(const buffers *b, size_t n) {
   memset(b->state, 0, 2 * n * sizeof(float));
 }
 
+/* The STREAM loops are compiled for the widest vectors too (one clone per
+ * instruction set, chosen by the loader), so the limit they measure is not
+ * held down by baseline SSE while the optimizers run AVX-512. Not under
+ * ThreadSanitizer, whose runtime is not up when the loader resolves clones. */
+#if defined(__SANITIZE_THREAD__)
+#define BENCH_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define BENCH_TSAN 1
+#endif
+#endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) &&        \
+    !defined(BENCH_TSAN)
+#define WIDEST                                                                 \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define WIDEST
+#endif
+
+WIDEST
 static double stream_copy(float *restrict c, const float *restrict a,
                           size_t n) {
   double t0 = now();
@@ -135,6 +208,7 @@ static double stream_copy(float *restrict c, const float *restrict a,
   return now() - t0;
 }
 
+WIDEST
 static double stream_triad(float *restrict a, const float *restrict b,
                            const float *restrict c, size_t n) {
   const float q = 3.0f;
@@ -145,6 +219,7 @@ static double stream_triad(float *restrict a, const float *restrict b,
 }
 
 /* Triad in place, a = a + q*b, the access pattern of the optimizers. */
+WIDEST
 static double stream_update(float *restrict a, const float *restrict b,
                             size_t n) {
   const float q = 3.0f;
@@ -188,24 +263,49 @@ static double bandwidth_limit(const buffers *b, size_t n, int reps) {
   return max3(copy_bw, triad_bw, update_bw);
 }
 
-/* Best wall time of one optim_step over `reps` timed steps after one
- * warm-up step, starting from freshly filled buffers. */
-static double time_case(const bench_case *c, const buffers *b, size_t n,
+/* One case's timing: its best step, and the median over its steps of the
+ * ratio of its bytes/s to an in-place triad's run just before that step. */
+typedef struct {
+  double best;   /* seconds */
+  double paired; /* median back-to-back ratio to the in-place triad */
+} timing;
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Median of r[0..n), n >= 1; sorts r. */
+static double median(double *r, int n) {
+  qsort(r, (size_t)n, sizeof *r, cmp_double);
+  return n % 2 ? r[n / 2] : 0.5 * (r[n / 2 - 1] + r[n / 2]);
+}
+
+/* Times `reps` optim_steps after one warm-up step, from freshly filled
+ * buffers, each right after an in-place triad over p and g: a load that
+ * drifts over seconds slows both alike, so their ratio holds steadier than
+ * a ratio of bests taken minutes apart. (The triad moves p by 3g a pass,
+ * which keeps every value of order 1.) */
+static timing time_case(const bench_case *c, const buffers *b, size_t n,
                         int reps) {
   optim_config cfg;
   optim_config_defaults(c->kind, &cfg);
   cfg.momentum = c->momentum;
   fill(b, n);
   optim_state_init(&cfg, b->state, n);
-  double best = 1e30;
+  timing tm = {1e30, 0.0};
   for (uint64_t t = 1; t <= (uint64_t)reps + 1; t++) {
+    double triad = stream_update(b->param, b->grad, n);
     double t0 = now();
     optim_step(&cfg, t, cfg.lr, 0.5f, b->param, b->grad, b->state, n);
     double dt = now() - t0;
-    if (t > 1 && dt < best)
-      best = dt;
+    if (t == 1)
+      continue;
+    tm.best = dt < tm.best ? dt : tm.best;
+    b->ratio[t - 2] = (c->floats_moved * triad) / (3.0 * dt);
   }
-  return best;
+  tm.paired = median(b->ratio, reps);
+  return tm;
 }
 
 /* Prints s as the contents of a JSON string. */
@@ -223,18 +323,40 @@ static void print_json_string(const char *s) {
 static void print_header(void) {
   printf("{\"bench\":\"optim\",\"openblas_config\":\"");
   print_json_string(openblas_get_config());
-  printf("\",\"threads\":1}\n");
+  printf("\",\"threads\":1,\"isa\":\"%s\"}\n",
+         optim_isa_name(optim_isa_current()));
 }
 
-static void print_case(const bench_case *c, size_t n, double seconds,
+static void print_case(const bench_case *c, optim_isa isa, size_t n, timing tm,
                        double limit) {
-  double eps = (double)n / seconds;
+  double eps = (double)n / tm.best;
   double bps = eps * c->floats_moved * sizeof(float);
-  printf("{\"bench\":\"optim\",\"optimizer\":\"%s\",\"elements\":%zu,"
-         "\"elements_per_s\":%.4e,\"bytes_per_s\":%.4e,"
-         "\"limit_bytes_per_s\":%.4e,\"ratio\":%.3f}\n",
-         c->name, n, eps, bps, limit, bps / limit);
+  printf("{\"bench\":\"optim\",\"isa\":\"%s\",\"optimizer\":\"%s\","
+         "\"elements\":%zu,\"elements_per_s\":%.4e,\"bytes_per_s\":%.4e,"
+         "\"limit_bytes_per_s\":%.4e,\"ratio\":%.3f,"
+         "\"paired_ratio\":%.3f}\n",
+         optim_isa_name(isa), c->name, n, eps, bps, limit, bps / limit,
+         tm.paired);
   fflush(stdout);
+}
+
+/* Times every case on every instruction set of o into seconds[isa][case];
+ * returns the best bandwidth measured before, between and after them. The
+ * bandwidth of a shared machine drifts: every figure is held against the
+ * best seen, so a lull in the load cannot flatter a ratio. */
+static double run_all(const options *o, const buffers *b, timing tm[][NCASES]) {
+  optim_isa chosen = optim_isa_current();
+  fill(b, o->n);
+  double limit = bandwidth_limit(b, o->n, o->reps);
+  for (int k = 0; k < o->nisa; k++) {
+    optim_isa_set(o->isas[k]);
+    for (size_t i = 0; i < NCASES; i++)
+      tm[k][i] = time_case(&CASES[i], b, o->n, o->reps);
+    double bw = bandwidth_limit(b, o->n, o->reps);
+    limit = bw > limit ? bw : limit;
+  }
+  optim_isa_set(chosen);
+  return limit;
 }
 
 int main(int argc, char **argv) {
@@ -246,25 +368,18 @@ int main(int argc, char **argv) {
    * single-threaded C, and BLAS is kept from spawning threads of its own. */
   openblas_set_num_threads(1);
   buffers b;
-  if (alloc_buffers(&b, o.n) != 0) {
+  if (alloc_buffers(&b, o.n, o.reps) != 0) {
     fprintf(stderr, "optim: cannot allocate 4 x %zu floats\n", o.n);
     free_buffers(&b);
     return 1;
   }
   print_header();
   fflush(stdout);
-  /* The bandwidth of a shared machine drifts: measure it before and after
-   * the optimizers and hold every figure against the best seen. */
-  enum { NCASES = sizeof CASES / sizeof CASES[0] };
-  double seconds[NCASES];
-  fill(&b, o.n);
-  double limit = bandwidth_limit(&b, o.n, o.reps);
-  for (size_t i = 0; i < NCASES; i++)
-    seconds[i] = time_case(&CASES[i], &b, o.n, o.reps);
-  double after = bandwidth_limit(&b, o.n, o.reps);
-  limit = after > limit ? after : limit;
-  for (size_t i = 0; i < NCASES; i++)
-    print_case(&CASES[i], o.n, seconds[i], limit);
+  timing tm[NISA][NCASES];
+  double limit = run_all(&o, &b, tm);
+  for (int k = 0; k < o.nisa; k++)
+    for (size_t i = 0; i < NCASES; i++)
+      print_case(&CASES[i], o.isas[k], o.n, tm[k][i], limit);
   free_buffers(&b);
   return 0;
 }

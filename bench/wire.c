@@ -2,10 +2,11 @@
  * fsps-server processes on loopback, beside a raw TCP baseline that moves
  * the same bytes with the same request/response pattern over plain sockets
  * (large writes) in the same run; with --metrics, also servers serving
- * /metrics, beside the same servers without; with --dtype bf16, also the
- * layer of a bf16 model (half the bytes on the wire, encoded and decoded
- * on the way) beside the fp32 one and beside raw TCP moving its half. One
- * JSON object per line. */
+ * /metrics, beside the same servers without; with --tls, servers and a
+ * client over TLS beside plaintext; with --dtype bf16, also the layer of a
+ * bf16 model (half the bytes on the wire, encoded and decoded on the way)
+ * beside the fp32 one and beside raw TCP moving its half. One JSON object
+ * per line. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -156,13 +157,59 @@ typedef struct {
 static const char *const metrics_flags[] = {"--metrics-listen", "127.0.0.1:0",
                                             NULL};
 
-static int fsps_setup(fsps_bench *b, int S, uint64_t n, bool metrics,
-                      bool bf16) {
-  if (test_cluster_start(&b->cl, S, 1, metrics ? metrics_flags : NULL) != 0)
+/* ---- TLS ---- */
+
+/* A self-signed certificate for 127.0.0.1 (P-256, as the tests make),
+ * made with the openssl tool; the servers serve it and the client trusts
+ * it as its CA. */
+typedef struct {
+  char dir[64], cert[96], key[96];
+  const char *flags[5]; /* --tls-cert CERT --tls-key KEY */
+} bench_tls;
+
+static int tls_make(bench_tls *t) {
+  snprintf(t->dir, sizeof t->dir, "/tmp/fsps-wire-XXXXXX");
+  if (mkdtemp(t->dir) == NULL)
+    return -1;
+  snprintf(t->cert, sizeof t->cert, "%s/server.crt", t->dir);
+  snprintf(t->key, sizeof t->key, "%s/server.key", t->dir);
+  char cmd[512];
+  snprintf(cmd, sizeof cmd,
+           "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+           "-nodes -keyout %s -out %s -subj /CN=127.0.0.1 -days 2 "
+           "-addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1",
+           t->key, t->cert);
+  t->flags[0] = "--tls-cert";
+  t->flags[1] = t->cert;
+  t->flags[2] = "--tls-key";
+  t->flags[3] = t->key;
+  t->flags[4] = NULL;
+  if (system(cmd) == 0)
+    return 0;
+  fprintf(stderr, "wire: --tls needs the openssl tool to make a certificate\n");
+  return -1;
+}
+
+static void tls_remove(bench_tls *t) {
+  if (!t->dir[0])
+    return;
+  unlink(t->cert);
+  unlink(t->key);
+  rmdir(t->dir);
+}
+
+/* fsps_setup starts S servers with flags (may be NULL) and connects a
+ * client, over TLS when tls_ca is set, declaring a layer of n floats that
+ * travels as `dtype` (fp32 or bf16). */
+static int fsps_setup(fsps_bench *b, int S, uint64_t n,
+                      const char *const *flags, const char *tls_ca,
+                      const char *dtype) {
+  if (test_cluster_start(&b->cl, S, 1, flags) != 0)
     return -1;
   fsps_options o;
   fsps_options_init(&o);
   o.servers = b->cl.servers;
+  o.tls_ca = tls_ca;
   char err[256];
   if (fsps_connect(&o, &b->c, err, sizeof err) != FSPS_OK) {
     fprintf(stderr, "wire: %s\n", err);
@@ -172,7 +219,7 @@ static int fsps_setup(fsps_bench *b, int S, uint64_t n, bool metrics,
   fsps_spec_add_layer(spec, "layer");
   fsps_spec_add_tensor(spec, "w", 1, &n, "zeros", 0, 0);
   fsps_spec_set_optimizer(spec, "sgd", 0.0);
-  fsps_spec_set_wire_dtype(spec, bf16 ? "bf16" : "fp32");
+  fsps_spec_set_wire_dtype(spec, dtype);
   int rc = fsps_declare(b->c, spec);
   fsps_spec_destroy(spec);
   if (rc != FSPS_OK)
@@ -199,10 +246,14 @@ static double fsps_time(fsps_bench *b, int op, float *buf) {
 
 /* ---- driver ---- */
 
+/* The set-ups timed beside the plaintext fsps one (V_PLAIN); V_BF16 is a
+ * bf16 model's layer, also timed beside raw TCP moving half the bytes. */
+enum { V_PLAIN, V_METRICS, V_TLS, V_BF16, NVARIANTS };
+
 typedef struct {
   int reps;
-  bool metrics; /* also time servers with --metrics-listen, interleaved */
-  bool bf16;    /* also time a bf16 model and raw TCP of its bytes */
+  bool on[NVARIANTS]; /* V_METRICS: --metrics, V_TLS: --tls,
+                         V_BF16: --dtype bf16 */
   int sizes[8], nsizes;
   int servers[4], nservers;
 } bench_opts;
@@ -216,13 +267,18 @@ static void report(const char *op, size_t bytes, int S, double t,
   fflush(stdout);
 }
 
-static void report_metrics(const char *op, size_t bytes, int S, double off,
-                           double on) {
+/* report_beside prints variant v's figure beside plaintext fsps's (off):
+ * metrics on beside off, or TLS beside plaintext. */
+static void report_beside(int v, const char *op, size_t bytes, int S,
+                          double off, double on) {
+  static const char *const names[NVARIANTS][3] = {
+      [V_METRICS] = {"gbps_metrics_off", "gbps_metrics_on", "on_off_ratio"},
+      [V_TLS] = {"gbps_plaintext", "gbps_tls", "tls_plaintext_ratio"}};
   double g_off = (double)bytes / off / 1e9, g_on = (double)bytes / on / 1e9;
   printf("{\"bench\":\"wire\",\"op\":\"%s\",\"bytes\":%zu,\"servers\":%d,"
-         "\"gbps_metrics_off\":%.3f,\"gbps_metrics_on\":%.3f,"
-         "\"on_off_ratio\":%.3f}\n",
-         op, bytes, S, g_off, g_on, g_on / g_off);
+         "\"%s\":%.3f,\"%s\":%.3f,\"%s\":%.3f}\n",
+         op, bytes, S, names[v][0], g_off, names[v][1], g_on, names[v][2],
+         g_on / g_off);
   fflush(stdout);
 }
 
@@ -244,73 +300,65 @@ static void report_bf16(const char *op, size_t bytes, int S, double fp32_t,
   fflush(stdout);
 }
 
-/* The runs measure times, one sample of each per repetition. */
-typedef struct {
-  double raw[64], fsps[64], metrics[64], raw_half[64], bf16[64];
-} samples;
-
-/* one_round times op once on each run measure compares: raw TCP, fsps,
- * and as asked fsps with metrics on, raw TCP of half the bytes and the
- * bf16 model. */
-static void one_round(const bench_opts *o, int S, size_t bytes, int *fds,
-                      fsps_bench *const *fsps, char *buf, int op, int r,
-                      samples *t) {
-  t->raw[r] = raw_time(fds, S, op, buf, bytes);
-  /* Which of off and on goes first alternates, so neither always
-   * follows the raw baseline. */
-  if (o->metrics && r % 2)
-    t->metrics[r] = fsps_time(fsps[1], op, (float *)buf);
-  t->fsps[r] = fsps_time(fsps[0], op, (float *)buf);
-  if (o->metrics && r % 2 == 0)
-    t->metrics[r] = fsps_time(fsps[1], op, (float *)buf);
-  if (o->bf16) {
-    t->raw_half[r] = raw_time(fds, S, op, buf, bytes / 2);
-    t->bf16[r] = fsps_time(fsps[2], op, (float *)buf);
-  }
-}
-
-/* measure times each op on raw TCP, on fsps and (--metrics) on fsps with
- * metrics on, and (--dtype bf16) on a bf16 model, interleaved so that all
- * see the same machine state. fsps: the fp32, metrics and bf16 runs. */
+/* measure times each op on raw TCP and on every fsps set-up in use,
+ * interleaved so that all see the same machine state; the set-ups' order
+ * turns each repetition, so that none always follows the raw baseline. */
 static void measure(const bench_opts *o, int S, size_t bytes, int *fds,
-                    fsps_bench *const *fsps, char *buf) {
+                    fsps_bench *fb, char *buf) {
   static const int ops[2] = {OP_PULL, OP_PUSH};
+  int used[NVARIANTS], n = 0;
+  for (int v = 0; v < NVARIANTS; v++)
+    if (v == V_PLAIN || o->on[v])
+      used[n++] = v;
   for (int k = 0; k < 2; k++) {
-    samples t;
-    one_round(o, S, bytes, fds, fsps, buf, ops[k], 0, &t); /* warm-up */
-    for (int r = 0; r < o->reps; r++)
-      one_round(o, S, bytes, fds, fsps, buf, ops[k], r, &t);
+    double tr[64], th[64], t[NVARIANTS][64];
+    raw_time(fds, S, ops[k], buf, bytes); /* warm-up */
+    for (int i = 0; i < n; i++)
+      fsps_time(&fb[used[i]], ops[k], (float *)buf);
+    for (int r = 0; r < o->reps; r++) {
+      tr[r] = raw_time(fds, S, ops[k], buf, bytes);
+      if (o->on[V_BF16]) /* the bytes a bf16 layer puts on the wire */
+        th[r] = raw_time(fds, S, ops[k], buf, bytes / 2);
+      for (int i = 0; i < n; i++) {
+        int v = used[(i + r) % n];
+        t[v][r] = fsps_time(&fb[v], ops[k], (float *)buf);
+      }
+    }
     const char *name = ops[k] == OP_PULL ? "pull" : "push";
-    double off = median(t.fsps, o->reps);
-    report(name, bytes, S, off, median(t.raw, o->reps));
-    if (o->metrics)
-      report_metrics(name, bytes, S, off, median(t.metrics, o->reps));
-    if (o->bf16)
-      report_bf16(name, bytes, S, off, median(t.bf16, o->reps),
-                  median(t.raw_half, o->reps));
+    double off = median(t[V_PLAIN], o->reps);
+    report(name, bytes, S, off, median(tr, o->reps));
+    for (int i = 1; i < n; i++)
+      if (used[i] == V_BF16)
+        report_bf16(name, bytes, S, off, median(t[V_BF16], o->reps),
+                    median(th, o->reps));
+      else
+        report_beside(used[i], name, bytes, S, off,
+                      median(t[used[i]], o->reps));
   }
 }
 
-static int run_size(const bench_opts *o, int S, size_t bytes, char *buf) {
+static int run_size(const bench_opts *o, int S, size_t bytes, char *buf,
+                    bench_tls *tls) {
   int fds[MAX_S], ports[MAX_S];
   pid_t pids[MAX_S];
-  fsps_bench fb = {0}, fm = {0}, fh = {0};
-  fsps_bench *const runs[3] = {&fb, &fm, &fh};
+  fsps_bench fb[NVARIANTS] = {0};
   for (int s = 0; s < S; s++) {
     pids[s] = raw_server(bytes, &ports[s]);
     fds[s] = raw_connect(ports[s]);
   }
-  int rc = fsps_setup(&fb, S, bytes / 4, false, false);
-  if (rc == 0 && o->metrics)
-    rc = fsps_setup(&fm, S, bytes / 4, true, false);
-  if (rc == 0 && o->bf16)
-    rc = fsps_setup(&fh, S, bytes / 4, false, true);
+  int rc = fsps_setup(&fb[V_PLAIN], S, bytes / 4, NULL, NULL, "fp32");
+  if (rc == 0 && o->on[V_METRICS])
+    rc = fsps_setup(&fb[V_METRICS], S, bytes / 4, metrics_flags, NULL, "fp32");
+  if (rc == 0 && o->on[V_TLS])
+    rc = fsps_setup(&fb[V_TLS], S, bytes / 4, tls->flags, tls->cert, "fp32");
+  if (rc == 0 && o->on[V_BF16])
+    rc = fsps_setup(&fb[V_BF16], S, bytes / 4, NULL, NULL, "bf16");
   if (rc == 0)
-    measure(o, S, bytes, fds, runs, buf);
-  for (int i = 0; i < 3; i++) {
-    fsps_close(runs[i]->c);
-    if (runs[i]->cl.n > 0)
-      test_cluster_stop(&runs[i]->cl);
+    measure(o, S, bytes, fds, fb, buf);
+  for (int v = 0; v < NVARIANTS; v++) {
+    fsps_close(fb[v].c);
+    if (fb[v].cl.n > 0)
+      test_cluster_stop(&fb[v].cl);
   }
   /* Close every connection before waiting: raw server s+1 was forked while
    * fds[0..s] were open and holds copies, so server s sees EOF only once
@@ -341,10 +389,12 @@ static int parse(int argc, char **argv, bench_opts *o) {
   for (int i = 1; i < argc; i++) {
     const char *v = i + 1 < argc ? argv[i + 1] : "";
     if (!strcmp(argv[i], "--metrics"))
-      o->metrics = true;
+      o->on[V_METRICS] = true;
+    else if (!strcmp(argv[i], "--tls"))
+      o->on[V_TLS] = true;
     else if (!strcmp(argv[i], "--dtype") &&
              (!strcmp(v, "bf16") || !strcmp(v, "fp32"))) {
-      o->bf16 = !strcmp(v, "bf16");
+      o->on[V_BF16] = !strcmp(v, "bf16");
       i++;
     } else if (!strcmp(argv[i], "--reps") && (o->reps = atoi(v)) > 0 &&
                o->reps <= 64)
@@ -368,17 +418,26 @@ int main(int argc, char **argv) {
   bench_opts o;
   if (parse(argc, argv, &o) != 0) {
     fprintf(stderr, "usage: wire [--mib 1,4,16,64] [--servers 1,2] "
-                    "[--reps 7 (1..64)] [--metrics] [--dtype fp32|bf16]\n"
+                    "[--reps 7 (1..64)] [--metrics] [--tls] "
+                    "[--dtype fp32|bf16]\n"
                     "  --metrics     also time servers with --metrics-listen, "
                     "interleaved, and print\n"
                     "                metrics-on beside metrics-off and their "
                     "ratio\n"
+                    "  --tls         also time servers and a client over TLS "
+                    "(a P-256 certificate\n"
+                    "                made with the openssl tool), "
+                    "interleaved, and print TLS beside\n"
+                    "                plaintext and their ratio\n"
                     "  --dtype bf16  also time the layer of a bf16 model "
                     "(half the bytes on the\n"
                     "                wire), interleaved, and print it beside "
                     "fp32 and raw TCP\n");
     return 2;
   }
+  bench_tls tls = {0};
+  if (o.on[V_TLS] && tls_make(&tls) != 0)
+    return 1;
   signal(SIGPIPE, SIG_IGN);
   /* As fsps-worker does: the recommended set-up for moving large layers.
    * The raw baseline reads and writes one preallocated buffer either way. */
@@ -394,8 +453,12 @@ int main(int argc, char **argv) {
          openblas_get_config(), o.reps);
   for (int si = 0; si < o.nservers; si++)
     for (int i = 0; i < o.nsizes; i++)
-      if (run_size(&o, o.servers[si], (size_t)o.sizes[i] << 20, buf) != 0)
+      if (run_size(&o, o.servers[si], (size_t)o.sizes[i] << 20, buf, &tls) !=
+          0) {
+        tls_remove(&tls);
         return 1;
+      }
   free(buf);
+  tls_remove(&tls);
   return 0;
 }

@@ -255,6 +255,10 @@ static int check_options(const fsps_options *o, char *err, size_t errlen) {
                "unknown wire_dtype %d (FSPS_WIRE_AS_SPEC, FSPS_WIRE_FP32 or "
                "FSPS_WIRE_BF16)",
                (int)o->wire_dtype);
+  const char *why = o->token && o->token[0] ? rpc_token_check(o->token) : NULL;
+  if (why != NULL) /* never the token itself */
+    return say(err, errlen, FSPS_INVALID_ARGUMENT, "fsps_options.token: %s",
+               why);
   return FSPS_OK;
 }
 
@@ -291,6 +295,28 @@ static int open_loops(fsps_client *c, char *err, size_t errlen) {
   return FSPS_OK;
 }
 
+/* open_tls reads the TLS files, once for every channel. The paths are not
+ * kept: c->o's copies are cleared, the caller's strings may go away. */
+static int open_tls(fsps_client *c, char *err, size_t errlen) {
+  fsps_options *o = &c->o;
+  int rc = FSPS_OK;
+  if (o->tls_ca == NULL && (o->tls_cert || o->tls_key || o->tls_server_name))
+    rc = say(err, errlen, FSPS_INVALID_ARGUMENT,
+             "TLS: tls_cert, tls_key and tls_server_name need tls_ca (the "
+             "CA file that signs the servers' certificates)");
+  else if (o->tls_ca != NULL && (o->tls_cert == NULL) != (o->tls_key == NULL))
+    rc = say(err, errlen, FSPS_INVALID_ARGUMENT,
+             "TLS: tls_cert and tls_key go together: give the client "
+             "certificate and its key");
+  rpc_client_tls t = {o->tls_ca, o->tls_cert, o->tls_key, o->tls_server_name};
+  rpc_status st;
+  if (rc == FSPS_OK && o->tls_ca != NULL &&
+      (c->creds = rpc_creds_create(&t, &st)) == NULL)
+    rc = say(err, errlen, st.code, "TLS: %s", st.msg);
+  o->tls_ca = o->tls_cert = o->tls_key = o->tls_server_name = NULL;
+  return rc;
+}
+
 static int open_channels(fsps_client *c, char *err, size_t errlen) {
   c->ch = calloc(c->S, sizeof *c->ch);
   c->incarnation = calloc(c->S, sizeof *c->incarnation);
@@ -298,9 +324,10 @@ static int open_channels(fsps_client *c, char *err, size_t errlen) {
     return say(err, errlen, FSPS_NOMEM, "out of memory");
   for (uint32_t s = 0; s < c->S; s++) {
     rpc_status st;
-    c->ch[s] = rpc_channel_create_on(c->addr[s], c->loops[s % c->nloops],
-                                     WIRE_MAX_MESSAGE_BYTES, &st);
-    if (c->ch[s] == NULL)
+    c->ch[s] = rpc_channel_create_tls(c->addr[s], c->loops[s % c->nloops],
+                                      WIRE_MAX_MESSAGE_BYTES, c->creds, &st);
+    if (c->ch[s] == NULL ||
+        rpc_channel_set_token(c->ch[s], c->o.token, &st) != FSPS_OK)
       return say(err, errlen, st.code, "server %u (%s): %s", s, c->addr[s],
                  st.msg);
   }
@@ -344,6 +371,8 @@ int fsps_connect(const fsps_options *o, fsps_client **out, char *err,
   c->o = opt;
   rc = split_servers(c, err, errlen);
   if (rc == FSPS_OK)
+    rc = open_tls(c, err, errlen);
+  if (rc == FSPS_OK)
     rc = start_threads(c, err, errlen);
   if (rc == FSPS_OK)
     rc = open_loops(c, err, errlen);
@@ -354,6 +383,7 @@ int fsps_connect(const fsps_options *o, fsps_client **out, char *err,
     return rc;
   }
   c->o.servers = c->servers; /* the caller's string may go away */
+  c->o.token = NULL;         /* likewise; each channel holds a copy */
   *out = c;
   return FSPS_OK;
 }
@@ -382,6 +412,7 @@ void fsps_close(fsps_client *c) {
     rpc_channel_destroy(c->ch[s]);
   for (uint32_t i = 0; c->loops != NULL && i < c->nloops; i++)
     rpc_loop_destroy(c->loops[i]);
+  rpc_creds_destroy(c->creds);
   if (threads) {
     client_sched_destroy(c);
     client_pool_destroy(c);

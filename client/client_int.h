@@ -69,6 +69,7 @@ struct fsps_client {
   rpc_loop **loops; /* threads running the channels' streams */
   uint32_t nloops;
   rpc_channel **ch; /* server s's channel runs on loops[s % nloops] */
+  rpc_creds *creds; /* TLS (o.tls_ca set), shared by the channels; or NULL */
   shard_spec *spec; /* the model, once declared or attached */
   uint32_t L;
   uint64_t refused_hash; /* a server's model hash that a check refused */

@@ -24,6 +24,9 @@ typedef struct {
   bool json;           /* status --json */
   bool have_version;   /* rollback --version N */
   uint64_t version;
+  const char *token_file; /* --token-file (NULL: FSPS_TOKEN_FILE, FSPS_TOKEN) */
+  /* TLS: --tls-* or FSPS_TLS_*; NULL for plaintext */
+  const char *tls_ca, *tls_cert, *tls_key, *tls_server_name;
 } ctl_opts;
 
 /* ctl_parse reads argv into o. Returns -1 to go on, or an exit code

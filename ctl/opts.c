@@ -2,6 +2,7 @@
  * FSPS_SERVERS for --servers) and the help texts. */
 #include <errno.h>
 #include <getopt.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +31,19 @@ static const char COMMON_HELP[] =
     "  --servers LIST  the servers, server 0 first: host:port,host:port\n"
     "                  (env FSPS_SERVERS)\n"
     "  --timeout SEC   seconds each call may take (default 30)\n"
+    "  --token-file F  read the bearer token for servers with --auth-tokens\n"
+    "                  from file F (env FSPS_TOKEN_FILE; else the token\n"
+    "                  itself in env FSPS_TOKEN; never a flag: ps shows\n"
+    "                  flags). status needs a reader token, checkpoint\n"
+    "                  and rollback an admin one\n"
+    "  --tls-ca FILE   TLS: PEM file of the CAs that sign the servers'\n"
+    "                  certificates (env FSPS_TLS_CA)\n"
+    "  --tls-cert FILE mutual TLS: PEM file of this client's certificate\n"
+    "                  chain (env FSPS_TLS_CERT)\n"
+    "  --tls-key FILE  its PEM private key (env FSPS_TLS_KEY)\n"
+    "  --tls-server-name NAME  the name the servers' certificates must\n"
+    "                  carry, instead of each address's host\n"
+    "                  (env FSPS_TLS_SERVER_NAME)\n"
     "  --help          this text\n";
 
 static const char STATUS_HELP[] =
@@ -113,12 +127,35 @@ static bool known(const char *cmd) {
          strcmp(cmd, "rollback") == 0;
 }
 
-enum { OPT_SERVERS = 1, OPT_TIMEOUT, OPT_JSON, OPT_VERSION, OPT_HELP };
+enum {
+  OPT_SERVERS = 1,
+  OPT_TIMEOUT,
+  OPT_JSON,
+  OPT_VERSION,
+  OPT_HELP,
+  OPT_TOKEN_FILE,
+  OPT_TOKEN, /* refused: see one_flag */
+};
+enum { OPT_TLS_CA = 100, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_SERVER_NAME };
+
+/* tls_flag stores a --tls-* value; false when f is not one. */
+static bool tls_flag(int f, const char *arg, ctl_opts *o) {
+  const char **dst = f == OPT_TLS_CA            ? &o->tls_ca
+                     : f == OPT_TLS_CERT        ? &o->tls_cert
+                     : f == OPT_TLS_KEY         ? &o->tls_key
+                     : f == OPT_TLS_SERVER_NAME ? &o->tls_server_name
+                                                : NULL;
+  if (dst != NULL)
+    *dst = arg;
+  return dst != NULL;
+}
 
 /* one_flag applies flag f (argument arg) to o; -1 to go on, else an exit
  * code. */
 static int one_flag(int f, const char *arg, ctl_opts *o) {
   bool rollback = strcmp(o->cmd, "rollback") == 0;
+  if (tls_flag(f, arg, o))
+    return -1;
   switch (f) {
   case OPT_SERVERS:
     o->servers = arg;
@@ -142,6 +179,15 @@ static int one_flag(int f, const char *arg, ctl_opts *o) {
   case OPT_HELP:
     print_help(o->cmd);
     return CTL_OK;
+  case OPT_TOKEN_FILE:
+    o->token_file = arg;
+    return -1;
+  case OPT_TOKEN: /* named so that getopt does not take it for an
+                     abbreviation of --token-file; its value never shown */
+    return usage(o->cmd,
+                 "no --token flag: a command line shows in ps; give "
+                 "--token-file FILE, FSPS_TOKEN_FILE or FSPS_TOKEN",
+                 NULL);
   default:
     return usage(o->cmd, "unknown option or missing argument: '", arg);
   }
@@ -154,12 +200,23 @@ static int parse_flags(int argc, char **argv, ctl_opts *o) {
       {"json", no_argument, NULL, OPT_JSON},
       {"version", required_argument, NULL, OPT_VERSION},
       {"help", no_argument, NULL, OPT_HELP},
+      {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+      {"token", required_argument, NULL, OPT_TOKEN},
+      {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+      {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+      {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+      {"tls-server-name", required_argument, NULL, OPT_TLS_SERVER_NAME},
       {NULL, 0, NULL, 0}};
   opterr = 0;
   optind = 1;
   int f, rc = -1;
-  while (rc < 0 && (f = getopt_long(argc, argv, "+", longs, NULL)) != -1)
-    rc = one_flag(f, f == '?' ? argv[optind - 1] : optarg, o);
+  char bad[128]; /* an unknown option, without a value after '=' */
+  while (rc < 0 && (f = getopt_long(argc, argv, "+", longs, NULL)) != -1) {
+    if (f == '?')
+      snprintf(bad, sizeof bad, "%.*s", (int)strcspn(argv[optind - 1], "="),
+               argv[optind - 1]);
+    rc = one_flag(f, f == '?' ? bad : optarg, o);
+  }
   if (rc < 0 && optind < argc)
     rc = usage(o->cmd, "unexpected argument '", argv[optind]);
   return rc;
@@ -176,9 +233,23 @@ static int check_required(ctl_opts *o) {
   return -1;
 }
 
+/* env returns variable name's value, NULL when unset or empty. */
+static const char *env(const char *name) {
+  const char *v = getenv(name);
+  return v && *v ? v : NULL;
+}
+
+static void tls_from_env(ctl_opts *o) {
+  o->tls_ca = env("FSPS_TLS_CA");
+  o->tls_cert = env("FSPS_TLS_CERT");
+  o->tls_key = env("FSPS_TLS_KEY");
+  o->tls_server_name = env("FSPS_TLS_SERVER_NAME");
+}
+
 int ctl_parse(int argc, char **argv, ctl_opts *o) {
   *o = (ctl_opts){.servers = getenv("FSPS_SERVERS"),
                   .timeout_s = DEFAULT_TIMEOUT_S};
+  tls_from_env(o);
   if (argc < 2)
     return usage(NULL, "no command (status, checkpoint, rollback)", NULL);
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {

@@ -1,5 +1,5 @@
-/* optim.c: the optimizer kernels (SGD, Adam/AdamW, Adagrad), their state and
- * the gradient-clipping helpers: float math over spans, one pass each. */
+/* optim.c: the optimizers' entry points (SGD, Adam/AdamW, Adagrad), their
+ * coefficients and state, and the gradient-clipping helpers. */
 
 #include "optim.h"
 #include "optim_int.h"
@@ -8,23 +8,13 @@
 #include <math.h>
 #include <string.h>
 
-/* The kernels below are written once, as a loop over flags that are constant
- * for the whole call (weight decay on or off, momentum mode, ...). Forcing
- * them inline and calling them with literal flags makes the compiler emit one
- * branch-free, vectorised loop per combination instead of testing the flags
- * per element. Where PyTorch rounds a*b + c once the code says fmaf; every
- * other a*b + c must stay two roundings: GCC guarantees that in ISO C mode
- * (-std=c11 implies -ffp-contract=off), Clang needs to be told. */
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT OFF
-#endif
-#if defined(__GNUC__)
-#define KERNEL static inline __attribute__((always_inline))
-#else
-#define KERNEL static inline
-#endif
+/* The kernels themselves live in kern_body.h, built once per instruction
+ * set (kern_portable.c, kern_avx2.c, kern_avx512.c); isa.c picks the one
+ * that runs. Here: the coefficients, in double as PyTorch computes them and
+ * rounded to float once, and the optimizers' state. */
 
-/* Sign and scale folded into one factor: -(g * s) == g * -s exactly. */
+/* Sign and scale folded into one factor: -(g * s) == g * -s exactly for
+ * every number (a NaN keeps its sign, where torch's negation flips it). */
 static float signed_scale(const optim_config *cfg, float grad_scale) {
   return cfg->maximize ? -grad_scale : grad_scale;
 }
@@ -75,63 +65,8 @@ void optim_state_init(const optim_config *cfg, float *state, size_t n) {
   }
 }
 
-/* ---- SGD ---------------------------------------------------------------- */
+/* ---- steps -------------------------------------------------------------- */
 
-/* Float coefficients of one SGD call, as PyTorch rounds them. */
-typedef struct {
-  float scale; /* signed grad_scale */
-  float wd;    /* grad.add(param, alpha=weight_decay) */
-  float mom;   /* buf.mul_(momentum), grad.add(buf, alpha=momentum) */
-  float damp1; /* buf.add_(grad, alpha=1 - dampening) */
-  float nlr;   /* param.add_(grad, alpha=-lr) */
-} sgd_coef;
-
-typedef enum { MOM_NONE, MOM_FIRST, MOM_LATER } mom_mode;
-
-/* Every add with alpha is ATen's fmadd(other, alpha, self): one fmaf. */
-KERNEL void sgd_loop(const sgd_coef *k, float *restrict p,
-                     const float *restrict g, float *restrict b, size_t n,
-                     bool l2, mom_mode mode, bool nesterov) {
-  const float scale = k->scale, wd = k->wd, mom = k->mom;
-  const float damp1 = k->damp1, nlr = k->nlr;
-  for (size_t i = 0; i < n; i++) {
-    float d = g[i] * scale;
-    if (l2)
-      d = fmaf(p[i], wd, d);
-    if (mode != MOM_NONE) {
-      float buf = mode == MOM_FIRST ? d : fmaf(d, damp1, b[i] * mom);
-      b[i] = buf;
-      d = nesterov ? fmaf(buf, mom, d) : buf;
-    }
-    p[i] = fmaf(d, nlr, p[i]);
-  }
-}
-
-KERNEL void sgd_by_nesterov(const sgd_coef *k, float *p, const float *g,
-                            float *b, size_t n, bool l2, mom_mode mode,
-                            bool nesterov) {
-  if (nesterov)
-    sgd_loop(k, p, g, b, n, l2, mode, true);
-  else
-    sgd_loop(k, p, g, b, n, l2, mode, false);
-}
-
-KERNEL void sgd_by_mode(const sgd_coef *k, float *p, const float *g, float *b,
-                        size_t n, bool l2, mom_mode mode, bool nesterov) {
-  switch (mode) {
-  case MOM_NONE:
-    sgd_loop(k, p, g, b, n, l2, MOM_NONE, false);
-    break;
-  case MOM_FIRST:
-    sgd_by_nesterov(k, p, g, b, n, l2, MOM_FIRST, nesterov);
-    break;
-  case MOM_LATER:
-    sgd_by_nesterov(k, p, g, b, n, l2, MOM_LATER, nesterov);
-    break;
-  }
-}
-
-OPTIM_CLONES
 void optim_sgd_step(const optim_config *cfg, uint64_t t, double lr,
                     float grad_scale, float *param, const float *grad,
                     float *buf, size_t n) {
@@ -145,69 +80,8 @@ void optim_sgd_step(const optim_config *cfg, uint64_t t, double lr,
   mom_mode mode = cfg->momentum == 0.0 ? MOM_NONE
                   : t <= 1             ? MOM_FIRST
                                        : MOM_LATER;
-  if (cfg->weight_decay != 0.0)
-    sgd_by_mode(&k, param, grad, buf, n, true, mode, cfg->nesterov);
-  else
-    sgd_by_mode(&k, param, grad, buf, n, false, mode, cfg->nesterov);
-}
-
-/* ---- Adam / AdamW ------------------------------------------------------- */
-
-/* Float coefficients of one Adam call, as PyTorch rounds them. */
-typedef struct {
-  float scale; /* signed grad_scale */
-  float decay; /* AdamW: param.mul_(1 - lr*wd); exactly 1 for Adam */
-  float wd;    /* Adam: grad.add(param, alpha=weight_decay) */
-  float beta1; /* exp_avg.mul_(beta1) */
-  float c1;    /* .add_(grad, alpha=1 - beta1) */
-  float beta2; /* exp_avg_sq.mul_(beta2) */
-  float c2;    /* .addcmul_(grad, grad, value=1 - beta2) */
-  float bc2s;  /* / math.sqrt(1 - beta2^t) */
-  float eps;   /* .add_(eps) */
-  float nstep; /* param.addcdiv_(exp_avg, denom, value=-lr/(1 - beta1^t)) */
-} adam_coef;
-
-/* Four elements of Adam or AdamW at p, g, m, v. ATen's addcmul computes
- * self + value*t1*t2, which GCC contracts in torch's build into
- * fma(value*t1, t2, self); addcdiv's self + value*t1/t2 has no product to
- * fuse. Multiplying p by decay == 1 (Adam) returns p unchanged, NaN and inf
- * included, so Adam and AdamW share the code without a flag. */
-KERNEL void adam4(const adam_coef *k, float *p, const float *g, float *m,
-                  float *v, bool l2) {
-  v4f pi = v4_load(p) * k->decay;
-  v4f d = v4_load(g) * k->scale;
-  if (l2)
-    d = v4_fma(pi, v4_splat(k->wd), d);
-  v4f mi = v4_fma(d, v4_splat(k->c1), v4_load(m) * k->beta1);
-  v4f vi = v4_fma(k->c2 * d, d, v4_load(v) * k->beta2);
-  v4f denom = v4_sqrt(vi) / k->bc2s + k->eps;
-  v4_store(m, mi);
-  v4_store(v, vi);
-  v4_store(p, pi + (k->nstep * mi) / denom);
-}
-
-/* The last n % 4 elements go through adam4 via zero-padded copies. */
-KERNEL void adam_tail(const adam_coef *k, float *p, const float *g, float *m,
-                      float *v, size_t r, bool l2) {
-  float tp[V4] = {0}, tg[V4] = {0}, tm[V4] = {0}, tv[V4] = {0};
-  memcpy(tp, p, r * sizeof *p);
-  memcpy(tg, g, r * sizeof *g);
-  memcpy(tm, m, r * sizeof *m);
-  memcpy(tv, v, r * sizeof *v);
-  adam4(k, tp, tg, tm, tv, l2);
-  memcpy(p, tp, r * sizeof *p);
-  memcpy(m, tm, r * sizeof *m);
-  memcpy(v, tv, r * sizeof *v);
-}
-
-KERNEL void adam_loop(const adam_coef *k, float *restrict p,
-                      const float *restrict g, float *restrict m,
-                      float *restrict v, size_t n, bool l2) {
-  size_t i = 0;
-  for (; i + V4 <= n; i += V4)
-    adam4(k, p + i, g + i, m + i, v + i, l2);
-  if (i < n)
-    adam_tail(k, p + i, g + i, m + i, v + i, n - i, l2);
+  optim_kernels_current()->sgd(&k, param, grad, buf, n,
+                               cfg->weight_decay != 0.0, mode, cfg->nesterov);
 }
 
 /* The double arithmetic of _single_tensor_adam(w) before its tensor ops. */
@@ -230,63 +104,14 @@ static adam_coef adam_coefs(const optim_config *cfg, uint64_t t, double lr,
   return k;
 }
 
-OPTIM_CLONES
 void optim_adam_step(const optim_config *cfg, uint64_t t, double lr,
                      float grad_scale, float *param, const float *grad,
                      float *m, float *v, size_t n, bool decoupled) {
   adam_coef k = adam_coefs(cfg, t, lr, grad_scale, decoupled);
-  if (!decoupled && cfg->weight_decay != 0.0)
-    adam_loop(&k, param, grad, m, v, n, true);
-  else
-    adam_loop(&k, param, grad, m, v, n, false);
+  bool l2 = !decoupled && cfg->weight_decay != 0.0;
+  optim_kernels_current()->adam(&k, param, grad, m, v, n, l2);
 }
 
-/* ---- Adagrad ------------------------------------------------------------ */
-
-/* Float coefficients of one Adagrad call, as PyTorch rounds them. */
-typedef struct {
-  float scale; /* signed grad_scale */
-  float wd;    /* grad.add(param, alpha=weight_decay) */
-  float eps;   /* state_sum.sqrt().add_(eps) */
-  float nclr;  /* param.addcdiv_(grad, std, value=-clr) */
-} adagrad_coef;
-
-/* Four elements of Adagrad at p, g, sum; addcmul_(g, g, value=1) is
- * fma(1*g, g, sum) = fma(g, g, sum). */
-KERNEL void adagrad4(const adagrad_coef *k, float *p, const float *g,
-                     float *sum, bool l2) {
-  v4f pi = v4_load(p);
-  v4f d = v4_load(g) * k->scale;
-  if (l2)
-    d = v4_fma(pi, v4_splat(k->wd), d);
-  v4f s = v4_fma(d, d, v4_load(sum));
-  v4f std = v4_sqrt(s) + k->eps;
-  v4_store(sum, s);
-  v4_store(p, pi + (k->nclr * d) / std);
-}
-
-KERNEL void adagrad_tail(const adagrad_coef *k, float *p, const float *g,
-                         float *sum, size_t r, bool l2) {
-  float tp[V4] = {0}, tg[V4] = {0}, ts[V4] = {0};
-  memcpy(tp, p, r * sizeof *p);
-  memcpy(tg, g, r * sizeof *g);
-  memcpy(ts, sum, r * sizeof *sum);
-  adagrad4(k, tp, tg, ts, l2);
-  memcpy(p, tp, r * sizeof *p);
-  memcpy(sum, ts, r * sizeof *sum);
-}
-
-KERNEL void adagrad_loop(const adagrad_coef *k, float *restrict p,
-                         const float *restrict g, float *restrict sum, size_t n,
-                         bool l2) {
-  size_t i = 0;
-  for (; i + V4 <= n; i += V4)
-    adagrad4(k, p + i, g + i, sum + i, l2);
-  if (i < n)
-    adagrad_tail(k, p + i, g + i, sum + i, n - i, l2);
-}
-
-OPTIM_CLONES
 void optim_adagrad_step(const optim_config *cfg, uint64_t t, double lr,
                         float grad_scale, float *param, const float *grad,
                         float *sum, size_t n) {
@@ -297,16 +122,10 @@ void optim_adagrad_step(const optim_config *cfg, uint64_t t, double lr,
       .eps = (float)cfg->eps,
       .nclr = (float)-clr,
   };
-  if (cfg->weight_decay != 0.0)
-    adagrad_loop(&k, param, grad, sum, n, true);
-  else
-    adagrad_loop(&k, param, grad, sum, n, false);
+  optim_kernels_current()->adagrad(&k, param, grad, sum, n,
+                                   cfg->weight_decay != 0.0);
 }
 
-/* ---- dispatch ----------------------------------------------------------- */
-
-/* Defined after the kernels: Clang accepts target_clones only on a
- * function's first declaration, before any call to it. */
 void optim_step(const optim_config *cfg, uint64_t t, double lr,
                 float grad_scale, float *param, const float *grad, float *state,
                 size_t n) {

@@ -30,8 +30,11 @@
  *   spec); out-of-range values give IEEE results (inf, NaN), never UB.
  * - Spans of n floats must not overlap one another (the kernels are written
  *   with restrict pointers); n == 0 is a no-op.
- * - Thread-safety: no function keeps state of its own, so concurrent calls on
- *   disjoint buffers are safe. None allocates or blocks. */
+ * - With maximize, a NaN gradient keeps its sign here (g * -grad_scale)
+ *   where torch's negation flips it; every number comes out the same.
+ * - Thread-safety: no function keeps state of its own (but for the
+ *   instruction set, chosen once: optim_isa_current), so concurrent calls
+ *   on disjoint buffers are safe. None allocates or blocks. */
 
 typedef enum { OPTIM_SGD, OPTIM_ADAM, OPTIM_ADAMW, OPTIM_ADAGRAD } optim_kind;
 
@@ -84,6 +87,47 @@ void optim_state_init(const optim_config *cfg, float *state, size_t n);
 void optim_step(const optim_config *cfg, uint64_t t, double lr,
                 float grad_scale, float *param, const float *grad, float *state,
                 size_t n);
+
+/* Instruction sets the kernels are built for. Every one computes the same
+ * bits (the same operations in the same order, on lanes that never mix),
+ * so the choice changes only the speed. One freedom remains: where two
+ * NaNs meet in one operation, the result carries the sign of the one the
+ * compiler put first (IEEE 754 leaves open which NaN propagates); GCC puts
+ * them alike on every path, as torch's build does, and the tests hold it
+ * to that. */
+typedef enum {
+  OPTIM_ISA_PORTABLE, /* C with four-lane vectors: any CPU */
+  OPTIM_ISA_AVX2,     /* x86-64 with AVX2 and FMA: eight lanes */
+  OPTIM_ISA_AVX512    /* x86-64 with AVX-512F: sixteen lanes */
+} optim_isa;
+
+/* Returns whether this build and this CPU (and its OS, which must save the
+ * wider registers) can run `isa`. Thread-safe. */
+bool optim_isa_supported(optim_isa isa);
+
+/* Returns the instruction set optim_step and the per-optimizer steps use.
+ * Decided once per process, on the first call (a step's or this one):
+ * the widest the CPU supports, capped by the environment variable
+ * FSPS_OPTIM_ISA when it names one ("portable", "avx2" or "avx512"; a
+ * capped choice falls back to the widest supported below the cap, so
+ * "avx512" on an AVX2 CPU runs avx2; "auto", empty, unset or any other value
+ * leaves no cap), unless optim_isa_set chose first. Thread-safe: threads
+ * racing on the first call decide the same. */
+optim_isa optim_isa_current(void);
+
+/* Makes `isa` the instruction set of every later call in the process.
+ * Returns 0, or -1 (and changes nothing) when !optim_isa_supported(isa).
+ * Thread-safe; a step running concurrently uses the old or the new one,
+ * which compute the same bits. For tests and benchmarks. */
+int optim_isa_set(optim_isa isa);
+
+/* Returns the name of `isa` ("portable", "avx2", "avx512"), a static
+ * string, or "unknown" for a value outside the enum. */
+const char *optim_isa_name(optim_isa isa);
+
+/* Parses a name optim_isa_name returns into *isa; returns 0, or -1 for
+ * anything else (*isa untouched). */
+int optim_isa_parse(const char *name, optim_isa *isa);
 
 /* In the formulas below, every variable is a float32 and every operation is
  * rounded to float32, except where noted: fma(a, b, c) is a*b + c rounded

@@ -1,81 +1,79 @@
-/* optim_int.h: private to optim.c — four-lane float vectors (GCC/Clang vector
- * extensions) for the kernels whose square root GCC will not vectorise, and
- * the per-CPU clones of the kernels. */
+/* optim_int.h: private to optim/ — the float coefficients each kernel takes,
+ * and the table of kernels one instruction set provides (kern_*.c), chosen
+ * at run time by isa.c. */
 #ifndef FSPS_OPTIM_INT_H
 #define FSPS_OPTIM_INT_H
 
-#include <math.h>
-#include <string.h>
+#include <stdbool.h>
+#include <stddef.h>
 
-#if defined(__SSE__)
-#include <xmmintrin.h>
-#endif
+#include "optim.h"
 
-/* The kernels round a*b + c once wherever PyTorch's kernels do, with fmaf.
- * Built for baseline x86-64, fmaf is a call into libm (exact, but a call per
- * element), so on x86-64 each kernel is also compiled for x86-64-v3 (AVX2
- * and FMA), where fmaf is one instruction and vectorises, and the loader
- * picks the clone the CPU runs (an ifunc). Both clones compute the same
- * bits: fmaf is exact either way. Elsewhere (e.g. AArch64, where FMA is
- * baseline) there is one version, and so under ThreadSanitizer. */
-#if defined(__SANITIZE_THREAD__)
-#define OPTIM_TSAN 1 /* GCC's -fsanitize=thread */
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define OPTIM_TSAN 1 /* Clang's */
-#endif
-#endif
-/* Not under ThreadSanitizer: the loader runs ifunc resolvers before the
- * sanitizer's runtime is up, and an instrumented resolver crashes there. */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) &&        \
-    !defined(OPTIM_TSAN)
-#define OPTIM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+/* The AVX2 and AVX-512 kernels are compiled per function for their
+ * instruction set (a target attribute), never for the whole build, so the
+ * library still runs on any x86-64; they need GCC or Clang on x86-64. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define OPTIM_X86 1
 #else
-#define OPTIM_CLONES
+#define OPTIM_X86 0
 #endif
 
-/* GCC only vectorises sqrtf under -fno-math-errno, which neither the build
- * flags nor `#pragma GCC optimize` (ignored for this by GCC 12) provide, so
- * Adam and Adagrad spell out their 4-wide vectors. Arithmetic on v4f is
- * element-wise IEEE float arithmetic, rounded exactly like the scalar code;
- * a scalar operand is broadcast to all lanes. */
-typedef float v4f __attribute__((vector_size(16)));
+/* Float coefficients of one SGD call, as PyTorch rounds them. */
+typedef struct {
+  float scale; /* signed grad_scale */
+  float wd;    /* grad.add(param, alpha=weight_decay) */
+  float mom;   /* buf.mul_(momentum), grad.add(buf, alpha=momentum) */
+  float damp1; /* buf.add_(grad, alpha=1 - dampening) */
+  float nlr;   /* param.add_(grad, alpha=-lr) */
+} sgd_coef;
 
-enum { V4 = 4 };
+/* Momentum: none, the first step (the buffer is the gradient), later. */
+typedef enum { MOM_NONE, MOM_FIRST, MOM_LATER } mom_mode;
 
-/* Unaligned load and store: memcpy compiles to a single movups. */
-static inline v4f v4_load(const float *p) {
-  v4f x;
-  memcpy(&x, p, sizeof x);
-  return x;
-}
+/* Float coefficients of one Adam call, as PyTorch rounds them. */
+typedef struct {
+  float scale; /* signed grad_scale */
+  float decay; /* AdamW: param.mul_(1 - lr*wd); exactly 1 for Adam */
+  float wd;    /* Adam: grad.add(param, alpha=weight_decay) */
+  float beta1; /* exp_avg.mul_(beta1) */
+  float c1;    /* .add_(grad, alpha=1 - beta1) */
+  float beta2; /* exp_avg_sq.mul_(beta2) */
+  float c2;    /* .addcmul_(grad, grad, value=1 - beta2) */
+  float bc2s;  /* / math.sqrt(1 - beta2^t) */
+  float eps;   /* .add_(eps) */
+  float nstep; /* param.addcdiv_(exp_avg, denom, value=-lr/(1 - beta1^t)) */
+} adam_coef;
 
-static inline void v4_store(float *p, v4f x) {
-  memcpy(p, &x, sizeof x);
-}
+/* Float coefficients of one Adagrad call, as PyTorch rounds them. */
+typedef struct {
+  float scale; /* signed grad_scale */
+  float wd;    /* grad.add(param, alpha=weight_decay) */
+  float eps;   /* state_sum.sqrt().add_(eps) */
+  float nclr;  /* param.addcdiv_(grad, std, value=-clr) */
+} adagrad_coef;
 
-/* Correctly rounded square root of each lane (sqrtps on x86). */
-static inline v4f v4_sqrt(v4f x) {
-#if defined(__SSE__)
-  return (v4f)_mm_sqrt_ps((__m128)x);
-#else
-  for (int i = 0; i < V4; i++)
-    x[i] = sqrtf(x[i]);
-  return x;
+/* One instruction set's kernels. Each applies its optimizer's per-element
+ * formula (optim.h) to n elements, with `l2` (weight decay added to the
+ * gradient), `mode` and `nesterov` constant for the call. Every table
+ * computes the same bits (but for the NaN sign optim.h allows): the same
+ * operations in the same order, fused exactly where the formulas say fma,
+ * on lanes that never mix. */
+typedef struct {
+  void (*sgd)(const sgd_coef *k, float *p, const float *g, float *b, size_t n,
+              bool l2, mom_mode mode, bool nesterov);
+  void (*adam)(const adam_coef *k, float *p, const float *g, float *m, float *v,
+               size_t n, bool l2);
+  void (*adagrad)(const adagrad_coef *k, float *p, const float *g, float *sum,
+                  size_t n, bool l2);
+} optim_kernels;
+
+extern const optim_kernels optim_kernels_portable;
+#if OPTIM_X86
+extern const optim_kernels optim_kernels_avx2;   /* AVX2 and FMA */
+extern const optim_kernels optim_kernels_avx512; /* AVX-512F */
 #endif
-}
 
-/* x in every lane. */
-static inline v4f v4_splat(float x) {
-  return (v4f){x, x, x, x};
-}
-
-/* a*b + c rounded once in each lane; one vfmadd in an x86-64-v3 clone. */
-static inline v4f v4_fma(v4f a, v4f b, v4f c) {
-  v4f r;
-  for (int i = 0; i < V4; i++)
-    r[i] = fmaf(a[i], b[i], c[i]);
-  return r;
-}
+/* The table of optim_isa_current(). */
+const optim_kernels *optim_kernels_current(void);
 
 #endif /* FSPS_OPTIM_INT_H */

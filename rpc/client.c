@@ -2,6 +2,7 @@
  * by channels, blocking unary calls, and callback-driven streaming calls. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,6 +56,10 @@ struct rpc_channel {
   rpc_stream *live;
   method_entry methods[MAX_METHODS];
   int nmethods;
+  grpc_metadata auth; /* authorization: Bearer TOKEN */
+  size_t nauth;       /* 1 when a token is set, else 0 */
+  char *auth_value;   /* the value auth's slice points at */
+  size_t auth_len;
 };
 
 /* ---- loops ---- */
@@ -92,8 +97,23 @@ void rpc_loop_destroy(rpc_loop *l) {
 
 /* ---- channels ---- */
 
-rpc_channel *rpc_channel_create_on(const char *target, rpc_loop *loop,
-                                   int max_message_bytes, rpc_status *st) {
+/* open_channel makes ch's gRPC channel, over TLS when creds are given. */
+static void open_channel(rpc_channel *ch, int max_message_bytes,
+                         const rpc_creds *creds) {
+  rpc_args a;
+  grpc_channel_args *args = rpc_channel_args(&a, max_message_bytes);
+  if (creds != NULL && rpc_creds_server_name(creds) != NULL)
+    rpc_channel_args_name(&a, rpc_creds_server_name(creds));
+  grpc_channel_credentials *c =
+      creds ? rpc_creds_channel(creds) : grpc_insecure_credentials_create();
+  ch->ch = grpc_channel_create(ch->target, c, args);
+  if (creds == NULL)
+    grpc_channel_credentials_release(c);
+}
+
+static rpc_channel *channel_on(const char *target, rpc_loop *loop,
+                               int max_message_bytes, const rpc_creds *creds,
+                               rpc_status *st) {
   rpc_channel *ch = calloc(1, sizeof *ch);
   if (ch == NULL || (ch->target = strdup(target)) == NULL) {
     free(ch);
@@ -101,29 +121,81 @@ rpc_channel *rpc_channel_create_on(const char *target, rpc_loop *loop,
     return NULL;
   }
   rpc_init();
-  grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-  rpc_args a;
-  ch->ch = grpc_channel_create(target, creds,
-                               rpc_channel_args(&a, max_message_bytes));
-  grpc_channel_credentials_release(creds);
+  open_channel(ch, max_message_bytes, creds);
   ch->loop = loop;
   pthread_mutex_init(&ch->mu, NULL);
   pthread_cond_init(&ch->cv, NULL);
   return ch;
 }
 
-rpc_channel *rpc_channel_create(const char *target, int max_message_bytes,
-                                rpc_status *st) {
+rpc_channel *rpc_channel_create_tls(const char *target, rpc_loop *loop,
+                                    int max_message_bytes,
+                                    const rpc_creds *creds, rpc_status *st) {
+  if (loop != NULL)
+    return channel_on(target, loop, max_message_bytes, creds, st);
   rpc_loop *l = rpc_loop_create(st);
   if (l == NULL)
     return NULL;
-  rpc_channel *ch = rpc_channel_create_on(target, l, max_message_bytes, st);
+  rpc_channel *ch = channel_on(target, l, max_message_bytes, creds, st);
   if (ch == NULL) {
     rpc_loop_destroy(l);
     return NULL;
   }
   ch->own_loop = true;
   return ch;
+}
+
+const char *rpc_token_check(const char *token) {
+  size_t n = strlen(token);
+  if (n == 0)
+    return "the token is empty";
+  if (n > RPC_TOKEN_MAX)
+    return "the token is longer than 4096 bytes";
+  for (size_t i = 0; i < n; i++)
+    if (token[i] < 0x21 || token[i] > 0x7e)
+      return "the token holds a space, a control or a non-ASCII character, "
+             "which a gRPC header cannot carry";
+  return NULL;
+}
+
+/* drop_token forgets ch's token, wiping the copy first. */
+static void drop_token(rpc_channel *ch) {
+  if (ch->auth_value == NULL)
+    return;
+  explicit_bzero(ch->auth_value, ch->auth_len);
+  free(ch->auth_value);
+  ch->auth_value = NULL;
+  ch->nauth = 0;
+}
+
+int rpc_channel_set_token(rpc_channel *ch, const char *token, rpc_status *st) {
+  drop_token(ch);
+  if (token == NULL || token[0] == '\0')
+    return FSPS_OK;
+  const char *why = rpc_token_check(token);
+  if (why != NULL)
+    return rpc_status_set(st, FSPS_INVALID_ARGUMENT, "%s", why);
+  size_t n = strlen("Bearer ") + strlen(token);
+  if ((ch->auth_value = malloc(n + 1)) == NULL)
+    return rpc_status_set(st, FSPS_RESOURCE_EXHAUSTED, "out of memory");
+  snprintf(ch->auth_value, n + 1, "Bearer %s", token);
+  ch->auth_len = n;
+  /* Slices over our own memory (static key, value freed by drop_token):
+   * gRPC copies what it sends, and no call outlives the channel. */
+  ch->auth.key = grpc_slice_from_static_string("authorization");
+  ch->auth.value = grpc_slice_from_static_buffer(ch->auth_value, n);
+  ch->nauth = 1;
+  return FSPS_OK;
+}
+
+rpc_channel *rpc_channel_create_on(const char *target, rpc_loop *loop,
+                                   int max_message_bytes, rpc_status *st) {
+  return channel_on(target, loop, max_message_bytes, NULL, st);
+}
+
+rpc_channel *rpc_channel_create(const char *target, int max_message_bytes,
+                                rpc_status *st) {
+  return rpc_channel_create_tls(target, NULL, max_message_bytes, NULL, st);
 }
 
 void rpc_channel_destroy(rpc_channel *ch) {
@@ -139,6 +211,7 @@ void rpc_channel_destroy(rpc_channel *ch) {
   if (ch->own_loop)
     rpc_loop_destroy(ch->loop);
   grpc_channel_destroy(ch->ch);
+  drop_token(ch);
   pthread_mutex_destroy(&ch->mu);
   pthread_cond_destroy(&ch->cv);
   free(ch->target);
@@ -182,9 +255,16 @@ static int fill_status(rpc_channel *ch, grpc_status_code code,
   if (err == FSPS_OK)
     return rpc_status_set(st, FSPS_OK, "OK");
   char *d = grpc_slice_to_c_string(details);
-  rpc_status_set(st, err, "server %s: %s: %s%s%s", ch->target,
-                 fsps_err_name(err), d, error_string && !*d ? " " : "",
-                 error_string && !*d ? error_string : "");
+  if (err == FSPS_UNAUTHENTICATED || err == FSPS_PERMISSION_DENIED)
+    rpc_status_set(st, err, "server %s refused the call (%s): %s%s", ch->target,
+                   fsps_err_name(err), d,
+                   err == FSPS_UNAUTHENTICATED && ch->nauth == 0
+                       ? " (this client sends no token)"
+                       : "");
+  else
+    rpc_status_set(st, err, "server %s: %s: %s%s%s", ch->target,
+                   fsps_err_name(err), d, error_string && !*d ? " " : "",
+                   error_string && !*d ? error_string : "");
   gpr_free(d);
   return err;
 }
@@ -210,6 +290,8 @@ int rpc_unary(rpc_channel *ch, const char *path, const ProtobufCMessage *req,
                     {.op = GRPC_OP_RECV_INITIAL_METADATA},
                     {.op = GRPC_OP_RECV_MESSAGE},
                     {.op = GRPC_OP_RECV_STATUS_ON_CLIENT}};
+  ops[0].data.send_initial_metadata.count = ch->nauth;
+  ops[0].data.send_initial_metadata.metadata = &ch->auth;
   ops[1].data.send_message.send_message = req_bb;
   ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
   ops[4].data.recv_message.recv_message = &reply_bb;
@@ -402,6 +484,8 @@ static void link_live(rpc_stream *s) {
 static bool start_ops(rpc_stream *s, const ProtobufCMessage *req) {
   grpc_op ops[4] = {{.op = GRPC_OP_SEND_INITIAL_METADATA},
                     {.op = GRPC_OP_RECV_INITIAL_METADATA}};
+  ops[0].data.send_initial_metadata.count = s->ch->nauth;
+  ops[0].data.send_initial_metadata.metadata = &s->ch->auth;
   ops[1].data.recv_initial_metadata.recv_initial_metadata = &s->init_md;
   size_t n = 2;
   if (s->kind == RPC_SERVER_STREAMING) {

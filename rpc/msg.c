@@ -9,6 +9,7 @@
 
 #include <grpc/grpc.h>
 #include <grpc/slice.h>
+#include <grpc/support/log.h>
 
 #include "rpc_int.h"
 
@@ -41,6 +42,25 @@ void rpc_shutdown(void) {
     struct timespec ts = {0, 1000000};
     nanosleep(&ts, NULL);
   }
+}
+
+static rpc_log_fn g_log;
+static void *g_log_arg;
+
+static void grpc_log_line(gpr_log_func_args *a) {
+  rpc_log_level level = a->severity == GPR_LOG_SEVERITY_ERROR  ? RPC_LOG_ERROR
+                        : a->severity == GPR_LOG_SEVERITY_INFO ? RPC_LOG_INFO
+                                                               : RPC_LOG_DEBUG;
+  char msg[1024];
+  snprintf(msg, sizeof msg, "gRPC: %s", a->message);
+  g_log(g_log_arg, level, msg);
+}
+
+void rpc_set_log(rpc_log_fn fn, void *arg) {
+  g_log = fn;
+  g_log_arg = arg;
+  if (fn != NULL)
+    gpr_set_log_function(grpc_log_line);
 }
 
 gpr_timespec rpc_deadline(int64_t timeout_ms) {
@@ -80,6 +100,13 @@ grpc_channel_args *rpc_channel_args(rpc_args *a, int max_message_bytes) {
   }
   a->args = (grpc_channel_args){n, a->arg};
   return &a->args;
+}
+
+void rpc_channel_args_name(rpc_args *a, const char *name) {
+  a->arg[a->args.num_args++] =
+      (grpc_arg){.type = GRPC_ARG_STRING,
+                 .key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
+                 .value.string = (char *)name}; /* gRPC copies, never writes */
 }
 
 /* ---- received messages ---- */

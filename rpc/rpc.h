@@ -110,6 +110,64 @@ void rpc_msg_payload_spans(const rpc_msg *m, rpc_span_fn fn, void *arg);
 /* Called when gRPC no longer references a payload handed to a send. */
 typedef void (*rpc_release_fn)(void *arg);
 
+/* ---- TLS --------------------------------------------------------------
+ * TLS is gRPC core's SSL credentials; rpc reads the PEM files itself and
+ * checks them first (readable, PEM, the key the certificate's), so that a
+ * wrong file is a message naming it when a server or client starts rather
+ * than handshakes failing later. */
+
+typedef enum {
+  RPC_LOG_DEBUG,
+  RPC_LOG_INFO,
+  RPC_LOG_WARN,
+  RPC_LOG_ERROR
+} rpc_log_level;
+
+/* Where rpc tells what a person should hear (certificates reloaded or
+ * refused); may run on any thread. */
+typedef void (*rpc_log_fn)(void *arg, rpc_log_level level, const char *msg);
+
+/* rpc_set_log sends gRPC core's own log lines (a refused handshake and
+ * why, ...) to fn, prefixed "gRPC: ", instead of gRPC's format on stderr,
+ * so that they follow the program's log format. Process-wide; call once at
+ * start, before any rpc object exists. */
+void rpc_set_log(rpc_log_fn fn, void *arg);
+
+typedef struct {
+  const char *cert_file;      /* certificate chain, PEM, leaf first */
+  const char *key_file;       /* its private key, PEM, unencrypted */
+  const char *client_ca_file; /* NULL: no client certificate is asked for;
+                                 else one signed by these CAs is required
+                                 (mutual TLS) */
+  rpc_log_fn log;             /* NULL: silent */
+  void *log_arg;
+} rpc_server_tls;
+
+/* rpc_server_tls_check reads and checks tls's files as rpc_server_create
+ * does, so that a program refuses bad ones before it starts anything else.
+ * Returns FSPS_OK, or the error with st naming the file. */
+int rpc_server_tls_check(const rpc_server_tls *tls, rpc_status *st);
+
+typedef struct {
+  const char *ca_file;     /* the CAs that sign the servers' certificates */
+  const char *cert_file;   /* mutual TLS: this client's chain, or NULL */
+  const char *key_file;    /* its key, with cert_file */
+  const char *server_name; /* the name servers' certificates must carry;
+                              NULL: each target's host (DNS name or IP) */
+} rpc_client_tls;
+
+/* Client credentials, shared by any number of channels. */
+typedef struct rpc_creds rpc_creds;
+
+/* rpc_creds_create reads and checks tls's files. A client certificate that
+ * has expired is refused here (every server asking for one would refuse
+ * it). Returns NULL with st filled (naming the file) on failure. */
+rpc_creds *rpc_creds_create(const rpc_client_tls *tls, rpc_status *st);
+
+/* rpc_creds_destroy drops the caller's reference: channels created with
+ * the credentials keep their own. */
+void rpc_creds_destroy(rpc_creds *c);
+
 /* ---- server ----------------------------------------------------------- */
 typedef struct rpc_server rpc_server;
 typedef struct rpc_call rpc_call;
@@ -152,6 +210,8 @@ typedef struct {
   const char *listen;    /* "127.0.0.1:7000", "[::]:0" */
   int threads;           /* completion-queue threads, >= 1 */
   int max_message_bytes; /* see above; >= 0 */
+  const rpc_server_tls *tls; /* NULL: plaintext; else TLS only, its files
+                                re-read when they change */
 } rpc_server_opts;
 
 /* rpc_server_create binds opts->listen and registers the methods (the
@@ -161,8 +221,28 @@ rpc_server *rpc_server_create(const rpc_server_opts *opts,
                               const rpc_method *methods, size_t nmethods,
                               rpc_status *st);
 
+/* An admission gate sees every call before its method does (see
+ * rpc_server_set_gate). It returns FSPS_OK to let the call through, or the
+ * code (with a message in msg) the call is refused with: then the method's
+ * on_start never runs, no message of a client stream is read, and only
+ * on_done follows. path is the method's ("/pkg.Service/Method"), also for
+ * methods the server does not know. Runs on completion-queue threads,
+ * concurrently for distinct calls. */
+typedef int (*rpc_gate_fn)(rpc_call *call, const char *path, char *msg,
+                           size_t msglen, void *ctx);
+
+/* rpc_server_set_gate installs gate (NULL: none, every call passes) with
+ * its context. Call before rpc_server_start. */
+void rpc_server_set_gate(rpc_server *srv, rpc_gate_fn gate, void *ctx);
+
 /* rpc_server_port returns the bound port (useful with port 0). */
 int rpc_server_port(const rpc_server *srv);
+
+/* rpc_server_tls_poll re-reads a TLS server's certificate files if they
+ * changed (handshakes do too), so that a reload or a refused new set is
+ * logged without waiting for a connection. Any thread; nothing without
+ * TLS. */
+void rpc_server_tls_poll(rpc_server *srv);
 
 /* rpc_server_start starts the completion-queue threads. */
 int rpc_server_start(rpc_server *srv, rpc_status *st);
@@ -190,6 +270,21 @@ int64_t rpc_call_deadline_ms(const rpc_call *call);
  * into out; returns false when absent. */
 bool rpc_call_metadata(const rpc_call *call, const char *key, char *out,
                        size_t outlen);
+
+/* rpc_call_metadata_raw finds request metadata `key` (lowercase): returns
+ * how many entries carry it and points *val and *len at the first one's
+ * value (not NUL-terminated, any bytes; valid while the call lives). */
+size_t rpc_call_metadata_raw(const rpc_call *call, const char *key,
+                             const char **val, size_t *len);
+
+/* rpc_call_set_auth / rpc_call_auth: a number the gate keeps with the call
+ * for its method (what the caller may do); 0 until set. */
+void rpc_call_set_auth(rpc_call *call, int auth);
+int rpc_call_auth(const rpc_call *call);
+
+/* rpc_call_peer writes the caller's address as gRPC names it
+ * ("ipv4:127.0.0.1:51234") into out. */
+void rpc_call_peer(const rpc_call *call, char *out, size_t outlen);
 
 /* rpc_call_send_tensor sends one tensor message on a server-streaming call;
  * on_sent follows. data must stay unchanged until release(arg) is called
@@ -242,6 +337,26 @@ rpc_channel *rpc_channel_create_on(const char *target, rpc_loop *loop,
  * own, destroyed with it. */
 rpc_channel *rpc_channel_create(const char *target, int max_message_bytes,
                                 rpc_status *st);
+
+/* Bearer tokens: at most this many bytes, each a visible ASCII character
+ * other than a space (what a gRPC header value can carry unchanged). */
+#define RPC_TOKEN_MAX 4096
+
+/* rpc_token_check returns NULL if token can travel as a bearer token, else
+ * why not (a reason that never quotes the token). */
+const char *rpc_token_check(const char *token);
+
+/* rpc_channel_set_token makes every later call on ch carry the metadata
+ * `authorization: Bearer TOKEN` (token copied; NULL or "" sends none). Call
+ * it before the channel's first call, from the thread that created it.
+ * Returns FSPS_OK, or FSPS_INVALID_ARGUMENT with st filled when
+ * rpc_token_check refuses the token. */
+int rpc_channel_set_token(rpc_channel *ch, const char *token, rpc_status *st);
+/* rpc_channel_create_tls is rpc_channel_create_on (loop NULL: as
+ * rpc_channel_create) over TLS with creds (NULL: plaintext). */
+rpc_channel *rpc_channel_create_tls(const char *target, rpc_loop *loop,
+                                    int max_message_bytes,
+                                    const rpc_creds *creds, rpc_status *st);
 
 /* rpc_channel_destroy cancels the channel's streams, waits for their
  * on_done, and frees it (and its own loop, if it has one). */

@@ -58,6 +58,7 @@ struct rpc_call {
   grpc_slice details;
   tag t_recv, t_send, t_status, t_close;
   void *user;
+  int auth; /* what the gate said the caller may do (rpc_call_set_auth) */
 };
 
 struct rpc_server {
@@ -73,6 +74,9 @@ struct rpc_server {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   bool shutdown_done, started, destroyed;
+  rpc_gate_fn gate; /* NULL: every call passes */
+  void *gate_ctx;
+  rpc_tls_watch *tls; /* NULL: plaintext */
 };
 
 static void unimplemented_start(rpc_call *call, rpc_msg *msg, void *ctx) {
@@ -230,6 +234,50 @@ static bool rerequest(pending *p) {
   return go;
 }
 
+/* call_path copies the method path of p's call into out. */
+static void call_path(const pending *p, char *out, size_t outlen) {
+  if (p->m != NULL) {
+    snprintf(out, outlen, "%s", p->m->path);
+    return;
+  }
+  size_t n = GRPC_SLICE_LENGTH(p->details.method);
+  if (n >= outlen)
+    n = outlen - 1;
+  memcpy(out, GRPC_SLICE_START_PTR(p->details.method), n);
+  out[n] = '\0';
+}
+
+/* admitted asks the gate about a new call; a refused call is finished
+ * here, before its method sees it. */
+static bool admitted(rpc_server *srv, rpc_call *c, const char *path) {
+  if (srv->gate == NULL)
+    return true;
+  char msg[512] = "";
+  int rc = srv->gate(c, path, msg, sizeof msg, srv->gate_ctx);
+  if (rc == FSPS_OK)
+    return true;
+  rpc_call_finish(c, NULL, rc, msg);
+  return false;
+}
+
+/* begin_call hands a new, admitted call to its method: a client stream
+ * starts receiving, other calls get their request. */
+static void begin_call(rpc_call *c, const rpc_method *m,
+                       grpc_byte_buffer *payload) {
+  if (m->kind == RPC_CLIENT_STREAMING) {
+    m->on_start(c, NULL, m->ctx);
+    pthread_mutex_lock(&c->mu);
+    bool go = !c->finished;
+    pthread_mutex_unlock(&c->mu);
+    if (go)
+      start_recv(c);
+  } else if (payload == NULL && m != &unimplemented) {
+    rpc_call_finish(c, NULL, FSPS_INVALID_ARGUMENT, "request has no message");
+  } else {
+    deliver(c, payload, m->on_start);
+  }
+}
+
 static void on_new_call(pending *p, bool ok) {
   rpc_server *srv = p->srv;
   const rpc_method *m = p->m ? p->m : &unimplemented;
@@ -240,6 +288,8 @@ static void on_new_call(pending *p, bool ok) {
     drop_pending(p);
     return;
   }
+  char path[256];
+  call_path(p, path, sizeof path);
   rpc_call *c = call_new(p, m);
   grpc_byte_buffer *payload = p->payload;
   if (p->m == NULL)
@@ -260,18 +310,8 @@ static void on_new_call(pending *p, bool ok) {
   grpc_op op = {.op = GRPC_OP_RECV_CLOSE_ON_SERVER};
   op.data.recv_close_on_server.cancelled = &c->close_cancelled;
   start(c, &op, 1, &c->t_close);
-  if (m->kind == RPC_CLIENT_STREAMING) {
-    m->on_start(c, NULL, m->ctx);
-    pthread_mutex_lock(&c->mu);
-    bool go = !c->finished;
-    pthread_mutex_unlock(&c->mu);
-    if (go)
-      start_recv(c);
-  } else if (payload == NULL && m != &unimplemented) {
-    rpc_call_finish(c, NULL, FSPS_INVALID_ARGUMENT, "request has no message");
-  } else {
-    deliver(c, payload, m->on_start);
-  }
+  if (admitted(srv, c, path))
+    begin_call(c, m, payload);
   if (payload)
     grpc_byte_buffer_destroy(payload);
 }
@@ -388,6 +428,36 @@ int64_t rpc_call_deadline_ms(const rpc_call *call) {
     return INT64_MAX;
   gpr_timespec left = gpr_time_sub(d, gpr_now(GPR_CLOCK_MONOTONIC));
   return gpr_time_to_millis(left);
+}
+
+size_t rpc_call_metadata_raw(const rpc_call *call, const char *key,
+                             const char **val, size_t *len) {
+  size_t klen = strlen(key), n = 0;
+  for (size_t i = 0; i < call->md.count; i++) {
+    const grpc_metadata *md = &call->md.metadata[i];
+    if (GRPC_SLICE_LENGTH(md->key) != klen ||
+        memcmp(GRPC_SLICE_START_PTR(md->key), key, klen) != 0)
+      continue;
+    if (n++ == 0) {
+      *val = (const char *)GRPC_SLICE_START_PTR(md->value);
+      *len = GRPC_SLICE_LENGTH(md->value);
+    }
+  }
+  return n;
+}
+
+void rpc_call_set_auth(rpc_call *call, int auth) {
+  call->auth = auth;
+}
+
+int rpc_call_auth(const rpc_call *call) {
+  return call->auth;
+}
+
+void rpc_call_peer(const rpc_call *call, char *out, size_t outlen) {
+  char *peer = grpc_call_get_peer(call->call);
+  snprintf(out, outlen, "%s", peer ? peer : "unknown peer");
+  gpr_free(peer);
 }
 
 bool rpc_call_metadata(const rpc_call *call, const char *key, char *out,
@@ -529,8 +599,26 @@ static int create_queues(rpc_server *srv, rpc_status *st) {
   return FSPS_OK;
 }
 
-static int bind_port(rpc_server *srv, const char *listen, rpc_status *st) {
-  grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+/* server_creds makes the port's credentials: TLS alone when asked for (a
+ * TLS port never takes a plaintext connection), else plaintext. */
+static grpc_server_credentials *
+server_creds(rpc_server *srv, const rpc_server_tls *tls, rpc_status *st) {
+  if (tls == NULL)
+    return grpc_insecure_server_credentials_create();
+  srv->tls = rpc_tls_watch_create(tls, st);
+  if (srv->tls == NULL)
+    return NULL;
+  grpc_server_credentials *c = rpc_tls_watch_creds(srv->tls);
+  if (c == NULL)
+    rpc_status_set(st, FSPS_INTERNAL, "gRPC refused the TLS credentials");
+  return c;
+}
+
+static int bind_port(rpc_server *srv, const char *listen,
+                     const rpc_server_tls *tls, rpc_status *st) {
+  grpc_server_credentials *creds = server_creds(srv, tls, st);
+  if (creds == NULL)
+    return st ? st->code : FSPS_INTERNAL;
   srv->port = grpc_server_add_http2_port(srv->server, listen, creds);
   grpc_server_credentials_release(creds);
   if (srv->port == 0)
@@ -563,15 +651,25 @@ rpc_server *rpc_server_create(const rpc_server_opts *opts,
   srv->server =
       grpc_server_create(rpc_channel_args(&a, opts->max_message_bytes), NULL);
   if (register_all(srv, st) != FSPS_OK || create_queues(srv, st) != FSPS_OK ||
-      bind_port(srv, opts->listen, st) != FSPS_OK) {
+      bind_port(srv, opts->listen, opts->tls, st) != FSPS_OK) {
     rpc_server_destroy(srv);
     return NULL;
   }
   return srv;
 }
 
+void rpc_server_set_gate(rpc_server *srv, rpc_gate_fn gate, void *ctx) {
+  srv->gate = gate;
+  srv->gate_ctx = ctx;
+}
+
 int rpc_server_port(const rpc_server *srv) {
   return srv->port;
+}
+
+void rpc_server_tls_poll(rpc_server *srv) {
+  if (srv->tls != NULL)
+    rpc_tls_watch_poll(srv->tls);
 }
 
 int rpc_server_start(rpc_server *srv, rpc_status *st) {
@@ -663,6 +761,8 @@ void rpc_server_destroy(rpc_server *srv) {
   free(srv->cqs);
   free(srv->threads);
   free(srv->reg);
+  /* After grpc_server_destroy: no handshake asks for certificates now. */
+  rpc_tls_watch_destroy(srv->tls);
   pthread_mutex_destroy(&srv->mu);
   pthread_cond_destroy(&srv->cv);
   free(srv);

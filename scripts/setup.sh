@@ -28,6 +28,9 @@ PACKAGES=(
   # the status page beside /metrics is tested in Debian's headless
   # Chromium: its scripts run, the rendered values checked, a screenshot
   chromium
+  # TLS: rpc/ checks PEM files with libcrypto (gRPC core's own OpenSSL);
+  # the TLS tests and bench/wire --tls make certificates with the openssl tool
+  libssl-dev openssl
 )
 
 missing=()

@@ -69,11 +69,27 @@ static const char usage[] =
     "  --inject-checkpoint-delay-ms MS  testing aid: each checkpoint file is\n"
     "                       written MS ms slower, as on a slow disk\n"
     "                       [FSPS_INJECT_CHECKPOINT_DELAY_MS] (0)\n"
+    "  --tls-cert FILE      serve TLS only (never plaintext) with this PEM\n"
+    "                       certificate chain; re-read when the file changes\n"
+    "                       [FSPS_TLS_CERT] (off)\n"
+    "  --tls-key FILE       the certificate's PEM private key [FSPS_TLS_KEY]\n"
+    "  --tls-client-ca FILE mutual TLS: require a client certificate signed\n"
+    "                       by a CA of this PEM file [FSPS_TLS_CLIENT_CA] "
+    "(off)\n"
+    "  --health-listen ADDR also serve grpc.health.v1 alone, in plaintext, on\n"
+    "                       ADDR (host:port; for the kubelet's gRPC probes of\n"
+    "                       a TLS server) [FSPS_HEALTH_LISTEN] (off)\n"
+    "  --health-port-file PATH  write the health port here once listening\n"
+    "                       [FSPS_HEALTH_PORT_FILE]\n"
     "  --log-level L        error, warn, info or debug [FSPS_LOG_LEVEL] "
     "(info)\n"
     "  --log-format F       text, or json: one JSON object per line (time,\n"
     "                       level, process, message, fields)\n"
     "                       [FSPS_LOG_FORMAT] (text)\n"
+    "  --auth-tokens FILE   take only calls with a bearer token of FILE: one\n"
+    "                       `ROLE TOKEN` per line, ROLE worker, reader or\n"
+    "                       admin; # comments; reloaded on SIGHUP\n"
+    "                       [FSPS_AUTH_TOKENS] (off: no token needed)\n"
     "  --help               print this help and exit\n"
     "  --version            print the version and exit\n";
 
@@ -100,6 +116,12 @@ enum {
   OPT_CKPT_DELAY,
   OPT_METRICS_LISTEN,
   OPT_METRICS_PORT_FILE,
+  OPT_AUTH_TOKENS,
+  OPT_TLS_CERT,
+  OPT_TLS_KEY,
+  OPT_TLS_CLIENT_CA,
+  OPT_HEALTH_LISTEN,
+  OPT_HEALTH_PORT_FILE,
   OPT_HELP,
   OPT_VERSION,
 };
@@ -128,6 +150,12 @@ static const struct option options[] = {
     {"inject-checkpoint-delay-ms", required_argument, NULL, OPT_CKPT_DELAY},
     {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
     {"metrics-port-file", required_argument, NULL, OPT_METRICS_PORT_FILE},
+    {"auth-tokens", required_argument, NULL, OPT_AUTH_TOKENS},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
+    {"health-listen", required_argument, NULL, OPT_HEALTH_LISTEN},
+    {"health-port-file", required_argument, NULL, OPT_HEALTH_PORT_FILE},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -157,6 +185,12 @@ static const char *env_names[] = {
     "FSPS_INJECT_CHECKPOINT_DELAY_MS",
     "FSPS_METRICS_LISTEN",
     "FSPS_METRICS_PORT_FILE",
+    "FSPS_AUTH_TOKENS",
+    "FSPS_TLS_CERT",
+    "FSPS_TLS_KEY",
+    "FSPS_TLS_CLIENT_CA",
+    "FSPS_HEALTH_LISTEN",
+    "FSPS_HEALTH_PORT_FILE",
 };
 _Static_assert(sizeof env_names / sizeof env_names[0] == OPT_HELP - OPT_LISTEN,
                "one environment variable per option, in the enum's order");
@@ -303,8 +337,36 @@ static int set_word(int opt, const char *v, server_config *c) {
   }
 }
 
+/* set_tls stores the TLS and health-port options' values (paths and an
+ * address); 1 when opt is none of them. */
+static int set_tls(int opt, const char *v, server_config *c) {
+  char *dst = opt == OPT_TLS_CERT           ? c->tls_cert
+              : opt == OPT_TLS_KEY          ? c->tls_key
+              : opt == OPT_TLS_CLIENT_CA    ? c->tls_client_ca
+              : opt == OPT_HEALTH_LISTEN    ? c->health_listen
+              : opt == OPT_HEALTH_PORT_FILE ? c->health_port_file
+                                            : NULL;
+  if (dst == NULL)
+    return 1;
+  size_t cap =
+      opt == OPT_HEALTH_LISTEN ? sizeof c->health_listen : sizeof c->tls_cert;
+  if (strlen(v) >= cap)
+    return -1;
+  strcpy(dst, v);
+  return 0;
+}
+
 /* set applies one option's value; -1 when the value is not acceptable. */
 static int set(int opt, const char *v, server_config *c) {
+  if (opt == OPT_AUTH_TOKENS) { /* the file is read at start (gate.h) */
+    if (!*v || strlen(v) >= sizeof c->auth_tokens)
+      return -1; /* empty is refused: never off by a slip */
+    strcpy(c->auth_tokens, v);
+    return 0;
+  }
+  int tls = set_tls(opt, v, c);
+  if (tls <= 0)
+    return tls;
   if (opt == OPT_METRICS_LISTEN || opt == OPT_METRICS_PORT_FILE) {
     char *dst = opt == OPT_METRICS_LISTEN ? c->metrics_listen
                                           : c->metrics_port_file;
@@ -359,6 +421,20 @@ static int from_env(server_config *c, char *err, size_t errlen) {
   return 0;
 }
 
+/* check_tls checks that the TLS options go together. */
+static int check_tls(const server_config *c, char *err, size_t errlen) {
+  if (!c->tls_cert[0] != !c->tls_key[0])
+    return fail(err, errlen,
+                "--tls-cert and --tls-key go together: give the certificate "
+                "and its key");
+  if (c->tls_client_ca[0] && !c->tls_cert[0])
+    return fail(err, errlen,
+                "--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key");
+  if (c->health_port_file[0] && !c->health_listen[0])
+    return fail(err, errlen, "--health-port-file needs --health-listen");
+  return 0;
+}
+
 static int check(const server_config *c, char *err, size_t errlen) {
   if (c->index >= c->num_servers)
     return fail(err, errlen,
@@ -377,7 +453,7 @@ static int check(const server_config *c, char *err, size_t errlen) {
     return fail(err, errlen,
                 "--deterministic cannot apply to --mode asp (updates apply "
                 "in arrival order)");
-  return 0;
+  return check_tls(c, err, errlen);
 }
 
 static int from_argv(int argc, char **argv, server_config *c, char *err,

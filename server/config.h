@@ -30,6 +30,12 @@ typedef struct {
   uint32_t ckpt_delay_ms;    /* testing: each checkpoint file takes longer */
   char metrics_listen[256];  /* "" : no /metrics endpoint */
   char metrics_port_file[1024];
+  char auth_tokens[1024]; /* "": calls need no token */
+  /* TLS: all "" for plaintext */
+  char tls_cert[1024], tls_key[1024];
+  char tls_client_ca[1024]; /* "": no client certificates (no mutual TLS) */
+  char health_listen[256];  /* "": no plaintext health-only port */
+  char health_port_file[1024];
 } server_config;
 
 /* server_config_parse fills c from the environment (FSPS_LISTEN, ...) and then

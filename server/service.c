@@ -7,6 +7,7 @@
 
 #include "checkpoint.h"
 #include "fsps.pb-c.h"
+#include "gate.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "log.h"
 #include "service.h"
@@ -86,6 +87,43 @@ static int init_store(service *svc, const Fsps__V1__ModelSpec *m,
   return rc;
 }
 
+/* may_join decides a worker's Init (server_auth_may's AUTH_JOIN): only the
+ * model this server holds already, so that a worker token cannot declare one.
+ * The declared model never changes once set, so this check stays true
+ * until store_init runs. */
+static int may_join(service *svc, const shard_spec *spec, char *err,
+                    size_t errlen) {
+  if (!store_ready(svc->st)) {
+    snprintf(err, errlen,
+             "role worker may only join the declared model, and none is "
+             "declared here yet (an admin token declares it)");
+    return FSPS_PERMISSION_DENIED;
+  }
+  uint64_t h = shard_spec_hash(spec);
+  if (h == store_hash(svc->st))
+    return FSPS_OK;
+  snprintf(err, errlen,
+           "role worker may only join the declared model (spec hash "
+           "%016" PRIx64 "), not declare another (%016" PRIx64 ")",
+           store_hash(svc->st), h);
+  return FSPS_PERMISSION_DENIED;
+}
+
+/* init_refused checks a worker's Init before it can declare anything: a
+ * refusal is answered here (true). */
+static bool init_refused(service *svc, rpc_call *call, shard_spec *spec) {
+  if (spec == NULL || rpc_call_auth(call) != AUTH_WORKER)
+    return false;
+  char err[512];
+  int rc = may_join(svc, spec, err, sizeof err);
+  if (rc == FSPS_OK)
+    return false;
+  shard_spec_destroy(spec);
+  server_auth_refused(svc->m, call, WIRE_PATH_INIT, "worker", rc, err);
+  rpc_call_finish(call, NULL, rc, err);
+  return true;
+}
+
 static void init_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   service *svc = ctx;
   Fsps__V1__InitRequest *req = (Fsps__V1__InitRequest *)unpack(
@@ -103,6 +141,10 @@ static void init_start(rpc_call *call, rpc_msg *msg, void *ctx) {
       rc == FSPS_OK ? wire_spec_from_proto(req->spec, err, sizeof err) : NULL;
   if (rc == FSPS_OK && spec == NULL)
     rc = FSPS_INVALID_ARGUMENT;
+  if (rc == FSPS_OK && init_refused(svc, call, spec)) {
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    return;
+  }
   if (rc == FSPS_OK)
     rc = init_store(svc, req->spec, spec, &created, err, sizeof err);
   protobuf_c_message_free_unpacked(&req->base, NULL);
@@ -327,4 +369,12 @@ const rpc_method *server_service_methods(service *svc, size_t *n) {
     svc->methods[i].ctx = svc;
   }
   return svc->methods;
+}
+
+const rpc_method *server_health_method(service *svc) {
+  svc->health[0] = (rpc_method){.path = WIRE_PATH_HEALTH_CHECK,
+                                .kind = RPC_UNARY,
+                                .on_start = health_start,
+                                .ctx = svc};
+  return svc->health;
 }

@@ -13,6 +13,7 @@
 #include "wire.h"
 
 struct ckpt;
+struct server_auth;
 
 #define SERVICE_METHODS WIRE_NUM_METHODS /* wire's paths, each served */
 
@@ -23,11 +24,18 @@ typedef struct {
   atomic_ullong pulls, pushes, rejected;
   uint64_t incarnation; /* random, drawn at start (StatusReply) */
   rpc_method methods[SERVICE_METHODS]; /* see server_service_methods */
+  /* The admission gate's tokens; NULL without --auth-tokens: no gate. */
+  struct server_auth *auth;
+  rpc_method health[1];                /* see server_health_method */
 } service;
 
 /* server_service_methods fills svc's method table, whose handlers all get svc
  * as their context, and returns it (it lives as long as svc). */
 const rpc_method *server_service_methods(service *svc, size_t *n);
+
+/* server_health_method returns a one-method table: svc's
+ * grpc.health.v1.Health/Check, for a port that serves nothing else. */
+const rpc_method *server_health_method(service *svc);
 
 /* Handlers of the streaming methods, in pull.c, push.c and values.c. */
 void server_pull_start(rpc_call *call, rpc_msg *msg, void *ctx);

@@ -3,6 +3,7 @@
  * can hold them against torch.optim bit for bit.
  *
  * usage: optim_replay KIND N STEPS key=value...
+ *        optim_replay --isa
  *   KIND   sgd, adam, adamw or adagrad
  *   keys   lr, momentum, dampening, nesterov, weight_decay, beta1, beta2,
  *          eps, lr_decay, initial_accumulator_value, maximize, grad_scale
@@ -11,6 +12,10 @@
  * stdin:  N float32 initial parameters, then STEPS x N float32 gradients
  * stdout: for each step t = 1..STEPS, N float32 parameters followed by
  *         optim_state_per_elem x N float32 state (native byte order)
+ * The kernels run on the instruction set optim chooses (FSPS_OPTIM_ISA caps
+ * it); --isa prints that choice, what the CPU supports and the compiler
+ * that built it (gcc or other), as
+ *   isa=NAME supported=NAME,NAME... compiler=gcc
  * Exits 0, or 2 with a message on stderr for bad arguments or short input. */
 
 #include <stdio.h>
@@ -29,7 +34,7 @@ typedef struct {
 static int usage(const char *why) {
   fprintf(stderr,
           "optim_replay: %s\nusage: optim_replay KIND N STEPS "
-          "key=value...\n",
+          "key=value...\n       optim_replay --isa\n",
           why);
   return 2;
 }
@@ -127,7 +132,26 @@ static int run(const replay *r, float *p, float *g, float *state) {
   return fflush(stdout) == 0 ? 0 : usage("cannot write the results");
 }
 
+static int print_isa(void) {
+  printf("isa=%s supported=", optim_isa_name(optim_isa_current()));
+  const char *sep = "";
+  for (int i = OPTIM_ISA_PORTABLE; i <= OPTIM_ISA_AVX512; i++) {
+    if (optim_isa_supported((optim_isa)i)) {
+      printf("%s%s", sep, optim_isa_name((optim_isa)i));
+      sep = ",";
+    }
+  }
+#if defined(__GNUC__) && !defined(__clang__)
+  printf(" compiler=gcc\n");
+#else
+  printf(" compiler=other\n");
+#endif
+  return fflush(stdout) == 0 ? 0 : 2;
+}
+
 int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "--isa") == 0)
+    return print_isa();
   replay r;
   if (parse_args(argc, argv, &r) != 0)
     return usage("bad arguments");

@@ -36,12 +36,20 @@ static const char *env_names[] = {
     "FSPS_INJECT_REPLY_DROPS",
 };
 
+/* The TLS and health-port options' variables. */
+static const char *tls_env_names[] = {
+    "FSPS_TLS_CERT",      "FSPS_TLS_KEY",          "FSPS_TLS_CLIENT_CA",
+    "FSPS_HEALTH_LISTEN", "FSPS_HEALTH_PORT_FILE",
+};
+
 /* clean_env unsets every FSPS_* variable the parser reads, so the tests
  * see only what they set. */
 static int clean_env(void **unused) {
   (void)unused;
   for (size_t i = 0; i < sizeof env_names / sizeof *env_names; i++)
     unsetenv(env_names[i]);
+  for (size_t i = 0; i < sizeof tls_env_names / sizeof *tls_env_names; i++)
+    unsetenv(tls_env_names[i]);
   return 0;
 }
 
@@ -268,6 +276,45 @@ static void test_bad_usage(void **unused) {
           "--deterministic");
 }
 
+/* TLS: off by default; the files and the health port from flags or
+ * variables; options that only go together refused alone. */
+static void test_tls(void **unused) {
+  (void)unused;
+  server_config c;
+  assert_int_equal(parse(&c, NULL), 0);
+  assert_string_equal(c.tls_cert, "");
+  assert_string_equal(c.health_listen, "");
+  assert_int_equal(parse(&c, "--tls-cert", "/s.crt", "--tls-key", "/s.key",
+                         "--tls-client-ca", "/ca.crt", "--health-listen",
+                         "0.0.0.0:7071", "--health-port-file", "/hp", NULL),
+                   0);
+  assert_string_equal(c.tls_cert, "/s.crt");
+  assert_string_equal(c.tls_key, "/s.key");
+  assert_string_equal(c.tls_client_ca, "/ca.crt");
+  assert_string_equal(c.health_listen, "0.0.0.0:7071");
+  assert_string_equal(c.health_port_file, "/hp");
+  static const char *values[] = {"/e.crt", "/e.key", "/eca.crt", "h:1", "/ehp"};
+  for (size_t i = 0; i < sizeof tls_env_names / sizeof *tls_env_names; i++)
+    setenv(tls_env_names[i], values[i], 1);
+  assert_int_equal(parse(&c, "--tls-key", "/flag.key", NULL), 0);
+  assert_string_equal(c.tls_cert, "/e.crt");
+  assert_string_equal(c.tls_key, "/flag.key"); /* the flag wins */
+  assert_string_equal(c.tls_client_ca, "/eca.crt");
+  assert_string_equal(c.health_listen, "h:1");
+  assert_string_equal(c.health_port_file, "/ehp");
+  clean_env(NULL);
+  refused("--tls-cert and --tls-key go together", "--tls-cert", "/s.crt");
+  refused("--tls-cert and --tls-key go together", "--tls-key", "/s.key");
+  refused("--tls-client-ca (mutual TLS) needs --tls-cert", "--tls-client-ca",
+          "/ca.crt");
+  refused("--health-port-file needs --health-listen", "--health-port-file",
+          "/hp");
+  char longer[1100];
+  memset(longer, 'a', sizeof longer - 1);
+  longer[sizeof longer - 1] = '\0';
+  refused("bad value", "--tls-cert", longer, "--tls-key", "/k");
+}
+
 /* --help and --version print and ask the caller to exit 0. */
 static void test_help_version(void **unused) {
   (void)unused;
@@ -312,6 +359,28 @@ static void parse_check(void *arg, bool failed) {
 /* The parser allocates nothing of its own (getopt's work is libc's, not
  * counted), so it has no allocation failure to handle: the first run
  * meets none. */
+/* --auth-tokens and FSPS_AUTH_TOKENS: a path (the file is read at
+ * start, not here), off by default, never off by an empty value. */
+static void test_auth_tokens(void **unused) {
+  (void)unused;
+  unsetenv("FSPS_AUTH_TOKENS");
+  server_config c;
+  assert_int_equal(parse(&c, NULL), 0);
+  assert_string_equal(c.auth_tokens, "");
+  assert_int_equal(parse(&c, "--auth-tokens", "/etc/fsps/tokens", NULL), 0);
+  assert_string_equal(c.auth_tokens, "/etc/fsps/tokens");
+  setenv("FSPS_AUTH_TOKENS", "/env/tokens", 1);
+  assert_int_equal(parse(&c, NULL), 0);
+  assert_string_equal(c.auth_tokens, "/env/tokens");
+  assert_int_equal(parse(&c, "--auth-tokens=/flag/tokens", NULL), 0);
+  assert_string_equal(c.auth_tokens, "/flag/tokens");
+  setenv("FSPS_AUTH_TOKENS", "", 1);
+  assert_int_equal(parse(&c, NULL), -1);
+  assert_non_null(strstr(err, "FSPS_AUTH_TOKENS"));
+  unsetenv("FSPS_AUTH_TOKENS");
+  refused("--auth-tokens", "--auth-tokens", "");
+}
+
 static void test_alloc(void **unused) {
   (void)unused;
   alloc_ctx x;
@@ -321,9 +390,10 @@ static void test_alloc(void **unused) {
 int main(void) {
 #define T(f) cmocka_unit_test_setup(f, clean_env)
   const struct CMUnitTest tests[] = {
-      T(test_defaults),  T(test_every_flag),   T(test_env),
-      T(test_bools),     T(test_bounds),       T(test_bad_values),
-      T(test_bad_usage), T(test_help_version), T(test_alloc),
+      T(test_defaults),    T(test_every_flag),   T(test_env),
+      T(test_bools),       T(test_bounds),       T(test_bad_values),
+      T(test_bad_usage),   T(test_help_version), T(test_alloc),
+      T(test_auth_tokens), T(test_tls),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -526,8 +526,9 @@ static void test_reference_adagrad(void **unused) {
  * float, with the rounding of ATen's AVX2 kernels: add with alpha and
  * addcmul fused (fmaf), everything else rounded per op, double scalars
  * rounded to float once. The library must agree bit for bit, whichever of
- * its vector body and tail computes an element. (tests/optim_torch.py
- * checks the library against torch itself where torch is installed.) */
+ * its vector body and tail computes an element, on every instruction set
+ * this CPU runs. (tests/optim_torch.py checks the library against torch
+ * itself where torch is installed.) */
 static void torch_order_sgd(const optim_config *c, uint64_t t, float *p,
                             const float *grad, float *b, size_t n) {
   float wd = (float)c->weight_decay, mom = (float)c->momentum;
@@ -598,7 +599,7 @@ static void torch_order_step(const optim_config *c, uint64_t t, float *p,
 
 /* 5 steps of the library and of the scalar float emulation on N elements
  * (odd: vector body and tail); params and state must be bitwise equal. */
-static void check_torch_order(const optim_config *c) {
+static void check_torch_order_here(const optim_config *c) {
   enum { N = 1001 };
   static float p[N], q[N], g[N], s[2 * N], ref_s[2 * N];
   fill_uniform(p, N, 3, 1.0f);
@@ -612,6 +613,23 @@ static void check_torch_order(const optim_config *c) {
   }
   assert_same_floats(p, q, N);
   assert_same_floats(s, ref_s, optim_state_per_elem(c) * N);
+}
+
+/* Sets the next instruction set this CPU runs after *isa (start from -1);
+ * after the last, restores `before` and returns false. */
+static bool next_isa(int *isa, optim_isa before) {
+  while (++*isa <= OPTIM_ISA_AVX512)
+    if (optim_isa_set((optim_isa)*isa) == 0)
+      return true;
+  assert_int_equal(optim_isa_set(before), 0);
+  return false;
+}
+
+/* check_torch_order_here on every instruction set this CPU runs. */
+static void check_torch_order(const optim_config *c) {
+  optim_isa before = optim_isa_current();
+  for (int isa = -1; next_isa(&isa, before);)
+    check_torch_order_here(c);
 }
 
 static void test_bitwise_torch_order(void **unused) {
@@ -646,29 +664,36 @@ static void test_bitwise_torch_order(void **unused) {
 
 /* The first 13 elements of a 16-element update equal a 13-element update:
  * the tail path computes exactly what the vector body does. */
+static void check_tail_matches_body(optim_kind kind) {
+  optim_config c;
+  optim_config_defaults(kind, &c);
+  c.momentum = 0.9f;
+  float a[16], b[16], g[3 * 16], sa[32], sb[26];
+  fill_uniform(a, 16, 4, 1.0f);
+  memcpy(b, a, sizeof a);
+  fill_uniform(g, 3 * 16, 5, 1.0f);
+  optim_state_init(&c, sa, 16);
+  optim_state_init(&c, sb, 13);
+  for (uint64_t t = 1; t <= 3; t++) {
+    optim_step(&c, t, c.lr, 1.0f, a, g + 16 * (t - 1), sa, 16);
+    optim_step(&c, t, c.lr, 1.0f, b, g + 16 * (t - 1), sb, 13);
+  }
+  assert_same_floats(a, b, 13);
+  assert_same_floats(sa, sb, 13); /* momentum, exp_avg or state_sum */
+  if (optim_state_per_elem(&c) == 2)
+    assert_same_floats(sa + 16, sb + 13, 13); /* exp_avg_sq */
+}
+
+/* On every instruction set this CPU runs: 16 is one AVX-512 vector, two
+ * AVX2 ones, four portable ones; 13 leaves a tail on each. */
 static void test_tail_matches_body(void **unused) {
   (void)unused;
   const optim_kind kinds[] = {OPTIM_SGD, OPTIM_ADAM, OPTIM_ADAMW,
                               OPTIM_ADAGRAD};
-  for (size_t k = 0; k < 4; k++) {
-    optim_config c;
-    optim_config_defaults(kinds[k], &c);
-    c.momentum = 0.9f;
-    float a[16], b[16], g[3 * 16], sa[32], sb[26];
-    fill_uniform(a, 16, 4, 1.0f);
-    memcpy(b, a, sizeof a);
-    fill_uniform(g, 3 * 16, 5, 1.0f);
-    optim_state_init(&c, sa, 16);
-    optim_state_init(&c, sb, 13);
-    for (uint64_t t = 1; t <= 3; t++) {
-      optim_step(&c, t, c.lr, 1.0f, a, g + 16 * (t - 1), sa, 16);
-      optim_step(&c, t, c.lr, 1.0f, b, g + 16 * (t - 1), sb, 13);
-    }
-    assert_same_floats(a, b, 13);
-    assert_same_floats(sa, sb, 13); /* momentum, exp_avg or state_sum */
-    if (optim_state_per_elem(&c) == 2)
-      assert_same_floats(sa + 16, sb + 13, 13); /* exp_avg_sq */
-  }
+  optim_isa before = optim_isa_current();
+  for (int isa = -1; next_isa(&isa, before);)
+    for (size_t k = 0; k < 4; k++)
+      check_tail_matches_body(kinds[k]);
 }
 
 /* grad_scale multiplies the gradient before anything else: a step with

@@ -466,7 +466,7 @@ static void test_sampler_bad_args(void **unused) {
   worker_data_sampler_free(&s);
 }
 
-/* ---- worker_mlp_parse
+/* ---- model_mlp_parse
  * ---------------------------------------------------------- */
 
 static void test_mlp_parse_good(void **unused) {
@@ -474,13 +474,13 @@ static void test_mlp_parse_good(void **unused) {
   uint32_t w[8], n = 0;
   char err[256];
   assert_int_equal(
-      worker_mlp_parse("mlp:784,512,256,10", w, 8, &n, err, sizeof err), 0);
+      model_mlp_parse("mlp:784,512,256,10", w, 8, &n, err, sizeof err), 0);
   assert_int_equal(n, 4);
   assert_int_equal(w[0], 784);
   assert_int_equal(w[1], 512);
   assert_int_equal(w[2], 256);
   assert_int_equal(w[3], 10);
-  assert_int_equal(worker_mlp_parse("mlp:1,1000000", w, 2, &n, err, sizeof err),
+  assert_int_equal(model_mlp_parse("mlp:1,1000000", w, 2, &n, err, sizeof err),
                    0);
   assert_int_equal(n, 2);
   assert_int_equal(w[1], 1000000);
@@ -510,12 +510,12 @@ static void test_mlp_parse_bad(void **unused) {
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     err[0] = '\0';
-    assert_int_equal(worker_mlp_parse(cases[i].desc, w, 4, &n, err, sizeof err),
+    assert_int_equal(model_mlp_parse(cases[i].desc, w, 4, &n, err, sizeof err),
                      -1);
     assert_err_has(err, cases[i].says, cases[i].desc, NULL);
   }
   assert_int_equal(n, 99); /* untouched on failure */
-  assert_int_equal(worker_mlp_parse(NULL, w, 4, &n, err, sizeof err), -1);
+  assert_int_equal(model_mlp_parse(NULL, w, 4, &n, err, sizeof err), -1);
 }
 
 /* ---- mlp ---------------------------------------------------------------- */
@@ -523,20 +523,20 @@ static void test_mlp_parse_bad(void **unused) {
 static void test_mlp_shapes(void **unused) {
   (void)unused;
   const uint32_t w[4] = {784, 512, 256, 10};
-  mlp *m = worker_mlp_create(w, 4, 64);
+  mlp *m = model_mlp_create(w, 4, 64);
   assert_non_null(m);
-  assert_int_equal(worker_mlp_num_layers(m), 3);
-  assert_int_equal(worker_mlp_width(m, 3), 10);
-  assert_int_equal(worker_mlp_layer_size(m, 0), 512 * 784 + 512);
-  assert_int_equal(worker_mlp_layer_size(m, 2), 10 * 256 + 10);
+  assert_int_equal(model_mlp_num_layers(m), 3);
+  assert_int_equal(model_mlp_width(m, 3), 10);
+  assert_int_equal(model_mlp_layer_size(m, 0), 512 * 784 + 512);
+  assert_int_equal(model_mlp_layer_size(m, 2), 10 * 256 + 10);
   /* outputs 512+256+10 plus two gradient buffers of 512, per row */
-  assert_int_equal(worker_mlp_workspace_bytes(w, 4, 64),
+  assert_int_equal(model_mlp_workspace_bytes(w, 4, 64),
                    64 * 4 * (512 + 256 + 10 + 2 * 512));
-  worker_mlp_destroy(m);
+  model_mlp_destroy(m);
   const uint32_t bad[2] = {5, 0};
-  assert_null(worker_mlp_create(bad, 2, 4));
-  assert_null(worker_mlp_create(w, 1, 4));
-  assert_null(worker_mlp_create(w, 4, 0));
+  assert_null(model_mlp_create(bad, 2, 4));
+  assert_null(model_mlp_create(w, 1, 4));
+  assert_null(model_mlp_create(w, 4, 0));
 }
 
 /* Forward against a naive double-precision reference of the same net. */
@@ -548,11 +548,11 @@ static void test_mlp_forward_reference(void **unused) {
   fill_uniform(p0, 35, 1, 0.8f);
   fill_uniform(p1, 24, 2, 0.8f);
   fill_uniform(x, B * 6, 3, 1.0f);
-  mlp *m = worker_mlp_create(w, 3, B);
+  mlp *m = model_mlp_create(w, 3, B);
   assert_non_null(m);
-  worker_mlp_forward_layer(m, 0, p0, x, B);
-  worker_mlp_forward_layer(m, 1, p1, NULL, B);
-  const float *out = worker_mlp_output(m);
+  model_mlp_forward_layer(m, 0, p0, x, B);
+  model_mlp_forward_layer(m, 1, p1, NULL, B);
+  const float *out = model_mlp_output(m);
   for (int i = 0; i < B; i++) {
     double h[5];
     for (int o = 0; o < 5; o++) {
@@ -568,7 +568,7 @@ static void test_mlp_forward_reference(void **unused) {
       assert_float_equal(out[i * 4 + o], y, 1e-5);
     }
   }
-  worker_mlp_destroy(m);
+  model_mlp_destroy(m);
 }
 
 /* Zero weights make the logits the bias: check loss, argmax and stability. */
@@ -578,20 +578,20 @@ static void test_mlp_loss_values(void **unused) {
   float p[3 * 2 + 3] = {0}, x[4] = {1, 2, 3, 4};
   const uint8_t y[2] = {0, 2};
   uint32_t correct = 99;
-  mlp *m = worker_mlp_create(w, 2, 2);
+  mlp *m = model_mlp_create(w, 2, 2);
   assert_non_null(m);
-  worker_mlp_forward_layer(m, 0, p, x, 2);
-  assert_float_equal(worker_mlp_loss(m, y, 2, &correct), logf(3.0f), 1e-6);
+  model_mlp_forward_layer(m, 0, p, x, 2);
+  assert_float_equal(model_mlp_loss(m, y, 2, &correct), logf(3.0f), 1e-6);
   assert_int_equal(correct, 1);                 /* ties: argmax is class 0 */
   p[6] = 1000.0f, p[7] = 0.0f, p[8] = -1000.0f; /* huge logits stay finite */
-  worker_mlp_forward_layer(m, 0, p, x, 2);
-  float loss = worker_mlp_loss(m, y, 2, &correct);
+  model_mlp_forward_layer(m, 0, p, x, 2);
+  float loss = model_mlp_loss(m, y, 2, &correct);
   assert_true(isfinite(loss));
   assert_float_equal(loss, 2000.0f / 2, 1e-3); /* (0 + 2000) / 2 */
   assert_int_equal(correct, 1);
   const uint8_t out_of_range[2] = {0, 3};
-  assert_true(isnan(worker_mlp_loss(m, out_of_range, 2, NULL)));
-  worker_mlp_destroy(m);
+  assert_true(isnan(model_mlp_loss(m, out_of_range, 2, NULL)));
+  model_mlp_destroy(m);
 }
 
 /* Analytic gradients of every weight and bias against central differences. */
@@ -600,31 +600,31 @@ static void gradcheck(const uint32_t *w, uint32_t nw, uint32_t b,
   const uint32_t L = nw - 1;
   float *p[8], *g[8], x[64];
   uint8_t y[16];
-  mlp *m = worker_mlp_create(w, nw, b);
+  mlp *m = model_mlp_create(w, nw, b);
   assert_non_null(m);
   fill_uniform(x, (size_t)b * w[0], seed, 1.0f);
   for (uint32_t i = 0; i < b; i++)
     y[i] = (uint8_t)((i * 7 + seed) % w[L]);
   for (uint32_t l = 0; l < L; l++) {
-    size_t n = worker_mlp_layer_size(m, l);
+    size_t n = model_mlp_layer_size(m, l);
     p[l] = malloc(n * sizeof(float)), g[l] = malloc(n * sizeof(float));
     assert_true(p[l] != NULL && g[l] != NULL);
     fill_uniform(p[l], n, seed * 31 + l, 0.7f);
   }
-  worker_mlp_eval_batch(m, (const float *const *)p, x, y, b, NULL);
+  model_mlp_eval_batch(m, (const float *const *)p, x, y, b, NULL);
   for (uint32_t l = L; l-- > 0;)
-    worker_mlp_backward_layer(m, l, p[l], g[l], b);
+    model_mlp_backward_layer(m, l, p[l], g[l], b);
   const float eps = 1e-3f;
   double worst = 0;
   for (uint32_t l = 0; l < L; l++) {
-    for (size_t i = 0; i < worker_mlp_layer_size(m, l); i++) {
+    for (size_t i = 0; i < model_mlp_layer_size(m, l); i++) {
       float keep = p[l][i];
       p[l][i] = keep + eps;
       double up =
-          worker_mlp_eval_batch(m, (const float *const *)p, x, y, b, NULL);
+          model_mlp_eval_batch(m, (const float *const *)p, x, y, b, NULL);
       p[l][i] = keep - eps;
       double down =
-          worker_mlp_eval_batch(m, (const float *const *)p, x, y, b, NULL);
+          model_mlp_eval_batch(m, (const float *const *)p, x, y, b, NULL);
       p[l][i] = keep;
       double num = (up - down) / (2 * eps), ana = g[l][i];
       double rel = fabs(num - ana) / fmax(fmax(fabs(num), fabs(ana)), 1e-2);
@@ -637,7 +637,7 @@ static void gradcheck(const uint32_t *w, uint32_t nw, uint32_t b,
   print_message("gradcheck: worst relative error %.2g\n", worst);
   for (uint32_t l = 0; l < L; l++)
     free(p[l]), free(g[l]);
-  worker_mlp_destroy(m);
+  model_mlp_destroy(m);
 }
 
 static void test_mlp_gradcheck_2_layers(void **unused) {
@@ -664,26 +664,26 @@ static void test_mlp_backward_inplace_same_bits(void **unused) {
   fill_uniform(x, (size_t)B * w[0], 5, 1.0f);
   for (uint32_t i = 0; i < B; i++)
     y[i] = (uint8_t)(i * 7 % 10);
-  mlp *m = worker_mlp_create(w, L + 1, B);
+  mlp *m = model_mlp_create(w, L + 1, B);
   assert_non_null(m);
   for (uint32_t l = 0; l < L; l++) {
-    size_t n = worker_mlp_layer_size(m, l);
+    size_t n = model_mlp_layer_size(m, l);
     p[l] = malloc(n * 4), g[l] = malloc(n * 4), q[l] = malloc(n * 4);
     fill_uniform(p[l], n, 40 + l, 0.2f);
     memcpy(q[l], p[l], n * 4);
   }
-  worker_mlp_eval_batch(m, (const float *const *)p, x, y, B, NULL);
+  model_mlp_eval_batch(m, (const float *const *)p, x, y, B, NULL);
   for (uint32_t l = L; l-- > 0;)
-    worker_mlp_backward_layer(m, l, p[l], g[l], B);
-  worker_mlp_eval_batch(m, (const float *const *)p, x, y, B, NULL);
+    model_mlp_backward_layer(m, l, p[l], g[l], B);
+  model_mlp_eval_batch(m, (const float *const *)p, x, y, B, NULL);
   for (uint32_t l = L; l-- > 0;)
-    worker_mlp_backward_layer_inplace(m, l, q[l], B);
+    model_mlp_backward_layer_inplace(m, l, q[l], B);
   for (uint32_t l = 0; l < L; l++) {
-    if (memcmp(g[l], q[l], worker_mlp_layer_size(m, l) * 4) != 0)
+    if (memcmp(g[l], q[l], model_mlp_layer_size(m, l) * 4) != 0)
       fail_msg("layer %u: the in-place gradient differs", l);
     free(p[l]), free(g[l]), free(q[l]);
   }
-  worker_mlp_destroy(m);
+  model_mlp_destroy(m);
   free(x);
 }
 
@@ -701,7 +701,7 @@ static double accuracy(mlp *m, float *const *p, const data_set *ds, uint32_t b,
     for (uint32_t i = 0; i < b; i++)
       idx[i] = s + i;
     worker_data_gather(ds, idx, b, x, y);
-    worker_mlp_eval_batch(m, (const float *const *)p, x, y, b, &c);
+    model_mlp_eval_batch(m, (const float *const *)p, x, y, b, &c);
     hits += c;
   }
   return (double)hits / (ds->n / b * b);
@@ -718,10 +718,10 @@ static void test_mlp_sgd_learns(void **unused) {
   uint8_t y[B];
   assert_int_equal(worker_data_synthetic(N, D, C, 3, &ds), 0);
   assert_int_equal(worker_data_sampler_init(&s, N, 1, 0, B, 4), 0);
-  mlp *m = worker_mlp_create(w, 3, B);
+  mlp *m = model_mlp_create(w, 3, B);
   assert_non_null(m);
   for (uint32_t l = 0; l < 2; l++) {
-    size_t n = worker_mlp_layer_size(m, l);
+    size_t n = model_mlp_layer_size(m, l);
     p[l] = malloc(n * sizeof(float)), g[l] = malloc(n * sizeof(float));
     assert_true(p[l] != NULL && g[l] != NULL);
     init_layer(p[l], w[l], w[l + 1], 100 + l);
@@ -733,10 +733,10 @@ static void test_mlp_sgd_learns(void **unused) {
       worker_data_sampler_epoch(&s, t / worker_data_sampler_steps(&s));
     worker_data_gather(&ds, worker_data_sampler_batch(&s, k), B, x, y);
     double loss =
-        worker_mlp_eval_batch(m, (const float *const *)p, x, y, B, NULL);
+        model_mlp_eval_batch(m, (const float *const *)p, x, y, B, NULL);
     for (uint32_t l = 2; l-- > 0;) {
-      worker_mlp_backward_layer(m, l, p[l], g[l], B);
-      for (size_t i = 0; i < worker_mlp_layer_size(m, l); i++)
+      model_mlp_backward_layer(m, l, p[l], g[l], B);
+      for (size_t i = 0; i < model_mlp_layer_size(m, l); i++)
         p[l][i] -= lr * g[l][i];
     }
     first += t < 5 ? loss / 5 : 0;
@@ -748,7 +748,7 @@ static void test_mlp_sgd_learns(void **unused) {
   assert_true(acc > 0.7); /* chance is 0.25 */
   for (uint32_t l = 0; l < 2; l++)
     free(p[l]), free(g[l]);
-  worker_mlp_destroy(m);
+  model_mlp_destroy(m);
   worker_data_sampler_free(&s);
   worker_data_free(&ds);
 }

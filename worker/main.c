@@ -55,7 +55,7 @@ static int setup(trainer *t, const uint32_t *w, uint32_t nw, char *err,
              o->world, o->batch, o->world * o->batch, t->train.n);
     return -1;
   }
-  t->net = worker_mlp_create(w, nw, o->batch);
+  t->net = model_mlp_create(w, nw, o->batch);
   t->layers = nw - 1;
   t->x = malloc((size_t)o->batch * w[0] * sizeof(float));
   t->y = malloc(o->batch);
@@ -65,6 +65,29 @@ static int setup(trainer *t, const uint32_t *w, uint32_t nw, char *err,
     return -1;
   }
   return 0;
+}
+
+/* connect_with_token connects with the token of --token-file,
+ * FSPS_TOKEN_FILE or FSPS_TOKEN (none: no token), wiped once copied. */
+static int connect_with_token(const worker_opts *o, fsps_options *fo,
+                              fsps_client **c, char *err, size_t errlen) {
+  char token[4097];
+  int rc = fsps_token_load(o->token_file, token, sizeof token, err, errlen);
+  if (rc == FSPS_OK || rc == FSPS_NOT_FOUND) {
+    err[0] = '\0'; /* "no token given" is no error: none is sent */
+    fo->token = token;
+    rc = fsps_connect(fo, c, err, errlen);
+  }
+  explicit_bzero(token, sizeof token);
+  return rc;
+}
+
+/* set_tls passes --tls-* on (unset flags stay NULL). */
+static void set_tls(fsps_options *fo, const worker_opts *o) {
+  fo->tls_ca = o->tls_ca[0] ? o->tls_ca : NULL;
+  fo->tls_cert = o->tls_cert[0] ? o->tls_cert : NULL;
+  fo->tls_key = o->tls_key[0] ? o->tls_key : NULL;
+  fo->tls_server_name = o->tls_server_name[0] ? o->tls_server_name : NULL;
 }
 
 static int connect_and_declare(trainer *t, const fsps_spec *spec, char *err,
@@ -82,7 +105,8 @@ static int connect_and_declare(trainer *t, const fsps_spec *spec, char *err,
   fo.prefetch = o->prefetch;
   fo.reshard_after_forward = o->reshard;
   fo.timeout_ms = o->timeout_ms;
-  int rc = fsps_connect(&fo, &t->client, err, errlen);
+  set_tls(&fo, o);
+  int rc = connect_with_token(o, &fo, &t->client, err, errlen);
   if (rc != FSPS_OK)
     return rc;
   rc = o->rank == 0 ? fsps_declare(t->client, spec)
@@ -99,7 +123,7 @@ static int local_params(trainer *t) {
   uint64_t most = 0;
   int rc = train_alloc_params(t);
   for (uint32_t l = 0; rc == FSPS_OK && l < t->layers; l++) {
-    uint64_t n = worker_mlp_layer_size(t->net, l);
+    uint64_t n = model_mlp_layer_size(t->net, l);
     for (uint64_t i = 0; i < n; i++)
       t->params[l][i] = 0.01f * (float)((int)(i % 7) - 3);
     most = n > most ? n : most;
@@ -114,7 +138,7 @@ static void cleanup(trainer *t) {
   for (uint32_t l = 0; t->params && l < t->layers; l++)
     free(t->params[l]);
   free(t->params);
-  worker_mlp_destroy(t->net);
+  model_mlp_destroy(t->net);
   worker_data_sampler_free(&t->sampler);
   worker_data_free(&t->train);
   worker_data_free(&t->test);
@@ -129,7 +153,7 @@ static void cleanup(trainer *t) {
 
 static int run(trainer *t, char *err, size_t errlen) {
   uint32_t w[MAX_WIDTHS], nw;
-  if (worker_mlp_parse(t->opts->model, w, MAX_WIDTHS, &nw, err, errlen) != 0 ||
+  if (model_mlp_parse(t->opts->model, w, MAX_WIDTHS, &nw, err, errlen) != 0 ||
       setup(t, w, nw, err, errlen) != 0)
     return 2;
   /* Before any server is asked: a bad path leaves no model declared. */

@@ -110,6 +110,23 @@ static const opt_def defs[] = {
      "the bytes; servers keep fp32 and sum in fp32); part of the model, so "
      "every worker must give the same (fp32)",
      T_STR, F(wire_dtype), 0, 0},
+    /* The token itself is never a flag: a command line shows in ps. */
+    {"token-file", "FSPS_TOKEN_FILE",
+     "file holding the bearer token for servers with --auth-tokens (else "
+     "the variable FSPS_TOKEN holds it; none: no token)",
+     T_STR, F(token_file), 0, 0},
+    {"tls-ca", "FSPS_TLS_CA",
+     "TLS to the servers: PEM file of the CAs that sign their certificates "
+     "(off)",
+     T_STR, F(tls_ca), 0, 0},
+    {"tls-cert", "FSPS_TLS_CERT",
+     "mutual TLS: PEM file of this worker's certificate chain", T_STR,
+     F(tls_cert), 0, 0},
+    {"tls-key", "FSPS_TLS_KEY", "its PEM private key", T_STR, F(tls_key), 0, 0},
+    {"tls-server-name", "FSPS_TLS_SERVER_NAME",
+     "the name every server's certificate must carry (default: the host of "
+     "its address)",
+     T_STR, F(tls_server_name), 0, 0},
 };
 
 #define NDEFS (sizeof defs / sizeof defs[0])
@@ -212,14 +229,17 @@ static int from_env(worker_opts *o, char *err, size_t errlen) {
 
 static int from_argv(int argc, char **argv, worker_opts *o, char *err,
                      size_t errlen) {
-  struct option lo[NDEFS + 3];
+  struct option lo[NDEFS + 4];
   for (size_t i = 0; i < NDEFS; i++)
     lo[i] = (struct option){
         defs[i].name, defs[i].type == T_FLAG ? no_argument : required_argument,
         NULL, (int)i};
   lo[NDEFS] = (struct option){"help", no_argument, NULL, 1000};
   lo[NDEFS + 1] = (struct option){"version", no_argument, NULL, 1001};
-  lo[NDEFS + 2] = (struct option){NULL, 0, NULL, 0};
+  /* --token is named so that getopt does not take it for an abbreviation
+   * of --token-file: it is refused, its value never shown. */
+  lo[NDEFS + 2] = (struct option){"token", required_argument, NULL, 1002};
+  lo[NDEFS + 3] = (struct option){NULL, 0, NULL, 0};
   int c;
   optind = 1;
   opterr = 0;
@@ -231,9 +251,14 @@ static int from_argv(int argc, char **argv, worker_opts *o, char *err,
         printf("fsps-worker %s (%s)\n", FSPS_VERSION, openblas_get_config());
       return 1;
     }
-    if (c == '?')
-      return fail(err, errlen, "unknown or incomplete option '%s' (see --help)",
-                  argv[optind - 1]);
+    if (c == '?') /* not a value given with '=': it may be a secret */
+      return fail(err, errlen,
+                  "unknown or incomplete option '%.*s' (see --help)",
+                  (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
+    if (c == 1002)
+      return fail(err, errlen,
+                  "no --token flag: a command line shows in ps; give "
+                  "--token-file FILE, FSPS_TOKEN_FILE or FSPS_TOKEN");
     const char *v = defs[c].type == T_FLAG ? "1" : optarg;
     if (set(&defs[c], v, o) != 0)
       return fail(err, errlen, "bad value '%s' for --%s (see --help)", v,

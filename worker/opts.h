@@ -35,6 +35,10 @@ typedef struct {
   char metrics_listen[256];     /* "": no /metrics endpoint */
   char metrics_port_file[1024]; /* where the metrics port is written */
   char wire_dtype[8];           /* fp32 or bf16: how the model travels */
+  char token_file[1024];        /* the bearer token's file ("": see main.c) */
+  /* TLS to the servers: "" for plaintext */
+  char tls_ca[1024], tls_cert[1024], tls_key[1024];
+  char tls_server_name[256];
 } worker_opts;
 
 /* opts_parse fills o from FSPS_* variables, then argv. Returns 0 to run,

@@ -84,16 +84,16 @@ fsps_spec *train_spec(const uint32_t *w, uint32_t nw, const worker_opts *o,
  * weight in the layer's vector. */
 static uint32_t piece_rows(const trainer *t, uint32_t l) {
   double cap = t->opts->piece_mb * 1048576.0 / sizeof(float);
-  uint32_t in = worker_mlp_width(t->net, l),
-           out = worker_mlp_width(t->net, l + 1);
-  if (cap <= 0 || (double)worker_mlp_layer_size(t->net, l) <= cap)
+  uint32_t in = model_mlp_width(t->net, l),
+           out = model_mlp_width(t->net, l + 1);
+  if (cap <= 0 || (double)model_mlp_layer_size(t->net, l) <= cap)
     return 0;
   double r = floor(cap / in);
   return r < 1 ? 1 : r >= out ? out : (uint32_t)r;
 }
 
 static uint32_t num_pieces(const trainer *t, uint32_t l) {
-  uint32_t r = piece_rows(t, l), out = worker_mlp_width(t->net, l + 1);
+  uint32_t r = piece_rows(t, l), out = model_mlp_width(t->net, l + 1);
   return r ? (out + r - 1) / r : 1;
 }
 
@@ -101,17 +101,17 @@ static uint32_t num_pieces(const trainer *t, uint32_t l) {
  * row count. */
 static uint32_t piece_row0(const trainer *t, uint32_t l, uint32_t p) {
   return p < num_pieces(t, l) ? p * piece_rows(t, l)
-                              : worker_mlp_width(t->net, l + 1);
+                              : model_mlp_width(t->net, l + 1);
 }
 
 /* piece_start returns where piece p of layer l starts (in elements). */
 static uint64_t piece_start(const trainer *t, uint32_t l, uint32_t p) {
-  return (uint64_t)piece_row0(t, l, p) * worker_mlp_width(t->net, l);
+  return (uint64_t)piece_row0(t, l, p) * model_mlp_width(t->net, l);
 }
 
 /* piece_len returns piece p's length (the last one has the bias). */
 static uint64_t piece_len(const trainer *t, uint32_t l, uint32_t p) {
-  uint64_t end = p + 1 == num_pieces(t, l) ? worker_mlp_layer_size(t->net, l)
+  uint64_t end = p + 1 == num_pieces(t, l) ? model_mlp_layer_size(t->net, l)
                                            : piece_start(t, l, p + 1);
   return end - piece_start(t, l, p);
 }
@@ -146,7 +146,7 @@ int train_set_pieces(trainer *t) {
       return FSPS_NOMEM;
     for (uint32_t p = 0; p < np; p++)
       b[p] = piece_start(t, l, p);
-    b[np] = worker_mlp_layer_size(t->net, l);
+    b[np] = model_mlp_layer_size(t->net, l);
     int rc = fsps_set_pieces(t->client, l, np, b);
     free(b);
     if (rc != FSPS_OK)
@@ -165,10 +165,10 @@ static int forward_pieces(trainer *t, uint32_t l, const float *x) {
     int rc = local ? FSPS_OK : fsps_forward_piece(t->client, l, p, &w);
     if (rc != FSPS_OK)
       return rc;
-    worker_mlp_forward_rows(t->net, l, r0, r1, w, x, b);
+    model_mlp_forward_rows(t->net, l, r0, r1, w, x, b);
     if (p + 1 == np) /* the bias follows the last rows */
-      worker_mlp_forward_bias(
-          t->net, l, w + (size_t)(r1 - r0) * worker_mlp_width(t->net, l), b);
+      model_mlp_forward_bias(
+          t->net, l, w + (size_t)(r1 - r0) * model_mlp_width(t->net, l), b);
     if (!local && (rc = fsps_forward_piece_done(t->client, l, p)) != FSPS_OK)
       return rc;
   }
@@ -191,9 +191,9 @@ static int backward_pieces(trainer *t, uint32_t l) {
       return rc;
     g = local ? g : w;
     if (p + 1 == np) /* reads no parameters */
-      worker_mlp_backward_bias(
-          t->net, l, g + (size_t)(r1 - r0) * worker_mlp_width(t->net, l), b);
-    worker_mlp_backward_rows(t->net, l, r0, r1, w, g, b);
+      model_mlp_backward_bias(
+          t->net, l, g + (size_t)(r1 - r0) * model_mlp_width(t->net, l), b);
+    model_mlp_backward_rows(t->net, l, r0, r1, w, g, b);
     if (!local && (rc = fsps_backward_piece_done(t->client, l, p)) != FSPS_OK)
       return rc;
   }
@@ -217,7 +217,7 @@ static int forward(trainer *t, const float *x) {
     int rc = local ? FSPS_OK : fsps_forward(t->client, l, &w);
     if (rc != FSPS_OK)
       return rc;
-    worker_mlp_forward_layer(t->net, l, w, x, t->opts->batch);
+    model_mlp_forward_layer(t->net, l, w, x, t->opts->batch);
     if (!local && (rc = fsps_forward_done(t->client, l)) != FSPS_OK)
       return rc;
   }
@@ -236,7 +236,7 @@ static int backward(trainer *t) {
       continue;
     }
     if (local) {
-      worker_mlp_backward_layer(t->net, l, t->params[l], t->local_grad,
+      model_mlp_backward_layer(t->net, l, t->params[l], t->local_grad,
                                 t->opts->batch);
       continue;
     }
@@ -244,7 +244,7 @@ static int backward(trainer *t) {
     int rc = fsps_backward_inplace(t->client, l, &wg);
     if (rc != FSPS_OK)
       return rc;
-    worker_mlp_backward_layer_inplace(t->net, l, wg, t->opts->batch);
+    model_mlp_backward_layer_inplace(t->net, l, wg, t->opts->batch);
     if ((rc = fsps_backward_done(t->client, l)) != FSPS_OK)
       return rc;
   }
@@ -259,7 +259,7 @@ static int step(trainer *t, uint64_t gstep, const uint32_t *idx) {
     rc = forward(t, t->x);
   if (rc != FSPS_OK)
     return rc;
-  t->last_loss = worker_mlp_loss(t->net, t->y, b, &correct);
+  t->last_loss = model_mlp_loss(t->net, t->y, b, &correct);
   t->loss_sum += t->last_loss;
   t->loss_n++;
   rc = backward(t);
@@ -288,7 +288,7 @@ int train_alloc_params(trainer *t) {
   if (t->params == NULL)
     return FSPS_NOMEM;
   for (uint32_t l = 0; l < t->layers; l++)
-    if ((t->params[l] = malloc(worker_mlp_layer_size(t->net, l) * 4)) == NULL)
+    if ((t->params[l] = malloc(model_mlp_layer_size(t->net, l) * 4)) == NULL)
       return FSPS_NOMEM;
   return FSPS_OK;
 }
@@ -306,14 +306,14 @@ static int eval_layer_pieces(trainer *t, uint32_t l, uint64_t version,
     if (rc != FSPS_OK)
       return rc;
     if (np == 1) {
-      worker_mlp_forward_layer(t->net, l, w, t->x, b);
+      model_mlp_forward_layer(t->net, l, w, t->x, b);
       break;
     }
     uint32_t r0 = piece_row0(t, l, p), r1 = piece_row0(t, l, p + 1);
-    worker_mlp_forward_rows(t->net, l, r0, r1, w, t->x, b);
+    model_mlp_forward_rows(t->net, l, r0, r1, w, t->x, b);
     if (p + 1 == np)
-      worker_mlp_forward_bias(
-          t->net, l, w + (size_t)(r1 - r0) * worker_mlp_width(t->net, l), b);
+      model_mlp_forward_bias(
+          t->net, l, w + (size_t)(r1 - r0) * model_mlp_width(t->net, l), b);
   }
   return FSPS_OK;
 }
@@ -326,7 +326,7 @@ static int eval_forward(trainer *t, uint64_t version, uint32_t b) {
     if (rc != FSPS_OK)
       return rc;
     if (t->piece_buf == NULL)
-      worker_mlp_forward_layer(t->net, l, t->params[l], t->x, b);
+      model_mlp_forward_layer(t->net, l, t->params[l], t->x, b);
   }
   return FSPS_OK;
 }
@@ -353,7 +353,7 @@ int train_evaluate(trainer *t, uint64_t version, double *accuracy) {
     if ((rc = eval_forward(t, version, b)) != FSPS_OK)
       return rc;
     uint32_t c;
-    worker_mlp_loss(t->net, t->y, b, &c);
+    model_mlp_loss(t->net, t->y, b, &c);
     correct += c;
     seen += b;
   }
@@ -624,7 +624,7 @@ static int dump_whole(trainer *t, uint64_t version, FILE *f) {
   if (rc == FSPS_OK)
     rc = gather_all(t, version);
   for (uint32_t l = 0; rc == FSPS_OK && l < t->layers; l++) {
-    uint64_t n = worker_mlp_layer_size(t->net, l);
+    uint64_t n = model_mlp_layer_size(t->net, l);
     if (fwrite(t->params[l], sizeof(float), n, f) != n)
       rc = FSPS_IO;
   }

@@ -27,7 +27,7 @@ A short example::
 """
 from ._ffi import LIBRARY_PATH, ffi, lib
 from ._version import __version__
-from .client import MODES, Client
+from .client import MODES, Client, load_token
 from .errors import *  # noqa: F401,F403 (the status-code classes)
 from . import errors as _errors
 from .errors import Error, StaleView, error_for
@@ -35,7 +35,7 @@ from .spec import INITS, OPTIMIZERS, PARAMS, SCHEDULES, Layer, Spec
 from .views import View
 
 __all__ = ["Client", "Spec", "Layer", "View", "Error", "StaleView",
-           "library_version", "tune_malloc", "error_for", "MODES", "INITS",
+           "library_version", "tune_malloc", "load_token", "error_for", "MODES", "INITS",
            "OPTIMIZERS", "PARAMS", "SCHEDULES", "LIBRARY_PATH",
            "__version__"] + [cls.__name__ for cls in _errors._CLASSES.values()]
 

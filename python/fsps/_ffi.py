@@ -51,9 +51,17 @@ typedef struct {
   int64_t timeout_ms;
   uint32_t retries;
   uint32_t io_threads;
+  const char *token;
+  const char *tls_ca;
+  const char *tls_cert;
+  const char *tls_key;
+  const char *tls_server_name;
   fsps_wire_dtype wire_dtype;
 } fsps_options;
 typedef struct fsps_client fsps_client;
+
+int fsps_token_load(const char *path, char *out, size_t outlen, char *err,
+                    size_t errlen);
 
 void fsps_options_init(fsps_options *o);
 void fsps_options_init_size(fsps_options *o, size_t size);

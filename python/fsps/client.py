@@ -2,6 +2,7 @@
 pushes and FSDP step scheduler."""
 import math
 import numbers
+import os
 import threading
 
 import numpy as np
@@ -51,6 +52,58 @@ def _servers(servers):
     if "\0" in text:  # C would see only what precedes it
         raise InvalidArgument("servers %r holds a NUL character" % (text,))
     return text
+
+
+TOKEN_MAX = 4096  # bytes (fsps.h)
+
+
+def load_token(path=None):
+    """Finds a token the way fsps's tools do (``fsps_token_load``): from
+    the file ``path`` if given, else from the file the environment variable
+    FSPS_TOKEN_FILE names, else from the variable FSPS_TOKEN itself. A token
+    file holds the token alone (blank lines and # comments aside) and must
+    not be readable by other users. Returns the token (a str), or None when
+    no source is set; raises fsps.Error when a source is unusable (the
+    message never quotes the token)."""
+    if path is not None and not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError("path must be a str or os.PathLike, not %s"
+                        % type(path).__name__)
+    buf = ffi.new("char[]", TOKEN_MAX + 1)
+    err = ffi.new("char[]", 1200)
+    c_path = ffi.NULL if path is None else ffi.new("char[]",
+                                                    os.fsencode(path))
+    rc = lib.fsps_token_load(c_path, buf, TOKEN_MAX + 1, err, 1200)
+    try:
+        if rc == 5:  # FSPS_NOT_FOUND: no source set
+            return None
+        if rc != 0:
+            raise error_for(rc, ffi.string(err).decode(errors="replace"))
+        return ffi.string(buf).decode("ascii")
+    finally:
+        ffi.memmove(buf, b"\0" * (TOKEN_MAX + 1), TOKEN_MAX + 1)
+
+
+def _token(token, token_file):
+    """The token to send as a C string (or ffi.NULL), from token or
+    token_file; errors never quote it."""
+    if token is not None and token_file is not None:
+        raise InvalidArgument("give token or token_file, not both")
+    if token_file is not None:
+        if isinstance(token_file, (str, bytes)) and not token_file:
+            raise InvalidArgument("token_file is empty")
+        token = load_token(token_file)
+    if token is None:
+        return ffi.NULL
+    if not isinstance(token, str):
+        raise TypeError("token must be a str, not %s" % type(token).__name__)
+    try:
+        raw = token.encode("ascii")
+    except UnicodeEncodeError:
+        raise InvalidArgument("the token holds a non-ASCII character, which "
+                              "a gRPC header cannot carry") from None
+    if not raw or b"\0" in raw:
+        raise InvalidArgument("the token is empty or holds a NUL character")
+    return ffi.new("char[]", raw)
 
 
 def _float32(arr, count, what, writable):
@@ -133,6 +186,21 @@ def _server_status(st, s):
     }
 
 
+def _set_tls(o, **paths):
+    """Sets o's TLS fields from paths (str, bytes, os.PathLike or None);
+    returns the C strings, which must live until fsps_connect returns."""
+    keep = []
+    for name, value in paths.items():
+        if value is None:
+            continue
+        if not isinstance(value, (str, bytes, os.PathLike)):
+            raise TypeError("%s must be a path (str or os.PathLike), not %r"
+                            % (name, type(value).__name__))
+        keep.append(ffi.new("char[]", os.fsencode(value)))
+        setattr(o, name, keep[-1])
+    return keep
+
+
 class Client:
     """One worker's connection to the fsps servers (``fsps_connect``).
 
@@ -152,6 +220,21 @@ class Client:
         timeout: seconds each call may take (None: 120).
         retries: calls made again when a server answers UNAVAILABLE.
         io_threads: threads receiving and copying (1 suits most).
+        token: the bearer token sent on every call, for servers started
+            with --auth-tokens (None: none). Never printed.
+        token_file: read the token from this file instead (the token
+            alone on a line, the file private to its owner); see
+            ``fsps.load_token`` for the tools' FSPS_TOKEN_FILE and
+            FSPS_TOKEN variables.
+        tls_ca: path of the PEM file of the CAs that sign the servers'
+            certificates; given, every connection is TLS (None: plaintext).
+        tls_cert, tls_key: mutual TLS: paths of this client's PEM
+            certificate chain and its private key.
+        tls_server_name: the name every server's certificate must carry,
+            instead of the host of its address (None).
+            The files are read once, here; a bad one raises
+            ``fsps.InvalidArgument`` (``fsps.InputOutputError`` when
+            unreadable) naming it.
         wire_dtype: None (as each spec says), or "fp32" or "bf16" to
             declare and attach specs with that wire dtype instead of their
             own (see ``Spec.set_wire_dtype``).
@@ -168,8 +251,9 @@ class Client:
 
     def __init__(self, servers, rank=0, world=1, mode="bsp", staleness=0,
                  prefetch=1, reshard_after_forward=True, timeout=None,
-                 retries=8, io_threads=1, interruptible=True,
-                 wire_dtype=None):
+                 retries=8, io_threads=1, interruptible=True, token=None,
+                 token_file=None, tls_ca=None, tls_cert=None, tls_key=None,
+                 tls_server_name=None, wire_dtype=None):
         o = ffi.new("fsps_options *")
         # The header's fsps_options_init is a macro passing the struct's
         # size; cffi calls the function behind it with that size too.
@@ -196,9 +280,17 @@ class Client:
                                   "bf16" % (wire_dtype,))
         o.wire_dtype = WIRE_DTYPES[wire_dtype]
         self._wire_dtype = wire_dtype
+        token_c = _token(token, token_file)
+        o.token = token_c
+        keep = _set_tls(o, tls_ca=tls_ca, tls_cert=tls_cert,
+                        tls_key=tls_key, tls_server_name=tls_server_name)
         out = ffi.new("fsps_client **")
         err = ffi.new("char[]", 512)
         rc = lib.fsps_connect(o, out, err, 512)
+        del keep  # libfsps has read the files
+        if token_c != ffi.NULL:  # libfsps holds its own copy now
+            n = len(ffi.string(token_c))
+            ffi.memmove(token_c, b"\0" * n, n)
         if rc != 0:
             raise error_for(rc, ffi.string(err).decode(errors="replace"))
         self._c = out[0]

@@ -270,6 +270,7 @@ def shard(module, servers, rank=0, world=1, optimizer="adam", schedule=None,
             computes in float32 on the bf16 values, the servers keep float32
             master parameters and sum in float32 (``fsps.Spec``).
         client_options: the other fsps.Client arguments (mode, prefetch,
+            token or token_file for servers with --auth-tokens,
             reshard_after_forward, timeout, retries, ...).
     """
     return ShardedModule(module, servers, rank, world, optimizer, schedule,

@@ -14,8 +14,15 @@
 # 127.0.2.<r+1>, on the rendered metrics port; workers stop after a few steps
 # on part of the data, without the final evaluation, to keep the run short
 # (and give up on a call after 60 s rather than 120 s if something hangs).
+# With TLS each server's plaintext health port is on its own address too.
 # With metrics on, each server's rendered metrics port is scraped once the
 # workers are done: it must show every layer's version.
+#
+# With TLS or tokens on, the Secrets the pods mount are made here (openssl:
+# a CA, a server certificate naming every server's DNS name as cert-manager
+# would, a client certificate, random tokens) and each process finds its
+# files, with the rendered modes, under $DIR/root-<process>/ instead of at
+# the rendered paths: its variables are rewritten to match (printed).
 #
 #   smoke.sh DIR FSPS_SERVER FSPS_WORKER FSPS_HEALTH     (DIR from validate.mjs --emit)
 set -euo pipefail
@@ -30,6 +37,49 @@ done
 ip link set lo up
 mount --bind "$dir/hosts" /etc/hosts
 read -r S W port mport <"$dir/counts"
+# ---- the Secrets -------------------------------------------------------------
+make_secrets() {
+  local pki=$dir/pki names
+  mkdir -p "$pki"
+  names=$(awk '$2 != "localhost" { print $2 }' "$dir/hosts")
+  local san="" h
+  for h in $names; do san="$san,DNS:$h,DNS:*.${h#*.}"; done
+  san=${san#,}
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$pki/ca.key" -out "$pki/ca.crt" -subj /CN=smoke-ca -days 2 \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+  for who in server client; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout "$pki/$who.key" -out "$pki/$who.csr" -subj "/CN=smoke-$who" 2>/dev/null
+  done
+  openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 2 -out "$pki/server.crt" -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth' "$san") 2>/dev/null
+  openssl x509 -req -in "$pki/client.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 2 -out "$pki/client.crt" -extfile <(printf 'extendedKeyUsage=clientAuth') 2>/dev/null
+  for t in admin worker; do openssl rand -hex 32 >"$pki/$t.token"; done
+  printf '# made by smoke.sh\nadmin %s\nworker %s\n' "$(cat "$pki/admin.token")" "$(cat "$pki/worker.token")" >"$pki/tokens"
+  echo "smoke: made a CA, a server certificate for [$san], a client certificate and tokens"
+}
+
+# localize NAME: NAME's Secret files under $dir/root-NAME with the rendered
+# modes, and NAME.env.local: NAME.env with those paths rewritten.
+localize() {
+  local name=$1 root=$dir/root-$1 path secret key mode src
+  cp "$dir/$name.env" "$dir/$name.env.local"
+  [ -s "$dir/$name.files" ] || return 0
+  while read -r path secret key mode; do
+    src=$(awk -v s="$secret" -v k="$key" '$1 == s && $2 == k { print $3 }' "$dir/secrets")
+    [ -n "$src" ] || { echo "smoke: nothing known for $secret $key"; exit 1; }
+    mkdir -p "$root$(dirname "$path")"
+    cp "$dir/pki/$src" "$root$path"
+    chmod "$mode" "$root$path"
+    sed -i "s|=$path\$|=$root$path|" "$dir/$name.env.local"
+  done <"$dir/$name.files"
+  echo "smoke: $name: $(sed 's|^\([^ ]*\) \([^ ]*\) \([^ ]*\) \(.*\)|\1 (\2 \3, mode \4)|' "$dir/$name.files" | tr '\n' ';' | sed 's/;$//') under $root"
+}
+if [ -s "$dir/secrets" ]; then make_secrets; fi
+for f in "$dir"/*.env; do localize "$(basename "$f" .env)"; done
+
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
@@ -42,8 +92,17 @@ run_env() {
   local file=$1 log=$2 bin=$3
   shift 3
   local vars
-  mapfile -t vars <"$file"
-  exec env -i PATH=/usr/bin:/bin ${KEEP[@]+"${KEEP[@]}"} "${vars[@]}" "$@" "$bin" >"$log" 2>&1
+  mapfile -t vars < <(grep -v '^$' "$file")
+  exec env -i PATH=/usr/bin:/bin ${KEEP[@]+"${KEEP[@]}"} ${vars[@]+"${vars[@]}"} "$@" "$bin" >"$log" 2>&1
+}
+
+# run_cmd FILE LOG CMD...: execs CMD with exactly FILE's environment.
+run_cmd() {
+  local file=$1 log=$2
+  shift 2
+  local vars
+  mapfile -t vars < <(grep -v '^$' "$file")
+  exec env -i PATH=/usr/bin:/bin ${vars[@]+"${vars[@]}"} "$@" >"$log" 2>&1
 }
 
 # mapfile_cmd FILE: sets CMD to the rendered command, with the image's
@@ -61,7 +120,7 @@ SECONDS=0
 # The init container starts first, as pods may: it must wait for servers.
 if [ -f "$dir/init.cmd" ]; then
   mapfile_cmd "$dir/init.cmd"
-  "${CMD[@]}" >"$dir/init.log" 2>&1 &
+  (run_cmd "$dir/init.env.local" "$dir/init.log" "${CMD[@]}") &
   init_pid=$!
   pids+=("$init_pid")
   sleep 0.5
@@ -71,11 +130,16 @@ fi
 metrics_at() {
   if [ "$mport" -ne 0 ]; then echo "FSPS_METRICS_LISTEN=$1:$mport"; fi
 }
+# health_at HOST: with TLS, the health-only port on HOST (as metrics_at).
+read -r probe <"$dir/probe"
+health_at() {
+  if [ "$probe" -ne "$port" ]; then echo "FSPS_HEALTH_LISTEN=$1:$probe"; fi
+}
 for ((i = 0; i < S; i++)); do
   # The rendered checkpoint folder is the pod's volume: use one of ours.
-  run_env "$dir/server-$i.env" "$dir/server-$i.log" "$server_bin" \
+  run_env "$dir/server-$i.env.local" "$dir/server-$i.log" "$server_bin" \
     FSPS_LISTEN="127.0.1.$((i + 1)):$port" FSPS_CHECKPOINT_DIR="$dir/ckpt-$i" \
-    $(metrics_at "127.0.1.$((i + 1))") &
+    $(metrics_at "127.0.1.$((i + 1))") $(health_at "127.0.1.$((i + 1))") &
   pids+=($!)
   server_pids[i]=$!
 done
@@ -105,8 +169,25 @@ if [ -n "${init_pid:-}" ]; then
   echo "smoke: wait-for-servers saw all $S server(s) SERVING: $(tr '\n' ' ' <"$dir/init.log")"
 fi
 
+# The kubelet's probes: plaintext gRPC health checks of the rendered probe
+# port; with TLS that is the health-only port, and the gRPC port refuses a
+# plaintext check.
+for ((i = 0; i < S; i++)); do
+  if ! env -i "$health_bin" --timeout-ms 30000 "127.0.1.$((i + 1)):$probe" >"$dir/probe-$i.log" 2>&1; then
+    echo "smoke: server $i does not answer the kubelet's plaintext probe on port $probe:"
+    cat "$dir/probe-$i.log"
+    exit 1
+  fi
+  if [ "$probe" -ne "$port" ] &&
+    env -i "$health_bin" --timeout-ms 2000 "127.0.1.$((i + 1)):$port" >>"$dir/probe-$i.log" 2>&1; then
+    echo "smoke: server $i answers a plaintext check on its TLS port $port"
+    exit 1
+  fi
+done
+echo "smoke: the probes' plaintext health checks on port $probe pass$([ "$probe" -ne "$port" ] && echo ", and the TLS port $port refuses them")"
+
 mapfile_cmd "$dir/test.cmd"
-if ! servers_alive || ! "${CMD[@]}" >"$dir/test.log" 2>&1; then
+if ! servers_alive || ! (run_cmd "$dir/test.env.local" "$dir/test.log" "${CMD[@]}"); then
   echo "smoke: the helm test command failed:"
   cat "$dir/test.log"
   exit 1
@@ -116,7 +197,7 @@ echo "smoke: helm test command passed"
 echo "smoke: starting $W worker(s) with overrides ${OVERRIDES[*]}"
 wpids=()
 for ((r = 0; r < W; r++)); do
-  run_env "$dir/worker-$r.env" "$dir/worker-$r.log" "$worker_bin" "${OVERRIDES[@]}" \
+  run_env "$dir/worker-$r.env.local" "$dir/worker-$r.log" "$worker_bin" "${OVERRIDES[@]}" \
     $(metrics_at "127.0.2.$((r + 1))") &
   wpids+=($!)
   pids+=($!)

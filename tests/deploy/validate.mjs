@@ -108,6 +108,7 @@ const byKind = {};
 for (const o of objs) {
   const id = `${o.kind}/${o.metadata?.name}`;
   (byKind[o.kind] ??= []).push(o);
+  if (o.apiVersion === "cert-manager.io/v1") continue; // no model: checked in 3c
   let Cls;
   try {
     const mod = await import(modulePath(o.apiVersion, o.kind));
@@ -248,8 +249,18 @@ check(se.FSPS_INDEX?.valueFrom?.fieldRef?.fieldPath === "metadata.labels['apps.k
 check(val(se, "FSPS_NUM_SERVERS") === String(S), `FSPS_NUM_SERVERS ${val(se, "FSPS_NUM_SERVERS")}, expected ${S}`);
 check(val(se, "FSPS_WORKERS") === String(W), `server FSPS_WORKERS ${val(se, "FSPS_WORKERS")}, expected ${W}`);
 check(val(se, "FSPS_LISTEN") === `0.0.0.0:${grpcPort}`, `FSPS_LISTEN ${val(se, "FSPS_LISTEN")} is not 0.0.0.0:${grpcPort}`);
+// With TLS the kubelet (plaintext only) probes the health-only port.
+const healthPort = (server.ports || []).find((p) => p.name === "health")?.containerPort;
+const probePort = sc.tls ? healthPort : grpcPort;
+if (sc.tls) {
+  check(healthPort > 0 && healthPort !== grpcPort, `with TLS the servers open no separate health port (${healthPort})`);
+  check(val(se, "FSPS_HEALTH_LISTEN") === `0.0.0.0:${healthPort}`,
+        `FSPS_HEALTH_LISTEN ${val(se, "FSPS_HEALTH_LISTEN")} is not 0.0.0.0:${healthPort} (the health port)`);
+} else {
+  check(!healthPort && se.FSPS_HEALTH_LISTEN === undefined, "a health port without TLS");
+}
 for (const p of ["startupProbe", "readinessProbe", "livenessProbe"])
-  check(server[p]?.grpc?.port === grpcPort && !server[p]?.grpc?.service, `${p} is not a gRPC probe of the health service on ${grpcPort}`);
+  check(server[p]?.grpc?.port === probePort && !server[p]?.grpc?.service, `${p} is not a gRPC probe of the health service on ${probePort}`);
 const graceMs = Number(val(se, "FSPS_GRACE_MS") ?? 5000);
 check(sc_.template.spec.terminationGracePeriodSeconds * 1000 > graceMs,
       `terminationGracePeriodSeconds ${sc_.template.spec.terminationGracePeriodSeconds} does not cover FSPS_GRACE_MS ${graceMs}`);
@@ -446,6 +457,144 @@ for (const a of sas) {
 }
 if (!failed) ok(`wiring: ${S} server(s) as ${expected.join(", ")}; ${W} worker(s), mode ${sc.mode}`);
 
+// ---- 3c. TLS and tokens ----------------------------------------------------
+// Each process's files from Secrets: [{path, secret, key, mode}], with
+// subPathExpr resolved from the container's variables (fields: what the
+// downward API would give). Mounts of Secrets must be read-only, list
+// their items (so the test knows each file), and be unreadable by others.
+function secretFiles(podSpec, c, fields) {
+  const vols = Object.fromEntries((podSpec.volumes || []).map((v) => [v.name, v]));
+  const vars = {};
+  for (const e of c.env || [])
+    vars[e.name] = e.value ?? fields[e.valueFrom?.fieldRef?.fieldPath];
+  const out = [];
+  for (const m of c.volumeMounts || []) {
+    const sec = vols[m.name]?.secret;
+    if (!sec) continue;
+    const where = `${c.name}: Secret ${sec.secretName} at ${m.mountPath}`;
+    check(m.readOnly === true, `${where} is not mounted read-only`);
+    if (!check(Array.isArray(sec.items) && sec.items.length, `${where} lists no items`)) continue;
+    const file = (it, p) => {
+      const mode = it.mode ?? sec.defaultMode;
+      check(Number.isInteger(mode) && (mode & 0o007) === 0 && (mode & 0o040) !== 0,
+            `${where}: ${it.key} has mode ${mode?.toString(8)}: others may read it, or the group (fsGroup) may not`);
+      out.push({ path: p, secret: sec.secretName, key: it.key, mode });
+    };
+    if (m.subPathExpr !== undefined || m.subPath !== undefined) {
+      const sub = m.subPath ?? m.subPathExpr.replace(/\$\((\w+)\)/g, (_, v) => vars[v] ?? `$(${v})`);
+      const it = sec.items.find((i) => i.path === sub);
+      if (check(it, `${where}: subpath ${sub} is none of its items`)) file(it, m.mountPath);
+    } else {
+      for (const it of sec.items) file(it, `${m.mountPath}/${it.path}`);
+    }
+  }
+  return out;
+}
+const fileOf = (files, e, n) => files.find((f) => f.path === val(e, n));
+const rankFields = (r) => ({ "metadata.annotations['batch.kubernetes.io/job-completion-index']": String(r) });
+const procs = [
+  ...[...Array(S).keys()].map((i) => ({ name: `server-${i}`, kind: "server", spec: sc_.template.spec, c: server,
+    fields: { "metadata.labels['apps.kubernetes.io/pod-index']": String(i) } })),
+  ...[...Array(W).keys()].map((r) => ({ name: `worker-${r}`, kind: "worker", rank: r, spec: js.template.spec, c: worker, fields: rankFields(r) })),
+  ...(init ? [{ name: "init", kind: "client", spec: js.template.spec, c: init, fields: rankFields(0) }] : []),
+  { name: "test", kind: "client", spec: testPod.spec, c: testPod.spec.containers[0], fields: {} },
+];
+for (const p of procs) {
+  p.env = env(p.c);
+  p.files = secretFiles(p.spec, p.c, p.fields);
+}
+const srv0 = procs[0];
+const serverCert = fileOf(srv0.files, srv0.env, "FSPS_TLS_CERT");
+const serverSecret = serverCert?.secret;
+const content = new Map(); // "secret key" -> what the smoke run puts there
+const what = (f, w) => f && content.set(`${f.secret} ${f.key}`, w);
+const tlsVars = ["FSPS_TLS_CA", "FSPS_TLS_CERT", "FSPS_TLS_KEY", "FSPS_TLS_SERVER_NAME", "FSPS_TLS_CLIENT_CA", "FSPS_HEALTH_LISTEN"];
+if (sc.tls) {
+  for (const p of procs.filter((x) => x.kind === "server")) {
+    const cert = fileOf(p.files, p.env, "FSPS_TLS_CERT"), key = fileOf(p.files, p.env, "FSPS_TLS_KEY");
+    const ca = fileOf(p.files, p.env, "FSPS_TLS_CLIENT_CA");
+    check(cert?.key === "tls.crt" && key?.key === "tls.key" && cert.secret === key.secret,
+          `${p.name}: FSPS_TLS_CERT/FSPS_TLS_KEY are not tls.crt and tls.key of one mounted Secret`);
+    if (sc.tls.mutual) check(ca?.key === "ca.crt" && ca.secret === cert?.secret, `${p.name}: mutual TLS without FSPS_TLS_CLIENT_CA = its Secret's ca.crt`);
+    else check(p.env.FSPS_TLS_CLIENT_CA === undefined, `${p.name}: FSPS_TLS_CLIENT_CA without mutual TLS`);
+    what(cert, "server.crt"); what(key, "server.key"); what(ca, "ca.crt");
+    for (const f of p.files) if (f.secret === serverSecret && !content.has(`${f.secret} ${f.key}`))
+      what(f, { "tls.crt": "server.crt", "tls.key": "server.key", "ca.crt": "ca.crt" }[f.key]);
+  }
+  for (const p of procs.filter((x) => x.kind !== "server")) {
+    const ca = fileOf(p.files, p.env, "FSPS_TLS_CA");
+    check(ca?.key === "ca.crt", `${p.name}: FSPS_TLS_CA is not a mounted ca.crt`);
+    what(ca, "ca.crt");
+    check(!p.files.some((f) => f.secret === serverSecret && f.key === "tls.key"), `${p.name}: mounts the servers' private key`);
+    const cert = fileOf(p.files, p.env, "FSPS_TLS_CERT"), key = fileOf(p.files, p.env, "FSPS_TLS_KEY");
+    if (sc.tls.mutual) {
+      check(cert?.key === "tls.crt" && key?.key === "tls.key" && cert.secret === key.secret && cert.secret !== serverSecret,
+            `${p.name}: mutual TLS without its own client Secret's tls.crt and tls.key`);
+      what(cert, "client.crt"); what(key, "client.key");
+    } else {
+      check(!cert && !key, `${p.name}: a client certificate without mutual TLS`);
+    }
+    check(val(p.env, "FSPS_TLS_SERVER_NAME") === sc.tls.serverName,
+          `${p.name}: FSPS_TLS_SERVER_NAME ${val(p.env, "FSPS_TLS_SERVER_NAME")}, expected ${sc.tls.serverName}`);
+  }
+  if (!failed) ok(`TLS${sc.tls.mutual ? " (mutual)" : ""}: servers serve Secret ${serverSecret}'s certificate, every client checks it with ca.crt`);
+} else {
+  for (const p of procs)
+    for (const n of tlsVars) check(p.env[n] === undefined, `${p.name}: ${n} without TLS`);
+}
+if (sc.auth) {
+  for (const p of procs) {
+    if (p.kind === "server") {
+      const t = fileOf(p.files, p.env, "FSPS_AUTH_TOKENS");
+      check(t, `${p.name}: FSPS_AUTH_TOKENS is not a file of a mounted Secret`);
+      check(!p.files.some((f) => f.secret === t?.secret && f !== t), `${p.name}: mounts other files of the tokens' Secret`);
+      what(t, "tokens");
+    } else if (p.kind === "worker") {
+      const t = fileOf(p.files, p.env, "FSPS_TOKEN_FILE");
+      const want = p.rank === 0 || sc.auth.workerRole === "admin" ? "admin.token" : "worker.token";
+      check(t, `${p.name}: FSPS_TOKEN_FILE is not a file of a mounted Secret`);
+      check(!p.files.some((f) => f.secret === t?.secret && f !== t), `${p.name}: sees other ranks' token files`);
+      if (t) {
+        const prev = content.get(`${t.secret} ${t.key}`);
+        check(!prev || prev === want, `${p.name}: its token ${t.key} serves as ${prev} and ${want}`);
+        what(t, want);
+      }
+    } else {
+      check(p.env.FSPS_TOKEN_FILE === undefined, `${p.name}: a token for a health check`);
+    }
+  }
+  const roles = procs.filter((p) => p.kind === "worker").map((p) => content.get(`${fileOf(p.files, p.env, "FSPS_TOKEN_FILE")?.secret} ${fileOf(p.files, p.env, "FSPS_TOKEN_FILE")?.key}`));
+  if (!failed) ok(`tokens: servers read their tokens file, workers ${roles.join(", ")}`);
+} else {
+  for (const p of procs)
+    for (const n of ["FSPS_AUTH_TOKENS", "FSPS_TOKEN_FILE", "FSPS_TOKEN"]) check(p.env[n] === undefined, `${p.name}: ${n} without auth`);
+}
+for (const p of procs)
+  for (const f of p.files) check(content.has(`${f.secret} ${f.key}`), `${p.name}: ${f.path} (${f.secret} ${f.key}) is used by nothing`);
+
+// cert-manager Certificates: the servers' with every name the workers dial.
+const certs = byKind.Certificate || [];
+const wantCerts = sc.tls?.certManager ? (sc.tls.mutual ? 2 : 1) : 0;
+check(certs.length === wantCerts, `${certs.length} Certificates, expected ${wantCerts}`);
+const certFields = new Set(["secretName", "commonName", "dnsNames", "duration", "renewBefore", "privateKey", "usages", "issuerRef"]);
+const covers = (names, h) => names.includes(h) || names.includes(`*.${h.split(".").slice(1).join(".")}`);
+for (const c of certs) {
+  const id = `Certificate/${c.metadata.name}`;
+  const extra = Object.keys(c.spec || {}).filter((k) => !certFields.has(k));
+  check(!extra.length, `${id}: fields the chart does not mean to set: ${extra}`);
+  check(c.spec.issuerRef?.name && ["Issuer", "ClusterIssuer"].includes(c.spec.issuerRef.kind), `${id}: no issuerRef`);
+  if (c.spec.secretName === serverSecret) {
+    check(c.spec.usages?.includes("server auth"), `${id}: no server auth usage`);
+    for (const h of dnsNames) check(covers(c.spec.dnsNames || [], h), `${id}: does not name ${h}`);
+    if (sc.tls.serverName) check(c.spec.dnsNames.includes(sc.tls.serverName), `${id}: does not name ${sc.tls.serverName}`);
+  } else {
+    const cl = procs.find((p) => p.kind === "worker");
+    check(c.spec.secretName === fileOf(cl.files, cl.env, "FSPS_TLS_CERT")?.secret, `${id}: its Secret ${c.spec.secretName} is neither the servers' nor the workers'`);
+    check(c.spec.usages?.includes("client auth"), `${id}: no client auth usage`);
+  }
+}
+if (certs.length && !failed) ok(`cert-manager: ${certs.map((c) => c.spec.secretName).join(", ")}`);
+
 // ---- 4. emit what smoke.sh runs ------------------------------------------
 function resolveEnv(c, fields) {
   const out = [];
@@ -460,7 +609,7 @@ function resolveEnv(c, fields) {
 if (args.emit && !failed) {
   const dir = args.emit;
   fs.mkdirSync(dir, { recursive: true });
-  const lines = (l) => l.join("\n") + "\n";
+  const lines = (l) => (l.length ? l.join("\n") + "\n" : "");
   // Server i answers on 127.0.1.(i+1); the hosts file gives it its DNS name.
   fs.writeFileSync(path.join(dir, "hosts"),
     lines(["127.0.0.1 localhost", ...dnsNames.map((h, i) => `127.0.1.${i + 1} ${h}`)]));
@@ -472,6 +621,13 @@ if (args.emit && !failed) {
       "metadata.annotations['batch.kubernetes.io/job-completion-index']": String(r) })));
   if (init) fs.writeFileSync(path.join(dir, "init.cmd"), lines(init.command));
   fs.writeFileSync(path.join(dir, "test.cmd"), lines(testCmd));
+  fs.writeFileSync(path.join(dir, "init.env"), lines(init ? resolveEnv(init, {}) : []));
+  fs.writeFileSync(path.join(dir, "test.env"), lines(resolveEnv(testPod.spec.containers[0], {})));
+  // The files each process finds in its Secrets, and what each holds.
+  for (const p of procs)
+    fs.writeFileSync(path.join(dir, `${p.name}.files`), lines(p.files.map((f) => `${f.path} ${f.secret} ${f.key} ${f.mode.toString(8)}`)));
+  fs.writeFileSync(path.join(dir, "probe"), `${probePort}\n`);
+  fs.writeFileSync(path.join(dir, "secrets"), lines([...content].map(([k, w]) => `${k} ${w}`)));
   fs.writeFileSync(path.join(dir, "counts"), `${S} ${W} ${grpcPort} ${sc.metrics ? metricsPort.containerPort : 0}\n`);
 }
 

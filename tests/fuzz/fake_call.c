@@ -30,6 +30,7 @@ struct rpc_call {
   size_t reply_len;
   fuzz_tensor_fn on_tensor;
   void *arg;
+  int auth; /* rpc_call_set_auth */
 };
 
 rpc_call *fuzz_call_new(const rpc_method *m, fuzz_tensor_fn on_tensor,
@@ -154,6 +155,30 @@ bool rpc_call_metadata(const rpc_call *call, const char *key, char *out,
   (void)out;
   (void)outlen;
   return false;
+}
+
+/* The fuzzed handlers run as on a server without --auth-tokens: no
+ * metadata, role 0 (open). */
+size_t rpc_call_metadata_raw(const rpc_call *call, const char *key,
+                             const char **val, size_t *len) {
+  (void)call;
+  (void)key;
+  (void)val;
+  (void)len;
+  return 0;
+}
+
+void rpc_call_set_auth(rpc_call *call, int auth) {
+  call->auth = auth;
+}
+
+int rpc_call_auth(const rpc_call *call) {
+  return call->auth;
+}
+
+void rpc_call_peer(const rpc_call *call, char *out, size_t outlen) {
+  (void)call;
+  snprintf(out, outlen, "fuzz");
 }
 
 int rpc_call_send_tensor(rpc_call *call, const rpc_tensor_hdr *h,

@@ -1,7 +1,8 @@
 """What the /metrics integration tests (test_metrics.py, test_prometheus.py,
-test_dashboard.py, test_status_page.py) share: fsps-server and fsps-worker processes started with --metrics-listen
-127.0.0.1:0, a 2-server, 2-worker training run, scraping and parsing the
-text exposition format.
+test_dashboard.py, test_status_page.py) share: fsps-server and fsps-worker
+processes started with --metrics-listen 127.0.0.1:0, a 2-server, 2-worker
+training run (and the events some series wait for: a checkpoint, a refused
+worker), scraping and parsing the text exposition format.
 
 Every wait polls against a generous deadline (the tests run on a loaded
 2-core CI machine, also under the sanitizers), never a fixed sleep.
@@ -210,6 +211,30 @@ class Cluster:
         for p in self.procs:
             sys.stderr.write("--- %s (exit %s), last lines:\n%s" %
                              (p.tag, p.proc.poll(), p.tail()))
+
+    def checkpoint(self):
+        """fsps-ctl checkpoint: every server writes one checkpoint file
+        (the servers need --checkpoint-dir)."""
+        p = subprocess.run(DIE_WITH_PARENT + [
+            os.path.join(self.bindir, "ctl", "fsps-ctl"), "checkpoint",
+            "--servers", self.addrs, "--timeout", "120"],
+            capture_output=True, timeout=300)
+        assert p.returncode == 0, "fsps-ctl checkpoint: exit %d: %s" % (
+            p.returncode, (p.stdout + p.stderr).decode(errors="replace"))
+
+    def refused_worker(self):
+        """A rank-0 worker with another model: its Init is refused
+        (FAILED_PRECONDITION, counted in fsps_rejected_requests_total), and
+        it must exit non-zero. Only once training runs (wait_steps): before
+        rank 0's Init it would declare its own model instead."""
+        argv = worker_argv(self.bindir, self.addrs, 0, self.W,
+                           model="mlp:784,16,10")
+        p = subprocess.run(DIE_WITH_PARENT + argv, capture_output=True,
+                           timeout=300)
+        err = p.stderr.decode(errors="replace")
+        assert p.returncode != 0 and "FAILED_PRECONDITION" in err, \
+            "a worker with another model was not refused (exit %d): %s" % (
+                p.returncode, err)
 
     def wait_steps(self, n, timeout=180):
         """Polls every worker's /metrics until each has made n steps."""

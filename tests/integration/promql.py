@@ -1,5 +1,6 @@
 """The metric names a PromQL expression reads, and the PromQL expressions a
-Grafana dashboard holds; for test_dashboard.py.
+Grafana dashboard holds, and those expressions with Grafana's variables
+filled in; for test_dashboard.py and test_prometheus.py.
 
 A small real PromQL tokenizer, not a regular expression over the text: it
 knows strings, numbers, durations, ranges and subqueries ([...]), label
@@ -242,14 +243,30 @@ def dashboard_queries(d):
     return out
 
 
-GRAFANA_RANGES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h",
-                  "${__rate_interval}": "1m", "${__interval}": "1m", "${__range}": "1h"}
+# Grafana's interval and range variables, as a 1 h dashboard gives them;
+# promtool only parses, so any duration does.
+GRAFANA_RANGES = {"__rate_interval": "1m", "__interval": "1m", "__range": "1h"}
+VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}|\$([A-Za-z_][A-Za-z0-9_]*)"
+                      r"|\[\[([A-Za-z_][A-Za-z0-9_]*)(?::[^\]]*)?\]\]")
 
 
-def substitute(expr, value=".*"):
-    """expr with Grafana's variables replaced so that Prometheus can parse
-    it: the interval and range variables by durations, the others (label
-    values in matchers) by value."""
-    for k, v in GRAFANA_RANGES.items():
-        expr = expr.replace(k, v)
-    return re.sub(r"\$\{[^}]+\}|\$[A-Za-z_][A-Za-z0-9_]*|\[\[[^\]]+\]\]", value, expr)
+def substitute(expr, value=".*", variables=None, ranges=None):
+    """expr with Grafana's variables ($v, ${v}, ${v:fmt}, [[v]]) replaced so
+    that Prometheus can run it: the interval and range variables by the
+    durations of ranges (GRAFANA_RANGES if None), a variable named in
+    variables by its value there, any other by value; with value None, any
+    other raises PromQLError (a variable the caller has no value for)."""
+    ranges = GRAFANA_RANGES if ranges is None else ranges
+    variables = variables or {}
+
+    def one(m):
+        name = m.group(1) or m.group(2) or m.group(3)
+        if name in ranges:
+            return ranges[name]
+        if name in variables:
+            return variables[name]
+        if value is None:
+            raise PromQLError("no value for Grafana's %s in %r" % (m.group(), expr))
+        return value
+
+    return VARIABLE.sub(one, expr)

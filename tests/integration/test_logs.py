@@ -189,6 +189,8 @@ class JsonTrainingTest(unittest.TestCase):
             up = [r for r in recs if r["message"].startswith("serving on")]
             self.assertEqual(len(up), 1)
             self.assertEqual(up[0]["fields"]["port"], servers[s][2])
+            self.assertIn(up[0]["fields"]["optim_isa"],
+                          ("portable", "avx2", "avx512"))
             self.assertEqual(recs[-1]["message"], "stopped")
         for r, (done, err) in enumerate(outs):
             recs = json_lines(err, "worker %d" % r)

@@ -6,13 +6,28 @@
   `up` is 1 for each;
 - the layer versions (fsps_layer_version), the workers' steps and sample
   counters (fsps_worker_samples_total) rise over the samples Prometheus
-  stored, and increase()/delta() over them are positive.
+  stored, and increase()/delta() over them are positive;
+- every PromQL query of the Helm chart's Grafana dashboard (each panel
+  target's expr, and the variables' queries; promql.dashboard_queries, as
+  test_dashboard.py lists them) evaluates through /api/v1/query without
+  error and with a non-empty result. Each target carries the labels
+  namespace, release and pod, as the chart's ServiceMonitor and PodMonitor
+  give them, and $namespace and $release are filled in with those values;
+  Grafana's $__rate_interval, $__interval and $__range become 10s (ten 1 s
+  scrapes). The run causes what some series wait for: the servers have
+  --checkpoint-dir and write one checkpoint on `fsps-ctl checkpoint` (the
+  checkpoint age and duration panels keep only servers that wrote one),
+  and a worker with another model is refused (fsps_rejected_requests_total
+  has a series only once a request was refused). The other counters
+  (rollbacks, checkpoint failures, duplicate pushes, failed steps,
+  recoveries) are served at 0 from the start, so their queries are
+  non-empty without the event: no query may be empty.
 
 `promtool check metrics` on every process's output is test_metrics.py's
 (ClusterMetricsTest, on the same kind of run); the processes are started
 by the harness both share (metrics_harness.py).
 
-Usage: test_prometheus.py --bin BUILD_DIR [--prometheus PATH]
+Usage: test_prometheus.py --bin BUILD_DIR [--prometheus PATH] [--dashboard FILE]
 """
 import argparse
 import json
@@ -30,10 +45,18 @@ import urllib.request
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 from metrics_harness import DIE_WITH_PARENT, Cluster  # noqa: E402
+import promql  # noqa: E402
 
 ARGS = None
 WAIT_S = 180  # for each thing Prometheus must come to see, under load
 SCRAPES = 5   # samples each rising series must have
+# The target labels that the chart's monitors attach (the operator's
+# namespace and pod, the chart's release), and so the dashboard's
+# $namespace and $release.
+NAMESPACE, RELEASE = "fsps-ci", "fsps"
+# Grafana's windows for a 1 s scrape interval: a rate needs >= 2 samples in
+# its window, and 10 s holds 10 when the machine keeps up.
+WINDOWS = {"__rate_interval": "10s", "__interval": "10s", "__range": "10s"}
 
 
 def free_port():
@@ -51,7 +74,8 @@ class PrometheusFailed(AssertionError):
 
 class Prometheus:
     """Debian's prometheus on a free loopback port, scraping each job's
-    targets every second, its storage and log in tmp."""
+    targets ({job: {pod: port}}) every second, each with the labels
+    namespace, release and pod; its storage and log in tmp."""
 
     def __init__(self, tmp, jobs):
         self.tmp = tmp
@@ -63,9 +87,12 @@ class Prometheus:
             json.dump({
                 "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
                 "scrape_configs": [
-                    {"job_name": job, "static_configs": [{"targets": [
-                        "127.0.0.1:%d" % port for port in ports]}]}
-                    for job, ports in jobs.items()]}, f)
+                    {"job_name": job, "static_configs": [
+                        {"targets": ["127.0.0.1:%d" % port],
+                         "labels": {"namespace": NAMESPACE,
+                                    "release": RELEASE, "pod": pod}}
+                        for pod, port in pods.items()]}
+                    for job, pods in jobs.items()]}, f)
         p = subprocess.run(["promtool", "check", "config", self.config],
                            capture_output=True, text=True, timeout=60)
         if p.returncode != 0:
@@ -119,19 +146,35 @@ class Prometheus:
             body = r.read().decode()
         return body if raw else json.loads(body)
 
-    def api(self, what, **params):
-        """The data of /api/v1/WHAT; fails clearly if Prometheus exited or
-        refused the call."""
+    def call(self, what, **params):
+        """The JSON answer of /api/v1/WHAT, an error's too (Prometheus
+        answers 400 or 422 to a query it cannot run); fails clearly if
+        Prometheus exited."""
         if self.proc.poll() is not None:
             raise PrometheusFailed("prometheus exited with %s:\n%s" %
                                    (self.proc.returncode, self.tail()))
         try:
-            doc = self.get("/api/v1/" + what, **params)
+            return self.get("/api/v1/" + what, **params)
         except urllib.error.HTTPError as e:
-            doc = json.loads(e.read().decode() or "{}")
+            return json.loads(e.read().decode() or "{}")
+
+    def api(self, what, **params):
+        """The data of /api/v1/WHAT; fails if Prometheus refused the call."""
+        doc = self.call(what, **params)
         if doc.get("status") != "success":
             raise PrometheusFailed("/api/v1/%s %s: %s" % (what, params, doc))
         return doc["data"]
+
+    def evaluate(self, q):
+        """(error, series) of the instant query q: Prometheus's error
+        message (None if it ran) and the number of series (or 1 for a
+        scalar or string) it returned."""
+        doc = self.call("query", query=q)
+        if doc.get("status") != "success":
+            return "%s: %s" % (doc.get("errorType"), doc.get("error")), 0
+        data = doc["data"]
+        return None, (len(data["result"]) if data["resultType"] in
+                      ("vector", "matrix") else 1)
 
     def query(self, q):
         """{(name, instance, layer): value or [values]} of an instant query."""
@@ -160,6 +203,16 @@ class Prometheus:
             return "".join(f.readlines()[-lines:])
 
 
+def dashboard_queries():
+    """[(where, expr)] of the dashboard's queries (promql.py lists them as
+    test_dashboard.py does), Grafana's variables filled in for this run."""
+    with open(ARGS.dashboard) as f:
+        return [(where, promql.substitute(
+            expr, value=None, ranges=WINDOWS,
+            variables={"namespace": NAMESPACE, "release": RELEASE}))
+            for where, expr in promql.dashboard_queries(json.load(f))]
+
+
 def poll(what, check, c, timeout=WAIT_S):
     """check() until its first value is true (returned); fails naming what
     and check's last answer, or at once if a process of cluster c exited."""
@@ -180,11 +233,14 @@ def poll(what, check, c, timeout=WAIT_S):
 
 class PrometheusTest(unittest.TestCase):
     def test_prometheus_scrapes_a_training_run(self):
+        self.queries = dashboard_queries()  # a bad variable fails first
         with tempfile.TemporaryDirectory() as tmp:
-            with Cluster(ARGS.bin, tmp) as c:
+            ckpt = os.path.join(tmp, "ckpt")
+            with Cluster(ARGS.bin, tmp,
+                         server_extra=["--checkpoint-dir", ckpt]) as c:
                 prom = Prometheus(tmp, {
-                    "fsps-server": [p.port for p in c.servers],
-                    "fsps-worker": [p.port for p in c.workers]})
+                    "fsps-server": {p.tag: p.port for p in c.servers},
+                    "fsps-worker": {p.tag: p.port for p in c.workers}})
                 try:
                     prom.start()
                     self.check(c, prom)
@@ -214,6 +270,12 @@ class PrometheusTest(unittest.TestCase):
         self.check_targets(prom, c, urls)
         self.check_up(prom, c)
         self.check_rising(prom, c)
+        # What the dashboard's checkpoint and rejected-request series wait
+        # for; the refused worker only once training runs.
+        c.wait_steps(6)
+        c.checkpoint()
+        c.refused_worker()
+        self.check_dashboard(prom, c)
 
     def check_targets(self, prom, c, urls):
         def healthy():
@@ -256,12 +318,47 @@ class PrometheusTest(unittest.TestCase):
         delta = prom.query("delta(fsps_layer_version[5m]) > 0")
         self.assertEqual(len(delta), 4, delta)
 
+    def check_dashboard(self, prom, c):
+        """Every query of the dashboard runs, and each returns a series at
+        least once in WAIT_S (a scrape that a loaded process answers late
+        leaves a gap, which can empty a 10 s window for a moment). An error
+        fails at once: it does not go away."""
+        queries = self.queries
+        self.assertGreater(len(queries), 0, "the dashboard has no queries")
+        last = [None] * len(queries)  # (error, series) of each, last asked
+
+        def table():
+            """Each query without a series: where, what ran, and what
+            Prometheus said."""
+            bad = ["\n  %s\n    %s\n    -> %s" % (
+                where, expr, "error: " + got[0] if got[0] else "empty")
+                for (where, expr), got in zip(queries, last) if not got[1]]
+            return "".join(bad) + "\n  (%d other queries returned series)" % (
+                len(queries) - len(bad))
+
+        def evaluate():
+            for i, (_, expr) in enumerate(queries):
+                if last[i] is None or not last[i][1]:
+                    last[i] = prom.evaluate(expr)
+            if any(err for err, _ in last):
+                raise AssertionError("dashboard queries Prometheus could "
+                                     "not run (and those still empty "
+                                     "then):" + table())
+            return all(n for _, n in last), table()
+        poll("a series for each of the dashboard's %d queries" % len(queries),
+             evaluate, c)
+        sys.stderr.write("\n%d dashboard queries, each non-empty\n" %
+                         len(queries))
+
 
 def main():
     global ARGS
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--prometheus", default="/usr/bin/prometheus")
+    ap.add_argument("--dashboard", default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy",
+        "helm", "fsps", "dashboards", "fsps.json"))
     ARGS, rest = ap.parse_known_args()
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
 

@@ -41,7 +41,7 @@ extern "C" {
  * types (fsps_client, fsps_spec) may change freely. A new major version
  * may break any of this. */
 #define FSPS_VERSION_MAJOR 0
-#define FSPS_VERSION_MINOR 3
+#define FSPS_VERSION_MINOR 4
 #define FSPS_VERSION_PATCH 0
 
 /* fsps_version returns the library's version, "MAJOR.MINOR.PATCH" (which
@@ -149,6 +149,17 @@ typedef struct {
   int64_t timeout_ms;         /* per call; 0 = default 120000 */
   uint32_t retries;           /* retries on UNAVAILABLE; 0 = none */
   uint32_t io_threads;        /* threads receiving and copying; 0 = 1 */
+  /* Added in 0.4. */
+  const char *token; /* bearer token for servers with --auth-tokens */
+  /* TLS (libfsps 0.4): paths of PEM files, read by fsps_connect. */
+  const char *tls_ca;          /* the CAs that sign the servers'
+                                  certificates; set: TLS to every server */
+  const char *tls_cert;        /* mutual TLS: this client's certificate
+                                  chain (NULL: none) */
+  const char *tls_key;         /* its private key, unencrypted */
+  const char *tls_server_name; /* the name each server's certificate must
+                                  carry; NULL: its address's host */
+  /* Added in 0.5. */
   fsps_wire_dtype wire_dtype; /* replaces the spec's (0: as the spec says) */
 } fsps_options;
 
@@ -171,6 +182,32 @@ typedef struct fsps_client fsps_client;
  * flag) picks bf16. */
 void fsps_options_init(fsps_options *o);
 
+/* Tokens (0.4). Servers started with --auth-tokens take only calls that
+ * carry a known bearer token, and only the calls its role allows. With
+ * o->token set (NULL or "" sends none) every call carries the metadata
+ * `authorization: Bearer TOKEN`; fsps_connect copies the token, and libfsps
+ * never prints it, in messages or anywhere else. A server that refuses a
+ * call answers FSPS_UNAUTHENTICATED (no token, or one it does not know) or
+ * FSPS_PERMISSION_DENIED (the token's role may not make that call), which
+ * are never retried; fsps_last_error says "server ADDR refused the call"
+ * and why. A token is 1 to 4096 visible ASCII characters, no spaces
+ * (servers want at least 16). */
+
+/* fsps_token_load finds a token the way fsps's tools do, for o->token:
+ * from the file `path` if it is neither NULL nor "", else from the file
+ * the environment variable FSPS_TOKEN_FILE names, else from the variable
+ * FSPS_TOKEN itself. A token file holds the token alone on one line;
+ * blank lines and lines starting with # are skipped. The file must be a
+ * regular file other users can neither read nor write (chmod o-rwx).
+ * Returns FSPS_OK with the token in out (outlen bytes, 4097 hold any);
+ * FSPS_NOT_FOUND with out "" when no source is set; FSPS_IO when the file
+ * cannot be read; FSPS_INVALID_ARGUMENT when the token or the file is
+ * unusable (empty, two tokens, a character a header cannot carry, too
+ * long for out, readable by other users). err (if not NULL) names the
+ * source and never quotes the token. Thread-safe. */
+int fsps_token_load(const char *path, char *out, size_t outlen, char *err,
+                    size_t errlen);
+
 /* fsps_options_init_size is fsps_options_init for options of `size` bytes,
  * sizeof *o as the caller's header has it: it writes none past them, and
  * o->size = size tells fsps_connect which fields the caller knows. The
@@ -184,7 +221,26 @@ void fsps_options_init_size(fsps_options *o, size_t size);
 
 /* fsps_connect opens channels to every server (connection is lazy: a server
  * that is down shows on the first call). On success *out is the client;
- * close it with fsps_close. On failure err (if not NULL) says why. */
+ * close it with fsps_close. On failure err (if not NULL) says why.
+ *
+ * With tls_ca set, every connection is TLS (gRPC's SSL credentials), and
+ * the server's certificate must be signed by a CA of that file and name
+ * the host of the server's address (a DNS name or an IP address in its
+ * subjectAltName), or tls_server_name when set (for one certificate shared
+ * by all servers, or addresses the certificates do not name, as through a
+ * port-forward). tls_cert and tls_key add this client's certificate, for
+ * servers that require one (mutual TLS). The files are read and checked
+ * here: an unreadable file is FSPS_IO; a file holding no PEM certificate or
+ * key, a key that is not the certificate's, tls_cert without tls_ca or
+ * tls_key, or an expired client certificate is FSPS_INVALID_ARGUMENT; err
+ * names the file. The client keeps what it read for its life: a renewed
+ * client certificate is used by clients connected after the renewal. A
+ * handshake that fails (a server certificate of another CA, expired, or
+ * not naming the host; a client certificate missing or refused; a
+ * plaintext server) fails calls as a server that is down does:
+ * FSPS_UNAVAILABLE after the retries, with OpenSSL's reason in the
+ * message when the client saw it (FSPS_DEADLINE_EXCEEDED if the call's
+ * time ran out first). */
 int fsps_connect(const fsps_options *o, fsps_client **out, char *err,
                  size_t errlen);
 

@@ -167,4 +167,135 @@ relabelings:
 {{- if and .Values.metrics.dashboard.enabled (not .Values.metrics.enabled) -}}
 {{- fail "metrics.dashboard.enabled needs metrics.enabled" -}}
 {{- end -}}
+{{- if .Values.tls.enabled -}}
+{{- if eq (int .Values.tls.healthPort) (int .Values.server.port) -}}
+{{- fail "tls.healthPort must differ from server.port" -}}
+{{- end -}}
+{{- if and .Values.metrics.enabled (eq (int .Values.tls.healthPort) (int .Values.metrics.port)) -}}
+{{- fail "tls.healthPort must differ from metrics.port" -}}
+{{- end -}}
+{{- if and .Values.tls.certManager.enabled (not .Values.tls.certManager.issuerRef.name) -}}
+{{- fail "tls.certManager.enabled needs tls.certManager.issuerRef.name (an Issuer or ClusterIssuer that signs the certificates)" -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.tls.certManager.enabled (not .Values.tls.enabled) -}}
+{{- fail "tls.certManager.enabled needs tls.enabled" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+TLS and tokens. Secrets are mounted read-only under /etc/fsps: the TLS
+files at /etc/fsps/tls, the tokens at /etc/fsps/auth. Mode 0440: the
+kubelet makes such files group-owned by fsGroup, which the processes run
+in, and fsps's token loader refuses files that other users can read.
+*/}}
+{{- define "fsps.tls.serverSecret" -}}
+{{- default (printf "%s-server-tls" (include "fsps.fullname" .)) .Values.tls.secretName -}}
+{{- end -}}
+{{- define "fsps.tls.clientSecret" -}}
+{{- default (printf "%s-client-tls" (include "fsps.fullname" .)) .Values.tls.clientSecretName -}}
+{{- end -}}
+{{- define "fsps.auth.secret" -}}
+{{- default (printf "%s-auth" (include "fsps.fullname" .)) .Values.auth.secretName -}}
+{{- end -}}
+
+{{/* The servers' names a certificate must carry: each pod's stable DNS
+name, and a wildcard under the headless Service for pods added later. */}}
+{{- define "fsps.tls.dnsNames" -}}
+{{- $sts := include "fsps.server.name" . -}}
+{{- $svc := printf "%s.%s.svc.%s" (include "fsps.server.headless" .) .Release.Namespace .Values.clusterDomain -}}
+{{- $list := list (printf "*.%s" $svc) -}}
+{{- range $i := until (int .Values.server.replicas) -}}
+{{- $list = append $list (printf "%s-%d.%s" $sts $i $svc) -}}
+{{- end -}}
+{{- with .Values.tls.serverName -}}
+{{- $list = append $list . -}}
+{{- end -}}
+{{- join "," $list -}}
+{{- end -}}
+
+{{/* The server container's TLS and token variables. */}}
+{{- define "fsps.server.securityEnv" -}}
+{{- if .Values.tls.enabled }}
+# TLS only on the gRPC port; the probes use the plaintext health port.
+- name: FSPS_TLS_CERT
+  value: /etc/fsps/tls/tls.crt
+- name: FSPS_TLS_KEY
+  value: /etc/fsps/tls/tls.key
+{{- if .Values.tls.mutual }}
+# Mutual TLS: only clients with a certificate of this CA connect.
+- name: FSPS_TLS_CLIENT_CA
+  value: /etc/fsps/tls/ca.crt
+{{- end }}
+- name: FSPS_HEALTH_LISTEN
+  value: "0.0.0.0:{{ int .Values.tls.healthPort }}"
+{{- end }}
+{{- if .Values.auth.enabled }}
+- name: FSPS_AUTH_TOKENS
+  value: /etc/fsps/auth/tokens
+{{- end }}
+{{- end -}}
+
+{{/* A TLS client's variables (workers, their init container, the helm
+test pod): the CA, and with mutual TLS the client certificate. */}}
+{{- define "fsps.client.tlsEnv" -}}
+{{- if .Values.tls.enabled }}
+- name: FSPS_TLS_CA
+  value: /etc/fsps/tls/ca.crt
+{{- if .Values.tls.mutual }}
+- name: FSPS_TLS_CERT
+  value: /etc/fsps/tls/tls.crt
+- name: FSPS_TLS_KEY
+  value: /etc/fsps/tls/tls.key
+{{- end }}
+{{- with .Values.tls.serverName }}
+- name: FSPS_TLS_SERVER_NAME
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "fsps.tls.mount" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  mountPath: /etc/fsps/tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The servers' TLS volume: their certificate, key and CA. */}}
+{{- define "fsps.server.tlsVolume" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ include "fsps.tls.serverSecret" . }}
+    defaultMode: 288 # 0440: owner and group (fsGroup) read, others nothing
+    items:
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+      - {key: ca.crt, path: ca.crt}
+{{- end }}
+{{- end -}}
+
+{{/* A client's TLS volume: with mutual TLS the client Secret (its own
+certificate and key, and the CA); without, the CA alone from the servers'
+Secret — never the servers' key. */}}
+{{- define "fsps.client.tlsVolume" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    {{- if .Values.tls.mutual }}
+    secretName: {{ include "fsps.tls.clientSecret" . }}
+    defaultMode: 288 # 0440: owner and group (fsGroup) read, others nothing
+    items:
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+      - {key: ca.crt, path: ca.crt}
+    {{- else }}
+    secretName: {{ include "fsps.tls.serverSecret" . }}
+    defaultMode: 288 # 0440: owner and group (fsGroup) read, others nothing
+    items:
+      - {key: ca.crt, path: ca.crt}
+    {{- end }}
+{{- end }}
 {{- end -}}

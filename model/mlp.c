@@ -1,7 +1,6 @@
 /* mlp.c: layer-wise forward/backward of a ReLU multi-layer perceptron with
  * softmax cross-entropy, on OpenBLAS sgemm, over externally owned params. */
 #include "mlp.h"
-#include "errmsg.h"
 
 #include <assert.h>
 #include <math.h>
@@ -30,6 +29,17 @@ struct mlp {
 
 /* ---- Parsing ------------------------------------------------------------ */
 
+/* Formats into err (nothing when err is NULL or errlen 0). */
+__attribute__((format(printf, 3, 4))) static void
+mlp_err(char *err, size_t errlen, const char *fmt, ...) {
+  if (err == NULL || errlen == 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
 /* Parses one width at *p (decimal digits up to ',' or the end) into *out
  * and advances *p past it. Returns -1 if it is empty or not all digits;
  * values above MLP_MAX_WIDTH are returned as MLP_MAX_WIDTH + 1. */
@@ -46,11 +56,11 @@ static int parse_width(const char **p, uint32_t *out) {
   return 0;
 }
 
-int worker_mlp_parse(const char *desc, uint32_t *widths, uint32_t max,
+int model_mlp_parse(const char *desc, uint32_t *widths, uint32_t max,
                      uint32_t *nwidths, char *err, size_t errlen) {
   static const char eg[] = "e.g. mlp:784,512,256,10";
   if (desc == NULL || strncmp(desc, "mlp:", 4) != 0) {
-    worker_errmsg_set(err, errlen,
+    mlp_err(err, errlen,
                       "model '%s': expected 'mlp:' and comma-separated "
                       "layer widths, %s",
                       desc ? desc : "(null)", eg);
@@ -59,19 +69,19 @@ int worker_mlp_parse(const char *desc, uint32_t *widths, uint32_t max,
   uint32_t n = 0;
   for (const char *p = desc + 4;; p++) {
     if (n == max) {
-      worker_errmsg_set(err, errlen, "model '%s': more than %u widths", desc,
+      mlp_err(err, errlen, "model '%s': more than %u widths", desc,
                         max);
       return -1;
     }
     if (parse_width(&p, &widths[n]) != 0) {
-      worker_errmsg_set(err, errlen,
+      mlp_err(err, errlen,
                         "model '%s': width %u is not a positive decimal "
                         "integer, %s",
                         desc, n + 1, eg);
       return -1;
     }
     if (widths[n] == 0 || widths[n] > MLP_MAX_WIDTH) {
-      worker_errmsg_set(err, errlen, "model '%s': width %u must be 1..%u", desc,
+      mlp_err(err, errlen, "model '%s': width %u must be 1..%u", desc,
                         n + 1, MLP_MAX_WIDTH);
       return -1;
     }
@@ -80,7 +90,7 @@ int worker_mlp_parse(const char *desc, uint32_t *widths, uint32_t max,
       break;
   }
   if (n < 2) {
-    worker_errmsg_set(err, errlen,
+    mlp_err(err, errlen,
                       "model '%s': needs at least 2 widths (inputs and "
                       "classes), %s",
                       desc, eg);
@@ -107,7 +117,7 @@ static uint64_t floats_per_row(const uint32_t *widths, uint32_t nwidths) {
   return sum + 2 * widest;
 }
 
-uint64_t worker_mlp_workspace_bytes(const uint32_t *widths, uint32_t nwidths,
+uint64_t model_mlp_workspace_bytes(const uint32_t *widths, uint32_t nwidths,
                                     uint32_t max_batch) {
   uint64_t per = floats_per_row(widths, nwidths);
   if (per == 0 || max_batch == 0 ||
@@ -129,9 +139,9 @@ static void carve(mlp *m) {
   m->dy[1] = p + (size_t)m->max_batch * widest;
 }
 
-mlp *worker_mlp_create(const uint32_t *widths, uint32_t nwidths,
+mlp *model_mlp_create(const uint32_t *widths, uint32_t nwidths,
                        uint32_t max_batch) {
-  uint64_t bytes = worker_mlp_workspace_bytes(widths, nwidths, max_batch);
+  uint64_t bytes = model_mlp_workspace_bytes(widths, nwidths, max_batch);
   if (bytes == 0 || bytes > SIZE_MAX)
     return NULL;
   mlp *m = calloc(1, sizeof *m);
@@ -143,7 +153,7 @@ mlp *worker_mlp_create(const uint32_t *widths, uint32_t nwidths,
   m->act = malloc(m->layers * sizeof *m->act);
   m->slab = malloc((size_t)bytes);
   if (m->w == NULL || m->act == NULL || m->slab == NULL) {
-    worker_mlp_destroy(m);
+    model_mlp_destroy(m);
     return NULL;
   }
   memcpy(m->w, widths, nwidths * sizeof *m->w);
@@ -154,7 +164,7 @@ mlp *worker_mlp_create(const uint32_t *widths, uint32_t nwidths,
   return m;
 }
 
-void worker_mlp_destroy(mlp *m) {
+void model_mlp_destroy(mlp *m) {
   if (m == NULL)
     return;
   free(m->slab);
@@ -163,22 +173,22 @@ void worker_mlp_destroy(mlp *m) {
   free(m);
 }
 
-uint32_t worker_mlp_num_layers(const mlp *m) {
+uint32_t model_mlp_num_layers(const mlp *m) {
   return m->layers;
 }
 
-uint32_t worker_mlp_width(const mlp *m, uint32_t i) {
+uint32_t model_mlp_width(const mlp *m, uint32_t i) {
   assert(i <= m->layers);
   return m->w[i];
 }
 
-uint64_t worker_mlp_layer_size(const mlp *m, uint32_t l) {
+uint64_t model_mlp_layer_size(const mlp *m, uint32_t l) {
   assert(l < m->layers);
   uint64_t in = m->w[l], out = m->w[l + 1];
   return out * in + out;
 }
 
-const float *worker_mlp_output(const mlp *m) {
+const float *model_mlp_output(const mlp *m) {
   return m->act[m->layers - 1];
 }
 
@@ -189,7 +199,7 @@ static void relu(float *y, size_t n) {
     y[i] = y[i] > 0.0f ? y[i] : 0.0f;
 }
 
-void worker_mlp_forward_layer(mlp *m, uint32_t l, const float *params,
+void model_mlp_forward_layer(mlp *m, uint32_t l, const float *params,
                               const float *x_in, uint32_t b) {
   assert(l < m->layers && b >= 1 && b <= m->max_batch);
   if (l == 0) {
@@ -230,7 +240,7 @@ static double row_loss(const float *z, uint32_t c, uint32_t y, float scale,
   return log(sum) - (double)(z[y] - max);
 }
 
-float worker_mlp_loss(mlp *m, const uint8_t *labels, uint32_t b,
+float model_mlp_loss(mlp *m, const uint8_t *labels, uint32_t b,
                       uint32_t *correct) {
   assert(b == m->batch);
   const uint32_t c = m->w[m->layers];
@@ -296,7 +306,7 @@ static void backward_input(mlp *m, uint32_t l, const float *params,
   relu_mask(dx, m->act[l - 1], (size_t)b * in);
 }
 
-void worker_mlp_backward_layer(mlp *m, uint32_t l, const float *params,
+void model_mlp_backward_layer(mlp *m, uint32_t l, const float *params,
                                float *grad, uint32_t b) {
   assert(l < m->layers && b == m->batch);
   backward_grad(m, l, grad, b);
@@ -304,10 +314,10 @@ void worker_mlp_backward_layer(mlp *m, uint32_t l, const float *params,
     backward_input(m, l, params, b);
 }
 
-void worker_mlp_backward_layer_inplace(mlp *m, uint32_t l, float *params_grad,
+void model_mlp_backward_layer_inplace(mlp *m, uint32_t l, float *params_grad,
                                        uint32_t b) {
   assert(l < m->layers && b == m->batch);
-  /* The same two products as worker_mlp_backward_layer, in the other order:
+  /* The same two products as model_mlp_backward_layer, in the other order:
    * neither reads what the other writes, so the results are the same. */
   if (l > 0)
     backward_input(m, l, params_grad, b);
@@ -316,7 +326,7 @@ void worker_mlp_backward_layer_inplace(mlp *m, uint32_t l, float *params_grad,
 
 /* ---- Layers in pieces --------------------------------------------------- */
 
-void worker_mlp_forward_rows(mlp *m, uint32_t l, uint32_t r0, uint32_t r1,
+void model_mlp_forward_rows(mlp *m, uint32_t l, uint32_t r0, uint32_t r1,
                              const float *w_rows, const float *x_in,
                              uint32_t b) {
   assert(l < m->layers && r0 < r1 && r1 <= m->w[l + 1]);
@@ -333,7 +343,7 @@ void worker_mlp_forward_rows(mlp *m, uint32_t l, uint32_t r0, uint32_t r1,
               in, 1.0f, x, in, w_rows, in, 0.0f, m->act[l] + r0, out);
 }
 
-void worker_mlp_forward_bias(mlp *m, uint32_t l, const float *bias,
+void model_mlp_forward_bias(mlp *m, uint32_t l, const float *bias,
                              uint32_t b) {
   assert(l < m->layers && b == m->batch);
   const uint32_t out = m->w[l + 1];
@@ -345,12 +355,12 @@ void worker_mlp_forward_bias(mlp *m, uint32_t l, const float *bias,
     relu(y, (size_t)b * out);
 }
 
-void worker_mlp_backward_bias(mlp *m, uint32_t l, float *db, uint32_t b) {
+void model_mlp_backward_bias(mlp *m, uint32_t l, float *db, uint32_t b) {
   assert(l < m->layers && b == m->batch);
   column_sums(m->dy[l & 1], b, m->w[l + 1], db);
 }
 
-void worker_mlp_backward_rows(mlp *m, uint32_t l, uint32_t r0, uint32_t r1,
+void model_mlp_backward_rows(mlp *m, uint32_t l, uint32_t r0, uint32_t r1,
                               const float *w_rows, float *g_rows, uint32_t b) {
   assert(l < m->layers && r0 < r1 && r1 <= m->w[l + 1] && b == m->batch);
   const int in = (int)m->w[l], out = (int)m->w[l + 1], k = (int)(r1 - r0);
@@ -367,9 +377,9 @@ void worker_mlp_backward_rows(mlp *m, uint32_t l, uint32_t r0, uint32_t r1,
               out, x, in, 0.0f, g_rows, in);
 }
 
-float worker_mlp_eval_batch(mlp *m, const float *const *params, const float *x,
+float model_mlp_eval_batch(mlp *m, const float *const *params, const float *x,
                             const uint8_t *y, uint32_t b, uint32_t *correct) {
   for (uint32_t l = 0; l < m->layers; l++)
-    worker_mlp_forward_layer(m, l, params[l], x, b);
-  return worker_mlp_loss(m, y, b, correct);
+    model_mlp_forward_layer(m, l, params[l], x, b);
+  return model_mlp_loss(m, y, b, correct);
 }
