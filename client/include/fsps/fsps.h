@@ -41,7 +41,7 @@ extern "C" {
  * types (fsps_client, fsps_spec) may change freely. A new major version
  * may break any of this. */
 #define FSPS_VERSION_MAJOR 0
-#define FSPS_VERSION_MINOR 4
+#define FSPS_VERSION_MINOR 5
 #define FSPS_VERSION_PATCH 0
 
 /* fsps_version returns the library's version, "MAJOR.MINOR.PATCH" (which
@@ -102,11 +102,11 @@ int fsps_spec_set_schedule(fsps_spec *spec, const char *name);
  * and fsps_set_values stay float32. The dtype is part of the spec and its
  * hash (an fp32 spec hashes as it did before the dtype existed), so a
  * worker declaring another dtype than the servers hold is refused like any
- * other spec mismatch. Added in 0.4. */
+ * other spec mismatch. Added in 0.5. */
 int fsps_spec_set_wire_dtype(fsps_spec *spec, const char *dtype);
 
 /* fsps_spec_wire_dtype returns the spec's wire dtype, "fp32" or "bf16".
- * Added in 0.4. */
+ * Added in 0.5. */
 const char *fsps_spec_wire_dtype(const fsps_spec *spec);
 
 /* fsps_spec_validate checks the whole spec; on failure msg says what is
@@ -130,7 +130,7 @@ typedef enum {
 } fsps_mode;
 
 /* fsps_options.wire_dtype: the spec's wire dtype, or one that replaces it
- * (see fsps_spec_set_wire_dtype). Added in 0.4. */
+ * (see fsps_spec_set_wire_dtype). Added in 0.5. */
 typedef enum {
   FSPS_WIRE_AS_SPEC = 0, /* as the spec declared or attached says */
   FSPS_WIRE_FP32 = 1,    /* float32 */
