@@ -7,6 +7,7 @@
  *   serve_online_host --widths mlp:W0,...,WL [--params FILE] [--seed N]
  *       [--version V] [--listen ADDR] [--port-file PATH] [--model-name N]
  *       [--max-batch N] [--max-delay-us N] [--threads N] [--wait-usr1]
+ *       [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
  *
  * --params holds every layer's vector in order (weight [out][in], then
  * bias [out]), little-endian float32, nothing else. --wait-usr1 serves
@@ -36,7 +37,8 @@ static int usage(void) {
           "usage: serve_online_host --widths mlp:W0,...,WL [--params FILE] "
           "[--seed N] [--version V] [--listen ADDR] [--port-file PATH] "
           "[--model-name NAME] [--max-batch N] [--max-delay-us N] "
-          "[--threads N] [--wait-usr1]\n");
+          "[--threads N] [--wait-usr1] [--tls-cert PEM --tls-key PEM "
+          "[--tls-client-ca PEM]]\n");
   return 2;
 }
 
@@ -57,7 +59,9 @@ static int parse(int argc, char **argv, host_opts *o) {
       {"listen", 1, NULL, 'l'},       {"port-file", 1, NULL, 'f'},
       {"model-name", 1, NULL, 'n'},   {"max-batch", 1, NULL, 'b'},
       {"max-delay-us", 1, NULL, 'd'}, {"threads", 1, NULL, 't'},
-      {"wait-usr1", 0, NULL, 'u'},    {NULL, 0, NULL, 0}};
+      {"wait-usr1", 0, NULL, 'u'},    {"tls-cert", 1, NULL, 'C'},
+      {"tls-key", 1, NULL, 'K'},      {"tls-client-ca", 1, NULL, 'A'},
+      {NULL, 0, NULL, 0}};
   *o = (host_opts){.seed = 1, .cfg = {.listen = "127.0.0.1:0",
                                       .max_delay_us = 500}};
   int c;
@@ -78,6 +82,9 @@ static int parse(int argc, char **argv, host_opts *o) {
     case 'd': o->cfg.max_delay_us = (uint32_t)v; break;
     case 't': o->cfg.threads = (uint32_t)v; break;
     case 'u': o->wait_usr1 = true; break;
+    case 'C': o->cfg.tls_cert = optarg; break;
+    case 'K': o->cfg.tls_key = optarg; break;
+    case 'A': o->cfg.tls_client_ca = optarg; break;
     }
   }
   return o->widths != NULL && optind == argc ? 0 : -1;

@@ -4,8 +4,9 @@ stack (Debian's python3-grpcio, with the stub python3-grpc-tools generates
 from proto/grpc_predict_v2.proto) against serve/online, hosted by
 tests/serve_online_host: readiness false then true, health, metadata,
 ModelInfer with raw_input_contents and with contents.fp32_contents checked
-against numpy, outputs named, each bad input's status, and 64 concurrent
-requests answered correctly in fewer computations than requests.
+against numpy, outputs named, each bad input's status, 64 concurrent
+requests answered correctly in fewer computations than requests, and mutual
+TLS on the port.
 
 Usage: test_serve_online.py --host PATH/serve_online_host
                             --proto PATH/grpc_predict_v2.proto
@@ -88,7 +89,7 @@ def reference(layers, x):
 class Host:
     """serve_online_host on an ephemeral loopback port."""
 
-    def __init__(self, tmp, tag, *flags):
+    def __init__(self, tmp, tag, *flags, channel=True):
         self.port_file = os.path.join(tmp, "port-" + tag)
         self.log_path = os.path.join(tmp, tag + ".log")
         self.log = open(self.log_path, "w+")
@@ -98,14 +99,17 @@ class Host:
                                "mlp:" + ",".join(map(str, WIDTHS)),
                                "--port-file", self.port_file] + list(flags),
             stdout=self.out, stderr=self.log)
-        port = wait_file(self.port_file, self.proc, tag)
-        self.channel = grpc.insecure_channel("127.0.0.1:%d" % port)
-        self.stub = PBG.GRPCInferenceServiceStub(self.channel)
-        self.health = HPBG.HealthStub(self.channel)
+        self.port = wait_file(self.port_file, self.proc, tag)
+        self.channel = None
+        if channel:
+            self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.port)
+            self.stub = PBG.GRPCInferenceServiceStub(self.channel)
+            self.health = HPBG.HealthStub(self.channel)
 
     def stop(self):
         """SIGTERM; returns the counters it printed."""
-        self.channel.close()
+        if self.channel is not None:
+            self.channel.close()
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout=60)
         self.log.close()
@@ -300,6 +304,45 @@ class ReadinessTest(unittest.TestCase):
                 time.sleep(0.01)
             self.assertTrue(s.ServerReady(PB.ServerReadyRequest()).ready)
             self.assertEqual(s.ModelInfer(request(x)).model_version, "3")
+            host.stop()
+
+
+class TlsTest(unittest.TestCase):
+    """Mutual TLS on the serving port: a client with a certificate the
+    client CA signed is served; one without is refused."""
+
+    def test_mutual_tls(self):
+        sys.path.insert(0, os.path.join(os.path.dirname(
+            os.path.abspath(__file__)), ".."))
+        from tls_certs import Pki
+        with tempfile.TemporaryDirectory() as tmp:
+            generate_once(tmp)
+            pki = Pki(tmp)
+            ca = pki.ca("ca")
+            srv, cli = pki.leaf("server", ca), pki.leaf("client", ca)
+            host = Host(tmp, "tls", "--tls-cert", srv.cert, "--tls-key",
+                        srv.key, "--tls-client-ca", ca.cert, channel=False)
+
+            def read(path):
+                with open(path, "rb") as f:
+                    return f.read()
+
+            good = grpc.secure_channel(
+                "127.0.0.1:%d" % host.port, grpc.ssl_channel_credentials(
+                    read(ca.cert), read(cli.key), read(cli.cert)))
+            stub = PBG.GRPCInferenceServiceStub(good)
+            self.assertTrue(stub.ServerReady(PB.ServerReadyRequest()).ready)
+            x = np.ones((2, WIDTHS[0]), np.float32)
+            self.assertEqual(len(stub.ModelInfer(request(x)).outputs), 2)
+            good.close()
+            bare = grpc.secure_channel(
+                "127.0.0.1:%d" % host.port,
+                grpc.ssl_channel_credentials(read(ca.cert)))
+            with self.assertRaises(grpc.RpcError) as e:
+                PBG.GRPCInferenceServiceStub(bare).ServerReady(
+                    PB.ServerReadyRequest(), timeout=10)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            bare.close()
             host.stop()
 
 
