@@ -91,22 +91,19 @@ static int check_input(const Inference__ModelInferRequest__InferInputTensor *in,
 }
 
 /* check_size refuses a request whose input or reply would not fit in a
- * message. */
+ * message: each row takes width floats in, classes floats and an INT64
+ * out. */
 static int check_size(int64_t rows, const serve_infer_model *m, char *msg,
                       size_t msglen) {
-  uint64_t in = (uint64_t)rows * m->width * sizeof(float);
-  uint64_t out = (uint64_t)rows * ((uint64_t)m->classes * 4 + 8);
-  if ((uint64_t)rows > SERVE_INFER_MAX_MESSAGE || in > SERVE_INFER_MAX_MESSAGE ||
-      out > SERVE_INFER_MAX_MESSAGE)
-    return fail(msg, msglen, FSPS_RESOURCE_EXHAUSTED,
-                "%" PRId64 " rows are more than one request may carry: at "
-                "most %d bytes of input and of reply (%" PRIu64 " rows of "
-                "this model)", rows, SERVE_INFER_MAX_MESSAGE,
-                (uint64_t)SERVE_INFER_MAX_MESSAGE /
-                    ((uint64_t)m->classes * 4 + 8 > (uint64_t)m->width * 4
-                         ? (uint64_t)m->classes * 4 + 8
-                         : (uint64_t)m->width * 4));
-  return FSPS_OK;
+  uint64_t in = (uint64_t)m->width * sizeof(float);
+  uint64_t out = (uint64_t)m->classes * sizeof(float) + sizeof(int64_t);
+  uint64_t most = SERVE_INFER_MAX_MESSAGE / (in > out ? in : out);
+  if ((uint64_t)rows <= most)
+    return FSPS_OK;
+  return fail(msg, msglen, FSPS_RESOURCE_EXHAUSTED,
+              "%" PRId64 " rows are more than one request may carry: its "
+              "input and its reply must each fit in %d bytes, %" PRIu64
+              " rows of this model", rows, SERVE_INFER_MAX_MESSAGE, most);
 }
 
 static bool other_contents(const Inference__InferTensorContents *c) {

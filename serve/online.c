@@ -351,7 +351,8 @@ static int start_rpc(serve_online *s, char *msg, size_t msglen) {
     o.tls = &s->tls;
   }
   set_methods(s);
-  rpc_status st;
+  rpc_status st = {.code = FSPS_INTERNAL,
+                   .msg = "cannot start the gRPC server"};
   s->srv = rpc_server_create(&o, s->methods, NMETHODS, &st);
   if (s->srv == NULL || rpc_server_start(s->srv, &st) != FSPS_OK) {
     snprintf(msg, msglen, "%s", st.msg);
