@@ -165,10 +165,8 @@ static bool admit(serve_batcher *b, serve_job *j, const serve_snapshot *snap) {
                     "computed");
     return false;
   }
-  if (atomic_load(&j->cancelled)) {
-    atomic_fetch_add(&b->c->cancelled, 1);
-    return false;
-  }
+  if (atomic_load(&j->cancelled))
+    return false; /* rpc has answered CANCELLED */
   if (snap == NULL)
     rpc_call_failf(j->call, FSPS_UNAVAILABLE, "no model is loaded");
   else if (snap->widths[0] != j->req.width)

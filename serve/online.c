@@ -235,11 +235,17 @@ static void infer_start(rpc_call *call, rpc_msg *msg, void *ctx) {
     serve_job_free(j);
 }
 
+/* A call cancelled before its answer: its batch drops it, uncomputed,
+ * unless it is already being computed. gRPC cancels a call whose deadline
+ * passes too; those count as deadline_exceeded, in their batch. */
 static void infer_cancel(rpc_call *call, void *ctx) {
-  (void)ctx;
+  serve_online *s = ctx;
   serve_job *j = rpc_call_user(call);
-  if (j != NULL)
-    atomic_store(&j->cancelled, true);
+  if (j == NULL)
+    return;
+  if (rpc_call_deadline_ms(call) > 0)
+    atomic_fetch_add(&s->c.cancelled, 1);
+  atomic_store(&j->cancelled, true);
 }
 
 static void infer_done(rpc_call *call, void *ctx) {

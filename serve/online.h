@@ -65,7 +65,9 @@ typedef struct {
   uint64_t rows;              /* rows computed */
   uint64_t answered;          /* ModelInfer calls answered with a result */
   uint64_t deadline_exceeded; /* dropped uncomputed: deadline passed */
-  uint64_t cancelled;         /* dropped uncomputed: client cancelled */
+  uint64_t cancelled;         /* cancelled by the client before their
+                                 answer (dropped uncomputed unless their
+                                 batch was already computing) */
 } serve_online_stats;
 
 /* serve_online_get_stats copies s's counters. Any thread. */

@@ -676,6 +676,96 @@ static void bad_inputs_get_their_status(void **state) {
   stop(&f);
 }
 
+/* wait_stats polls f's counters until the one at offset reaches want (or
+ * 60 s pass) and returns them. */
+static serve_online_stats wait_stats(fixture *f, size_t offset,
+                                     uint64_t want) {
+  serve_online_stats s;
+  for (int i = 0; i < 6000; i++) {
+    serve_online_get_stats(f->srv, &s);
+    uint64_t v;
+    memcpy(&v, (const char *)&s + offset, sizeof v);
+    if (v >= want)
+      break;
+    nanosleep(&(struct timespec){0, 10000000}, NULL);
+  }
+  return s;
+}
+
+typedef struct {
+  pthread_mutex_t mu;
+  bool done;
+  int code;
+} cancel_state;
+
+static void cancel_done(rpc_stream *st, const rpc_status *status,
+                        rpc_msg *reply, void *ctx) {
+  (void)st;
+  (void)reply;
+  cancel_state *c = ctx;
+  pthread_mutex_lock(&c->mu);
+  c->done = true;
+  c->code = status->code;
+  pthread_mutex_unlock(&c->mu);
+}
+
+static void on_message_ignored(rpc_stream *st, rpc_msg *msg, void *ctx) {
+  (void)st;
+  (void)msg;
+  (void)ctx;
+}
+
+/* A call the client cancels while it waits for its batch is dropped from
+ * it, never computed; the next request is answered. */
+static void cancelled_call_dropped(void **state) {
+  (void)state;
+  fixture f;
+  start(&f, 8, 60000000, 1); /* a batch goes only when 8 rows wait */
+  publish(&f, 1);
+  float x[8 * W0];
+  fill_rows(x, 8, 11);
+  infer_req r;
+  make_req(&r, x, 1, true);
+  /* The unary call made as a server-streaming one (the same bytes on the
+   * wire), since rpc's streams can be cancelled. */
+  cancel_state c = {.mu = PTHREAD_MUTEX_INITIALIZER};
+  rpc_stream_cbs cbs = {.on_message = on_message_ignored,
+                        .on_done = cancel_done, .ctx = &c};
+  rpc_status st;
+  rpc_stream *s = rpc_stream_start(f.ch, PATH("ModelInfer"),
+                                   RPC_SERVER_STREAMING, &r.req.base, 60000,
+                                   &cbs, &st);
+  assert_non_null(s);
+  assert_int_equal(wait_stats(&f, offsetof(serve_online_stats, requests), 1)
+                       .requests, 1);
+  rpc_stream_cancel(s);
+  assert_int_equal(wait_stats(&f, offsetof(serve_online_stats, cancelled), 1)
+                       .cancelled, 1);
+  pthread_mutex_lock(&c.mu);
+  bool done = c.done;
+  pthread_mutex_unlock(&c.mu);
+  for (int i = 0; !done && i < 6000; i++) {
+    nanosleep(&(struct timespec){0, 10000000}, NULL);
+    pthread_mutex_lock(&c.mu);
+    done = c.done;
+    pthread_mutex_unlock(&c.mu);
+  }
+  assert_true(done);
+  assert_int_equal(c.code, FSPS_CANCELLED);
+  make_req(&r, x, 8, true); /* 9 rows wait: the cancelled one goes alone */
+  Inference__ModelInferResponse *rep;
+  assert_int_equal(infer(f.ch, &r, &rep, 60000, &st), FSPS_OK);
+  assert_int_equal(param(rep, "fsps_batch_requests"), 1);
+  protobuf_c_message_free_unpacked(&rep->base, NULL);
+  serve_online_stats now;
+  serve_online_get_stats(f.srv, &now);
+  assert_int_equal(now.requests, 2);
+  assert_int_equal(now.answered, 1);
+  assert_int_equal(now.rows, 8);
+  assert_int_equal(now.batches, 1);
+  stop(&f);
+}
+
 /* A request whose deadline passes while its batch forms is answered
  * DEADLINE_EXCEEDED and never computed. */
 static void deadline_passes_in_queue(void **state) {
@@ -690,12 +780,10 @@ static void deadline_passes_in_queue(void **state) {
   Inference__ModelInferResponse *rep = NULL;
   rpc_status st;
   assert_int_equal(infer(f.ch, &r, &rep, 200, &st), FSPS_DEADLINE_EXCEEDED);
-  serve_online_stats s;
-  do {
-    nanosleep(&(struct timespec){0, 10000000}, NULL);
-    serve_online_get_stats(f.srv, &s);
-  } while (s.deadline_exceeded + s.cancelled == 0);
+  serve_online_stats s = wait_stats(&f, offsetof(serve_online_stats,
+                                                 deadline_exceeded), 1);
   assert_int_equal(s.deadline_exceeded, 1);
+  assert_int_equal(s.cancelled, 0);
   assert_int_equal(s.rows, 0);
   assert_int_equal(s.batches, 0);
   stop(&f);
@@ -779,6 +867,7 @@ int main(void) {
       cmocka_unit_test(full_batch_goes_at_once),
       cmocka_unit_test(bad_inputs_get_their_status),
       cmocka_unit_test(deadline_passes_in_queue),
+      cmocka_unit_test(cancelled_call_dropped),
       cmocka_unit_test(stop_answers_queued_calls),
       cmocka_unit_test(bad_config_refused),
   };
