@@ -230,6 +230,9 @@ class OnlineTest(unittest.TestCase):
         huge = request(x)
         huge.inputs[0].shape[0] = 1 << 40
         cases.append((huge, grpc.StatusCode.RESOURCE_EXHAUSTED))
+        big = request(x)  # a message past the port's 64 MiB limit
+        big.raw_input_contents[0] = bytes(65 << 20)
+        cases.append((big, grpc.StatusCode.RESOURCE_EXHAUSTED))
         for req, code in cases:
             with self.assertRaises(grpc.RpcError) as e:
                 self.host.stub.ModelInfer(req)
