@@ -35,7 +35,7 @@ struct serve_batcher {
   pthread_cond_t fill; /* the thread gathering a batch */
   serve_job *head, *tail;
   uint64_t queued_rows, queued_bytes;
-  bool forming, stopping;
+  bool forming, draining, stopping;
   worker *w;
 };
 
@@ -109,7 +109,7 @@ static uint32_t take(serve_batcher *b, worker *w) {
 /* gather waits for a batch to form and takes it; 0 once stopping with
  * nothing left. Under b->mu. Only one thread gathers at a time: it waits
  * until max_delay_us after the first request arrived, or until max_batch
- * rows wait, or until the batcher stops (then it takes what is there). */
+ * rows wait, or until the batcher drains (then it takes what is there). */
 static uint32_t gather(serve_batcher *b, worker *w) {
   while (!b->stopping && (b->head == NULL || b->forming))
     pthread_cond_wait(&b->idle, &b->mu);
@@ -117,7 +117,7 @@ static uint32_t gather(serve_batcher *b, worker *w) {
     return 0;
   b->forming = true;
   int64_t until = b->head->arrived_ns + (int64_t)b->max_delay_us * 1000;
-  while (!b->stopping && b->queued_rows < b->max_batch) {
+  while (!b->draining && b->queued_rows < b->max_batch) {
     struct timespec ts = to_timespec(until);
     if (now_ns() >= until ||
         pthread_cond_timedwait(&b->fill, &b->mu, &ts) != 0)
@@ -342,11 +342,18 @@ serve_batcher *serve_batcher_create(serve_slot *slot, const char *name,
   return b;
 }
 
+void serve_batcher_drain(serve_batcher *b) {
+  pthread_mutex_lock(&b->mu);
+  b->draining = true;
+  pthread_cond_broadcast(&b->fill);
+  pthread_mutex_unlock(&b->mu);
+}
+
 void serve_batcher_stop(serve_batcher *b) {
   if (b == NULL)
     return;
   pthread_mutex_lock(&b->mu);
-  b->stopping = true;
+  b->draining = b->stopping = true;
   pthread_cond_broadcast(&b->idle);
   pthread_cond_broadcast(&b->fill);
   pthread_mutex_unlock(&b->mu);

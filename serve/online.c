@@ -410,7 +410,10 @@ void serve_online_stop(serve_online *s) {
   if (s == NULL)
     return;
   /* The batcher still computes while the server waits for calls in
-   * flight: they are answered, not cancelled. */
+   * flight: they are answered, not cancelled, and at once rather than
+   * after --max-delay-us. */
+  if (s->batcher != NULL)
+    serve_batcher_drain(s->batcher);
   if (s->srv != NULL)
     rpc_server_shutdown(s->srv, STOP_GRACE_MS);
   serve_batcher_stop(s->batcher);

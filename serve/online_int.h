@@ -50,6 +50,10 @@ serve_batcher *serve_batcher_create(serve_slot *slot, const char *name,
 int serve_batcher_submit(serve_batcher *b, serve_job *j, char *msg,
                          size_t msglen);
 
+/* serve_batcher_drain ends the waits for fuller batches: from now on a
+ * batch is what is queued when a thread is free. Jobs are still taken. */
+void serve_batcher_drain(serve_batcher *b);
+
 /* serve_batcher_stop computes and answers every queued job, then joins the
  * threads and frees b. */
 void serve_batcher_stop(serve_batcher *b);
