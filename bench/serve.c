@@ -95,7 +95,8 @@ static void stop_host(host *h, uint64_t *batches, uint64_t *rows) {
   FILE *f = fopen(h->out_file, "r");
   char line[512];
   while (f != NULL && fgets(line, sizeof line, f) != NULL) {
-    const char *b = strstr(line, "\"batches\":"), *r = strstr(line, "\"rows\":");
+    const char *b = strstr(line, "\"batches\":");
+    const char *r = strstr(line, "\"rows\":");
     if (b && r) {
       *batches = strtoull(b + 10, NULL, 10);
       *rows = strtoull(r + 7, NULL, 10);
@@ -136,7 +137,8 @@ static void *client_thread(void *arg) {
     x[i] = (float)((c->seed * 2654435761u + i * 40503u) % 1000) / 1000.0f;
   Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
   Inference__ModelInferRequest__InferInputTensor in =
-      INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT, *inp = &in;
+      INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
+  Inference__ModelInferRequest__InferInputTensor *inp = &in;
   int64_t shape[2] = {1, c->width};
   ProtobufCBinaryData raw = {c->width * sizeof(float), (uint8_t *)x};
   req.model_name = "fsps-mlp";
@@ -189,7 +191,10 @@ static int run_load(const bench_opts *o, uint32_t width, uint32_t max_batch,
   pthread_t t[MAX_CLIENTS];
   double start = now_s();
   for (uint32_t i = 0; i < n; i++) {
-    c[i] = (client){.ch = ch, .width = width, .seed = i, .start = start,
+    c[i] = (client){.ch = ch,
+                    .width = width,
+                    .seed = i,
+                    .start = start,
                     .measure = start + o->warmup,
                     .end = start + o->warmup + o->seconds};
     pthread_create(&t[i], NULL, client_thread, &c[i]);
@@ -262,9 +267,14 @@ static int parse(int argc, char **argv, bench_opts *o) {
       {"seconds", 1, NULL, 's'},  {"clients", 1, NULL, 'c'},
       {"delay-us", 1, NULL, 'd'}, {"threads", 1, NULL, 't'},
       {NULL, 0, NULL, 0}};
-  *o = (bench_opts){.host = SERVE_HOST_BIN, .model = "mlp:784,512,256,10",
-                    .seconds = 5, .warmup = 1, .clients = {1, 8, 64},
-                    .nclients = 3, .delay_us = 500, .threads = 1};
+  *o = (bench_opts){.host = SERVE_HOST_BIN,
+                    .model = "mlp:784,512,256,10",
+                    .seconds = 5,
+                    .warmup = 1,
+                    .clients = {1, 8, 64},
+                    .nclients = 3,
+                    .delay_us = 500,
+                    .threads = 1};
   int c;
   while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     if (c == 'h')

@@ -119,8 +119,7 @@ static uint32_t gather(serve_batcher *b, worker *w) {
   int64_t until = b->head->arrived_ns + (int64_t)b->max_delay_us * 1000;
   while (!b->draining && b->queued_rows < b->max_batch) {
     struct timespec ts = to_timespec(until);
-    if (now_ns() >= until ||
-        pthread_cond_timedwait(&b->fill, &b->mu, &ts) != 0)
+    if (now_ns() >= until || pthread_cond_timedwait(&b->fill, &b->mu, &ts) != 0)
       break;
   }
   uint32_t n = take(b, w);
@@ -177,7 +176,8 @@ static bool admit(serve_batcher *b, serve_job *j, const serve_snapshot *snap) {
   else if (j->req.pinned && j->req.version != snap->version)
     rpc_call_failf(j->call, FSPS_NOT_FOUND,
                    "version %" PRIu64 " is no longer served; the version "
-                   "served is %" PRIu64, j->req.version, snap->version);
+                   "served is %" PRIu64,
+                   j->req.version, snap->version);
   else
     return true;
   return false;
@@ -202,7 +202,8 @@ static void answer(serve_batcher *b, serve_job *j, const serve_snapshot *snap,
 
 /* compute_pieces computes one request larger than max_batch in pieces of
  * max_batch rows, all from snap. */
-static void compute_pieces(worker *w, serve_job *j, const serve_snapshot *snap) {
+static void compute_pieces(worker *w, serve_job *j,
+                           const serve_snapshot *snap) {
   serve_batcher *b = w->b;
   uint32_t rows = j->req.rows, width = snap->widths[0];
   uint32_t classes = snap->widths[snap->nwidths - 1];
@@ -242,7 +243,8 @@ static void compute_together(worker *w, serve_job **jobs, uint32_t n,
   if (n > 1)
     x = w->x;
   serve_infer_batch bt = {.seq = atomic_fetch_add(&b->c->batches, 1) + 1,
-                          .requests = n, .rows = rows};
+                          .requests = n,
+                          .rows = rows};
   serve_snapshot_predict(snap, w->m, x, rows, w->probs, w->cls);
   atomic_fetch_add(&b->c->rows, rows);
   for (uint32_t i = 0; i < n; i++) {

@@ -61,8 +61,8 @@ static int check_model(const Inference__ModelInferRequest *req,
 static void shape_text(const int64_t *d, size_t n, char *buf, size_t len) {
   size_t at = (size_t)snprintf(buf, len, "[");
   for (size_t i = 0; i < n && i < 8 && at < len; i++)
-    at += (size_t)snprintf(buf + at, len - at, "%s%" PRId64, i ? ", " : "",
-                           d[i]);
+    at +=
+        (size_t)snprintf(buf + at, len - at, "%s%" PRId64, i ? ", " : "", d[i]);
   if (at < len)
     snprintf(buf + at, len - at, "%s]", n > 8 ? ", ..." : "");
 }
@@ -70,23 +70,28 @@ static void shape_text(const int64_t *d, size_t n, char *buf, size_t len) {
 static int check_input(const Inference__ModelInferRequest__InferInputTensor *in,
                        const serve_infer_model *m, char *msg, size_t msglen) {
   if (strcmp(in->name, SERVE_INFER_INPUT) != 0)
-    return fail(msg, msglen, FSPS_INVALID_ARGUMENT,
-                "unknown input '%.128s': model '%s' has one input, '"
-                SERVE_INFER_INPUT "'", in->name, m->name);
+    return fail(
+        msg, msglen, FSPS_INVALID_ARGUMENT,
+        "unknown input '%.128s': model '%s' has one input, '" SERVE_INFER_INPUT
+        "'",
+        in->name, m->name);
   if (strcmp(in->datatype, "FP32") != 0)
     return fail(msg, msglen, FSPS_INVALID_ARGUMENT,
                 "input '" SERVE_INFER_INPUT "' has datatype '%.32s'; this "
-                "model takes FP32", in->datatype);
+                "model takes FP32",
+                in->datatype);
   char shape[160];
   shape_text(in->shape, in->n_shape, shape, sizeof shape);
   if (in->n_shape != 2 || in->shape[1] != (int64_t)m->width || in->shape[0] < 0)
     return fail(msg, msglen, FSPS_INVALID_ARGUMENT,
                 "input '" SERVE_INFER_INPUT "' has shape %s; this model "
-                "takes [rows, %" PRIu32 "]", shape, m->width);
+                "takes [rows, %" PRIu32 "]",
+                shape, m->width);
   if (in->shape[0] == 0)
     return fail(msg, msglen, FSPS_INVALID_ARGUMENT,
                 "input '" SERVE_INFER_INPUT "' has shape %s: an empty "
-                "batch (give at least one row)", shape);
+                "batch (give at least one row)",
+                shape);
   return FSPS_OK;
 }
 
@@ -103,7 +108,8 @@ static int check_size(int64_t rows, const serve_infer_model *m, char *msg,
   return fail(msg, msglen, FSPS_RESOURCE_EXHAUSTED,
               "%" PRId64 " rows are more than one request may carry: its "
               "input and its reply must each fit in %d bytes, %" PRIu64
-              " rows of this model", rows, SERVE_INFER_MAX_MESSAGE, most);
+              " rows of this model",
+              rows, SERVE_INFER_MAX_MESSAGE, most);
 }
 
 static bool other_contents(const Inference__InferTensorContents *c) {
@@ -128,8 +134,8 @@ static int find_data(const Inference__ModelInferRequest *req,
     if (raw->len != want * sizeof(float))
       return fail(msg, msglen, FSPS_INVALID_ARGUMENT,
                   "raw_input_contents holds %zu bytes; shape [%" PRIu32
-                  ", %" PRIu32 "] of FP32 is %zu bytes", raw->len, out->rows,
-                  out->width, want * sizeof(float));
+                  ", %" PRIu32 "] of FP32 is %zu bytes",
+                  raw->len, out->rows, out->width, want * sizeof(float));
     if ((uintptr_t)raw->data % alignof(float) == 0) {
       out->x = (const float *)raw->data;
     } else if ((out->own = malloc(raw->len)) != NULL) {
@@ -144,8 +150,8 @@ static int find_data(const Inference__ModelInferRequest *req,
     return fail(msg, msglen, FSPS_INVALID_ARGUMENT,
                 "input '" SERVE_INFER_INPUT "' needs %zu FP32 values, in "
                 "raw_input_contents or in contents.fp32_contents; the "
-                "request has %zu in fp32_contents%s", want,
-                c ? c->n_fp32_contents : 0,
+                "request has %zu in fp32_contents%s",
+                want, c ? c->n_fp32_contents : 0,
                 c && other_contents(c) ? " and others of other types" : "");
   out->x = c->fp32_contents;
   return FSPS_OK;
@@ -157,7 +163,8 @@ static int check_finite(const serve_infer_req *r, char *msg, size_t msglen) {
     if (!isfinite(r->x[i]))
       return fail(msg, msglen, FSPS_INVALID_ARGUMENT,
                   "input row %zu, column %zu is %s: every value must be "
-                  "finite", i / r->width, i % r->width,
+                  "finite",
+                  i / r->width, i % r->width,
                   isnan(r->x[i]) ? "NaN" : "infinite");
   return FSPS_OK;
 }
@@ -179,8 +186,9 @@ static int check_outputs(const Inference__ModelInferRequest *req,
       o = SERVE_OUT_CLASS;
     else
       return fail(msg, msglen, FSPS_INVALID_ARGUMENT,
-                  "unknown output '%.128s': the outputs are '"
-                  SERVE_INFER_PROBS "' and '" SERVE_INFER_CLASS "'", name);
+                  "unknown output '%.128s': the outputs are '" SERVE_INFER_PROBS
+                  "' and '" SERVE_INFER_CLASS "'",
+                  name);
     if (out->noutputs == 0 || out->outputs[0] != o)
       out->outputs[out->noutputs++] = o;
   }
@@ -195,7 +203,8 @@ int serve_infer_check(const Inference__ModelInferRequest *req,
   if (rc == FSPS_OK && req->n_inputs != 1)
     rc = fail(msg, msglen, FSPS_INVALID_ARGUMENT,
               "model '%s' has one input, '" SERVE_INFER_INPUT "'; the "
-              "request has %zu", model->name, req->n_inputs);
+              "request has %zu",
+              model->name, req->n_inputs);
   if (rc == FSPS_OK)
     rc = check_input(req->inputs[0], model, msg, msglen);
   if (rc == FSPS_OK)
@@ -258,7 +267,8 @@ int serve_infer_reply_build(serve_infer_reply *rep, const serve_infer_req *r,
                             const uint32_t *cls,
                             const serve_infer_batch *batch) {
   memset(rep, 0, sizeof *rep);
-  rep->msg = (Inference__ModelInferResponse)INFERENCE__MODEL_INFER_RESPONSE__INIT;
+  rep->msg =
+      (Inference__ModelInferResponse)INFERENCE__MODEL_INFER_RESPONSE__INIT;
   rep->classes = malloc((size_t)r->rows * sizeof(int64_t));
   if (rep->classes == NULL)
     return -1;

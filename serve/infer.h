@@ -27,10 +27,10 @@ typedef enum { SERVE_OUT_PROBS, SERVE_OUT_CLASS } serve_out;
 
 /* What the model served looks like when a request is checked. */
 typedef struct {
-  const char *name;  /* the model's name in the protocol */
-  uint32_t width;    /* inputs per row (widths[0]) */
-  uint32_t classes;  /* outputs per row (widths[L]) */
-  uint64_t version;  /* the version now served */
+  const char *name; /* the model's name in the protocol */
+  uint32_t width;   /* inputs per row (widths[0]) */
+  uint32_t classes; /* outputs per row (widths[L]) */
+  uint64_t version; /* the version now served */
 } serve_infer_model;
 
 /* A checked request. x points into the decoded message (or into own when
@@ -38,13 +38,13 @@ typedef struct {
  * the message lives. */
 typedef struct {
   uint32_t rows, width;
-  const float *x;     /* rows * width floats, all finite */
-  float *own;         /* a copy of x's data, or NULL */
-  const char *id;     /* the request's id ("" if none), in the message */
+  const float *x; /* rows * width floats, all finite */
+  float *own;     /* a copy of x's data, or NULL */
+  const char *id; /* the request's id ("" if none), in the message */
   serve_out outputs[2];
   uint32_t noutputs;
-  bool pinned;        /* the client asked for one version ... */
-  uint64_t version;   /* ... this one */
+  bool pinned;      /* the client asked for one version ... */
+  uint64_t version; /* ... this one */
 } serve_infer_req;
 
 /* serve_infer_check checks req against model and fills out. Returns 0
@@ -64,13 +64,13 @@ void serve_infer_req_free(serve_infer_req *r);
 /* How a batch computed a reply, sent back in the reply's parameters so a
  * client (or a test) can see how requests were batched. */
 typedef struct {
-  uint64_t seq;       /* "fsps_batch": the computation's number, from 1 */
-  uint32_t requests;  /* "fsps_batch_requests": requests it answered */
-  uint32_t rows;      /* "fsps_batch_rows": the rows of its one sgemm per
-                         layer (max_batch for a request computed in
-                         pieces) */
-  uint32_t offset;    /* "fsps_batch_offset": this request's first row in
-                         it (0 for a request computed in pieces) */
+  uint64_t seq;      /* "fsps_batch": the computation's number, from 1 */
+  uint32_t requests; /* "fsps_batch_requests": requests it answered */
+  uint32_t rows;     /* "fsps_batch_rows": the rows of its one sgemm per
+                        layer (max_batch for a request computed in
+                        pieces) */
+  uint32_t offset;   /* "fsps_batch_offset": this request's first row in
+                        it (0 for a request computed in pieces) */
 } serve_infer_batch;
 
 /* A reply and the storage its message points into. */

@@ -85,12 +85,14 @@ static bool check_name(serve_online *s, rpc_call *call, const char *name,
   if (strcmp(name, s->name) != 0)
     rpc_call_failf(call, FSPS_NOT_FOUND,
                    "model '%.128s' is not served here; this server serves "
-                   "'%s'", name, s->name);
+                   "'%s'",
+                   name, s->name);
   else if (version[0] != '\0' && (*now == UINT64_MAX || strcmp(version, cur)))
-    rpc_call_failf(call, FSPS_NOT_FOUND,
-                   "version '%.64s' of model '%s' is not served; %s%s", version,
-                   s->name, *now == UINT64_MAX ? "none is loaded yet" :
-                   "the version served is ", *now == UINT64_MAX ? "" : cur);
+    rpc_call_failf(
+        call, FSPS_NOT_FOUND,
+        "version '%.64s' of model '%s' is not served; %s%s", version, s->name,
+        *now == UINT64_MAX ? "none is loaded yet" : "the version served is ",
+        *now == UINT64_MAX ? "" : cur);
   else
     return true;
   return false;
@@ -169,8 +171,8 @@ static void model_metadata_start(rpc_call *call, rpc_msg *msg, void *ctx) {
   if (check_name(s, call, req->name, req->version, &now)) {
     snap = serve_slot_acquire(s->slot);
     if (snap == NULL)
-      rpc_call_failf(call, FSPS_UNAVAILABLE,
-                     "model '%s' is not loaded yet", s->name);
+      rpc_call_failf(call, FSPS_UNAVAILABLE, "model '%s' is not loaded yet",
+                     s->name);
     else
       send_metadata(s, call, snap);
   }
@@ -194,8 +196,10 @@ static int check_infer(serve_online *s, serve_job *j, char *msg,
                        size_t msglen) {
   serve_snapshot *snap = serve_slot_acquire(s->slot);
   if (snap == NULL) {
-    snprintf(msg, msglen, "model '%s' is not loaded yet: retry once "
-             "ServerReady says true", s->name);
+    snprintf(msg, msglen,
+             "model '%s' is not loaded yet: retry once "
+             "ServerReady says true",
+             s->name);
     return FSPS_UNAVAILABLE;
   }
   serve_infer_model m = {.name = s->name,
@@ -339,8 +343,9 @@ static int copy_config(serve_online *s, const serve_online_config *cfg,
     snprintf(msg, msglen, "--model-name must not be empty");
   else if ((s->cert == NULL) != (s->key == NULL) ||
            (s->client_ca != NULL && s->cert == NULL))
-    snprintf(msg, msglen, "TLS needs both a certificate and its key (and a "
-                          "client CA only with them)");
+    snprintf(msg, msglen,
+             "TLS needs both a certificate and its key (and a "
+             "client CA only with them)");
   else
     return 0;
   return -1;
@@ -386,9 +391,9 @@ serve_online *serve_online_start(const serve_online_config *cfg,
   }
   s->slot = slot;
   if (copy_config(s, cfg, msg, msglen) != 0 ||
-      (s->batcher = serve_batcher_create(slot, s->name, s->max_batch,
-                                         s->max_delay_us, s->threads, &s->c,
-                                         msg, msglen)) == NULL ||
+      (s->batcher =
+           serve_batcher_create(slot, s->name, s->max_batch, s->max_delay_us,
+                                s->threads, &s->c, msg, msglen)) == NULL ||
       start_rpc(s, msg, msglen) != 0) {
     serve_online_stop(s);
     return NULL;
@@ -423,12 +428,12 @@ void serve_online_stop(serve_online *s) {
 
 void serve_online_get_stats(const serve_online *s, serve_online_stats *out) {
   serve_counters *c = (serve_counters *)&s->c;
-  *out = (serve_online_stats){
-      .requests = atomic_load(&c->requests),
-      .refused = atomic_load(&c->refused),
-      .batches = atomic_load(&c->batches),
-      .rows = atomic_load(&c->rows),
-      .answered = atomic_load(&c->answered),
-      .deadline_exceeded = atomic_load(&c->deadline_exceeded),
-      .cancelled = atomic_load(&c->cancelled)};
+  *out = (serve_online_stats){.requests = atomic_load(&c->requests),
+                              .refused = atomic_load(&c->refused),
+                              .batches = atomic_load(&c->batches),
+                              .rows = atomic_load(&c->rows),
+                              .answered = atomic_load(&c->answered),
+                              .deadline_exceeded =
+                                  atomic_load(&c->deadline_exceeded),
+                              .cancelled = atomic_load(&c->cancelled)};
 }

@@ -27,7 +27,7 @@ typedef struct serve_job {
   rpc_call *call;
   Inference__ModelInferRequest *msg; /* the decoded request req points in */
   serve_infer_req req;
-  int64_t arrived_ns;                /* CLOCK_MONOTONIC */
+  int64_t arrived_ns; /* CLOCK_MONOTONIC */
   atomic_bool cancelled;
 } serve_job;
 

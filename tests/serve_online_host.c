@@ -53,17 +53,23 @@ static int number(const char *s, uint64_t *out) {
 }
 
 static int parse(int argc, char **argv, host_opts *o) {
-  static const struct option lo[] = {
-      {"widths", 1, NULL, 'w'},       {"params", 1, NULL, 'p'},
-      {"seed", 1, NULL, 's'},         {"version", 1, NULL, 'v'},
-      {"listen", 1, NULL, 'l'},       {"port-file", 1, NULL, 'f'},
-      {"model-name", 1, NULL, 'n'},   {"max-batch", 1, NULL, 'b'},
-      {"max-delay-us", 1, NULL, 'd'}, {"threads", 1, NULL, 't'},
-      {"wait-usr1", 0, NULL, 'u'},    {"tls-cert", 1, NULL, 'C'},
-      {"tls-key", 1, NULL, 'K'},      {"tls-client-ca", 1, NULL, 'A'},
-      {NULL, 0, NULL, 0}};
-  *o = (host_opts){.seed = 1, .cfg = {.listen = "127.0.0.1:0",
-                                      .max_delay_us = 500}};
+  static const struct option lo[] = {{"widths", 1, NULL, 'w'},
+                                     {"params", 1, NULL, 'p'},
+                                     {"seed", 1, NULL, 's'},
+                                     {"version", 1, NULL, 'v'},
+                                     {"listen", 1, NULL, 'l'},
+                                     {"port-file", 1, NULL, 'f'},
+                                     {"model-name", 1, NULL, 'n'},
+                                     {"max-batch", 1, NULL, 'b'},
+                                     {"max-delay-us", 1, NULL, 'd'},
+                                     {"threads", 1, NULL, 't'},
+                                     {"wait-usr1", 0, NULL, 'u'},
+                                     {"tls-cert", 1, NULL, 'C'},
+                                     {"tls-key", 1, NULL, 'K'},
+                                     {"tls-client-ca", 1, NULL, 'A'},
+                                     {NULL, 0, NULL, 0}};
+  *o = (host_opts){.seed = 1,
+                   .cfg = {.listen = "127.0.0.1:0", .max_delay_us = 500}};
   int c;
   uint64_t v = 0;
   while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -71,20 +77,48 @@ static int parse(int argc, char **argv, host_opts *o) {
     if (c == '?' || (num && number(optarg, &v) != 0))
       return -1;
     switch (c) {
-    case 'w': o->widths = optarg; break;
-    case 'p': o->params = optarg; break;
-    case 's': o->seed = v; break;
-    case 'v': o->version = v; break;
-    case 'l': o->cfg.listen = optarg; break;
-    case 'f': o->cfg.port_file = optarg; break;
-    case 'n': o->cfg.model_name = optarg; break;
-    case 'b': o->cfg.max_batch = (uint32_t)v; break;
-    case 'd': o->cfg.max_delay_us = (uint32_t)v; break;
-    case 't': o->cfg.threads = (uint32_t)v; break;
-    case 'u': o->wait_usr1 = true; break;
-    case 'C': o->cfg.tls_cert = optarg; break;
-    case 'K': o->cfg.tls_key = optarg; break;
-    case 'A': o->cfg.tls_client_ca = optarg; break;
+    case 'w':
+      o->widths = optarg;
+      break;
+    case 'p':
+      o->params = optarg;
+      break;
+    case 's':
+      o->seed = v;
+      break;
+    case 'v':
+      o->version = v;
+      break;
+    case 'l':
+      o->cfg.listen = optarg;
+      break;
+    case 'f':
+      o->cfg.port_file = optarg;
+      break;
+    case 'n':
+      o->cfg.model_name = optarg;
+      break;
+    case 'b':
+      o->cfg.max_batch = (uint32_t)v;
+      break;
+    case 'd':
+      o->cfg.max_delay_us = (uint32_t)v;
+      break;
+    case 't':
+      o->cfg.threads = (uint32_t)v;
+      break;
+    case 'u':
+      o->wait_usr1 = true;
+      break;
+    case 'C':
+      o->cfg.tls_cert = optarg;
+      break;
+    case 'K':
+      o->cfg.tls_key = optarg;
+      break;
+    case 'A':
+      o->cfg.tls_client_ca = optarg;
+      break;
     }
   }
   return o->widths != NULL && optind == argc ? 0 : -1;
@@ -108,8 +142,10 @@ static int load(serve_snapshot *s, const char *path) {
     rc = -1;
   fclose(f);
   if (rc != 0)
-    fprintf(stderr, "serve_online_host: %s does not hold exactly the "
-            "model's parameters\n", path);
+    fprintf(stderr,
+            "serve_online_host: %s does not hold exactly the "
+            "model's parameters\n",
+            path);
   return rc;
 }
 
@@ -128,8 +164,8 @@ static void fill(serve_snapshot *s, uint64_t seed) {
 static serve_snapshot *make_model(const host_opts *o) {
   uint32_t w[SERVE_MAX_WIDTHS], n;
   char err[256];
-  if (model_mlp_parse(o->widths, w, SERVE_MAX_WIDTHS, &n, err,
-                      sizeof err) != 0) {
+  if (model_mlp_parse(o->widths, w, SERVE_MAX_WIDTHS, &n, err, sizeof err) !=
+      0) {
     fprintf(stderr, "serve_online_host: %s\n", err);
     return NULL;
   }

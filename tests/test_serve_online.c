@@ -107,7 +107,8 @@ typedef struct {
 
 static void make_req(infer_req *r, const float *x, uint32_t rows, bool raw) {
   *r = (infer_req){.req = INFERENCE__MODEL_INFER_REQUEST__INIT,
-                   .in = INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT,
+                   .in =
+                       INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT,
                    .contents = INFERENCE__INFER_TENSOR_CONTENTS__INIT};
   r->req.model_name = "fsps-mlp";
   r->req.id = "req-1";
@@ -170,9 +171,8 @@ static int unary(fixture *f, const char *path, const ProtobufCMessage *req,
 }
 
 /* check_reply checks rep's outputs against probs and cls of rows rows. */
-static void check_reply(const Inference__ModelInferResponse *rep,
-                        uint32_t rows, const float *probs,
-                        const uint32_t *cls) {
+static void check_reply(const Inference__ModelInferResponse *rep, uint32_t rows,
+                        const float *probs, const uint32_t *cls) {
   assert_int_equal(rep->n_outputs, 2);
   assert_int_equal(rep->n_raw_output_contents, 2);
   assert_string_equal(rep->outputs[0]->name, "probabilities");
@@ -219,14 +219,16 @@ static void readiness_and_metadata(void **state) {
   Inference__ServerLiveResponse *live;
   assert_int_equal(unary(&f, PATH("ServerLive"), &lreq.base,
                          &inference__server_live_response__descriptor,
-                         (ProtobufCMessage **)&live), FSPS_OK);
+                         (ProtobufCMessage **)&live),
+                   FSPS_OK);
   assert_true(live->live);
   protobuf_c_message_free_unpacked(&live->base, NULL);
   Inference__ServerReadyRequest rreq = INFERENCE__SERVER_READY_REQUEST__INIT;
   Inference__ServerReadyResponse *ready;
   assert_int_equal(unary(&f, PATH("ServerReady"), &rreq.base,
                          &inference__server_ready_response__descriptor,
-                         (ProtobufCMessage **)&ready), FSPS_OK);
+                         (ProtobufCMessage **)&ready),
+                   FSPS_OK);
   assert_false(ready->ready);
   protobuf_c_message_free_unpacked(&ready->base, NULL);
   Inference__ModelReadyRequest mreq = INFERENCE__MODEL_READY_REQUEST__INIT;
@@ -234,7 +236,8 @@ static void readiness_and_metadata(void **state) {
   Inference__ModelReadyResponse *mready;
   assert_int_equal(unary(&f, PATH("ModelReady"), &mreq.base,
                          &inference__model_ready_response__descriptor,
-                         (ProtobufCMessage **)&mready), FSPS_OK);
+                         (ProtobufCMessage **)&mready),
+                   FSPS_OK);
   assert_false(mready->ready);
   protobuf_c_message_free_unpacked(&mready->base, NULL);
   Grpc__Health__V1__HealthCheckRequest hreq =
@@ -242,16 +245,20 @@ static void readiness_and_metadata(void **state) {
   Grpc__Health__V1__HealthCheckResponse *health;
   assert_int_equal(unary(&f, "/grpc.health.v1.Health/Check", &hreq.base,
                          &grpc__health__v1__health_check_response__descriptor,
-                         (ProtobufCMessage **)&health), FSPS_OK);
-  assert_int_equal(health->status,
-                   GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
+                         (ProtobufCMessage **)&health),
+                   FSPS_OK);
+  assert_int_equal(
+      health->status,
+      GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
   protobuf_c_message_free_unpacked(&health->base, NULL);
-  Inference__ModelMetadataRequest mdreq = INFERENCE__MODEL_METADATA_REQUEST__INIT;
+  Inference__ModelMetadataRequest mdreq =
+      INFERENCE__MODEL_METADATA_REQUEST__INIT;
   mdreq.name = "fsps-mlp";
   Inference__ModelMetadataResponse *md;
   assert_int_equal(unary(&f, PATH("ModelMetadata"), &mdreq.base,
                          &inference__model_metadata_response__descriptor,
-                         (ProtobufCMessage **)&md), FSPS_UNAVAILABLE);
+                         (ProtobufCMessage **)&md),
+                   FSPS_UNAVAILABLE);
   float x[W0] = {0};
   infer_req r;
   make_req(&r, x, 1, true);
@@ -262,38 +269,46 @@ static void readiness_and_metadata(void **state) {
   publish(&f, 3);
   assert_int_equal(unary(&f, PATH("ServerReady"), &rreq.base,
                          &inference__server_ready_response__descriptor,
-                         (ProtobufCMessage **)&ready), FSPS_OK);
+                         (ProtobufCMessage **)&ready),
+                   FSPS_OK);
   assert_true(ready->ready);
   protobuf_c_message_free_unpacked(&ready->base, NULL);
   assert_int_equal(unary(&f, PATH("ModelReady"), &mreq.base,
                          &inference__model_ready_response__descriptor,
-                         (ProtobufCMessage **)&mready), FSPS_OK);
+                         (ProtobufCMessage **)&mready),
+                   FSPS_OK);
   assert_true(mready->ready);
   protobuf_c_message_free_unpacked(&mready->base, NULL);
   mreq.version = "2";
   assert_int_equal(unary(&f, PATH("ModelReady"), &mreq.base,
                          &inference__model_ready_response__descriptor,
-                         (ProtobufCMessage **)&mready), FSPS_OK);
+                         (ProtobufCMessage **)&mready),
+                   FSPS_OK);
   assert_false(mready->ready);
   protobuf_c_message_free_unpacked(&mready->base, NULL);
   mreq.name = "other";
   assert_int_equal(unary(&f, PATH("ModelReady"), &mreq.base,
                          &inference__model_ready_response__descriptor,
-                         (ProtobufCMessage **)&mready), FSPS_NOT_FOUND);
+                         (ProtobufCMessage **)&mready),
+                   FSPS_NOT_FOUND);
   assert_int_equal(unary(&f, "/grpc.health.v1.Health/Check", &hreq.base,
                          &grpc__health__v1__health_check_response__descriptor,
-                         (ProtobufCMessage **)&health), FSPS_OK);
-  assert_int_equal(health->status,
-                   GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+                         (ProtobufCMessage **)&health),
+                   FSPS_OK);
+  assert_int_equal(
+      health->status,
+      GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
   protobuf_c_message_free_unpacked(&health->base, NULL);
   hreq.service = "no.such.Service";
   assert_int_equal(unary(&f, "/grpc.health.v1.Health/Check", &hreq.base,
                          &grpc__health__v1__health_check_response__descriptor,
-                         (ProtobufCMessage **)&health), FSPS_NOT_FOUND);
+                         (ProtobufCMessage **)&health),
+                   FSPS_NOT_FOUND);
 
   assert_int_equal(unary(&f, PATH("ModelMetadata"), &mdreq.base,
                          &inference__model_metadata_response__descriptor,
-                         (ProtobufCMessage **)&md), FSPS_OK);
+                         (ProtobufCMessage **)&md),
+                   FSPS_OK);
   assert_string_equal(md->name, "fsps-mlp");
   assert_int_equal(md->n_versions, 1);
   assert_string_equal(md->versions[0], "3");
@@ -312,13 +327,16 @@ static void readiness_and_metadata(void **state) {
   mdreq.name = "nope";
   assert_int_equal(unary(&f, PATH("ModelMetadata"), &mdreq.base,
                          &inference__model_metadata_response__descriptor,
-                         (ProtobufCMessage **)&md), FSPS_NOT_FOUND);
+                         (ProtobufCMessage **)&md),
+                   FSPS_NOT_FOUND);
 
-  Inference__ServerMetadataRequest sreq = INFERENCE__SERVER_METADATA_REQUEST__INIT;
+  Inference__ServerMetadataRequest sreq =
+      INFERENCE__SERVER_METADATA_REQUEST__INIT;
   Inference__ServerMetadataResponse *smd;
   assert_int_equal(unary(&f, PATH("ServerMetadata"), &sreq.base,
                          &inference__server_metadata_response__descriptor,
-                         (ProtobufCMessage **)&smd), FSPS_OK);
+                         (ProtobufCMessage **)&smd),
+                   FSPS_OK);
   assert_string_equal(smd->name, "fsps-serve");
   assert_true(smd->version[0] != '\0');
   protobuf_c_message_free_unpacked(&smd->base, NULL);
@@ -659,7 +677,8 @@ static void bad_inputs_get_their_status(void **state) {
   /* bytes that are not a ModelInferRequest: a varint where field 2 is a
    * string */
   Inference__InferParameter p = INFERENCE__INFER_PARAMETER__INIT;
-  p.parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
+  p.parameter_choice_case =
+      INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
   p.int64_param = 5;
   Inference__ModelInferResponse *rep;
   rpc_status st;
@@ -678,8 +697,7 @@ static void bad_inputs_get_their_status(void **state) {
 
 /* wait_stats polls f's counters until the one at offset reaches want (or
  * 60 s pass) and returns them. */
-static serve_online_stats wait_stats(fixture *f, size_t offset,
-                                     uint64_t want) {
+static serve_online_stats wait_stats(fixture *f, size_t offset, uint64_t want) {
   serve_online_stats s;
   for (int i = 0; i < 6000; i++) {
     serve_online_get_stats(f->srv, &s);
@@ -729,18 +747,18 @@ static void cancelled_call_dropped(void **state) {
   /* The unary call made as a server-streaming one (the same bytes on the
    * wire), since rpc's streams can be cancelled. */
   cancel_state c = {.mu = PTHREAD_MUTEX_INITIALIZER};
-  rpc_stream_cbs cbs = {.on_message = on_message_ignored,
-                        .on_done = cancel_done, .ctx = &c};
+  rpc_stream_cbs cbs = {
+      .on_message = on_message_ignored, .on_done = cancel_done, .ctx = &c};
   rpc_status st;
-  rpc_stream *s = rpc_stream_start(f.ch, PATH("ModelInfer"),
-                                   RPC_SERVER_STREAMING, &r.req.base, 60000,
-                                   &cbs, &st);
+  rpc_stream *s =
+      rpc_stream_start(f.ch, PATH("ModelInfer"), RPC_SERVER_STREAMING,
+                       &r.req.base, 60000, &cbs, &st);
   assert_non_null(s);
-  assert_int_equal(wait_stats(&f, offsetof(serve_online_stats, requests), 1)
-                       .requests, 1);
+  assert_int_equal(
+      wait_stats(&f, offsetof(serve_online_stats, requests), 1).requests, 1);
   rpc_stream_cancel(s);
-  assert_int_equal(wait_stats(&f, offsetof(serve_online_stats, cancelled), 1)
-                       .cancelled, 1);
+  assert_int_equal(
+      wait_stats(&f, offsetof(serve_online_stats, cancelled), 1).cancelled, 1);
   pthread_mutex_lock(&c.mu);
   bool done = c.done;
   pthread_mutex_unlock(&c.mu);
@@ -780,8 +798,8 @@ static void deadline_passes_in_queue(void **state) {
   Inference__ModelInferResponse *rep = NULL;
   rpc_status st;
   assert_int_equal(infer(f.ch, &r, &rep, 200, &st), FSPS_DEADLINE_EXCEEDED);
-  serve_online_stats s = wait_stats(&f, offsetof(serve_online_stats,
-                                                 deadline_exceeded), 1);
+  serve_online_stats s =
+      wait_stats(&f, offsetof(serve_online_stats, deadline_exceeded), 1);
   assert_int_equal(s.deadline_exceeded, 1);
   assert_int_equal(s.cancelled, 0);
   assert_int_equal(s.rows, 0);

@@ -626,16 +626,16 @@ static void infer_seed(const char *name, const char *model, int64_t rows,
     x[5] = bad;
   Inference__ModelInferRequest r = INFERENCE__MODEL_INFER_REQUEST__INIT;
   Inference__ModelInferRequest__InferInputTensor in =
-      INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT, *inp = &in;
+      INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
+  Inference__ModelInferRequest__InferInputTensor *inp = &in;
   Inference__InferTensorContents c = INFERENCE__INFER_TENSOR_CONTENTS__INIT;
   Inference__ModelInferRequest__InferRequestedOutputTensor o =
-      INFERENCE__MODEL_INFER_REQUEST__INFER_REQUESTED_OUTPUT_TENSOR__INIT,
-      *op = &o;
+      INFERENCE__MODEL_INFER_REQUEST__INFER_REQUESTED_OUTPUT_TENSOR__INIT;
+  Inference__ModelInferRequest__InferRequestedOutputTensor *op = &o;
   int64_t shape[2] = {rows, 4};
   /* at most the 8 rows of x (a shape may claim more) */
-  ProtobufCBinaryData bytes = {(size_t)(rows < 0 ? 0 : rows > 8 ? 8 : rows) *
-                                   16,
-                               (uint8_t *)x};
+  size_t shown = rows < 0 ? 0 : (size_t)(rows > 8 ? 8 : rows);
+  ProtobufCBinaryData bytes = {shown * 16, (uint8_t *)x};
   r.model_name = (char *)model;
   r.id = "seed";
   in.name = "input";
