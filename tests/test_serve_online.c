@@ -374,6 +374,19 @@ static void infer_equals_predict(void **state) {
       protobuf_c_message_free_unpacked(&rep->base, NULL);
     }
   }
+  /* the version served, asked for by name: answered */
+  {
+    float x1[W0];
+    fill_rows(x1, 1, 6);
+    infer_req r;
+    make_req(&r, x1, 1, true);
+    r.req.model_version = "5";
+    Inference__ModelInferResponse *rep;
+    rpc_status st;
+    assert_int_equal(infer(f.ch, &r, &rep, 10000, &st), FSPS_OK);
+    assert_string_equal(rep->model_version, "5");
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+  }
   /* outputs named: only those, in the order asked */
   float x[2 * W0];
   fill_rows(x, 2, 5);
@@ -395,9 +408,9 @@ static void infer_equals_predict(void **state) {
   protobuf_c_message_free_unpacked(&rep->base, NULL);
   serve_online_stats s;
   serve_online_get_stats(f.srv, &s);
-  assert_int_equal(s.requests, 10);
-  assert_int_equal(s.answered, 10);
-  assert_int_equal(s.rows, 2 * (1 + 3 + 8 + 20) + 4);
+  assert_int_equal(s.requests, 11);
+  assert_int_equal(s.answered, 11);
+  assert_int_equal(s.rows, 2 * (1 + 3 + 8 + 20) + 1 + 4);
   stop(&f);
 }
 
