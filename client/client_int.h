@@ -373,4 +373,10 @@ void client_sched_abandon(fsps_client *c);
  * and the buffers they hold (channels already closed or still open). */
 void client_sched_destroy(fsps_client *c);
 
+/* client_say formats a message into a caller's buffer (nothing when err is
+ * NULL or errlen 0) and returns rc, for the functions that report into an
+ * (err, errlen) pair. */
+int client_say(char *err, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 #endif

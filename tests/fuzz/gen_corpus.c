@@ -16,6 +16,7 @@
 #include "fsps.pb-c.h"
 #include "fuzz.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "grpc_predict_v2.pb-c.h"
 
 static const char *g_root;
 
@@ -652,6 +653,69 @@ static void ckpt_seeds(void) {
   free(f);
 }
 
+/* ---- ModelInfer (fsps-serve) ---- */
+
+/* The control byte of fuzz_infer seeds: a model of 4 inputs, 3 classes. */
+#define INFER_CTL (3 + 8 * 2)
+
+/* infer_seed writes a request of `rows` rows of 4 inputs (raw or in
+ * fp32_contents) for model, one value replaced by bad when bad is not 0,
+ * naming output `out` when not NULL. */
+static void infer_seed(const char *name, const char *model, int64_t rows,
+                       bool raw, float bad, const char *out) {
+  float x[8 * 4];
+  for (int i = 0; i < 8 * 4; i++)
+    x[i] = (float)i / 7 - 2;
+  if (bad != 0)
+    x[5] = bad;
+  Inference__ModelInferRequest r = INFERENCE__MODEL_INFER_REQUEST__INIT;
+  Inference__ModelInferRequest__InferInputTensor in =
+      INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
+  Inference__ModelInferRequest__InferInputTensor *inp = &in;
+  Inference__InferTensorContents c = INFERENCE__INFER_TENSOR_CONTENTS__INIT;
+  Inference__ModelInferRequest__InferRequestedOutputTensor o =
+      INFERENCE__MODEL_INFER_REQUEST__INFER_REQUESTED_OUTPUT_TENSOR__INIT;
+  Inference__ModelInferRequest__InferRequestedOutputTensor *op = &o;
+  int64_t shape[2] = {rows, 4};
+  /* at most the 8 rows of x (a shape may claim more) */
+  size_t shown = rows < 0 ? 0 : (size_t)(rows > 8 ? 8 : rows);
+  ProtobufCBinaryData bytes = {shown * 16, (uint8_t *)x};
+  r.model_name = (char *)model;
+  r.id = "seed";
+  in.name = "input";
+  in.datatype = "FP32";
+  in.shape = shape;
+  in.n_shape = 2;
+  r.inputs = &inp;
+  r.n_inputs = 1;
+  if (raw) {
+    r.raw_input_contents = &bytes;
+    r.n_raw_input_contents = 1;
+  } else {
+    c.fp32_contents = x;
+    c.n_fp32_contents = bytes.len / 4;
+    in.contents = &c;
+  }
+  if (out != NULL) {
+    o.name = (char *)out;
+    r.outputs = &op;
+    r.n_outputs = 1;
+  }
+  seed_msg("fuzz_infer", name, INFER_CTL, &r.base);
+}
+
+static void infer_seeds(void) {
+  empty_seeds("fuzz_infer");
+  infer_seed("raw", "fsps-mlp", 2, true, 0, NULL);
+  infer_seed("fp32-contents", "fsps-mlp", 8, false, 0, NULL);
+  infer_seed("class-only", "fsps-mlp", 1, true, 0, "class");
+  infer_seed("nan", "fsps-mlp", 2, true, NAN, NULL);
+  infer_seed("inf", "fsps-mlp", 2, false, INFINITY, NULL);
+  infer_seed("other-model", "resnet", 1, true, 0, NULL);
+  infer_seed("empty-batch", "fsps-mlp", 0, true, 0, NULL);
+  infer_seed("huge-shape", "fsps-mlp", INT64_C(1) << 40, true, 0, NULL);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2 || argv[1][0] == '-') {
     fprintf(stderr,
@@ -670,5 +734,6 @@ int main(int argc, char **argv) {
   unary_seeds();
   msg_seeds();
   ckpt_seeds();
+  infer_seeds();
   return 0;
 }
