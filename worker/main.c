@@ -4,9 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-#include <cblas.h>
 
 #include "train.h"
 
@@ -185,28 +182,7 @@ static int run(trainer *t, char *err, size_t errlen) {
   return 0;
 }
 
-/* OpenBLAS's helper threads spin in sched_yield for 2^28 clock ticks
- * (~0.1 s) after each call before they sleep, so while a worker waits on
- * the network its idle BLAS threads take the cores its servers and gRPC
- * threads need (bench/step_cost: ~300 sched_yield calls per step of the
- * demo's model at S1W1, a third of the worker's CPU). 2^WORKER_BLAS_SPIN
- * ticks (~0.4 ms) keep them awake between one layer's calls and the
- * next's but not through a wait. OpenBLAS reads OPENBLAS_THREAD_TIMEOUT
- * once, as it loads, so the worker sets it and runs itself again, once;
- * a value the caller set is kept (28 restores OpenBLAS's own). */
-#define WORKER_BLAS_SPIN "20"
-
-static void short_blas_spin(char **argv) {
-  if (openblas_get_num_threads() < 2 ||
-      getenv("OPENBLAS_THREAD_TIMEOUT") != NULL ||
-      setenv("OPENBLAS_THREAD_TIMEOUT", WORKER_BLAS_SPIN, 1) != 0)
-    return;
-  execv("/proc/self/exe", argv);
-  unsetenv("OPENBLAS_THREAD_TIMEOUT"); /* no exec: OpenBLAS's default */
-}
-
 int main(int argc, char **argv) {
-  short_blas_spin(argv);
   worker_opts o;
   char err[1024] = "";
   int rc = opts_parse(argc, argv, &o, err, sizeof err);
