@@ -24,9 +24,15 @@ void client_slice_send(client_slice *sl, rpc_stream *s, rpc_tensor_hdr *h,
   pthread_mutex_lock(sl->mu);
   sl->releases++;
   pthread_mutex_unlock(sl->mu);
-  if (rpc_stream_send_tensor(s, h, layer + sl->off + o, len * sizeof(float),
-                             sl->released, sl->arg) != FSPS_OK)
-    rpc_stream_close_send(s); /* on_done follows with the reason */
+  const float *at = layer + sl->off + o;
+  /* The last chunk half-closes with it (no on_sent follows); a failed
+   * send half-closes too, and on_done follows with the reason. */
+  if (sl->next == sl->nchunks)
+    rpc_stream_send_last_tensor(s, h, at, len * sizeof(float), sl->released,
+                                sl->arg);
+  else if (rpc_stream_send_tensor(s, h, at, len * sizeof(float), sl->released,
+                                  sl->arg) != FSPS_OK)
+    rpc_stream_close_send(s);
 }
 
 void client_slice_reply(const client_slice *sl, const char *addr,
