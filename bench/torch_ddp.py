@@ -31,6 +31,8 @@ import sys
 import tempfile
 import time
 
+import benchlib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {"cnn": 64, "mlp": 256}  # batch per worker
 
@@ -54,12 +56,6 @@ def batches(batch, rank):
     g = torch.Generator().manual_seed(100 + rank)
     return [(torch.randn(batch, 1, 28, 28, generator=g),
              torch.randint(0, 10, (batch,), generator=g)) for _ in range(8)]
-
-
-def blas_loaded():
-    with open("/proc/self/maps") as f:
-        libs = set(re.findall(r"\S*blas\S*\.so\S*", f.read()))
-    return sorted(libs)
 
 
 def timed_steps(step, steps, warmup):
@@ -111,7 +107,7 @@ def fsps_worker(args):
 
 def worker_main(args):
     secs = (ddp_worker if args.role == "ddp" else fsps_worker)(args)
-    print(json.dumps({"seconds": secs, "blas": blas_loaded(),
+    print(json.dumps({"seconds": secs, "blas": benchlib.blas_loaded(),
                       "peak_rss_bytes": resource.getrusage(
                           resource.RUSAGE_SELF).ru_maxrss * 1024}))
 
@@ -139,19 +135,8 @@ class Servers:
 
     def __init__(self, build):
         self.tmp = tempfile.TemporaryDirectory()
-        self.procs, addrs = [], []
-        for s in range(2):
-            pf = os.path.join(self.tmp.name, "port%d" % s)
-            self.procs.append(subprocess.Popen(
-                [os.path.join(build, "server", "fsps-server"), "--listen",
-                 "127.0.0.1:0", "--port-file", pf, "--num-servers", "2",
-                 "--index", str(s), "--workers", "2", "--log-level",
-                 "warn"]))
-            while not os.path.exists(pf) or not os.path.getsize(pf):
-                time.sleep(0.02)
-            with open(pf) as f:
-                addrs.append("127.0.0.1:" + f.read().strip())
-        self.addr = ",".join(addrs)
+        self.procs, self.addr = benchlib.start_servers(
+            build, self.tmp.name, 2, 2, "bench/torch_ddp")
 
     def peak_rss(self):
         peaks = []
@@ -162,9 +147,7 @@ class Servers:
         return peaks
 
     def stop(self):
-        for p in self.procs:
-            p.terminate()
-            p.wait()
+        benchlib.stop_servers(self.procs)
         self.tmp.cleanup()
 
 
@@ -214,20 +197,11 @@ def main():
                                          "client", "libfsps.so.0"),
                PYTHONPATH=os.path.join(ROOT, "python"))
     print(json.dumps({"bench": "torch_ddp", "cores": os.cpu_count(),
-                      "torch_blas": run_blas_probe(env)}), flush=True)
+                      "torch_blas": benchlib.run_blas_probe(env)}), flush=True)
     for model in args.models.split(","):
         if model not in MODELS:
             raise SystemExit("unknown model %r (cnn, mlp)" % model)
         bench_model(model, args, env)
-
-
-def run_blas_probe(env):
-    """The BLAS libraries torch maps once it has multiplied matrices."""
-    code = ("import torch, re; torch.ones(64, 64) @ torch.ones(64, 64); "
-            "print(sorted(set(re.findall(r'\\S*blas\\S*\\.so\\S*', "
-            "open('/proc/self/maps').read()))))")
-    return subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                          capture_output=True, text=True).stdout.strip()
 
 
 if __name__ == "__main__":

@@ -58,12 +58,12 @@ Usage: bench/train.py [--build build] [--steps 30] [--batch 256]
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+import benchlib
 
 WIDE = "mlp:784,4096,4096,4096,10"                     # the issue's example
 DEFAULT_MODELS = ";".join([
@@ -77,43 +77,9 @@ DEFAULT_MODELS = ";".join([
     "mlp:784," + ",".join(["4096"] * 9) + ",10",       # deep enough to shard
 ])
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
 def model_bytes(desc):
     w = [int(x) for x in desc.split(":")[1].split(",")]
     return 4 * sum(w[i] * w[i + 1] + w[i + 1] for i in range(len(w) - 1))
-
-
-def proc_cpu(pid):
-    """CPU seconds (user + system) process pid has used so far."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def machine_busy():
-    """CPU seconds every process on the machine has used so far."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (sum(v[:8]) - v[3] - v[4]) / TICK  # all but idle and iowait
-
-
-def start_servers(build, tmp, S, W):
-    procs, servers = [], []
-    for s in range(S):
-        pf = os.path.join(tmp, "port%d" % s)
-        procs.append(subprocess.Popen(
-            [os.path.join(build, "server", "fsps-server"), "--listen",
-             "127.0.0.1:0", "--index", str(s), "--num-servers", str(S),
-             "--workers", str(W), "--port-file", pf, "--log-level", "warn"]))
-        while not os.path.exists(pf):
-            if procs[-1].poll() is not None:
-                sys.exit("bench/train: fsps-server did not start")
-            time.sleep(0.02)
-        with open(pf) as f:
-            servers.append("127.0.0.1:%s" % f.read().strip())
-    return procs, ",".join(servers)
 
 
 def run_workers(a, flags):
@@ -139,32 +105,20 @@ def run_workers(a, flags):
 def timed_workers(a, flags, extra_pids=()):
     """run_workers, plus the CPU seconds the workers (reaped children) and
     extra_pids used, and the cores everything else used meanwhile."""
-    busy0, wall0 = machine_busy(), time.monotonic()
-    extra0 = [proc_cpu(p) for p in extra_pids]
-    ru0 = os.times()
-    out = run_workers(a, flags)
-    ru1 = os.times()
-    extra = sum(proc_cpu(p) - c for p, c in zip(extra_pids, extra0))
-    wall, busy = time.monotonic() - wall0, machine_busy() - busy0
-    workers = (ru1.children_user - ru0.children_user +
-               ru1.children_system - ru0.children_system)
-    other = max(0.0, busy - workers - extra) / wall
-    return out, workers, extra, other
+    return benchlib.timed(lambda: run_workers(a, flags), extra_pids)
 
 
 def once(a, flags):
     """One repetition: the local workers, then the real cluster."""
     local, lcpu, _, lother = timed_workers(a, flags + ["--local"])
     with tempfile.TemporaryDirectory() as tmp:
-        procs, servers = start_servers(a.build, tmp, a.servers, a.workers)
+        procs, servers = benchlib.start_servers(a.build, tmp, a.servers,
+                                                a.workers, "bench/train")
         try:
             real, wcpu, scpu, rother = timed_workers(
                 a, flags + ["--servers", servers], [p.pid for p in procs])
         finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                p.wait()
+            benchlib.stop_servers(procs)
     # Older workers report only the whole run's rate.
     sps = sum(w.get("steady_samples_per_s", w["samples_per_s"]) for w in real)
     lim = sum(w.get("steady_samples_per_s", w["samples_per_s"])

@@ -306,8 +306,8 @@ void client_slice_init(client_slice *sl, uint64_t off, uint64_t cnt,
  * an attempt with sl->next = 0): the chunk of layer (the caller's array of
  * sl->dtype, element i at layer[i]) with header h, whose field offset_field
  * it sets to the chunk's offset in the layer, and the payload in the
- * dtype's field. After the last chunk it half-closes s; so it does when a
- * send fails, and on_done then says why. */
+ * dtype's field. The last chunk half-closes s in the same batch (no on_sent
+ * follows it); so does a failed send, and on_done then says why. */
 void client_slice_send(client_slice *sl, rpc_stream *s, rpc_tensor_hdr *h,
                        unsigned offset_field, const void *layer);
 

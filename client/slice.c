@@ -27,9 +27,13 @@ void client_slice_send(client_slice *sl, rpc_stream *s, rpc_tensor_hdr *h,
   pthread_mutex_unlock(sl->mu);
   size_t eb = wire_dtype_bytes(sl->dtype);
   const char *at = (const char *)layer + (sl->off + o) * eb;
-  if (rpc_stream_send_tensor(s, h, at, len * eb, sl->released, sl->arg) !=
-      FSPS_OK)
-    rpc_stream_close_send(s); /* on_done follows with the reason */
+  /* The last chunk half-closes with it (no on_sent follows); a failed
+   * send half-closes too, and on_done follows with the reason. */
+  if (sl->next == sl->nchunks)
+    rpc_stream_send_last_tensor(s, h, at, len * eb, sl->released, sl->arg);
+  else if (rpc_stream_send_tensor(s, h, at, len * eb, sl->released,
+                                  sl->arg) != FSPS_OK)
+    rpc_stream_close_send(s);
 }
 
 void client_slice_reply(const client_slice *sl, const char *addr,

@@ -27,6 +27,7 @@ struct rpc_stream {
   atomic_int refs;
   pthread_mutex_t mu;
   bool sending;
+  bool sent_last; /* the send in flight also half-closed: no on_sent */
   grpc_metadata_array init_md, trail_md;
   grpc_status_code status;
   grpc_slice details;
@@ -421,12 +422,13 @@ static void on_stream_recv(rpc_stream *s, bool ok) {
 static void on_stream_send(rpc_stream *s, bool ok) {
   pthread_mutex_lock(&s->mu);
   grpc_byte_buffer *bb = s->send_bb;
+  bool last = s->sent_last;
   s->send_bb = NULL;
   s->sending = false;
   pthread_mutex_unlock(&s->mu);
   if (bb)
     grpc_byte_buffer_destroy(bb);
-  if (s->cbs.on_sent)
+  if (s->cbs.on_sent && !last)
     s->cbs.on_sent(s, ok, s->cbs.ctx);
 }
 
@@ -532,9 +534,13 @@ rpc_stream *rpc_stream_start(rpc_channel *ch, const char *path, rpc_kind kind,
   return s;
 }
 
-int rpc_stream_send_tensor(rpc_stream *s, const rpc_tensor_hdr *h,
-                           const void *data, size_t nbytes,
-                           rpc_release_fn release, void *arg) {
+/* stream_send starts sending one tensor message on s, and with last the
+ * half-close in the same batch (gRPC then sets END_STREAM on the message's
+ * last frame instead of sending an empty frame after it, and the loop
+ * thread wakes once, not twice). */
+static int stream_send(rpc_stream *s, const rpc_tensor_hdr *h,
+                       const void *data, size_t nbytes, rpc_release_fn release,
+                       void *arg, bool last) {
   pthread_mutex_lock(&s->mu);
   if (s->sending) {
     pthread_mutex_unlock(&s->mu);
@@ -543,17 +549,38 @@ int rpc_stream_send_tensor(rpc_stream *s, const rpc_tensor_hdr *h,
     return FSPS_INTERNAL;
   }
   s->send_bb = rpc_pack_tensor(h, data, nbytes, release, arg);
-  grpc_op op = {.op = GRPC_OP_SEND_MESSAGE};
-  op.data.send_message.send_message = s->send_bb;
+  grpc_op ops[2] = {{.op = GRPC_OP_SEND_MESSAGE},
+                    {.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT}};
+  ops[0].data.send_message.send_message = s->send_bb;
   s->sending = true;
-  bool ok = sstart(s, &op, 1, &s->t_send);
+  s->sent_last = last;
+  bool ok = sstart(s, ops, last ? 2 : 1, &s->t_send);
   if (!ok) {
     s->sending = false;
+    s->sent_last = false;
     grpc_byte_buffer_destroy(s->send_bb);
     s->send_bb = NULL;
   }
   pthread_mutex_unlock(&s->mu);
   return ok ? FSPS_OK : FSPS_CANCELLED;
+}
+
+int rpc_stream_send_tensor(rpc_stream *s, const rpc_tensor_hdr *h,
+                           const void *data, size_t nbytes,
+                           rpc_release_fn release, void *arg) {
+  return stream_send(s, h, data, nbytes, release, arg, false);
+}
+
+int rpc_stream_send_last_tensor(rpc_stream *s, const rpc_tensor_hdr *h,
+                                const void *data, size_t nbytes,
+                                rpc_release_fn release, void *arg) {
+  int rc = stream_send(s, h, data, nbytes, release, arg, true);
+  if (rc != FSPS_OK) {
+    rpc_stream_close_send(s); /* on_done says why */
+    return rc;
+  }
+  stream_unref(s); /* the creator's reference, as rpc_stream_close_send */
+  return FSPS_OK;
 }
 
 int rpc_stream_close_send(rpc_stream *s) {

@@ -406,6 +406,15 @@ int rpc_stream_send_tensor(rpc_stream *s, const rpc_tensor_hdr *h,
  * on_sent) and gives up the caller's handle: on_done may run at once. */
 int rpc_stream_close_send(rpc_stream *s);
 
+/* rpc_stream_send_last_tensor sends a client stream's last message and
+ * half-closes it in one batch (END_STREAM rides on the message's last
+ * frame): as rpc_stream_send_tensor then rpc_stream_close_send, but no
+ * on_sent follows, and the caller's handle is given up even when it
+ * fails (it then half-closes, and on_done says why). */
+int rpc_stream_send_last_tensor(rpc_stream *s, const rpc_tensor_hdr *h,
+                                const void *data, size_t nbytes,
+                                rpc_release_fn release, void *arg);
+
 /* rpc_stream_cancel cancels the call; on_done still follows. Any thread,
  * while the handle is valid (see rpc_stream_start). */
 void rpc_stream_cancel(rpc_stream *s);

@@ -216,6 +216,8 @@ typedef struct {
   bool reply_applied;
   uint64_t sent, total;
   float *data;
+  bool use_last;     /* send the last message with rpc_stream_send_last_tensor */
+  uint64_t sent_cbs; /* on_sent calls; under mu */
 } waiter;
 
 static void waiter_init(waiter *w) {
@@ -377,10 +379,17 @@ static void push_next(rpc_stream *s, waiter *w) {
   rpc_hdr_set(&h, 4, w->sent);
   size_t n = w->sent == w->total - 1 ? 1000 : CHUNK_FLOATS;
   w->sent++;
-  rpc_stream_send_tensor(s, &h, w->data, n * sizeof(float), NULL, NULL);
+  if (w->use_last && w->sent == w->total)
+    rpc_stream_send_last_tensor(s, &h, w->data, n * sizeof(float), NULL, NULL);
+  else
+    rpc_stream_send_tensor(s, &h, w->data, n * sizeof(float), NULL, NULL);
 }
 
 static void on_sent(rpc_stream *s, bool ok, void *ctx) {
+  waiter *w = ctx;
+  pthread_mutex_lock(&w->mu);
+  w->sent_cbs++;
+  pthread_mutex_unlock(&w->mu);
   if (ok)
     push_next(s, ctx);
 }
@@ -404,6 +413,34 @@ static void test_client_stream_sum(void **state) {
   assert_int_equal(w.reply_version, 2 * CHUNK_FLOATS + 1000);
   assert_true(w.reply_applied);
   free(w.data);
+}
+
+/* The last message half-closes the stream with it: the server sees every
+ * message and then the end (without the half-close it would wait for the
+ * 10 s deadline), and no on_sent follows the last message. */
+static void test_client_stream_last_closes(void **state) {
+  fixture *f = *state;
+  for (uint64_t total = 1; total <= 3; total++) {
+    waiter w;
+    waiter_init(&w);
+    w.total = total;
+    w.use_last = true;
+    w.data = malloc(CHUNK_FLOATS * sizeof(float));
+    for (size_t i = 0; i < CHUNK_FLOATS; i++)
+      w.data[i] = 0.5f;
+    rpc_stream_cbs cbs = {.on_sent = on_sent, .on_done = on_done, .ctx = &w};
+    rpc_status st;
+    rpc_stream *s = rpc_stream_start(f->ch, "/t.T/Sum", RPC_CLIENT_STREAMING,
+                                     NULL, 10000, &cbs, &st);
+    assert_non_null(s);
+    push_next(s, &w);
+    waiter_wait(&w);
+    assert_int_equal(w.st.code, FSPS_OK);
+    assert_int_equal(w.reply_version, (total - 1) * CHUNK_FLOATS + 1000);
+    assert_true(w.reply_applied);
+    assert_int_equal(w.sent_cbs, total - 1);
+    free(w.data);
+  }
 }
 
 static void test_deadline_cancels_parked_call(void **state) {
@@ -468,6 +505,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_server_stream_big_chunks, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_client_stream_sum, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_client_stream_last_closes, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_deadline_cancels_parked_call, setup,
                                       teardown),
       cmocka_unit_test(test_listen_on_bad_address),

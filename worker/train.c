@@ -20,6 +20,17 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* self_usage fills u with this process's user and system CPU seconds and
+ * its voluntary and involuntary context switches so far. */
+static void self_usage(double u[4]) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  u[0] = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6;
+  u[1] = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+  u[2] = (double)ru.ru_nvcsw;
+  u[3] = (double)ru.ru_nivcsw;
+}
+
 uint64_t train_peak_rss(void) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
@@ -559,6 +570,8 @@ int train_run(trainer *t) {
     if (t->warm_end == 0) { /* the first step this process made */
       t->warm_end = now_s();
       t->warm_samples = t->samples;
+      t->warm_steps = g;
+      self_usage(t->warm_cpu);
     }
     bool last = k + 1 == steps || g == t->total_steps;
     set_metrics(t, g, e);
@@ -570,6 +583,7 @@ int train_run(trainer *t) {
   }
   t->elapsed = now_s() - t->start;
   t->steps_done = g;
+  self_usage(t->end_cpu);
   return rc;
 }
 
@@ -580,6 +594,19 @@ static double steady_rate(const trainer *t) {
   if (t->steps_done < 2 || el <= 0)
     return (double)t->samples / (t->elapsed > 0 ? t->elapsed : 1e-9);
   return (double)(t->samples - t->warm_samples) / el;
+}
+
+/* steady_usage prints, per step after the first, the CPU seconds (user,
+ * system) and context switches (voluntary, involuntary) of the process. */
+static void steady_usage(const trainer *t) {
+  uint64_t n = t->steps_done > t->warm_steps ? t->steps_done - t->warm_steps
+                                             : 0;
+  const char *key[4] = {"user_s", "sys_s", "vol_cs", "invol_cs"};
+  printf("\"steady_per_step\":{");
+  for (int i = 0; i < 4; i++)
+    printf("%s\"%s\":%.6g", i ? "," : "", key[i],
+           n ? (t->end_cpu[i] - t->warm_cpu[i]) / (double)n : 0.0);
+  printf("}}\n");
 }
 
 void train_summary(const trainer *t) {
@@ -595,12 +622,13 @@ void train_summary(const trainer *t) {
          "\"comm_wait_fraction\":%.4f,\"peak_rss_bytes\":%" PRIu64
          ",\"peak_buffer_bytes\":%" PRIu64 ",\"gathered_bytes\":%" PRIu64
          ",\"pushed_bytes\":%" PRIu64 ",\"seconds\":%.2f,"
-         "\"wire_dtype\":\"%s\"}\n",
+         "\"wire_dtype\":\"%s\",",
          t->opts->rank, t->epochs_done, t->steps_done, acc, t->final_loss,
          (double)t->samples / el, steady_rate(t), t->warm_end - t->start,
          wait_s(t) / el, train_peak_rss(),
          t->client ? fsps_peak_buffer_bytes(t->client) : 0, gathered, pushed,
          t->elapsed, t->opts->wire_dtype);
+  steady_usage(t);
   fflush(stdout);
 }
 

@@ -31,6 +31,10 @@ typedef struct {
   double start, last_report, elapsed;
   double warm_end;       /* when the first step ended (buffers faulted in) */
   uint64_t warm_samples; /* samples by then */
+  uint64_t warm_steps;   /* steps by then */
+  /* this process's CPU seconds (user, system) and context switches
+   * (voluntary, involuntary) when the first step ended and at the end */
+  double warm_cpu[4], end_cpu[4];
   uint64_t samples, total_steps, steps_done;
   uint32_t epochs_done;
   bool evaluated;
