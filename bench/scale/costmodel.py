@@ -13,24 +13,28 @@ Per step and per worker, P_g bytes are gathered and P_p bytes pushed, so
   server link:  W * P_g / S out (uplink), W * P_p / S in (downlink)
 
 and, gathers and pushes taking turns (the push of layer 0, last of the
-step, must end before the next step's gather of layer 0 can start):
+step, must end before the next step's gather of layer 0 can start), with
+g and p the two phases' times on the busiest link at B bytes/s:
 
-  step = max(P_g, W P_g / S) / (eta B) + max(P_p, W P_p / S) / (eta B)
-         + alpha + c * max(1, W / cores)
+  step = (g + p - omega * [W > S] * min(g, p)) / eta + alpha
+         + c * max(1, W / cores)
 
-eta (<= 1) is the share of a link's raw TCP goodput B (measured in the
-same run) that fsps's gRPC streams get, many flows sharing each link;
-alpha is the fixed per-step cost (a round trip per layer and server for
-each gather and push, the servers' optimizer, the BSP wait for the slowest
-flow); c is one worker's compute per step, measured alone (--local), W
-workers sharing `cores` cores. eta and alpha are fitted once by least
-squares on a few points; everything else is measured.
+B is a link's raw TCP goodput, measured in the same run; alpha the step
+of one worker and one server with a model too small to load the links
+(the per-call latencies of a step's gathers and pushes, the servers'
+optimizer), measured; c one worker's compute per step alone (--local),
+measured, W workers sharing `cores` cores. Two constants are fitted:
+eta (<= 1), the share of B fsps's gRPC streams get, on points where a
+worker's link is the busiest (W <= S); and omega, on points where the
+servers' are (W > S): there workers drift out of phase, and a server's
+uplink (gathers for some) and downlink (pushes from others) carry data at
+once, up to the whole of the shorter phase (omega = 1).
 """
 
 
 def link_terms(W, S, Pg, Pp, B):
-    """(gather seconds, push seconds) at efficiency 1, and which link
-    limits the step: "servers" when W / S > 1, else "workers"."""
+    """(gather seconds, push seconds) on the busiest link at B bytes/s,
+    and which links those are: "servers" when W > S, else "workers"."""
     k = max(1.0, W / S)
     return Pg * k / B, Pp * k / B, "servers" if W > S else "workers"
 
@@ -39,31 +43,41 @@ def compute_term(W, c, cores):
     return c * max(1.0, W / cores)
 
 
-def predict(fit, W, S, Pg, Pp, B, c, cores):
-    """Predicted step seconds with fit = {"eta": .., "alpha": ..}."""
+def link_seconds(fit, W, S, Pg, Pp, B):
     g, p, _ = link_terms(W, S, Pg, Pp, B)
-    return (g + p) / fit["eta"] + fit["alpha"] + compute_term(W, c, cores)
+    overlap = fit["omega"] * min(g, p) if W > S else 0.0
+    return (g + p - overlap) / fit["eta"]
 
 
-def fit(points, B, c, cores):
-    """eta and alpha by least squares over points, each a dict with
-    workers, servers, gathered and pushed bytes per worker step and the
-    measured step_seconds. Two points or more; with one, alpha is 0."""
-    xs, ys = [], []
-    for p in points:
+def predict(fit, W, S, Pg, Pp, B, c, cores):
+    """Predicted step seconds; fit = {"eta", "omega", "alpha"}."""
+    return (link_seconds(fit, W, S, Pg, Pp, B) + fit["alpha"] +
+            compute_term(W, c, cores))
+
+
+def fit(points, B, c, cores, alpha):
+    """eta on the points with W <= S, then omega on those with W > S
+    (each the mean of what each point says; omega 0 without such points).
+    A point: workers, servers, pg and pp (bytes per worker step) and the
+    measured step_seconds."""
+    def link_part(p):
+        return max(1e-9, p["step_seconds"] - alpha -
+                   compute_term(p["workers"], c, cores))
+    wb = [p for p in points if p["workers"] <= p["servers"]]
+    sb = [p for p in points if p["workers"] > p["servers"]]
+    if not wb:
+        raise ValueError("fitting eta needs a point with W <= S")
+    etas = []
+    for p in wb:
         g, q, _ = link_terms(p["workers"], p["servers"], p["pg"], p["pp"], B)
-        xs.append(g + q)
-        ys.append(p["step_seconds"] - compute_term(p["workers"], c, cores))
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    if n < 2 or sxx == 0:
-        return {"eta": mx / my, "alpha": 0.0}
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
-    alpha = max(0.0, my - slope * mx)
-    if alpha == 0.0:  # a negative fixed cost means none: refit through 0
-        slope = sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs)
-    return {"eta": 1.0 / slope, "alpha": alpha}
+        etas.append((g + q) / link_part(p))
+    eta = sum(etas) / len(etas)
+    omegas = []
+    for p in sb:
+        g, q, _ = link_terms(p["workers"], p["servers"], p["pg"], p["pp"], B)
+        omegas.append((g + q - link_part(p) * eta) / min(g, q))
+    omega = min(1.0, max(0.0, sum(omegas) / len(omegas))) if sb else 0.0
+    return {"eta": eta, "omega": omega, "alpha": alpha}
 
 
 def min_servers(W, Pg, Pp, B, c, cores, fit, within=0.1):

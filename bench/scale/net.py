@@ -40,16 +40,18 @@ def netns_names():
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
-def tbf(rate_bit):
+def tbf(rate_bit, queue_kb=1024):
     """tc arguments of a token bucket of rate_bit bit/s. The bucket holds
     2 ms at the rate (at least 32 KiB, so one 1500-byte frame and small
     bursts pass at line rate; GSO frames larger than that are cut by tbf
-    itself); the queue holds 20 ms, enough for TCP to keep the link busy
-    without buffer bloat."""
+    itself); the queue behind it holds queue_kb KiB, sized in bytes as a
+    switch port's share of its buffer is (1 MiB: a 32 MB shared buffer
+    over 32 ports), not in time: many flows arriving at once (incast)
+    overflow it as they would the switch's."""
     rate_b = rate_bit / 8
     burst = max(32 * 1024, int(rate_b * 0.002))
     return ["tbf", "rate", "%dbit" % rate_bit, "burst", str(burst),
-            "latency", "20ms"]
+            "limit", str(int(queue_kb * 1024) + burst)]
 
 
 class Net:
@@ -58,8 +60,12 @@ class Net:
     nodes: names of the nodes (at most 15 characters, e.g. "s0", "w12");
     rate_bit: each link's rate in bit/s, each direction."""
 
-    def __init__(self, prefix, nodes, rate_bit):
+    def __init__(self, prefix, nodes, rate_bit, mtu=1500, queue_kb=1024,
+                 rto_min_ms=0):
         self.prefix = prefix
+        self.rto_min_ms = rto_min_ms
+        self.queue_kb = queue_kb
+        self.mtu = mtu
         self.nodes = list(nodes)
         self.rate_bit = rate_bit
         self.bridge_ns = prefix + "-br"
@@ -87,8 +93,9 @@ class Net:
         sh(["ip", "netns", "add", ns])
         # Both ends are made straight in their namespaces: no device ever
         # appears in the host's, so names cannot clash with anyone's.
-        sh(["ip", "link", "add", NODE_DEV, "netns", ns, "type", "veth",
-            "peer", "name", node, "netns", self.bridge_ns])
+        sh(["ip", "link", "add", NODE_DEV, "netns", ns, "mtu", str(self.mtu),
+            "type", "veth", "peer", "name", node, "netns", self.bridge_ns,
+            "mtu", str(self.mtu)])
         b = ["ip", "-n", self.bridge_ns, "link", "set", node]
         sh(b + ["master", BRIDGE])
         sh(b + ["up"])
@@ -96,7 +103,10 @@ class Net:
         sh(n + ["addr", "add", self.addrs[node] + "/16", "dev", NODE_DEV])
         sh(n + ["link", "set", NODE_DEV, "up"])
         sh(n + ["link", "set", "lo", "up"])
-        shape = tbf(self.rate_bit)
+        if self.rto_min_ms:  # as data centres lower it against incast
+            sh(n + ["route", "replace", "10.88.0.0/16", "dev", NODE_DEV,
+                    "rto_min", "%gms" % self.rto_min_ms])
+        shape = tbf(self.rate_bit, self.queue_kb)
         sh(["tc", "-n", ns, "qdisc", "add", "dev", NODE_DEV, "root"] + shape)
         sh(["tc", "-n", self.bridge_ns, "qdisc", "add", "dev", node,
             "root"] + shape)
@@ -124,6 +134,20 @@ class Net:
         missing = set(self.nodes) - set(got)
         if missing:
             raise NetError("no counters for %s" % sorted(missing))
+        return got
+
+    def tcp_stats(self, node):
+        """{counter: value} of node's TCP counters (the namespace's
+        /proc/net/snmp Tcp and /proc/net/netstat TcpExt lines)."""
+        out = sh(["ip", "netns", "exec", self.ns(node), "cat",
+                  "/proc/net/snmp", "/proc/net/netstat"])
+        lines = out.splitlines()
+        got = {}
+        for head, vals in zip(lines[::2], lines[1::2]):
+            keys, nums = head.split(), vals.split()
+            if keys[0] in ("Tcp:", "TcpExt:") and keys[0] == nums[0]:
+                got.update({k: int(v) for k, v in zip(keys[1:], nums[1:])
+                            if v.lstrip("-").isdigit()})
         return got
 
     def shaped(self):

@@ -31,6 +31,7 @@ def draw(results, path, link_gbit):
                 x["bytes_per_worker_step"]["pushed"]) /
                 x["predicted_step_seconds"] / 1e6 for x in pts], "--",
                 color=color)
+        row[0].set_yscale("log")
         for ax, what in zip(row, ("step seconds", "gathered + pushed MB/s")):
             ax.set_xscale("log", base=2)
             ax.set_xlabel("workers W")
@@ -38,8 +39,8 @@ def draw(results, path, link_gbit):
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=8)
         row[0].set_title("%s wire, %g Gbit/s links: step (dashed: model, "
-                         "eta %.2f, alpha %.3f s)" % (
-                             dtype, link_gbit, fit["eta"], fit["alpha"]),
+                         "eta %.2f, omega %.2f)" % (
+                             dtype, link_gbit, fit["eta"], fit["omega"]),
                          fontsize=9)
         row[1].set_title("aggregate throughput (dashed: model)", fontsize=9)
     fig.tight_layout()
