@@ -34,6 +34,10 @@ PACKAGES=(
   # TLS: rpc/ checks PEM files with libcrypto (gRPC core's own OpenSSL);
   # the TLS tests and bench/wire --tls make certificates with the openssl tool
   libssl-dev openssl
+  # bench/scale and the deploy test's smoke_net.sh build an emulated cluster
+  # network: ip netns, veth, a bridge and tc tbf (iproute2), setpriv and
+  # unshare (util-linux)
+  iproute2 util-linux
 )
 
 missing=()

@@ -24,6 +24,8 @@
 #     --serve, also the rendered fsps-serve command of the serve scenarios
 #     (see smoke.sh), which must become ready (SERVING) once there is a
 #     model, from the servers or from their checkpoints.
+#     The default scenario runs once more under smoke_net.sh: each pod in
+#     its own network namespace, on a shaped link to a bridge.
 #  5. Negative cases that must fail: 0 servers, 0 workers, unknown words,
 #     mismatched settings, an unknown key, a too old Kubernetes.
 #
@@ -214,6 +216,15 @@ scenario() {
     if ! unshare -m -n --propagation private bash "$here/smoke.sh" "$work/$name.smoke" \
       "$server_bin" "$worker_bin" "$health_bin" ${serve_bin:+"$serve_bin"}; then
       check_fail "[$name] the rendered servers and workers did not train together${serve_bin:+ (or fsps-serve did not serve)}"
+    fi
+    # The default scenario again, each pod in its own network namespace
+    # with a shaped link to a bridge, as bench/scale runs a cluster.
+    if [ "$name" = default ]; then
+      echo "[$name] running the rendered pods on an emulated cluster network"
+      if ! unshare -m -n --propagation private bash "$here/smoke_net.sh" "$work/$name.smoke" \
+        "$server_bin" "$worker_bin" "$health_bin"; then
+        check_fail "[$name] the rendered pods did not train together over shaped links"
+      fi
     fi
   fi
 }
