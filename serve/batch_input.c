@@ -25,6 +25,8 @@ struct batch_input {
   uint64_t rows, done; /* rows: UINT64_MAX when unknown */
   float mul, add;
   uint8_t *px; /* an IDX chunk's bytes */
+  unsigned char pre[4]; /* bytes sniffed, to be read again (no rewind: */
+  size_t npre;          /* the input may be a pipe) */
   uint32_t px_rows;
 };
 
@@ -37,7 +39,10 @@ static uint32_t be32(const unsigned char *p) {
  * FSPS_IO with msg. */
 static int read_full(batch_input *in, void *buf, size_t len, size_t *got,
                      char *msg, size_t msglen) {
-  *got = 0;
+  *got = in->npre < len ? in->npre : len;
+  memcpy(buf, in->pre, *got);
+  memmove(in->pre, in->pre + *got, in->npre - *got);
+  in->npre -= *got;
   while (*got < len) {
     int r = gzread(in->f, (char *)buf + *got, (unsigned)(len - *got));
     if (r < 0) {
@@ -110,7 +115,8 @@ static int f32_rows(batch_input *in, char *msg, size_t msglen) {
   struct stat sb;
   uint64_t row = (uint64_t)in->width * 4;
   in->rows = UINT64_MAX;
-  if (gzdirect(in->f) == 0 || stat(in->path, &sb) != 0)
+  if (gzdirect(in->f) == 0 || stat(in->path, &sb) != 0 ||
+      !S_ISREG(sb.st_mode)) /* compressed, or a pipe: counted as read */
     return FSPS_OK;
   if ((uint64_t)sb.st_size % row != 0) {
     snprintf(msg, msglen, "%s holds %lld bytes, not a whole number of rows of "
@@ -139,8 +145,10 @@ static int sniff(batch_input *in, const char *format, char *msg,
       return rc;
     is_idx_magic = got == 4 && m[0] == 0 && m[1] == 0 && m[2] == 0x08 &&
                    m[3] >= 1 && m[3] <= 4;
-    if (format == NULL && !is_idx_magic)
-      gzrewind(in->f);
+    if (format == NULL && !is_idx_magic) {
+      memcpy(in->pre, m, got);
+      in->npre = got;
+    }
   }
   in->idx = format ? strcmp(format, "idx") == 0 : is_idx_magic;
   if (in->idx && !is_idx_magic) {

@@ -268,6 +268,70 @@ class ServeTest(unittest.TestCase):
             self.assertEqual(fa.read().splitlines()[:257],
                              fb.read().splitlines()[:257])
 
+    # ---- (d) live servers while training goes on ----
+
+    def test_live_servers_follow_training_and_survive_their_loss(self):
+        """fsps-serve --servers scores rows fed through a pipe while two
+        workers train: every row names a version, non-decreasing, each one
+        the servers reached; after the servers are killed it goes on with
+        the last version it had, says so, and finishes."""
+        srv = Servers(self.tmp.name, 2, 2)
+        ws = workers(srv.addrs, 2, 10 ** 6)
+        fifo = self.path("rows.fifo")
+        os.mkfifo(fifo)
+        out = self.path("live.jsonl")
+        try:
+            serve = subprocess.Popen(DIE_WITH_PARENT + [
+                binary("serve", "fsps-serve"), "--servers", srv.addrs,
+                "--input", fifo, "--input-format", "f32", "--output", out,
+                "--poll-ms", "20", "--max-batch", "16", "--timeout-ms",
+                "2000", "--progress-secs", "0"],
+                stderr=subprocess.PIPE, text=True)
+            rows = (self.pixels.astype(np.float32) * np.float32(1 / 255.0))
+            with open(fifo, "wb") as pipe:
+                for i in range(0, 6000, 500):  # while training goes on
+                    pipe.write(rows[i:i + 500].tobytes())
+                    pipe.flush()
+                    time.sleep(0.05)
+                for p in ws:  # training stops: the servers' last version
+                    p.kill()
+                    p.communicate()
+                rc, err = run("fsps-export", "--servers", srv.addrs,
+                              "--output", self.path("live.safetensors"))
+                self.assertEqual(rc, 0, err)
+                import fsps.safetensors
+                last = int(fsps.safetensors.metadata(
+                    self.path("live.safetensors"))["model_version"])
+                for p in srv.procs:
+                    p.kill()
+                    p.wait()
+                err_lines = []
+                for line in serve.stderr:  # the outage is noticed
+                    err_lines.append(line)
+                    if "the servers do not answer" in line:
+                        break
+                self.assertTrue(err_lines and "still serving version" in
+                                err_lines[-1], "".join(err_lines))
+                pipe.write(rows[6000:].tobytes())
+            rest = serve.stderr.read()
+            serve.stderr.close()
+            self.assertEqual(serve.wait(timeout=120), 0,
+                             "".join(err_lines) + rest)
+        finally:
+            for p in ws + srv.procs + [locals().get("serve")]:
+                if p is not None and p.poll() is None:
+                    p.kill()
+                    p.wait()
+        got = [json.loads(line) for line in open(out)]
+        self.assertEqual([r["index"] for r in got], list(range(10000)))
+        versions = [r["version"] for r in got]
+        self.assertEqual(versions, sorted(versions))
+        self.assertGreater(len(set(versions)), 1, "did not follow training")
+        self.assertLessEqual(versions[-1], last)
+        # after the loss: the last version it had, to the end
+        self.assertEqual(set(versions[6000:]), {versions[-1]})
+        self.assertIn("wrote 10000 predictions", rest)
+
     # ---- (e) bad input ----
 
     def copy_ckpt(self, name, versions=None):
