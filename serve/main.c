@@ -64,6 +64,7 @@ int main(int argc, char **argv) {
   }
   serve_source_config sc;
   serve_tool_source(&o, "fsps-serve", true, &sc);
+  sc.background = !o.input[0]; /* online: not ready until loaded */
   serve_slot *slot = serve_slot_create();
   serve_source *src = slot ? serve_source_open(&sc, slot, err, sizeof err)
                            : NULL;

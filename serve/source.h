@@ -19,6 +19,9 @@ typedef struct {
   int64_t timeout_ms; /* per call to the servers; 0 = 120000 */
   uint32_t poll_ms;   /* between looks for a newer version (1000) */
   bool follow;        /* live: keep publishing newer versions */
+  bool background;    /* live: load the first snapshot on the thread too,
+                         so open returns at once and the slot stays empty
+                         (not ready) until it is there (online serving) */
   const char *tool;   /* names the program in stderr lines */
 } serve_source_config;
 
@@ -29,7 +32,9 @@ typedef struct serve_source serve_source;
  * present and verifies (an older complete one if the newest is not, said on
  * stderr), its layers reassembled from the slices, the optimizer state
  * ignored; published before the call returns. --servers: the spec and every
- * layer at one common version, published before the call returns; with
+ * layer at one common version, published before the call returns (retried
+ * until cfg->timeout_ms while the servers are not up or have no model; with
+ * cfg->background, by the thread instead, as long as it takes); with
  * cfg->follow a thread then polls every poll_ms and publishes each newer
  * complete version, and when the servers vanish keeps the last snapshot,
  * logs it and retries. Returns NULL with msg (naming the file or server and

@@ -231,10 +231,17 @@ static bool wait_poll(source_live *lv) {
 /* note logs an outage once, and the servers' return. */
 static void note(source_live *lv, int rc, const char *msg) {
   const char *tool = lv->cfg.tool ? lv->cfg.tool : "fsps-serve";
+  uint64_t v = serve_slot_version(lv->slot);
+  char now[64] = "nothing served yet (not ready)";
+  if (v != UINT64_MAX)
+    snprintf(now, sizeof now, "still serving version %" PRIu64, v);
   if (rc != FSPS_OK && rc != FSPS_ABORTED && !lv->down)
-    fprintf(stderr, "%s: the servers do not answer (%s): still serving "
-            "version %" PRIu64 ", retrying every %" PRIu32 " ms\n",
-            tool, msg, serve_slot_version(lv->slot), lv->cfg.poll_ms);
+    fprintf(stderr, "%s: %s (%s): %s, retrying every %" PRIu32 " ms\n",
+            tool,
+            rc == FSPS_UNAVAILABLE || rc == FSPS_DEADLINE_EXCEEDED
+                ? "the servers do not answer"
+                : "cannot load the model from the servers",
+            msg, now, lv->cfg.poll_ms);
   else if (rc == FSPS_OK && lv->down)
     fprintf(stderr, "%s: the servers answer again; serving version %" PRIu64
             "\n", tool, serve_slot_version(lv->slot));
@@ -249,9 +256,11 @@ static void note(source_live *lv, int rc, const char *msg) {
 static void *follow(void *arg) {
   source_live *lv = arg;
   char msg[1024];
-  while (wait_poll(lv)) {
+  bool now = serve_slot_version(lv->slot) == UINT64_MAX; /* background */
+  while (now || wait_poll(lv)) {
     int rc = refresh(lv, msg, sizeof msg);
     note(lv, rc, msg);
+    now = false;
   }
   return NULL;
 }
@@ -294,12 +303,18 @@ source_live *source_live_start(const serve_source_config *cfg,
   lv->slot = slot;
   pthread_mutex_init(&lv->mu, NULL);
   pthread_cond_init(&lv->cv, NULL);
-  if (first(lv, msg, msglen) != FSPS_OK) {
+  if (!cfg->background && first(lv, msg, msglen) != FSPS_OK) {
     source_live_stop(lv);
     return NULL;
   }
-  if (cfg->follow && pthread_create(&lv->th, NULL, follow, lv) == 0)
+  if ((cfg->follow || cfg->background) &&
+      pthread_create(&lv->th, NULL, follow, lv) == 0)
     lv->started = true;
+  if (cfg->background && !lv->started) {
+    snprintf(msg, msglen, "cannot start the thread that loads the model");
+    source_live_stop(lv);
+    return NULL;
+  }
   return lv;
 }
 

@@ -270,6 +270,23 @@ class ServeTest(unittest.TestCase):
 
     # ---- (d) live servers while training goes on ----
 
+    def open_pipe(self, fifo, reader):
+        """The fifo's writing end, once reader has opened it (failing, not
+        hanging, if reader exits first)."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:
+                if reader.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("fsps-serve did not open its input "
+                                         "(exit %s): %s" % (reader.poll(),
+                                         reader.stderr.read()))
+                time.sleep(0.02)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "wb")
+
     def test_live_servers_follow_training_and_survive_their_loss(self):
         """fsps-serve --servers scores rows fed through a pipe while two
         workers train: every row names a version, non-decreasing, each one
@@ -281,6 +298,12 @@ class ServeTest(unittest.TestCase):
         os.mkfifo(fifo)
         out = self.path("live.jsonl")
         try:
+            # Once the workers declared the model (fsps-export waits for
+            # it), fsps-serve may have a short deadline, so that it sees
+            # the servers' loss quickly.
+            rc, err = run("fsps-export", "--servers", srv.addrs, "--output",
+                          self.path("first.safetensors"))
+            self.assertEqual(rc, 0, err)
             serve = subprocess.Popen(DIE_WITH_PARENT + [
                 binary("serve", "fsps-serve"), "--servers", srv.addrs,
                 "--input", fifo, "--input-format", "f32", "--output", out,
@@ -288,7 +311,7 @@ class ServeTest(unittest.TestCase):
                 "2000", "--progress-secs", "0"],
                 stderr=subprocess.PIPE, text=True)
             rows = (self.pixels.astype(np.float32) * np.float32(1 / 255.0))
-            with open(fifo, "wb") as pipe:
+            with self.open_pipe(fifo, serve) as pipe:
                 for i in range(0, 6000, 500):  # while training goes on
                     pipe.write(rows[i:i + 500].tobytes())
                     pipe.flush()
