@@ -9,13 +9,16 @@
 
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "batch.h"
 #include "ckpt_set.h"
 #include "fsps_err.h"
+#include "mlp_spec.h"
 #include "safetensors.h"
 #include "shard.h"
 
@@ -156,6 +159,144 @@ static void refuses_a_wrong_vector_count(void **state) {
   remove_dir(dir);
 }
 
+/* ---- which specs fsps-serve computes ---- */
+
+static void add_linear(shard_spec *sp, const char *name, uint64_t out,
+                       uint64_t in) {
+  uint64_t wd[2] = {out, in}, bd[1] = {out};
+  assert_int_equal(shard_spec_add_layer(sp, name), FSPS_OK);
+  assert_int_equal(
+      shard_spec_add_tensor(sp, "weight", 2, wd, SHARD_INIT_ZEROS, 0, 0),
+      FSPS_OK);
+  assert_int_equal(
+      shard_spec_add_tensor(sp, "bias", 1, bd, SHARD_INIT_ZEROS, 0, 0),
+      FSPS_OK);
+}
+
+static void reads_an_mlps_widths(void **state) {
+  (void)state;
+  shard_spec *sp = shard_spec_create(1);
+  add_linear(sp, "fc1", 256, 784);
+  add_linear(sp, "fc2", 128, 256);
+  add_linear(sp, "fc3", 10, 128);
+  uint32_t w[SERVE_MAX_WIDTHS], nw = 0;
+  char msg[512];
+  assert_int_equal(serve_mlp_widths(sp, w, &nw, msg, sizeof msg), FSPS_OK);
+  assert_int_equal(nw, 4);
+  assert_int_equal(w[0], 784);
+  assert_int_equal(w[1], 256);
+  assert_int_equal(w[2], 128);
+  assert_int_equal(w[3], 10);
+  shard_spec_destroy(sp);
+}
+
+static void refuses_what_is_not_an_mlp(void **state) {
+  (void)state;
+  char msg[512];
+  uint32_t w[SERVE_MAX_WIDTHS], nw;
+  uint64_t k[4] = {8, 1, 3, 3}, b[1] = {8};
+  shard_spec *sp = shard_spec_create(1);
+  add_linear(sp, "fc1", 8, 9);
+  shard_spec_add_layer(sp, "conv1");
+  shard_spec_add_tensor(sp, "weight", 4, k, SHARD_INIT_ZEROS, 0, 0);
+  shard_spec_add_tensor(sp, "bias", 1, b, SHARD_INIT_ZEROS, 0, 0);
+  assert_int_equal(serve_mlp_widths(sp, w, &nw, msg, sizeof msg),
+                   FSPS_UNIMPLEMENTED);
+  assert_string_equal(msg, "cannot serve: layer 'conv1' has tensors weight "
+                           "[8,1,3,3], bias [8]; fsps-serve computes MLPs "
+                           "made of weight [out,in] + bias [out] layers");
+  shard_spec_destroy(sp);
+  sp = shard_spec_create(1); /* widths that do not chain */
+  add_linear(sp, "fc1", 8, 9);
+  add_linear(sp, "fc2", 2, 7);
+  assert_int_equal(serve_mlp_widths(sp, w, &nw, msg, sizeof msg),
+                   FSPS_UNIMPLEMENTED);
+  assert_non_null(strstr(msg, "layer 'fc2' takes 7 inputs but layer 'fc1' "
+                              "before it gives 8"));
+  shard_spec_destroy(sp);
+}
+
+/* ---- batch input ---- */
+
+/* write_idx writes an IDX ubyte file of n 3x3 images, cut to `keep`
+ * pixel bytes. */
+static void write_idx(const char *path, uint32_t n, size_t keep) {
+  unsigned char h[16] = {0, 0, 8, 3, 0, 0, 0, (unsigned char)n,
+                         0, 0, 0, 3, 0, 0, 0, 3};
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  fwrite(h, 1, 16, f);
+  for (size_t i = 0; i < keep; i++)
+    fputc((int)(i * 25 % 256), f);
+  fclose(f);
+}
+
+static void reads_idx_as_fsps_worker_scales_it(void **state) {
+  (void)state;
+  char dir[4096], path[4200], msg[512];
+  make_dir(dir, sizeof dir);
+  snprintf(path, sizeof path, "%s/x.idx", dir);
+  write_idx(path, 2, 18);
+  batch_input *in;
+  uint64_t rows;
+  assert_int_equal(batch_input_open(path, NULL, 9, false, &in, &rows, msg,
+                                    sizeof msg),
+                   FSPS_OK);
+  assert_int_equal(rows, 2);
+  float x[18];
+  uint32_t got;
+  assert_int_equal(batch_input_read(in, x, 64, &got, msg, sizeof msg),
+                   FSPS_OK);
+  assert_int_equal(got, 2);
+  for (int i = 0; i < 18; i++) /* worker/data.c: px * (1/255) + 0 */
+    assert_true(x[i] == (float)(i * 25 % 256) * (1.0f / 255.0f) + 0.0f);
+  assert_int_equal(batch_input_read(in, x, 64, &got, msg, sizeof msg),
+                   FSPS_OK);
+  assert_int_equal(got, 0);
+  batch_input_close(in);
+  assert_int_equal(batch_input_open(path, "idx", 8, false, &in, &rows, msg,
+                                    sizeof msg),
+                   FSPS_INVALID_ARGUMENT);
+  assert_non_null(strstr(msg, "its rows hold 9 values but the model takes 8"));
+  write_idx(path, 2, 13); /* cut inside the second image */
+  assert_int_equal(batch_input_open(path, NULL, 9, false, &in, &rows, msg,
+                                    sizeof msg),
+                   FSPS_OK);
+  assert_int_equal(batch_input_read(in, x, 64, &got, msg, sizeof msg),
+                   FSPS_CORRUPT);
+  assert_non_null(strstr(msg, "truncated"));
+  batch_input_close(in);
+  remove_dir(dir);
+}
+
+static void refuses_f32_rows_that_are_not_finite(void **state) {
+  (void)state;
+  char dir[4096], path[4200], msg[512];
+  make_dir(dir, sizeof dir);
+  snprintf(path, sizeof path, "%s/x.f32", dir);
+  float v[12] = {0};
+  v[7] = NAN;
+  FILE *f = fopen(path, "wb");
+  fwrite(v, 4, 12, f);
+  fclose(f);
+  batch_input *in;
+  uint64_t rows;
+  float x[12];
+  uint32_t got;
+  assert_int_equal(batch_input_open(path, NULL, 5, false, &in, &rows, msg,
+                                    sizeof msg),
+                   FSPS_INVALID_ARGUMENT); /* 12 floats: no whole rows of 5 */
+  assert_int_equal(batch_input_open(path, NULL, 4, false, &in, &rows, msg,
+                                    sizeof msg),
+                   FSPS_OK);
+  assert_int_equal(rows, 3);
+  assert_int_equal(batch_input_read(in, x, 3, &got, msg, sizeof msg),
+                   FSPS_INVALID_ARGUMENT);
+  assert_non_null(strstr(msg, "row 1 holds NaN at column 3"));
+  batch_input_close(in);
+  remove_dir(dir);
+}
+
 /* ---- safetensors ---- */
 
 static serve_snapshot *small_model(void) {
@@ -225,6 +366,10 @@ int main(void) {
       cmocka_unit_test(assembles_S3),
       cmocka_unit_test(falls_back_past_an_incomplete_set),
       cmocka_unit_test(refuses_a_wrong_vector_count),
+      cmocka_unit_test(reads_idx_as_fsps_worker_scales_it),
+      cmocka_unit_test(refuses_f32_rows_that_are_not_finite),
+      cmocka_unit_test(reads_an_mlps_widths),
+      cmocka_unit_test(refuses_what_is_not_an_mlp),
       cmocka_unit_test(safetensors_header_by_hand),
       cmocka_unit_test(safetensors_file_by_hand),
   };
