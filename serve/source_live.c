@@ -190,11 +190,16 @@ static int take(source_live *lv, uint64_t v, serve_snapshot **out, char *msg,
     return FSPS_OK;
   }
   serve_snapshot_unref(snap);
-  snprintf(msg, msglen, "%s",
+  snprintf(msg, msglen, "%s%s",
            rc == FSPS_ABORTED ? "training moved on during every read of one "
                                 "version; trying again at the next poll"
            : lv->c            ? fsps_last_error(lv->c)
-                              : "out of memory");
+                              : "out of memory",
+           rc == FSPS_DEADLINE_EXCEEDED
+               ? " (waiting for every layer to reach one version: training "
+                 "that stopped half-way through a step leaves the layers at "
+                 "two versions, and no snapshot of one to take)"
+               : "");
   return rc;
 }
 

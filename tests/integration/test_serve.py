@@ -81,14 +81,30 @@ class Servers:
         return [p.wait(timeout=60) for p in self.procs]
 
 
-def workers(addrs, W, steps, extra=()):
+def workers(addrs, W, steps, extra=(), logdir=None):
+    """W fsps-workers training; their output goes to pipes, or to
+    worker<r>.log files in logdir (for runs that are killed, not
+    finished)."""
+    def out(r):
+        if logdir is None:
+            return subprocess.PIPE
+        return open(os.path.join(logdir, "worker%d.log" % r), "w")
     return [subprocess.Popen(DIE_WITH_PARENT + [
         binary("worker", "fsps-worker"), "--servers", addrs, "--rank",
         str(r), "--world", str(W), "--model",
         "mlp:" + ",".join(map(str, MODEL)), "--batch", "32", "--lr", "0.002",
         "--max-steps", str(steps), "--no-eval", "--progress-secs", "1000"] +
-        list(extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        list(extra), stdout=out(r), stderr=subprocess.STDOUT if logdir else
+        subprocess.PIPE, text=True)
         for r in range(W)]
+
+
+def tails(logdir, W):
+    text = ""
+    for r in range(W):
+        with open(os.path.join(logdir, "worker%d.log" % r)) as f:
+            text += "--- worker %d:\n%s" % (r, "".join(f.readlines()[-10:]))
+    return text
 
 
 def finish(procs, timeout=600):
@@ -289,11 +305,12 @@ class ServeTest(unittest.TestCase):
 
     def test_live_servers_follow_training_and_survive_their_loss(self):
         """fsps-serve --servers scores rows fed through a pipe while two
-        workers train: every row names a version, non-decreasing, each one
-        the servers reached; after the servers are killed it goes on with
-        the last version it had, says so, and finishes."""
+        workers train 1500 steps: every row names a version, non-decreasing,
+        none past the servers' last; after the servers are killed it goes on
+        with the last version it had, says so, and finishes."""
         srv = Servers(self.tmp.name, 2, 2)
-        ws = workers(srv.addrs, 2, 10 ** 6)
+        ws = workers(srv.addrs, 2, 1500, ["--epochs", "100"],
+                     logdir=self.tmp.name)
         fifo = self.path("rows.fifo")
         os.mkfifo(fifo)
         out = self.path("live.jsonl")
@@ -303,7 +320,7 @@ class ServeTest(unittest.TestCase):
             # the servers' loss quickly.
             rc, err = run("fsps-export", "--servers", srv.addrs, "--output",
                           self.path("first.safetensors"))
-            self.assertEqual(rc, 0, err)
+            self.assertEqual(rc, 0, err + tails(self.tmp.name, 2))
             serve = subprocess.Popen(DIE_WITH_PARENT + [
                 binary("serve", "fsps-serve"), "--servers", srv.addrs,
                 "--input", fifo, "--input-format", "f32", "--output", out,
@@ -316,12 +333,15 @@ class ServeTest(unittest.TestCase):
                     pipe.write(rows[i:i + 500].tobytes())
                     pipe.flush()
                     time.sleep(0.05)
-                for p in ws:  # training stops: the servers' last version
-                    p.kill()
-                    p.communicate()
+                # Training ends at a step boundary (a worker killed
+                # mid-step would leave the layers at two versions, and no
+                # snapshot of one version to take).
+                for p in ws:
+                    self.assertEqual(p.wait(timeout=600), 0,
+                                     tails(self.tmp.name, 2))
                 rc, err = run("fsps-export", "--servers", srv.addrs,
                               "--output", self.path("live.safetensors"))
-                self.assertEqual(rc, 0, err)
+                self.assertEqual(rc, 0, err + tails(self.tmp.name, 2))
                 import fsps.safetensors
                 last = int(fsps.safetensors.metadata(
                     self.path("live.safetensors"))["model_version"])
@@ -350,6 +370,7 @@ class ServeTest(unittest.TestCase):
         versions = [r["version"] for r in got]
         self.assertEqual(versions, sorted(versions))
         self.assertGreater(len(set(versions)), 1, "did not follow training")
+        self.assertEqual(last, 1500)
         self.assertLessEqual(versions[-1], last)
         # after the loss: the last version it had, to the end
         self.assertEqual(set(versions[6000:]), {versions[-1]})
