@@ -40,13 +40,18 @@ Each worker runs OpenBLAS on cores / workers threads (--blas-threads; 0
 leaves OpenBLAS its default, one per core, which oversubscribes the cores
 and spins in sched_yield while a worker waits).
 
-An entry of --models may set its own batch and --piece-mb (the workers
+An entry of --models may set its own batch, --piece-mb (the workers
 gather, compute and push layers above that size in row blocks, so that
-they never hold a whole layer): "mlp:784,4096,10 batch=1024 piece_mb=2".
+they never hold a whole layer) and --wire-dtype (wire=bf16: parameters
+gathered and gradients pushed as bfloat16, half the bytes; the local run,
+which moves nothing, is the same): "mlp:784,4096,10 batch=1024
+piece_mb=2 wire=bf16". The default list runs the demo's and the wide
+model in bf16 right after fp32, so the two print side by side.
 
 Usage: bench/train.py [--build build] [--steps 30] [--batch 256]
                       [--repeat 1] [--models "mlp:... [batch=B]
-                      [piece_mb=P];..."] [--piece-mb P]
+                      [piece_mb=P] [wire=bf16];..."] [--piece-mb P]
+                      [--wire-dtype fp32|bf16]
                       [--no-reshard] [--blas-threads N]
                       [--max-other 0.25] [--retries 3]
 """
@@ -63,7 +68,9 @@ import time
 WIDE = "mlp:784,4096,4096,4096,10"                     # the issue's example
 DEFAULT_MODELS = ";".join([
     "mlp:784,512,256,10",                              # the demo's model
+    "mlp:784,512,256,10 wire=bf16",
     WIDE,
+    WIDE + " wire=bf16",           # half the bytes on the wire
     WIDE + " batch=1024",          # compute enough to hide the network
     WIDE + " piece_mb=1",          # never a whole layer: memory bound
     WIDE + " piece_mb=2 batch=128",
@@ -188,24 +195,27 @@ def summary(values, digits):
 
 
 def parse_entry(a, entry):
-    """An entry of --models: MODEL [batch=B] [piece_mb=P]."""
+    """An entry of --models: MODEL [batch=B] [piece_mb=P] [wire=fp32|bf16];
+    returns (model, batch, piece_mb, wire)."""
     words = entry.split()
-    opts = {"batch": a.batch, "piece_mb": a.piece_mb}
+    opts = {"batch": a.batch, "piece_mb": a.piece_mb, "wire": a.wire_dtype}
     for w in words[1:]:
         key, _, value = w.partition("=")
-        if key not in opts or not value:
+        if key not in opts or not value or \
+                (key == "wire" and value not in ("fp32", "bf16")):
             sys.exit("bench/train: bad setting %r in %r (batch=B, "
-                     "piece_mb=P)" % (w, entry))
+                     "piece_mb=P, wire=fp32|bf16)" % (w, entry))
         opts[key] = type(opts[key])(value)
-    return words[0], opts["batch"], opts["piece_mb"]
+    return words[0], opts["batch"], opts["piece_mb"], opts["wire"]
 
 
 def measure(a, entry, reshard):
-    model, batch, piece_mb = parse_entry(a, entry)
+    model, batch, piece_mb, wire = parse_entry(a, entry)
     flags = ["--model", model, "--synthetic", str(batch * a.workers * 8),
              "--batch", str(batch), "--max-steps", str(a.steps),
              "--epochs", "1000", "--optimizer", "sgd", "--lr", "0.001",
-             "--prefetch", "1", "--piece-mb", str(piece_mb)]
+             "--prefetch", "1", "--piece-mb", str(piece_mb),
+             "--wire-dtype", wire]
     if reshard:
         flags.append("--reshard-after-forward")
     runs, rerun = [], 0
@@ -221,7 +231,7 @@ def measure(a, entry, reshard):
             "workers": a.workers, "batch": batch, "steps": a.steps,
             "repeat": a.repeat, "rerun": rerun,
             "reshard_after_forward": reshard, "piece_mb": piece_mb,
-            "blas_threads": a.blas_threads or None}
+            "wire_dtype": wire, "blas_threads": a.blas_threads or None}
     for key, digits in (("samples_per_s", 1),
                         ("compute_only_samples_per_s", 1), ("overlap", 3),
                         ("overlap_all_steps", 3),
@@ -260,6 +270,10 @@ def main():
     ap.add_argument("--piece-mb", type=float, default=0.0,
                     help="the workers' --piece-mb where an entry of "
                          "--models sets none (0: whole layers)")
+    ap.add_argument("--wire-dtype", choices=("fp32", "bf16"),
+                    default="fp32",
+                    help="the workers' --wire-dtype where an entry of "
+                         "--models sets none (wire=)")
     ap.add_argument("--blas-threads", type=int, default=-1,
                     help="OPENBLAS_NUM_THREADS for the workers (default: "
                          "cores / workers; 0: OpenBLAS's own choice)")

@@ -3,7 +3,10 @@
  * the same bytes with the same request/response pattern over plain sockets
  * (large writes) in the same run; with --metrics, also servers serving
  * /metrics, beside the same servers without; with --tls, servers and a
- * client over TLS beside plaintext. One JSON object per line. */
+ * client over TLS beside plaintext; with --dtype bf16, also the layer of a
+ * bf16 model (half the bytes on the wire, encoded and decoded on the way)
+ * beside the fp32 one and beside raw TCP moving its half. One JSON object
+ * per line. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -196,9 +199,11 @@ static void tls_remove(bench_tls *t) {
 }
 
 /* fsps_setup starts S servers with flags (may be NULL) and connects a
- * client, over TLS when tls_ca is set, declaring a layer of n floats. */
+ * client, over TLS when tls_ca is set, declaring a layer of n floats that
+ * travels as `dtype` (fp32 or bf16). */
 static int fsps_setup(fsps_bench *b, int S, uint64_t n,
-                      const char *const *flags, const char *tls_ca) {
+                      const char *const *flags, const char *tls_ca,
+                      const char *dtype) {
   if (test_cluster_start(&b->cl, S, 1, flags) != 0)
     return -1;
   fsps_options o;
@@ -214,6 +219,7 @@ static int fsps_setup(fsps_bench *b, int S, uint64_t n,
   fsps_spec_add_layer(spec, "layer");
   fsps_spec_add_tensor(spec, "w", 1, &n, "zeros", 0, 0);
   fsps_spec_set_optimizer(spec, "sgd", 0.0);
+  fsps_spec_set_wire_dtype(spec, dtype);
   int rc = fsps_declare(b->c, spec);
   fsps_spec_destroy(spec);
   if (rc != FSPS_OK)
@@ -240,12 +246,14 @@ static double fsps_time(fsps_bench *b, int op, float *buf) {
 
 /* ---- driver ---- */
 
-/* The set-ups timed beside the plaintext fsps one (V_PLAIN). */
-enum { V_PLAIN, V_METRICS, V_TLS, NVARIANTS };
+/* The set-ups timed beside the plaintext fsps one (V_PLAIN); V_BF16 is a
+ * bf16 model's layer, also timed beside raw TCP moving half the bytes. */
+enum { V_PLAIN, V_METRICS, V_TLS, V_BF16, NVARIANTS };
 
 typedef struct {
   int reps;
-  bool on[NVARIANTS]; /* V_METRICS: --metrics, V_TLS: --tls */
+  bool on[NVARIANTS]; /* V_METRICS: --metrics, V_TLS: --tls,
+                         V_BF16: --dtype bf16 */
   int sizes[8], nsizes;
   int servers[4], nservers;
 } bench_opts;
@@ -274,6 +282,24 @@ static void report_beside(int v, const char *op, size_t bytes, int S,
   fflush(stdout);
 }
 
+/* report_bf16 prints a bf16 layer of `bytes` float32 bytes (bytes / 2 on
+ * the wire) taken in t, beside the fp32 layer's time and raw TCP moving
+ * bytes / 2: gbps is the layer's float32 bytes a second (what a trainer
+ * gets), wire_gbps the bytes that travelled, ratio the latter over raw
+ * TCP's, speedup the fp32 time over the bf16 one. */
+static void report_bf16(const char *op, size_t bytes, int S, double fp32_t,
+                        double t, double half_limit_t) {
+  double wire = (double)(bytes / 2) / t / 1e9;
+  double lim = (double)(bytes / 2) / half_limit_t / 1e9;
+  printf("{\"bench\":\"wire\",\"op\":\"%s\",\"dtype\":\"bf16\",\"bytes\":%zu,"
+         "\"wire_bytes\":%zu,\"servers\":%d,\"gbps\":%.3f,\"wire_gbps\":%.3f,"
+         "\"limit_gbps\":%.3f,\"ratio\":%.3f,\"fp32_gbps\":%.3f,"
+         "\"speedup\":%.3f}\n",
+         op, bytes, bytes / 2, S, (double)bytes / t / 1e9, wire, lim,
+         wire / lim, (double)bytes / fp32_t / 1e9, fp32_t / t);
+  fflush(stdout);
+}
+
 /* measure times each op on raw TCP and on every fsps set-up in use,
  * interleaved so that all see the same machine state; the set-ups' order
  * turns each repetition, so that none always follows the raw baseline. */
@@ -285,12 +311,14 @@ static void measure(const bench_opts *o, int S, size_t bytes, int *fds,
     if (v == V_PLAIN || o->on[v])
       used[n++] = v;
   for (int k = 0; k < 2; k++) {
-    double tr[64], t[NVARIANTS][64];
+    double tr[64], th[64], t[NVARIANTS][64];
     raw_time(fds, S, ops[k], buf, bytes); /* warm-up */
     for (int i = 0; i < n; i++)
       fsps_time(&fb[used[i]], ops[k], (float *)buf);
     for (int r = 0; r < o->reps; r++) {
       tr[r] = raw_time(fds, S, ops[k], buf, bytes);
+      if (o->on[V_BF16]) /* the bytes a bf16 layer puts on the wire */
+        th[r] = raw_time(fds, S, ops[k], buf, bytes / 2);
       for (int i = 0; i < n; i++) {
         int v = used[(i + r) % n];
         t[v][r] = fsps_time(&fb[v], ops[k], (float *)buf);
@@ -300,7 +328,12 @@ static void measure(const bench_opts *o, int S, size_t bytes, int *fds,
     double off = median(t[V_PLAIN], o->reps);
     report(name, bytes, S, off, median(tr, o->reps));
     for (int i = 1; i < n; i++)
-      report_beside(used[i], name, bytes, S, off, median(t[used[i]], o->reps));
+      if (used[i] == V_BF16)
+        report_bf16(name, bytes, S, off, median(t[V_BF16], o->reps),
+                    median(th, o->reps));
+      else
+        report_beside(used[i], name, bytes, S, off,
+                      median(t[used[i]], o->reps));
   }
 }
 
@@ -313,11 +346,13 @@ static int run_size(const bench_opts *o, int S, size_t bytes, char *buf,
     pids[s] = raw_server(bytes, &ports[s]);
     fds[s] = raw_connect(ports[s]);
   }
-  int rc = fsps_setup(&fb[V_PLAIN], S, bytes / 4, NULL, NULL);
+  int rc = fsps_setup(&fb[V_PLAIN], S, bytes / 4, NULL, NULL, "fp32");
   if (rc == 0 && o->on[V_METRICS])
-    rc = fsps_setup(&fb[V_METRICS], S, bytes / 4, metrics_flags, NULL);
+    rc = fsps_setup(&fb[V_METRICS], S, bytes / 4, metrics_flags, NULL, "fp32");
   if (rc == 0 && o->on[V_TLS])
-    rc = fsps_setup(&fb[V_TLS], S, bytes / 4, tls->flags, tls->cert);
+    rc = fsps_setup(&fb[V_TLS], S, bytes / 4, tls->flags, tls->cert, "fp32");
+  if (rc == 0 && o->on[V_BF16])
+    rc = fsps_setup(&fb[V_BF16], S, bytes / 4, NULL, NULL, "bf16");
   if (rc == 0)
     measure(o, S, bytes, fds, fb, buf);
   for (int v = 0; v < NVARIANTS; v++) {
@@ -357,7 +392,12 @@ static int parse(int argc, char **argv, bench_opts *o) {
       o->on[V_METRICS] = true;
     else if (!strcmp(argv[i], "--tls"))
       o->on[V_TLS] = true;
-    else if (!strcmp(argv[i], "--reps") && (o->reps = atoi(v)) > 0 && o->reps <= 64)
+    else if (!strcmp(argv[i], "--dtype") &&
+             (!strcmp(v, "bf16") || !strcmp(v, "fp32"))) {
+      o->on[V_BF16] = !strcmp(v, "bf16");
+      i++;
+    } else if (!strcmp(argv[i], "--reps") && (o->reps = atoi(v)) > 0 &&
+               o->reps <= 64)
       i++;
     else if (!strcmp(argv[i], "--mib") &&
              (o->nsizes = parse_list(v, o->sizes, 8)) > 0)
@@ -378,16 +418,21 @@ int main(int argc, char **argv) {
   bench_opts o;
   if (parse(argc, argv, &o) != 0) {
     fprintf(stderr, "usage: wire [--mib 1,4,16,64] [--servers 1,2] "
-                    "[--reps 7 (1..64)] [--metrics] [--tls]\n"
-                    "  --metrics  also time servers with --metrics-listen, "
+                    "[--reps 7 (1..64)] [--metrics] [--tls] "
+                    "[--dtype fp32|bf16]\n"
+                    "  --metrics     also time servers with --metrics-listen, "
                     "interleaved, and print\n"
-                    "             metrics-on beside metrics-off and their "
+                    "                metrics-on beside metrics-off and their "
                     "ratio\n"
-                    "  --tls      also time servers and a client over TLS "
-                    "(a P-256 certificate made\n"
-                    "             with the openssl tool), interleaved, and "
-                    "print TLS beside\n"
-                    "             plaintext and their ratio\n");
+                    "  --tls         also time servers and a client over TLS "
+                    "(a P-256 certificate\n"
+                    "                made with the openssl tool), "
+                    "interleaved, and print TLS beside\n"
+                    "                plaintext and their ratio\n"
+                    "  --dtype bf16  also time the layer of a bf16 model "
+                    "(half the bytes on the\n"
+                    "                wire), interleaved, and print it beside "
+                    "fp32 and raw TCP\n");
     return 2;
   }
   bench_tls tls = {0};

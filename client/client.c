@@ -61,10 +61,7 @@ int client_fail(fsps_client *c, int rc, const char *fmt, ...) {
   return rc;
 }
 
-/* say writes a message into a caller's buffer (if any) and returns rc. */
-static int say(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int say(char *err, size_t errlen, int rc, const char *fmt, ...) {
+int client_say(char *err, size_t errlen, int rc, const char *fmt, ...) {
   if (err == NULL || errlen == 0)
     return rc;
   va_list ap;
@@ -89,6 +86,10 @@ int64_t client_timeout_ms(const fsps_client *c) {
 uint64_t client_layer_n(const fsps_client *c, uint32_t l) {
   const shard_layer *L = c->spec ? shard_spec_layer(c->spec, l) : NULL;
   return L ? L->n : 0;
+}
+
+shard_wire_dtype client_wire_dtype(const fsps_client *c) {
+  return c->spec ? shard_spec_wire_dtype(c->spec) : SHARD_WIRE_FP32;
 }
 
 bool client_plan_next(uint64_t n, uint32_t S, uint32_t *s, uint64_t *off,
@@ -207,12 +208,12 @@ static int split_servers(fsps_client *c, char *err, size_t errlen) {
   for (const char *p = c->servers; *p; p++)
     n += *p == ',';
   if (n > CLIENT_MAX_SERVERS)
-    return say(err, errlen, FSPS_INVALID_ARGUMENT,
+    return client_say(err, errlen, FSPS_INVALID_ARGUMENT,
                "%u servers listed; at most %d are supported", n,
                CLIENT_MAX_SERVERS);
   c->addr = calloc(n, sizeof *c->addr);
   if (c->addr == NULL)
-    return say(err, errlen, FSPS_NOMEM, "out of memory");
+    return client_say(err, errlen, FSPS_NOMEM, "out of memory");
   char *p = c->servers;
   for (uint32_t i = 0; i < n; i++) {
     char *comma = strchr(p, ',');
@@ -222,7 +223,7 @@ static int split_servers(fsps_client *c, char *err, size_t errlen) {
     p = comma ? comma + 1 : p + strlen(p);
     const char *why = check_address(a);
     if (why != NULL)
-      return say(err, errlen, FSPS_INVALID_ARGUMENT,
+      return client_say(err, errlen, FSPS_INVALID_ARGUMENT,
                  "server %u of %u ('%s') in '%s': %s", i, n, a, c->o.servers,
                  why);
     c->addr[i] = a;
@@ -235,20 +236,25 @@ static int split_servers(fsps_client *c, char *err, size_t errlen) {
 
 static int check_options(const fsps_options *o, char *err, size_t errlen) {
   if (o->servers == NULL || o->servers[strspn(o->servers, " \t,")] == '\0')
-    return say(err, errlen, FSPS_INVALID_ARGUMENT,
+    return client_say(err, errlen, FSPS_INVALID_ARGUMENT,
                "no servers given: expected \"host:port,host:port\"");
   if (o->world == 0 || o->rank >= o->world)
-    return say(err, errlen, FSPS_INVALID_ARGUMENT,
+    return client_say(err, errlen, FSPS_INVALID_ARGUMENT,
                "rank %u is not in 0..world-1 (world %u)", o->rank, o->world);
   if (o->mode != FSPS_BSP && o->mode != FSPS_SSP && o->mode != FSPS_ASP)
-    return say(err, errlen, FSPS_INVALID_ARGUMENT, "unknown mode %d",
+    return client_say(err, errlen, FSPS_INVALID_ARGUMENT, "unknown mode %d",
                (int)o->mode);
   if (o->timeout_ms < 0)
-    return say(err, errlen, FSPS_INVALID_ARGUMENT,
+    return client_say(err, errlen, FSPS_INVALID_ARGUMENT,
                "timeout_ms %lld is negative", (long long)o->timeout_ms);
+  if ((unsigned)o->wire_dtype > FSPS_WIRE_BF16)
+    return client_say(err, errlen, FSPS_INVALID_ARGUMENT,
+                      "unknown wire_dtype %d (FSPS_WIRE_AS_SPEC, "
+                      "FSPS_WIRE_FP32 or FSPS_WIRE_BF16)",
+                      (int)o->wire_dtype);
   const char *why = o->token && o->token[0] ? rpc_token_check(o->token) : NULL;
   if (why != NULL) /* never the token itself */
-    return say(err, errlen, FSPS_INVALID_ARGUMENT, "fsps_options.token: %s",
+    return client_say(err, errlen, FSPS_INVALID_ARGUMENT, "fsps_options.token: %s",
                why);
   return FSPS_OK;
 }
@@ -265,7 +271,7 @@ static int start_threads(fsps_client *c, char *err, size_t errlen) {
   pthread_mutex_init(&c->cancel_mu, NULL);
   pthread_cond_init(&c->cv, NULL);
   if (pthread_create(&c->timer, NULL, timer_main, c) != 0)
-    return say(err, errlen, FSPS_INTERNAL, "cannot start the retry thread");
+    return client_say(err, errlen, FSPS_INTERNAL, "cannot start the retry thread");
   c->timer_started = true;
   return FSPS_OK;
 }
@@ -277,11 +283,11 @@ static int open_loops(fsps_client *c, char *err, size_t errlen) {
   c->nloops = n < c->S ? n : c->S;
   c->loops = calloc(c->nloops, sizeof *c->loops);
   if (c->loops == NULL)
-    return say(err, errlen, FSPS_NOMEM, "out of memory");
+    return client_say(err, errlen, FSPS_NOMEM, "out of memory");
   for (uint32_t i = 0; i < c->nloops; i++) {
     rpc_status st;
     if ((c->loops[i] = rpc_loop_create(&st)) == NULL)
-      return say(err, errlen, st.code, "%s", st.msg);
+      return client_say(err, errlen, st.code, "%s", st.msg);
   }
   return FSPS_OK;
 }
@@ -292,18 +298,18 @@ static int open_tls(fsps_client *c, char *err, size_t errlen) {
   fsps_options *o = &c->o;
   int rc = FSPS_OK;
   if (o->tls_ca == NULL && (o->tls_cert || o->tls_key || o->tls_server_name))
-    rc = say(err, errlen, FSPS_INVALID_ARGUMENT,
+    rc = client_say(err, errlen, FSPS_INVALID_ARGUMENT,
              "TLS: tls_cert, tls_key and tls_server_name need tls_ca (the "
              "CA file that signs the servers' certificates)");
   else if (o->tls_ca != NULL && (o->tls_cert == NULL) != (o->tls_key == NULL))
-    rc = say(err, errlen, FSPS_INVALID_ARGUMENT,
+    rc = client_say(err, errlen, FSPS_INVALID_ARGUMENT,
              "TLS: tls_cert and tls_key go together: give the client "
              "certificate and its key");
   rpc_client_tls t = {o->tls_ca, o->tls_cert, o->tls_key, o->tls_server_name};
   rpc_status st;
   if (rc == FSPS_OK && o->tls_ca != NULL &&
       (c->creds = rpc_creds_create(&t, &st)) == NULL)
-    rc = say(err, errlen, st.code, "TLS: %s", st.msg);
+    rc = client_say(err, errlen, st.code, "TLS: %s", st.msg);
   o->tls_ca = o->tls_cert = o->tls_key = o->tls_server_name = NULL;
   return rc;
 }
@@ -312,14 +318,14 @@ static int open_channels(fsps_client *c, char *err, size_t errlen) {
   c->ch = calloc(c->S, sizeof *c->ch);
   c->incarnation = calloc(c->S, sizeof *c->incarnation);
   if (c->ch == NULL || c->incarnation == NULL)
-    return say(err, errlen, FSPS_NOMEM, "out of memory");
+    return client_say(err, errlen, FSPS_NOMEM, "out of memory");
   for (uint32_t s = 0; s < c->S; s++) {
     rpc_status st;
     c->ch[s] = rpc_channel_create_tls(c->addr[s], c->loops[s % c->nloops],
                                       WIRE_MAX_MESSAGE_BYTES, c->creds, &st);
     if (c->ch[s] == NULL ||
         rpc_channel_set_token(c->ch[s], c->o.token, &st) != FSPS_OK)
-      return say(err, errlen, st.code, "server %u (%s): %s", s, c->addr[s],
+      return client_say(err, errlen, st.code, "server %u (%s): %s", s, c->addr[s],
                  st.msg);
   }
   return FSPS_OK;
@@ -330,12 +336,12 @@ static int open_channels(fsps_client *c, char *err, size_t errlen) {
 static int copy_options(const fsps_options *o, fsps_options *dst, char *err,
                         size_t errlen) {
   if (o->size < offsetof(fsps_options, io_threads) + sizeof o->io_threads)
-    return say(err, errlen, FSPS_INVALID_ARGUMENT,
+    return client_say(err, errlen, FSPS_INVALID_ARGUMENT,
                "fsps_options.size is %u: fill the options with "
                "fsps_options_init before setting them",
                o->size);
   if (o->size > sizeof *o)
-    return say(err, errlen, FSPS_INVALID_ARGUMENT,
+    return client_say(err, errlen, FSPS_INVALID_ARGUMENT,
                "fsps_options.size is %u but this libfsps %s knows %zu bytes: "
                "the program was built against a newer libfsps",
                o->size, fsps_version(), sizeof *o);
@@ -348,7 +354,7 @@ static int copy_options(const fsps_options *o, fsps_options *dst, char *err,
 int fsps_connect(const fsps_options *o, fsps_client **out, char *err,
                  size_t errlen) {
   if (out == NULL || o == NULL)
-    return say(err, errlen, FSPS_INVALID_ARGUMENT, "NULL options or out");
+    return client_say(err, errlen, FSPS_INVALID_ARGUMENT, "NULL options or out");
   *out = NULL;
   fsps_options opt;
   int rc = copy_options(o, &opt, err, errlen);
@@ -357,7 +363,7 @@ int fsps_connect(const fsps_options *o, fsps_client **out, char *err,
   fsps_client *c = calloc(1, sizeof *c);
   if (c == NULL || (c->servers = strdup(o->servers)) == NULL) {
     free(c);
-    return say(err, errlen, FSPS_NOMEM, "out of memory");
+    return client_say(err, errlen, FSPS_NOMEM, "out of memory");
   }
   c->o = opt;
   rc = split_servers(c, err, errlen);

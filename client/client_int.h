@@ -72,6 +72,7 @@ struct fsps_client {
   rpc_creds *creds; /* TLS (o.tls_ca set), shared by the channels; or NULL */
   shard_spec *spec; /* the model, once declared or attached */
   uint32_t L;
+  uint64_t refused_hash; /* a server's model hash that a check refused */
   char err[CLIENT_MSG_MAX];
 
   /* c->mu guards everything below that callbacks touch. Rule: never call
@@ -134,6 +135,10 @@ int64_t client_timeout_ms(const fsps_client *c);
 
 /* client_layer_n returns layer l's element count (0 when no such layer). */
 uint64_t client_layer_n(const fsps_client *c, uint32_t l);
+
+/* client_wire_dtype returns how the client's model travels (its spec's
+ * wire dtype; fp32 without a model): gathers decode and pushes encode it. */
+shard_wire_dtype client_wire_dtype(const fsps_client *c);
 
 /* client_plan_next advances *s (start at 0) to the first server, from *s on,
  * whose slice of a layer of n elements over S servers is non-empty and
@@ -231,9 +236,10 @@ void client_gather_free(gather *g);
 
 /* client_push_start sends grad (layer's n floats) for step to every server with
  * a non-empty slice, asynchronously. owned (may be NULL) is the pool buffer
- * grad lives in, returned to the pool when the push completes. Returns
- * FSPS_OK or FSPS_NOMEM; failures of the pushes show in client_push_wait_all.
- */
+ * grad lives in, returned to the pool when the push completes (a bf16
+ * model's push encodes grad over itself there; without owned, into a
+ * buffer of its own). Returns FSPS_OK or FSPS_NOMEM (owned then still the
+ * caller's); failures of the pushes show in client_push_wait_all. */
 int client_push_start(fsps_client *c, uint32_t layer, uint64_t step,
                       const float *grad, pool_buf *owned);
 
@@ -288,19 +294,22 @@ typedef struct {
   pthread_mutex_t *mu;
   rpc_release_fn released;
   void *arg;
+  shard_wire_dtype dtype; /* of the caller's array and payloads (fp32) */
 } client_slice;
 
-/* client_slice_init makes sl the slice [off, off + cnt), nothing sent. */
+/* client_slice_init makes sl the slice [off, off + cnt), nothing sent, of
+ * a float32 array; set sl->dtype after it for a bf16 one. */
 void client_slice_init(client_slice *sl, uint64_t off, uint64_t cnt,
                        pthread_mutex_t *mu, rpc_release_fn released, void *arg);
 
 /* client_slice_send sends sl's next chunk on s (from on_sent, or to begin
- * an attempt with sl->next = 0): the chunk of layer (the caller's array,
- * element i at layer[i]) with header h, whose field offset_field it sets to
- * the chunk's offset in the layer. After the last chunk it half-closes s;
- * so it does when a send fails, and on_done then says why. */
+ * an attempt with sl->next = 0): the chunk of layer (the caller's array of
+ * sl->dtype, element i at layer[i]) with header h, whose field offset_field
+ * it sets to the chunk's offset in the layer, and the payload in the
+ * dtype's field. After the last chunk it half-closes s; so it does when a
+ * send fails, and on_done then says why. */
 void client_slice_send(client_slice *sl, rpc_stream *s, rpc_tensor_hdr *h,
-                       unsigned offset_field, const float *layer);
+                       unsigned offset_field, const void *layer);
 
 /* client_slice_reply checks a finished stream's outcome st (the server's
  * addr for messages): an OK status counts only if every chunk of sl went
@@ -363,5 +372,11 @@ void client_sched_abandon(fsps_client *c);
 /* client_sched_destroy waits for the scheduler's gathers and frees its slots
  * and the buffers they hold (channels already closed or still open). */
 void client_sched_destroy(fsps_client *c);
+
+/* client_say formats a message into a caller's buffer (nothing when err is
+ * NULL or errlen 0) and returns rc, for the functions that report into an
+ * (err, errlen) pair. */
+int client_say(char *err, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #endif

@@ -58,9 +58,29 @@ static int check_hash(fsps_client *c, uint32_t s, uint64_t have,
   char h[17], w[17];
   shard_spec_hash_hex(have, h);
   shard_spec_hash_hex(want, w);
+  c->refused_hash = have;
   return client_fail(c, FSPS_FAILED_PRECONDITION,
                      "server %u (%s) holds model %s, not this model %s", s,
                      c->addr[s], h, w);
+}
+
+/* explain_dtype adds to the client's error, after check_hash refused ss,
+ * when the servers hold the same model with the other wire dtype. */
+static void explain_dtype(fsps_client *c, const shard_spec *ss) {
+  shard_spec *other = client_spec_clone(ss);
+  if (other == NULL)
+    return;
+  shard_wire_dtype mine = shard_spec_wire_dtype(ss);
+  shard_spec_set_wire_dtype(other, mine == SHARD_WIRE_BF16 ? SHARD_WIRE_FP32
+                                                           : SHARD_WIRE_BF16);
+  size_t n = strlen(c->err);
+  if (shard_spec_hash(other) == c->refused_hash && n < sizeof c->err)
+    snprintf(c->err + n, sizeof c->err - n,
+             ": the servers hold this model with wire dtype %s, this worker "
+             "asks for %s (--wire-dtype)",
+             shard_wire_dtype_name(shard_spec_wire_dtype(other)),
+             shard_wire_dtype_name(mine));
+  shard_spec_destroy(other);
 }
 
 /* note_server records server s's incarnation and, from server 0, the
@@ -118,15 +138,26 @@ static int check_spec_arg(fsps_client *c, const fsps_spec *spec) {
   return FSPS_OK;
 }
 
-int fsps_declare(fsps_client *c, const fsps_spec *spec) {
-  if (c == NULL)
-    return FSPS_INVALID_ARGUMENT;
-  int rc = check_spec_arg(c, spec);
-  if (rc != FSPS_OK)
-    return rc;
+/* with_options returns the spec c declares or attaches with: spec's own,
+ * or, when c's options name a wire dtype, a copy with it in *copy (which
+ * the caller frees; NULL when none was made). NULL when out of memory. */
+static const shard_spec *with_options(fsps_client *c, const fsps_spec *spec,
+                                      shard_spec **copy) {
+  *copy = NULL;
   const shard_spec *ss = client_spec_shard(spec);
+  if (c->o.wire_dtype == FSPS_WIRE_AS_SPEC)
+    return ss;
+  if ((*copy = client_spec_clone(ss)) != NULL)
+    shard_spec_set_wire_dtype(*copy, c->o.wire_dtype == FSPS_WIRE_BF16
+                                         ? SHARD_WIRE_BF16
+                                         : SHARD_WIRE_FP32);
+  return *copy;
+}
+
+/* declare_spec declares ss on every server and adopts it. */
+static int declare_spec(fsps_client *c, const shard_spec *ss) {
   wire_spec_msg m;
-  rc = wire_spec_to_proto(&m, ss);
+  int rc = wire_spec_to_proto(&m, ss);
   if (rc != FSPS_OK) {
     wire_spec_msg_free(&m);
     return client_fail(c, rc, "out of memory building the Init request");
@@ -142,6 +173,23 @@ int fsps_declare(fsps_client *c, const fsps_spec *spec) {
     rc = init_one(c, s, &m.model, hash);
   wire_spec_msg_free(&m);
   return rc == FSPS_OK ? client_adopt_spec(c, ss) : rc;
+}
+
+int fsps_declare(fsps_client *c, const fsps_spec *spec) {
+  if (c == NULL)
+    return FSPS_INVALID_ARGUMENT;
+  int rc = check_spec_arg(c, spec);
+  if (rc != FSPS_OK)
+    return rc;
+  shard_spec *copy;
+  const shard_spec *ss = with_options(c, spec, &copy);
+  c->refused_hash = 0;
+  rc = ss ? declare_spec(c, ss)
+          : client_fail(c, FSPS_NOMEM, "out of memory copying the spec");
+  if (rc == FSPS_FAILED_PRECONDITION && c->refused_hash != 0)
+    explain_dtype(c, ss);
+  shard_spec_destroy(copy);
+  return rc;
 }
 
 /* ---- status ---- */
@@ -212,19 +260,34 @@ static int attach_one(fsps_client *c, uint32_t s, uint64_t hash,
   }
 }
 
+/* attach_spec waits for every server to hold ss, then adopts it. */
+static int attach_spec(fsps_client *c, const shard_spec *ss,
+                       int64_t timeout_ms) {
+  if (timeout_ms <= 0)
+    timeout_ms = client_timeout_ms(c);
+  int64_t deadline = client_now_ns() + timeout_ms * 1000000;
+  uint64_t hash = shard_spec_hash(ss);
+  int rc = FSPS_OK;
+  for (uint32_t s = 0; rc == FSPS_OK && s < c->S; s++)
+    rc = attach_one(c, s, hash, deadline);
+  return rc == FSPS_OK ? client_adopt_spec(c, ss) : rc;
+}
+
 int fsps_attach(fsps_client *c, const fsps_spec *spec, int64_t timeout_ms) {
   if (c == NULL)
     return FSPS_INVALID_ARGUMENT;
   int rc = check_spec_arg(c, spec);
   if (rc != FSPS_OK)
     return rc;
-  if (timeout_ms <= 0)
-    timeout_ms = client_timeout_ms(c);
-  int64_t deadline = client_now_ns() + timeout_ms * 1000000;
-  uint64_t hash = fsps_spec_hash(spec);
-  for (uint32_t s = 0; rc == FSPS_OK && s < c->S; s++)
-    rc = attach_one(c, s, hash, deadline);
-  return rc == FSPS_OK ? client_adopt_spec(c, client_spec_shard(spec)) : rc;
+  shard_spec *copy;
+  const shard_spec *ss = with_options(c, spec, &copy);
+  c->refused_hash = 0;
+  rc = ss ? attach_spec(c, ss, timeout_ms)
+          : client_fail(c, FSPS_NOMEM, "out of memory copying the spec");
+  if (rc == FSPS_FAILED_PRECONDITION && c->refused_hash != 0)
+    explain_dtype(c, ss);
+  shard_spec_destroy(copy);
+  return rc;
 }
 
 /* ---- versions ---- */

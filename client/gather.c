@@ -1,5 +1,6 @@
 /* gather.c: gathers — one Pull per server in parallel, each answer copied
- * straight into its slice of the layer buffer, checked chunk by chunk. */
+ * (or decoded from bf16) straight into its slice of the layer buffer,
+ * checked chunk by chunk. */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@ struct gather {
   uint32_t holds;                /* threads still touching g; under c->mu */
   uint64_t base, n, min_version; /* elements [base, base + n) */
   bool exact;                    /* only min_version will do */
+  shard_wire_dtype dtype;        /* how the answers carry the layer */
   uint64_t version;              /* lowest version received; under c->mu */
   float *dst;                    /* where element base goes */
   pool_buf *buf;         /* a pooled gather's destination, until taken */
@@ -68,11 +70,19 @@ static void part_bad(pull_part *p, rpc_stream *s, int rc, const char *why) {
  * payload continues p's slice, else what is wrong (in why). */
 static const char *check_chunk(pull_part *p, const rpc_tensor_hdr *h,
                                size_t nbytes, char *why, size_t len) {
-  uint64_t off = h->v[WIRE_PULL_OFFSET], elems = nbytes / sizeof(float);
+  shard_wire_dtype dt = p->g->dtype;
+  size_t eb = wire_dtype_bytes(dt);
+  uint64_t off = h->v[WIRE_PULL_OFFSET], elems = nbytes / eb;
   if (h->v[WIRE_PULL_LAYER] != p->g->layer)
     snprintf(why, len, "chunk for layer %" PRIu64, h->v[WIRE_PULL_LAYER]);
-  else if (nbytes == 0 || nbytes % sizeof(float) != 0)
-    snprintf(why, len, "chunk of %zu bytes is not whole floats", nbytes);
+  else if (h->payload_field != wire_data_field(dt))
+    snprintf(why, len,
+             "chunk's payload is in field %u, but the model's wire dtype %s "
+             "puts it in field %u",
+             h->payload_field, shard_wire_dtype_name(dt), wire_data_field(dt));
+  else if (nbytes == 0 || nbytes % eb != 0)
+    snprintf(why, len, "chunk of %zu bytes is not whole %s elements", nbytes,
+             shard_wire_dtype_name(dt));
   else if (off != p->off + p->filled || elems > p->cnt - p->filled)
     snprintf(why, len,
              "chunk [%" PRIu64 ", +%" PRIu64 ") does not continue the slice "
@@ -84,6 +94,23 @@ static const char *check_chunk(pull_part *p, const rpc_tensor_hdr *h,
   else
     return NULL;
   return why;
+}
+
+/* decode_span decodes a piece of a bf16 answer as gRPC holds it. */
+static void decode_span(void *arg, const void *bytes, size_t len) {
+  wire_bf16_read(arg, bytes, len);
+}
+
+/* take_payload puts a checked chunk's payload into the layer buffer at
+ * dst: the one copy (or bf16 decode) a receive makes. */
+static void take_payload(const gather *g, rpc_msg *m, float *dst) {
+  if (g->dtype != SHARD_WIRE_BF16) {
+    rpc_msg_copy_payload(m, dst);
+    return;
+  }
+  wire_bf16_reader r;
+  wire_bf16_read_start(&r, dst);
+  rpc_msg_payload_spans(m, decode_span, &r);
 }
 
 static void pull_message(rpc_stream *s, rpc_msg *m, void *ctx) {
@@ -117,9 +144,9 @@ static void pull_message(rpc_stream *s, rpc_msg *m, void *ctx) {
     part_bad(p, s, FSPS_FAILED_PRECONDITION, why);
     return;
   }
-  rpc_msg_copy_payload(m, p->g->dst + (h.v[WIRE_PULL_OFFSET] - p->g->base));
+  take_payload(p->g, m, p->g->dst + (h.v[WIRE_PULL_OFFSET] - p->g->base));
   p->version = h.v[WIRE_PULL_VERSION];
-  p->filled += nbytes / sizeof(float);
+  p->filled += nbytes / wire_dtype_bytes(p->g->dtype);
 }
 
 /* cancel_parts stops every running attempt of g (called with a hold). */
@@ -303,6 +330,7 @@ static gather *gather_new(fsps_client *c, uint32_t layer, uint64_t n,
   g->n = b - a;
   g->nparts = g->pending = np;
   g->version = UINT64_MAX;
+  g->dtype = client_wire_dtype(c);
   atomic_init(&g->cancelled, false);
   return g;
 }
@@ -361,7 +389,7 @@ int client_gather_start_range(fsps_client *c, uint32_t layer,
   bool defer = flags & GATHER_DEFER;
   g->start.fire = deferred_fire;
   *out = g;
-  c->gathered += g->n * sizeof(float);
+  c->gathered += g->n * wire_dtype_bytes(g->dtype);
   pthread_mutex_lock(&c->mu);
   bool later = defer && c->pushes > 0;
   if (later)
@@ -388,7 +416,7 @@ int client_gather_start(fsps_client *c, uint32_t layer, uint64_t min_version,
     return client_fail(c, FSPS_NOMEM, "out of memory starting a gather");
   g->min_version = min_version;
   g->dst = dst;
-  c->gathered += g->n * sizeof(float);
+  c->gathered += g->n * wire_dtype_bytes(g->dtype);
   /* The trainer thread alone waits for and frees g, so g outlives this
    * loop even when every part finishes before it ends. */
   start_parts(g);

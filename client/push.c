@@ -1,7 +1,9 @@
 /* push.c: reduce-scattered pushes — slice s of a gradient streamed to
- * server s in 1 MiB chunks that point into the caller's buffer (no copy);
- * or, for a gradient computed piece by piece (client_push_open), copied into
- * staged chunks as it is written and sent as each chunk becomes whole. */
+ * server s in 1 MiB chunks that point into the caller's buffer (no copy),
+ * or, for a bf16 model, into the gradient encoded once as bf16; or, for a
+ * gradient computed piece by piece (client_push_open), copied (encoded)
+ * into staged chunks as it is written and sent as each chunk becomes
+ * whole. */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,9 +32,9 @@ typedef struct {
 struct stage {
   stage *next;
   push_part *pp;
-  uint64_t idx, len, filled; /* len floats, filled so far */
+  uint64_t idx, len, filled; /* len elements, filled so far */
   uint64_t cap;              /* floats data holds */
-  float data[];
+  float data[];              /* the chunk: float32, or bf16 in its start */
 };
 
 struct push {
@@ -46,7 +48,9 @@ struct push {
   push *prev, *next; /* the client's pushes in flight; under c->mu */
   uint64_t step;
   const float *grad;
-  pool_buf *owned; /* returned to the pool at completion */
+  pool_buf *owned;  /* returned to the pool at completion */
+  pool_buf *wire;   /* a bf16 model's encoding of a grad it does not own */
+  const void *sent; /* what the parts send: grad, or its bf16 encoding */
   int rc;
   char msg[CLIENT_MSG_MAX];
   push_part parts[];
@@ -62,6 +66,8 @@ static void push_complete_locked(push *p) {
   }
   if (p->owned != NULL)
     client_pool_put_locked(c, p->owned);
+  if (p->wire != NULL)
+    client_pool_put_locked(c, p->wire);
   c->pushes--;
   *(p->prev ? &p->prev->next : &c->push_head) = p->next;
   *(p->next ? &p->next->prev : &c->push_tail) = p->prev;
@@ -134,7 +140,7 @@ static void send_next(push_part *pp, rpc_stream *s) {
   rpc_hdr_set(&h, WIRE_PUSH_STEP, p->step);
   rpc_hdr_set(&h, WIRE_PUSH_WORKER, p->c->o.rank);
   rpc_hdr_set(&h, WIRE_PUSH_EPOCH, p->epoch);
-  client_slice_send(&pp->sl, s, &h, WIRE_PUSH_OFFSET, p->grad);
+  client_slice_send(&pp->sl, s, &h, WIRE_PUSH_OFFSET, p->sent);
 }
 
 static void push_sent(rpc_stream *s, bool ok, void *ctx) {
@@ -189,6 +195,7 @@ static push *push_new(fsps_client *c, uint32_t layer, uint64_t n) {
   for (uint32_t s = 0; client_plan_next(n, c->S, &s, &off, &cnt); s++, pp++) {
     *pp = (push_part){.p = p, .s = s};
     client_slice_init(&pp->sl, off, cnt, &c->mu, payload_released, pp);
+    pp->sl.dtype = client_wire_dtype(c);
     pp->retry.fire = push_retry;
   }
   p->c = c;
@@ -209,16 +216,39 @@ static void enlist(fsps_client *c, push *p) {
   pthread_mutex_unlock(&c->mu);
 }
 
+/* encode gives p the bf16 encoding of its gradient (n elements), which its
+ * parts send and retry from: over the gradient itself when the push owns
+ * its buffer (no memory more than a float32 push), else in a pool buffer.
+ * FSPS_OK or FSPS_NOMEM. */
+static int encode(fsps_client *c, push *p, pool_buf *owned, uint64_t n) {
+  if (owned != NULL && owned->p == p->grad) {
+    wire_bf16_encode_in_place(owned->p, n);
+    p->sent = owned->p;
+    return FSPS_OK;
+  }
+  if ((p->wire = client_pool_get(c, (n + 1) / 2)) == NULL)
+    return FSPS_NOMEM;
+  wire_bf16_encode(p->wire->p, p->grad, n);
+  p->sent = p->wire->p;
+  return FSPS_OK;
+}
+
 int client_push_start(fsps_client *c, uint32_t layer, uint64_t step,
                       const float *grad, pool_buf *owned) {
-  push *p = push_new(c, layer, client_layer_n(c, layer));
+  uint64_t n = client_layer_n(c, layer);
+  push *p = push_new(c, layer, n);
   if (p == NULL)
     return client_fail(c, FSPS_NOMEM, "out of memory starting a push");
   p->step = step;
   p->epoch = atomic_load(&c->epoch);
-  p->grad = grad;
+  p->grad = p->sent = grad;
+  if (client_wire_dtype(c) == SHARD_WIRE_BF16 &&
+      encode(c, p, owned, n) != FSPS_OK) {
+    free(p);
+    return client_fail(c, FSPS_NOMEM, "out of memory encoding a push");
+  }
   p->owned = owned;
-  c->pushed += client_layer_n(c, layer) * sizeof(float);
+  c->pushed += n * wire_dtype_bytes(client_wire_dtype(c));
   enlist(c, p);
   for (uint32_t i = 0; i < p->nparts; i++)
     part_start(&p->parts[i]);
@@ -289,8 +319,8 @@ static stage *take_free_locked(fsps_client *c, uint64_t len) {
   return st;
 }
 
-/* stage_get returns a free stage of at least len floats (a chunk's
- * length), waiting while PUSH_STAGES are busy and some of them are on
+/* stage_get returns a free stage of at least len floats (room for a
+ * chunk), waiting while PUSH_STAGES are busy and some of them are on
  * their way out (never when all are being filled: nothing would free
  * one); NULL when out of memory. */
 static stage *stage_get(fsps_client *c, uint64_t len) {
@@ -378,9 +408,10 @@ static void stream_kick(push_part *pp) {
     rpc_hdr_set(&h, WIRE_PUSH_WORKER, c->o.rank);
     rpc_hdr_set(&h, WIRE_PUSH_OFFSET, pp->sl.off + st->idx * SHARD_CHUNK_ELEMS);
     rpc_hdr_set(&h, WIRE_PUSH_EPOCH, pp->p->epoch);
+    h.payload_field = wire_data_field(pp->sl.dtype);
     if (rpc_stream_send_tensor(pp->stream, &h, st->data,
-                               st->len * sizeof(float), stage_released,
-                               st) == FSPS_OK)
+                               st->len * wire_dtype_bytes(pp->sl.dtype),
+                               stage_released, st) == FSPS_OK)
       return; /* stream_sent goes on */
     pthread_mutex_lock(&c->mu);
     pp->sending = false;
@@ -426,7 +457,9 @@ static stage *find_stage(push_part *pp, uint64_t idx) {
       return st;
   uint64_t len;
   shard_chunk(pp->sl.cnt, idx, &(uint64_t){0}, &len);
-  stage *st = stage_get(pp->p->c, len);
+  /* A bf16 chunk takes half the room: 2 bytes an element. */
+  stage *st = stage_get(pp->p->c,
+                        pp->sl.dtype == SHARD_WIRE_BF16 ? (len + 1) / 2 : len);
   if (st == NULL)
     return NULL;
   st->pp = pp;
@@ -446,6 +479,16 @@ static void unlink_partial(push_part *pp, stage *st) {
   *q = st->next;
 }
 
+/* stage_put copies n elements from src into st at element at: float32,
+ * or encoded as bf16 (the one conversion a bf16 push makes). */
+static void stage_put(const push_part *pp, stage *st, uint64_t at,
+                      const float *src, uint64_t n) {
+  if (pp->sl.dtype == SHARD_WIRE_BF16)
+    wire_bf16_encode((char *)st->data + 2 * at, src, n);
+  else
+    memcpy(st->data + at, src, n * sizeof(float));
+}
+
 /* part_write copies layer elements [a, b) (inside pp's slice) from src,
  * which holds element a, into pp's chunks. */
 static int part_write(push_part *pp, uint64_t a, uint64_t b, const float *src) {
@@ -456,7 +499,7 @@ static int part_write(push_part *pp, uint64_t a, uint64_t b, const float *src) {
       return FSPS_NOMEM;
     uint64_t at = rel - idx * SHARD_CHUNK_ELEMS, n = st->len - at;
     n = n < b - a ? n : b - a;
-    memcpy(st->data + at, src, n * sizeof(float));
+    stage_put(pp, st, at, src, n);
     st->filled += n;
     a += n;
     src += n;
@@ -507,7 +550,8 @@ int client_push_open(fsps_client *c, uint32_t layer, uint64_t step,
   p->step = step;
   p->epoch = atomic_load(&c->epoch);
   p->streamed = true;
-  c->pushed += client_layer_n(c, layer) * sizeof(float);
+  c->pushed +=
+      client_layer_n(c, layer) * wire_dtype_bytes(client_wire_dtype(c));
   enlist(c, p);
   for (uint32_t i = 0; i < p->nparts; i++)
     stream_open(&p->parts[i]);

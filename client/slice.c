@@ -12,7 +12,7 @@ void client_slice_init(client_slice *sl, uint64_t off, uint64_t cnt,
 }
 
 void client_slice_send(client_slice *sl, rpc_stream *s, rpc_tensor_hdr *h,
-                       unsigned offset_field, const float *layer) {
+                       unsigned offset_field, const void *layer) {
   if (sl->next == sl->nchunks) {
     rpc_stream_close_send(s);
     return;
@@ -20,12 +20,15 @@ void client_slice_send(client_slice *sl, rpc_stream *s, rpc_tensor_hdr *h,
   uint64_t o, len;
   shard_chunk(sl->cnt, sl->next, &o, &len);
   rpc_hdr_set(h, offset_field, sl->off + o);
+  h->payload_field = wire_data_field(sl->dtype);
   sl->next++;
   pthread_mutex_lock(sl->mu);
   sl->releases++;
   pthread_mutex_unlock(sl->mu);
-  if (rpc_stream_send_tensor(s, h, layer + sl->off + o, len * sizeof(float),
-                             sl->released, sl->arg) != FSPS_OK)
+  size_t eb = wire_dtype_bytes(sl->dtype);
+  const char *at = (const char *)layer + (sl->off + o) * eb;
+  if (rpc_stream_send_tensor(s, h, at, len * eb, sl->released, sl->arg) !=
+      FSPS_OK)
     rpc_stream_close_send(s); /* on_done follows with the reason */
 }
 

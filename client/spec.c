@@ -203,6 +203,22 @@ int fsps_spec_set_schedule(fsps_spec *spec, const char *name) {
   return FSPS_OK;
 }
 
+int fsps_spec_set_wire_dtype(fsps_spec *spec, const char *dtype) {
+  if (spec == NULL)
+    return FSPS_INVALID_ARGUMENT;
+  shard_wire_dtype d;
+  char msg[200];
+  if (shard_wire_dtype_parse_msg(dtype, &d, msg, sizeof msg) != FSPS_OK)
+    return remember_msg(spec, msg);
+  shard_spec_set_wire_dtype(spec->s, d);
+  return FSPS_OK;
+}
+
+const char *fsps_spec_wire_dtype(const fsps_spec *spec) {
+  return shard_wire_dtype_name(spec ? shard_spec_wire_dtype(spec->s)
+                                    : SHARD_WIRE_FP32);
+}
+
 int fsps_spec_validate(const fsps_spec *spec, char *msg, size_t msglen) {
   if (spec == NULL) {
     if (msg != NULL && msglen > 0)
@@ -253,5 +269,6 @@ shard_spec *client_spec_clone(const shard_spec *spec) {
     }
   }
   shard_spec_set_optim(dst, shard_spec_optim(spec));
+  shard_spec_set_wire_dtype(dst, shard_spec_wire_dtype(spec));
   return dst;
 }

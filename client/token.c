@@ -13,30 +13,18 @@
 
 #define TOKEN_FILE_MAX (64 << 10)
 
-static int say(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int say(char *err, size_t errlen, int rc, const char *fmt, ...) {
-  if (err == NULL || errlen == 0)
-    return rc;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return rc;
-}
-
 /* take checks token (len bytes, from `from`) and copies it into out. */
 static int take(const char *token, size_t len, const char *from, char *out,
                 size_t outlen, char *err, size_t errlen) {
   if (len >= outlen)
-    return say(err, errlen, FSPS_INVALID_ARGUMENT,
+    return client_say(err, errlen, FSPS_INVALID_ARGUMENT,
                "%s: the token is longer than %zu bytes", from, outlen - 1);
   memcpy(out, token, len);
   out[len] = '\0';
   const char *why = rpc_token_check(out);
   if (why != NULL) {
     explicit_bzero(out, len);
-    return say(err, errlen, FSPS_INVALID_ARGUMENT, "%s: %s", from, why);
+    return client_say(err, errlen, FSPS_INVALID_ARGUMENT, "%s: %s", from, why);
   }
   return FSPS_OK;
 }
@@ -68,14 +56,14 @@ static int check_file(int fd, const char *path, size_t *size, char *err,
                       size_t errlen) {
   struct stat st;
   if (fstat(fd, &st) != 0)
-    return say(err, errlen, FSPS_IO, "token file %s: %s", path,
+    return client_say(err, errlen, FSPS_IO, "token file %s: %s", path,
                strerror(errno));
   if (!S_ISREG(st.st_mode) || st.st_size > TOKEN_FILE_MAX)
-    return say(err, errlen, FSPS_INVALID_ARGUMENT,
+    return client_say(err, errlen, FSPS_INVALID_ARGUMENT,
                "token file %s is not a regular file of at most %d bytes", path,
                TOKEN_FILE_MAX);
   if (st.st_mode & (S_IROTH | S_IWOTH))
-    return say(err, errlen, FSPS_INVALID_ARGUMENT,
+    return client_say(err, errlen, FSPS_INVALID_ARGUMENT,
                "token file %s can be read or written by every user (mode "
                "%04o): chmod o-rwx it",
                path, (unsigned)(st.st_mode & 07777));
@@ -91,9 +79,9 @@ static int from_text(const char *text, size_t len, const char *path, char *out,
   char from[1100];
   snprintf(from, sizeof from, "token file %s", path);
   if (lines == 0)
-    return say(err, errlen, FSPS_INVALID_ARGUMENT, "%s holds no token", from);
+    return client_say(err, errlen, FSPS_INVALID_ARGUMENT, "%s holds no token", from);
   if (lines > 1)
-    return say(err, errlen, FSPS_INVALID_ARGUMENT,
+    return client_say(err, errlen, FSPS_INVALID_ARGUMENT,
                "%s holds more than one line besides blanks and comments: "
                "it must hold the token alone",
                from);
@@ -104,20 +92,20 @@ static int from_file(const char *path, char *out, size_t outlen, char *err,
                      size_t errlen) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    return say(err, errlen, FSPS_IO, "cannot read token file %s: %s", path,
+    return client_say(err, errlen, FSPS_IO, "cannot read token file %s: %s", path,
                strerror(errno));
   size_t size = 0;
   char *buf = NULL;
   ssize_t got = 0;
   int rc = check_file(fd, path, &size, err, errlen);
   if (rc == FSPS_OK && (buf = malloc(size + 1)) == NULL)
-    rc = say(err, errlen, FSPS_NOMEM, "out of memory");
+    rc = client_say(err, errlen, FSPS_NOMEM, "out of memory");
   while (rc == FSPS_OK && (size_t)got < size) {
     ssize_t r = read(fd, buf + got, size - (size_t)got);
     if (r < 0 && errno == EINTR)
       continue;
     if (r < 0)
-      rc = say(err, errlen, FSPS_IO, "cannot read token file %s: %s", path,
+      rc = client_say(err, errlen, FSPS_IO, "cannot read token file %s: %s", path,
                strerror(errno));
     if (r <= 0)
       break;
@@ -135,7 +123,7 @@ static int from_file(const char *path, char *out, size_t outlen, char *err,
 int fsps_token_load(const char *path, char *out, size_t outlen, char *err,
                     size_t errlen) {
   if (out == NULL || outlen == 0)
-    return say(err, errlen, FSPS_INVALID_ARGUMENT, "no room for the token");
+    return client_say(err, errlen, FSPS_INVALID_ARGUMENT, "no room for the token");
   out[0] = '\0';
   if (path != NULL && path[0] != '\0')
     return from_file(path, out, outlen, err, errlen);
@@ -145,6 +133,6 @@ int fsps_token_load(const char *path, char *out, size_t outlen, char *err,
   const char *value = getenv("FSPS_TOKEN");
   if (value != NULL && value[0] != '\0')
     return take(value, strlen(value), "FSPS_TOKEN", out, outlen, err, errlen);
-  return say(err, errlen, FSPS_NOT_FOUND,
+  return client_say(err, errlen, FSPS_NOT_FOUND,
              "no token given (no token file, FSPS_TOKEN_FILE or FSPS_TOKEN)");
 }

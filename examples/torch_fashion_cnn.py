@@ -129,6 +129,10 @@ def main():
                     help="rank 0 writes a JSON line per progress tick and "
                          "per epoch here, as fsps-worker does (for "
                          "scripts/plot.py)")
+    ap.add_argument("--wire-dtype", choices=("fp32", "bf16"),
+                    default=os.environ.get("FSPS_WIRE_DTYPE", "fp32"),
+                    help="gather parameters and push gradients as fp32 or "
+                         "bf16 ($FSPS_WIRE_DTYPE; fp32)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # every rank builds the same model
@@ -138,7 +142,8 @@ def main():
     model = fsps.torch.shard(
         CNN(), args.servers, rank=args.rank, world=args.world,
         optimizer=("adam", {"lr": args.lr}),
-        schedule=("cosine", {"t_max": args.epochs * steps_per_epoch}))
+        schedule=("cosine", {"t_max": args.epochs * steps_per_epoch}),
+        wire_dtype=args.wire_dtype)
     # Progress on stderr (rank 0 only); stdout is the final JSON line.
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) \
         if args.rank == 0 else (lambda *a: None)

@@ -351,6 +351,7 @@ static void stream_recv(rpc_stream *s) {
 }
 
 static void stream_free(rpc_stream *s) {
+  RPC_RECEIVED(s); /* see rpc_stream_cancel */
   rpc_channel *ch = s->ch;
   pthread_mutex_lock(&ch->mu);
   if (s->prev)
@@ -563,5 +564,9 @@ int rpc_stream_close_send(rpc_stream *s) {
 }
 
 void rpc_stream_cancel(rpc_stream *s) {
-  grpc_call_cancel(s->call, NULL);
+  grpc_call *call = s->call;
+  /* The cancel completes the call's batches, after which the loop thread
+   * frees s (stream_free): an order gRPC gives and TSan cannot see. */
+  RPC_HANDOFF(s);
+  grpc_call_cancel(call, NULL);
 }

@@ -278,9 +278,9 @@ static bool parse_field(cursor *c, rpc_msg *m, rpc_tensor_hdr *h,
   if (field == 0)
     return false;
   /* The contract's fields have one wire type each; another is malformed
-   * (never read as the field's default). Fields above 8 are unknown. */
-  if ((field <= RPC_TENSOR_MAX_VARINT && wire != 0) ||
-      (field == RPC_TENSOR_FIELD && wire != 2))
+   * (never read as the field's default). Fields above 9 are unknown. */
+  bool payload = field >= RPC_TENSOR_FIELD && field <= RPC_TENSOR_FIELD_LAST;
+  if ((field <= RPC_TENSOR_MAX_VARINT && wire != 0) || (payload && wire != 2))
     return false;
   switch (wire) {
   case 0:
@@ -296,10 +296,11 @@ static bool parse_field(cursor *c, rpc_msg *m, rpc_tensor_hdr *h,
   case 2:
     if (!cur_varint(c, &v) || v > m->size - c->pos)
       return false;
-    if (field == RPC_TENSOR_FIELD) {
+    if (payload) {
       if (*seen_payload)
         return false;
       *seen_payload = true;
+      h->payload_field = (unsigned)field;
       while (c->seg < m->nseg && c->off == m->seg_len[c->seg]) {
         c->seg++;
         c->off = 0;
@@ -334,6 +335,18 @@ int rpc_msg_tensor(rpc_msg *m, rpc_tensor_hdr *h, size_t *payload_bytes,
 void rpc_msg_copy_payload(const rpc_msg *m, void *dst) {
   if (m->pay_len > 0)
     copy_range(m, m->pay_seg, m->pay_off, dst, m->pay_len);
+}
+
+void rpc_msg_payload_spans(const rpc_msg *m, rpc_span_fn fn, void *arg) {
+  size_t seg = m->pay_seg, off = m->pay_off;
+  for (size_t left = m->pay_len; left > 0; seg++, off = 0) {
+    size_t take = m->seg_len[seg] - off;
+    if (take > left)
+      take = left;
+    if (take > 0)
+      fn(arg, m->seg_ptr[seg] + off, take);
+    left -= take;
+  }
 }
 
 void rpc_msg_copy_payload_each(const rpc_msg *m, void *dst, rpc_piece_fn fn,
@@ -384,7 +397,8 @@ grpc_byte_buffer *rpc_pack_tensor(const rpc_tensor_hdr *h, const void *data,
       n += put_varint(head + n, h->v[f]);
     }
   }
-  head[n++] = (uint8_t)(RPC_TENSOR_FIELD << 3 | 2);
+  unsigned pf = h->payload_field ? h->payload_field : RPC_TENSOR_FIELD;
+  head[n++] = (uint8_t)(pf << 3 | 2);
   n += put_varint(head + n, nbytes);
   grpc_slice slices[2];
   slices[0] = grpc_slice_from_copied_buffer((const char *)head, n);

@@ -33,19 +33,25 @@ void rpc_init(void);
 void rpc_shutdown(void);
 
 /* ---- tensor messages -------------------------------------------------
- * A tensor message is protobuf with varint fields 1..7 and a `bytes` field
- * 8 of little-endian float32, written last. The header is encoded by hand
- * and the payload slice points at the caller's memory, so a send copies
- * nothing; the result is valid protobuf for any parser. */
+ * A tensor message is protobuf with varint fields 1..7 and one `bytes`
+ * payload, written last: field 8 (little-endian float32) or field 9 (the
+ * same tensor in another encoding; what it is, the caller knows). The
+ * header is encoded by hand and the payload slice points at the caller's
+ * memory, so a send copies nothing; the result is valid protobuf for any
+ * parser. */
 #define RPC_TENSOR_FIELD 8
+#define RPC_TENSOR_FIELD_LAST 9 /* payload fields are 8..9 */
 #define RPC_TENSOR_MAX_VARINT 7
 /* The longest header rpc writes before a payload: each varint field with
- * its tag (11 bytes), then field 8's tag and length. */
+ * its tag (11 bytes), then the payload's tag and length. */
 #define RPC_TENSOR_HDR_MAX (RPC_TENSOR_MAX_VARINT * 11 + 12)
 
 typedef struct {
   uint64_t v[RPC_TENSOR_MAX_VARINT + 1]; /* v[1]..v[7]; v[0] unused */
   uint32_t present;                      /* bit i set: field i present */
+  /* The payload's field: a send puts it there (0: RPC_TENSOR_FIELD);
+   * rpc_msg_tensor sets the field it found (0: the message had none). */
+  unsigned payload_field;
 } rpc_tensor_hdr;
 
 /* rpc_hdr_set sets varint field `field` (1..7) to value. */
@@ -65,11 +71,12 @@ int rpc_msg_unpack(const rpc_msg *m, const ProtobufCMessageDescriptor *desc,
                    ProtobufCMessage **out, rpc_status *st);
 
 /* rpc_msg_tensor parses m as a tensor message: fills h with the varint
- * fields and *payload_bytes with the length of field 8 (0 if absent).
- * Fields 1..7 must be varints and field 8 length-delimited (another wire
- * type is malformed, not a default value); unknown fields (above 8) of
- * any wire type are skipped. Returns FSPS_OK or
- * FSPS_INVALID_ARGUMENT with st filled. Must precede rpc_msg_copy_payload. */
+ * fields and the payload's field, and *payload_bytes with the payload's
+ * length (0 if absent). Fields 1..7 must be varints and 8..9
+ * length-delimited (another wire type is malformed, not a default value),
+ * with at most one payload; unknown fields (above 9) of any wire type are
+ * skipped. Returns FSPS_OK or FSPS_INVALID_ARGUMENT with st filled. Must
+ * precede rpc_msg_copy_payload and its variants. */
 int rpc_msg_tensor(rpc_msg *m, rpc_tensor_hdr *h, size_t *payload_bytes,
                    rpc_status *st);
 
@@ -90,6 +97,15 @@ typedef void (*rpc_piece_fn)(void *arg, void *piece, size_t len);
  * memory in a second pass. */
 void rpc_msg_copy_payload_each(const rpc_msg *m, void *dst, rpc_piece_fn fn,
                                void *arg);
+
+/* Called with each contiguous piece of a payload, in order. */
+typedef void (*rpc_span_fn)(void *arg, const void *bytes, size_t len);
+
+/* rpc_msg_payload_spans hands the payload found by rpc_msg_tensor to fn as
+ * the pieces gRPC holds it in (of any length, an odd one too), without
+ * copying: for a receiver that decodes rather than copies. The pieces are
+ * valid during the call only. */
+void rpc_msg_payload_spans(const rpc_msg *m, rpc_span_fn fn, void *arg);
 
 /* Called when gRPC no longer references a payload handed to a send. */
 typedef void (*rpc_release_fn)(void *arg);

@@ -49,7 +49,7 @@ struct rpc_msg {
   size_t *seg_len;
   const uint8_t *inline_ptr[RPC_MSG_INLINE_SEGS];
   size_t inline_len[RPC_MSG_INLINE_SEGS];
-  /* payload of field 8, set by rpc_msg_tensor */
+  /* the payload (field 8 or 9), set by rpc_msg_tensor */
   size_t pay_seg, pay_off, pay_len;
 };
 

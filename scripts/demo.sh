@@ -14,13 +14,14 @@ MODEL=mlp:784,512,256,10
 BATCH=64
 MIN_ACC=""
 TORCH=""
+SERVER_FLAGS=()
 EXTRA=()
 
 usage() {
   cat <<EOF
 Usage: scripts/demo.sh [--torch] [--servers N] [--workers N] [--epochs N]
                        [--model mlp:784,...,10] [--batch N]
-                       [--min-accuracy A] [-- worker flags]
+                       [--min-accuracy A] [--deterministic] [-- worker flags]
 
 Starts N fsps-server processes and N fsps-worker processes on 127.0.0.1,
 trains on Fashion-MNIST (/usr/share/datasets/fashion-mnist) and prints the
@@ -28,6 +29,10 @@ test accuracy after each epoch. Defaults: 2 servers, 2 workers, 10 epochs,
 $MODEL, batch $BATCH per worker, Adam lr 0.001 with a cosine schedule,
 inputs normalised.
 With --min-accuracy, exits 1 if the final test accuracy is below A.
+With --deterministic, the servers sum the workers' gradients in worker order
+(fsps-server --deterministic): a run gives the same bits every time.
+Worker flags such as --wire-dtype bf16 (parameters and gradients travel as
+bfloat16) go after --.
 Worker 0's progress (fsps-worker --log-jsonl) and its picture (scripts/plot.py)
 are kept in demo-runs/<UTC time>/ (or under \$DEMO_RUNS_DIR), whose path is
 printed at the end.
@@ -48,6 +53,7 @@ while [ $# -gt 0 ]; do
     --model) MODEL=$2; shift 2 ;;
     --batch) BATCH=$2; shift 2 ;;
     --min-accuracy) MIN_ACC=$2; shift 2 ;;
+    --deterministic) SERVER_FLAGS+=(--deterministic); shift ;;
     --torch) TORCH=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; EXTRA=("$@"); break ;;
@@ -84,7 +90,8 @@ echo "demo: starting $SERVERS servers for $WORKERS workers"
 for ((s = 0; s < SERVERS; s++)); do
   "$BUILD_DIR/server/fsps-server" --listen 127.0.0.1:0 --index "$s" \
     --num-servers "$SERVERS" --workers "$WORKERS" \
-    --port-file "$RUN_DIR/port$s" --log-level warn &
+    --port-file "$RUN_DIR/port$s" --log-level warn \
+    ${SERVER_FLAGS[@]+"${SERVER_FLAGS[@]}"} &
   PIDS+=($!)
 done
 list=""

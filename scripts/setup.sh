@@ -8,6 +8,9 @@ PACKAGES=(
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
   libopenblas-dev libuv1-dev libcmocka-dev zlib1g-dev
   grpc-proto python3-grpcio python3-protobuf protobuf-compiler
+  # the open inference protocol's Python stub, generated as its clients do
+  # (serve_online_python)
+  python3-grpc-tools
   dataset-fashion-mnist
   # the optimizers are checked bit for bit against torch.optim (optim_torch,
   # interop_python), and the Python package's tests; pip checks the package

@@ -1,11 +1,16 @@
 /* main.c: fsps-serve — loads the model (checkpoint folder or live servers)
- * and scores a file in batch (--input/--output), or serves online. */
+ * and scores a file in batch (--input/--output), or serves online on the
+ * open inference protocol until SIGTERM or SIGINT. */
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "batch.h"
 #include "fsps_err.h"
+#include "online.h"
 #include "serve_opts.h"
 #include "source.h"
 #include "tool.h"
@@ -40,17 +45,41 @@ static int batch(const serve_opts *o, serve_slot *slot) {
   return 0;
 }
 
-/* online serves on the open inference protocol. ---- ONLINE MODE ----
- * At merge, with serve/online.h (#include "online.h"): copy o->online's
- * fields into a serve_online_config (same names; "" is NULL), call
- * serve_online_start(&cfg, slot, msg, sizeof msg), wait for SIGTERM/SIGINT,
- * then serve_online_stop. */
-static int online(const serve_opts *o, serve_slot *slot) {
-  (void)o;
-  (void)slot;
-  fprintf(stderr, "fsps-serve: online serving is not in this build; score a "
-                  "file with --input FILE --output FILE\n");
-  return 1;
+static const char *or_null(const char *s) {
+  return s[0] ? s : NULL;
+}
+
+/* online serves on the open inference protocol (serve/online.h) until one
+ * of `stop` (blocked in every thread since before the first started)
+ * arrives; then answers the calls in flight and returns. */
+static int online(const serve_opts *o, serve_slot *slot, const sigset_t *stop) {
+  char msg[1024];
+  serve_online_config oc = {
+      .listen = o->online.listen,
+      .model_name = o->online.model_name,
+      .max_batch = o->online.max_batch,
+      .max_delay_us = o->online.max_delay_us,
+      .threads = o->online.threads,
+      .port_file = or_null(o->online.port_file),
+      .tls_cert = or_null(o->online.tls_cert),
+      .tls_key = or_null(o->online.tls_key),
+      .tls_client_ca = or_null(o->online.tls_client_ca),
+  };
+  serve_online *on = serve_online_start(&oc, slot, msg, sizeof msg);
+  if (on == NULL) {
+    fprintf(stderr, "fsps-serve: %s\n", msg);
+    return 1;
+  }
+  fprintf(stderr, "fsps-serve: serving '%s' on port %d (%s)\n",
+          o->online.model_name, serve_online_port(on),
+          serve_slot_version(slot) == UINT64_MAX ? "not ready: loading"
+                                                  : "ready");
+  int sig = 0;
+  sigwait(stop, &sig);
+  fprintf(stderr, "fsps-serve: %s: answering the calls in flight, then "
+          "stopping\n", strsignal(sig));
+  serve_online_stop(on);
+  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -65,6 +94,12 @@ int main(int argc, char **argv) {
   serve_source_config sc;
   serve_tool_source(&o, "fsps-serve", true, &sc);
   sc.background = !o.input[0]; /* online: not ready until loaded */
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  if (!o.input[0]) /* before any thread starts, so each inherits it */
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
   serve_slot *slot = serve_slot_create();
   serve_source *src = slot ? serve_source_open(&sc, slot, err, sizeof err)
                            : NULL;
@@ -72,7 +107,7 @@ int main(int argc, char **argv) {
   if (src == NULL)
     fprintf(stderr, "fsps-serve: %s\n", slot ? err : "out of memory");
   else
-    rc = o.input[0] ? batch(&o, slot) : online(&o, slot);
+    rc = o.input[0] ? batch(&o, slot) : online(&o, slot, &stop);
   serve_source_close(src);
   serve_slot_destroy(slot);
   return rc;

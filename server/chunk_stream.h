@@ -1,6 +1,7 @@
 /* chunk_stream.h: what the Push and SetValues methods share — a client
- * stream of one layer's slice in tensor chunks, each copied once into a
- * store_push's staging buffer, and the call's life around it. */
+ * stream of one layer's slice in tensor chunks, each copied (or decoded from
+ * bf16) once into a store_push's float32 staging buffer, and the call's life
+ * around it. */
 #ifndef FSPS_SERVER_CHUNK_STREAM_H
 #define FSPS_SERVER_CHUNK_STREAM_H
 
@@ -19,6 +20,9 @@ typedef struct {
 typedef struct {
   const char *name;                   /* for a stream of no chunks */
   unsigned layer_field, offset_field; /* header fields (wire.h) */
+  /* The payload is in the model's wire dtype (a push), or always float32
+   * (values). */
+  bool model_dtype;
   /* in_range checks the first chunk's header numbers, layer included,
    * before the layer is looked up. */
   int (*in_range)(const uint64_t *v, char *err, size_t errlen);

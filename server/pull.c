@@ -1,6 +1,7 @@
 /* pull.c: the Pull method — wait until the layer reaches min_version, then
  * stream the requested part of this server's slice in chunks of at most
- * 1 MiB, each payload a reference to the parameters, not a copy. */
+ * 262144 elements, each payload a reference to the parameters (or to their
+ * bf16 copy, for a bf16 model), not a copy. */
 #include <inttypes.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@ typedef struct {
   fbuf *params;
   uint64_t version;
   uint64_t slice_off, next, end; /* layer coordinates */
+  shard_wire_dtype wire;         /* the model's */
   server_metrics *m;             /* NULL: metrics off */
   double t0;                     /* metrics_now_s() at the start */
 } pull_state;
@@ -41,12 +43,16 @@ static void send_next(pull_state *ps) {
   rpc_hdr_set(&h, WIRE_PULL_LAYER, ps->index);
   rpc_hdr_set(&h, WIRE_PULL_VERSION, ps->version);
   rpc_hdr_set(&h, WIRE_PULL_OFFSET, ps->next);
-  const float *data = ps->params->data + (ps->next - ps->slice_off);
+  h.payload_field = wire_data_field(ps->wire);
+  uint64_t at = ps->next - ps->slice_off;
+  const void *data = ps->wire == SHARD_WIRE_BF16
+                         ? (const void *)(ps->params->wire + at)
+                         : (const void *)(ps->params->data + at);
+  size_t bytes = len * wire_dtype_bytes(ps->wire);
   ps->next += len;
-  metrics_add(SM(ps->m, tx_bytes), len * sizeof(float));
+  metrics_add(SM(ps->m, tx_bytes), bytes);
   store_fbuf_ref(ps->params);
-  rpc_call_send_tensor(ps->call, &h, data, len * sizeof(float), release_params,
-                       ps->params);
+  rpc_call_send_tensor(ps->call, &h, data, bytes, release_params, ps->params);
 }
 
 /* on_ready runs on the thread that advanced the version (or failed the
@@ -99,6 +105,7 @@ static int resolve(service *svc, const Fsps__V1__PullRequest *req,
   store_layer_info info;
   store_info(ps->layer, &info);
   ps->index = req->layer;
+  ps->wire = store_wire_dtype(svc->st);
   ps->w.min_version = req->min_version;
   ps->w.epoch = req->epoch;
   ps->w.ready = on_ready;

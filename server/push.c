@@ -107,6 +107,7 @@ static const chunk_kind push_kind = {
     .name = "push",
     .layer_field = WIRE_PUSH_LAYER,
     .offset_field = WIRE_PUSH_OFFSET,
+    .model_dtype = true,
     .in_range = in_range,
     .begin = begin,
     .same = same_push,

@@ -142,7 +142,8 @@ static int layer_init(store *st, uint32_t l, store_layer *L) {
   L->cur = store_fbuf_get(L);
   L->state =
       k ? store_big_alloc(k * (L->cnt ? L->cnt : 1) * sizeof(float)) : NULL;
-  if (L->cur == NULL || (k && L->state == NULL))
+  if (L->cur == NULL || (k && L->state == NULL) ||
+      store_fbuf_wire(L, L->cur) != FSPS_OK)
     return FSPS_NOMEM;
   int rc = shard_init_fill(st->spec, l, L->off, L->cnt, L->cur->data);
   if (rc != FSPS_OK)
@@ -168,6 +169,8 @@ static bool fits(const shard_spec *spec, const server_config *cfg,
     uint64_t off, cnt;
     shard_slice(L->n, cfg->num_servers, cfg->index, &off, &cnt);
     size_t copies = 2 + optim_state_per_elem(oc) + shard_layer_client(L);
+    /* bf16: the parameters' and their spare's bf16 copies, 2 bytes each. */
+    copies += shard_spec_wire_dtype(spec) == SHARD_WIRE_BF16;
     need += (double)cnt * 4.0 * (double)copies;
   }
   if (need <= 0.75 * have)
@@ -186,6 +189,7 @@ static int build(store *st, shard_spec *spec, char *msg, size_t msglen) {
   if (!fits(spec, &st->cfg, &oc, st->memory, msg, msglen))
     return FSPS_RESOURCE_EXHAUSTED;
   st->spec = spec;
+  st->wire = shard_spec_wire_dtype(spec);
   st->nlayers = shard_spec_num_layers(spec);
   server_spec_optim_config(shard_spec_optim(spec), &st->ocfg, &st->sched);
   st->layers = calloc(st->nlayers, sizeof *st->layers);
@@ -222,6 +226,23 @@ static int keep_blob(store *st, const void *blob, size_t len, char *msg,
   return FSPS_OK;
 }
 
+/* mismatch says why spec (hash h) is not the declared model, naming the
+ * wire dtypes when they differ: the mismatch a flag most easily makes. */
+static void mismatch(const store *st, const shard_spec *spec, uint64_t h,
+                     char *msg, size_t msglen) {
+  shard_wire_dtype have = st->wire, want = shard_spec_wire_dtype(spec);
+  char dtypes[96] = "";
+  if (have != want)
+    snprintf(dtypes, sizeof dtypes,
+             "; its wire dtype is %s, the request's %s (--wire-dtype)",
+             shard_wire_dtype_name(have), shard_wire_dtype_name(want));
+  snprintf(msg, msglen,
+           "another model is declared here: its spec hash is %016" PRIx64
+           ", the request's is %016" PRIx64
+           "%s (restart the servers to train a different model)",
+           st->hash, h, dtypes);
+}
+
 int store_init(store *st, shard_spec *spec, const void *blob, size_t bloblen,
                bool *created, char *msg, size_t msglen) {
   int rc = shard_spec_validate(spec, msg, msglen);
@@ -234,11 +255,7 @@ int store_init(store *st, shard_spec *spec, const void *blob, size_t bloblen,
   pthread_mutex_lock(&st->init_mu);
   if (atomic_load(&st->ready)) {
     if (h != st->hash) {
-      snprintf(msg, msglen,
-               "another model is declared here: its spec hash is %016" PRIx64
-               ", the request's is %016" PRIx64
-               " (restart the servers to train a different model)",
-               st->hash, h);
+      mismatch(st, spec, h, msg, msglen);
       rc = FSPS_FAILED_PRECONDITION;
     }
     shard_spec_destroy(spec);
@@ -269,6 +286,10 @@ bool store_ready(const store *st) {
 
 uint64_t store_hash(const store *st) {
   return store_ready(st) ? st->hash : 0;
+}
+
+shard_wire_dtype store_wire_dtype(const store *st) {
+  return st->wire;
 }
 
 uint32_t store_num_layers(const store *st) {
@@ -355,6 +376,7 @@ int store_pull(store_layer *L, store_waiter *w, fbuf **params,
     store_epoch_why(L->st, w->epoch, w->failed, sizeof w->failed);
   } else if (L->version >= w->min_version && !L->awaiting) {
     rc = STORE_PULL_READY;
+    store_params_out_locked(L);
     store_fbuf_ref(L->cur);
     *params = L->cur;
     *version = L->version;
@@ -413,6 +435,7 @@ store_waiter *store_take_ready(store_layer *L) {
     if (w->min_version > L->version)
       continue;
     store_unlink_waiter(L, w);
+    store_params_out_locked(L);
     store_fbuf_ref(L->cur);
     w->next = ready;
     ready = w;

@@ -16,12 +16,16 @@ typedef struct store store;
 typedef struct store_layer store_layer;
 
 /* A float buffer of one layer's slice size, recycled through the layer's
- * pool; refcounted when published as parameters that pulls send from. */
+ * pool; refcounted when published as parameters that pulls send from. A
+ * buffer that holds a bf16 model's parameters also holds them as bf16,
+ * which its pulls send (encoded once per version, by the first pull). */
 typedef struct fbuf {
   atomic_int refs;
   store_layer *layer;
   struct fbuf *next_free;
   float *data;
+  uint16_t *wire; /* data as bf16 (NULL: none yet); valid when wire_ok */
+  bool wire_ok;   /* under the layer's lock */
 } fbuf;
 
 /* A Pull parked until its layer reaches min_version. */
@@ -67,9 +71,12 @@ void store_destroy(store *st);
 int store_init(store *st, shard_spec *spec, const void *blob, size_t bloblen,
                bool *created, char *msg, size_t msglen);
 
-/* store_ready returns whether a model is declared; store_hash its hash. */
+/* store_ready returns whether a model is declared; store_hash its hash;
+ * store_wire_dtype how its pulls and pushes travel (a bf16 model's
+ * parameters handed to pulls hold their bf16 copy in fbuf.wire). */
 bool store_ready(const store *st);
 uint64_t store_hash(const store *st);
+shard_wire_dtype store_wire_dtype(const store *st);
 uint32_t store_num_layers(const store *st);
 const server_config *store_config(const store *st);
 

@@ -77,6 +77,7 @@ struct store {
   void (*snap_hook)(void *arg, uint32_t layer, uint64_t version);
   void *snap_arg;
   struct server_metrics *metrics; /* NULL: off (store_set_metrics) */
+  shard_wire_dtype wire;          /* the spec's, once declared */
 };
 
 /* store_floats is the number of floats of L's checkpoint data: its slice
@@ -97,6 +98,24 @@ fbuf *store_fbuf_get(store_layer *L);
 
 /* store_pool_free frees the buffers in L's pool. */
 void store_pool_free(store_layer *L);
+
+/* ---- bf16 copies of parameters (store_pool.c) ----
+ * A bf16 model's pulls send L->cur->wire, encoded from L->cur->data by the
+ * first pull handed the buffer after its data changed. Parameters change
+ * only while no pull holds them (apply and rollback copy them into the spare
+ * buffer otherwise), so a copy a pull sends from never changes under it. */
+
+/* store_fbuf_wire gives b room for its bf16 copy if L's model is bf16 and
+ * b has none: call it before b becomes L->cur. FSPS_OK or FSPS_NOMEM. */
+int store_fbuf_wire(store_layer *L, fbuf *b);
+
+/* store_params_changed_locked says L->cur's data changed: its bf16 copy is
+ * stale. L->mu held. */
+void store_params_changed_locked(store_layer *L);
+
+/* store_params_out_locked makes L->cur's bf16 copy current (a bf16 model)
+ * before a pull gets a reference to it. L->mu held. */
+void store_params_out_locked(store_layer *L);
 
 /* ---- waiters (store.c) ---- */
 

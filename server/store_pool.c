@@ -1,9 +1,11 @@
-/* store_pool.c: the store's float buffers — huge-page-aligned allocation
- * and each layer's pool of recycled, refcounted slice buffers. */
+/* store_pool.c: the store's float buffers — huge-page-aligned allocation,
+ * each layer's pool of recycled, refcounted slice buffers, and the bf16
+ * copies of a bf16 model's parameters that its pulls send. */
 #include <stdlib.h>
 #include <sys/mman.h>
 
 #include "store_int.h"
+#include "wire.h"
 
 /* Buffers of a huge page or more are aligned to one and advised to use
  * huge pages: first touching memory costs 10-15 us per 4 KiB page on some
@@ -38,6 +40,7 @@ fbuf *store_fbuf_get(store_layer *L) {
     b->layer = L;
   }
   atomic_init(&b->refs, 1);
+  b->wire_ok = false; /* whatever it held before */
   return b;
 }
 
@@ -62,7 +65,30 @@ void store_pool_free(store_layer *L) {
   for (fbuf *b = L->free_list, *next; b != NULL; b = next) {
     next = b->next_free;
     free(b->data);
+    free(b->wire);
     free(b);
   }
   L->free_list = NULL;
+}
+
+/* ---- bf16 copies ---- */
+
+int store_fbuf_wire(store_layer *L, fbuf *b) {
+  if (L->st->wire != SHARD_WIRE_BF16 || b->wire != NULL)
+    return FSPS_OK;
+  b->wire = store_big_alloc((L->cnt ? L->cnt : 1) * sizeof *b->wire);
+  b->wire_ok = false;
+  return b->wire != NULL ? FSPS_OK : FSPS_NOMEM;
+}
+
+void store_params_changed_locked(store_layer *L) {
+  L->cur->wire_ok = false;
+}
+
+void store_params_out_locked(store_layer *L) {
+  fbuf *b = L->cur;
+  if (L->st->wire != SHARD_WIRE_BF16 || b->wire_ok)
+    return;
+  wire_bf16_encode(b->wire, b->data, L->cnt);
+  b->wire_ok = true;
 }

@@ -216,6 +216,10 @@ void store_push_abort(store_push *p) {
 int store_spare_ready(store_layer *L) {
   if (L->spare == NULL && atomic_load(&L->cur->refs) > 1)
     L->spare = store_fbuf_get(L);
+  if (L->spare != NULL && store_fbuf_wire(L, L->spare) != FSPS_OK) {
+    store_fbuf_unref(L->spare); /* never made the next parameters */
+    L->spare = NULL;
+  }
   return L->spare != NULL || atomic_load(&L->cur->refs) == 1 ? FSPS_OK
                                                              : FSPS_NOMEM;
 }
@@ -247,6 +251,7 @@ static void apply(store_layer *L, const float *grad, uint32_t contributors) {
   double t0 = tic(st);
   optim_step(&st->ocfg, L->version + 1, lr, 1.0f / (float)contributors,
              L->cur->data, grad, L->state, L->cnt);
+  store_params_changed_locked(L);
   toc(SM(st->metrics, optim_seconds), t0);
   L->version++;
   L->version_ns = store_now_ns();

@@ -51,6 +51,7 @@ static void reset_locked(store_layer *L, const float *data) {
     if (L->state)
       optim_state_init(&st->ocfg, L->state, L->cnt);
   }
+  store_params_changed_locked(L);
   for (uint32_t i = 0; i < L->nslots; i++)
     store_slot_release(&L->slots[i], st->cfg.workers);
   if (L->asp_next)
@@ -173,6 +174,7 @@ void store_snapshot_release(store_layer *L) {
 void store_restore_layer(store_layer *L, const float *data, uint64_t version) {
   pthread_mutex_lock(&L->mu);
   memcpy(L->cur->data, data, L->cnt * sizeof(float));
+  store_params_changed_locked(L);
   if (store_floats(L) > L->cnt)
     memcpy(L->state, data + L->cnt, (store_floats(L) - L->cnt) * sizeof(float));
   L->version = version;

@@ -101,6 +101,7 @@ static store_waiter *take_locked(store_layer *L, store_push *p, float **copy) {
   store_fbuf_unref(L->cur); /* no pull holds it: none could read it */
   L->cur = p->buf;
   p->buf = NULL;
+  store_params_changed_locked(L);
   L->given = *copy;
   *copy = NULL;
   L->awaiting = false;
@@ -138,9 +139,11 @@ int store_values_commit(store_push *p, bool *duplicate, char *msg,
     return FSPS_INVALID_ARGUMENT;
   }
   float *copy = store_big_alloc(L->cnt * sizeof(float));
-  int rc = copy ? FSPS_OK : FSPS_RESOURCE_EXHAUSTED;
+  int rc = copy && store_fbuf_wire(L, p->buf) == FSPS_OK
+               ? FSPS_OK
+               : FSPS_RESOURCE_EXHAUSTED;
   store_waiter *ready = NULL;
-  if (copy == NULL)
+  if (rc != FSPS_OK)
     snprintf(msg, msglen, "out of memory keeping the values of layer '%s'",
              L->spec->name);
   else

@@ -10,6 +10,7 @@ static const char *const init_names[] = {
     "zeros",          "constant",   "uniform", "normal",
     "xavier_uniform", "he_uniform", "client"};
 static const char *const sched_names[] = {"constant", "step", "cosine"};
+static const char *const dtype_names[] = {"fp32", "bf16"};
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -124,6 +125,16 @@ int shard_sched_kind_parse_msg(const char *name, shard_sched_kind *out,
   return rc;
 }
 
+int shard_wire_dtype_parse_msg(const char *name, shard_wire_dtype *out,
+                               char *msg, size_t msglen) {
+  int i = 0;
+  int rc = parse_kind(dtype_names, COUNT(dtype_names), "wire dtype", name, &i,
+                      msg, msglen);
+  if (rc == FSPS_OK && out)
+    *out = (shard_wire_dtype)i;
+  return rc;
+}
+
 int shard_opt_kind_parse(const char *name, shard_opt_kind *out) {
   return shard_opt_kind_parse_msg(name, out, NULL, 0);
 }
@@ -134,6 +145,10 @@ int shard_init_kind_parse(const char *name, shard_init_kind *out) {
 
 int shard_sched_kind_parse(const char *name, shard_sched_kind *out) {
   return shard_sched_kind_parse_msg(name, out, NULL, 0);
+}
+
+int shard_wire_dtype_parse(const char *name, shard_wire_dtype *out) {
+  return shard_wire_dtype_parse_msg(name, out, NULL, 0);
 }
 
 /* Enum values are compared as unsigned so that a negative value stored in
@@ -148,6 +163,10 @@ const char *shard_init_kind_name(shard_init_kind kind) {
 
 const char *shard_sched_kind_name(shard_sched_kind kind) {
   return (unsigned)kind < COUNT(sched_names) ? sched_names[kind] : "unknown";
+}
+
+const char *shard_wire_dtype_name(shard_wire_dtype dtype) {
+  return (unsigned)dtype < COUNT(dtype_names) ? dtype_names[dtype] : "unknown";
 }
 
 int shard_optim_defaults(shard_opt_kind kind, shard_optim_spec *o) {

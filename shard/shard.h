@@ -64,6 +64,12 @@ typedef enum {
   SHARD_SCHED_COSINE
 } shard_sched_kind;
 
+/* How a model's parameters and gradients travel (pulls and pushes): as
+ * float32, or as bfloat16 (float32's top 16 bits, rounded to nearest even).
+ * Servers keep float32 parameters and optimizer state and sum in float32
+ * either way; wire/ says how each is encoded. */
+typedef enum { SHARD_WIRE_FP32, SHARD_WIRE_BF16 } shard_wire_dtype;
+
 /* The *_parse functions map a lower-case name ("sgd", "adam", "adamw",
  * "adagrad"; "zeros", "constant", "uniform", "normal", "xavier_uniform",
  * "he_uniform", "client"; "constant", "step", "cosine") to its enum value. They
@@ -72,6 +78,8 @@ typedef enum {
 int shard_opt_kind_parse(const char *name, shard_opt_kind *out);
 int shard_init_kind_parse(const char *name, shard_init_kind *out);
 int shard_sched_kind_parse(const char *name, shard_sched_kind *out);
+/* Wire dtypes: "fp32", "bf16". */
+int shard_wire_dtype_parse(const char *name, shard_wire_dtype *out);
 
 /* The *_parse_msg variants do the same and, on failure, also write into msg
  * (when msg is non-NULL and msglen > 0; always NUL-terminated) a sentence
@@ -84,12 +92,15 @@ int shard_init_kind_parse_msg(const char *name, shard_init_kind *out, char *msg,
                               size_t msglen);
 int shard_sched_kind_parse_msg(const char *name, shard_sched_kind *out,
                                char *msg, size_t msglen);
+int shard_wire_dtype_parse_msg(const char *name, shard_wire_dtype *out,
+                               char *msg, size_t msglen);
 
 /* The *_name functions return the static name of a kind (the inverse of
  * *_parse), or "unknown" for a value outside the enum. Thread-safe. */
 const char *shard_opt_kind_name(shard_opt_kind kind);
 const char *shard_init_kind_name(shard_init_kind kind);
 const char *shard_sched_kind_name(shard_sched_kind kind);
+const char *shard_wire_dtype_name(shard_wire_dtype dtype);
 
 /* ---- Model spec -------------------------------------------------------- */
 
@@ -182,6 +193,11 @@ int shard_spec_add_tensor(shard_spec *spec, const char *name, uint32_t ndims,
 /* shard_spec_set_optim copies *o into spec. NULL spec or o is a no-op. */
 void shard_spec_set_optim(shard_spec *spec, const shard_optim_spec *o);
 
+/* shard_spec_set_wire_dtype sets how the model travels (SHARD_WIRE_FP32
+ * when never set). A value outside the enum is stored and refused by
+ * validation. NULL spec is a no-op. */
+void shard_spec_set_wire_dtype(shard_spec *spec, shard_wire_dtype dtype);
+
 /* Accessors; spec must be non-NULL. shard_spec_layer returns a pointer
  * owned by spec, valid until the next add or destroy, or NULL when l is out
  * of range. shard_spec_optim returns a pointer owned by spec. */
@@ -189,6 +205,7 @@ uint64_t shard_spec_seed(const shard_spec *spec);
 uint32_t shard_spec_num_layers(const shard_spec *spec);
 const shard_layer *shard_spec_layer(const shard_spec *spec, uint32_t l);
 const shard_optim_spec *shard_spec_optim(const shard_spec *spec);
+shard_wire_dtype shard_spec_wire_dtype(const shard_spec *spec);
 
 /* shard_layer_client returns whether layer L's values are given by a
  * client (its tensors' init is SHARD_INIT_CLIENT; validation makes it all
@@ -213,8 +230,11 @@ int shard_spec_validate(const shard_spec *spec, char *msg, size_t msglen);
 
 /* shard_spec_hash returns a stable 64-bit hash of every field of the spec
  * (seed, layer and tensor names, dims, init kinds and parameters, every
- * optimizer and schedule field), computed over an explicit little-endian
- * encoding, so it is the same on every machine and build. Computed fields
+ * optimizer and schedule field, the wire dtype), computed over an explicit
+ * little-endian encoding, so it is the same on every machine and build. The
+ * wire dtype adds to the hash only when it is not fp32, so a float32
+ * model's hash is what it was before the dtype existed (checkpoints of it
+ * still match). Computed fields
  * (offsets, sizes) are implied by the inputs. Thread-safe on a spec nobody
  * mutates. NULL hashes as 0. */
 uint64_t shard_spec_hash(const shard_spec *spec);

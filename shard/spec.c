@@ -15,6 +15,7 @@ struct shard_spec {
   uint32_t nlayers;
   shard_layer *layers;
   shard_optim_spec optim;
+  shard_wire_dtype wire_dtype;
   /* The first problem met by an add call that could not store its input
    * ("" when none); validation reports it before anything else. */
   char error[256];
@@ -184,6 +185,11 @@ void shard_spec_set_optim(shard_spec *spec, const shard_optim_spec *o) {
     spec->optim = *o;
 }
 
+void shard_spec_set_wire_dtype(shard_spec *spec, shard_wire_dtype dtype) {
+  if (spec)
+    spec->wire_dtype = dtype;
+}
+
 /* ---- Reading ----------------------------------------------------------- */
 
 uint64_t shard_spec_seed(const shard_spec *spec) {
@@ -200,6 +206,10 @@ const shard_layer *shard_spec_layer(const shard_spec *spec, uint32_t l) {
 
 const shard_optim_spec *shard_spec_optim(const shard_spec *spec) {
   return &spec->optim;
+}
+
+shard_wire_dtype shard_spec_wire_dtype(const shard_spec *spec) {
+  return spec->wire_dtype;
 }
 
 bool shard_layer_client(const shard_layer *L) {
@@ -549,6 +559,9 @@ int shard_spec_validate(const shard_spec *spec, char *msg, size_t msglen) {
     return fail(msg, msglen, "%s", spec->error);
   if (spec->nlayers == 0)
     return fail(msg, msglen, "model spec has no layers; add at least one");
+  if ((unsigned)spec->wire_dtype > SHARD_WIRE_BF16)
+    return fail(msg, msglen, "unknown wire dtype %d; expected fp32 or bf16",
+                (int)spec->wire_dtype);
   int rc = check_optim(&spec->optim, msg, msglen);
   if (rc != FSPS_OK)
     return rc;
@@ -635,6 +648,16 @@ static void enc_tensor(enc *e, const shard_tensor *t) {
   put_f64(e, t->init_b);
 }
 
+/* enc_wire encodes the wire dtype: nothing for fp32, so that a float32
+ * model hashes as it did before the dtype was part of the spec. */
+static void enc_wire(enc *e, const shard_spec *spec) {
+  e->n = 0;
+  if (spec->wire_dtype == SHARD_WIRE_FP32)
+    return;
+  put_str(e, "wire_dtype");
+  put_u64(e, (uint32_t)spec->wire_dtype, 4);
+}
+
 /* murmur3's fmix64: spreads FNV's weak high-bit mixing over all 64 bits. */
 static uint64_t fmix64(uint64_t h) {
   h ^= h >> 33;
@@ -664,6 +687,8 @@ uint64_t shard_spec_hash(const shard_spec *spec) {
       h = fnv1a(h, e.b, e.n);
     }
   }
+  enc_wire(&e, spec);
+  h = fnv1a(h, e.b, e.n);
   return fmix64(h);
 }
 
@@ -706,7 +731,7 @@ bool shard_spec_equal(const shard_spec *a, const shard_spec *b) {
     return false;
   enc_optim(&x, &a->optim);
   enc_optim(&y, &b->optim);
-  if (!same(&x, &y))
+  if (!same(&x, &y) || a->wire_dtype != b->wire_dtype)
     return false;
   for (uint32_t l = 0; l < a->nlayers; l++)
     if (!same_layer(&a->layers[l], &b->layers[l]))

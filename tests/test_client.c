@@ -346,18 +346,18 @@ static void test_options_defaults(void **state) {
   assert_int_equal(o.size, sizeof o);
 }
 
-/* A program built against 0.3's header calls the function
- * fsps_options_init (not the macro) on options of 0.3's size: nothing past
- * them is written, and they connect with the later fields' defaults. */
-static void test_options_of_an_older_program(void **state) {
-  (void)state;
-  size_t old = offsetof(fsps_options, io_threads) + sizeof(uint32_t);
+/* older_options fills options of an older header's `old` bytes inside a
+ * buffer of 0xab (init: the function a program of that header calls), and
+ * checks nothing past them is written and that they connect with the later
+ * fields' defaults: the 0xab bytes where those fields lie are never read
+ * (a token pointer or a wire_dtype of 0xab would fail or crash). */
+static void older_options(size_t old, void (*init)(fsps_options *, size_t)) {
   union {
     fsps_options o;
     unsigned char b[sizeof(fsps_options) + 16];
   } u;
   memset(&u, 0xab, sizeof u);
-  (fsps_options_init)(&u.o);
+  init(&u.o, old);
   assert_int_equal(u.o.size, old);
   for (size_t i = old; i < sizeof u.b; i++)
     assert_int_equal(u.b[i], 0xab);
@@ -367,13 +367,41 @@ static void test_options_of_an_older_program(void **state) {
   char err[256] = "";
   assert_int_equal(fsps_connect(&u.o, &c, err, sizeof err), FSPS_OK);
   fsps_close(c);
-  /* A newer program's longer options: its extra bytes zeroed, refused. */
+}
+
+/* What a program built against 0.3's header calls: the function
+ * fsps_options_init (not the macro), on options of 0.3's size. */
+static void init_0_3(fsps_options *o, size_t size) {
+  assert_int_equal(size, offsetof(fsps_options, io_threads) + sizeof(uint32_t));
+  (fsps_options_init)(o);
+}
+
+/* Programs built against older headers: 0.3's (through io_threads; it
+ * calls the function fsps_options_init) and 0.4's (through the TLS fields,
+ * without wire_dtype; its fsps_options_init is the macro passing its
+ * sizeof). A newer program's longer options have their extra bytes
+ * zeroed, and are refused. */
+static void test_options_of_an_older_program(void **state) {
+  (void)state;
+  older_options(offsetof(fsps_options, io_threads) + sizeof(uint32_t),
+                init_0_3);
+  size_t v0_4 = offsetof(fsps_options, tls_server_name) + sizeof(const char *);
+  assert_true(v0_4 < sizeof(fsps_options)); /* wire_dtype lies past it */
+  assert_true(offsetof(fsps_options, wire_dtype) >= v0_4);
+  older_options(v0_4, fsps_options_init_size);
+  union {
+    fsps_options o;
+    unsigned char b[sizeof(fsps_options) + 16];
+  } u;
+  memset(&u, 0xab, sizeof u);
   fsps_options_init_size(&u.o, sizeof u.o + 8);
   assert_int_equal(u.o.size, sizeof u.o + 8);
   for (size_t i = sizeof u.o; i < sizeof u.o + 8; i++)
     assert_int_equal(u.b[i], 0);
   assert_int_equal(u.b[sizeof u.o + 8], 0xab);
   u.o.servers = "127.0.0.1:7000";
+  fsps_client *c = NULL;
+  char err[256] = "";
   assert_int_equal(fsps_connect(&u.o, &c, err, sizeof err),
                    FSPS_INVALID_ARGUMENT);
 }

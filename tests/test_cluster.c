@@ -1,7 +1,8 @@
 /* test_cluster.c: real fsps-server processes on loopback driven by W
  * libfsps clients (one thread each): S x W runs against a single-process
- * reference, bit for bit in --deterministic mode, and the BSP, SSP and ASP
- * consistency guarantees. */
+ * reference, bit for bit in --deterministic mode, with the fp32 and the
+ * bf16 wire dtype; a worker of the other wire dtype refused; and the BSP,
+ * SSP and ASP consistency guarantees. */
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -65,9 +66,28 @@ static void fill_grad(float *g, uint64_t n, uint32_t w, uint64_t t,
     g[i] = grad(w, t, l, i);
 }
 
+/* bf16 returns x as the bf16 wire carries it: rounded to nearest even
+ * (no NaN here), and back to float exactly. */
+static float bf16(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+static void round_bf16(float *v, uint64_t n) {
+  for (uint64_t i = 0; i < n; i++)
+    v[i] = bf16(v[i]);
+}
+
 /* reference runs the same training in one process: the mean of the W
- * gradients (summed in worker order) through the same optimizer. */
-static float *reference(uint32_t l, uint32_t W, uint64_t *n_out) {
+ * gradients (summed in worker order) through the same optimizer, on float32
+ * parameters. With the bf16 wire each worker's gradient is rounded to bf16
+ * before the sum (in float32), and the parameters gathered at the end are
+ * the master's rounded to bf16. */
+static float *reference(uint32_t l, uint32_t W, bool wire_bf16,
+                        uint64_t *n_out) {
   fsps_spec *fs = make_spec();
   uint64_t n = fsps_spec_layer_size(fs, l);
   fsps_spec_destroy(fs);
@@ -93,13 +113,19 @@ static float *reference(uint32_t l, uint32_t W, uint64_t *n_out) {
   optim_state_init(&cfg, state, n);
   for (uint64_t t = 0; t < STEPS; t++) {
     fill_grad(acc, n, 0, t, l);
+    if (wire_bf16)
+      round_bf16(acc, n);
     for (uint32_t wk = 1; wk < W; wk++) {
       fill_grad(g, n, wk, t, l);
+      if (wire_bf16)
+        round_bf16(g, n);
       for (uint64_t i = 0; i < n; i++)
         acc[i] += g[i];
     }
     optim_step(&cfg, t + 1, cfg.lr, 1.0f / (float)W, p, acc, state, n);
   }
+  if (wire_bf16)
+    round_bf16(p, n);
   free(acc);
   free(g);
   free(state);
@@ -147,6 +173,8 @@ typedef struct {
   int rc;
   uint64_t bad_version;  /* a version outside the mode's bounds, +1 */
   uint64_t min_seen_lag; /* max over steps of t - version gathered */
+  /* The bf16 wire: in the spec (even ranks) or in the options (odd). */
+  bool wire_bf16;
   float *final[LAYERS];
   char err[512];
 } worker_arg;
@@ -160,6 +188,10 @@ static int worker_connect(worker_arg *a, fsps_client **c, fsps_spec *spec) {
   o.mode = a->mode;
   o.staleness = a->staleness;
   o.timeout_ms = 30000;
+  if (a->wire_bf16 && a->rank % 2 == 1)
+    o.wire_dtype = FSPS_WIRE_BF16;
+  else if (a->wire_bf16 && fsps_spec_set_wire_dtype(spec, "bf16") != FSPS_OK)
+    return FSPS_INVALID_ARGUMENT;
   int rc = fsps_connect(&o, c, a->err, sizeof a->err);
   if (rc != FSPS_OK)
     return rc;
@@ -265,7 +297,7 @@ static void free_workers(worker_arg *args, uint32_t W) {
 
 /* ---- tests ---- */
 
-static void run_matrix_case(int S, uint32_t W) {
+static void run_matrix_case(int S, uint32_t W, bool wire_bf16) {
   static const char *const det[] = {"--deterministic", NULL};
   cluster cl;
   assert_int_equal(test_cluster_start(&cl, S, (int)W, det), 0);
@@ -276,16 +308,17 @@ static void run_matrix_case(int S, uint32_t W) {
                            .rank = w,
                            .world = W,
                            .mode = FSPS_BSP,
-                           .delay = (useconds_t)(w * 3000)};
+                           .delay = (useconds_t)(w * 3000),
+                           .wire_bf16 = wire_bf16};
   run_workers(args, W);
   for (uint32_t l = 0; l < LAYERS; l++) {
     uint64_t n;
-    float *ref = reference(l, W, &n);
+    float *ref = reference(l, W, wire_bf16, &n);
     for (uint32_t w = 0; w < W; w++) {
       if (memcmp(ref, args[w].final[l], n * 4) != 0)
-        fail_msg("S=%d W=%u layer %u: worker %u's parameters differ from "
+        fail_msg("S=%d W=%u %s layer %u: worker %u's parameters differ from "
                  "the reference",
-                 S, W, l, w);
+                 S, W, wire_bf16 ? "bf16" : "fp32", l, w);
     }
     free(ref);
     for (uint32_t w = 0; w < W; w++)
@@ -301,7 +334,76 @@ static void test_matrix_bit_exact(void **state) {
   static const uint32_t workers[] = {1, 2, 4};
   for (int i = 0; i < 3; i++)
     for (int j = 0; j < 3; j++)
-      run_matrix_case(servers[i], workers[j]);
+      run_matrix_case(servers[i], workers[j], false);
+}
+
+/* The bf16 wire, deterministic: every S gives the reference's bits (the
+ * master in float32, gradients rounded to bf16 before the sum), so every S
+ * gives the same bits; ranks choose bf16 through the spec or the options. */
+static void test_matrix_bf16_bit_exact(void **state) {
+  (void)state;
+  static const int servers[] = {1, 2, 3};
+  static const uint32_t workers[] = {1, 2, 3};
+  for (int i = 0; i < 3; i++)
+    for (int j = 0; j < 3; j++)
+      run_matrix_case(servers[i], workers[j], true);
+}
+
+/* connect_rank connects worker rank of 2 to cl with wire dtype opt. */
+static fsps_client *connect_rank(const cluster *cl, uint32_t rank,
+                                 fsps_wire_dtype opt) {
+  fsps_options o;
+  fsps_options_init(&o);
+  o.servers = cl->servers;
+  o.rank = rank;
+  o.world = 2;
+  o.timeout_ms = 30000;
+  o.wire_dtype = opt;
+  fsps_client *c = NULL;
+  char err[256];
+  if (fsps_connect(&o, &c, err, sizeof err) != FSPS_OK)
+    fail_msg("connect: %s", err);
+  return c;
+}
+
+/* A worker whose wire dtype differs from the declared model's is refused
+ * like any other spec mismatch, saying so; the servers keep the model. */
+static void test_other_wire_dtype_refused(void **state) {
+  (void)state;
+  cluster cl;
+  assert_int_equal(test_cluster_start(&cl, 2, 2, NULL), 0);
+  fsps_spec *bf = make_spec(), *fp = make_spec();
+  assert_int_equal(fsps_spec_set_wire_dtype(bf, "bf16"), FSPS_OK);
+  assert_string_equal(fsps_spec_wire_dtype(bf), "bf16");
+  assert_string_equal(fsps_spec_wire_dtype(fp), "fp32");
+  assert_true(fsps_spec_hash(bf) != fsps_spec_hash(fp));
+  fsps_client *c0 = connect_rank(&cl, 0, FSPS_WIRE_AS_SPEC);
+  assert_int_equal(fsps_declare(c0, bf), FSPS_OK);
+  fsps_client *c1 = connect_rank(&cl, 1, FSPS_WIRE_AS_SPEC);
+  assert_int_equal(fsps_attach(c1, fp, 5000), FSPS_FAILED_PRECONDITION);
+  assert_non_null(strstr(fsps_last_error(c1), "wire dtype bf16, this worker "
+                                              "asks for fp32"));
+  assert_int_equal(fsps_declare(c1, fp), FSPS_FAILED_PRECONDITION);
+  assert_non_null(strstr(fsps_last_error(c1), "its wire dtype is bf16, the "
+                                              "request's fp32"));
+  fsps_close(c1);
+  /* The options' fp32 over a bf16 spec is the same refusal; their bf16
+   * over an fp32 spec attaches. */
+  c1 = connect_rank(&cl, 1, FSPS_WIRE_FP32);
+  assert_int_equal(fsps_attach(c1, bf, 5000), FSPS_FAILED_PRECONDITION);
+  fsps_close(c1);
+  c1 = connect_rank(&cl, 1, FSPS_WIRE_BF16);
+  assert_int_equal(fsps_attach(c1, fp, 5000), FSPS_OK);
+  fsps_close(c1);
+  assert_int_equal(fsps_spec_set_wire_dtype(fp, "fp16"), FSPS_INVALID_ARGUMENT);
+  char msg[256];
+  assert_int_equal(fsps_spec_validate(fp, msg, sizeof msg),
+                   FSPS_INVALID_ARGUMENT);
+  assert_non_null(strstr(msg, "unknown wire dtype 'fp16'"));
+  fsps_close(c0);
+  fsps_spec_destroy(bf);
+  fsps_spec_destroy(fp);
+  assert_int_equal(test_cluster_stop(&cl), 0);
 }
 
 static void test_ssp_bounded_staleness(void **state) {
@@ -354,6 +456,8 @@ static void test_asp_pulls_never_wait(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_matrix_bit_exact),
+      cmocka_unit_test(test_matrix_bf16_bit_exact),
+      cmocka_unit_test(test_other_wire_dtype_refused),
       cmocka_unit_test(test_ssp_bounded_staleness),
       cmocka_unit_test(test_asp_pulls_never_wait),
   };

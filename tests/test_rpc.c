@@ -60,6 +60,8 @@ static void send_next(rpc_call *call) {
   rpc_tensor_hdr h = {0};
   rpc_hdr_set(&h, 1, 7);
   rpc_hdr_set(&h, 3, s->next);
+  /* Odd chunks carry their payload in the second payload field. */
+  h.payload_field = s->next % 2 ? RPC_TENSOR_FIELD_LAST : 0;
   s->next++;
   rpc_call_send_tensor(call, &h, g_big, CHUNK_FLOATS * sizeof(float), NULL,
                        NULL);
@@ -229,21 +231,40 @@ static void waiter_wait(waiter *w) {
   pthread_mutex_unlock(&w->mu);
 }
 
+/* Where rpc_msg_payload_spans has put the payload so far. */
+typedef struct {
+  uint8_t *at;
+  size_t spans;
+} span_copy;
+
+static void take_span(void *arg, const void *bytes, size_t len) {
+  span_copy *c = arg;
+  memcpy(c->at, bytes, len);
+  c->at += len;
+  c->spans++;
+}
+
 static void on_message(rpc_stream *s, rpc_msg *msg, void *ctx) {
   (void)s;
   waiter *w = ctx;
   rpc_tensor_hdr h;
   size_t n;
+  unsigned field = w->msgs % 2 ? RPC_TENSOR_FIELD_LAST : RPC_TENSOR_FIELD;
   if (rpc_msg_tensor(msg, &h, &n, NULL) != FSPS_OK ||
-      n != CHUNK_FLOATS * sizeof(float) || h.v[1] != 7 || h.v[3] != w->msgs) {
+      n != CHUNK_FLOATS * sizeof(float) || h.v[1] != 7 || h.v[3] != w->msgs ||
+      h.payload_field != field) {
     w->bad++;
     return;
   }
-  float *buf = malloc(n);
+  float *buf = malloc(n), *spans = malloc(n);
   rpc_msg_copy_payload(msg, buf);
-  if (memcmp(buf, g_big, n) != 0)
+  span_copy c = {(uint8_t *)spans, 0};
+  rpc_msg_payload_spans(msg, take_span, &c);
+  if (memcmp(buf, g_big, n) != 0 || memcmp(spans, g_big, n) != 0 ||
+      c.at != (uint8_t *)spans + n || c.spans == 0)
     w->bad++;
   free(buf);
+  free(spans);
   w->msgs++;
 }
 

@@ -424,6 +424,7 @@ enum {
   M_EXTRA_TENSOR,
   M_EXTRA_LAYER,
   M_SWAP_LAYERS,
+  M_WIRE_DTYPE,
   M_COUNT
 };
 
@@ -527,6 +528,8 @@ static shard_spec *base_spec(int m) {
   o.warmup_steps = 100;
   mutate_optim(&o, m);
   shard_spec_set_optim(s, &o);
+  if (m == M_WIRE_DTYPE)
+    shard_spec_set_wire_dtype(s, SHARD_WIRE_BF16);
   return s;
 }
 
@@ -571,6 +574,14 @@ static void test_hash_pinned(void **state) {
   assert_string_equal(hex, "6368f5f7fc6d0154");
   shard_spec_hash_hex(UINT64_C(0x0123456789abcdef), hex);
   assert_string_equal(hex, "0123456789abcdef");
+  shard_spec_destroy(s);
+  /* An fp32 spec set explicitly hashes as one that never heard of wire
+   * dtypes (the value above); bf16 is pinned as well. */
+  s = base_spec(M_NONE);
+  shard_spec_set_wire_dtype(s, SHARD_WIRE_FP32);
+  assert_int_equal(shard_spec_hash(s), UINT64_C(0x6368f5f7fc6d0154));
+  shard_spec_set_wire_dtype(s, SHARD_WIRE_BF16);
+  assert_int_equal(shard_spec_hash(s), UINT64_C(0x02b43d2c0e7e5efd));
   shard_spec_destroy(s);
 }
 
@@ -636,6 +647,19 @@ static void test_kind_names_round_trip(void **state) {
     assert_int_equal(shard_sched_kind_parse(shard_sched_kind_name(k), &out), 0);
     assert_int_equal(out, k);
   }
+  for (int k = SHARD_WIRE_FP32; k <= SHARD_WIRE_BF16; k++) {
+    shard_wire_dtype out = SHARD_WIRE_FP32;
+    assert_int_equal(shard_wire_dtype_parse(shard_wire_dtype_name(k), &out), 0);
+    assert_int_equal(out, k);
+  }
+  char msg[128];
+  shard_wire_dtype d = SHARD_WIRE_BF16;
+  assert_int_equal(shard_wire_dtype_parse_msg("fp16", &d, msg, sizeof msg),
+                   FSPS_INVALID_ARGUMENT);
+  assert_int_equal(d, SHARD_WIRE_BF16);
+  assert_string_equal(msg, "unknown wire dtype 'fp16'; expected one of: "
+                           "fp32, bf16");
+  assert_string_equal(shard_wire_dtype_name((shard_wire_dtype)2), "unknown");
   assert_string_equal(shard_opt_kind_name(SHARD_OPT_ADAMW), "adamw");
   assert_string_equal(shard_init_kind_name(SHARD_INIT_XAVIER_UNIFORM),
                       "xavier_uniform");
@@ -771,6 +795,19 @@ static void test_refuses_bad_optimizer(void **state) {
   expect_invalid(with_optim(neg_wd), "weight_decay is -0.01", NULL);
 }
 
+static void test_refuses_unknown_wire_dtype(void **state) {
+  (void)state;
+  shard_spec *s = base_spec(M_WIRE_DTYPE);
+  char msg[256];
+  assert_int_equal(shard_spec_validate(s, msg, sizeof msg), FSPS_OK);
+  assert_int_equal(shard_spec_wire_dtype(s), SHARD_WIRE_BF16);
+  shard_spec_set_wire_dtype(s, (shard_wire_dtype)5);
+  assert_int_equal(shard_spec_validate(s, msg, sizeof msg),
+                   FSPS_INVALID_ARGUMENT);
+  assert_string_equal(msg, "unknown wire dtype 5; expected fp32 or bf16");
+  shard_spec_destroy(s);
+}
+
 static void test_refuses_xavier_on_1d(void **state) {
   static const uint64_t d[1] = {64};
   (void)state;
@@ -891,6 +928,7 @@ int main(void) {
       cmocka_unit_test(test_refuses_duplicate_tensors),
       cmocka_unit_test(test_refuses_bad_optimizer),
       cmocka_unit_test(test_refuses_xavier_on_1d),
+      cmocka_unit_test(test_refuses_unknown_wire_dtype),
       cmocka_unit_test(test_refuses_bad_init_params),
       cmocka_unit_test(test_refuses_empty_specs),
       cmocka_unit_test(test_refuses_unstorable_input),

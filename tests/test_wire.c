@@ -15,6 +15,7 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "rpc.h"
+#include "test_wire_bf16.h"
 #include "wire.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -23,6 +24,11 @@
  * fields where wire says they are, and a message holds a chunk. */
 _Static_assert(WIRE_PULL_DATA == RPC_TENSOR_FIELD, "PullChunk.data");
 _Static_assert(WIRE_PUSH_DATA == RPC_TENSOR_FIELD, "PushChunk.data");
+_Static_assert(WIRE_PULL_DATA_BF16 > RPC_TENSOR_FIELD &&
+                   WIRE_PULL_DATA_BF16 <= RPC_TENSOR_FIELD_LAST &&
+                   WIRE_PUSH_DATA_BF16 > RPC_TENSOR_FIELD &&
+                   WIRE_PUSH_DATA_BF16 <= RPC_TENSOR_FIELD_LAST,
+               "the bf16 payloads are among rpc's payload fields");
 _Static_assert(WIRE_PULL_OFFSET <= RPC_TENSOR_MAX_VARINT &&
                    WIRE_PULL_VERSION <= RPC_TENSOR_MAX_VARINT &&
                    WIRE_PULL_LAYER <= RPC_TENSOR_MAX_VARINT,
@@ -60,6 +66,7 @@ static const field pull_fields[] = {
     {"version", WIRE_PULL_VERSION, PROTOBUF_C_TYPE_UINT64},
     {"offset", WIRE_PULL_OFFSET, PROTOBUF_C_TYPE_UINT64},
     {"data", WIRE_PULL_DATA, PROTOBUF_C_TYPE_BYTES},
+    {"data_bf16", WIRE_PULL_DATA_BF16, PROTOBUF_C_TYPE_BYTES},
 };
 
 static const field push_fields[] = {
@@ -69,6 +76,7 @@ static const field push_fields[] = {
     {"offset", WIRE_PUSH_OFFSET, PROTOBUF_C_TYPE_UINT64},
     {"epoch", WIRE_PUSH_EPOCH, PROTOBUF_C_TYPE_UINT64},
     {"data", WIRE_PUSH_DATA, PROTOBUF_C_TYPE_BYTES},
+    {"data_bf16", WIRE_PUSH_DATA_BF16, PROTOBUF_C_TYPE_BYTES},
 };
 
 static const field values_fields[] = {
@@ -235,6 +243,27 @@ static void test_schedules_match_by_name(void **state) {
   assert_false(wire_schedule_from_proto(-3, &out));
 }
 
+static void test_wire_dtypes_match_by_name(void **state) {
+  (void)state;
+  const ProtobufCEnumDescriptor *d = &fsps__v1__wire_dtype__descriptor;
+  assert_int_equal(d->n_values, SHARD_WIRE_BF16 + 1);
+  for (int k = SHARD_WIRE_FP32; k <= SHARD_WIRE_BF16; k++) {
+    int v = proto_value(d, "WIRE_DTYPE_", shard_wire_dtype_name(k));
+    assert_int_equal(wire_dtype_to_proto(k), v);
+    shard_wire_dtype back;
+    assert_true(wire_dtype_from_proto(v, &back));
+    assert_int_equal(back, k);
+  }
+  shard_wire_dtype out = SHARD_WIRE_FP32;
+  assert_false(wire_dtype_from_proto(SHARD_WIRE_BF16 + 1, &out));
+  assert_false(wire_dtype_from_proto(-1, &out));
+  assert_int_equal(out, SHARD_WIRE_FP32);
+  assert_int_equal(wire_dtype_bytes(SHARD_WIRE_FP32), 4);
+  assert_int_equal(wire_dtype_bytes(SHARD_WIRE_BF16), 2);
+  assert_int_equal(wire_data_field(SHARD_WIRE_FP32), WIRE_PUSH_DATA);
+  assert_int_equal(wire_data_field(SHARD_WIRE_BF16), WIRE_PUSH_DATA_BF16);
+}
+
 static void test_optimizer_names_parse_back(void **state) {
   (void)state;
   for (int k = SHARD_OPT_SGD; k <= SHARD_OPT_ADAGRAD; k++) {
@@ -300,6 +329,37 @@ static void test_spec_round_trip(void **state) {
   assert_non_null(back);
   assert_true(shard_spec_equal(s, back));
   assert_true(shard_spec_hash(s) == shard_spec_hash(back));
+  shard_spec_destroy(back);
+  free(buf);
+  wire_spec_msg_free(&m);
+  shard_spec_destroy(s);
+}
+
+/* A bf16 model's spec travels with its dtype and hashes differently from
+ * the same model in fp32, whose hash has no dtype in it. */
+static void test_spec_wire_dtype_round_trip(void **state) {
+  (void)state;
+  shard_spec *s = full_spec();
+  uint64_t fp32 = shard_spec_hash(s);
+  shard_spec_set_wire_dtype(s, SHARD_WIRE_BF16);
+  assert_true(shard_spec_hash(s) != fp32);
+  wire_spec_msg m;
+  assert_int_equal(wire_spec_to_proto(&m, s), FSPS_OK);
+  assert_int_equal(m.model.wire_dtype, FSPS__V1__WIRE_DTYPE__WIRE_DTYPE_BF16);
+  size_t len;
+  uint8_t *buf = pack(&m.model.base, &len);
+  char msg[256];
+  shard_spec *back = wire_spec_unpack(buf, len, msg, sizeof msg);
+  assert_non_null(back);
+  assert_int_equal(shard_spec_wire_dtype(back), SHARD_WIRE_BF16);
+  assert_true(shard_spec_equal(s, back));
+  assert_true(shard_spec_hash(s) == shard_spec_hash(back));
+  shard_spec_set_wire_dtype(back, SHARD_WIRE_FP32);
+  assert_false(shard_spec_equal(s, back));
+  assert_true(shard_spec_hash(back) == fp32);
+  m.model.wire_dtype = (Fsps__V1__WireDtype)7; /* a newer peer's */
+  assert_null(wire_spec_from_proto(&m.model, msg, sizeof msg));
+  assert_non_null(strstr(msg, "unknown wire dtype 7"));
   shard_spec_destroy(back);
   free(buf);
   wire_spec_msg_free(&m);
@@ -546,9 +606,12 @@ int main(void) {
       cmocka_unit_test(test_schedules_match_by_name),
       cmocka_unit_test(test_optimizer_names_parse_back),
       cmocka_unit_test(test_spec_round_trip),
+      cmocka_unit_test(test_spec_wire_dtype_round_trip),
+      cmocka_unit_test(test_wire_dtypes_match_by_name),
       cmocka_unit_test(test_spec_from_proto_refusals),
       cmocka_unit_test(test_full_chunk_fits_in_a_message),
       cmocka_unit_test(test_largest_spec_fits_in_init),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  int failed = cmocka_run_group_tests(tests, NULL, NULL);
+  return failed + wire_bf16_tests();
 }

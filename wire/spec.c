@@ -82,6 +82,7 @@ int wire_spec_to_proto(wire_spec_msg *m, const shard_spec *spec) {
   m->model.layers = m->layer_ptrs;
   m->model.optimizer = &m->optim;
   m->model.seed = shard_spec_seed(spec);
+  m->model.wire_dtype = wire_dtype_to_proto(shard_spec_wire_dtype(spec));
   return FSPS_OK;
 }
 
@@ -169,6 +170,18 @@ static int set_optim(shard_spec *spec, const Fsps__V1__OptimizerSpec *o,
   return FSPS_OK;
 }
 
+static int set_wire_dtype(shard_spec *spec, int value, char *msg,
+                          size_t msglen) {
+  shard_wire_dtype dtype;
+  if (!wire_dtype_from_proto(value, &dtype)) {
+    snprintf(msg, msglen,
+             "unknown wire dtype %d; expected fp32 (0) or bf16 (1)", value);
+    return FSPS_INVALID_ARGUMENT;
+  }
+  shard_spec_set_wire_dtype(spec, dtype);
+  return FSPS_OK;
+}
+
 shard_spec *wire_spec_from_proto(const Fsps__V1__ModelSpec *m, char *msg,
                                  size_t msglen) {
   *msg = '\0';
@@ -178,7 +191,8 @@ shard_spec *wire_spec_from_proto(const Fsps__V1__ModelSpec *m, char *msg,
     return NULL;
   }
   if (add_layers(spec, m, msg, msglen) != FSPS_OK ||
-      set_optim(spec, m->optimizer, msg, msglen) != FSPS_OK) {
+      set_optim(spec, m->optimizer, msg, msglen) != FSPS_OK ||
+      set_wire_dtype(spec, m->wire_dtype, msg, msglen) != FSPS_OK) {
     shard_spec_destroy(spec);
     return NULL;
   }

@@ -1,5 +1,6 @@
-/* wire.c: the method path table and the enum mappings between shard's
- * enums and the proto's, tied together at compile time. */
+/* wire.c: the method path table, the enum mappings between shard's enums
+ * and the proto's (tied together at compile time), and the wire dtypes'
+ * sizes and fields. */
 #include <limits.h>
 
 #include "wire.h"
@@ -32,6 +33,11 @@ SAME(SHARD_INIT_CLIENT, FSPS__V1__INIT_KIND__INIT_CLIENT);
 SAME(SHARD_SCHED_CONSTANT, FSPS__V1__SCHEDULE__SCHEDULE_CONSTANT);
 SAME(SHARD_SCHED_STEP, FSPS__V1__SCHEDULE__SCHEDULE_STEP);
 SAME(SHARD_SCHED_COSINE, FSPS__V1__SCHEDULE__SCHEDULE_COSINE);
+SAME(SHARD_WIRE_FP32, FSPS__V1__WIRE_DTYPE__WIRE_DTYPE_FP32);
+SAME(SHARD_WIRE_BF16, FSPS__V1__WIRE_DTYPE__WIRE_DTYPE_BF16);
+/* PullChunk and PushChunk number their payloads alike (wire_data_field). */
+SAME(WIRE_PULL_DATA, WIRE_PUSH_DATA);
+SAME(WIRE_PULL_DATA_BF16, WIRE_PUSH_DATA_BF16);
 
 Fsps__V1__InitKind wire_init_to_proto(shard_init_kind kind) {
   return (Fsps__V1__InitKind)kind;
@@ -39,6 +45,25 @@ Fsps__V1__InitKind wire_init_to_proto(shard_init_kind kind) {
 
 Fsps__V1__Schedule wire_schedule_to_proto(shard_sched_kind kind) {
   return (Fsps__V1__Schedule)kind;
+}
+
+Fsps__V1__WireDtype wire_dtype_to_proto(shard_wire_dtype dtype) {
+  return (Fsps__V1__WireDtype)dtype;
+}
+
+bool wire_dtype_from_proto(int value, shard_wire_dtype *out) {
+  if (value < SHARD_WIRE_FP32 || value > SHARD_WIRE_BF16)
+    return false;
+  *out = (shard_wire_dtype)value;
+  return true;
+}
+
+size_t wire_dtype_bytes(shard_wire_dtype dtype) {
+  return dtype == SHARD_WIRE_BF16 ? 2 : 4;
+}
+
+unsigned wire_data_field(shard_wire_dtype dtype) {
+  return dtype == SHARD_WIRE_BF16 ? WIRE_PUSH_DATA_BF16 : WIRE_PUSH_DATA;
 }
 
 bool wire_init_from_proto(int value, shard_init_kind *out) {

@@ -39,7 +39,8 @@ enum {
   WIRE_PULL_LAYER = 1,
   WIRE_PULL_VERSION = 2,
   WIRE_PULL_OFFSET = 3,
-  WIRE_PULL_DATA = 8,
+  WIRE_PULL_DATA = 8,      /* float32 payload (WIRE_DTYPE_FP32) */
+  WIRE_PULL_DATA_BF16 = 9, /* bfloat16 payload (WIRE_DTYPE_BF16) */
 };
 enum {
   WIRE_PUSH_LAYER = 1,
@@ -47,16 +48,68 @@ enum {
   WIRE_PUSH_WORKER = 3,
   WIRE_PUSH_OFFSET = 4,
   WIRE_PUSH_EPOCH = 5,
-  WIRE_PUSH_DATA = 8,
+  WIRE_PUSH_DATA = 8,      /* float32 payload (WIRE_DTYPE_FP32) */
+  WIRE_PUSH_DATA_BF16 = 9, /* bfloat16 payload (WIRE_DTYPE_BF16) */
 };
 /* ValuesChunk: PushChunk's numbers for the fields it has (a values stream
- * is cut and checked as a push is). */
+ * is cut and checked as a push is). Its payload is float32 whatever the
+ * model's wire dtype. */
 enum {
   WIRE_VALUES_LAYER = 1,
   WIRE_VALUES_OFFSET = 4,
   WIRE_VALUES_EPOCH = 5,
   WIRE_VALUES_DATA = 8,
 };
+
+/* ---- wire dtype --------------------------------------------------------
+ * A model's pulls and pushes carry float32 (field 8) or bfloat16 (field 9),
+ * as its spec's wire dtype says (ModelSpec.wire_dtype). */
+
+/* wire_dtype_bytes returns the bytes an element takes on the wire: 4 for
+ * fp32, 2 for bf16. */
+size_t wire_dtype_bytes(shard_wire_dtype dtype);
+
+/* wire_data_field returns the payload field of a PullChunk or PushChunk of
+ * a model of this dtype (the two messages number them alike). */
+unsigned wire_data_field(shard_wire_dtype dtype);
+
+/* ---- bfloat16 ----------------------------------------------------------
+ * bf16 is a float32's top 16 bits, sent little-endian, 2 bytes an element.
+ * Encoding rounds to nearest, ties to even (so the largest floats round up
+ * to Inf, denormals keep their bits, Inf stays Inf) and turns every NaN into
+ * a quiet NaN of the same sign; decoding is exact (bits << 16), and quiets
+ * a signalling NaN. Both loops are plain C that GCC vectorises (SSE2, and
+ * AVX2 where the CPU has it). Thread-safe; the ranges must not overlap. */
+
+/* wire_bf16_encode writes n bf16 of src into dst (2n bytes, any alignment). */
+void wire_bf16_encode(void *dst, const float *src, size_t n);
+
+/* wire_bf16_encode_in_place encodes the n floats at buf over themselves:
+ * the bf16 take buf's first 2n bytes (the rest is left as it was), so a
+ * buffer that is sent as bf16 needs no second one. */
+void wire_bf16_encode_in_place(float *buf, size_t n);
+
+/* wire_bf16_decode writes n floats into dst from 2n bytes of bf16 at src
+ * (any alignment). */
+void wire_bf16_decode(float *dst, const void *src, size_t n);
+
+/* wire_bf16_round returns x as bf16 would carry it: encoded and decoded. */
+float wire_bf16_round(float x);
+
+/* A bf16 payload arrives in pieces of any length (gRPC's slices), so an
+ * element may straddle two; a reader decodes them in order into floats. */
+typedef struct {
+  float *dst;        /* where the next whole element goes */
+  uint8_t half;      /* the first byte of a straddling element */
+  bool has_half;     /* half holds one */
+  uint64_t elements; /* decoded so far */
+} wire_bf16_reader;
+
+/* wire_bf16_read_start starts a reader writing from dst on. */
+void wire_bf16_read_start(wire_bf16_reader *r, float *dst);
+
+/* wire_bf16_read decodes the next len bytes of the payload. */
+void wire_bf16_read(wire_bf16_reader *r, const void *bytes, size_t len);
 
 /* ---- size limits -------------------------------------------------------
  * A chunk's header: at most 7 varint fields of 11 bytes with their tags,
@@ -76,11 +129,13 @@ enum {
  * compile time); these convert with a range check for what arrives. */
 Fsps__V1__InitKind wire_init_to_proto(shard_init_kind kind);
 Fsps__V1__Schedule wire_schedule_to_proto(shard_sched_kind kind);
+Fsps__V1__WireDtype wire_dtype_to_proto(shard_wire_dtype dtype);
 
 /* wire_init_from_proto / wire_schedule_from_proto set *out and return true,
  * or return false for a value no shard enum has (a newer peer's). */
 bool wire_init_from_proto(int value, shard_init_kind *out);
 bool wire_schedule_from_proto(int value, shard_sched_kind *out);
+bool wire_dtype_from_proto(int value, shard_wire_dtype *out);
 
 /* The optimizer travels by name (OptimizerSpec.name): shard's names. */
 const char *wire_optimizer_name(shard_opt_kind kind);
@@ -126,7 +181,8 @@ void wire_spec_msg_free(wire_spec_msg *m);
  * owns it; shard_spec_validate checks its values later). An unset
  * optimizer hyper-parameter takes PyTorch's default for the optimizer.
  * Returns NULL with a sentence in msg when a value has no shard equivalent
- * (unknown init kind, optimizer or schedule, too many dims, no optimizer),
+ * (unknown init kind, optimizer, schedule or wire dtype, too many dims, no
+ * optimizer),
  * when sgd comes without lr (PyTorch has no default for it), or out of
  * memory. */
 shard_spec *wire_spec_from_proto(const Fsps__V1__ModelSpec *m, char *msg,

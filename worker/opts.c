@@ -105,6 +105,11 @@ static const opt_def defs[] = {
     {"metrics-port-file", "FSPS_METRICS_PORT_FILE",
      "write the metrics port here once listening", T_STR,
      F(metrics_port_file), 0, 0},
+    {"wire-dtype", "FSPS_WIRE_DTYPE",
+     "gather parameters and push gradients as fp32 or bf16 (bfloat16, half "
+     "the bytes; servers keep fp32 and sum in fp32); part of the model, so "
+     "every worker must give the same (fp32)",
+     T_STR, F(wire_dtype), 0, 0},
     /* The token itself is never a flag: a command line shows in ps. */
     {"token-file", "FSPS_TOKEN_FILE",
      "file holding the bearer token for servers with --auth-tokens (else "
@@ -143,6 +148,7 @@ static void defaults(worker_opts *o) {
   o->progress_secs = 5;
   o->timeout_ms = 120000;
   strcpy(o->log_format, "text");
+  strcpy(o->wire_dtype, "fp32");
 }
 
 static void usage(void) {
@@ -282,6 +288,9 @@ static int check(const worker_opts *o, char *err, size_t errlen) {
       strcmp(o->mode, "asp"))
     return fail(err, errlen, "--mode must be bsp, ssp or asp, not '%s'",
                 o->mode);
+  if (strcmp(o->wire_dtype, "fp32") && strcmp(o->wire_dtype, "bf16"))
+    return fail(err, errlen, "--wire-dtype must be fp32 or bf16, not '%s'",
+                o->wire_dtype);
   return 0;
 }
 

@@ -34,6 +34,7 @@ typedef struct {
   char log_jsonl[1024];         /* progress and epoch lines as JSON */
   char metrics_listen[256];     /* "": no /metrics endpoint */
   char metrics_port_file[1024]; /* where the metrics port is written */
+  char wire_dtype[8];           /* fp32 or bf16: how the model travels */
   char token_file[1024];        /* the bearer token's file ("": see main.c) */
   /* TLS to the servers: "" for plaintext */
   char tls_ca[1024], tls_cert[1024], tls_key[1024];

@@ -61,6 +61,8 @@ fsps_spec *train_spec(const uint32_t *w, uint32_t nw, const worker_opts *o,
   if (rc == FSPS_OK)
     rc = set_optimizer(spec, o, steps);
   if (rc == FSPS_OK)
+    rc = fsps_spec_set_wire_dtype(spec, o->wire_dtype);
+  if (rc == FSPS_OK)
     rc = fsps_spec_validate(spec, err, errlen);
   else
     snprintf(err, errlen,
@@ -592,12 +594,13 @@ void train_summary(const trainer *t) {
          "\"steady_samples_per_s\":%.1f,\"first_step_seconds\":%.3f,"
          "\"comm_wait_fraction\":%.4f,\"peak_rss_bytes\":%" PRIu64
          ",\"peak_buffer_bytes\":%" PRIu64 ",\"gathered_bytes\":%" PRIu64
-         ",\"pushed_bytes\":%" PRIu64 ",\"seconds\":%.2f}\n",
+         ",\"pushed_bytes\":%" PRIu64 ",\"seconds\":%.2f,"
+         "\"wire_dtype\":\"%s\"}\n",
          t->opts->rank, t->epochs_done, t->steps_done, acc, t->final_loss,
          (double)t->samples / el, steady_rate(t), t->warm_end - t->start,
          wait_s(t) / el, train_peak_rss(),
          t->client ? fsps_peak_buffer_bytes(t->client) : 0, gathered, pushed,
-         t->elapsed);
+         t->elapsed, t->opts->wire_dtype);
   fflush(stdout);
 }
 

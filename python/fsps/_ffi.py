@@ -26,6 +26,8 @@ int fsps_spec_add_tensor(fsps_spec *spec, const char *name, uint32_t ndims,
 int fsps_spec_set_optimizer(fsps_spec *spec, const char *name, double lr);
 int fsps_spec_set_param(fsps_spec *spec, const char *key, double value);
 int fsps_spec_set_schedule(fsps_spec *spec, const char *name);
+int fsps_spec_set_wire_dtype(fsps_spec *spec, const char *dtype);
+const char *fsps_spec_wire_dtype(const fsps_spec *spec);
 int fsps_spec_validate(const fsps_spec *spec, char *msg, size_t msglen);
 uint32_t fsps_spec_num_layers(const fsps_spec *spec);
 uint64_t fsps_spec_layer_size(const fsps_spec *spec, uint32_t layer);
@@ -34,6 +36,11 @@ fsps_spec *fsps_spec_decode(const void *bytes, size_t len, char *err,
                             size_t errlen);
 
 typedef enum { FSPS_BSP = 0, FSPS_SSP = 1, FSPS_ASP = 2 } fsps_mode;
+typedef enum {
+  FSPS_WIRE_AS_SPEC = 0,
+  FSPS_WIRE_FP32 = 1,
+  FSPS_WIRE_BF16 = 2,
+} fsps_wire_dtype;
 typedef struct {
   uint32_t size;
   const char *servers;
@@ -51,6 +58,7 @@ typedef struct {
   const char *tls_cert;
   const char *tls_key;
   const char *tls_server_name;
+  fsps_wire_dtype wire_dtype;
 } fsps_options;
 typedef struct fsps_client fsps_client;
 

@@ -14,6 +14,7 @@ from .spec import Spec, layer_index
 from .views import Lease, View, make_view
 
 MODES = {"bsp": 0, "ssp": 1, "asp": 2}
+WIRE_DTYPES = {None: 0, "fp32": 1, "bf16": 2}
 _U32 = 2 ** 32
 
 
@@ -234,6 +235,9 @@ class Client:
             The files are read once, here; a bad one raises
             ``fsps.InvalidArgument`` (``fsps.InputOutputError`` when
             unreadable) naming it.
+        wire_dtype: None (as each spec says), or "fp32" or "bf16" to
+            declare and attach specs with that wire dtype instead of their
+            own (see ``Spec.set_wire_dtype``).
         interruptible: run blocking calls on a helper thread so Ctrl-C
             interrupts them (the default); False calls libfsps directly,
             which saves the hand-over (~13 us a call) but waits out a
@@ -249,7 +253,7 @@ class Client:
                  prefetch=1, reshard_after_forward=True, timeout=None,
                  retries=8, io_threads=1, interruptible=True, token=None,
                  token_file=None, tls_ca=None, tls_cert=None, tls_key=None,
-                 tls_server_name=None):
+                 tls_server_name=None, wire_dtype=None):
         o = ffi.new("fsps_options *")
         # The header's fsps_options_init is a macro passing the struct's
         # size; cffi calls the function behind it with that size too.
@@ -270,6 +274,12 @@ class Client:
         o.timeout_ms = _seconds_ms(timeout, "timeout")
         o.retries = _uint(retries, "retries")
         o.io_threads = _uint(io_threads, "io_threads")
+        if not isinstance(wire_dtype, (str, type(None))) or \
+                wire_dtype not in WIRE_DTYPES:
+            raise InvalidArgument("wire_dtype %r is not one of None, fp32, "
+                                  "bf16" % (wire_dtype,))
+        o.wire_dtype = WIRE_DTYPES[wire_dtype]
+        self._wire_dtype = wire_dtype
         token_c = _token(token, token_file)
         o.token = token_c
         keep = _set_tls(o, tls_ca=tls_ca, tls_cert=tls_cert,
@@ -443,6 +453,15 @@ class Client:
     def spec(self):
         """The spec declared or attached (None before)."""
         return self._spec
+
+    @property
+    def wire_dtype(self):
+        """How the model travels, "fp32" or "bf16": the client's
+        wire_dtype if given, else the spec's (None before declare or
+        attach)."""
+        if self._spec is None:
+            return None
+        return self._wire_dtype or self._spec.wire_dtype
 
     def layer_version(self, layer):
         """The lowest version of layer over the servers."""

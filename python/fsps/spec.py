@@ -10,6 +10,7 @@ INITS = ("zeros", "constant", "uniform", "normal", "xavier_uniform",
          "he_uniform", "client")
 OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad")
 SCHEDULES = ("constant", "step", "cosine")
+WIRE_DTYPES = ("fp32", "bf16")
 PARAMS = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "beta1",
           "beta2", "eps", "lr_decay", "initial_accumulator_value",
           "step_size", "gamma", "t_max", "eta_min", "warmup_steps",
@@ -92,7 +93,11 @@ class Layer:
 
 class Spec:
     """A model as fsps holds it: layers of named float32 tensors, the
-    optimizer the servers apply, its learning-rate schedule and a seed.
+    optimizer the servers apply, its learning-rate schedule, a seed, and
+    its wire dtype: "fp32", or "bf16" to gather parameters and push
+    gradients as bfloat16 (half the bytes; the servers keep float32
+    parameters and optimizer state and sum in float32, checkpoints and
+    set_values stay float32; see ``set_wire_dtype``).
 
     Every builder checks its input at once (``TypeError`` or
     ``fsps.InvalidArgument`` naming it) and returns the spec, so calls
@@ -104,7 +109,7 @@ class Spec:
                 .set_optimizer("adam", lr=1e-3, betas=(0.9, 0.999)))
     """
 
-    def __init__(self, seed=0):
+    def __init__(self, seed=0, wire_dtype="fp32"):
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) \
                 or not 0 <= seed < 2 ** 64:
             raise TypeError("seed must be an int in [0, 2**64), not %r"
@@ -118,6 +123,27 @@ class Spec:
         self.optimizer = "adam"
         self.params = {}
         self._refused = None
+        self.set_wire_dtype(wire_dtype)
+
+    def set_wire_dtype(self, dtype):
+        """How the model travels: "fp32" (the default) or "bf16".
+        Parameters are then gathered, and each worker's gradient pushed,
+        rounded to bfloat16 (to nearest, ties to even); what gathers hand
+        out is still float32 (the bf16 values, exactly), and the servers
+        keep float32 parameters and state and sum in float32, as PyTorch
+        FSDP's ``MixedPrecision(param_dtype=bf16, reduce_dtype=bf16)``. Part
+        of the spec and its hash: workers of another dtype are refused."""
+        if dtype not in WIRE_DTYPES:
+            raise InvalidArgument("wire dtype %r is not one of %s"
+                                  % (dtype, ", ".join(WIRE_DTYPES)))
+        self._check(lib.fsps_spec_set_wire_dtype(self._ptr, dtype.encode()),
+                    "wire dtype %r refused" % (dtype,))
+        return self
+
+    @property
+    def wire_dtype(self):
+        """The wire dtype, "fp32" or "bf16"."""
+        return ffi.string(lib.fsps_spec_wire_dtype(self._ptr)).decode()
 
     def _check(self, rc, what):
         """Raises InvalidArgument when libfsps refused a builder call. The
@@ -273,6 +299,7 @@ class Spec:
         return int(lib.fsps_spec_hash(self._ptr))
 
     def __repr__(self):
-        return "fsps.Spec(seed=%d, layers=%r, optimizer=%r, params=%r)" % (
-            self.seed, [l.name for l in self.layers], self.optimizer,
-            self.params)
+        return ("fsps.Spec(seed=%d, layers=%r, optimizer=%r, params=%r, "
+                "wire_dtype=%r)" % (self.seed, [l.name for l in self.layers],
+                                    self.optimizer, self.params,
+                                    self.wire_dtype))

@@ -232,9 +232,9 @@ def _unique(params):
             yield p
 
 
-def spec_for(units, optimizer, schedule=None):
+def spec_for(units, optimizer, schedule=None, wire_dtype="fp32"):
     """The fsps.Spec of the units (layer per unit, init "client")."""
-    spec = Spec()
+    spec = Spec(wire_dtype=wire_dtype)
     for u in units:
         spec.add_layer(u.name or "root", [(n, s) for (n, _), s in
                                           zip(u.params, u.shapes)],
@@ -248,7 +248,7 @@ def spec_for(units, optimizer, schedule=None):
 
 
 def shard(module, servers, rank=0, world=1, optimizer="adam", schedule=None,
-          wrap=None, **client_options):
+          wrap=None, wire_dtype="fp32", **client_options):
     """Shards module's parameters on the fsps servers; returns the
     ShardedModule that trains it. See the module's docstring.
 
@@ -264,12 +264,17 @@ def shard(module, servers, rank=0, world=1, optimizer="adam", schedule=None,
         wrap: wrap policy, module -> bool (default: the root's children,
             ``children_policy``; ``wrap_classes(Block)`` for one unit per
             transformer block).
+        wire_dtype: "fp32", or "bf16" to gather parameters and push
+            gradients as bfloat16, as FSDP's ``MixedPrecision(param_dtype=
+            torch.bfloat16, reduce_dtype=torch.bfloat16)``: the module still
+            computes in float32 on the bf16 values, the servers keep float32
+            master parameters and sum in float32 (``fsps.Spec``).
         client_options: the other fsps.Client arguments (mode, prefetch,
             token or token_file for servers with --auth-tokens,
             reshard_after_forward, timeout, retries, ...).
     """
     return ShardedModule(module, servers, rank, world, optimizer, schedule,
-                         wrap, client_options)
+                         wrap, client_options, wire_dtype=wire_dtype)
 
 
 class ShardedModule(torch.nn.Module):
@@ -288,11 +293,11 @@ class ShardedModule(torch.nn.Module):
     """
 
     def __init__(self, module, servers, rank, world, optimizer, schedule,
-                 wrap, client_options):
+                 wrap, client_options, wire_dtype="fp32"):
         super().__init__()
         self.module = module
         self.units = find_units(module, wrap)
-        self.spec = spec_for(self.units, optimizer, schedule)
+        self.spec = spec_for(self.units, optimizer, schedule, wire_dtype)
         self.reshard = client_options.get("reshard_after_forward", True)
         self.prefetch = client_options.get("prefetch", 1)
         self.client = Client(servers, rank=rank, world=world,

@@ -24,9 +24,24 @@
 # files, with the rendered modes, under $DIR/root-<process>/ instead of at
 # the rendered paths: its variables are rewritten to match (printed).
 #
-#   smoke.sh DIR FSPS_SERVER FSPS_WORKER FSPS_HEALTH     (DIR from validate.mjs --emit)
+# With a serve binary (5th argument) and a scenario with serve.enabled, the
+# rendered fsps-serve command runs too, its binary replaced by the one
+# given, listening on 127.0.3.1 (its metrics too) instead of 0.0.0.0; the
+# kubelet's probe of it is a plaintext gRPC health check of its rendered
+# probe port, made with fsps-health. Source "servers": it starts before the
+# workers, dialling the servers by their DNS names (with the rendered TLS
+# files and token), and must not be SERVING while the servers hold no model
+# (not ready); once the workers are done it must be SERVING (ready), and
+# still be after the servers stop (it keeps the last good version). Source
+# "checkpoint": once the servers have stopped, their final checkpoints are
+# copied into one folder, bind-mounted read-only as the claim is, and the
+# rendered command runs with --checkpoint-dir pointing there (printed): it
+# must become SERVING. Either way it must exit on SIGTERM.
+#
+#   smoke.sh DIR FSPS_SERVER FSPS_WORKER FSPS_HEALTH [FSPS_SERVE]
+#                                                  (DIR from validate.mjs --emit)
 set -euo pipefail
-dir=$1 server_bin=$2 worker_bin=$3 health_bin=$4
+dir=$1 server_bin=$2 worker_bin=$3 health_bin=$4 serve_bin=${5:-}
 OVERRIDES=(FSPS_MAX_STEPS=12 FSPS_TRAIN_LIMIT=4096 FSPS_NO_EVAL=1 FSPS_TIMEOUT_MS=60000)
 # This machine's OpenBLAS workarounds, if any, are not the chart's business.
 KEEP=()
@@ -194,6 +209,88 @@ if ! servers_alive || ! (run_cmd "$dir/test.env.local" "$dir/test.log" "${CMD[@]
 fi
 echo "smoke: helm test command passed"
 
+# ---- fsps-serve (with a serve binary and serve.enabled) ----------------------
+serve_source="" serve_pid=""
+if [ -f "$dir/serve.cmd" ]; then
+  read -r serve_source sport smport serve_ckpt <"$dir/serve.info"
+  if [ -z "$serve_bin" ]; then
+    echo "smoke: NOTE: the chart renders fsps-serve ($serve_source), but no serve binary was given: not run"
+    serve_source=""
+  fi
+fi
+serve_addr=127.0.3.1
+# start_serve [CHECKPOINT_DIR]: runs the rendered fsps-serve command (its
+# binary ours, --listen on $serve_addr, --checkpoint-dir replaced when
+# given) with exactly its rendered environment (Secret paths localized,
+# metrics on $serve_addr); sets serve_pid.
+start_serve() {
+  local ckpt=${1:-} cmd vars i
+  mapfile -t cmd <"$dir/serve.cmd"
+  [ "$(basename "${cmd[0]}")" = fsps-serve ] || {
+    echo "smoke: serve.cmd does not run fsps-serve"
+    exit 1
+  }
+  cmd[0]=$serve_bin
+  for ((i = 1; i + 1 < ${#cmd[@]}; i++)); do
+    case "${cmd[i]}" in
+      --listen) cmd[i + 1]=$serve_addr:$sport ;;
+      --checkpoint-dir) [ -z "$ckpt" ] || cmd[i + 1]=$ckpt ;;
+    esac
+  done
+  mapfile -t vars < <(grep -v '^$' "$dir/serve.env.local")
+  if [ "$smport" -ne 0 ]; then vars+=("FSPS_METRICS_LISTEN=$serve_addr:$smport"); fi
+  echo "smoke: fsps-serve: ${cmd[*]:1}"
+  env -i PATH=/usr/bin:/bin ${KEEP[@]+"${KEEP[@]}"} ${vars[@]+"${vars[@]}"} "${cmd[@]}" >"$dir/serve.log" 2>&1 &
+  serve_pid=$!
+  pids+=("$serve_pid")
+}
+# serve_health TIMEOUT_MS: the kubelet's probe of fsps-serve (plaintext
+# grpc.health.v1 on its rendered probe port); its answer in serve-health.log.
+serve_health() {
+  env -i "$health_bin" --timeout-ms "$1" "$serve_addr:$sport" >"$dir/serve-health.log" 2>&1
+}
+serve_alive() {
+  kill -0 "$serve_pid" 2>/dev/null || {
+    echo "smoke: fsps-serve exited $1:"
+    tail -n 20 "$dir/serve.log"
+    exit 1
+  }
+}
+# serve_ready WHEN: fsps-serve must answer SERVING (a model loaded).
+serve_ready() {
+  serve_alive "$1"
+  if ! serve_health 60000; then
+    echo "smoke: fsps-serve is not ready (SERVING) $1:"
+    cat "$dir/serve-health.log"
+    tail -n 20 "$dir/serve.log"
+    exit 1
+  fi
+  echo "smoke: fsps-serve is SERVING on its probe port $sport $1"
+}
+# stop_serve: SIGTERM, as the kubelet sends it; fsps-serve must exit.
+stop_serve() {
+  local rc=0
+  kill -TERM "$serve_pid"
+  wait "$serve_pid" || rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 143 ]; then
+    echo "smoke: fsps-serve exited $rc on SIGTERM:"
+    tail -n 10 "$dir/serve.log"
+    exit 1
+  fi
+  echo "smoke: fsps-serve stopped on SIGTERM (exit $rc)"
+}
+
+if [ "$serve_source" = servers ]; then
+  # The servers hold no model until rank 0 declares one: not ready yet.
+  start_serve
+  if serve_health 3000; then
+    echo "smoke: fsps-serve says SERVING before the servers hold a model"
+    exit 1
+  fi
+  serve_alive "while the servers held no model"
+  echo "smoke: fsps-serve is up and not ready while the servers hold no model: $(tr '\n' ' ' <"$dir/serve-health.log")"
+fi
+
 echo "smoke: starting $W worker(s) with overrides ${OVERRIDES[*]}"
 wpids=()
 for ((r = 0; r < W; r++)); do
@@ -213,6 +310,19 @@ done
 [ "$status" -eq 0 ] || exit 1
 echo "smoke: all $W worker(s) trained and exited 0; rank 0 said:"
 tail -n 3 "$dir/worker-0.log" | sed 's/^/  /'
+
+if [ "$serve_source" = servers ]; then
+  serve_ready "once the workers trained the model"
+  if [ "$smport" -ne 0 ]; then
+    if ! /usr/bin/python3 -c 'import sys, urllib.request; r = urllib.request.urlopen(sys.argv[1], timeout=30); b = r.read(); sys.exit(0 if r.status == 200 and b.strip() else 1)' \
+      "http://$serve_addr:$smport/metrics" >"$dir/serve-scrape.log" 2>&1; then
+      echo "smoke: fsps-serve's rendered metrics port $smport answered no metrics:"
+      cat "$dir/serve-scrape.log"
+      exit 1
+    fi
+    echo "smoke: fsps-serve serves /metrics on its rendered metrics port $smport"
+  fi
+fi
 
 # What the ServiceMonitor scrapes: each server's /metrics on the rendered
 # port, which must show every layer's version, trained.
@@ -245,7 +355,7 @@ for ((i = 0; i < S; i++)); do
     exit 1
   fi
 done
-pids=()
+pids=(${serve_pid:+"$serve_pid"})
 # ... and leave its final checkpoint in its (rendered) checkpoint folder.
 for ((i = 0; i < S; i++)); do
   if ! ls "$dir/ckpt-$i"/ckpt-s${i}of${S}-v*.fsps >/dev/null 2>&1; then
@@ -255,3 +365,19 @@ for ((i = 0; i < S; i++)); do
   fi
 done
 echo "smoke: $S server(s) stopped cleanly on SIGTERM and wrote their final checkpoint (${SECONDS} s in all)"
+
+if [ "$serve_source" = servers ]; then
+  # The servers are gone: fsps-serve keeps serving the last good version.
+  serve_ready "after the servers stopped"
+  stop_serve
+elif [ "$serve_source" = checkpoint ]; then
+  # The claim: every server's final checkpoint in one folder, read-only.
+  mkdir -p "$dir/serve-ckpt"
+  cp "$dir"/ckpt-*/ckpt-*.fsps "$dir/serve-ckpt/"
+  mount --bind "$dir/serve-ckpt" "$dir/serve-ckpt"
+  mount -o remount,bind,ro "$dir/serve-ckpt"
+  echo "smoke: the servers' final checkpoints ($(ls "$dir/serve-ckpt" | tr '\n' ' ')) read-only in $dir/serve-ckpt, for the rendered $serve_ckpt"
+  start_serve "$dir/serve-ckpt"
+  serve_ready "from the checkpoint folder"
+  stop_serve
+fi

@@ -17,6 +17,12 @@
 //     PDB, ServiceMonitor, PodMonitor, dashboard ConfigMap and helm test pod
 //     when the scenario expects them, and only environment variables and
 //     flags the binaries document.
+//  3a. Serving (scenarios with "serve"): the fsps-serve Deployment, its
+//     Service and HPA: --servers names exactly the server pods' DNS names
+//     (or --checkpoint-dir is the claim's read-only mount), the probes ask
+//     the serving port, the HPA scales the Deployment on CPU, the Service
+//     and NetworkPolicy lead to the serving port, and the token fsps-serve
+//     mounts is the worker one, never the admin one.
 //  3b. Metrics: FSPS_METRICS_LISTEN on servers and workers exactly when the
 //     scenario has metrics, on the port their "metrics" container port
 //     opens; the ServiceMonitor's and PodMonitor's ports name those ports
@@ -27,6 +33,9 @@
 //
 //   node validate.mjs --manifests FILE --scenario JSON --help-dir DIR
 //                     --dockerfile FILE --dashboard FILE [--emit DIR]
+//
+// fsps-serve's flags and variables are checked against its --help only
+// when HELP-DIR holds fsps-serve.txt (validate.sh --serve).
 import fs from "node:fs";
 import path from "node:path";
 import { parseAllDocuments } from "yaml";
@@ -159,6 +168,17 @@ const pods = [
   ["worker", job.spec.template],
   ["test", { metadata: testPod.metadata, spec: testPod.spec }],
 ];
+// The serving Deployment (serve.enabled): exactly one, or none.
+const isServe = (o) => o.metadata?.labels?.["app.kubernetes.io/component"] === "serve";
+const deps = byKind.Deployment || [];
+check(deps.length === (sc.serve ? 1 : 0) && deps.every(isServe),
+      `${deps.length} Deployments (${deps.map((d) => d.metadata.name)}), expected ${sc.serve ? "the serving one" : "none"}`);
+const dep = sc.serve ? deps[0] : undefined;
+if (sc.serve && !dep) {
+  console.log(`validate.mjs ${tag}: ${failed} failed`);
+  process.exit(1);
+}
+if (dep) pods.push(["serve", dep.spec.template]);
 const allowedVolumes = new Set(["configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
                                 "persistentVolumeClaim", "projected", "secret"]);
 const images = new Set();
@@ -214,8 +234,12 @@ const bindir = (dockerfile.match(/^COPY --from=\S+\s+\S+\s+(\S+?)\/?\s*$/m) || [
 for (const [what, tpl] of pods)
   for (const c of [...(tpl.spec.initContainers || []), ...tpl.spec.containers]) {
     const b = binOf(c.command);
-    if (!check(["fsps-server", "fsps-worker", "fsps-health"].includes(b), `${what}/${c.name}: runs ${c.command[0]}`)) continue;
+    if (!check(["fsps-server", "fsps-worker", "fsps-health", "fsps-serve"].includes(b), `${what}/${c.name}: runs ${c.command[0]}`)) continue;
     check(path.dirname(c.command[0]) === bindir, `${what}/${c.name}: ${c.command[0]} is not where the Dockerfile puts binaries (${bindir})`);
+    if (b === "fsps-serve" && !fs.existsSync(path.join(args["help-dir"], "fsps-serve.txt"))) {
+      console.log(`NOTE ${tag} no fsps-serve binary given: its flags and variables are not checked against its --help`);
+      continue;
+    }
     const help = helpOf(b);
     for (const e of c.env || [])
       if (e.name.startsWith("FSPS_")) check(help.includes(`[${e.name}]`), `${what}/${c.name}: ${b} does not read ${e.name}`);
@@ -414,7 +438,8 @@ for (const p of pdbs) {
   check(!matches(p.spec.selector.matchLabels, js.template.metadata.labels), "the PDB selects workers");
 }
 const nps = byKind.NetworkPolicy || [];
-check(nps.length === (sc.networkPolicy ? 2 : 0), `${nps.length} NetworkPolicies, expected ${sc.networkPolicy ? 2 : 0}`);
+const wantNps = sc.networkPolicy ? (sc.serve ? 3 : 2) : 0;
+check(nps.length === wantNps, `${nps.length} NetworkPolicies, expected ${wantNps}`);
 if (sc.networkPolicy) {
   const snp = nps.find((n) => matches(n.spec.podSelector.matchLabels, sc_.template.metadata.labels));
   const wnp = nps.find((n) => matches(n.spec.podSelector.matchLabels, js.template.metadata.labels));
@@ -457,6 +482,132 @@ for (const a of sas) {
 }
 if (!failed) ok(`wiring: ${S} server(s) as ${expected.join(", ")}; ${W} worker(s), mode ${sc.mode}`);
 
+// ---- 3a. serving -----------------------------------------------------------
+// The rendered fsps-serve Deployment, Service, HPA and NetworkPolicy against
+// the scenario's "serve": {source, replicas, port, modelName, maxBatch,
+// maxDelayUs, threads, metrics, hpa: {min, max, cpu} | null, from (peers
+// of the serving port, 0: any), claim, subPath, mountPath, serviceType}.
+const serveSvcs = (byKind.Service || []).filter((x) => x !== headless);
+const hpas = byKind.HorizontalPodAutoscaler || [];
+check(serveSvcs.length === (sc.serve ? 1 : 0), `${serveSvcs.length} Services beside the headless one, expected ${sc.serve ? 1 : 0}`);
+check(hpas.length === (sc.serve?.hpa ? 1 : 0), `${hpas.length} HorizontalPodAutoscalers, expected ${sc.serve?.hpa ? 1 : 0}`);
+let serve, serveEnv, servePort, serveMetricsPort;
+if (dep) {
+  const v = sc.serve, ds = dep.spec, tpl = ds.template;
+  serve = tpl.spec.containers.find((c) => binOf(c.command) === "fsps-serve");
+  check(serve && tpl.spec.containers.length === 1, "the serving Deployment does not run fsps-serve alone");
+  serve ??= tpl.spec.containers[0];
+  serveEnv = env(serve);
+  // The command line as flag -> value (each flag once, each with a value).
+  const argv = serve.command.slice(1).concat(serve.args || []);
+  const flags = {};
+  for (let i = 0; i < argv.length; i += 2) {
+    check(argv[i].startsWith("--") && !argv[i].includes("=") && i + 1 < argv.length && !argv[i + 1].startsWith("--"),
+          `fsps-serve's command is not "--flag value" pairs at ${argv[i]}`);
+    check(!(argv[i] in flags), `fsps-serve gets ${argv[i]} twice`);
+    flags[argv[i]] = argv[i + 1];
+  }
+  servePort = (serve.ports || []).find((p) => p.name === "grpc")?.containerPort;
+  check(servePort === v.port, `fsps-serve's grpc container port ${servePort}, expected ${v.port}`);
+  check(flags["--listen"] === `0.0.0.0:${servePort}`, `fsps-serve --listen ${flags["--listen"]}, expected 0.0.0.0:${servePort}`);
+  for (const [f, want] of [["--model-name", v.modelName], ["--max-batch", v.maxBatch], ["--max-delay-us", v.maxDelayUs], ["--threads", v.threads]])
+    check(flags[f] === String(want), `fsps-serve ${f} ${flags[f]}, expected ${want}`);
+  // Where the model comes from.
+  if (v.source === "servers") {
+    const got = (flags["--servers"] || "").split(",");
+    check(JSON.stringify(got) === JSON.stringify(expected),
+          `fsps-serve --servers is ${got.join(",")}\n      expected exactly the server pods' ${expected.join(",")}`);
+    check(!("--checkpoint-dir" in flags), "fsps-serve gets --checkpoint-dir beside --servers");
+    check(!(tpl.spec.volumes || []).some((x) => x.persistentVolumeClaim), "fsps-serve from the servers mounts a claim");
+  } else {
+    check(!("--servers" in flags), "fsps-serve from a checkpoint dials servers");
+    const m = (serve.volumeMounts || []).find((x) => x.mountPath === flags["--checkpoint-dir"]);
+    const vol = (tpl.spec.volumes || []).find((x) => x.name === m?.name);
+    check(m && flags["--checkpoint-dir"] === v.mountPath, `fsps-serve --checkpoint-dir ${flags["--checkpoint-dir"]} is not the mount ${v.mountPath}`);
+    check(vol?.persistentVolumeClaim?.claimName === v.claim, `the checkpoint folder is not on claim ${v.claim} (${JSON.stringify(vol)})`);
+    check(m?.readOnly === true && vol?.persistentVolumeClaim?.readOnly === true, "the checkpoint claim is not mounted read-only");
+    check((m?.subPath ?? "") === (v.subPath ?? ""), `the checkpoint mount's subPath ${m?.subPath}, expected ${v.subPath}`);
+  }
+  // Readiness from the health service of the serving port (SERVING once a
+  // model is loaded); a startup probe for the first model; liveness more
+  // tolerant than readiness.
+  for (const p of ["startupProbe", "readinessProbe", "livenessProbe"])
+    check(serve[p]?.grpc?.port === servePort && !serve[p]?.grpc?.service, `fsps-serve's ${p} is not a gRPC probe of the health service on ${servePort}`);
+  const span = (p) => (p?.periodSeconds ?? 10) * (p?.failureThreshold ?? 3);
+  check(span(serve.livenessProbe) > span(serve.readinessProbe),
+        `fsps-serve's liveness (${span(serve.livenessProbe)} s) is not more tolerant than its readiness (${span(serve.readinessProbe)} s)`);
+  // Replicas: the HPA's, or serve.replicas.
+  check(matches(ds.selector.matchLabels, tpl.metadata.labels), "the serving Deployment's selector does not match its pods");
+  for (const [what, labels] of [["server", sc_.template.metadata.labels], ["worker", js.template.metadata.labels], ["helm test", testPod.metadata.labels]]) {
+    check(!matches(ds.selector.matchLabels, labels), `the serving Deployment's selector picks ${what} pods`);
+  }
+  check(!matches(sc_.selector.matchLabels, tpl.metadata.labels), "the StatefulSet's selector picks serving pods");
+  check(!matches(headless.spec.selector, tpl.metadata.labels), "the servers' headless Service selects serving pods");
+  for (const p of byKind.PodDisruptionBudget || []) check(!matches(p.spec.selector.matchLabels, tpl.metadata.labels), "the servers' PDB selects serving pods");
+  if (v.hpa) {
+    check(ds.replicas === undefined, `the Deployment sets replicas ${ds.replicas} beside its HPA`);
+    const h = hpas[0]?.spec || {};
+    check(h.scaleTargetRef?.apiVersion === "apps/v1" && h.scaleTargetRef?.kind === "Deployment" && h.scaleTargetRef?.name === dep.metadata.name,
+          `the HPA scales ${JSON.stringify(h.scaleTargetRef)}, not Deployment ${dep.metadata.name}`);
+    check(h.minReplicas === v.hpa.min && h.maxReplicas === v.hpa.max, `the HPA's replicas ${h.minReplicas}..${h.maxReplicas}, expected ${v.hpa.min}..${v.hpa.max}`);
+    const ms = h.metrics || [];
+    check(ms.length === 1 && ms[0].type === "Resource" && ms[0].resource?.name === "cpu" &&
+          ms[0].resource.target?.type === "Utilization" && ms[0].resource.target.averageUtilization === v.hpa.cpu,
+          `the HPA does not aim at ${v.hpa.cpu}% CPU: ${JSON.stringify(ms)}`);
+    check(serve.resources?.requests?.cpu, "fsps-serve has no CPU request for the HPA to measure against");
+  } else {
+    check(ds.replicas === v.replicas, `the Deployment's replicas ${ds.replicas}, expected ${v.replicas}`);
+  }
+  // The Service: the serving port, named grpc, to the serving pods alone.
+  const svc = serveSvcs[0];
+  if (check(svc, "no Service in front of the serving pods")) {
+    check((svc.spec.type ?? "ClusterIP") === (v.serviceType ?? "ClusterIP"), `the serving Service's type ${svc.spec.type}, expected ${v.serviceType ?? "ClusterIP"}`);
+    check(svc.spec.clusterIP !== "None", "the serving Service is headless");
+    check(matches(svc.spec.selector, tpl.metadata.labels), "the serving Service does not select the serving pods");
+    for (const [what, labels] of [["server", sc_.template.metadata.labels], ["worker", js.template.metadata.labels], ["helm test", testPod.metadata.labels]])
+      check(!matches(svc.spec.selector, labels), `the serving Service selects ${what} pods`);
+    const sp = svc.spec.ports.find((p) => p.name === "grpc");
+    check(sp && sp.port === servePort && sp.targetPort === "grpc" && sp.appProtocol === "grpc",
+          `the serving Service's grpc port ${JSON.stringify(sp)} does not lead to the container's grpc port ${servePort}`);
+    for (const m of byKind.ServiceMonitor || []) check(!matches(m.spec.selector.matchLabels, svc.metadata.labels), "the ServiceMonitor selects the serving Service");
+  }
+  for (const m of byKind.PodMonitor || []) check(!matches(m.spec.selector.matchLabels, tpl.metadata.labels), "the PodMonitor selects the serving pods");
+  // Metrics: only with serve.metrics (and metrics.enabled), as the others.
+  serveMetricsPort = (serve.ports || []).find((p) => p.name === "metrics");
+  if (v.metrics) {
+    check(serveMetricsPort?.containerPort === metricsPort?.containerPort, "fsps-serve's metrics port is not the servers'");
+    check(val(serveEnv, "FSPS_METRICS_LISTEN") === `0.0.0.0:${serveMetricsPort?.containerPort}`,
+          `fsps-serve's FSPS_METRICS_LISTEN ${val(serveEnv, "FSPS_METRICS_LISTEN")}, expected 0.0.0.0:${serveMetricsPort?.containerPort}`);
+    const mp = svc?.spec.ports.find((p) => p.name === "metrics");
+    check(mp && mp.targetPort === "metrics" && mp.port === serveMetricsPort?.containerPort, "the serving Service's metrics port does not lead to fsps-serve's");
+  } else {
+    check(!serveMetricsPort && serveEnv.FSPS_METRICS_LISTEN === undefined, "fsps-serve serves metrics without serve.metrics");
+  }
+  check(!argv.some((a) => /metrics/.test(a)), "fsps-serve: a metrics flag on the command line (the chart sets FSPS_METRICS_LISTEN)");
+  check(val(serveEnv, "OPENBLAS_NUM_THREADS") !== undefined, "fsps-serve's OpenBLAS threads are not set");
+  // NetworkPolicy: the serving port (and metrics) open, nothing else; the
+  // servers' gRPC port admits the serving pods.
+  if (sc.networkPolicy) {
+    const pol = nps.filter((n) => matches(n.spec.podSelector.matchLabels, tpl.metadata.labels));
+    if (check(pol.length === 1, `${pol.length} NetworkPolicies select the serving pods, expected 1`)) {
+      const n = pol[0].spec;
+      check(n.policyTypes?.includes("Ingress"), "the serving NetworkPolicy does not police ingress");
+      const ports = n.ingress.flatMap((x) => (x.ports || []).map((p) => p.port)).sort();
+      const want = (v.metrics ? [servePort, serveMetricsPort?.containerPort] : [servePort]).sort();
+      check(!n.ingress.some((x) => !(x.ports || []).length) && JSON.stringify(ports) === JSON.stringify(want),
+            `the serving pods accept connections on ports [${ports}], expected [${want}]`);
+      const rule = n.ingress.find((x) => x.ports?.some((p) => p.port === servePort)) || {};
+      check((rule.from || []).length === (v.from ?? 0), `the serving port admits ${(rule.from || []).length} peer(s), expected ${v.from ?? 0} (0: any)`);
+    }
+    if (v.source === "servers") {
+      const snp = nps.find((n) => matches(n.spec.podSelector.matchLabels, sc_.template.metadata.labels));
+      const r = (snp?.spec.ingress || []).find((x) => x.ports?.some((p) => p.port === grpcPort));
+      check((r?.from || []).some((p) => matches(p.podSelector?.matchLabels, tpl.metadata.labels)), "the servers' NetworkPolicy keeps the serving pods from the gRPC port");
+    }
+  }
+  if (!failed) ok(`serving: Deployment ${dep.metadata.name} (${v.hpa ? `HPA ${v.hpa.min}..${v.hpa.max} at ${v.hpa.cpu}% CPU` : `${v.replicas} replicas`}) from ${v.source === "servers" ? flags["--servers"] : `claim ${v.claim} at ${flags["--checkpoint-dir"]}`}, gRPC and probes on ${servePort}`);
+}
+
 // ---- 3c. TLS and tokens ----------------------------------------------------
 // Each process's files from Secrets: [{path, secret, key, mode}], with
 // subPathExpr resolved from the container's variables (fields: what the
@@ -498,6 +649,9 @@ const procs = [
   ...[...Array(W).keys()].map((r) => ({ name: `worker-${r}`, kind: "worker", rank: r, spec: js.template.spec, c: worker, fields: rankFields(r) })),
   ...(init ? [{ name: "init", kind: "client", spec: js.template.spec, c: init, fields: rankFields(0) }] : []),
   { name: "test", kind: "client", spec: testPod.spec, c: testPod.spec.containers[0], fields: {} },
+  // fsps-serve: a client of the servers with source servers; with source
+  // checkpoint it talks to no server and holds no TLS file or token.
+  ...(dep ? [{ name: "serve", kind: sc.serve.source === "servers" ? "serve" : "offline", spec: dep.spec.template.spec, c: serve, fields: {} }] : []),
 ];
 for (const p of procs) {
   p.env = env(p.c);
@@ -521,7 +675,9 @@ if (sc.tls) {
     for (const f of p.files) if (f.secret === serverSecret && !content.has(`${f.secret} ${f.key}`))
       what(f, { "tls.crt": "server.crt", "tls.key": "server.key", "ca.crt": "ca.crt" }[f.key]);
   }
-  for (const p of procs.filter((x) => x.kind !== "server")) {
+  for (const p of procs.filter((x) => x.kind === "offline"))
+    for (const n of tlsVars) check(p.env[n] === undefined && !p.files.length, `${p.name}: TLS files (${n}) without servers to dial`);
+  for (const p of procs.filter((x) => x.kind !== "server" && x.kind !== "offline")) {
     const ca = fileOf(p.files, p.env, "FSPS_TLS_CA");
     check(ca?.key === "ca.crt", `${p.name}: FSPS_TLS_CA is not a mounted ca.crt`);
     what(ca, "ca.crt");
@@ -559,12 +715,29 @@ if (sc.auth) {
         check(!prev || prev === want, `${p.name}: its token ${t.key} serves as ${prev} and ${want}`);
         what(t, want);
       }
+    } else if (p.kind === "serve") {
+      // Serving reads the model: the worker token (serve.tokenKey), never
+      // the admin one rank 0 declares the model with.
+      const t = fileOf(p.files, p.env, "FSPS_TOKEN_FILE");
+      const want = sc.serve.tokenKey ?? "worker.token";
+      const rank0 = procs.find((x) => x.kind === "worker" && x.rank === 0);
+      const adminKey = fileOf(rank0.files, rank0.env, "FSPS_TOKEN_FILE")?.key;
+      check(t?.key === want, `${p.name}: FSPS_TOKEN_FILE is ${t ? `key ${t.key}` : "not a file of a mounted Secret"}, expected the worker token ${want}`);
+      check(t && t.key !== adminKey, `${p.name}: mounts the admin token (${adminKey}) rank 0 declares the model with`);
+      check(!p.files.some((f) => f.secret === t?.secret && f !== t), `${p.name}: sees other token files`);
+      if (t) {
+        const prev = content.get(`${t.secret} ${t.key}`);
+        check(!prev || prev === "worker.token", `${p.name}: its token ${t.key} serves as ${prev} and worker.token`);
+        what(t, "worker.token");
+      }
+    } else if (p.kind === "offline") {
+      check(p.env.FSPS_TOKEN_FILE === undefined && p.env.FSPS_TOKEN === undefined, `${p.name}: a token without servers to dial`);
     } else {
       check(p.env.FSPS_TOKEN_FILE === undefined, `${p.name}: a token for a health check`);
     }
   }
   const roles = procs.filter((p) => p.kind === "worker").map((p) => content.get(`${fileOf(p.files, p.env, "FSPS_TOKEN_FILE")?.secret} ${fileOf(p.files, p.env, "FSPS_TOKEN_FILE")?.key}`));
-  if (!failed) ok(`tokens: servers read their tokens file, workers ${roles.join(", ")}`);
+  if (!failed) ok(`tokens: servers read their tokens file, workers ${roles.join(", ")}${dep ? `, fsps-serve ${sc.serve.source === "servers" ? "worker.token" : "none"}` : ""}`);
 } else {
   for (const p of procs)
     for (const n of ["FSPS_AUTH_TOKENS", "FSPS_TOKEN_FILE", "FSPS_TOKEN"]) check(p.env[n] === undefined, `${p.name}: ${n} without auth`);
@@ -629,6 +802,15 @@ if (args.emit && !failed) {
   fs.writeFileSync(path.join(dir, "probe"), `${probePort}\n`);
   fs.writeFileSync(path.join(dir, "secrets"), lines([...content].map(([k, w]) => `${k} ${w}`)));
   fs.writeFileSync(path.join(dir, "counts"), `${S} ${W} ${grpcPort} ${sc.metrics ? metricsPort.containerPort : 0}\n`);
+  // fsps-serve: its rendered command and variables, and what smoke.sh must
+  // know: the source, the serving (= probe) port, its metrics port (0:
+  // none) and where it reads checkpoints ("-": from the servers).
+  if (dep) {
+    fs.writeFileSync(path.join(dir, "serve.cmd"), lines([...serve.command, ...(serve.args || [])]));
+    fs.writeFileSync(path.join(dir, "serve.env"), lines(resolveEnv(serve, {})));
+    fs.writeFileSync(path.join(dir, "serve.info"),
+      `${sc.serve.source} ${serve.readinessProbe.grpc.port} ${serveMetricsPort?.containerPort ?? 0} ${sc.serve.source === "servers" ? "-" : sc.serve.mountPath}\n`);
+  }
 }
 
 console.log(failed ? `validate.mjs ${tag}: ${failed} failed` : `validate.mjs ${tag}: ${objs.length} objects, all checks passed`);

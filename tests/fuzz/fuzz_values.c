@@ -97,7 +97,7 @@ static int given(const state *a, const state *b) {
 
 /* framed reads a chunk record's fields and sends the chunk. */
 static bool framed(service *svc, rpc_call *c, fuzz_in *in) {
-  fuzz_chunk ch;
+  fuzz_chunk ch = {.bf16 = false}; /* values are always float32 */
   ch.layer = fuzz_u8(in);
   ch.chunk = fuzz_u8(in);
   ch.doff = (int8_t)fuzz_u8(in);

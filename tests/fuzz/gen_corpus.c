@@ -16,6 +16,7 @@
 #include "fsps.pb-c.h"
 #include "fuzz.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "grpc_predict_v2.pb-c.h"
 
 static const char *g_root;
 
@@ -125,6 +126,12 @@ static void edit_five_dims(Fsps__V1__InitRequest *r) {
     t->dims[i] = 2;
   t->n_dims = 5;
 }
+static void edit_bf16(Fsps__V1__InitRequest *r) {
+  r->spec->wire_dtype = FSPS__V1__WIRE_DTYPE__WIRE_DTYPE_BF16;
+}
+static void edit_bad_dtype(Fsps__V1__InitRequest *r) {
+  r->spec->wire_dtype = (Fsps__V1__WireDtype)7; /* a newer peer's */
+}
 static void edit_long_name(Fsps__V1__InitRequest *r) {
   set_name(&r->spec->layers[0]->name,
            "a-layer-name-of-exactly-sixty-four-bytes-which-is-one-too-many--");
@@ -188,6 +195,8 @@ static void init_seeds(void) {
   init_seed("step-size-0", 0x00, FUZZ_SGD, edit_step_sched);
   init_seed("five-dims", 0x00, FUZZ_SGD, edit_five_dims);
   init_seed("long-name", 0x00, FUZZ_SGD, edit_long_name);
+  init_seed("bf16-twice", 0x80, FUZZ_ADAM, edit_bf16);
+  init_seed("unknown-wire-dtype", 0x00, FUZZ_SGD, edit_bad_dtype);
   Fsps__V1__InitRequest *r = fixture_init(FUZZ_SGD, true);
   seed_msg("fuzz_init", "big", 0x80, &r->base);
   fsps__v1__init_request__free_unpacked(r, NULL);
@@ -222,6 +231,8 @@ static void pull_seeds(void) {
   pull_seed("fc1-wait-1-wake-1", 0x40, 0, 1, 0, 0);
   pull_seed("big-wait-2-wake-3", 0xe0, 2, 2, 0, 0);
   pull_seed("fc1-wait-5-cancel", 0x00, 0, 5, 0, 0);
+  pull_seed("bf16-fc1-wait-1-wake-1", 0x50, 0, 1, 0, 0);
+  pull_seed("bf16-big-wait-1-wake-2", 0xb0, 2, 1, 262160, 0);
   SEED_LIT("fuzz_pull", "garbage", 0x00, "\x08\x80\x80");
   /* epoch 7 (field 5, fixed64): a pull of an epoch this server is not in */
   SEED_LIT("fuzz_pull", "other-epoch", 0x00,
@@ -332,6 +343,33 @@ static void push_bad_seed(const char *name, unsigned layer, unsigned step,
   seed("fuzz_push", name, r.b[0], r.b + 1, r.n - 1);
 }
 
+/* bf16 models (config bit 6): a step in bf16 chunks, a NaN in one (bit 2
+ * of the config: zeroed), and float32 chunks, which the server refuses
+ * (bit 7). */
+static void push_bf16_seeds(void) {
+  recs r = {.n = 0};
+  r8(&r, 0x40 | 0x20 | FUZZ_ADAM << 3);
+  push(&r, 2, 0, 0);
+  push(&r, 0, 0, 0);
+  push(&r, 2, 0, 1);
+  push(&r, 0, 0, 1);
+  seed("fuzz_push", "bf16-step-big-adam", r.b[0], r.b + 1, r.n - 1);
+  r = (recs){.n = 0};
+  r8(&r, 0x40 | 4);
+  framed(&r, 0, 0, 0, 0, 0, 0, 3 | 7 << 2);
+  r8(&r, 2);
+  push(&r, 0, 0, 1);
+  seed("fuzz_push", "bf16-nan-skip", r.b[0], r.b + 1, r.n - 1);
+  r = (recs){.n = 0};
+  r8(&r, 0x40 | 0x80);
+  push(&r, 0, 0, 0);
+  seed("fuzz_push", "bf16-model-fp32-chunks", r.b[0], r.b + 1, r.n - 1);
+  r = (recs){.n = 0};
+  r8(&r, 0x80);
+  push(&r, 0, 0, 0);
+  seed("fuzz_push", "fp32-model-bf16-chunks", r.b[0], r.b + 1, r.n - 1);
+}
+
 static void push_stream_seeds(void) {
   recs r = {.n = 0};
   r8(&r, 0x20);
@@ -353,6 +391,7 @@ static void push_stream_seeds(void) {
 static void push_seeds(void) {
   push_valid_seeds();
   push_nan_seeds();
+  push_bf16_seeds();
   push_stream_seeds();
   push_bad_seed("worker-out-of-range", 0, 0, 5, 0, 0, 0);
   push_bad_seed("empty-slice", 1, 0, 0, 0, 0, 0);
@@ -529,9 +568,15 @@ static void msg_seeds(void) {
   p.data.len = 8;
   seed_msg("fuzz_msg", "pull-chunk", 0x02, &p.base);
   SEED_LIT("fuzz_msg", "unknown-fields", 0x03,
-           "\x08\x01\x49\1\2\3\4\5\6\7\x08\x55\1\2\3\4\x4a\x01z\x42\x04\0\0\x80"
+           "\x08\x01\x51\1\2\3\4\5\6\7\x08\x5d\1\2\3\4\x52\x01z\x42\x04\0\0\x80"
            "\x3f");
   SEED_LIT("fuzz_msg", "two-payloads", 0x00, "\x42\x04\0\0\0\0\x42\x00");
+  SEED_LIT("fuzz_msg", "data-and-bf16", 0x01, "\x42\x04\0\0\0\0\x4a\x02\0\0");
+  SEED_LIT("fuzz_msg", "bf16-as-varint", 0x00, "\x08\x01\x48\x02");
+  c.data.len = 0;
+  c.data_bf16.data = (uint8_t *)g;
+  c.data_bf16.len = 7; /* odd: whole bf16 elements are the server's check */
+  seed_msg("fuzz_msg", "push-chunk-bf16-sliced", 0x05, &c.base);
   SEED_LIT("fuzz_msg", "payload-truncated", 0x01, "\x08\x02\x42\x08\0\0\0\0");
   SEED_LIT("fuzz_msg", "field-zero", 0x00, "\x00\x01");
   SEED_LIT("fuzz_msg", "long-varint", 0x04,
@@ -608,6 +653,69 @@ static void ckpt_seeds(void) {
   free(f);
 }
 
+/* ---- ModelInfer (fsps-serve) ---- */
+
+/* The control byte of fuzz_infer seeds: a model of 4 inputs, 3 classes. */
+#define INFER_CTL (3 + 8 * 2)
+
+/* infer_seed writes a request of `rows` rows of 4 inputs (raw or in
+ * fp32_contents) for model, one value replaced by bad when bad is not 0,
+ * naming output `out` when not NULL. */
+static void infer_seed(const char *name, const char *model, int64_t rows,
+                       bool raw, float bad, const char *out) {
+  float x[8 * 4];
+  for (int i = 0; i < 8 * 4; i++)
+    x[i] = (float)i / 7 - 2;
+  if (bad != 0)
+    x[5] = bad;
+  Inference__ModelInferRequest r = INFERENCE__MODEL_INFER_REQUEST__INIT;
+  Inference__ModelInferRequest__InferInputTensor in =
+      INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
+  Inference__ModelInferRequest__InferInputTensor *inp = &in;
+  Inference__InferTensorContents c = INFERENCE__INFER_TENSOR_CONTENTS__INIT;
+  Inference__ModelInferRequest__InferRequestedOutputTensor o =
+      INFERENCE__MODEL_INFER_REQUEST__INFER_REQUESTED_OUTPUT_TENSOR__INIT;
+  Inference__ModelInferRequest__InferRequestedOutputTensor *op = &o;
+  int64_t shape[2] = {rows, 4};
+  /* at most the 8 rows of x (a shape may claim more) */
+  size_t shown = rows < 0 ? 0 : (size_t)(rows > 8 ? 8 : rows);
+  ProtobufCBinaryData bytes = {shown * 16, (uint8_t *)x};
+  r.model_name = (char *)model;
+  r.id = "seed";
+  in.name = "input";
+  in.datatype = "FP32";
+  in.shape = shape;
+  in.n_shape = 2;
+  r.inputs = &inp;
+  r.n_inputs = 1;
+  if (raw) {
+    r.raw_input_contents = &bytes;
+    r.n_raw_input_contents = 1;
+  } else {
+    c.fp32_contents = x;
+    c.n_fp32_contents = bytes.len / 4;
+    in.contents = &c;
+  }
+  if (out != NULL) {
+    o.name = (char *)out;
+    r.outputs = &op;
+    r.n_outputs = 1;
+  }
+  seed_msg("fuzz_infer", name, INFER_CTL, &r.base);
+}
+
+static void infer_seeds(void) {
+  empty_seeds("fuzz_infer");
+  infer_seed("raw", "fsps-mlp", 2, true, 0, NULL);
+  infer_seed("fp32-contents", "fsps-mlp", 8, false, 0, NULL);
+  infer_seed("class-only", "fsps-mlp", 1, true, 0, "class");
+  infer_seed("nan", "fsps-mlp", 2, true, NAN, NULL);
+  infer_seed("inf", "fsps-mlp", 2, false, INFINITY, NULL);
+  infer_seed("other-model", "resnet", 1, true, 0, NULL);
+  infer_seed("empty-batch", "fsps-mlp", 0, true, 0, NULL);
+  infer_seed("huge-shape", "fsps-mlp", INT64_C(1) << 40, true, 0, NULL);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2 || argv[1][0] == '-') {
     fprintf(stderr,
@@ -626,5 +734,6 @@ int main(int argc, char **argv) {
   unary_seeds();
   msg_seeds();
   ckpt_seeds();
+  infer_seeds();
   return 0;
 }

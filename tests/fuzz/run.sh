@@ -7,7 +7,7 @@
 #   tests/fuzz/run.sh BUILD_DIR SECONDS [TARGET...] [-- LIBFUZZER_FLAGS...]
 #
 #   SECONDS               -max_total_time of each target
-#   TARGET                fuzz_push, ... (default: all ten)
+#   TARGET                fuzz_push, ... (default: all eleven)
 #   LIBFUZZER_FLAGS       passed on, e.g. -jobs=2 -workers=2
 #   FSPS_FUZZ_CORPUS      keep the inputs found in DIR/<target> (default: a
 #                         temporary folder; the seeds are never written to)
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 ALL=(fuzz_init fuzz_pull fuzz_push fuzz_values fuzz_status fuzz_checkpoint
-  fuzz_rollback fuzz_health fuzz_msg fuzz_ckpt_read)
+  fuzz_rollback fuzz_health fuzz_msg fuzz_ckpt_read fuzz_infer)
 [ $# -ge 2 ] || { sed -n '2,17p' "$0" >&2; exit 2; }
 build=$(cd "$1" && pwd)
 seconds=$2

@@ -189,6 +189,8 @@ uint8_t *fuzz_init_request(const fuzz_model *model, size_t *len) {
   m.layers = layers;
   m.optimizer = &o;
   m.seed = 42;
+  m.wire_dtype = model->bf16 ? FSPS__V1__WIRE_DTYPE__WIRE_DTYPE_BF16
+                             : FSPS__V1__WIRE_DTYPE__WIRE_DTYPE_FP32;
   Fsps__V1__InitRequest r = FSPS__V1__INIT_REQUEST__INIT;
   r.spec = &m;
   r.num_servers = FUZZ_SERVERS;
@@ -247,10 +249,11 @@ void fuzz_service_close(service *svc) {
   svc->st = NULL;
 }
 
-/* push_chunk sends chunk i of the slice [off, off + cnt) on call c. */
+/* push_chunk sends chunk i of the slice [off, off + cnt) on call c, in
+ * dtype (g holds it so encoded). */
 static bool push_chunk(rpc_call *c, uint32_t layer, uint64_t step,
                        uint32_t worker, uint64_t off, uint64_t cnt, uint64_t i,
-                       const float *g) {
+                       const void *g, shard_wire_dtype dtype) {
   uint64_t o, len;
   shard_chunk(cnt, i, &o, &len);
   rpc_tensor_hdr h = {0};
@@ -258,7 +261,8 @@ static bool push_chunk(rpc_call *c, uint32_t layer, uint64_t step,
   rpc_hdr_set(&h, WIRE_PUSH_STEP, step);
   rpc_hdr_set(&h, WIRE_PUSH_WORKER, worker);
   rpc_hdr_set(&h, WIRE_PUSH_OFFSET, off + o);
-  return fuzz_send_tensor(c, &h, g, len * sizeof(float));
+  h.payload_field = wire_data_field(dtype);
+  return fuzz_send_tensor(c, &h, g, len * wire_dtype_bytes(dtype));
 }
 
 int fuzz_push_step(service *svc, uint32_t layer, uint64_t step, uint32_t worker,
@@ -269,16 +273,22 @@ int fuzz_push_step(service *svc, uint32_t layer, uint64_t step, uint32_t worker,
   store_info(L, &in);
   uint64_t most = in.count < SHARD_CHUNK_ELEMS ? in.count : SHARD_CHUNK_ELEMS;
   float *buf = malloc((most ? most : 1) * sizeof(float));
-  fuzz_check(buf != NULL);
+  uint16_t *b16 = malloc((most ? most : 1) * sizeof *b16);
+  fuzz_check(buf != NULL && b16 != NULL);
   for (uint64_t i = 0; i < most; i++)
     buf[i] = g;
+  shard_wire_dtype dtype = store_wire_dtype(svc->st);
+  wire_bf16_encode(b16, buf, most);
+  const void *send = dtype == SHARD_WIRE_BF16 ? (void *)b16 : (void *)buf;
   rpc_call *c = fuzz_call_new(fuzz_method(svc, WIRE_PATH_PUSH), NULL, NULL);
   fuzz_call_start(c, NULL);
   bool go = true;
   for (uint64_t i = 0; go && i < shard_num_chunks(in.count); i++)
-    go = push_chunk(c, layer, step, worker, in.offset, in.count, i, buf);
+    go =
+        push_chunk(c, layer, step, worker, in.offset, in.count, i, send, dtype);
   fuzz_call_message(c, NULL);
   free(buf);
+  free(b16);
   return fuzz_call_end(c);
 }
 
@@ -293,8 +303,10 @@ bool fuzz_send_tensor(rpc_call *c, const rpc_tensor_hdr *h, const void *data,
   return delivered;
 }
 
-/* A chunk's payload: the longest chunk, and more for a count too long. */
+/* A chunk's payload: the longest chunk, and more for a count too long;
+ * and the same as bf16. */
 static float g_payload[SHARD_CHUNK_ELEMS + 128];
+static uint16_t g_payload16[SHARD_CHUNK_ELEMS + 128];
 
 /* fill writes n floats as the record's fill byte says: zeros, ones, a
  * ramp, or zeros with a NaN (Inf with bit 7) at element bits 2-6. */
@@ -319,7 +331,11 @@ bool fuzz_chunk_send(service *svc, rpc_call *c, const fuzz_chunk *ch,
   fill(g_payload, (uint64_t)count, ch->how);
   rpc_hdr_set(h, offset_field,
               info.offset + ch->chunk * (uint64_t)SHARD_CHUNK_ELEMS + ch->doff);
-  return fuzz_send_tensor(c, h, g_payload, (size_t)count * sizeof(float));
+  if (!ch->bf16)
+    return fuzz_send_tensor(c, h, g_payload, (size_t)count * sizeof(float));
+  wire_bf16_encode(g_payload16, g_payload, (size_t)count);
+  h->payload_field = WIRE_PUSH_DATA_BF16;
+  return fuzz_send_tensor(c, h, g_payload16, (size_t)count * 2);
 }
 
 /* raw sends a message of the input's next u16-counted bytes, cut as split

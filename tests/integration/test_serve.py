@@ -8,6 +8,7 @@ real 2-server, 2-worker run on Fashion-MNIST with checkpoints.
   fsps.safetensors) and predicts the same classes, probabilities within
   1e-5 of fsps-serve's.
 - Live --servers while training continues: versions non-decreasing and real.
+- Online (no --input): SERVING on the gRPC health check; SIGTERM exits 0.
 - Bad input: a missing file, a corrupt and an incomplete checkpoint folder,
   a spec fsps-serve cannot compute, a wrong-width and a NaN input: a clear
   error, exit 1, no output file left.
@@ -375,6 +376,34 @@ class ServeTest(unittest.TestCase):
         # after the loss: the last version it had, to the end
         self.assertEqual(set(versions[6000:]), {versions[-1]})
         self.assertIn("wrote 10000 predictions", rest)
+
+    # ---- online: fsps-serve's main hosts serve/online ----
+
+    def test_online_mode_serves_and_stops_on_sigterm(self):
+        """fsps-serve without --input: the gRPC health check of its port
+        says SERVING once the checkpoint is loaded; SIGTERM stops it, 0."""
+        pf = self.path("serve-port")
+        p = subprocess.Popen(DIE_WITH_PARENT + [
+            binary("serve", "fsps-serve"), "--checkpoint-dir", self.ckpt,
+            "--listen", "127.0.0.1:0", "--port-file", pf],
+            stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not (os.path.exists(pf) and os.path.getsize(pf)):
+                self.assertIsNone(p.poll(), "fsps-serve exited")
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.02)
+            port = int(open(pf).read())
+            h = subprocess.run(DIE_WITH_PARENT + [
+                binary("tests", "fsps-health"), "127.0.0.1:%d" % port],
+                capture_output=True, text=True, timeout=60)
+            self.assertEqual(h.returncode, 0, h.stdout + h.stderr)
+            self.assertIn("SERVING", h.stdout + h.stderr)
+        finally:
+            p.send_signal(signal.SIGTERM)
+            err = p.communicate(timeout=60)[1]
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn("serving 'fsps-mlp' on port %d" % port, err)
 
     # ---- (e) bad input ----
 

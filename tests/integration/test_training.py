@@ -5,6 +5,10 @@ loopback, on Fashion-MNIST.
 - W=2 workers of batch b reach the parameters of W=1 of batch 2b (same data,
   same seed) within 1e-5 relative after a few steps.
 - A short run on a subset lowers the loss and beats chance by a wide margin.
+- With --wire-dtype bf16: deterministic servers give the same bits for S =
+  1, 2, 3 (whole layers and layers in pieces), a short run learns as well
+  as fp32's, half the bytes travel, and a worker of the other dtype is
+  refused.
 - Bad flags and missing data give clear errors.
 
 Usage: test_training.py --bin BUILD_DIR
@@ -201,6 +205,77 @@ class TrainingTest(unittest.TestCase):
         self.assertAlmostEqual(cut[0]["test_accuracy"],
                                done[0]["test_accuracy"], delta=0.02)
 
+    def bf16_dump(self, S, piece_mb=0):
+        """6 deterministic Adam steps of W = 2 bf16 workers on S servers;
+        returns the dump (what a gather gives: bf16 values) and rank 0's
+        summary."""
+        c = self.cluster(S, 2, "--deterministic")
+        dump = os.path.join(self.tmp.name, "bf16-s%d-p%s.bin" % (S, piece_mb))
+        done = run_workers(c.servers, 2, [
+            "--model", "mlp:784,300,10", "--batch", "16", "--train-limit",
+            "2000", "--max-steps", "6", "--seed", "3", "--no-eval", "--dump",
+            dump, "--wire-dtype", "bf16", "--piece-mb", str(piece_mb),
+            "--reshard-after-forward"])
+        return read_floats(dump), done[0]
+
+    def test_bf16_deterministic_for_any_S(self):
+        one, done = self.bf16_dump(1)
+        self.assertEqual(done["wire_dtype"], "bf16")
+        for S in (2, 3):
+            self.assertEqual(self.bf16_dump(S)[0], one, "S=%d" % S)
+        # The first layer (0.94 MB) in 0.25 MB pieces: streamed pushes,
+        # encoded piece by piece, give the same bits for any S too.
+        cut = self.bf16_dump(2, 0.25)[0]
+        self.assertEqual(self.bf16_dump(3, 0.25)[0], cut)
+        for x in one[:1000] + cut[:1000]:  # gathered: bf16 values
+            self.assertEqual(struct.pack("<f", x)[:2], b"\0\0")
+
+    def test_bf16_learns_and_halves_the_bytes(self):
+        flags = ["--train-limit", "6000", "--batch", "32", "--epochs", "2",
+                 "--normalize"]
+        fp32 = run_workers(self.cluster(2, 2).servers, 2, flags)
+        bf16 = run_workers(self.cluster(2, 2).servers, 2,
+                           flags + ["--wire-dtype", "bf16"])
+        self.assertGreater(bf16[0]["test_accuracy"], 0.70)
+        self.assertAlmostEqual(bf16[0]["test_accuracy"],
+                               fp32[0]["test_accuracy"], delta=0.02)
+        for key in ("gathered_bytes", "pushed_bytes"):
+            self.assertEqual(2 * bf16[0][key], fp32[0][key], key)
+
+    def test_other_wire_dtype_refused(self):
+        c = self.cluster(1, 2)
+        first = subprocess.Popen(
+            DIE_WITH_PARENT +
+            [os.path.join(ARGS.bin, "worker", "fsps-worker"), "--servers",
+             c.servers, "--rank", "0", "--world", "2", "--wire-dtype", "bf16",
+             "--train-limit", "2000", "--max-steps", "2", "--no-eval"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            env = dict(os.environ, FSPS_WIRE_DTYPE="fp32")
+            p = subprocess.run(
+                DIE_WITH_PARENT +
+                [os.path.join(ARGS.bin, "worker", "fsps-worker"),
+                 "--servers", c.servers, "--rank", "1", "--world", "2",
+                 "--train-limit", "2000", "--max-steps", "2", "--no-eval"],
+                capture_output=True, text=True, timeout=120, env=env)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("wire dtype bf16, this worker asks for fp32",
+                          p.stderr)
+            # The right dtype joins, from the environment, and both finish.
+            env["FSPS_WIRE_DTYPE"] = "bf16"
+            p = subprocess.run(
+                DIE_WITH_PARENT +
+                [os.path.join(ARGS.bin, "worker", "fsps-worker"),
+                 "--servers", c.servers, "--rank", "1", "--world", "2",
+                 "--train-limit", "2000", "--max-steps", "2", "--no-eval"],
+                capture_output=True, text=True, timeout=300, env=env)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(first.wait(timeout=300), 0)
+        finally:
+            if first.poll() is None:
+                first.kill()
+            first.communicate()
+
     def worker_fails(self, flags):
         p = subprocess.run(
             [os.path.join(ARGS.bin, "worker", "fsps-worker")] + flags,
@@ -220,6 +295,8 @@ class TrainingTest(unittest.TestCase):
         self.assertIn("mlp", err)
         err = self.worker_fails(["--batch", "0", "--servers", "x:1"])
         self.assertIn("--batch", err)
+        err = self.worker_fails(["--wire-dtype", "fp16", "--servers", "x:1"])
+        self.assertIn("--wire-dtype must be fp32 or bf16, not 'fp16'", err)
 
 
 def main():

@@ -955,6 +955,183 @@ class ValuesTest(CheckpointBase):
         self.assertEqual(srv.pull(0)[0], v)  # the copy the file brought
 
 
+def bf16_bits(x):
+    """bfloat16 bits of x (through float32), rounded to nearest, ties to
+    even; a NaN quiet: the encoding the server and libfsps must agree on."""
+    u = struct.unpack("<I", struct.pack("<f", x))[0]
+    if (u & 0x7fffffff) > 0x7f800000:
+        return (u >> 16) | 0x40
+    return ((u + 0x7fff + ((u >> 16) & 1)) >> 16) & 0xffff
+
+
+def pack_bf16(values):
+    return struct.pack("<%dH" % len(values), *[bf16_bits(v) for v in values])
+
+
+def unpack_bf16(data):
+    return [struct.unpack("<f", struct.pack("<I", h << 16))[0]
+            for h in struct.unpack("<%dH" % (len(data) // 2), data)]
+
+
+def bf16(x):
+    return unpack_bf16(pack_bf16([x]))[0]
+
+
+def bf16_spec(wire_dtype=None):
+    """values_spec's "given" (client, 18 values) and "drawn" (0.5, 4
+    values) layers, SGD with lr 1/8 (so updates are exact in float32), bf16
+    on the wire."""
+    spec = values_spec(big=False)
+    spec.optimizer.lr = 0.125
+    spec.wire_dtype = PB.WIRE_DTYPE_BF16 if wire_dtype is None else wire_dtype
+    return spec
+
+
+class Bf16Test(CheckpointBase):
+    """A bf16 model (ModelSpec.wire_dtype) from a client on another gRPC
+    stack: pulls answer data_bf16 of the float32 parameters; pushes are
+    data_bf16, summed and applied in float32, so updates below bf16's
+    resolution add up; SetValues and checkpoints stay float32; a spec of the
+    other dtype and every malformed bf16 push are refused and change
+    nothing."""
+
+    def setUp(self):
+        super().setUp()
+        self.srv = self.start("--workers", "2")
+        self.init(self.srv)
+
+    @staticmethod
+    def init(srv, spec=None):
+        return srv.unary("Init", PB.InitRequest(
+            spec=spec or bf16_spec(), num_servers=1), PB.InitReply)
+
+    def pull_bf16(self, layer, min_version=0):
+        call = self.srv.channel.unary_stream(
+            SVC + "Pull", request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=PB.PullChunk.FromString)
+        chunks = list(call(PB.PullRequest(layer=layer,
+                                          min_version=min_version),
+                           timeout=10))
+        self.assertTrue(all(c.data == b"" for c in chunks))
+        return unpack_bf16(b"".join(c.data_bf16 for c in chunks))
+
+    def push_drawn(self, step, g=2.0 ** -10):
+        """Both workers push g for every element of "drawn"."""
+        for w in range(2):
+            r = self.srv.push([PB.PushChunk(layer=1, step=step, worker=w,
+                                            data_bf16=pack_bf16([g] * 4))])
+        return r
+
+    def refused(self, code, fn, text=None):
+        with self.assertRaises(grpc.RpcError) as cm:
+            fn()
+        self.assertEqual(cm.exception.code(), code, cm.exception.details())
+        if text:
+            self.assertIn(text, cm.exception.details())
+
+    def test_other_dtype_refused(self):
+        self.refused(grpc.StatusCode.FAILED_PRECONDITION,
+                     lambda: self.init(self.srv, bf16_spec(
+                         PB.WIRE_DTYPE_FP32)),
+                     "its wire dtype is bf16, the request's fp32")
+        self.refused(grpc.StatusCode.INVALID_ARGUMENT,
+                     lambda: self.init(self.srv, bf16_spec(7)),
+                     "unknown wire dtype 7")
+        self.assertFalse(self.init(self.srv).created)
+
+    def test_values_float32_pulls_bf16(self):
+        v = ramp(18, 2.0)  # not bf16 values: 2.001, 2.002, ...
+        raw = b"\x08\x00\x4a\x24" + pack_bf16(v)  # data_bf16: refused
+        self.refused(grpc.StatusCode.INVALID_ARGUMENT,
+                     lambda: set_values(self.srv, 0, None, raw=[raw]),
+                     "float32 whatever the wire dtype")
+        self.assertTrue(self.srv.status().layers[0].awaiting_values)
+        set_values(self.srv, 0, v)
+        got = self.pull_bf16(0)
+        self.assertEqual(got, [bf16(x) for x in v])
+        self.assertNotEqual(got, v)
+        # The server holds them in float32: the same float32 values again
+        # are a duplicate, their bf16 rounding is not.
+        self.assertTrue(set_values(self.srv, 0, v).duplicate)
+        self.refused(grpc.StatusCode.ALREADY_EXISTS,
+                     lambda: set_values(self.srv, 0, got))
+
+    def test_master_stays_float32_through_a_checkpoint(self):
+        # Each step takes 2^-13 off 0.5 in float32. bf16 has 2^-9 between
+        # 0.5 and the value below it: the pulls show 0.5 until the master
+        # is past the midpoint (8 steps, a tie, to even: 0.5), then 0.5 -
+        # 2^-9. A bf16 master would round every update away.
+        set_values(self.srv, 0, ramp(18, 2.0))  # a checkpoint needs them
+        for t in range(7):
+            self.assertTrue(self.push_drawn(t).applied)
+        self.assertEqual(self.pull_bf16(1, 7), [0.5] * 4)
+        path = self.checkpoint(self.srv).path
+        self.assertTrue(os.path.exists(path))
+        self.srv.stop(signal.SIGKILL)
+        self.srv = self.start("--workers", "2")
+        self.assertEqual(self.srv.status().layers[1].version, 7)
+        self.init(self.srv)
+        self.push_drawn(7)
+        self.assertEqual(self.pull_bf16(1, 8), [0.5] * 4)
+        self.push_drawn(8)
+        self.assertEqual(self.pull_bf16(1, 9), [0.5 - 2.0 ** -9] * 4)
+        # Rolled back to the start (0.5), the pulls send the new values,
+        # not the bf16 copy of the old ones.
+        h = self.srv.status().spec_hash
+        self.srv.unary("Rollback", PB.RollbackRequest(version=0, spec_hash=h),
+                       PB.RollbackReply)
+        self.assertEqual(self.pull_bf16(1), [0.5] * 4)
+        self.assertEqual(self.srv.status().layers[1].version, 0)
+
+    def state(self):
+        st = self.srv.status()
+        return st.layers[1].version, list(st.layers[1].pushed), \
+            self.pull_bf16(1)
+
+    def test_malformed_pushes_change_nothing(self):
+        self.push_drawn(0)
+        before = self.state()
+        C = grpc.StatusCode
+        ok = pack_bf16([1.0] * 4)
+        nan, inf = pack_bf16([1.0, float("nan"), 1.0, 1.0]), \
+            pack_bf16([1.0, 1.0, 1.0, float("-inf")])
+        snan = ok[:6] + b"\x81\x7f"  # a signalling NaN, bits 0x7f81
+
+        def push(**kw):
+            return lambda: self.srv.push([PB.PushChunk(layer=1, step=1, **kw)])
+
+        def raw(*msgs):
+            return lambda: self.srv.push(list(msgs), raw=True)
+        cases = [
+            (C.INVALID_ARGUMENT, raw(b"\x08\x01\x10\x01\x4a\x07" + ok[:7]),
+             "payload of 7 bytes is not whole bf16 elements"),
+            (C.INVALID_ARGUMENT, push(data_bf16=ok[:6]),
+             "3 floats, expected chunk 0 at offset 0 with 4"),
+            (C.INVALID_ARGUMENT, push(data_bf16=ok + ok[:2]), None),
+            (C.INVALID_ARGUMENT, push(data_bf16=nan), "holds NaN at element 1"),
+            (C.INVALID_ARGUMENT, push(data_bf16=inf), "holds Inf at element 3"),
+            (C.INVALID_ARGUMENT, push(data_bf16=snan), "holds NaN at element 3"),
+            (C.INVALID_ARGUMENT, push(data=pack([1.0] * 4)),
+             "payload in field 8, but this model takes bf16 in field 9"),
+            (C.INVALID_ARGUMENT, push(data=pack([1.0] * 2), data_bf16=ok),
+             "malformed tensor message"),
+            # data_bf16 with another wire type: malformed, never "no data".
+            (C.INVALID_ARGUMENT, raw(b"\x08\x01\x10\x01\x48\x04"), None),
+            # A good chunk, then a bad one: the whole push counts nothing.
+            (C.INVALID_ARGUMENT, raw(
+                PB.PushChunk(layer=1, step=1, data_bf16=ok)
+                .SerializeToString(),
+                PB.PushChunk(layer=1, step=1, data_bf16=nan)
+                .SerializeToString()), None),
+        ]
+        for code, fn, text in cases:
+            with self.subTest(text=text):
+                self.refused(code, fn, text)
+        self.assertEqual(self.state(), before)
+        # A good bf16 push still counts.
+        self.assertTrue(self.push_drawn(1).applied)
+
+
 class MemoryLimitTest(unittest.TestCase):
     """A server in a container sizes what it accepts by the container's
     memory limit (its cgroup's), not by the machine's memory."""

@@ -5,7 +5,9 @@ checkpoints; its files are re-sliced for S'=3 and S'=1; clusters started
 on those folders must serve bit-identical parameters, and stay identical
 to the S=2 cluster through one more step (so optimizer state and versions
 came across). Then every refusal: each names the file and the reason, and
-leaves --to empty.
+leaves --to empty. A bf16 model (ModelSpec.wire_dtype) re-slices alike: its
+float32 checkpoints keep the dtype, the S'=3 cluster sends the same bf16
+bytes and refuses an fp32 Init.
 
 Usage: test_reslice.py --server PATH/fsps-server --reslice PATH/fsps-reslice
                        --proto PATH/fsps.proto
@@ -85,8 +87,9 @@ def gradient(step, layer, worker):
 class Cluster:
     """S real fsps-servers over one checkpoint folder."""
 
-    def __init__(self, tmp, S, ckpt_dir, tag, workers=W):
+    def __init__(self, tmp, S, ckpt_dir, tag, workers=W, bf16=False):
         self.S = S
+        self.bf16 = bf16  # the model's wire dtype: pushes and pulls in bf16
         self.servers = []
         for s in range(S):
             self.servers.append(tp.Server(
@@ -112,8 +115,13 @@ class Cluster:
                     continue
                 for w in range(workers):
                     g = gradient(step, l, w)[4 * off:4 * (off + cnt)]
+                    if self.bf16:
+                        g = {"data_bf16": tp.pack_bf16(
+                            struct.unpack("<%df" % cnt, g))}
+                    else:
+                        g = {"data": g}
                     self.servers[s].push([PB().PushChunk(
-                        layer=l, step=step, worker=w, offset=off, data=g)])
+                        layer=l, step=step, worker=w, offset=off, **g)])
 
     def pull(self, min_version):
         """Every layer whole, as the bytes the servers send."""
@@ -128,8 +136,9 @@ class Cluster:
                     request_serializer=lambda m: m.SerializeToString(),
                     response_deserializer=PB().PullChunk.FromString)
                 req = PB().PullRequest(layer=l, min_version=min_version)
-                data += b"".join(c.data for c in call(req, timeout=10))
-            assert len(data) == 4 * n, (l, len(data))
+                data += b"".join(c.data_bf16 if self.bf16 else c.data
+                                 for c in call(req, timeout=10))
+            assert len(data) == (2 if self.bf16 else 4) * n, (l, len(data))
             out.append(data)
         return out
 
@@ -387,6 +396,42 @@ class ResliceTest(unittest.TestCase):
                     2, "--version", 3)
         self.assertEqual(r.returncode, 2)
         self.assertIn("--checkpoint-version V", r.stderr)
+
+
+class Bf16ResliceTest(unittest.TestCase):
+    """A bf16 model's float32 checkpoints re-slice as a float32 model's:
+    the S'=3 cluster restores the dtype with the spec, sends the S=2
+    cluster's bf16 bytes, refuses an fp32 Init, and trains on alike."""
+
+    def test_bf16_model_resumes_on_three(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            spec = model_spec()
+            spec.wire_dtype = PB().WIRE_DTYPE_BF16
+            src, to3 = os.path.join(tmp, "s2"), os.path.join(tmp, "s3")
+            a = Cluster(tmp, 2, src, "a", bf16=True)
+            try:
+                a.init(spec)
+                a.push(0)
+                a.push(1)
+                a.checkpoint()
+                ref = a.pull(2)
+                r = reslice("--from", src, "--to", to3, "--num-servers", 3)
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                b = Cluster(tmp, 3, to3, "b", bf16=True)
+                try:
+                    self.assertEqual(b.pull(2), ref)
+                    self.assertFalse(any(x.created for x in b.init(spec)))
+                    with self.assertRaises(tp.grpc.RpcError) as cm:
+                        b.init(model_spec())
+                    self.assertIn("its wire dtype is bf16",
+                                  cm.exception.details())
+                    a.push(2)
+                    b.push(2)
+                    self.assertEqual(b.pull(3), a.pull(3))
+                finally:
+                    b.stop()
+            finally:
+                a.stop()
 
 
 def main():

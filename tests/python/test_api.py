@@ -660,3 +660,55 @@ def test_status_checkpoint_and_rollback(cluster, tmp_path):
     assert w1.recover() == 2
     w0.close()
     w1.close()
+
+
+def bf16(a):
+    """a rounded to bfloat16 (to nearest, ties to even) and back to
+    float32, as the bf16 wire carries it (no NaN here)."""
+    u = np.asarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000
+    return u.astype(np.uint32).view(np.float32)
+
+
+def test_bf16_wire(cluster):
+    """A bf16 model: values given in float32 and kept so, parameters
+    gathered as bf16 of the float32 master, gradients rounded to bf16 before
+    the (float32) update; half the bytes; a worker of the other dtype is
+    refused, and the client's wire_dtype replaces the spec's."""
+    cl = cluster(S=2)
+    spec = small_spec()
+    fp32_hash = spec.hash
+    assert spec.wire_dtype == "fp32"
+    assert spec.set_wire_dtype("bf16") is spec and spec.wire_dtype == "bf16"
+    assert spec.hash != fp32_hash and "bf16" in repr(spec)
+    third = np.float32(1 / 3)
+    values, grad = ramp(16) + third, np.full(16, third, dtype=np.float32)
+    with fsps.Client(cl.addr, timeout=20) as c:
+        c.declare(spec)
+        assert c.wire_dtype == "bf16"
+        c.set_values(0, values)
+        c.set_values(1, ramp(10, 1.0))
+        got, _ = c.gather(0)
+        assert np.array_equal(got, bf16(values))
+        assert not np.array_equal(got, values)  # rounding did happen
+        c.push(0, 0, grad)
+        c.push(1, 0, np.ones(10, dtype=np.float32))
+        c.push_wait()
+        got, version = c.gather(0, min_version=1)
+        master = values - np.float32(0.5) * bf16(grad)  # SGD, lr 0.5, W 1
+        assert version == 1 and np.array_equal(got, bf16(master))
+        gathered, pushed = c.bytes_moved
+        assert pushed == 26 * 2 and gathered == 32 * 2
+    with fsps.Client(cl.addr, timeout=20) as other:
+        with pytest.raises(fsps.FailedPrecondition,
+                           match="wire dtype bf16, this worker asks for fp32"):
+            other.attach(small_spec())
+    with fsps.Client(cl.addr, timeout=20, wire_dtype="bf16") as c:
+        c.attach(small_spec())
+        assert c.wire_dtype == "bf16" and c.spec.wire_dtype == "fp32"
+        got, _ = c.gather(0, min_version=1)
+        assert np.array_equal(got, bf16(master))
+    with pytest.raises(fsps.InvalidArgument, match="fp16"):
+        fsps.Spec(wire_dtype="fp16")
+    with pytest.raises(fsps.InvalidArgument, match="fp16"):
+        fsps.Client(cl.addr, wire_dtype="fp16")

@@ -140,6 +140,29 @@ def test_deterministic_servers_bit_identical_for_any_S(cluster):
             assert torch.equal(value, other[name]), name
 
 
+def test_bf16_wire_bit_identical_for_any_S(cluster):
+    """fsps.torch passes wire_dtype to the spec; deterministic servers give
+    the same bits for every S with bf16 too, and not fp32's."""
+    case = lm_case(8)
+    results = []
+    for S in (1, 2, 3):
+        addr = cluster(S, 2, "--deterministic").addr
+        results.append(train_sharded(addr, *case, 8, 2, "adam",
+                                     wire_dtype="bf16"))
+    for other in results[1:]:
+        for name, value in results[0].items():
+            assert torch.equal(value, other[name]), name
+    fp32 = train_sharded(cluster(2, 2, "--deterministic").addr, *case, 8, 2,
+                         "adam")
+    assert any(not torch.equal(fp32[k], v) for k, v in results[0].items())
+    for v in results[0].values():  # what a gather gives: bf16 values
+        assert torch.equal(v, v.to(torch.bfloat16).to(torch.float32))
+    with ft.shard(case[0](), cluster().addr, wire_dtype="bf16",
+                  timeout=30) as model:
+        assert model.spec.wire_dtype == "bf16"
+        assert model.client.wire_dtype == "bf16"
+
+
 def test_units_follow_the_policy():
     units = ft.find_units(TinyLM(vocab=20, tied=False))
     # embed, each block (its attention's out_proj inside it), ln_f, head,

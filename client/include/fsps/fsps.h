@@ -41,7 +41,7 @@ extern "C" {
  * types (fsps_client, fsps_spec) may change freely. A new major version
  * may break any of this. */
 #define FSPS_VERSION_MAJOR 0
-#define FSPS_VERSION_MINOR 4
+#define FSPS_VERSION_MINOR 5
 #define FSPS_VERSION_PATCH 0
 
 /* fsps_version returns the library's version, "MAJOR.MINOR.PATCH" (which
@@ -91,6 +91,24 @@ int fsps_spec_set_param(fsps_spec *spec, const char *key, double value);
  * "step" or "cosine". */
 int fsps_spec_set_schedule(fsps_spec *spec, const char *name);
 
+/* fsps_spec_set_wire_dtype picks how the model travels: "fp32" (the
+ * default) or "bf16". With "bf16", parameters are gathered and gradients
+ * pushed as bfloat16 (float32's top 16 bits, rounded to nearest, ties to
+ * even): half the bytes. The servers keep float32 parameters and optimizer
+ * state and sum the workers' gradients in float32 either way (as PyTorch
+ * FSDP's MixedPrecision(param_dtype=bf16, reduce_dtype=bf16)); each
+ * worker's gradient is rounded to bf16 before it is sent. What the gather
+ * calls hand out is still float32 (the bf16 values, exactly). Checkpoints
+ * and fsps_set_values stay float32. The dtype is part of the spec and its
+ * hash (an fp32 spec hashes as it did before the dtype existed), so a
+ * worker declaring another dtype than the servers hold is refused like any
+ * other spec mismatch. Added in 0.5. */
+int fsps_spec_set_wire_dtype(fsps_spec *spec, const char *dtype);
+
+/* fsps_spec_wire_dtype returns the spec's wire dtype, "fp32" or "bf16".
+ * Added in 0.5. */
+const char *fsps_spec_wire_dtype(const fsps_spec *spec);
+
 /* fsps_spec_validate checks the whole spec; on failure msg says what is
  * wrong (the same checks the server makes). */
 int fsps_spec_validate(const fsps_spec *spec, char *msg, size_t msglen);
@@ -119,6 +137,14 @@ typedef enum {
   FSPS_ASP = 2, /* gathers never wait */
 } fsps_mode;
 
+/* fsps_options.wire_dtype: the spec's wire dtype, or one that replaces it
+ * (see fsps_spec_set_wire_dtype). Added in 0.5. */
+typedef enum {
+  FSPS_WIRE_AS_SPEC = 0, /* as the spec declared or attached says */
+  FSPS_WIRE_FP32 = 1,    /* float32 */
+  FSPS_WIRE_BF16 = 2,    /* bfloat16 */
+} fsps_wire_dtype;
+
 typedef struct {
   uint32_t size;              /* sizeof(fsps_options): set by _init */
   const char *servers;        /* "host:port,host:port": server 0 first */
@@ -141,6 +167,8 @@ typedef struct {
   const char *tls_key;         /* its private key, unencrypted */
   const char *tls_server_name; /* the name each server's certificate must
                                   carry; NULL: its address's host */
+  /* Added in 0.5. */
+  fsps_wire_dtype wire_dtype; /* replaces the spec's (0: as the spec says) */
 } fsps_options;
 
 typedef struct fsps_client fsps_client;
@@ -155,7 +183,11 @@ typedef struct fsps_client fsps_client;
  * after 100 ms doubling to at most 5 s (8 retries span about 16 s); a retried
  * push is never counted twice. One I/O thread serves every server connection
  * and copies what they bring, which costs the least CPU per byte; more (at most
- * one per server) spread the copies of many fast links over cores. */
+ * one per server) spread the copies of many fast links over cores. A
+ * wire_dtype other than FSPS_WIRE_AS_SPEC makes fsps_declare and fsps_attach
+ * use the spec with that wire dtype instead of its own (its hash changes
+ * with it): how a program whose spec is built elsewhere (fsps.torch, a
+ * flag) picks bf16. */
 void fsps_options_init(fsps_options *o);
 
 /* Tokens (0.4). Servers started with --auth-tokens take only calls that
@@ -553,7 +585,8 @@ double fsps_wait_seconds(const fsps_client *c);
 uint64_t fsps_peak_buffer_bytes(const fsps_client *c);
 
 /* fsps_bytes_moved sets *gathered and *pushed (either may be NULL) to the
- * bytes of layers gathered and of gradients pushed since connect, each
+ * bytes of layers gathered and of gradients pushed since connect, as they
+ * travel (2 bytes an element with the bf16 wire dtype, 4 with fp32), each
  * counted once however often it was retried. Same thread rule as every
  * call on c. */
 void fsps_bytes_moved(const fsps_client *c, uint64_t *gathered,

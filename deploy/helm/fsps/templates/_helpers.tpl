@@ -66,6 +66,19 @@ app.kubernetes.io/component: server
 app.kubernetes.io/component: worker
 {{- end -}}
 
+{{- define "fsps.serve.name" -}}{{ include "fsps.fullname" . }}-serve{{- end -}}
+
+{{- define "fsps.serve.selectorLabels" -}}
+{{ include "fsps.selectorLabels" . }}
+app.kubernetes.io/component: serve
+{{- end -}}
+
+{{/* The auth Secret's key of fsps-serve's token: serve.tokenKey, or the
+worker token's. */}}
+{{- define "fsps.serve.tokenKey" -}}
+{{- default .Values.auth.workerTokenKey .Values.serve.tokenKey -}}
+{{- end -}}
+
 {{- define "fsps.image" -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag -}}
 {{- if .Values.image.digest -}}
@@ -180,6 +193,37 @@ relabelings:
 {{- end -}}
 {{- if and .Values.tls.certManager.enabled (not .Values.tls.enabled) -}}
 {{- fail "tls.certManager.enabled needs tls.enabled" -}}
+{{- end -}}
+{{- include "fsps.serve.validate" . -}}
+{{- end -}}
+
+{{/* The serve values the schema cannot relate to one another (checked
+only with serve.enabled). */}}
+{{- define "fsps.serve.validate" -}}
+{{- $s := .Values.serve -}}
+{{- if $s.enabled -}}
+{{- if and (eq $s.source "checkpoint") (not $s.checkpoint.claimName) -}}
+{{- fail "serve.source checkpoint needs serve.checkpoint.claimName: an existing ReadOnlyMany or ReadWriteMany PersistentVolumeClaim holding the checkpoint files (the servers' own claims are one ReadWriteOnce claim per server pod)" -}}
+{{- end -}}
+{{- if $s.hpa.enabled -}}
+{{- if gt (int $s.hpa.minReplicas) (int $s.hpa.maxReplicas) -}}
+{{- fail (printf "serve.hpa.minReplicas (%v) must not exceed serve.hpa.maxReplicas (%v)" $s.hpa.minReplicas $s.hpa.maxReplicas) -}}
+{{- end -}}
+{{- if not (($s.resources).requests).cpu -}}
+{{- fail "serve.hpa.enabled needs serve.resources.requests.cpu: the HPA scales on CPU use as a share of the request" -}}
+{{- end -}}
+{{- end -}}
+{{- if $s.metrics -}}
+{{- if not .Values.metrics.enabled -}}
+{{- fail "serve.metrics needs metrics.enabled" -}}
+{{- end -}}
+{{- if eq (int .Values.metrics.port) (int $s.port) -}}
+{{- fail "metrics.port must differ from serve.port" -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.auth.enabled (eq $s.source "servers") (eq (include "fsps.serve.tokenKey" .) .Values.auth.adminTokenKey) -}}
+{{- fail (printf "serve.tokenKey must not be the admin token's key (%s): fsps-serve only reads the model; give it a worker (or reader) token" .Values.auth.adminTokenKey) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
