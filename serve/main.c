@@ -11,6 +11,7 @@
 #include "batch.h"
 #include "fsps_err.h"
 #include "online.h"
+#include "serve_metrics.h"
 #include "serve_opts.h"
 #include "source.h"
 #include "tool.h"
@@ -52,7 +53,8 @@ static const char *or_null(const char *s) {
 /* online serves on the open inference protocol (serve/online.h) until one
  * of `stop` (blocked in every thread since before the first started)
  * arrives; then answers the calls in flight and returns. */
-static int online(const serve_opts *o, serve_slot *slot, const sigset_t *stop) {
+static int online(const serve_opts *o, serve_slot *slot, serve_metrics *sm,
+                  const sigset_t *stop) {
   char msg[1024];
   serve_online_config oc = {
       .listen = o->online.listen,
@@ -74,8 +76,10 @@ static int online(const serve_opts *o, serve_slot *slot, const sigset_t *stop) {
           o->online.model_name, serve_online_port(on),
           serve_slot_version(slot) == UINT64_MAX ? "not ready: loading"
                                                   : "ready");
+  serve_metrics_online(sm, on);
   int sig = 0;
   sigwait(stop, &sig);
+  serve_metrics_online(sm, NULL);
   fprintf(stderr, "fsps-serve: %s: answering the calls in flight, then "
           "stopping\n", strsignal(sig));
   serve_online_stop(on);
@@ -101,14 +105,26 @@ int main(int argc, char **argv) {
   if (!o.input[0]) /* before any thread starts, so each inherits it */
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
   serve_slot *slot = serve_slot_create();
+  serve_metrics *sm = NULL;
+  if (slot && o.metrics_listen[0] &&
+      (sm = serve_metrics_start(o.metrics_listen,
+                                o.metrics_port_file[0] ? o.metrics_port_file
+                                                       : NULL,
+                                slot, err, sizeof err)) == NULL) {
+    fprintf(stderr, "fsps-serve: --metrics-listen %s: %s\n", o.metrics_listen,
+            err);
+    serve_slot_destroy(slot);
+    return 1;
+  }
   serve_source *src = slot ? serve_source_open(&sc, slot, err, sizeof err)
                            : NULL;
   int rc = 1;
   if (src == NULL)
     fprintf(stderr, "fsps-serve: %s\n", slot ? err : "out of memory");
   else
-    rc = o.input[0] ? batch(&o, slot) : online(&o, slot, &stop);
+    rc = o.input[0] ? batch(&o, slot) : online(&o, slot, sm, &stop);
   serve_source_close(src);
+  serve_metrics_stop(sm);
   serve_slot_destroy(slot);
   return rc;
 }

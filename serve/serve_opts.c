@@ -99,6 +99,13 @@ static const opt_def defs[] = {
     {"port-file", "FSPS_SERVE_PORT_FILE",
      "online: write the bound port here once serving", T_STR,
      F(online.port_file), 0, 0, SERVE},
+    {"metrics-listen", "FSPS_METRICS_LISTEN",
+     "serve Prometheus metrics at http://ADDR/metrics (host:port; port 0 "
+     "picks a free one; off)",
+     T_STR, F(metrics_listen), 0, 0, SERVE},
+    {"metrics-port-file", "FSPS_METRICS_PORT_FILE",
+     "write the metrics port here once listening", T_STR,
+     F(metrics_port_file), 0, 0, SERVE},
     {"serve-tls-cert", "FSPS_SERVE_TLS_CERT",
      "online: TLS on the serving port, PEM certificate chain", T_STR,
      F(online.tls_cert), 0, 0, SERVE},

@@ -26,6 +26,8 @@ typedef struct {
   char input_format[16], output_format[16];
   bool normalize;
   double progress_secs;
+  /* fsps-serve's Prometheus metrics (off when empty) */
+  char metrics_listen[256], metrics_port_file[OPTS_PATH];
   /* online (fsps-serve without --input): the fields of serve/online.h's
    * serve_online_config, by the same names, which main.c copies across */
   struct {

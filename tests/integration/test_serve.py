@@ -381,12 +381,16 @@ class ServeTest(unittest.TestCase):
 
     def test_online_mode_serves_and_stops_on_sigterm(self):
         """fsps-serve without --input: the gRPC health check of its port
-        says SERVING once the checkpoint is loaded; SIGTERM stops it, 0."""
+        says SERVING once the checkpoint is loaded, /metrics (as the chart
+        asks for it, FSPS_METRICS_LISTEN) the version; SIGTERM stops it,
+        0."""
         pf = self.path("serve-port")
         p = subprocess.Popen(DIE_WITH_PARENT + [
             binary("serve", "fsps-serve"), "--checkpoint-dir", self.ckpt,
             "--listen", "127.0.0.1:0", "--port-file", pf],
-            stderr=subprocess.PIPE, text=True)
+            stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, FSPS_METRICS_LISTEN="127.0.0.1:0",
+                     FSPS_METRICS_PORT_FILE=pf + ".metrics"))
         try:
             deadline = time.monotonic() + 60
             while not (os.path.exists(pf) and os.path.getsize(pf)):
@@ -399,6 +403,14 @@ class ServeTest(unittest.TestCase):
                 capture_output=True, text=True, timeout=60)
             self.assertEqual(h.returncode, 0, h.stdout + h.stderr)
             self.assertIn("SERVING", h.stdout + h.stderr)
+            mport = int(open(pf + ".metrics").read())
+            import urllib.request
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" %
+                                        mport, timeout=30) as r:
+                text = r.read().decode()
+            self.assertIn("\nfsps_serve_ready 1\n", text)
+            self.assertIn("\nfsps_serve_model_version %d\n" % STEPS, text)
+            self.assertIn("\nfsps_serve_requests_total 0\n", text)
         finally:
             p.send_signal(signal.SIGTERM)
             err = p.communicate(timeout=60)[1]
