@@ -182,6 +182,13 @@ uint32_t fsps_status_checkpoints(const fsps_status *st, uint32_t s,
   return r ? (uint32_t)r->n_checkpoint_versions : 0;
 }
 
+const void *fsps_status_model_spec(const fsps_status *st, uint32_t s,
+                                   size_t *len) {
+  const Fsps__V1__StatusReply *r = reply(st, s);
+  *len = r ? r->model_spec.len : 0;
+  return *len ? r->model_spec.data : NULL;
+}
+
 uint32_t fsps_status_num_layers(const fsps_status *st, uint32_t s) {
   const Fsps__V1__StatusReply *r = reply(st, s);
   return r ? (uint32_t)r->n_layers : 0;

@@ -50,6 +50,23 @@ fsps_spec *fsps_spec_create(uint64_t seed) {
   return spec;
 }
 
+fsps_spec *fsps_spec_decode(const void *bytes, size_t len, char *err,
+                            size_t errlen) {
+  fsps_spec *spec = calloc(1, sizeof *spec);
+  if (spec == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  spec->s = bytes && len ? wire_spec_unpack(bytes, len, err, errlen) : NULL;
+  if (spec->s == NULL && (bytes == NULL || len == 0))
+    snprintf(err, errlen, "no model spec (empty)");
+  if (spec->s != NULL &&
+      shard_spec_validate(spec->s, err, errlen) == FSPS_OK)
+    return spec;
+  fsps_spec_destroy(spec);
+  return NULL;
+}
+
 void fsps_spec_destroy(fsps_spec *spec) {
   if (spec == NULL)
     return;

@@ -2,7 +2,8 @@
 # Builds what the container image ships, into PREFIX/usr/local/bin:
 # fsps-server, fsps-worker, fsps-health (the `helm test` health client) and
 # fsps-reslice (re-slices checkpoints for another number of servers) and
-# fsps-ctl (the operator's tool: status, checkpoint, rollback), stripped. deploy/Dockerfile's build stage runs exactly this, and so does
+# fsps-ctl (the operator's tool: status, checkpoint, rollback), and
+# fsps-serve and fsps-export (serving and safetensors export), stripped. deploy/Dockerfile's build stage runs exactly this, and so does
 # tests/deploy/check_dockerfile.py on a copy of the Docker build context, so
 # the image's build is exercised without a Docker engine.
 #
@@ -17,9 +18,10 @@ jobs=${JOBS:-$(nproc)}
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j "$jobs" --target fsps-server fsps-worker fsps-health \
-  fsps-reslice fsps-ctl
+  fsps-reslice fsps-ctl fsps-serve fsps-export
 for bin in server/fsps-server worker/fsps-worker tests/fsps-health \
-           server/fsps-reslice ctl/fsps-ctl; do
+           server/fsps-reslice ctl/fsps-ctl serve/fsps-serve \
+           serve/fsps-export; do
   install -D -s -m 0755 "$build/$bin" "$prefix/usr/local/bin/${bin##*/}"
 done
-echo "build.sh: installed fsps-server fsps-worker fsps-health fsps-reslice fsps-ctl into $prefix/usr/local/bin"
+echo "build.sh: installed fsps-server fsps-worker fsps-health fsps-reslice fsps-ctl fsps-serve fsps-export into $prefix/usr/local/bin"

@@ -1,7 +1,7 @@
 /* reslice.c: re-slices a set of checkpoints written by S servers into
- * checkpoints for S' servers (see reslice.h): choose and verify the input
- * set, then stream it layer by layer through ckpt_file.c's reader and
- * writer. */
+ * checkpoints for S' servers (see reslice.h): ckpt/'s ckpt_set chooses,
+ * verifies and reads the input set layer by layer, and ckpt_file's writer
+ * writes the S' files. */
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "ckpt_file.h"
+#include "ckpt_set.h"
 #include "reslice.h"
 #include "spec_optim.h"
 #include "wire.h"
@@ -31,205 +32,35 @@ static int fail(char *msg, size_t msglen, int rc, const char *fmt, ...) {
   return rc;
 }
 
-/* ---- listing a folder's checkpoint files ---- */
+/* ---- the input set, through ckpt/ ---- */
 
 typedef struct {
-  uint32_t s, S;
-  uint64_t tag;
-} entry;
-
-typedef struct {
-  entry *e;
-  size_t n, cap;
-} listing;
-
-static int add_entry(listing *ls, entry e) {
-  if (ls->n == ls->cap) {
-    size_t cap = ls->cap ? 2 * ls->cap : 64;
-    entry *grown = realloc(ls->e, cap * sizeof *grown);
-    if (grown == NULL)
-      return FSPS_NOMEM;
-    ls->e = grown;
-    ls->cap = cap;
-  }
-  ls->e[ls->n++] = e;
-  return FSPS_OK;
-}
-
-/* list_dir collects the checkpoint files named in dir; a folder that does
- * not exist lists as empty when missing_ok. */
-static int list_dir(const char *dir, bool missing_ok, listing *ls, char *msg,
-                    size_t msglen) {
-  DIR *d = opendir(dir);
-  if (d == NULL && errno == ENOENT && missing_ok)
-    return FSPS_OK;
-  if (d == NULL)
-    return fail(msg, msglen, FSPS_IO, "cannot read the folder %s: %s", dir,
-                strerror(errno));
-  int rc = FSPS_OK;
-  struct dirent *de;
-  entry e;
-  while (rc == FSPS_OK && (de = readdir(d)) != NULL)
-    if (ckpt_file_parse_name(de->d_name, &e.s, &e.S, &e.tag))
-      rc = add_entry(ls, e);
-  closedir(d);
-  if (rc != FSPS_OK)
-    return fail(msg, msglen, rc, "out of memory listing %s", dir);
-  return FSPS_OK;
-}
-
-/* by_newest orders by version (newest first), then S, then s. */
-static int by_newest(const void *a, const void *b) {
-  const entry *x = a, *y = b;
-  if (x->tag != y->tag)
-    return x->tag < y->tag ? 1 : -1;
-  if (x->S != y->S)
-    return x->S < y->S ? -1 : 1;
-  return x->s < y->s ? -1 : x->s > y->s;
-}
-
-static bool has_entry(const listing *ls, uint32_t s, uint32_t S, uint64_t tag) {
-  for (size_t i = 0; i < ls->n; i++)
-    if (ls->e[i].s == s && ls->e[i].S == S && ls->e[i].tag == tag)
-      return true;
-  return false;
-}
-
-/* newest_other finds the newest version other than tag that server s of S
- * has a file for. */
-static bool newest_other(const listing *ls, uint32_t s, uint32_t S,
-                         uint64_t tag, uint64_t *other) {
-  bool any = false;
-  for (size_t i = 0; i < ls->n; i++) {
-    const entry *e = &ls->e[i];
-    if (e->s == s && e->S == S && e->tag != tag && (!any || e->tag > *other)) {
-      *other = e->tag;
-      any = true;
-    }
-  }
-  return any;
-}
-
-/* ---- the input set: one verified file per server s of S ---- */
-
-typedef struct {
-  const char *dir;
-  uint32_t S, out_S;
-  uint64_t tag;
-  ckpt_reader **r;
-  ckpt_header *h;
+  ckpt_set *set;
   shard_spec *spec;
-  size_t per; /* floats per element: the parameter and its optimizer state */
+  uint32_t per; /* floats per element: the parameter and its optimizer state */
 } in_set;
-
-static void member_path(const in_set *in, uint32_t s, char *out) {
-  ckpt_file_name(out, PATHLEN, in->dir, s, in->S, in->tag);
-}
 
 static uint64_t layer_n(const in_set *in, uint32_t l) {
   return shard_spec_layer(in->spec, l)->n;
 }
 
 static void in_set_close(in_set *in) {
-  for (uint32_t s = 0; in->r != NULL && s < in->S; s++)
-    ckpt_reader_close(in->r[s]);
-  free(in->r);
-  free(in->h);
+  ckpt_set_close(in->set);
   shard_spec_destroy(in->spec);
-  in->r = NULL;
-  in->h = NULL;
+  in->set = NULL;
   in->spec = NULL;
 }
 
-static int find_members(const in_set *in, const listing *ls, char *msg,
-                        size_t msglen) {
-  char p[PATHLEN];
-  uint64_t other;
-  member_path(in, 0, p);
-  if (in->S == 0 || in->S > RESLICE_MAX_SERVERS)
-    return fail(msg, msglen, FSPS_CORRUPT,
-                "%s names %" PRIu32 " servers, which no fsps-server runs as", p,
-                in->S);
-  for (uint32_t s = 0; s < in->S; s++) {
-    if (has_entry(ls, s, in->S, in->tag))
-      continue;
-    member_path(in, s, p);
-    if (!newest_other(ls, s, in->S, in->tag, &other))
-      return fail(msg, msglen, FSPS_NOT_FOUND, "%s is missing", p);
-    return fail(msg, msglen, FSPS_NOT_FOUND,
-                "%s is missing (server %" PRIu32 " of %" PRIu32
-                " has a file at version %" PRIu64 " instead: the servers were "
-                "not checkpointed at the same version)",
-                p, s, in->S, other);
-  }
-  return FSPS_OK;
-}
-
-/* check_fds makes sure S inputs and S' outputs can be open at once. */
-static int check_fds(uint32_t S, uint32_t out_S, char *msg, size_t msglen) {
-  struct rlimit rl;
-  rlim_t need = (rlim_t)S + out_S + 16;
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
-    return FSPS_OK;
-  if (rl.rlim_max >= need) {
-    rl.rlim_cur = need;
-    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-      return FSPS_OK;
-  }
-  return fail(msg, msglen, FSPS_RESOURCE_EXHAUSTED,
-              "re-slicing %" PRIu32 " files into %" PRIu32
-              " keeps %llu files open at once, more than this process may "
-              "open (%llu): raise `ulimit -n`",
-              S, out_S, (unsigned long long)need,
-              (unsigned long long)rl.rlim_max);
-}
-
-static int open_members(in_set *in, char *msg, size_t msglen) {
-  in->r = calloc(in->S, sizeof *in->r);
-  in->h = calloc(in->S, sizeof *in->h);
-  if (in->r == NULL || in->h == NULL)
-    return fail(msg, msglen, FSPS_NOMEM, "out of memory");
-  for (uint32_t s = 0; s < in->S; s++) {
-    char p[PATHLEN];
-    const char *why;
-    member_path(in, s, p);
-    if ((in->r[s] = ckpt_reader_open(p, &in->h[s], &why)) == NULL)
-      return fail(msg, msglen, FSPS_CORRUPT, "%s %s", p, why);
-  }
-  return FSPS_OK;
-}
-
-/* check_member compares file s's header with its name and with file 0. */
-static int check_member(const in_set *in, uint32_t s, char *msg,
-                        size_t msglen) {
-  const ckpt_header *h = &in->h[s], *h0 = &in->h[0];
-  char p[PATHLEN], p0[PATHLEN];
-  member_path(in, s, p);
-  member_path(in, 0, p0);
-  if (h->S != in->S || h->s != s || h->tag != in->tag)
-    return fail(msg, msglen, FSPS_CORRUPT,
-                "%s says it is server %" PRIu32 " of %" PRIu32
-                " at version %" PRIu64 ", which its name does not (renamed?)",
-                p, h->s, h->S, h->tag);
-  if (h->hash != h0->hash)
-    return fail(msg, msglen, FSPS_FAILED_PRECONDITION,
-                "%s holds a model with spec hash %016" PRIx64 " but %s one "
-                "with %016" PRIx64 ": the files come from different models",
-                p, h->hash, p0, h0->hash);
-  if (h->W != h0->W)
-    return fail(msg, msglen, FSPS_FAILED_PRECONDITION,
-                "%s was written by a server with --workers %" PRIu32
-                " but %s by one with %" PRIu32
-                ": the files come from different clusters",
-                p, h->W, p0, h0->W);
-  return FSPS_OK;
-}
-
-/* load_spec decodes the model the files share (from file 0). */
-static int load_spec(in_set *in, char *msg, size_t msglen) {
-  const ckpt_header *h = &in->h[0];
+/* load_spec decodes the model the files share (from file 0): the set's
+ * accept callback, so a set whose spec is unreadable is refused like a
+ * corrupt one. */
+static int load_spec(void *arg, const ckpt_set *set, char *msg,
+                     size_t msglen) {
+  in_set *in = arg;
+  const ckpt_header *h = ckpt_set_header(set, 0);
   char p[PATHLEN], err[512] = "";
-  member_path(in, 0, p);
+  ckpt_set_path(set, 0, p, sizeof p);
+  shard_spec_destroy(in->spec);
   in->spec = wire_spec_unpack(h->spec, h->speclen, err, sizeof err);
   if (in->spec == NULL)
     return fail(msg, msglen, FSPS_CORRUPT,
@@ -244,78 +75,26 @@ static int load_spec(in_set *in, char *msg, size_t msglen) {
     return fail(msg, msglen, FSPS_CORRUPT,
                 "%s has %" PRIu32 " layers but its model %" PRIu32, p,
                 h->nlayers, shard_spec_num_layers(in->spec));
-  in->per = 1 + server_spec_optim_state_per_elem(shard_spec_optim(in->spec));
+  in->per = 1 + (uint32_t)server_spec_optim_state_per_elem(
+                    shard_spec_optim(in->spec));
   return FSPS_OK;
 }
 
-/* try_set opens and checks the set (in->S, in->tag); closes it on failure. */
-static int try_set(in_set *in, const listing *ls, char *msg, size_t msglen) {
-  int rc = find_members(in, ls, msg, msglen);
-  if (rc == FSPS_OK)
-    rc = check_fds(in->S, in->out_S, msg, msglen);
-  if (rc == FSPS_OK)
-    rc = open_members(in, msg, msglen);
-  for (uint32_t s = 1; rc == FSPS_OK && s < in->S; s++)
-    rc = check_member(in, s, msg, msglen);
-  if (rc == FSPS_OK)
-    rc = load_spec(in, msg, msglen);
-  if (rc != FSPS_OK)
-    in_set_close(in);
-  return rc;
-}
-
-/* no_set says why no set was chosen: `last` is the one refusal when there
- * was one, `all` lists every refusal, one per line. */
-static void no_set(const reslice_opts *o, int tried, const char *last,
-                   const char *all, char *msg, size_t msglen) {
-  char at[64] = "";
-  if (o->pick_version)
-    snprintf(at, sizeof at, " at version %" PRIu64, o->version);
-  if (tried == 0)
-    snprintf(msg, msglen,
-             "no checkpoint files (ckpt-s<s>of<S>-v<version>.fsps)%s in %s", at,
-             o->from);
-  else
-    snprintf(msg, msglen, "no complete, valid set of checkpoints%s in %s:%s%s",
-             at, o->from, tried == 1 ? " " : "\n", tried == 1 ? last : all);
-}
-
-/* choose_set opens the newest set of o->from that passes try_set (only
- * version o->version with o->pick_version). */
 static int choose_set(const reslice_opts *o, in_set *in, char *msg,
                       size_t msglen) {
-  listing ls = {0};
-  int rc = list_dir(o->from, false, &ls, msg, msglen), tried = 0;
-  if (rc != FSPS_OK)
-    return rc;
-  if (ls.n > 1)
-    qsort(ls.e, ls.n, sizeof *ls.e, by_newest);
-  char why[8192] = "", one[2048] = "";
-  rc = FSPS_NOT_FOUND;
-  for (size_t i = 0; rc != FSPS_OK && i < ls.n; i++) {
-    const entry *e = &ls.e[i];
-    if ((i > 0 && e->tag == e[-1].tag && e->S == e[-1].S) ||
-        (o->pick_version && e->tag != o->version))
-      continue;
-    *in = (in_set){
-        .dir = o->from, .S = e->S, .tag = e->tag, .out_S = o->num_servers};
-    if ((rc = try_set(in, &ls, one, sizeof one)) == FSPS_OK)
-      break;
-    tried++;
-    snprintf(why + strlen(why), sizeof why - strlen(why), "%s  %s",
-             tried > 1 ? "\n" : "", one);
-  }
-  free(ls.e);
-  if (rc == FSPS_OK && tried)
-    fprintf(stderr, "fsps-reslice: newer checkpoints refused:\n%s\n", why);
-  if (rc != FSPS_OK)
-    no_set(o, tried, one, why, msg, msglen);
-  return rc;
+  ckpt_set_opts so = {.dir = o->from,
+                      .pick_version = o->pick_version,
+                      .version = o->version,
+                      .extra_files = o->num_servers,
+                      .tool = "fsps-reslice",
+                      .accept = load_spec,
+                      .arg = in};
+  return ckpt_set_open(&so, &in->set, msg, msglen);
 }
 
 /* ---- the output folder ---- */
 
-static int clash(const reslice_opts *o, const entry *e, uint64_t tag, char *msg,
+static int clash(const reslice_opts *o, const ckpt_entry *e, uint64_t tag, char *msg,
                  size_t msglen) {
   char p[PATHLEN];
   ckpt_file_name(p, sizeof p, o->to, e->s, e->S, e->tag);
@@ -348,13 +127,12 @@ static int check_to(const reslice_opts *o, uint64_t tag, char *msg,
                 "--to %s is the --from folder: write the re-sliced files into "
                 "another folder",
                 o->to);
-  listing ls = {0};
-  int rc = list_dir(o->to, true, &ls, msg, msglen);
-  if (ls.n > 1)
-    qsort(ls.e, ls.n, sizeof *ls.e, by_newest);
-  for (size_t i = 0; rc == FSPS_OK && i < ls.n; i++)
-    rc = clash(o, &ls.e[i], tag, msg, msglen);
-  free(ls.e);
+  ckpt_entry *e = NULL;
+  size_t n = 0;
+  int rc = ckpt_dir_list(o->to, true, &e, &n, msg, msglen);
+  for (size_t i = 0; rc == FSPS_OK && i < n; i++)
+    rc = clash(o, &e[i], tag, msg, msglen);
+  free(e);
   return rc;
 }
 
@@ -377,7 +155,7 @@ static int out_open(out_set *out, const in_set *in, const char *dir, char *msg,
                     size_t msglen) {
   if ((out->w = calloc(out->S, sizeof *out->w)) == NULL)
     return fail(msg, msglen, FSPS_NOMEM, "out of memory");
-  ckpt_header h = in->h[0];
+  ckpt_header h = *ckpt_set_header(in->set, 0);
   h.S = out->S;
   for (h.s = 0; h.s < out->S; h.s++)
     if ((out->w[h.s] = ckpt_writer_open(dir, &h, msg, msglen)) == NULL)
@@ -417,67 +195,6 @@ static void out_close(out_set *out) {
 
 /* ---- one layer ---- */
 
-/* read_slice reads file s's slice of layer l into the layer image buf:
- * vector j (parameters, then each state vector) of n floats at buf + j*n. */
-static int read_slice(in_set *in, uint32_t s, uint32_t l, float *buf,
-                      uint64_t *version, char *msg, size_t msglen) {
-  uint64_t n = layer_n(in, l), off, cnt;
-  ckpt_layer_head lh;
-  shard_slice(n, in->S, s, &off, &cnt);
-  const char *why = ckpt_reader_layer(in->r[s], &lh);
-  if (why == NULL &&
-      (lh.index != l || lh.count != cnt || lh.floats != in->per * cnt))
-    why = "does not match its model's layers";
-  for (size_t j = 0; why == NULL && cnt && j < in->per; j++)
-    why = ckpt_reader_floats(in->r[s], buf + j * n + off, cnt);
-  if (why != NULL) {
-    char p[PATHLEN];
-    member_path(in, s, p);
-    return fail(msg, msglen, FSPS_CORRUPT, "%s %s (at layer %" PRIu32 ")", p,
-                why, l);
-  }
-  *version = lh.version;
-  return FSPS_OK;
-}
-
-static int version_mismatch(const in_set *in, uint32_t l, uint32_t a,
-                            uint64_t va, uint32_t b, uint64_t vb, char *msg,
-                            size_t msglen) {
-  char pa[PATHLEN], pb[PATHLEN];
-  member_path(in, a, pa);
-  member_path(in, b, pb);
-  return fail(msg, msglen, FSPS_FAILED_PRECONDITION,
-              "layer %" PRIu32 " ('%s') is at version %" PRIu64
-              " in %s but at %" PRIu64 " in %s: the files were not written "
-              "at one step boundary (take the Checkpoint call while no worker "
-              "pushes, or use --checkpoint-every)",
-              l, shard_spec_layer(in->spec, l)->name, va, pa, vb, pb);
-}
-
-/* read_layer gathers layer l from all S files; every non-empty slice must
- * be at the same version, which becomes *version. */
-static int read_layer(in_set *in, uint32_t l, float *buf, uint64_t *version,
-                      char *msg, size_t msglen) {
-  uint32_t first = in->S;
-  *version = 0;
-  for (uint32_t s = 0; s < in->S; s++) {
-    uint64_t v, cnt;
-    int rc = read_slice(in, s, l, buf, &v, msg, msglen);
-    if (rc != FSPS_OK)
-      return rc;
-    shard_slice(layer_n(in, l), in->S, s, NULL, &cnt);
-    if (cnt == 0)
-      continue;
-    if (first == in->S) {
-      first = s;
-      *version = v;
-    } else if (v != *version) {
-      return version_mismatch(in, l, first, *version, s, v, msg, msglen);
-    }
-  }
-  return FSPS_OK;
-}
-
 static void write_layer(const in_set *in, out_set *out, uint32_t l,
                         const float *buf, uint64_t version) {
   uint64_t n = layer_n(in, l);
@@ -495,7 +212,7 @@ static void write_layer(const in_set *in, out_set *out, uint32_t l,
 static int alloc_layer(const in_set *in, float **buf, char *msg,
                        size_t msglen) {
   uint32_t big = 0;
-  for (uint32_t l = 1; l < in->h[0].nlayers; l++)
+  for (uint32_t l = 1; l < ckpt_set_header(in->set, 0)->nlayers; l++)
     big = layer_n(in, l) > layer_n(in, big) ? l : big;
   double bytes = (double)layer_n(in, big) * (double)in->per * sizeof(float);
   if ((*buf = malloc((size_t)bytes)) == NULL)
@@ -506,21 +223,10 @@ static int alloc_layer(const in_set *in, float **buf, char *msg,
   return FSPS_OK;
 }
 
-static int read_ends(in_set *in, char *msg, size_t msglen) {
-  for (uint32_t s = 0; s < in->S; s++) {
-    const char *why = ckpt_reader_end(in->r[s]);
-    char p[PATHLEN];
-    member_path(in, s, p);
-    if (why != NULL)
-      return fail(msg, msglen, FSPS_CORRUPT, "%s %s", p, why);
-  }
-  return FSPS_OK;
-}
-
 /* idle_servers counts the servers of S that would hold no element. */
 static uint32_t idle_servers(const in_set *in, uint32_t S) {
   uint64_t busy = 0;
-  for (uint32_t l = 0; l < in->h[0].nlayers; l++) {
+  for (uint32_t l = 0; l < ckpt_set_header(in->set, 0)->nlayers; l++) {
     uint64_t n = layer_n(in, l), c = shard_stride(n, S);
     uint64_t slices = (n + c - 1) / c;
     busy = slices > busy ? slices : busy;
@@ -539,13 +245,16 @@ static int convert(in_set *in, const reslice_opts *o, reslice_result *res,
     rc = make_dir(o->to, &created, msg, msglen);
   if (rc == FSPS_OK)
     rc = out_open(&out, in, o->to, msg, msglen);
-  for (uint32_t l = 0; rc == FSPS_OK && l < in->h[0].nlayers; l++) {
+  for (uint32_t l = 0; rc == FSPS_OK && l < ckpt_set_header(in->set, 0)->nlayers; l++) {
     uint64_t version;
-    if ((rc = read_layer(in, l, buf, &version, msg, msglen)) == FSPS_OK)
+    ckpt_layer_req q = {l, shard_spec_layer(in->spec, l)->name,
+                        layer_n(in, l), in->per, in->per};
+    if ((rc = ckpt_set_read_layer(in->set, &q, buf, &version, msg, msglen)) ==
+        FSPS_OK)
       write_layer(in, &out, l, buf, version);
   }
   if (rc == FSPS_OK)
-    rc = read_ends(in, msg, msglen);
+    rc = ckpt_set_end(in->set, msg, msglen);
   if (rc == FSPS_OK)
     rc = out_commit(&out, &res->bytes, msg, msglen);
   out_close(&out);
@@ -564,12 +273,12 @@ int reslice_run(const reslice_opts *o, reslice_result *res, char *msg,
                 RESLICE_MAX_SERVERS, o->num_servers);
   int rc = choose_set(o, &in, msg, msglen);
   if (rc == FSPS_OK)
-    rc = check_to(o, in.tag, msg, msglen);
+    rc = check_to(o, ckpt_set_version(in.set), msg, msglen);
   if (rc == FSPS_OK)
     rc = convert(&in, o, res, msg, msglen);
   if (rc == FSPS_OK) {
-    res->version = in.tag;
-    res->from_servers = in.S;
+    res->version = ckpt_set_version(in.set);
+    res->from_servers = ckpt_set_servers(in.set);
     res->idle = idle_servers(&in, o->num_servers);
   }
   in_set_close(&in);

@@ -200,6 +200,12 @@ static void status_fill(service *svc, Fsps__V1__StatusReply *r) {
   r->rejected = atomic_load(&svc->rejected);
   r->incarnation = svc->incarnation;
   r->epoch = store_epoch(svc->st);
+  if (r->initialized) {
+    size_t len = 0;
+    const void *blob = store_blob(svc->st, &len);
+    r->model_spec.data = (uint8_t *)blob;
+    r->model_spec.len = blob ? len : 0;
+  }
 }
 
 static void status_start(rpc_call *call, rpc_msg *msg, void *ctx) {

@@ -1,4 +1,4 @@
-/* test_ckpt_file.c: unit tests of server/ckpt_file.h — the checkpoint file
+/* test_ckpt_file.c: unit tests of ckpt/ckpt_file.h — the checkpoint file
  * format byte by byte, writing and reading back, and every way a file is
  * refused: CRC, truncation at every length, magic, format version. */
 #include <setjmp.h>

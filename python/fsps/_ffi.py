@@ -32,6 +32,8 @@ int fsps_spec_validate(const fsps_spec *spec, char *msg, size_t msglen);
 uint32_t fsps_spec_num_layers(const fsps_spec *spec);
 uint64_t fsps_spec_layer_size(const fsps_spec *spec, uint32_t layer);
 uint64_t fsps_spec_hash(const fsps_spec *spec);
+fsps_spec *fsps_spec_decode(const void *bytes, size_t len, char *err,
+                            size_t errlen);
 
 typedef enum { FSPS_BSP = 0, FSPS_SSP = 1, FSPS_ASP = 2 } fsps_mode;
 typedef enum {
@@ -116,6 +118,8 @@ uint64_t fsps_status_incarnation(const fsps_status *st, uint32_t s);
 uint64_t fsps_status_epoch(const fsps_status *st, uint32_t s);
 uint32_t fsps_status_checkpoints(const fsps_status *st, uint32_t s,
                                  const uint64_t **versions);
+const void *fsps_status_model_spec(const fsps_status *st, uint32_t s,
+                                   size_t *len);
 uint32_t fsps_status_num_layers(const fsps_status *st, uint32_t s);
 const char *fsps_status_layer_name(const fsps_status *st, uint32_t s,
                                    uint32_t l);

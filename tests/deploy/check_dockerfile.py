@@ -39,7 +39,7 @@ BUILD_TOOLS = {"build-essential", "gcc", "g++", "cpp", "clang", "cmake",
                "make", "ninja-build", "pkg-config", "pkgconf", "git",
                "protobuf-c-compiler", "protobuf-compiler", "libtool"}
 BINARIES = ("fsps-server", "fsps-worker", "fsps-health", "fsps-reslice",
-            "fsps-ctl")
+            "fsps-ctl", "fsps-serve", "fsps-export")
 
 failures = []
 

@@ -122,6 +122,14 @@ uint64_t fsps_spec_layer_size(const fsps_spec *spec, uint32_t layer);
  * compare). */
 uint64_t fsps_spec_hash(const fsps_spec *spec);
 
+/* fsps_spec_decode returns a new spec from an encoded ModelSpec (what
+ * fsps_status_model_spec hands out, or a checkpoint file holds), for a
+ * program that reads a model it did not declare (fsps_attach with it); NULL
+ * with a message in err when the bytes are not a valid spec. Free it with
+ * fsps_spec_destroy. Thread-safe. */
+fsps_spec *fsps_spec_decode(const void *bytes, size_t len, char *err,
+                            size_t errlen);
+
 /* ---- client ------------------------------------------------------------ */
 typedef enum {
   FSPS_BSP = 0, /* step t gathers version t: every worker in lock-step */
@@ -502,6 +510,12 @@ uint32_t fsps_status_checkpoints(const fsps_status *st, uint32_t s,
                                  const uint64_t **versions);
 
 /* fsps_status_num_layers returns the number of layers server s holds. */
+/* fsps_status_model_spec returns server s's declared model as an encoded
+ * ModelSpec (fsps_spec_decode reads it) and sets *len to its size; NULL
+ * with *len 0 when it has none, or is an older server that does not say. */
+const void *fsps_status_model_spec(const fsps_status *st, uint32_t s,
+                                   size_t *len);
+
 uint32_t fsps_status_num_layers(const fsps_status *st, uint32_t s);
 
 /* Layer l on server s: its name, its element count n and server s's

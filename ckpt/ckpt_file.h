@@ -1,6 +1,7 @@
 /* ckpt_file.h: the checkpoint file format — names, a crash-safe streaming
  * writer and a verifying streaming reader — shared by fsps-server
- * (checkpoint.c) and the offline tool fsps-reslice (reslice.c).
+ * (checkpoint.c), the offline tool fsps-reslice and fsps-serve/fsps-export
+ * (through ckpt_set.h).
  *
  * Layout (little-endian): "FSPSCKP1", u32 format, u32 S, u32 s, u32 W,
  * u64 spec hash, u64 version tag, u32 layers, u32 spec length, the spec as
@@ -8,8 +9,8 @@
  * count, u64 version, u64 floats and the floats (the slice's parameters,
  * then each optimizer state vector of `count` floats in turn), and last a
  * CRC32C of everything before it. */
-#ifndef FSPS_SERVER_CKPT_FILE_H
-#define FSPS_SERVER_CKPT_FILE_H
+#ifndef FSPS_CKPT_FILE_H
+#define FSPS_CKPT_FILE_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -99,6 +100,11 @@ ckpt_reader *ckpt_reader_open(const char *path, ckpt_header *h,
  * NULL on success, else why not (a phrase as above). */
 const char *ckpt_reader_layer(ckpt_reader *r, ckpt_layer_head *lh);
 const char *ckpt_reader_floats(ckpt_reader *r, float *out, size_t n);
+
+/* ckpt_reader_skip reads n floats of the current layer and drops them (a
+ * reader that wants the parameters but not the optimizer state); NULL or
+ * why not. */
+const char *ckpt_reader_skip(ckpt_reader *r, uint64_t n);
 
 /* ckpt_reader_end, after the last layer, checks that what was read is what
  * was verified at open (the file did not change in between): NULL when it

@@ -369,6 +369,17 @@ const char *ckpt_reader_floats(ckpt_reader *r, float *out, size_t n) {
   return get(r, out, n * sizeof(float)) ? NULL : "is truncated";
 }
 
+const char *ckpt_reader_skip(ckpt_reader *r, uint64_t n) {
+  float buf[4096];
+  while (n > 0) {
+    size_t k = n < 4096 ? (size_t)n : 4096;
+    if (!get(r, buf, k * sizeof(float)))
+      return "is truncated";
+    n -= k;
+  }
+  return NULL;
+}
+
 const char *ckpt_reader_end(ckpt_reader *r) {
   uint32_t stored;
   if (fread(&stored, 1, 4, r->f) != 4 || stored != r->stored ||
