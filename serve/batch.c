@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "batch.h"
+#include "fmt.h"
 #include "fsps_err.h"
 
 typedef struct {
@@ -97,9 +98,12 @@ static void write_rows(run *r, uint64_t first, uint32_t n, uint64_t version) {
     else
       fprintf(r->out, "%" PRIu64 ",%" PRIu32, first + i, r->cls[i]);
     for (uint32_t k = 0; k < r->classes; k++) {
+      char num[SERVE_FMT_G9_MAX + 1];
+      size_t len = 0;
       if (k > 0 || !r->jsonl)
-        fputc(',', r->out);
-      fprintf(r->out, "%.9g", (double)p[k]);
+        num[len++] = ',';
+      len += serve_fmt_g9(p[k], num + len); /* printf's "%.9g", faster */
+      fwrite(num, 1, len, r->out);
     }
     if (r->jsonl)
       fprintf(r->out, "],\"version\":%" PRIu64 "}\n", version);

@@ -17,6 +17,7 @@
 
 #include "batch.h"
 #include "ckpt_set.h"
+#include "fmt.h"
 #include "fsps_err.h"
 #include "mlp_spec.h"
 #include "safetensors.h"
@@ -359,6 +360,58 @@ static void safetensors_file_by_hand(void **state) {
   remove_dir(dir);
 }
 
+/* ---- serve_fmt_g9 against printf's "%.9g" ---- */
+
+static void same_as_printf(float f) {
+  char want[64], got[SERVE_FMT_G9_MAX];
+  snprintf(want, sizeof want, "%.9g", (double)f);
+  size_t n = serve_fmt_g9(f, got);
+  if (strcmp(want, got) != 0 || n != strlen(want))
+    fail_msg("%a: printf says %s, serve_fmt_g9 %s (%zu)", (double)f, want,
+             got, n);
+}
+
+static float from_bits(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+/* Every float from bits lo for n consecutive bit patterns. */
+static void sweep(uint32_t lo, uint32_t n) {
+  for (uint32_t i = 0; i < n; i++)
+    same_as_printf(from_bits(lo + i));
+}
+
+static void fmt_g9_is_printfs(void **state) {
+  (void)state;
+  const float fixed[] = {0.0f, -0.0f, 1.0f, 0.5f, 0.1f, 1e-4f, 9.99999e-5f,
+                         1e-5f, 0.25f, 123456789.0f, 1e9f, 99999999.0f,
+                         1e-13f, 1e13f, 3.4e38f, 1e-45f, INFINITY,
+                         -INFINITY, NAN, -0.1f, 0.999999999f, 1e8f};
+  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+    same_as_printf(fixed[i]);
+  /* Around each power of ten from 1e-14 to 1e14 (exponent changes). */
+  for (int e = -14; e <= 14; e++) {
+    float p = (float)pow(10.0, e);
+    uint32_t u;
+    memcpy(&u, &p, sizeof u);
+    sweep(u - 2000, 4000);
+  }
+  /* Dense runs where softmax outputs live, and pseudo-random bit
+   * patterns over the whole float range (both signs). */
+  sweep(0x3f000000u, 300000); /* 0.5 up */
+  sweep(0x38d1b717u, 300000); /* 1e-4 up */
+  sweep(0x3dcccccdu, 300000); /* 0.1 up */
+  uint64_t x = 88172645463325252u;
+  for (int i = 0; i < 2000000; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    same_as_printf(from_bits((uint32_t)x));
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(assembles_S1),
@@ -372,6 +425,7 @@ int main(void) {
       cmocka_unit_test(refuses_what_is_not_an_mlp),
       cmocka_unit_test(safetensors_header_by_hand),
       cmocka_unit_test(safetensors_file_by_hand),
+      cmocka_unit_test(fmt_g9_is_printfs),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
