@@ -128,6 +128,11 @@ class Torch:
     """The torch child, started once; score() times one pass."""
 
     def __init__(self, a, model, rows_file, env):
+        # torch's OpenMP pool (set_num_threads(2)) spins between ops by
+        # default, fighting OpenBLAS's own 2 threads for the 2 cores: at
+        # batch >= 256 that cost torch up to 30x here. Passive waiting is
+        # torch's best setting, so torch gets it.
+        env = dict(env, OMP_WAIT_POLICY="PASSIVE")
         self.p = subprocess.Popen(
             DIE_WITH_PARENT + [sys.executable, os.path.abspath(__file__),
                                "--role", "torch", "--model", model,
