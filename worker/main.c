@@ -185,7 +185,7 @@ static int run(trainer *t, char *err, size_t errlen) {
 int main(int argc, char **argv) {
   worker_opts o;
   char err[1024] = "";
-  int rc = opts_parse(argc, argv, &o, err, sizeof err);
+  int rc = worker_opts_parse(argc, argv, &o, err, sizeof err);
   if (rc != 0) {
     if (rc < 0)
       fprintf(stderr, "fsps-worker: %s\n", err);

@@ -41,8 +41,10 @@ typedef struct {
   char tls_server_name[256];
 } worker_opts;
 
-/* opts_parse fills o from FSPS_* variables, then argv. Returns 0 to run,
- * 1 when --help/--version was printed, -1 with err on a bad flag. */
-int opts_parse(int argc, char **argv, worker_opts *o, char *err, size_t errlen);
+/* worker_opts_parse fills o with the defaults, then from FSPS_* variables,
+ * then argv (opts/fsps_opts.h). Returns 0 to run, 1 when --help/--version
+ * was printed, -1 with err on a bad flag. */
+int worker_opts_parse(int argc, char **argv, worker_opts *o, char *err,
+                      size_t errlen);
 
 #endif
