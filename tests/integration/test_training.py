@@ -276,10 +276,11 @@ class TrainingTest(unittest.TestCase):
                 first.kill()
             first.communicate()
 
-    def worker_fails(self, flags):
+    def worker_fails(self, flags, env=None):
         p = subprocess.run(
             [os.path.join(ARGS.bin, "worker", "fsps-worker")] + flags,
-            capture_output=True, text=True, timeout=60)
+            capture_output=True, text=True, timeout=60,
+            env=dict(os.environ, **(env or {})))
         self.assertNotEqual(p.returncode, 0)
         return p.stderr
 
@@ -294,7 +295,11 @@ class TrainingTest(unittest.TestCase):
                                  "--model", "mlp:784"])
         self.assertIn("mlp", err)
         err = self.worker_fails(["--batch", "0", "--servers", "x:1"])
-        self.assertIn("--batch", err)
+        self.assertIn("bad value '0' for --batch: out of range; want a whole "
+                      "number from 1 to 1048576", err)
+        err = self.worker_fails(["--servers", "x:1"], {"FSPS_LR": "fast"})
+        self.assertIn("bad value 'fast' in FSPS_LR (--lr): not a number; "
+                      "want a number from 0 to 100", err)
         err = self.worker_fails(["--wire-dtype", "fp16", "--servers", "x:1"])
         self.assertIn("--wire-dtype must be fp32 or bf16, not 'fp16'", err)
 
