@@ -447,6 +447,17 @@ class ServeTest(unittest.TestCase):
         rc, err = run("fsps-serve", "--input", IMAGES, "--output", out)
         self.assertEqual(rc, 2, err)
         self.assertIn("give one of --checkpoint-dir", err)
+        rc, err = run("fsps-export", "--checkpoint-dir", self.ckpt,
+                      "--output", out, "--timeout-ms", "1e3")
+        self.assertEqual(rc, 2, err)
+        self.assertIn("bad value '1e3' for --timeout-ms: not a whole number; "
+                      "want a whole number from 1 to 1000000000", err)
+        # a flag of fsps-serve only is unknown to fsps-export
+        rc, err = run("fsps-export", "--checkpoint-dir", self.ckpt,
+                      "--output", out, "--input", IMAGES)
+        self.assertEqual(rc, 2, err)
+        self.assertIn("unknown or incomplete option '--input'", err)
+        self.assertEqual(self.leftovers(out), [], "output left behind")
 
     def test_corrupt_checkpoint(self):
         """A flipped byte: refused by its CRC; with an older complete
