@@ -154,6 +154,11 @@ static int check(const worker_opts *o, char *err, size_t errlen) {
     return opts_fail(err, errlen,
                      "--servers is required (host:port,... of every "
                      "fsps-server, in index order)");
+  if (o->local && o->dump[0])
+    return opts_fail(err, errlen,
+                     "--dump writes the model the servers hold, and --local "
+                     "has none (its parameters are fixed values that only "
+                     "time the compute): drop one of the two");
   if (o->rank >= o->world)
     return opts_fail(err, errlen, "--rank %u is out of range for --world %u",
                      o->rank, o->world);

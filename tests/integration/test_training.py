@@ -288,6 +288,10 @@ class TrainingTest(unittest.TestCase):
         err = self.worker_fails(["--servers", "127.0.0.1:1", "--rank", "2",
                                  "--world", "2"])
         self.assertIn("--rank 2 is out of range", err)
+        err = self.worker_fails(["--local", "--dump",
+                                 os.path.join(self.tmp.name, "m.bin")])
+        self.assertIn("--dump writes the model the servers hold", err)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp.name, "m.bin")))
         err = self.worker_fails(["--servers", "127.0.0.1:1",
                                  "--data-dir", self.tmp.name])
         self.assertIn("dataset-fashion-mnist", err)
