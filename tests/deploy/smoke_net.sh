@@ -13,6 +13,7 @@
 #
 #   smoke_net.sh DIR FSPS_SERVER FSPS_WORKER FSPS_HEALTH   (DIR from validate.mjs --emit)
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/smoke_lib.sh"
 dir=$1 server_bin=$2 worker_bin=$3 health_bin=$4
 OVERRIDES=(FSPS_MAX_STEPS=12 FSPS_TRAIN_LIMIT=4096 FSPS_NO_EVAL=1 FSPS_TIMEOUT_MS=60000)
 link=${SMOKE_LINK:-1gbit}
@@ -86,15 +87,7 @@ for ((r = 0; r < W; r++)); do
   wpids+=($!)
   pids+=($!)
 done
-status=0
-for ((r = 0; r < W; r++)); do
-  if ! wait "${wpids[r]}"; then
-    echo "smoke_net: worker $r failed:"
-    tail -n 20 "$dir/net-worker-$r.log"
-    status=1
-  fi
-done
-[ "$status" -eq 0 ] || exit 1
+wait_workers smoke_net "$dir/net-worker-%d.log" "${wpids[@]}"
 
 # Every pod's link carried the training's traffic both ways.
 for ((i = 0; i < S; i++)); do nodes[i]=s$i; done
