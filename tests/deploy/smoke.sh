@@ -340,14 +340,7 @@ EOF
 fi
 
 # SIGTERM, as the kubelet sends it: each server must stop cleanly.
-for ((i = 0; i < S; i++)); do kill -TERM "${server_pids[i]}"; done
-for ((i = 0; i < S; i++)); do
-  if ! wait "${server_pids[i]}"; then
-    echo "smoke: server $i did not exit 0 on SIGTERM:"
-    tail -n 10 "$dir/server-$i.log"
-    exit 1
-  fi
-done
+stop_servers smoke "$dir/server-%d.log" "${server_pids[@]}"
 pids=(${serve_pid:+"$serve_pid"})
 # ... and leave its final checkpoint in its (rendered) checkpoint folder.
 for ((i = 0; i < S; i++)); do

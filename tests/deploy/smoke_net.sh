@@ -101,13 +101,6 @@ for n in "${nodes[@]}"; do
   fi
   echo "smoke_net: pod $n's link: $((tx / 1000)) kB in, $((rx / 1000)) kB out"
 done
-for ((i = 0; i < S; i++)); do kill -TERM "${server_pids[i]}"; done
-for ((i = 0; i < S; i++)); do
-  if ! wait "${server_pids[i]}"; then
-    echo "smoke_net: server $i did not exit 0 on SIGTERM:"
-    tail -n 10 "$dir/net-server-$i.log"
-    exit 1
-  fi
-done
+stop_servers smoke_net "$dir/net-server-%d.log" "${server_pids[@]}"
 pids=()
 echo "smoke_net: $W worker(s) trained with $S server(s) over shaped links; all stopped cleanly"
