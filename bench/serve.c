@@ -1,33 +1,49 @@
 /* serve.c: bench/serve's online part — ModelInfer throughput and latency of
- * fsps-serve's online side (serve/online, hosted by tests/serve_online_host
- * on loopback) under 1, 8 and 64 concurrent clients on gRPC C core, each
- * keeping one one-row request in flight, with dynamic batching
- * (--max-batch 64) beside --max-batch 1 measured in the same run, and the
- * compute ceiling: serve_snapshot_predict's rows/s in-process at batch 64
- * and 1. One JSON object per line. */
+ * the real fsps-serve binary (build/serve/fsps-serve, started with
+ * --checkpoint-dir on a checkpoint written for the run) on loopback, driven
+ * by 1, 8 and 64 client threads on gRPC C core. Closed loop: each client
+ * keeps one one-row request in flight. Open loop (--offered): requests go
+ * at fixed times whatever the replies, and latency counts from the time a
+ * request was due, so queueing shows. Dynamic batching (--max-batch 64)
+ * runs beside --max-batch 1, each on a fresh fsps-serve, with the compute
+ * ceiling measured in-process (serve_snapshot_predict at batch 64 and 1).
+ * One JSON object per line. */
 #include <errno.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "grpc_predict_v2.pb-c.h"
 #include "rpc.h"
+#include "serve_proc.h"
 #include "snapshot.h"
 
 #define MAX_CLIENTS 256
+#define MAX_LIST 8
+#define INFER "/inference.GRPCInferenceService/ModelInfer"
+/* Open loop: a request not answered in OPEN_DEADLINE_MS is an error, and
+ * one due while MAX_INFLIGHT wait is not sent (an error too), so that an
+ * overloaded server costs the client bounded memory. */
+#define OPEN_DEADLINE_MS 10000
+#define MAX_INFLIGHT 8192
 
 typedef struct {
-  const char *host, *model;
+  const char *serve, *model;
   double seconds, warmup;
-  uint32_t clients[8], nclients, delay_us, threads;
+  uint32_t clients[MAX_LIST], nclients, delay_us, threads;
+  double offered[MAX_LIST];
+  uint32_t noffered;
+  char workdir[4000], ckpt_dir[4096];
+  bool made; /* workdir exists: removed at the end */
 } bench_opts;
 
 static double now_s(void) {
@@ -41,133 +57,23 @@ static int cmp_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-/* ---- the host process ---- */
+/* ---- latencies ---- */
 
 typedef struct {
-  pid_t pid;
-  int port;
-  char port_file[64], out_file[64];
-} host;
+  double *v;
+  size_t n, cap;
+} lat_list;
 
-static int start_host(host *h, const bench_opts *o, uint32_t max_batch) {
-  snprintf(h->port_file, sizeof h->port_file, "/tmp/bench-serve-port.XXXXXX");
-  snprintf(h->out_file, sizeof h->out_file, "/tmp/bench-serve-out.XXXXXX");
-  int pf = mkstemp(h->port_file), of = mkstemp(h->out_file);
-  if (pf < 0 || of < 0)
-    return -1;
-  close(pf);
-  unlink(h->port_file);
-  char mb[16], delay[16], threads[16];
-  snprintf(mb, sizeof mb, "%" PRIu32, max_batch);
-  snprintf(delay, sizeof delay, "%" PRIu32, o->delay_us);
-  snprintf(threads, sizeof threads, "%" PRIu32, o->threads);
-  h->pid = fork();
-  if (h->pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    dup2(of, 1);
-    execl(o->host, o->host, "--widths", o->model, "--port-file", h->port_file,
-          "--max-batch", mb, "--max-delay-us", delay, "--threads", threads,
-          (char *)NULL);
-    _exit(127);
-  }
-  close(of);
-  for (int i = 0; i < 3000; i++) { /* 30 s */
-    FILE *f = fopen(h->port_file, "r");
-    if (f != NULL) {
-      int ok = fscanf(f, "%d", &h->port) == 1;
-      fclose(f);
-      if (ok)
-        return 0;
-    }
-    if (waitpid(h->pid, NULL, WNOHANG) != 0)
-      return -1;
-    nanosleep(&(struct timespec){0, 10000000}, NULL);
-  }
-  return -1;
-}
-
-/* stop_host stops h and reads the batches and rows it computed. */
-static void stop_host(host *h, uint64_t *batches, uint64_t *rows) {
-  kill(h->pid, SIGTERM);
-  waitpid(h->pid, NULL, 0);
-  unlink(h->port_file);
-  *batches = *rows = 0;
-  FILE *f = fopen(h->out_file, "r");
-  char line[512];
-  while (f != NULL && fgets(line, sizeof line, f) != NULL) {
-    const char *b = strstr(line, "\"batches\":");
-    const char *r = strstr(line, "\"rows\":");
-    if (b && r) {
-      *batches = strtoull(b + 10, NULL, 10);
-      *rows = strtoull(r + 7, NULL, 10);
-    }
-  }
-  if (f)
-    fclose(f);
-  unlink(h->out_file);
-}
-
-/* ---- clients ---- */
-
-typedef struct {
-  rpc_channel *ch;
-  uint32_t width, seed;
-  double start, measure, end;
-  double *lat;
-  size_t nlat, cap;
-  uint64_t failed;
-} client;
-
-static void record(client *c, double ms) {
-  if (c->nlat == c->cap) {
-    size_t cap = c->cap ? 2 * c->cap : 4096;
-    double *p = realloc(c->lat, cap * sizeof *p);
+static void lat_add(lat_list *l, double ms) {
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? 2 * l->cap : 4096;
+    double *p = realloc(l->v, cap * sizeof *p);
     if (p == NULL)
       return;
-    c->lat = p;
-    c->cap = cap;
+    l->v = p;
+    l->cap = cap;
   }
-  c->lat[c->nlat++] = ms;
-}
-
-static void *client_thread(void *arg) {
-  client *c = arg;
-  float *x = malloc(c->width * sizeof(float));
-  for (uint32_t i = 0; i < c->width; i++)
-    x[i] = (float)((c->seed * 2654435761u + i * 40503u) % 1000) / 1000.0f;
-  Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
-  Inference__ModelInferRequest__InferInputTensor in =
-      INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
-  Inference__ModelInferRequest__InferInputTensor *inp = &in;
-  int64_t shape[2] = {1, c->width};
-  ProtobufCBinaryData raw = {c->width * sizeof(float), (uint8_t *)x};
-  req.model_name = "fsps-mlp";
-  in.name = "input";
-  in.datatype = "FP32";
-  in.shape = shape;
-  in.n_shape = 2;
-  req.inputs = &inp;
-  req.n_inputs = 1;
-  req.raw_input_contents = &raw;
-  req.n_raw_input_contents = 1;
-  for (double t0 = now_s(); t0 < c->end; t0 = now_s()) {
-    ProtobufCMessage *rep = NULL;
-    rpc_status st;
-    int rc = rpc_unary(c->ch, "/inference.GRPCInferenceService/ModelInfer",
-                       &req.base, &inference__model_infer_response__descriptor,
-                       &rep, 30000, &st);
-    double t1 = now_s();
-    if (rep)
-      protobuf_c_message_free_unpacked(rep, NULL);
-    if (t0 >= c->measure && t1 <= c->end) {
-      if (rc == FSPS_OK)
-        record(c, (t1 - t0) * 1e3);
-      else
-        c->failed++;
-    }
-  }
-  free(x);
-  return NULL;
+  l->v[l->n++] = ms;
 }
 
 typedef struct {
@@ -175,55 +81,307 @@ typedef struct {
   uint64_t failed;
 } result;
 
-/* run_load drives a fresh host with n clients for o->seconds. */
-static int run_load(const bench_opts *o, uint32_t width, uint32_t max_batch,
-                    uint32_t n, result *r) {
-  host h;
-  if (start_host(&h, o, max_batch) != 0) {
-    fprintf(stderr, "bench/serve: cannot start %s\n", o->host);
-    return -1;
-  }
-  char target[64];
-  snprintf(target, sizeof target, "127.0.0.1:%d", h.port);
+/* lat_summary sorts l and puts its median and 99th percentile into r. */
+static void lat_summary(lat_list *l, result *r) {
+  qsort(l->v, l->n, sizeof *l->v, cmp_double);
+  r->p50 = l->n ? l->v[l->n / 2] : 0;
+  r->p99 = l->n ? l->v[(size_t)((double)l->n * 0.99)] : 0;
+}
+
+/* ---- one one-row request ---- */
+
+typedef struct {
+  float *x;
+  Inference__ModelInferRequest req;
+  Inference__ModelInferRequest__InferInputTensor in, *inp;
+  int64_t shape[2];
+  ProtobufCBinaryData raw;
+} one_row;
+
+/* one_row_init builds r in place (it points into itself: never copied). */
+static void one_row_init(one_row *r, uint32_t width, uint32_t seed) {
+  *r = (one_row){.req = INFERENCE__MODEL_INFER_REQUEST__INIT,
+                 .in = INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT,
+                 .x = malloc(width * sizeof(float)),
+                 .shape = {1, width}};
+  for (uint32_t i = 0; r->x != NULL && i < width; i++)
+    r->x[i] = (float)((seed * 2654435761u + i * 40503u) % 1000) / 1000.0f;
+  r->raw = (ProtobufCBinaryData){width * sizeof(float), (uint8_t *)r->x};
+  r->req.model_name = "fsps-mlp";
+  r->in.name = "input";
+  r->in.datatype = "FP32";
+  r->in.shape = r->shape;
+  r->in.n_shape = 2;
+  r->inp = &r->in;
+  r->req.inputs = &r->inp;
+  r->req.n_inputs = 1;
+  r->req.raw_input_contents = &r->raw;
+  r->req.n_raw_input_contents = 1;
+}
+
+/* ---- fsps-serve under test ---- */
+
+typedef struct {
+  serve_proc p;
+  rpc_channel *ch;
+} server;
+
+static bool ready(rpc_channel *ch) {
+  Inference__ServerReadyRequest q = INFERENCE__SERVER_READY_REQUEST__INIT;
+  Inference__ServerReadyResponse *rep = NULL;
   rpc_status st;
-  rpc_channel *ch = rpc_channel_create(target, 64 << 20, &st);
+  bool ok = rpc_unary(ch, "/inference.GRPCInferenceService/ServerReady",
+                      &q.base, &inference__server_ready_response__descriptor,
+                      (ProtobufCMessage **)&rep, 30000, &st) == FSPS_OK &&
+            rep->ready;
+  if (rep)
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+  return ok;
+}
+
+/* server_up starts fsps-serve with max_batch and a channel to it. */
+static int server_up(const bench_opts *o, uint32_t max_batch, server *s) {
+  serve_proc_opts po = {.bin = o->serve,
+                        .ckpt_dir = o->ckpt_dir,
+                        .workdir = o->workdir,
+                        .max_batch = max_batch,
+                        .delay_us = o->delay_us,
+                        .threads = o->threads};
+  if (serve_proc_start(&s->p, &po) != 0)
+    return -1;
+  char target[64];
+  rpc_status st;
+  snprintf(target, sizeof target, "127.0.0.1:%d", s->p.port);
+  s->ch = rpc_channel_create(target, 64 << 20, &st);
+  if (s->ch != NULL && ready(s->ch))
+    return 0;
+  fprintf(stderr, "bench/serve: fsps-serve on port %d is not ready\n",
+          s->p.port);
+  if (s->ch)
+    rpc_channel_destroy(s->ch);
+  serve_proc_stop(&s->p);
+  return -1;
+}
+
+/* server_down reads the rows per batch fsps-serve counted and stops it. */
+static int server_down(server *s, result *r) {
+  uint64_t batches = 0, rows = 0;
+  rpc_channel_destroy(s->ch);
+  int rc = serve_proc_counters(&s->p, &batches, &rows);
+  r->batch_rows = batches ? (double)rows / (double)batches : 0;
+  return serve_proc_stop(&s->p) != 0 ? -1 : rc;
+}
+
+/* ---- closed loop ---- */
+
+typedef struct {
+  rpc_channel *ch;
+  uint32_t width, seed;
+  double measure, end;
+  lat_list lat;
+  uint64_t failed;
+} client;
+
+static void *client_thread(void *arg) {
+  client *c = arg;
+  one_row r;
+  one_row_init(&r, c->width, c->seed);
+  for (double t0 = now_s(); r.x != NULL && t0 < c->end; t0 = now_s()) {
+    ProtobufCMessage *rep = NULL;
+    rpc_status st;
+    int rc = rpc_unary(c->ch, INFER, &r.req.base,
+                       &inference__model_infer_response__descriptor, &rep,
+                       30000, &st);
+    double t1 = now_s();
+    if (rep)
+      protobuf_c_message_free_unpacked(rep, NULL);
+    if (t0 >= c->measure && t1 <= c->end) {
+      if (rc == FSPS_OK)
+        lat_add(&c->lat, (t1 - t0) * 1e3);
+      else
+        c->failed++;
+    }
+  }
+  free(r.x);
+  return NULL;
+}
+
+/* run_closed drives a fresh fsps-serve with n closed-loop clients. */
+static int run_closed(const bench_opts *o, uint32_t width, uint32_t max_batch,
+                      uint32_t n, result *r) {
+  server s;
+  if (server_up(o, max_batch, &s) != 0)
+    return -1;
   static client c[MAX_CLIENTS];
   pthread_t t[MAX_CLIENTS];
   double start = now_s();
   for (uint32_t i = 0; i < n; i++) {
-    c[i] = (client){.ch = ch,
+    c[i] = (client){.ch = s.ch,
                     .width = width,
                     .seed = i,
-                    .start = start,
                     .measure = start + o->warmup,
                     .end = start + o->warmup + o->seconds};
     pthread_create(&t[i], NULL, client_thread, &c[i]);
   }
-  size_t total = 0;
-  for (uint32_t i = 0; i < n; i++) {
-    pthread_join(t[i], NULL);
-    total += c[i].nlat;
-  }
-  double *all = malloc((total ? total : 1) * sizeof *all);
-  size_t k = 0;
+  lat_list all = {0};
   r->failed = 0;
   for (uint32_t i = 0; i < n; i++) {
-    memcpy(all + k, c[i].lat, c[i].nlat * sizeof *all);
-    k += c[i].nlat;
+    pthread_join(t[i], NULL);
+    for (size_t k = 0; k < c[i].lat.n; k++)
+      lat_add(&all, c[i].lat.v[k]);
     r->failed += c[i].failed;
-    free(c[i].lat);
+    free(c[i].lat.v);
   }
-  qsort(all, total, sizeof *all, cmp_double);
-  r->throughput = (double)total / o->seconds;
-  r->p50 = total ? all[total / 2] : 0;
-  r->p99 = total ? all[(size_t)((double)total * 0.99)] : 0;
-  free(all);
-  rpc_channel_destroy(ch);
-  uint64_t batches, rows;
-  stop_host(&h, &batches, &rows);
-  r->batch_rows = batches ? (double)rows / (double)batches : 0;
-  return 0;
+  r->throughput = (double)all.n / o->seconds;
+  lat_summary(&all, r);
+  free(all.v);
+  return server_down(&s, r);
 }
+
+/* ---- open loop ---- */
+
+typedef struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  double measure, end;
+  uint64_t inflight, answered, errors; /* answered within [measure, end) */
+  lat_list lat; /* of requests due within [measure, end) */
+} open_run;
+
+typedef struct {
+  open_run *run;
+  double due;
+  bool replied;
+} pending;
+
+static void open_message(rpc_stream *s, rpc_msg *m, void *ctx) {
+  (void)s;
+  pending *p = ctx;
+  Inference__ModelInferResponse *rep = NULL;
+  rpc_status st;
+  if (rpc_msg_unpack(m, &inference__model_infer_response__descriptor,
+                     (ProtobufCMessage **)&rep, &st) == FSPS_OK) {
+    p->replied = rep->n_outputs == 2;
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+  }
+}
+
+static void open_done(rpc_stream *s, const rpc_status *st, rpc_msg *reply,
+                      void *ctx) {
+  (void)s;
+  (void)reply;
+  pending *p = ctx;
+  open_run *run = p->run;
+  double t = now_s();
+  bool ok = st->code == FSPS_OK && p->replied;
+  bool due_in = p->due >= run->measure && p->due < run->end;
+  pthread_mutex_lock(&run->mu);
+  if (ok && t >= run->measure && t < run->end)
+    run->answered++;
+  if (due_in && ok)
+    lat_add(&run->lat, (t - p->due) * 1e3);
+  else if (due_in)
+    run->errors++;
+  run->inflight--;
+  pthread_cond_signal(&run->cv);
+  pthread_mutex_unlock(&run->mu);
+  free(p);
+}
+
+typedef struct {
+  open_run *run;
+  rpc_channel *ch;
+  uint32_t width, seed, n;
+  double start, rate; /* total requests/s over all n clients */
+} open_client;
+
+/* send_at sends r at time `due` (at once if that has passed). */
+static void send_at(open_client *c, one_row *r, double due) {
+  double wait = due - now_s();
+  if (wait > 0)
+    nanosleep(&(struct timespec){(time_t)wait,
+                                 (long)((wait - (double)(time_t)wait) * 1e9)},
+              NULL);
+  pending *p = malloc(sizeof *p);
+  rpc_stream_cbs cbs = {
+      .on_message = open_message, .on_done = open_done, .ctx = p};
+  rpc_status st;
+  open_run *run = c->run;
+  pthread_mutex_lock(&run->mu);
+  bool room = run->inflight < MAX_INFLIGHT;
+  run->inflight++;
+  pthread_mutex_unlock(&run->mu);
+  if (p != NULL && room) {
+    *p = (pending){.run = run, .due = due};
+    if (rpc_stream_start(c->ch, INFER, RPC_SERVER_STREAMING, &r->req.base,
+                         OPEN_DEADLINE_MS, &cbs, &st) != NULL)
+      return;
+  }
+  free(p); /* not sent: an error if it was due in the window */
+  pthread_mutex_lock(&run->mu);
+  run->inflight--;
+  run->errors += due >= run->measure && due < run->end;
+  pthread_mutex_unlock(&run->mu);
+}
+
+/* open_thread: client i of n sends its k-th request at (k n + i) / rate
+ * after start, so that the n clients together send `rate` a second. */
+static void *open_thread(void *arg) {
+  open_client *c = arg;
+  one_row r;
+  one_row_init(&r, c->width, c->seed);
+  for (uint64_t k = 0; r.x != NULL; k++) {
+    double due = c->start + (double)(k * c->n + c->seed) / c->rate;
+    if (due >= c->run->end)
+      break;
+    send_at(c, &r, due);
+  }
+  free(r.x);
+  return NULL;
+}
+
+/* open_drain waits for every request's reply (or its deadline). */
+static void open_drain(open_run *run) {
+  pthread_mutex_lock(&run->mu);
+  while (run->inflight > 0)
+    pthread_cond_wait(&run->cv, &run->mu);
+  pthread_mutex_unlock(&run->mu);
+}
+
+/* run_open offers `rate` requests/s from n clients to a fresh fsps-serve. */
+static int run_open(const bench_opts *o, uint32_t width, uint32_t max_batch,
+                    uint32_t n, double rate, result *r) {
+  server s;
+  if (server_up(o, max_batch, &s) != 0)
+    return -1;
+  static open_client c[MAX_CLIENTS];
+  pthread_t t[MAX_CLIENTS];
+  double start = now_s() + 0.05;
+  open_run run = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                  .cv = PTHREAD_COND_INITIALIZER,
+                  .measure = start + o->warmup,
+                  .end = start + o->warmup + o->seconds};
+  for (uint32_t i = 0; i < n; i++) {
+    c[i] = (open_client){.run = &run,
+                         .ch = s.ch,
+                         .width = width,
+                         .seed = i,
+                         .n = n,
+                         .start = start,
+                         .rate = rate};
+    pthread_create(&t[i], NULL, open_thread, &c[i]);
+  }
+  for (uint32_t i = 0; i < n; i++)
+    pthread_join(t[i], NULL);
+  open_drain(&run);
+  r->throughput = (double)run.answered / o->seconds;
+  r->failed = run.errors;
+  lat_summary(&run.lat, r);
+  free(run.lat.v);
+  return server_down(&s, r);
+}
+
+/* ---- the compute ceiling ---- */
 
 /* compute_limit returns serve_snapshot_predict's rows/s at batch b for the
  * model, in this process, on one thread. */
@@ -250,24 +408,72 @@ static double compute_limit(const uint32_t *w, uint32_t n, uint32_t b) {
   return (double)rows / (t - t0);
 }
 
-static int parse_clients(const char *s, bench_opts *o) {
-  o->nclients = 0;
-  for (char *end; *s && o->nclients < 8; s = *end ? end + 1 : end) {
-    unsigned long v = strtoul(s, &end, 10);
-    if (end == s || v == 0 || v > MAX_CLIENTS || (*end && *end != ','))
+/* ---- options ---- */
+
+/* parse_list reads "a,b,c" (each > 0 and <= most) into out[0..*n). */
+static int parse_list(const char *s, double *out, uint32_t *n, double most) {
+  *n = 0;
+  for (char *end; *s && *n < MAX_LIST; s = *end ? end + 1 : end) {
+    double v = strtod(s, &end);
+    if (end == s || !(v > 0) || v > most || (*end && *end != ','))
       return -1;
-    o->clients[o->nclients++] = (uint32_t)v;
+    out[(*n)++] = v;
   }
-  return o->nclients ? 0 : -1;
+  return *n && !*s ? 0 : -1;
+}
+
+static int parse_clients(const char *s, bench_opts *o) {
+  double v[MAX_LIST];
+  if (parse_list(s, v, &o->nclients, MAX_CLIENTS) != 0)
+    return -1;
+  for (uint32_t i = 0; i < o->nclients; i++) {
+    o->clients[i] = (uint32_t)v[i];
+    if ((double)o->clients[i] != v[i])
+      return -1;
+  }
+  return 0;
+}
+
+static int parse_one(int c, const char *arg, bench_opts *o) {
+  char *end;
+  errno = 0;
+  double v = strtod(arg, &end);
+  bool num = end != arg && !*end && errno == 0 && v >= 0;
+  switch (c) {
+  case 'S':
+    o->serve = arg;
+    return 0;
+  case 'm':
+    o->model = arg;
+    return 0;
+  case 'c':
+    return parse_clients(arg, o);
+  case 'o':
+    return parse_list(arg, o->offered, &o->noffered, 1e7);
+  case 's':
+    o->seconds = v;
+    return num && v > 0 ? 0 : -1;
+  case 'w':
+    o->warmup = v;
+    return num ? 0 : -1;
+  case 'd':
+    o->delay_us = (uint32_t)v;
+    return num && v <= 1e7 ? 0 : -1;
+  case 't':
+    o->threads = (uint32_t)v;
+    return num && v >= 1 && v <= 1024 ? 0 : -1;
+  }
+  return -1;
 }
 
 static int parse(int argc, char **argv, bench_opts *o) {
   static const struct option lo[] = {
-      {"host", 1, NULL, 'h'},     {"model", 1, NULL, 'm'},
-      {"seconds", 1, NULL, 's'},  {"clients", 1, NULL, 'c'},
+      {"serve", 1, NULL, 'S'},    {"model", 1, NULL, 'm'},
+      {"seconds", 1, NULL, 's'},  {"warmup", 1, NULL, 'w'},
+      {"clients", 1, NULL, 'c'},  {"offered", 1, NULL, 'o'},
       {"delay-us", 1, NULL, 'd'}, {"threads", 1, NULL, 't'},
       {NULL, 0, NULL, 0}};
-  *o = (bench_opts){.host = SERVE_HOST_BIN,
+  *o = (bench_opts){.serve = SERVE_BIN,
                     .model = "mlp:784,512,256,10",
                     .seconds = 5,
                     .warmup = 1,
@@ -276,26 +482,15 @@ static int parse(int argc, char **argv, bench_opts *o) {
                     .delay_us = 500,
                     .threads = 1};
   int c;
-  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-    if (c == 'h')
-      o->host = optarg;
-    else if (c == 'm')
-      o->model = optarg;
-    else if (c == 's')
-      o->seconds = atof(optarg);
-    else if (c == 'c' && parse_clients(optarg, o) == 0)
-      continue;
-    else if (c == 'd')
-      o->delay_us = (uint32_t)strtoul(optarg, NULL, 10);
-    else if (c == 't')
-      o->threads = (uint32_t)strtoul(optarg, NULL, 10);
-    else
+  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1)
+    if (c == '?' || parse_one(c, optarg, o) != 0)
       return -1;
-  }
-  return o->seconds > 0 && optind == argc ? 0 : -1;
+  return optind == argc ? 0 : -1;
 }
 
-static void print_online(const bench_opts *o, uint32_t n, const result *b,
+/* ---- output ---- */
+
+static void print_closed(const bench_opts *o, uint32_t n, const result *b,
                          const result *one, double limit) {
   printf("{\"bench\":\"serve\",\"mode\":\"online\",\"clients\":%" PRIu32
          ",\"throughput_per_s\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
@@ -311,12 +506,81 @@ static void print_online(const bench_opts *o, uint32_t n, const result *b,
   fflush(stdout);
 }
 
+static void print_open(const bench_opts *o, uint32_t n, double rate,
+                       const result *b, const result *one) {
+  printf("{\"bench\":\"serve\",\"mode\":\"online_open\",\"clients\":%" PRIu32
+         ",\"offered_per_s\":%.0f,\"throughput_per_s\":%.0f,\"p50_ms\":%.3f,"
+         "\"p99_ms\":%.3f,\"errors\":%" PRIu64 ",\"mean_batch_rows\":%.1f,"
+         "\"max_batch1_throughput_per_s\":%.0f,\"max_batch1_p50_ms\":%.3f,"
+         "\"max_batch1_p99_ms\":%.3f,\"max_batch1_errors\":%" PRIu64
+         ",\"max_delay_us\":%" PRIu32 ",\"threads\":%" PRIu32
+         ",\"model\":\"%s\"}\n",
+         n, rate, b->throughput, b->p50, b->p99, b->failed, b->batch_rows,
+         one->throughput, one->p50, one->p99, one->failed, o->delay_us,
+         o->threads, o->model);
+  fflush(stdout);
+}
+
+/* ---- main ---- */
+
+static int remove_entry(const char *path, const struct stat *sb, int flag,
+                        struct FTW *ftw) {
+  (void)sb;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+/* prepare makes the run's folder and writes the checkpoint into it. */
+static int prepare(bench_opts *o, const uint32_t *w, uint32_t n) {
+  const char *tmp = getenv("TMPDIR");
+  char msg[1024];
+  snprintf(o->workdir, sizeof o->workdir, "%s/bench-serve.XXXXXX",
+           tmp && *tmp ? tmp : "/tmp");
+  if (mkdtemp(o->workdir) == NULL) {
+    fprintf(stderr, "bench/serve: cannot make %s: %s\n", o->workdir,
+            strerror(errno));
+    return -1;
+  }
+  o->made = true;
+  snprintf(o->ckpt_dir, sizeof o->ckpt_dir, "%s/ckpt", o->workdir);
+  if (mkdir(o->ckpt_dir, 0755) != 0) {
+    fprintf(stderr, "bench/serve: cannot make %s: %s\n", o->ckpt_dir,
+            strerror(errno));
+    return -1;
+  }
+  if (bench_ckpt_write(o->ckpt_dir, w, n, 1, 0, msg, sizeof msg) != FSPS_OK) {
+    fprintf(stderr, "bench/serve: cannot write the checkpoint: %s\n", msg);
+    return -1;
+  }
+  return 0;
+}
+
+static int run_all(const bench_opts *o, const uint32_t *w, double lim64) {
+  for (uint32_t i = 0; i < o->nclients; i++) {
+    uint32_t n = o->clients[i];
+    result b, one;
+    if (run_closed(o, w[0], 64, n, &b) != 0 ||
+        run_closed(o, w[0], 1, n, &one) != 0)
+      return -1;
+    print_closed(o, n, &b, &one, lim64);
+    for (uint32_t k = 0; k < o->noffered; k++) {
+      if (run_open(o, w[0], 64, n, o->offered[k], &b) != 0 ||
+          run_open(o, w[0], 1, n, o->offered[k], &one) != 0)
+        return -1;
+      print_open(o, n, o->offered[k], &b, &one);
+    }
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
-  bench_opts o;
+  static bench_opts o;
   if (parse(argc, argv, &o) != 0) {
-    fprintf(stderr, "usage: serve [--host PATH] [--model mlp:W0,...] "
-                    "[--seconds S] [--clients 1,8,64] [--delay-us N] "
-                    "[--threads N]\n");
+    fprintf(stderr, "usage: serve [--serve PATH/fsps-serve] "
+                    "[--model mlp:W0,...] [--seconds S] [--warmup S] "
+                    "[--clients 1,8,64] [--offered R1,R2,...] "
+                    "[--delay-us N] [--threads N]\n");
     return 2;
   }
   uint32_t w[SERVE_MAX_WIDTHS], n;
@@ -326,17 +590,15 @@ int main(int argc, char **argv) {
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
+  int rc = prepare(&o, w, n);
   double lim64 = compute_limit(w, n, 64), lim1 = compute_limit(w, n, 1);
   printf("{\"bench\":\"serve\",\"mode\":\"compute\",\"model\":\"%s\","
          "\"rows_per_s_batch64\":%.0f,\"rows_per_s_batch1\":%.0f}\n",
          o.model, lim64, lim1);
   fflush(stdout);
-  for (uint32_t i = 0; i < o.nclients; i++) {
-    result b, one;
-    if (run_load(&o, w[0], 64, o.clients[i], &b) != 0 ||
-        run_load(&o, w[0], 1, o.clients[i], &one) != 0)
-      return 1;
-    print_online(&o, o.clients[i], &b, &one, lim64);
-  }
-  return 0;
+  if (rc == 0)
+    rc = run_all(&o, w, lim64);
+  if (o.made)
+    nftw(o.workdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+  return rc == 0 ? 0 : 1;
 }

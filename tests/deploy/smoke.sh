@@ -41,6 +41,7 @@
 #   smoke.sh DIR FSPS_SERVER FSPS_WORKER FSPS_HEALTH [FSPS_SERVE]
 #                                                  (DIR from validate.mjs --emit)
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/smoke_lib.sh"
 dir=$1 server_bin=$2 worker_bin=$3 health_bin=$4 serve_bin=${5:-}
 OVERRIDES=(FSPS_MAX_STEPS=12 FSPS_TRAIN_LIMIT=4096 FSPS_NO_EVAL=1 FSPS_TIMEOUT_MS=60000)
 # This machine's OpenBLAS workarounds, if any, are not the chart's business.
@@ -299,15 +300,7 @@ for ((r = 0; r < W; r++)); do
   wpids+=($!)
   pids+=($!)
 done
-status=0
-for ((r = 0; r < W; r++)); do
-  if ! wait "${wpids[r]}"; then
-    echo "smoke: worker $r failed:"
-    tail -n 20 "$dir/worker-$r.log"
-    status=1
-  fi
-done
-[ "$status" -eq 0 ] || exit 1
+wait_workers smoke "$dir/worker-%d.log" "${wpids[@]}"
 echo "smoke: all $W worker(s) trained and exited 0; rank 0 said:"
 tail -n 3 "$dir/worker-0.log" | sed 's/^/  /'
 
@@ -347,14 +340,7 @@ EOF
 fi
 
 # SIGTERM, as the kubelet sends it: each server must stop cleanly.
-for ((i = 0; i < S; i++)); do kill -TERM "${server_pids[i]}"; done
-for ((i = 0; i < S; i++)); do
-  if ! wait "${server_pids[i]}"; then
-    echo "smoke: server $i did not exit 0 on SIGTERM:"
-    tail -n 10 "$dir/server-$i.log"
-    exit 1
-  fi
-done
+stop_servers smoke "$dir/server-%d.log" "${server_pids[@]}"
 pids=(${serve_pid:+"$serve_pid"})
 # ... and leave its final checkpoint in its (rendered) checkpoint folder.
 for ((i = 0; i < S; i++)); do

@@ -13,6 +13,7 @@
 #
 #   smoke_net.sh DIR FSPS_SERVER FSPS_WORKER FSPS_HEALTH   (DIR from validate.mjs --emit)
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/smoke_lib.sh"
 dir=$1 server_bin=$2 worker_bin=$3 health_bin=$4
 OVERRIDES=(FSPS_MAX_STEPS=12 FSPS_TRAIN_LIMIT=4096 FSPS_NO_EVAL=1 FSPS_TIMEOUT_MS=60000)
 link=${SMOKE_LINK:-1gbit}
@@ -86,15 +87,7 @@ for ((r = 0; r < W; r++)); do
   wpids+=($!)
   pids+=($!)
 done
-status=0
-for ((r = 0; r < W; r++)); do
-  if ! wait "${wpids[r]}"; then
-    echo "smoke_net: worker $r failed:"
-    tail -n 20 "$dir/net-worker-$r.log"
-    status=1
-  fi
-done
-[ "$status" -eq 0 ] || exit 1
+wait_workers smoke_net "$dir/net-worker-%d.log" "${wpids[@]}"
 
 # Every pod's link carried the training's traffic both ways.
 for ((i = 0; i < S; i++)); do nodes[i]=s$i; done
@@ -108,13 +101,6 @@ for n in "${nodes[@]}"; do
   fi
   echo "smoke_net: pod $n's link: $((tx / 1000)) kB in, $((rx / 1000)) kB out"
 done
-for ((i = 0; i < S; i++)); do kill -TERM "${server_pids[i]}"; done
-for ((i = 0; i < S; i++)); do
-  if ! wait "${server_pids[i]}"; then
-    echo "smoke_net: server $i did not exit 0 on SIGTERM:"
-    tail -n 10 "$dir/net-server-$i.log"
-    exit 1
-  fi
-done
+stop_servers smoke_net "$dir/net-server-%d.log" "${server_pids[@]}"
 pids=()
 echo "smoke_net: $W worker(s) trained with $S server(s) over shaped links; all stopped cleanly"

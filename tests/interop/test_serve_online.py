@@ -1,21 +1,24 @@
 #!/usr/bin/python3
 """An unmodified open inference protocol (v2) client on an independent gRPC
 stack (Debian's python3-grpcio, with the stub python3-grpc-tools generates
-from proto/grpc_predict_v2.proto) against serve/online, hosted by
-tests/serve_online_host: readiness false then true, health, metadata,
-ModelInfer with raw_input_contents and with contents.fp32_contents checked
-against numpy, outputs named, each bad input's status, 64 concurrent
-requests answered correctly in fewer computations than requests, and mutual
-TLS on the port.
+from proto/grpc_predict_v2.proto) against the real fsps-serve binary,
+started as a user would: --checkpoint-dir on the checkpoint a real
+fsps-server wrote after a real fsps-worker trained a few steps, or
+--servers following a live one. Predictions are checked against numpy on
+the same weights, read from the model fsps-export writes (safetensors).
 
-Usage: test_serve_online.py --host PATH/serve_online_host
-                            --proto PATH/grpc_predict_v2.proto
+Readiness false then true (fsps-serve up before the servers hold a model),
+health, metadata, ModelInfer with raw_input_contents and with
+contents.fp32_contents, outputs named, each bad input's status, 64
+concurrent requests answered correctly in fewer computations than requests
+(the replies and fsps-serve's /metrics say so), and mutual TLS on the port.
+
+Usage: test_serve_online.py --bin BUILD_DIR --proto PATH/grpc_predict_v2.proto
 """
 import argparse
-import json
+import importlib.util
 import os
-import signal
-import struct
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,14 +31,21 @@ os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "..", "integration"))
-from metrics_harness import DIE_WITH_PARENT, wait_file  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+from metrics_harness import (DIE_WITH_PARENT, Proc, parse, scrape,  # noqa: E402
+                             server_argv, wait_file)
 
 ARGS = None
 PB = PBG = HPB = HPBG = None  # generated modules
 WIDTHS = [20, 32, 6]
+STEPS = 7  # the version the trained checkpoint holds
 HEALTH_PROTO = "/usr/share/grpc-proto/grpc/health/v1/health.proto"
+TRAINED = {}  # setUpModule's checkpoint folder and its weights
+
+
+def binary(*parts):
+    return os.path.join(ARGS.bin, *parts)
 
 
 def generate(tmp):
@@ -61,18 +71,79 @@ def generate(tmp):
     PB, PBG, HPB, HPBG = pb, pbg, hpb, hpbg
 
 
-def make_params(path, seed=7):
-    """Random layer vectors (weight [out][in], then bias) written raw;
-    returns them as [(W, b)] float32 arrays."""
-    rng = np.random.default_rng(seed)
-    layers, flat = [], []
-    for i, o in zip(WIDTHS, WIDTHS[1:]):
-        w = (rng.standard_normal((o, i)) / np.sqrt(i)).astype(np.float32)
-        b = (0.1 * rng.standard_normal(o)).astype(np.float32)
-        layers.append((w, b))
-        flat += [w.ravel(), b]
-    np.concatenate(flat).astype("<f4").tofile(path)
-    return layers
+def train(addr, steps):
+    """One real fsps-worker declares mlp:WIDTHS on the servers at addr and
+    trains `steps` steps on synthetic data."""
+    p = subprocess.run(DIE_WITH_PARENT + [
+        binary("worker", "fsps-worker"), "--servers", addr, "--rank", "0",
+        "--world", "1", "--model", "mlp:" + ",".join(map(str, WIDTHS)),
+        "--synthetic", "512", "--batch", "16", "--optimizer", "sgd",
+        "--lr", "0.05", "--max-steps", str(steps), "--no-eval",
+        "--progress-secs", "1000"], capture_output=True, text=True,
+        timeout=300)
+    assert p.returncode == 0, "fsps-worker exit %d: %s" % (p.returncode,
+                                                           p.stderr)
+
+
+def start_server(tmp, *extra):
+    """One fsps-server (S = 1, W = 1) and its address."""
+    srv = Proc(tmp, "server", server_argv(ARGS.bin, tmp, 0, 1, 1, extra))
+    port = wait_file(os.path.join(tmp, "port-0"), srv.proc, "fsps-server")
+    return srv, "127.0.0.1:%d" % port
+
+
+def safetensors():
+    """python/fsps/safetensors.py, loaded alone (the fsps package would load
+    libfsps)."""
+    path = os.path.join(HERE, "..", "..", "python", "fsps", "safetensors.py")
+    spec = importlib.util.spec_from_file_location("fsps_safetensors", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def export(tmp, *source):
+    """fsps-export's model from source as [(W, b)] float32 arrays, checked
+    to be mlp:WIDTHS; and the version it names."""
+    out = os.path.join(tmp, "model-%d.safetensors" % time.monotonic_ns())
+    p = subprocess.run(DIE_WITH_PARENT + [binary("serve", "fsps-export")] +
+                       list(source) + ["--output", out], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, "fsps-export exit %d: %s" % (p.returncode,
+                                                           p.stderr)
+    st = safetensors()
+    meta = st.metadata(out)
+    assert meta["widths"] == ",".join(map(str, WIDTHS)), meta
+    state = st.load_numpy(out)
+    keys = sorted({int(k.split(".")[0]) for k in state})
+    layers = [(state["%d.weight" % k], state["%d.bias" % k]) for k in keys]
+    assert [w.shape for w, _ in layers] == \
+        [(o, i) for i, o in zip(WIDTHS, WIDTHS[1:])], layers
+    return layers, meta["model_version"]
+
+
+def setUpModule():
+    """Trains once: fsps-server with --checkpoint-dir, a worker for STEPS
+    steps, and the server's final checkpoint on SIGTERM; then the
+    weights it holds, through fsps-export."""
+    tmp = tempfile.mkdtemp(prefix="test_serve_online.")
+    TRAINED["tmp"] = tmp
+    generate(tmp)
+    ckpt = os.path.join(tmp, "ckpt")
+    os.mkdir(ckpt)
+    srv, addr = start_server(tmp, "--checkpoint-dir", ckpt)
+    try:
+        train(addr, STEPS)
+    finally:
+        code = srv.stop()
+    assert code == 0, "fsps-server exit %s: %s" % (code, srv.tail())
+    TRAINED["ckpt"] = ckpt
+    TRAINED["layers"], version = export(tmp, "--checkpoint-dir", ckpt)
+    assert version == str(STEPS), version
+
+
+def tearDownModule():
+    shutil.rmtree(TRAINED["tmp"], ignore_errors=True)
 
 
 def reference(layers, x):
@@ -86,41 +157,41 @@ def reference(layers, x):
     return z / z.sum(axis=1, keepdims=True), h.argmax(axis=1)
 
 
-class Host:
-    """serve_online_host on an ephemeral loopback port."""
+class Serve:
+    """The fsps-serve binary on an ephemeral loopback port, with /metrics;
+    source is its --checkpoint-dir or --servers flags."""
 
-    def __init__(self, tmp, tag, *flags, channel=True):
+    def __init__(self, tmp, tag, source, *flags, channel=True):
         self.port_file = os.path.join(tmp, "port-" + tag)
-        self.log_path = os.path.join(tmp, tag + ".log")
-        self.log = open(self.log_path, "w+")
-        self.out = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(
-            DIE_WITH_PARENT + [ARGS.host, "--widths",
-                               "mlp:" + ",".join(map(str, WIDTHS)),
-                               "--port-file", self.port_file] + list(flags),
-            stdout=self.out, stderr=self.log)
-        self.port = wait_file(self.port_file, self.proc, tag)
+        self.proc = Proc(tmp, tag, [binary("serve", "fsps-serve")] +
+                         list(source) + ["--listen", "127.0.0.1:0",
+                                         "--port-file", self.port_file] +
+                         list(flags))
+        try:
+            self.port = wait_file(self.port_file, self.proc.proc, tag)
+        except RuntimeError as e:
+            self.proc.stop()
+            raise AssertionError("%s: %s" % (e, self.proc.tail())) from None
         self.channel = None
         if channel:
             self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.port)
             self.stub = PBG.GRPCInferenceServiceStub(self.channel)
             self.health = HPBG.HealthStub(self.channel)
 
+    def counters(self):
+        """fsps-serve's request counters, from its /metrics."""
+        m = parse(scrape(self.proc.port))
+        return {k: int(m[("fsps_serve_%s_total" % k, "")])
+                for k in ("requests", "answered", "batches", "rows")}
+
     def stop(self):
-        """SIGTERM; returns the counters it printed."""
+        """SIGTERM: it must exit 0 with no sanitizer report."""
         if self.channel is not None:
             self.channel.close()
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=60)
-        self.log.close()
-        with open(self.log_path) as f:
-            log = f.read()
-        assert code == 0, "exit %d: %s" % (code, log)
-        assert "Sanitizer" not in log and "runtime error" not in log, log
-        self.out.seek(0)
-        text = self.out.read()
-        self.out.close()
-        return json.loads(text.strip().splitlines()[-1])
+        code = self.proc.stop()
+        assert code == 0, "exit %s: %s" % (code, self.proc.tail())
+        report = self.proc.sanitizer_report()
+        assert report is None, report
 
 
 def request(x, raw=True, **kw):
@@ -145,32 +216,21 @@ def outputs(rep):
 class OnlineTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        generate(cls.tmp.name)
-        params = os.path.join(cls.tmp.name, "params.f32")
-        cls.layers = make_params(params)
-        cls.host = Host(cls.tmp.name, "main", "--params", params,
-                        "--version", "7", "--max-batch", "64",
-                        "--max-delay-us", "1000")
+        cls.layers = TRAINED["layers"]
+        cls.host = Serve(TRAINED["tmp"], "main",
+                         ["--checkpoint-dir", TRAINED["ckpt"]],
+                         "--max-batch", "64", "--max-delay-us", "1000")
         cls.rng = np.random.default_rng(1)
 
     @classmethod
     def tearDownClass(cls):
         cls.host.stop()
-        cls.tmp.cleanup()
 
     def rows(self, n):
         return self.rng.standard_normal((n, WIDTHS[0])).astype(np.float32)
 
     def check(self, rep, x):
-        probs, cls = reference(self.layers, x)
-        out = outputs(rep)
-        self.assertEqual(rep.model_name, "fsps-mlp")
-        self.assertEqual(rep.model_version, "7")
-        self.assertEqual(out["probabilities"].shape, (len(x), WIDTHS[-1]))
-        np.testing.assert_allclose(out["probabilities"], probs, rtol=0,
-                                   atol=2e-6)
-        np.testing.assert_array_equal(out["class"], cls)
+        check(self, rep, x, self.layers, str(STEPS))
 
     def test_ready_live_health_metadata(self):
         s = self.host.stub
@@ -182,7 +242,7 @@ class OnlineTest(unittest.TestCase):
         md = s.ServerMetadata(PB.ServerMetadataRequest())
         self.assertEqual(md.name, "fsps-serve")
         mm = s.ModelMetadata(PB.ModelMetadataRequest(name="fsps-mlp"))
-        self.assertEqual(list(mm.versions), ["7"])
+        self.assertEqual(list(mm.versions), [str(STEPS)])
         self.assertEqual([(t.name, t.datatype, list(t.shape)) for t in mm.inputs],
                          [("input", "FP32", [-1, WIDTHS[0]])])
         self.assertEqual([(t.name, t.datatype, list(t.shape)) for t in mm.outputs],
@@ -213,7 +273,8 @@ class OnlineTest(unittest.TestCase):
         x = self.rows(2)
         cases = [
             (request(x, model="resnet50"), grpc.StatusCode.NOT_FOUND),
-            (request(x, model_version="6"), grpc.StatusCode.NOT_FOUND),
+            (request(x, model_version=str(STEPS - 1)),
+             grpc.StatusCode.NOT_FOUND),
             (request(x[:, :-1]), grpc.StatusCode.INVALID_ARGUMENT),
             (request(x[:0]), grpc.StatusCode.INVALID_ARGUMENT),
             (request(np.where(x > 0, np.nan, x).astype(np.float32)),
@@ -248,18 +309,28 @@ class OnlineTest(unittest.TestCase):
             self.check(f.result(timeout=60), x)
 
 
+def check(test, rep, x, layers, version):
+    """rep answers rows x with the model `layers` at `version`."""
+    probs, cls = reference(layers, x)
+    out = outputs(rep)
+    test.assertEqual(rep.model_name, "fsps-mlp")
+    test.assertEqual(rep.model_version, version)
+    test.assertEqual(out["probabilities"].shape, (len(x), WIDTHS[-1]))
+    np.testing.assert_allclose(out["probabilities"], probs, rtol=0, atol=2e-6)
+    np.testing.assert_array_equal(out["class"], cls)
+
+
 class BatchingTest(unittest.TestCase):
-    """A host whose batches wait up to 60 s, so that one goes only when 64
-    rows wait: the 64 concurrent requests must be computed in fewer
-    computations than requests, as the replies and the counters say."""
+    """fsps-serve --max-delay-us 10000000 (its most), so that a batch goes
+    when 64 rows wait (or 10 s pass): the 64 concurrent requests must be
+    computed in fewer computations than requests, as the replies and its
+    /metrics say."""
 
     def test_batched(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            generate_once(tmp)
-            params = os.path.join(tmp, "params.f32")
-            layers = make_params(params, seed=3)
-            host = Host(tmp, "batch", "--params", params, "--max-batch",
-                        "64", "--max-delay-us", "60000000")
+        host = Serve(TRAINED["tmp"], "batch",
+                     ["--checkpoint-dir", TRAINED["ckpt"]],
+                     "--max-batch", "64", "--max-delay-us", "10000000")
+        try:
             rng = np.random.default_rng(2)
             xs = [rng.standard_normal((1, WIDTHS[0])).astype(np.float32)
                   for _ in range(64)]
@@ -267,27 +338,37 @@ class BatchingTest(unittest.TestCase):
             reps = [f.result(timeout=120) for f in fs]
             batches = set()
             for rep, x in zip(reps, xs):
-                probs, cls = reference(layers, x)
-                out = outputs(rep)
-                np.testing.assert_allclose(out["probabilities"], probs,
-                                           atol=2e-6, rtol=0)
-                np.testing.assert_array_equal(out["class"], cls)
+                check(self, rep, x, TRAINED["layers"], str(STEPS))
                 batches.add(rep.parameters["fsps_batch"].int64_param)
-            stats = host.stop()
-            self.assertLess(len(batches), 64)
-            self.assertEqual(stats["requests"], 64)
-            self.assertEqual(stats["answered"], 64)
-            self.assertLess(stats["batches"], 64)
-            self.assertEqual(stats["batches"], len(batches))
+            stats = host.counters()
+        finally:
+            host.stop()
+        self.assertLess(len(batches), 64)
+        self.assertEqual(stats["requests"], 64)
+        self.assertEqual(stats["answered"], 64)
+        self.assertEqual(stats["rows"], 64)
+        self.assertLess(stats["batches"], 64)
+        self.assertEqual(stats["batches"], len(batches))
 
 
 class ReadinessTest(unittest.TestCase):
-    """Not ready until the model is loaded (SIGUSR1 to the host)."""
+    """fsps-serve --servers started before the servers hold a model: live,
+    not ready, NOT_SERVING, ModelInfer UNAVAILABLE; once a worker has
+    declared the model and trained 3 steps, ready and serving version 3,
+    with the servers' weights."""
 
     def test_not_ready_then_ready(self):
         with tempfile.TemporaryDirectory() as tmp:
-            generate_once(tmp)
-            host = Host(tmp, "ready", "--wait-usr1", "--version", "3")
+            srv, addr = start_server(tmp)
+            try:
+                self.not_ready_then_ready(tmp, addr)
+            finally:
+                code = srv.stop()
+            self.assertEqual(code, 0, srv.tail())
+
+    def not_ready_then_ready(self, tmp, addr):
+        host = Serve(tmp, "ready", ["--servers", addr, "--poll-ms", "20"])
+        try:
             s = host.stub
             self.assertTrue(s.ServerLive(PB.ServerLiveRequest()).live)
             self.assertFalse(s.ServerReady(PB.ServerReadyRequest()).ready)
@@ -295,69 +376,82 @@ class ReadinessTest(unittest.TestCase):
                 s.ModelReady(PB.ModelReadyRequest(name="fsps-mlp")).ready)
             self.assertEqual(host.health.Check(HPB.HealthCheckRequest()).status,
                              HPB.HealthCheckResponse.NOT_SERVING)
-            x = np.zeros((1, WIDTHS[0]), np.float32)
+            x = np.ones((2, WIDTHS[0]), np.float32)
             with self.assertRaises(grpc.RpcError) as e:
                 s.ModelInfer(request(x))
             self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
-            host.proc.send_signal(signal.SIGUSR1)
-            # Polled: the signal is taken by the host's own thread.
+            train(addr, 3)
+            layers, version = export(tmp, "--servers", addr)
+            self.assertEqual(version, "3")
+            # Polled: fsps-serve looks for a newer version every 20 ms.
             deadline = time.monotonic() + 60
-            while (not s.ServerReady(PB.ServerReadyRequest()).ready and
+            while (list(self.versions(s)) != ["3"] and
                    time.monotonic() < deadline):
-                time.sleep(0.01)
+                time.sleep(0.02)
             self.assertTrue(s.ServerReady(PB.ServerReadyRequest()).ready)
-            self.assertEqual(s.ModelInfer(request(x)).model_version, "3")
+            self.assertEqual(host.health.Check(HPB.HealthCheckRequest()).status,
+                             HPB.HealthCheckResponse.SERVING)
+            check(self, s.ModelInfer(request(x)), x, layers, "3")
+        finally:
             host.stop()
+
+    @staticmethod
+    def versions(stub):
+        try:
+            return stub.ModelMetadata(
+                PB.ModelMetadataRequest(name="fsps-mlp")).versions
+        except grpc.RpcError:  # UNAVAILABLE until the first load
+            return []
 
 
 class TlsTest(unittest.TestCase):
-    """Mutual TLS on the serving port: a client with a certificate the
-    client CA signed is served; one without is refused."""
+    """Mutual TLS on the serving port (--serve-tls-cert, --serve-tls-key,
+    --serve-tls-client-ca): a client with a certificate the client CA
+    signed is served; one without is refused."""
 
     def test_mutual_tls(self):
-        sys.path.insert(0, os.path.join(os.path.dirname(
-            os.path.abspath(__file__)), ".."))
+        sys.path.insert(0, os.path.join(HERE, ".."))
         from tls_certs import Pki
         with tempfile.TemporaryDirectory() as tmp:
-            generate_once(tmp)
             pki = Pki(tmp)
             ca = pki.ca("ca")
             srv, cli = pki.leaf("server", ca), pki.leaf("client", ca)
-            host = Host(tmp, "tls", "--tls-cert", srv.cert, "--tls-key",
-                        srv.key, "--tls-client-ca", ca.cert, channel=False)
+            host = Serve(tmp, "tls", ["--checkpoint-dir", TRAINED["ckpt"]],
+                         "--serve-tls-cert", srv.cert, "--serve-tls-key",
+                         srv.key, "--serve-tls-client-ca", ca.cert,
+                         channel=False)
 
             def read(path):
                 with open(path, "rb") as f:
                     return f.read()
 
-            good = grpc.secure_channel(
-                "127.0.0.1:%d" % host.port, grpc.ssl_channel_credentials(
-                    read(ca.cert), read(cli.key), read(cli.cert)))
-            stub = PBG.GRPCInferenceServiceStub(good)
-            self.assertTrue(stub.ServerReady(PB.ServerReadyRequest()).ready)
-            x = np.ones((2, WIDTHS[0]), np.float32)
-            self.assertEqual(len(stub.ModelInfer(request(x)).outputs), 2)
-            good.close()
-            bare = grpc.secure_channel(
-                "127.0.0.1:%d" % host.port,
-                grpc.ssl_channel_credentials(read(ca.cert)))
-            with self.assertRaises(grpc.RpcError) as e:
-                PBG.GRPCInferenceServiceStub(bare).ServerReady(
-                    PB.ServerReadyRequest(), timeout=10)
-            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
-            bare.close()
-            host.stop()
-
-
-def generate_once(tmp):
-    if PB is None:
-        generate(tmp)
+            try:
+                good = grpc.secure_channel(
+                    "127.0.0.1:%d" % host.port, grpc.ssl_channel_credentials(
+                        read(ca.cert), read(cli.key), read(cli.cert)))
+                stub = PBG.GRPCInferenceServiceStub(good)
+                self.assertTrue(stub.ServerReady(PB.ServerReadyRequest()).ready)
+                x = np.ones((2, WIDTHS[0]), np.float32)
+                check(self, stub.ModelInfer(request(x)), x, TRAINED["layers"],
+                      str(STEPS))
+                good.close()
+                bare = grpc.secure_channel(
+                    "127.0.0.1:%d" % host.port,
+                    grpc.ssl_channel_credentials(read(ca.cert)))
+                with self.assertRaises(grpc.RpcError) as e:
+                    PBG.GRPCInferenceServiceStub(bare).ServerReady(
+                        PB.ServerReadyRequest(), timeout=10)
+                self.assertEqual(e.exception.code(),
+                                 grpc.StatusCode.UNAVAILABLE)
+                bare.close()
+            finally:
+                host.stop()
 
 
 def main():
     global ARGS
     p = argparse.ArgumentParser()
-    p.add_argument("--host", required=True)
+    p.add_argument("--bin", required=True, help="the build folder")
     p.add_argument("--proto", required=True)
     ARGS, rest = p.parse_known_args()
     try:
