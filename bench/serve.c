@@ -466,13 +466,14 @@ static int parse_one(int c, const char *arg, bench_opts *o) {
   return -1;
 }
 
+/* parse reads the flags into o: 0 to run, 1 for --help, -1 on a bad one. */
 static int parse(int argc, char **argv, bench_opts *o) {
   static const struct option lo[] = {
       {"serve", 1, NULL, 'S'},    {"model", 1, NULL, 'm'},
       {"seconds", 1, NULL, 's'},  {"warmup", 1, NULL, 'w'},
       {"clients", 1, NULL, 'c'},  {"offered", 1, NULL, 'o'},
       {"delay-us", 1, NULL, 'd'}, {"threads", 1, NULL, 't'},
-      {NULL, 0, NULL, 0}};
+      {"help", 0, NULL, 'h'},     {NULL, 0, NULL, 0}};
   *o = (bench_opts){.serve = SERVE_BIN,
                     .model = "mlp:784,512,256,10",
                     .seconds = 5,
@@ -483,7 +484,9 @@ static int parse(int argc, char **argv, bench_opts *o) {
                     .threads = 1};
   int c;
   while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1)
-    if (c == '?' || parse_one(c, optarg, o) != 0)
+    if (c == 'h')
+      return 1;
+    else if (c == '?' || parse_one(c, optarg, o) != 0)
       return -1;
   return optind == argc ? 0 : -1;
 }
@@ -576,12 +579,17 @@ static int run_all(const bench_opts *o, const uint32_t *w, double lim64) {
 
 int main(int argc, char **argv) {
   static bench_opts o;
-  if (parse(argc, argv, &o) != 0) {
-    fprintf(stderr, "usage: serve [--serve PATH/fsps-serve] "
-                    "[--model mlp:W0,...] [--seconds S] [--warmup S] "
-                    "[--clients 1,8,64] [--offered R1,R2,...] "
-                    "[--delay-us N] [--threads N]\n");
-    return 2;
+  int prc = parse(argc, argv, &o);
+  if (prc != 0) {
+    fprintf(prc > 0 ? stdout : stderr,
+            "usage: serve [--serve PATH/fsps-serve] "
+            "[--model mlp:W0,...] [--seconds S] [--warmup S] "
+            "[--clients 1,8,64] [--offered R1,R2,...] "
+            "[--delay-us N] [--threads N]\n"
+            "fsps-serve online: closed-loop clients (and open loop at each "
+            "--offered rate), with dynamic batching beside --max-batch 1; "
+            "one JSON line per point (see README, \"Serving online\").\n");
+    return prc > 0 ? 0 : 2;
   }
   uint32_t w[SERVE_MAX_WIDTHS], n;
   char err[256];
