@@ -254,10 +254,12 @@ class RollbackScrapeTest(unittest.TestCase):
         deadline = time.monotonic() + timeout
         while True:
             servers = self.status(c)
-            lo = min(l["version"] for s in servers for l in s["layers"])
+            # a server the workers have not initialised yet holds no layer
+            versions = [l["version"] for s in servers for l in s["layers"]]
+            lo = min(versions, default=0)
             held = set.intersection(*(set(s["checkpoints"]) for s in servers))
             below = sorted((v for v in held if 0 < v < lo), reverse=True)
-            if len(below) >= n:
+            if len(below) >= n and all(s["layers"] for s in servers):
                 return below[:n]
             for w in c.workers:
                 self.assertIsNone(w.proc.poll(), "%s stopped" % w.tag)
